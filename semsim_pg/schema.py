@@ -1,0 +1,81 @@
+"""semsim's tables, as typed SQLAlchemy 2.0 models (the migrations create them).
+
+Decision 2 of ARCHITECTURE.md: vectors live in a companion table, ``embeddings``, one row per
+(document, model), so that an update of a document's metadata never touches the HNSW index.
+Each (collection, model) has its own partial HNSW index on that table, on the vector cast to the
+model's dimension, so collections with different models and dimensions share one table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "CollectionRow", "DocumentRow", "EmbeddingRow", "SCHEMA"]
+
+SCHEMA = "semsim"
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
+
+
+class CollectionRow(Base):
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(sa.Integer, sa.Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.Text, unique=True)
+    model_name: Mapped[str] = mapped_column(sa.Text)
+    dimension: Mapped[int] = mapped_column(sa.Integer)
+    metric: Mapped[str] = mapped_column(sa.Text)
+    hnsw_m: Mapped[int] = mapped_column(sa.Integer)
+    hnsw_ef_construction: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.CheckConstraint("metric IN ('cosine', 'l2', 'inner_product', 'l1')", name="metric"),
+        sa.CheckConstraint("dimension BETWEEN 1 AND 2000", name="dimension"),
+    )
+
+
+class DocumentRow(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(sa.ForeignKey(CollectionRow.id, ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(sa.Text)
+    text: Mapped[str] = mapped_column(sa.Text)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=sa.text("'{}'::jsonb"))
+    text_hash: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.UniqueConstraint("collection_id", "external_id"),
+        sa.Index("ix_documents_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
+    )
+
+
+class EmbeddingRow(Base):
+    __tablename__ = "embeddings"
+
+    document_id: Mapped[int] = mapped_column(sa.ForeignKey(DocumentRow.id, ondelete="CASCADE"), primary_key=True)
+    model_name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    # Copied from the document so that each (collection, model) partial index can name it.
+    collection_id: Mapped[int] = mapped_column(sa.ForeignKey(CollectionRow.id, ondelete="CASCADE"))
+    text_hash: Mapped[str] = mapped_column(sa.Text)
+    embedding: Mapped[Any] = mapped_column(Vector())
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())

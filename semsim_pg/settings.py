@@ -1,0 +1,141 @@
+"""semsim's settings: one object, defaults in code, read from the environment when asked.
+
+Nothing is read at import time. ``Settings.from_env()`` reads the ``SEMSIM_*`` variables;
+``get_settings()`` returns the process-wide object and ``configure()`` replaces it (tests,
+the Django app, or an application that sets things in code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from semsim_pg.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Settings",
+    "configure",
+    "default_data_dir",
+    "get_settings",
+]
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+METRICS = ("cosine", "l2", "inner_product", "l1")
+ITERATIVE_SCAN_MODES = ("off", "relaxed_order", "strict_order")
+
+
+def default_data_dir() -> Path:
+    """Where the embedded server and caches live when ``SEMSIM_DATA_DIR`` is not set."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "semsim"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything semsim can be configured with.
+
+    ``database_url`` None means the embedded PostgreSQL server in ``data_dir / "pg"``.
+    """
+
+    database_url: str | None = None
+    data_dir: Path = dataclasses.field(default_factory=default_data_dir)
+    model: str = DEFAULT_MODEL
+    device: str | None = None
+    cross_encoder: str = DEFAULT_CROSS_ENCODER
+    batch_size: int = 64
+    query_cache_size: int = 1024
+    ef_search: int = 40
+    iterative_scan: str = "relaxed_order"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 64
+    metric: str = "cosine"
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.query_cache_size >= 0, f"query_cache_size must be >= 0, got {self.query_cache_size}"),
+            (1 <= self.ef_search <= 1000, f"ef_search must be between 1 and 1000, got {self.ef_search}"),
+            (
+                self.iterative_scan in ITERATIVE_SCAN_MODES,
+                f"iterative_scan must be one of {', '.join(ITERATIVE_SCAN_MODES)}, got {self.iterative_scan!r}",
+            ),
+            (2 <= self.hnsw_m <= 100, f"hnsw_m must be between 2 and 100, got {self.hnsw_m}"),
+            (
+                4 <= self.hnsw_ef_construction <= 1000,
+                f"hnsw_ef_construction must be between 4 and 1000, got {self.hnsw_ef_construction}",
+            ),
+            (self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}"),
+            (bool(self.model.strip()), "model must not be empty"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigurationError(f"Invalid semsim setting: {message}.")
+
+    @property
+    def embedded(self) -> bool:
+        """True when semsim runs its own PostgreSQL server."""
+        return self.database_url is None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``SEMSIM_*`` variables; keyword arguments win over the environment."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(f"SEMSIM_{field.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _convert(field.name, field.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"]).expanduser()
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(name: str, annotation: object, raw: str) -> Any:
+    kind = str(annotation)
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"SEMSIM_{name.upper()} must be a whole number, got {raw!r}."
+            ) from None
+    if kind == "Path":
+        return Path(raw).expanduser()
+    return raw
+
+
+_lock = threading.Lock()
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = Settings.from_env()
+        return _current
+
+
+def configure(settings: Settings | None = None, **overrides: Any) -> Settings:
+    """Replace the process-wide settings (``None`` forgets them: the next use reads the environment)."""
+    global _current
+    with _lock:
+        if settings is None and not overrides:
+            _current = None
+            return Settings.from_env()
+        base = settings if settings is not None else Settings.from_env()
+        _current = base.replace(**overrides) if overrides else base
+        return _current
