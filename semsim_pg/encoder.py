@@ -163,9 +163,7 @@ class Encoder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:  # pragma: no cover - a core dependency
-            raise ModelLoadError(
-                "sentence-transformers is not installed: pip install 'semsim[encoders]'."
-            ) from exc
+            raise ModelLoadError("sentence-transformers is not installed: pip install 'semsim[encoders]'.") from exc
         logger.info("loading model %s from %s", self.name, self.source.location)
         try:
             model = SentenceTransformer(self.source.location, device=self.device)
@@ -223,7 +221,7 @@ class Encoder:
                 self._cache.move_to_end(key)
                 self.cache_hits += 1
                 return cached
-        vector = self.encode([text], show_progress_bar=False)[0]
+        vector: Vector = self.encode([text], show_progress_bar=False)[0]
         vector.setflags(write=False)
         if self._cache_size:
             with self._lock:
@@ -251,7 +249,12 @@ class Encoder:
             logger.warning(
                 "%d of %d texts are longer than the %d tokens model %s reads and will be truncated "
                 "(first: text #%d, %d tokens). Split long documents into passages to search all of them.",
-                len(long), len(texts), limit, self.name, long[0], lengths[candidates.index(long[0])],
+                len(long),
+                len(texts),
+                limit,
+                self.name,
+                long[0],
+                lengths[candidates.index(long[0])],
             )
 
 

@@ -7,22 +7,22 @@ message of any :class:`SemsimError` without a traceback and exits non-zero.
 from __future__ import annotations
 
 __all__ = [
-    "SemsimError",
+    "CollectionExists",
+    "CollectionNotFound",
     "ConfigurationError",
     "DatabaseError",
     "DatabaseUnavailable",
-    "SchemaNotInstalled",
-    "ExtensionMissing",
+    "DimensionMismatch",
+    "DocumentNotFound",
     "EmbeddedServerError",
-    "ModelLoadError",
+    "ExtensionMissing",
+    "InputFileError",
     "InvalidInput",
     "InvalidQuery",
-    "DimensionMismatch",
+    "ModelLoadError",
     "ModelMismatch",
-    "CollectionNotFound",
-    "CollectionExists",
-    "DocumentNotFound",
-    "InputFileError",
+    "SchemaNotInstalled",
+    "SemsimError",
 ]
 
 

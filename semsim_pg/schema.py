@@ -16,7 +16,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "CollectionRow", "DocumentRow", "EmbeddingRow", "SCHEMA"]
+__all__ = ["SCHEMA", "Base", "CollectionRow", "DocumentRow", "EmbeddingRow"]
 
 SCHEMA = "semsim"
 
@@ -65,7 +65,9 @@ class DocumentRow(Base):
 
     __table_args__ = (
         sa.UniqueConstraint("collection_id", "external_id"),
-        sa.Index("ix_documents_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
+        sa.Index(
+            "ix_documents_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}
+        ),
     )
 
 

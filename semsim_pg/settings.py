@@ -108,9 +108,7 @@ def _convert(name: str, annotation: object, raw: str) -> Any:
         try:
             return int(raw)
         except ValueError:
-            raise ConfigurationError(
-                f"SEMSIM_{name.upper()} must be a whole number, got {raw!r}."
-            ) from None
+            raise ConfigurationError(f"SEMSIM_{name.upper()} must be a whole number, got {raw!r}.") from None
     if kind == "Path":
         return Path(raw).expanduser()
     return raw

@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -118,9 +118,9 @@ class UpsertResult:
         return {**asdict(self), "total": self.total}
 
 
-Query = Union[str, QueryVector, npt.ArrayLike]
-DocumentLike = Union[Document, Mapping[str, Any], tuple[str, str], tuple[str, str, Mapping[str, Any]]]
-FilterValue = Union[str, int, float, bool, None, Sequence[Union[str, int, float, bool, None]]]
+Query = str | QueryVector | npt.ArrayLike
+DocumentLike = Document | Mapping[str, Any] | tuple[str, str] | tuple[str, str, Mapping[str, Any]]
+FilterValue = str | int | float | bool | None | Sequence[str | int | float | bool | None]
 
 
 class DocumentStore:
@@ -206,7 +206,14 @@ class DocumentStore:
                     " VALUES (:name, :model, :dim, :metric, :m, :efc)"
                     " ON CONFLICT (name) DO NOTHING RETURNING id"
                 ),
-                {"name": name, "model": encoder.name, "dim": dimension, "metric": metric, "m": m, "efc": ef_construction},
+                {
+                    "name": name,
+                    "model": encoder.name,
+                    "dim": dimension,
+                    "metric": metric,
+                    "m": m,
+                    "efc": ef_construction,
+                },
             ).first()
             if row is not None:
                 conn.execute(sa.text(sql.create_index_sql(row[0], encoder.name, dimension, metric, m, ef_construction)))
@@ -254,12 +261,14 @@ class DocumentStore:
     def drop_collection(self, name: str) -> None:
         collection = self.get_collection(name)
         with self.engine.begin() as conn:
-            indexes = conn.execute(
-                sa.text(
-                    "SELECT indexname FROM pg_indexes WHERE schemaname = 'semsim' AND indexname LIKE :pattern"
-                ),
-                {"pattern": f"embeddings\\_hnsw\\_c{collection.id}\\_%"},
-            ).scalars().all()
+            indexes = (
+                conn.execute(
+                    sa.text("SELECT indexname FROM pg_indexes WHERE schemaname = 'semsim' AND indexname LIKE :pattern"),
+                    {"pattern": f"embeddings\\_hnsw\\_c{collection.id}\\_%"},
+                )
+                .scalars()
+                .all()
+            )
             for index in indexes:
                 conn.execute(sa.text(f'DROP INDEX IF EXISTS semsim."{index}"'))
             conn.execute(sa.text("DELETE FROM semsim.collections WHERE id = :id"), {"id": collection.id})
@@ -274,15 +283,33 @@ class DocumentStore:
         batch_size: int = 512,
         progress: bool | None = None,
         total: int | None = None,
+        vectors: npt.ArrayLike | None = None,
     ) -> UpsertResult:
         """Insert or update documents; encode only texts that are new or changed.
 
         Each batch is one transaction: a batch that fails (bad input, database error) writes
         nothing. Documents may be :class:`Document`, mappings with ``id``/``text``/``metadata``,
         or ``(id, text[, metadata])`` tuples, from any iterable (streamed in batches).
+
+        ``vectors`` (one row per document, in order) are embeddings you computed yourself with
+        the collection's model: they are stored instead of encoding the texts.
         """
         coll = self.get_collection(collection)
-        encoder = self.encoder_for(coll)
+        encoder = None if vectors is not None else self.encoder_for(coll)
+        matrix = None
+        if vectors is not None:
+            matrix = np.asarray(vectors, dtype=np.float32)
+            if matrix.ndim != 2 or matrix.shape[1] != coll.dimension:
+                raise DimensionMismatch(
+                    f"vectors must have shape (n, {coll.dimension}) for collection {coll.name!r}, got {matrix.shape}."
+                )
+            if not np.all(np.isfinite(matrix)):
+                raise InvalidInput("vectors hold NaN or infinite values.")
+            documents = list(documents)
+            if len(documents) != len(matrix):
+                raise InvalidInput(
+                    f"{len(documents)} documents but {len(matrix)} vectors: give one vector per document."
+                )
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
         result = UpsertResult()
@@ -290,7 +317,10 @@ class DocumentStore:
         try:
             for start, batch in _batches(documents, batch_size):
                 docs = [_coerce_document(doc, start + i) for i, doc in enumerate(batch)]
-                result += self._upsert_batch(coll, encoder, docs, start)
+                given = None
+                if matrix is not None:
+                    given = matrix[start : start + len(docs)]
+                result += self._upsert_batch(coll, encoder, docs, start, given)
                 if bar is not None:
                     bar.update(len(docs))
                     bar.set_postfix(encoded=result.encoded, refresh=False)
@@ -299,11 +329,22 @@ class DocumentStore:
                 bar.close()
         logger.info(
             "upsert into %s: %d inserted, %d updated, %d unchanged, %d encoded",
-            coll.name, result.inserted, result.updated, result.unchanged, result.encoded,
+            coll.name,
+            result.inserted,
+            result.updated,
+            result.unchanged,
+            result.encoded,
         )
         return result
 
-    def _upsert_batch(self, coll: Collection, encoder: Encoder, docs: list[Document], start: int) -> UpsertResult:
+    def _upsert_batch(
+        self,
+        coll: Collection,
+        encoder: Encoder | None,
+        docs: list[Document],
+        start: int,
+        given: npt.NDArray[np.float32] | None = None,
+    ) -> UpsertResult:
         seen: dict[str, int] = {}
         for i, doc in enumerate(docs):
             if doc.external_id in seen:
@@ -328,7 +369,10 @@ class DocumentStore:
         # Encode before opening the write transaction, so no lock is held while the model runs.
         to_encode = [i for i, doc in enumerate(docs) if stored.get(doc.external_id) != hashes[i]]
         vectors: dict[int, npt.NDArray[np.float32]] = {}
-        if to_encode:
+        if to_encode and given is not None:
+            vectors = {i: given[i] for i in to_encode}
+        elif to_encode:
+            assert encoder is not None  # set whenever vectors are not given
             if encoder.dimension != coll.dimension:
                 raise ModelMismatch(
                     f"Model {encoder.name} makes {encoder.dimension}-dimensional vectors but collection "
@@ -349,22 +393,24 @@ class DocumentStore:
                 ) as copy:
                     copy.set_types(["text", "text", "text", "text", "vector"])
                     for i, doc in enumerate(docs):
-                        copy.write_row(
-                            (doc.external_id, doc.text, json.dumps(doc.metadata), hashes[i], vectors.get(i))
-                        )
-            flags = conn.execute(
-                sa.text(
-                    "INSERT INTO semsim.documents AS d (collection_id, external_id, text, metadata, text_hash)"
-                    " SELECT :cid, s.external_id, s.text, s.metadata::jsonb, s.text_hash FROM semsim_staging s"
-                    " ON CONFLICT (collection_id, external_id) DO UPDATE"
-                    "   SET text = excluded.text, metadata = excluded.metadata, text_hash = excluded.text_hash,"
-                    "       updated_at = now()"
-                    "   WHERE d.text_hash IS DISTINCT FROM excluded.text_hash"
-                    "      OR d.metadata IS DISTINCT FROM excluded.metadata"
-                    " RETURNING (xmax = 0)"
-                ),
-                {"cid": coll.id},
-            ).scalars().all()
+                        copy.write_row((doc.external_id, doc.text, json.dumps(doc.metadata), hashes[i], vectors.get(i)))
+            flags = (
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO semsim.documents AS d (collection_id, external_id, text, metadata, text_hash)"
+                        " SELECT :cid, s.external_id, s.text, s.metadata::jsonb, s.text_hash FROM semsim_staging s"
+                        " ON CONFLICT (collection_id, external_id) DO UPDATE"
+                        "   SET text = excluded.text, metadata = excluded.metadata, text_hash = excluded.text_hash,"
+                        "       updated_at = now()"
+                        "   WHERE d.text_hash IS DISTINCT FROM excluded.text_hash"
+                        "      OR d.metadata IS DISTINCT FROM excluded.metadata"
+                        " RETURNING (xmax = 0)"
+                    ),
+                    {"cid": coll.id},
+                )
+                .scalars()
+                .all()
+            )
             result.inserted = sum(1 for inserted in flags if inserted)
             result.updated = len(flags) - result.inserted
             result.unchanged = len(docs) - len(flags)
@@ -485,7 +531,7 @@ class DocumentStore:
         for i, q in enumerate(queries):
             if not isinstance(q, str) or not q.strip():
                 raise InvalidQuery(f"Query #{i + 1} is empty. Give a text with at least one word.")
-        vectors = self.encoder_for(coll).encode(list(queries)) if queries else []
+        vectors: Sequence[npt.NDArray[np.float32]] = self.encoder_for(coll).encode(list(queries)) if queries else []
         results: list[list[SearchHit]] = []
         with self._connect() as conn:
             for vector in vectors:
@@ -625,7 +671,7 @@ def _coerce_document(doc: DocumentLike, index: int) -> Document:
         external_id, text, metadata = doc["id"], doc["text"], doc.get("metadata") or {}
     elif isinstance(doc, tuple) and len(doc) in (2, 3):
         external_id, text = doc[0], doc[1]
-        metadata = doc[2] if len(doc) == 3 else {}  # type: ignore[misc]
+        metadata = doc[2] if len(doc) == 3 else {}
     else:
         raise InvalidInput(
             f"Document #{index} is a {type(doc).__name__}; give a Document, a mapping with 'id' and 'text', "
@@ -640,7 +686,9 @@ def _coerce_document(doc: DocumentLike, index: int) -> Document:
     if "\x00" in text or "\x00" in external_id:
         raise InvalidInput(f"Document {external_id!r} (#{index}) holds a NUL character, which PostgreSQL cannot store.")
     if not isinstance(metadata, Mapping):
-        raise InvalidInput(f"The metadata of document {external_id!r} (#{index}) must be a mapping, got {type(metadata).__name__}.")
+        raise InvalidInput(
+            f"The metadata of document {external_id!r} (#{index}) must be a mapping, got {type(metadata).__name__}."
+        )
     try:
         json.dumps(metadata)
     except (TypeError, ValueError) as exc:

@@ -138,15 +138,21 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_documents"),
         sa.ForeignKeyConstraint(
-            ["collection_id"], ["semsim.collections.id"], ondelete="CASCADE",
+            ["collection_id"],
+            ["semsim.collections.id"],
+            ondelete="CASCADE",
             name="fk_documents_collection_id_collections",
         ),
         sa.UniqueConstraint("collection_id", "external_id", name="uq_documents_collection_id_external_id"),
         schema="semsim",
     )
     op.create_index(
-        "ix_documents_metadata", "documents", ["metadata"], schema="semsim",
-        postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"},
+        "ix_documents_metadata",
+        "documents",
+        ["metadata"],
+        schema="semsim",
+        postgresql_using="gin",
+        postgresql_ops={"metadata": "jsonb_path_ops"},
     )
     op.create_table(
         "embeddings",
@@ -158,16 +164,22 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.PrimaryKeyConstraint("document_id", "model_name", name="pk_embeddings"),
         sa.ForeignKeyConstraint(
-            ["document_id"], ["semsim.documents.id"], ondelete="CASCADE",
+            ["document_id"],
+            ["semsim.documents.id"],
+            ondelete="CASCADE",
             name="fk_embeddings_document_id_documents",
         ),
         sa.ForeignKeyConstraint(
-            ["collection_id"], ["semsim.collections.id"], ondelete="CASCADE",
+            ["collection_id"],
+            ["semsim.collections.id"],
+            ondelete="CASCADE",
             name="fk_embeddings_collection_id_collections",
         ),
         schema="semsim",
     )
-    op.create_index("ix_embeddings_collection_id_model_name", "embeddings", ["collection_id", "model_name"], schema="semsim")
+    op.create_index(
+        "ix_embeddings_collection_id_model_name", "embeddings", ["collection_id", "model_name"], schema="semsim"
+    )
     op.execute(FUNCTIONS)
 
 
