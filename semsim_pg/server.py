@@ -78,8 +78,8 @@ def _ensure_database(server: Any) -> None:
         if not exists:
             try:
                 conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process created it in between
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass  # another process created it in between (the catalog's unique index reports the race)
 
 
 def _why_not_started(pgdata: Path, exc: BaseException) -> str:

@@ -531,7 +531,7 @@ class DocumentStore:
         for i, q in enumerate(queries):
             if not isinstance(q, str) or not q.strip():
                 raise InvalidQuery(f"Query #{i + 1} is empty. Give a text with at least one word.")
-        vectors: Sequence[npt.NDArray[np.float32]] = self.encoder_for(coll).encode(list(queries)) if queries else []
+        vectors: list[npt.NDArray[np.float32]] = list(self.encoder_for(coll).encode(list(queries))) if queries else []
         results: list[list[SearchHit]] = []
         with self._connect() as conn:
             for vector in vectors:

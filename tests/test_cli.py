@@ -1,0 +1,94 @@
+"""The `semsim` command line, run in-process against the session's database and model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from semsim_pg.cli import main
+
+DOCS = [
+    {"id": "cat", "text": "The dog chases the cat", "topic": "animals", "year": 2020},
+    {"id": "feline", "text": "The feline is being pursued by the canine", "topic": "animals", "year": 2021},
+    {"id": "rates", "text": "The central bank raised interest rates", "topic": "finance", "year": 2020},
+    {"id": "login", "text": "How do I reset my password?", "topic": "tech", "year": 2022},
+]
+
+
+@pytest.fixture()
+def docs_file(tmp_path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    return path
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    code = main(["-q", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ingest_search_similar(capsys, store, collection_name, docs_file) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run(capsys, "ingest", str(docs_file), "-c", collection_name, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert (summary["inserted"], summary["encoded"], summary["unchanged"]) == (4, 4, 0)
+
+    code, out, _ = run(capsys, "ingest", str(docs_file), "-c", collection_name, "--json")
+    summary = json.loads(out)
+    assert (summary["inserted"], summary["encoded"], summary["unchanged"]) == (0, 0, 4)
+
+    code, out, _ = run(capsys, "search", "a puppy chasing a kitten", "-c", collection_name, "-k", "2", "--json")
+    hits = json.loads(out)["hits"]
+    assert code == 0 and {h["external_id"] for h in hits} == {"cat", "feline"}
+    assert hits[0]["metadata"]["topic"] == "animals"
+
+    # year=2020 matches the number 2020 stored in JSON
+    code, out, _ = run(capsys, "search", "anything", "-c", collection_name, "--filter", "year=2020", "--json")
+    assert {h["external_id"] for h in json.loads(out)["hits"]} == {"cat", "rates"}
+
+    code, out, _ = run(capsys, "search", "pets", "-c", collection_name, "-k", "2")
+    assert code == 0 and "cat" in out and "0." in out
+
+    code, out, _ = run(capsys, "similar", "cat", "-c", collection_name, "-k", "1", "--json")
+    assert json.loads(out)["hits"][0]["external_id"] == "feline"
+
+    code, out, _ = run(capsys, "search", "dogs", "-c", collection_name, "--explain")
+    assert code == 0 and "Limit" in out
+
+    code, out, _ = run(capsys, "collections", "--json")
+    listed = {c["name"]: c for c in json.loads(out)}
+    assert listed[collection_name]["documents"] == 4 and listed[collection_name]["embedded"] == 4
+
+
+def test_batch_search_prints_one_json_line_per_query(capsys, store, collection_name, docs_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run(capsys, "ingest", str(docs_file), "-c", collection_name)
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a dog chases a cat\n\nforgot my password\n")
+    code, out, _ = run(capsys, "search", "--queries", str(queries), "-c", collection_name, "-k", "1", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [line["query"] for line in lines] == ["a dog chases a cat", "forgot my password"]
+    assert [line["hits"][0]["external_id"] for line in lines] == ["cat", "login"]
+
+
+def test_errors_are_one_line_and_nonzero(capsys, store, collection_name, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": "broken\n')
+    code, out, err = run(capsys, "ingest", str(bad), "-c", collection_name)
+    assert code == 1 and "line 2" in err and "Traceback" not in err
+    # nothing was written: the collection does not even exist
+    code, _, err = run(capsys, "search", "x", "-c", collection_name)
+    assert code == 1 and "No collection named" in err and "Traceback" not in err
+
+    code, _, err = run(capsys, "search", "x", "-c", collection_name, "--filter", "novalue")
+    assert code == 1 and "KEY=VALUE" in err
+
+
+def test_info_and_db_commands(capsys, engine) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run(capsys, "info", "--json", "--no-model")
+    info = json.loads(out)
+    assert code == 0 and info["pgvector"].startswith("0.8") and info["schema_revision"] == info["schema_head"]
+    assert "***" in info["database_url"] or ":@" not in info["database_url"]
+    code, out, _ = run(capsys, "db", "current")
+    assert code == 0 and "up to date" in out

@@ -1,0 +1,81 @@
+"""The encoder: offline model resolution, normalised vectors, cache, truncation warning."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from semsim_pg.encoder import Encoder, get_encoder, resolve_model, text_hash
+from semsim_pg.errors import InvalidQuery, ModelLoadError
+
+
+def test_default_name_resolves_to_packaged_weights() -> None:
+    source = resolve_model("all-MiniLM-L6-v2")
+    assert source.kind == "packaged"
+    assert source.name == "all-MiniLM-L6-v2"
+    assert resolve_model("sentence-transformers/all-MiniLM-L6-v2").name == "all-MiniLM-L6-v2"
+
+
+def test_local_directory_resolves_to_its_absolute_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    source = resolve_model(str(tmp_path))
+    assert (source.kind, source.name) == ("path", str(tmp_path.resolve()))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing"))
+
+
+def test_identity_and_normalised_float32(encoder) -> None:  # type: ignore[no-untyped-def]
+    vectors = encoder.encode(["The dog chases the cat", "Stock markets fell"])
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    info = encoder.describe()
+    assert (info["name"], info["dimension"], info["max_seq_length"]) == ("all-MiniLM-L6-v2", 384, 256)
+    assert get_encoder() is encoder  # one per process and name
+
+
+def test_paraphrase_is_closer_than_unrelated(encoder) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = encoder.encode(
+        ["The dog chases the cat", "The feline is being pursued by the canine", "Interest rates rose again"]
+    )
+    assert float(a @ b) > float(a @ c) + 0.3
+
+
+def test_query_cache(encoder) -> None:  # type: ignore[no-untyped-def]
+    first = encoder.encode_query("an uncached query for the cache test")
+    count = encoder.encoded_count
+    second = encoder.encode_query("an uncached query for the cache test")
+    assert encoder.encoded_count == count
+    assert second is first and not second.flags.writeable
+    with pytest.raises(InvalidQuery):
+        encoder.encode_query("  ")
+
+
+def test_warns_when_text_will_be_truncated(encoder, caplog) -> None:  # type: ignore[no-untyped-def]
+    long_text = "word " * 600
+    with caplog.at_level(logging.WARNING, logger="semsim_pg.encoder"):
+        encoder.encode(["short text", long_text])
+    assert "truncated" in caplog.text and "text #1" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="semsim_pg.encoder"):
+        encoder.encode(["short text"])
+    assert "truncated" not in caplog.text
+
+
+def test_text_hash_matches_sql(engine) -> None:  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    text = "Grüße, 世界 — naïve café"
+    with engine.connect() as conn:
+        in_sql = conn.execute(sa.text("SELECT encode(sha256(convert_to(:t, 'UTF8')), 'hex')"), {"t": text}).scalar()
+    assert in_sql == text_hash(text)
+
+
+def test_unreachable_hub_model_fails_fast_with_a_clear_error(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    encoder = Encoder("some-org/not-a-real-model-xyz")
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="Cannot load model 'some-org/not-a-real-model-xyz'"):
+        encoder.encode(["hello"])
+    assert time.perf_counter() - start < 60  # no network wait: offline lookup fails at once

@@ -1,0 +1,230 @@
+"""DocumentStore against the real embedded PostgreSQL + pgvector and the real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from semsim_pg import (
+    CollectionExists,
+    CollectionNotFound,
+    DimensionMismatch,
+    Document,
+    DocumentNotFound,
+    InvalidInput,
+    InvalidQuery,
+    ModelMismatch,
+    QueryVector,
+)
+
+CORPUS = [
+    ("dog-cat", "The dog chases the cat", {"topic": "animals", "year": 2020}),
+    ("feline", "The feline is being pursued by the canine", {"topic": "animals", "year": 2021}),
+    ("stocks", "Stock markets fell sharply after the rate announcement", {"topic": "finance", "year": 2020}),
+    ("password", "How do I reset my password if I forgot it?", {"topic": "tech", "year": 2021}),
+    ("pasta", "Boil the pasta for ten minutes in salted water", {"topic": "cooking", "year": 2022}),
+    ("rocket", "A rocket launched a weather satellite into orbit", {"topic": "space", "year": 2022}),
+]
+
+
+def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 50) -> np.ndarray:
+    """Unit vectors around random centres: closer to real embeddings than uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    vectors = centres[rng.integers(0, clusters, size=n)] + 0.6 * rng.normal(size=(n, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32)
+
+
+def table_counts(store, collection) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    coll = store.get_collection(collection)
+    with store.engine.connect() as conn:
+        docs = conn.execute(sa.text("SELECT count(*) FROM semsim.documents WHERE collection_id = :c"), {"c": coll.id})
+        embs = conn.execute(sa.text("SELECT count(*) FROM semsim.embeddings WHERE collection_id = :c"), {"c": coll.id})
+        return int(docs.scalar_one()), int(embs.scalar_one())
+
+
+@pytest.fixture()
+def corpus(store, collection_name):  # type: ignore[no-untyped-def]
+    store.create_collection(collection_name)
+    store.upsert(collection_name, CORPUS)
+    return collection_name
+
+
+def test_paraphrase_ranks_above_unrelated(store, corpus) -> None:  # type: ignore[no-untyped-def]
+    hits = store.search(corpus, "A puppy runs after a kitten", k=6)
+    ids = [h.external_id for h in hits]
+    assert set(ids[:2]) == {"dog-cat", "feline"}
+    assert hits[0].similarity > hits[-1].similarity
+    assert [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
+    assert hits[0].similarity == pytest.approx(1 - hits[0].distance)
+
+
+def test_classic_pair_is_each_others_nearest(store, corpus) -> None:  # type: ignore[no-untyped-def]
+    hits = store.similar(corpus, "dog-cat", k=2)
+    assert hits[0].external_id == "feline"
+    assert "dog-cat" not in [h.external_id for h in hits]
+
+
+def test_reingest_unchanged_encodes_nothing(store, corpus, encoder) -> None:  # type: ignore[no-untyped-def]
+    before = encoder.encoded_count
+    result = store.upsert(corpus, CORPUS)
+    assert encoder.encoded_count == before
+    assert (result.inserted, result.updated, result.unchanged, result.encoded) == (0, 0, len(CORPUS), 0)
+
+
+def test_changed_text_reencodes_exactly_that_document(store, corpus, encoder) -> None:  # type: ignore[no-untyped-def]
+    changed = list(CORPUS)
+    changed[4] = ("pasta", "Knead the dough and let the pizza base rise", {"topic": "cooking", "year": 2022})
+    before = encoder.encoded_count
+    result = store.upsert(corpus, changed)
+    assert encoder.encoded_count - before == 1
+    assert (result.updated, result.encoded, result.unchanged) == (1, 1, len(CORPUS) - 1)
+    assert store.search(corpus, "making pizza dough", k=1)[0].external_id == "pasta"
+    assert store.get(corpus, "pasta").text.startswith("Knead")
+
+
+def test_metadata_change_updates_without_encoding(store, corpus, encoder) -> None:  # type: ignore[no-untyped-def]
+    changed = [(i, t, {**m, "reviewed": True}) if i == "rocket" else (i, t, m) for i, t, m in CORPUS]
+    before = encoder.encoded_count
+    result = store.upsert(corpus, changed)
+    assert encoder.encoded_count == before
+    assert (result.updated, result.encoded) == (1, 0)
+    assert store.get(corpus, "rocket").metadata["reviewed"] is True
+
+
+def test_filters_compose_with_search(store, corpus) -> None:  # type: ignore[no-untyped-def]
+    hits = store.search(corpus, "animals chasing each other", k=5, filter={"topic": "finance"})
+    assert [h.external_id for h in hits] == ["stocks"]
+    hits = store.search(corpus, "anything", k=10, filter={"year": [2021, 2022]})
+    assert {h.external_id for h in hits} == {"feline", "password", "pasta", "rocket"}
+    hits = store.search(corpus, "anything", k=10, filter={"topic": "animals", "year": 2020})
+    assert [h.external_id for h in hits] == ["dog-cat"]
+
+
+def test_min_similarity_drops_weak_hits(store, corpus) -> None:  # type: ignore[no-untyped-def]
+    hits = store.search(corpus, "The dog chases the cat", k=6, min_similarity=0.5)
+    assert hits and all(h.similarity >= 0.5 for h in hits)
+    assert "rocket" not in [h.external_id for h in hits]
+
+
+def test_query_cache_serves_repeated_queries(store, corpus, encoder) -> None:  # type: ignore[no-untyped-def]
+    store.search(corpus, "a brand new query about satellites", k=1)
+    before, hits_before = encoder.encoded_count, encoder.cache_hits
+    store.search(corpus, "a brand new query about satellites", k=1)
+    assert encoder.encoded_count == before
+    assert encoder.cache_hits == hits_before + 1
+
+
+def test_hnsw_recall_against_exact_scan(store, collection_name) -> None:  # type: ignore[no-untyped-def]
+    coll = store.create_collection(collection_name)
+    generated = clustered_vectors(3030, coll.dimension)
+    vectors, queries = generated[:3000], generated[3000:]  # queries from the same distribution, not stored
+    docs = [Document(str(i), f"doc {i}", {"bucket": i % 100}) for i in range(len(vectors))]
+    store.upsert(collection_name, docs, vectors=vectors, batch_size=1000)
+    recalls = []
+    for q in queries:
+        approx = {h.external_id for h in store.search(collection_name, q, k=10, ef_search=64)}
+        exact = {h.external_id for h in store.search(collection_name, q, k=10, exact=True)}
+        recalls.append(len(approx & exact) / 10)
+    assert np.mean(recalls) >= 0.9
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE semsim.embeddings"))
+    plan = store.explain(collection_name, queries[0], k=10)
+    assert f"Index Scan using embeddings_hnsw_c{coll.id}_" in plan
+    assert "embeddings_hnsw" not in store.explain(collection_name, queries[0], k=10, exact=True)
+    # A selective filter (1% of rows) still returns k rows: iterative index scans keep going.
+    hits = store.search(collection_name, queries[0], k=10, filter={"bucket": 7})
+    assert len(hits) == 10
+    assert all(h.metadata["bucket"] == 7 for h in hits)
+
+
+def test_sql_functions_for_psql_users(store, corpus) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.sql import vector_literal
+
+    vector = store.encoder_for(store.get_collection(corpus)).encode_query("a kitten chased by a puppy")
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT external_id, similarity FROM semsim.search(:c, CAST(:v AS vector), 2)"),
+            {"c": corpus, "v": vector_literal(vector)},
+        ).all()
+        assert {r[0] for r in rows} == {"dog-cat", "feline"}
+        rows = conn.execute(sa.text("SELECT external_id FROM semsim.similar(:c, 'dog-cat', 1)"), {"c": corpus}).all()
+        assert rows[0][0] == "feline"
+        rows = conn.execute(
+            sa.text('SELECT external_id FROM semsim.search(:c, CAST(:v AS vector), 5, \'{"topic": "finance"}\')'),
+            {"c": corpus, "v": vector_literal(vector)},
+        ).all()
+        assert [r[0] for r in rows] == ["stocks"]
+    with store.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="dimensions"):
+        conn.execute(sa.text("SELECT * FROM semsim.search(:c, '[1,2,3]'::vector, 2)"), {"c": corpus})
+    with store.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="no collection"):
+        conn.execute(sa.text("SELECT * FROM semsim.similar('no-such-collection', 'x', 2)"))
+
+
+def test_delete_removes_documents_and_vectors(store, corpus) -> None:  # type: ignore[no-untyped-def]
+    assert store.delete(corpus, ["rocket", "not-there"]) == 1
+    assert table_counts(store, corpus) == (len(CORPUS) - 1, len(CORPUS) - 1)
+    with pytest.raises(DocumentNotFound):
+        store.get(corpus, "rocket")
+
+
+def test_collections_with_different_metrics_coexist(store, collection_name) -> None:  # type: ignore[no-untyped-def]
+    other = collection_name + "_l2"
+    try:
+        store.create_collection(collection_name, metric="inner_product")
+        store.create_collection(other, metric="l2")
+        store.upsert(collection_name, CORPUS[:3])
+        store.upsert(other, CORPUS[:3])
+        ip = store.search(collection_name, "The dog chases the cat", k=1)[0]
+        l2 = store.search(other, "The dog chases the cat", k=1)[0]
+        assert ip.external_id == l2.external_id == "dog-cat"
+        assert ip.similarity == pytest.approx(1.0, abs=1e-4)
+        assert l2.similarity == pytest.approx(1.0, abs=1e-4)
+        names = {c.name: c for c in store.list_collections()}
+        assert names[other].documents == 3 and names[other].embedded == 3
+    finally:
+        store.drop_collection(other)
+
+
+def test_create_collection_conflicts(store, corpus) -> None:  # type: ignore[no-untyped-def]
+    assert store.create_collection(corpus).name == corpus  # same parameters: the existing one
+    with pytest.raises(CollectionExists, match="metric"):
+        store.create_collection(corpus, metric="l2")
+    with pytest.raises(CollectionExists):
+        store.create_collection(corpus, exist_ok=False)
+
+
+# bad input -------------------------------------------------------------------------------------
+def test_bad_queries_raise_clear_errors(store, corpus) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidQuery, match="empty"):
+        store.search(corpus, "   ")
+    with pytest.raises(InvalidQuery, match="k must be"):
+        store.search(corpus, "dogs", k=0)
+    with pytest.raises(CollectionNotFound, match="semsim ingest"):
+        store.search("no-such-collection", "dogs")
+    with pytest.raises(DimensionMismatch, match="3 dimensions"):
+        store.search(corpus, [0.1, 0.2, 0.3])
+    with pytest.raises(ModelMismatch, match="other-model"):
+        store.search(corpus, QueryVector(np.zeros(384, dtype=np.float32), "other-model"))
+    with pytest.raises(DocumentNotFound):
+        store.similar(corpus, "no-such-id")
+    with pytest.raises(InvalidQuery, match="filter"):
+        store.search(corpus, "dogs", filter={"topic": []})
+
+
+def test_failed_batch_writes_nothing(store, corpus) -> None:  # type: ignore[no-untyped-def]
+    before = table_counts(store, corpus)
+    # PostgreSQL's jsonb refuses \u0000: the batch fails in the database, after a good document.
+    bad = [("new-1", "A perfectly good new document", {}), ("new-2", "Another one", {"x": "a\x00b"})]
+    with pytest.raises(sa.exc.DBAPIError):
+        store.upsert(corpus, bad)
+    assert table_counts(store, corpus) == before
+    with pytest.raises(InvalidInput, match="appears twice"):
+        store.upsert(corpus, [("dup", "first text", {}), ("dup", "second text", {})])
+    with pytest.raises(InvalidInput, match="no text"):
+        store.upsert(corpus, [("ok", "fine", {}), ("empty", "  ", {})])
+    with pytest.raises(DimensionMismatch):
+        store.upsert(corpus, [("v", "text", {})], vectors=np.zeros((1, 5)))
+    assert table_counts(store, corpus) == before
