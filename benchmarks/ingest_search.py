@@ -1,0 +1,164 @@
+"""Ingest and search benchmark for the core DocumentStore.
+
+Ingests the first N lines of a text file and prints: encode rate, database write rate, end-to-end
+ingest rate, search latency p50/p95 (query embedding cold, cached, and a vector passed directly),
+and recall@10 of the HNSW index against an exact scan.
+
+    .venv/bin/python benchmarks/ingest_search.py --file ../shared/data/corpus/tatoeba-en-sentences.txt -n 20000
+
+Runs on the configured database (SEMSIM_DATABASE_URL, or the embedded server in SEMSIM_DATA_DIR).
+Machines here are shared: compare runs side by side and quote medians (PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--file", type=Path, default=Path("../shared/data/corpus/tatoeba-en-sentences.txt"))
+    parser.add_argument("-n", type=int, default=20000, help="documents to ingest")
+    parser.add_argument("--queries", type=int, default=200, help="queries (lines after the ingested ones)")
+    parser.add_argument("--encode-sample", type=int, default=2000, help="texts for the encode-only rate")
+    parser.add_argument("--ef-search", type=int, default=40)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark collections")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    from semsim_pg import Document, DocumentStore
+    from semsim_pg.errors import CollectionNotFound
+
+    lines = [line.strip() for line in args.file.open(encoding="utf-8") if line.strip()]
+    if len(lines) < args.n + args.queries:
+        sys.exit(f"{args.file} has {len(lines)} lines; need n + queries = {args.n + args.queries}")
+    texts, queries = lines[: args.n], lines[args.n : args.n + args.queries]
+    docs = [Document(str(i), t) for i, t in enumerate(texts)]
+
+    store = DocumentStore()
+    names = ("bench-ingest", "bench-write")
+    for name in names:
+        try:
+            store.drop_collection(name)
+        except CollectionNotFound:
+            pass
+    coll = store.create_collection(names[0])
+    encoder = store.encoder_for(coll)
+    encoder.encode(["warm up"])
+    figures: dict[str, float] = {}
+
+    # 1. the model alone
+    sample = texts[: args.encode_sample]
+    start = time.perf_counter()
+    encoder.encode(sample, show_progress_bar=False)
+    figures["encode_per_s"] = len(sample) / (time.perf_counter() - start)
+
+    # 2. end to end: text in, hashed, encoded, COPY'd, indexed
+    start = time.perf_counter()
+    result = store.upsert(coll, docs, batch_size=1000, progress=True, total=len(docs))
+    figures["ingest_per_s"] = len(docs) / (time.perf_counter() - start)
+    assert result.inserted == len(docs)
+
+    # 3. the database alone: the same vectors into a second collection (COPY + upsert + HNSW insert)
+    with store.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        rows = conn.execute(
+            sa.text(
+                "SELECT d.external_id, e.embedding::text FROM semsim.documents d"
+                " JOIN semsim.embeddings e ON e.document_id = d.id WHERE d.collection_id = :c ORDER BY d.id"
+            ),
+            {"c": coll.id},
+        ).all()
+    vectors = np.array([json.loads(v) for _, v in rows], dtype=np.float32)
+    by_id = {d.external_id: d for d in docs}
+    ordered = [by_id[i] for i, _ in rows]
+    store.create_collection(names[1])
+    start = time.perf_counter()
+    store.upsert(names[1], ordered, vectors=vectors, batch_size=1000, progress=False)
+    figures["db_write_per_s"] = len(ordered) / (time.perf_counter() - start)
+
+    # 4. search latency
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE semsim.documents; ANALYZE semsim.embeddings"))
+    encoder.clear_cache()
+
+    def timed(fn) -> list[float]:  # type: ignore[no-untyped-def]
+        out = []
+        for q in queries:
+            t = time.perf_counter()
+            fn(q)
+            out.append((time.perf_counter() - t) * 1000)
+        return out
+
+    cold = timed(lambda q: store.search(coll, q, k=10, ef_search=args.ef_search))
+    warm = timed(lambda q: store.search(coll, q, k=10, ef_search=args.ef_search))
+    qvecs = {q: encoder.encode_query(q) for q in queries}
+    sql_only = timed(lambda q: store.search(coll, qvecs[q], k=10, ef_search=args.ef_search))
+    filtered = timed(lambda q: store.search(coll, qvecs[q], k=10, ef_search=args.ef_search, filter={"x": 1}))
+
+    # 5. recall@10 of the index against an exact scan
+    recalls = []
+    for q in queries:
+        approx = {h.external_id for h in store.search(coll, qvecs[q], k=10, ef_search=args.ef_search)}
+        exact = {h.external_id for h in store.search(coll, qvecs[q], k=10, exact=True)}
+        recalls.append(len(approx & exact) / 10)
+    exact_ms = timed(lambda q: store.search(coll, qvecs[q], k=10, exact=True))
+
+    figures.update(
+        {
+            "search_cold_p50_ms": percentile(cold, 50),
+            "search_cold_p95_ms": percentile(cold, 95),
+            "search_cached_p50_ms": percentile(warm, 50),
+            "search_cached_p95_ms": percentile(warm, 95),
+            "search_vector_p50_ms": percentile(sql_only, 50),
+            "search_vector_p95_ms": percentile(sql_only, 95),
+            "search_filtered_none_p50_ms": percentile(filtered, 50),
+            "exact_scan_p50_ms": percentile(exact_ms, 50),
+            "recall_at_10": statistics.mean(recalls),
+        }
+    )
+
+    print(f"\nsemsim ingest + search benchmark: {args.n} documents from {args.file.name}, {len(queries)} queries")
+    print(f"model {encoder.name} on {encoder.describe()['device']}, ef_search {args.ef_search}\n")
+    print(f"| {'measure':<44} | {'value':>10} |")
+    print(f"|{'-' * 46}|{'-' * 12}|")
+    rows_out = [
+        ("encode rate (texts/s, model only)", figures["encode_per_s"], "{:.0f}"),
+        ("database write rate (rows/s, COPY + upsert + HNSW)", figures["db_write_per_s"], "{:.0f}"),
+        ("end-to-end ingest rate (docs/s)", figures["ingest_per_s"], "{:.0f}"),
+        ("search p50, query not cached (ms)", figures["search_cold_p50_ms"], "{:.2f}"),
+        ("search p95, query not cached (ms)", figures["search_cold_p95_ms"], "{:.2f}"),
+        ("search p50, query embedding cached (ms)", figures["search_cached_p50_ms"], "{:.2f}"),
+        ("search p95, query embedding cached (ms)", figures["search_cached_p95_ms"], "{:.2f}"),
+        ("search p50, vector given (ms)", figures["search_vector_p50_ms"], "{:.2f}"),
+        ("search p95, vector given (ms)", figures["search_vector_p95_ms"], "{:.2f}"),
+        ("search p50, filter matching nothing (ms)", figures["search_filtered_none_p50_ms"], "{:.2f}"),
+        ("exact scan p50, no index (ms)", figures["exact_scan_p50_ms"], "{:.2f}"),
+        ("recall@10, HNSW vs exact", figures["recall_at_10"], "{:.3f}"),
+    ]
+    for label, value, fmt in rows_out:
+        print(f"| {label:<44} | {fmt.format(value):>10} |")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    if not args.keep:
+        for name in names:
+            store.drop_collection(name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
