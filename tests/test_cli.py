@@ -75,7 +75,7 @@ def test_batch_search_prints_one_json_line_per_query(capsys, store, collection_n
 def test_errors_are_one_line_and_nonzero(capsys, store, collection_name, tmp_path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": "broken\n')
-    code, out, err = run(capsys, "ingest", str(bad), "-c", collection_name)
+    code, _, err = run(capsys, "ingest", str(bad), "-c", collection_name)
     assert code == 1 and "line 2" in err and "Traceback" not in err
     # nothing was written: the collection does not even exist
     code, _, err = run(capsys, "search", "x", "-c", collection_name)

@@ -35,7 +35,7 @@ def test_database_urls() -> None:
 
 def test_unreachable_database_says_what_to_do() -> None:
     engine = get_engine(url="postgresql://nobody:secret@127.0.0.1:9/none")
-    with pytest.raises(DatabaseUnavailable, match="Cannot connect to PostgreSQL at .*:9/none") as info:
+    with pytest.raises(DatabaseUnavailable, match=r"Cannot connect to PostgreSQL at .*:9/none") as info:
         server_info(engine)
     assert "secret" not in str(info.value)
     assert "SEMSIM_DATABASE_URL" in str(info.value)
