@@ -106,6 +106,7 @@ class Encoder:
         settings = get_settings()
         self.source = resolve_model(model or settings.model)
         self.device = device if device is not None else settings.device
+        self.precision = settings.precision
         self.batch_size = batch_size or settings.batch_size
         self._cache_size = settings.query_cache_size if cache_size is None else cache_size
         self._cache: OrderedDict[str, Vector] = OrderedDict()
@@ -140,6 +141,7 @@ class Encoder:
             "loaded_from": self.source.location,
             "source": self.source.kind,
             "device": str(self.model.device),
+            "precision": self.precision,
         }
 
     # loading --------------------------------------------------------------------------------
@@ -165,8 +167,13 @@ class Encoder:
         except ImportError as exc:  # pragma: no cover - a core dependency
             raise ModelLoadError("sentence-transformers is not installed: pip install 'semsim[encoders]'.") from exc
         logger.info("loading model %s from %s", self.name, self.source.location)
+        model_kwargs: dict[str, Any] = {}
+        if self.precision != "float32":
+            import torch
+
+            model_kwargs["dtype"] = getattr(torch, self.precision)
         try:
-            model = SentenceTransformer(self.source.location, device=self.device)
+            model = SentenceTransformer(self.source.location, device=self.device, model_kwargs=model_kwargs or None)
         except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
             hint = (
                 "It is not installed locally and the hub cannot be reached. Give a local directory, or "
@@ -208,7 +215,11 @@ class Encoder:
                 normalize_embeddings=True,
             )
             self.encoded_count += len(texts)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+        if self.precision != "float32":
+            # normalised in half precision: make them unit length again in float32
+            matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        return matrix
 
     def encode_query(self, text: str) -> Vector:
         """Encode one search query, through an LRU cache keyed by model and text."""

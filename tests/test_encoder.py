@@ -79,3 +79,20 @@ def test_unreachable_hub_model_fails_fast_with_a_clear_error(monkeypatch) -> Non
     with pytest.raises(ModelLoadError, match="Cannot load model 'some-org/not-a-real-model-xyz'"):
         encoder.encode(["hello"])
     assert time.perf_counter() - start < 60  # no network wait: offline lookup fails at once
+
+
+def test_bfloat16_precision_gives_unit_vectors_close_to_float32(encoder) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.settings import configure, get_settings
+
+    texts = ["The dog chases the cat", "How do I reset my password?", "Interest rates rose again"]
+    configured = get_settings()
+
+    try:
+        configure(configured.replace(precision="bfloat16"))
+        half = Encoder().encode(texts)
+    finally:
+        configure(configured)
+    full = encoder.encode(texts)
+    assert half.dtype == np.float32
+    assert np.allclose(np.linalg.norm(half, axis=1), 1.0, atol=1e-5)
+    assert float((half * full).sum(axis=1).min()) > 0.99
