@@ -1,0 +1,358 @@
+"""Cross-encoder reranking: the second stage of retrieve-then-rerank.
+
+A bi-encoder search (one SQL statement against the HNSW index) finds ``candidates`` hits fast;
+a cross-encoder then reads each (query, text) pair whole, which is slower but judges relevance
+better, and reorders them. The reranked result is a plain list (:class:`RerankedHit`), under its
+own name, because the data has left SQL: nothing after this stage can be filtered in the database.
+
+The reranker is generic over what it reranks: a core :class:`~semsim_pg.store.SearchHit`, a
+Django model instance, a string, anything from which ``text_of`` gets a text. It keeps both
+scores: ``similarity`` from the bi-encoder and ``rerank_score`` from the cross-encoder.
+
+Models load lazily, once per process and name (:func:`get_reranker`), never at import. A hub name
+that is neither cached locally nor downloadable fails at once with :class:`ModelLoadError`
+instead of waiting through the hub client's retries (about 25 s without a network).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import urlparse
+
+import numpy as np
+import numpy.typing as npt
+
+from semsim_pg.encoder import ModelSource, resolve_model
+from semsim_pg.errors import InvalidInput, InvalidQuery, ModelLoadError
+from semsim_pg.settings import get_settings
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder
+
+    from semsim_pg.store import Collection, DocumentStore, FilterValue, SearchHit
+
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "DEFAULT_TOP_K",
+    "RerankedHit",
+    "Reranker",
+    "get_reranker",
+    "search_and_rerank",
+]
+
+logger = logging.getLogger(__name__)
+
+H = TypeVar("H")
+
+DEFAULT_CANDIDATES = 50
+DEFAULT_TOP_K = 5
+# How long to wait for the hub's TCP port before calling it unreachable. Connection refused and
+# unknown host answer at once; this bounds a black-holed network.
+HUB_PROBE_TIMEOUT_S = 3.0
+
+_HOW_TO_GET_ONE = (
+    "Train one locally with `semsim finetune cross-encoder ...` (or copy a saved cross-encoder folder here) and "
+    "pass its directory: SEMSIM_CROSS_ENCODER=/path/to/model, Reranker('/path/to/model') or --rerank /path/to/model."
+)
+
+
+@dataclass(frozen=True)
+class RerankedHit(Generic[H]):
+    """One reranked item: the original ``hit``, its bi-encoder ``similarity`` (None when the hit had
+    none) and the cross-encoder's ``rerank_score`` (higher is more relevant)."""
+
+    hit: H
+    similarity: float | None
+    rerank_score: float
+    #: the item's position before reranking (0 = the bi-encoder's best)
+    original_rank: int
+
+    def __getattr__(self, name: str) -> Any:
+        # Reach through to the hit (external_id, text, metadata, a model's fields) so templates
+        # and callers can treat a RerankedHit like what it wraps.
+        if name.startswith("__") or name == "hit":
+            raise AttributeError(name)
+        return getattr(self.hit, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any]
+        to_dict = getattr(self.hit, "to_dict", None)
+        data = dict(to_dict()) if callable(to_dict) else {"hit": str(self.hit)}
+        data.update(similarity=self.similarity, rerank_score=self.rerank_score, original_rank=self.original_rank)
+        return data
+
+
+def _default_text_of(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    text = getattr(item, "text", None)
+    if text is None and isinstance(item, dict):
+        text = item.get("text")
+    if not isinstance(text, str):
+        raise InvalidInput(
+            f"Cannot rerank a {type(item).__name__}: it has no text attribute. Pass text_of=, a function that "
+            "returns the text to compare with the query."
+        )
+    return text
+
+
+def _default_similarity_of(item: Any) -> float | None:
+    value = getattr(item, "similarity", None)
+    if value is None and isinstance(item, dict):
+        value = item.get("similarity")
+    return None if value is None else float(value)
+
+
+class Reranker:
+    """A sentence-transformers ``CrossEncoder`` that scores (query, text) pairs in batches.
+
+    ``model`` is a local directory or a hub name (default: setting ``cross_encoder`` /
+    ``SEMSIM_CROSS_ENCODER``). Use :func:`get_reranker` to share one instance per name.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        settings = get_settings()
+        self.source: ModelSource = resolve_model(model or settings.cross_encoder)
+        self.device = device if device is not None else settings.device
+        self.batch_size = batch_size or settings.batch_size
+        self.max_length = max_length
+        self._model: CrossEncoder | None = None
+        self._lock = threading.RLock()
+        self.load_seconds: float | None = None
+        #: how many pairs went through the model (tests and benchmarks count it)
+        self.scored_count = 0
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> CrossEncoder:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> CrossEncoder:
+        start = time.perf_counter()
+        local_only = self.source.kind != "hub"
+        if not local_only:
+            # Decide before importing torch whether the name can be loaded at all.
+            local_only = _check_hub_model(self.source.location)
+        try:
+            from sentence_transformers import CrossEncoder
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise ModelLoadError("sentence-transformers is not installed: pip install 'semsim[encoders]'.") from exc
+        logger.info("loading cross-encoder %s from %s", self.name, self.source.location)
+        try:
+            model: CrossEncoder = CrossEncoder(
+                self.source.location,
+                device=self.device,
+                local_files_only=local_only,
+                max_length=self.max_length,
+            )
+        except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
+            hint = (
+                "Check that the directory holds a saved cross-encoder (config.json, weights and tokenizer)."
+                if self.source.kind == "path"
+                else _HOW_TO_GET_ONE
+            )
+            raise ModelLoadError(
+                f"Cannot load cross-encoder {self.name!r} from {self.source.location}: {exc}. {hint}"
+            ) from exc
+        if model.num_labels != 1:
+            raise ModelLoadError(
+                f"Cross-encoder {self.name!r} has {model.num_labels} output labels; reranking needs a model with one "
+                "relevance score per pair (num_labels=1), such as an ms-marco or STS cross-encoder."
+            )
+        model.eval()
+        self.load_seconds = time.perf_counter() - start
+        logger.info("cross-encoder %s loaded in %.1f s", self.name, self.load_seconds)
+        return model
+
+    # scoring --------------------------------------------------------------------------------
+    def score_pairs(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """One relevance score per (query, text) pair, in order (the model's own activation applied)."""
+        pairs = list(pairs)
+        for i, pair in enumerate(pairs):
+            if len(pair) != 2 or not all(isinstance(part, str) for part in pair):
+                raise InvalidInput(f"Pair #{i} must be two texts (query, text), got {pair!r}.")
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        model = self.model
+        if show_progress_bar is None:
+            show_progress_bar = len(pairs) >= 512 and logger.getEffectiveLevel() <= logging.INFO
+        with self._lock:
+            scores = model.predict(
+                [(pair[0], pair[1]) for pair in pairs],
+                batch_size=batch_size or self.batch_size,
+                show_progress_bar=show_progress_bar,
+                convert_to_numpy=True,
+            )
+            self.scored_count += len(pairs)
+        return np.asarray(scores, dtype=np.float32).reshape(len(pairs))
+
+    def score(self, query: str, texts: Sequence[str], **options: Any) -> npt.NDArray[np.float32]:
+        """Scores of ``texts`` against one ``query``."""
+        _check_query(query)
+        return self.score_pairs([(query, text) for text in texts], **options)
+
+    def rerank(
+        self,
+        query: str,
+        hits: Sequence[H],
+        top_k: int | None = DEFAULT_TOP_K,
+        candidates: int | None = None,
+        *,
+        text_of: Callable[[H], str] | None = None,
+        similarity_of: Callable[[H], float | None] | None = None,
+    ) -> list[RerankedHit[H]]:
+        """Reorder ``hits`` by the cross-encoder's score for (query, text of hit), best first.
+
+        Only the first ``candidates`` hits are read (all when None): pass the bi-encoder's
+        order. Returns at most ``top_k`` (all when None); fewer hits than ``top_k`` simply give
+        fewer results, and no hits give an empty list without loading the model. Ties keep the
+        bi-encoder's order.
+        """
+        _check_query(query)
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise InvalidQuery(f"top_k must be a whole number of at least 1, got {top_k!r}.")
+        if candidates is not None and (
+            isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
+        ):
+            raise InvalidQuery(f"candidates must be a whole number of at least 1, got {candidates!r}.")
+        items = list(hits if candidates is None else hits[:candidates])
+        if not items:
+            return []
+        get_text = text_of or _default_text_of
+        get_similarity = similarity_of or _default_similarity_of
+        scores = self.score(query, [get_text(item) for item in items])
+        # Stable sort on the negated score: equal scores keep the bi-encoder's order.
+        order = np.argsort(-scores, kind="stable")
+        if top_k is not None:
+            order = order[:top_k]
+        return [
+            RerankedHit(
+                hit=items[i], similarity=get_similarity(items[i]), rerank_score=float(scores[i]), original_rank=i
+            )
+            for i in order.tolist()
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "loaded_from": self.source.location, "source": self.source.kind}
+
+
+def _check_query(query: object) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidQuery(
+            f"A cross-encoder reads the query as text: got {query!r}. Give a text with at least one word."
+        )
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_hub_model(repo_id: str) -> bool:
+    """Return True when ``repo_id`` is in the local Hugging Face cache (load it without the network);
+    raise :class:`ModelLoadError` at once when it is not and cannot be downloaded; False: download."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    except Exception as exc:  # an invalid repo id, or no huggingface_hub: not cached either way
+        logger.debug("cache lookup for %s failed: %s", repo_id, exc)
+        cached = None
+    if isinstance(cached, str):
+        return True
+    if _hub_offline():
+        raise ModelLoadError(
+            f"Cannot load cross-encoder {repo_id!r}: it is not in the local Hugging Face cache and cannot be "
+            f"downloaded (HF_HUB_OFFLINE is set). {_HOW_TO_GET_ONE}"
+        )
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parsed = urlparse(endpoint)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ModelLoadError(
+            f"Cannot load cross-encoder {repo_id!r}: it is not in the local Hugging Face cache and cannot be "
+            f"downloaded ({host}:{port} is unreachable: {exc}). {_HOW_TO_GET_ONE}"
+        ) from None
+    return False
+
+
+_rerankers: dict[tuple[str, str | None], Reranker] = {}
+_rerankers_lock = threading.Lock()
+
+
+def get_reranker(name: str | None = None, *, device: str | None = None) -> Reranker:
+    """The process-wide reranker for a model name or path (default: the configured cross-encoder).
+
+    Creating it costs nothing; the model loads on the first score.
+    """
+    settings = get_settings()
+    model = name or settings.cross_encoder
+    dev = device if device is not None else settings.device
+    key = (resolve_model(model).name, dev)
+    with _rerankers_lock:
+        reranker = _rerankers.get(key)
+        if reranker is None:
+            reranker = Reranker(model, device=dev)
+            _rerankers[key] = reranker
+        return reranker
+
+
+def search_and_rerank(
+    store: DocumentStore,
+    collection: str | Collection,
+    query: str,
+    *,
+    candidates: int = DEFAULT_CANDIDATES,
+    top_k: int = DEFAULT_TOP_K,
+    reranker: Reranker | str | None = None,
+    filter: dict[str, FilterValue] | None = None,
+    ef_search: int | None = None,
+) -> list[RerankedHit[SearchHit]]:
+    """Two-stage search: ``candidates`` hits from the HNSW index, the best ``top_k`` by cross-encoder.
+
+    ``reranker`` is a :class:`Reranker`, a model name or path, or None for the configured one.
+    """
+    _check_query(query)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise InvalidQuery(f"top_k must be a whole number of at least 1, got {top_k!r}.")
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise InvalidQuery(f"candidates must be a whole number of at least 1, got {candidates!r}.")
+    if candidates < top_k:
+        logger.debug("candidates (%d) < top_k (%d): at most %d results", candidates, top_k, candidates)
+    model = reranker if isinstance(reranker, Reranker) else get_reranker(reranker)
+    hits = store.search(collection, query, k=candidates, filter=filter, ef_search=ef_search)
+    return model.rerank(query, hits, top_k=top_k)
