@@ -1,0 +1,415 @@
+"""FAQ matching with the real bi-encoder on the shipped e-commerce FAQ, thresholds, files, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from semsim_pg.errors import CollectionNotFound, InputFileError, InvalidInput, InvalidQuery
+from semsim_pg.faq import (
+    DEFAULT_THRESHOLD,
+    FAQEntry,
+    FAQMatch,
+    FAQMatcher,
+    FAQQuery,
+    best_per_entry,
+    decide,
+    evaluate_faq,
+    read_faq_file,
+    read_faq_queries,
+    recommend_threshold,
+    resolve_threshold,
+    threshold_sweep,
+)
+
+DATA = resources.files("semsim_pg.data")
+FAQ_FILE = Path(str(DATA.joinpath("faq_entries.tsv")))
+QUERIES_FILE = Path(str(DATA.joinpath("faq_queries.tsv")))
+
+
+@pytest.fixture(scope="module")
+def faq(engine, encoder) -> Iterator[FAQMatcher]:  # type: ignore[no-untyped-def]
+    """The shipped FAQ loaded once for the module (read-only tests share it)."""
+    from semsim_pg.store import DocumentStore
+
+    store = DocumentStore(encoder=encoder, migrate=True)
+    matcher = FAQMatcher(store, f"t_faq_{uuid.uuid4().hex[:10]}")
+    matcher.load(read_faq_file(FAQ_FILE))
+    yield matcher
+    store.drop_collection(matcher.collection)
+
+
+# quality with the real model ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("question", "faq_id"),
+    [
+        ("I want to send an item back", "return-how"),
+        ("how much is postage", "shipping-cost"),
+        ("can I pay with Apple Pay", "payment-methods"),
+        ("my headphones stopped working after two months", "warranty-claim"),
+        ("where is my order right now", "track-order"),
+        ("how many years of guarantee do I get", "warranty-length"),
+        ("I forgot my login", "reset-password"),
+        ("my card got declined", "payment-declined"),
+    ],
+)
+def test_paraphrases_find_their_entry(faq: FAQMatcher, question: str, faq_id: str) -> None:
+    matches = faq.match(question, k=3)
+    assert matches[0].entry.faq_id == faq_id
+
+
+def test_accuracy_on_the_shipped_queries(faq: FAQMatcher) -> None:
+    queries = [q for q in read_faq_queries(QUERIES_FILE) if q.faq_id is not None]
+    results = faq.match_many([q.query for q in queries], k=5)
+    top1 = np.mean([r[0].entry.faq_id == q.faq_id for q, r in zip(queries, results, strict=True)])
+    top5 = np.mean([q.faq_id in {m.entry.faq_id for m in r} for q, r in zip(queries, results, strict=True)])
+    # measured 0.90 / 1.00 with all-MiniLM-L6-v2; a broken pipeline (wrong vectors, wrong collapse) is far lower
+    assert top1 >= 0.85
+    assert top5 >= 0.95
+
+
+def test_entry_reported_once_with_its_best_phrasing(faq: FAQMatcher, encoder) -> None:  # type: ignore[no-untyped-def]
+    question = "is there a tracking number for my package"
+    matches = faq.match(question, k=5)
+    ids = [m.entry.faq_id for m in matches]
+    assert len(ids) == len(set(ids)) == 5
+    assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
+    best = matches[0]
+    assert best.entry.faq_id == "track-order"
+    assert best.matched_kind == "alternative"
+    assert best.matched_text == "Is there a tracking number for my parcel?"
+    # the reported score is the best over the entry's question and all its alternatives
+    entry = best.entry
+    assert entry.alternatives == ("Where is my package?", "Is there a tracking number for my parcel?")
+    vectors = encoder.encode([text for _, text in entry.phrasings()])
+    assert best.score == pytest.approx(float(np.max(vectors @ encoder.encode_query(question))), abs=1e-4)
+    assert best.similarity == best.score and best.rerank_score is None
+
+
+def test_alternative_phrasing_matches_where_the_question_does_not(store, collection_name: str) -> None:  # type: ignore[no-untyped-def]
+    question = "my parcel never showed up"
+    entries = [
+        FAQEntry("late", "What if delivery takes longer than promised?", "Contact us."),
+        FAQEntry("pay", "Which payment methods do you accept?", "Cards and PayPal."),
+    ]
+    matcher = FAQMatcher(store, collection_name)
+    matcher.load(entries)
+    without = matcher.match(question, k=1)[0]
+    matcher.load([FAQEntry("late", entries[0].question, "Contact us.", alternatives=("My package did not arrive",))])
+    with_alternative = matcher.match(question, k=2)
+    assert with_alternative[0].entry.faq_id == "late"
+    assert with_alternative[0].matched_kind == "alternative"
+    assert with_alternative[0].score > without.score + 0.1
+
+
+# thresholds and "no answer" ------------------------------------------------------------------------
+def test_off_topic_question_gets_no_answer(faq: FAQMatcher) -> None:
+    answer = faq.answer("what is the capital of France")
+    assert not answer.answered and not answer
+    assert answer.entry is None
+    assert answer.threshold == DEFAULT_THRESHOLD
+    assert answer.score is not None and answer.score < DEFAULT_THRESHOLD
+    assert len(answer.matches) == 3  # what came closest is still shown
+    assert "below the threshold" in answer.reason
+    data = answer.to_dict()
+    assert data["answered"] is False and data["entry"] is None
+
+
+def test_threshold_override_per_call_and_setting(faq: FAQMatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    question = "how do I start a return"
+    answer = faq.answer(question)
+    assert answer.answered and answer.entry is not None and answer.entry.faq_id == "return-how"
+    assert answer.score is not None
+    assert not faq.answer(question, threshold=answer.score + 0.01).answered
+    assert faq.answer(question, threshold=answer.score).answered
+    assert faq.answer("what is the capital of France", threshold=-1.0).answered
+    monkeypatch.setenv("SEMSIM_FAQ_THRESHOLD", "0.99")
+    assert resolve_threshold() == 0.99
+    assert not faq.answer(question).answered
+    assert faq.answer(question, threshold=0.5).answered  # per call beats the setting
+    assert resolve_threshold(reranked=True) != 0.99  # the cross-encoder's scale has its own setting
+
+
+def test_matcher_default_threshold(faq: FAQMatcher) -> None:
+    strict = FAQMatcher(faq.store, faq.collection, threshold=0.999)
+    assert not strict.answer("how do I start a return").answered
+
+
+def test_empty_collection_gives_no_answer(store, collection_name: str) -> None:  # type: ignore[no-untyped-def]
+    store.create_collection(collection_name)
+    answer = FAQMatcher(store, collection_name).answer("where is my order")
+    assert not answer.answered and answer.matches == () and answer.score is None
+    assert answer.reason == "no FAQ entries to match"
+
+
+def test_missing_collection_and_bad_questions(store) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(CollectionNotFound):
+        FAQMatcher(store, f"nope_{uuid.uuid4().hex[:8]}").match("where is my order")
+    matcher = FAQMatcher(store, "whatever")
+    with pytest.raises(InvalidQuery):
+        matcher.match("   ")
+    with pytest.raises(InvalidQuery):
+        matcher.match("where is my order", k=0)
+
+
+def test_category_filter(faq: FAQMatcher) -> None:
+    matches = faq.match("how long does it take", k=5, category="payments")
+    assert matches and {m.entry.category for m in matches} == {"payments"}
+    both = faq.match("how long does it take", k=10, category=["payments", "warranty"])
+    assert {m.entry.category for m in both} == {"payments", "warranty"}
+
+
+# loading ----------------------------------------------------------------------------------------------
+def test_reload_is_incremental_and_removes_stale_phrasings(store, collection_name: str) -> None:  # type: ignore[no-untyped-def]
+    entries = read_faq_file(FAQ_FILE)[:4]
+    matcher = FAQMatcher(store, collection_name)
+    first = matcher.load(entries)
+    phrasings = sum(len(e.phrasings()) for e in entries)
+    assert (first.inserted, first.encoded, first.removed) == (phrasings, phrasings, 0)
+
+    again = matcher.load(entries)
+    assert (again.unchanged, again.encoded, again.removed) == (phrasings, 0, 0)
+
+    # one alternative replaced, one answer edited: one new text to encode, one phrasing gone
+    changed = list(entries)
+    e0, e1 = entries[0], entries[1]
+    changed[0] = FAQEntry(
+        e0.faq_id, e0.question, e0.answer, e0.category, (e0.alternatives[0], "Can I send back a gift?")
+    )
+    changed[1] = FAQEntry(e1.faq_id, e1.question, "A new answer.", e1.category, e1.alternatives)
+    third = matcher.load(changed)
+    assert third.encoded == 1 and third.inserted == 1 and third.removed == 1
+    assert third.updated == len(e0.phrasings()) - 1 + len(e1.phrasings())  # metadata follows the edit
+    assert store.count(collection_name) == phrasings
+    stored = {e.faq_id: e for e in matcher.entries()}
+    assert stored[e0.faq_id].alternatives == changed[0].alternatives
+    assert stored[e1.faq_id].answer == "A new answer."
+
+    # replace: entries not given are removed
+    last = matcher.load(changed[:2], replace=True)
+    assert last.encoded == 0
+    assert {e.faq_id for e in matcher.entries()} == {e0.faq_id, e1.faq_id}
+    assert matcher.remove([e1.faq_id]) == len(e1.phrasings())
+    assert [e.faq_id for e in matcher.entries()] == [e0.faq_id]
+
+
+def test_entry_validation_and_duplicates(store, collection_name: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput, match="answer"):
+        FAQEntry("x", "A question?", " ")
+    entry = FAQEntry("x", "A question?", "An answer.", alternatives=("a question?", " ", "Other?"))
+    assert [text for _, text in entry.phrasings()] == ["A question?", "Other?"]
+    with pytest.raises(InvalidInput, match="appears twice"):
+        FAQMatcher(store, collection_name).load([entry, entry])
+
+
+# files --------------------------------------------------------------------------------------------
+def test_read_faq_file_shipped() -> None:
+    entries = read_faq_file(FAQ_FILE)
+    assert len(entries) == 20
+    assert {e.category for e in entries} >= {"returns", "shipping", "payments", "warranty", "tracking"}
+    assert sum(len(e.alternatives) for e in entries) >= 20
+    queries = read_faq_queries(QUERIES_FILE, known_ids=[e.faq_id for e in entries])
+    assert len(queries) >= 50 and any(q.faq_id is None for q in queries)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("faq_id,question,answer\nf1,Q1?,A1\nf2,Q2?\n", r"line 3: 2 fields"),
+        ('faq_id,question,answer\nf1,Q1?,A1\nf2,"Q2?,A2\n', r"line 3"),
+        ("faq_id,question,answer\nf1,Q1?,A1\nf1,Q2?,A2\n", r"line 3: faq_id 'f1' appears again \(first on line 2\)"),
+        ("faq_id,question,answer\nf1,Q1?,A1\n\nf2,Q2?,\n", r"line 4: the answer is empty"),
+        ("id,question,answer\nf1,Q1?,A1\n", r"line 1: .*lacks faq_id"),
+        ("faq_id,question,answer,colour\nf1,Q1?,A1,red\n", r"unknown column"),
+        ("faq_id,question,answer\n", r"no FAQ entries"),
+        ("", r"is empty"),
+    ],
+)
+def test_malformed_faq_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "faqs.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputFileError, match=message) as info:
+        read_faq_file(path)
+    assert str(path) in str(info.value)
+
+
+def test_faq_file_formats(tmp_path: Path) -> None:
+    path = tmp_path / "faqs.csv"
+    path.write_text(
+        '\ufeffFAQ_ID,Question,Answer,Category,Alternatives\nf1,"Q1, really?",A1,,One?| Two? |\n', encoding="utf-8"
+    )
+    [entry] = read_faq_file(path)
+    assert entry == FAQEntry("f1", "Q1, really?", "A1", None, ("One?", "Two?"))
+    with pytest.raises(InputFileError, match="extension"):
+        read_faq_file(tmp_path / "faqs.json")
+    with pytest.raises(InputFileError, match="no such file"):
+        read_faq_file(tmp_path / "missing.tsv")
+    queries = tmp_path / "q.tsv"
+    queries.write_text("query\tfaq_id\nwhere?\tf1\nhello\t\nwho?\tf9\n", encoding="utf-8")
+    with pytest.raises(InputFileError, match=r"line 4: faq_id 'f9' is not in the FAQ file"):
+        read_faq_queries(queries, known_ids=["f1"])
+    assert read_faq_queries(queries)[1] == FAQQuery("hello", None, 3)
+
+
+# pure logic shared with Django ---------------------------------------------------------------------
+def test_best_per_entry_keeps_each_entry_once() -> None:
+    rows = [("a", 0.5), ("b", 0.9), ("a", 0.95), ("c", 0.1), ("b", 0.2), ("d", 0.9)]
+    best = best_per_entry(rows, key=lambda r: r[0], score=lambda r: r[1])
+    assert best == [("a", 0.95), ("b", 0.9), ("d", 0.9), ("c", 0.1)]  # ties keep input order
+    assert best_per_entry(rows, key=lambda r: r[0], score=lambda r: r[1], k=2) == [("a", 0.95), ("b", 0.9)]
+    assert best_per_entry([], key=lambda r: r, score=lambda r: 0.0) == []
+
+
+def test_decide() -> None:
+    matches = [FAQMatch("e1", 0.7, 0.7, None, "q1", "question"), FAQMatch("e2", 0.6, 0.6, None, "q2", "question")]
+    yes = decide("q", matches, 0.7)
+    assert yes.answered and yes.entry == "e1" and yes.score == 0.7 and yes.best is matches[0]
+    no = decide("q", matches, 0.71)
+    assert not no.answered and no.entry is None and no.score == 0.7
+    assert not decide("q", [], 0.0).answered
+    with pytest.raises(InvalidQuery):
+        decide("q", matches, float("nan"))
+
+
+def test_threshold_sweep_and_recommendation() -> None:
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5]
+    correct = [True, True, False, True, False]
+    points = threshold_sweep(scores, correct, [0.5, 0.6, 0.7, 0.8, 0.95])
+    assert [(p.answered_count, p.correct_count) for p in points] == [(5, 3), (4, 3), (3, 2), (2, 2), (0, 0)]
+    assert points[0].answered == 1.0 and points[0].precision == pytest.approx(0.6)
+    assert points[-1].precision is None
+    assert recommend_threshold(points, 0.75) == 0.6
+    assert recommend_threshold(points, 1.0) == 0.8
+    assert recommend_threshold(points[:1], 0.9) is None
+
+
+# rerank -----------------------------------------------------------------------------------------------
+def test_match_with_reranker(faq: FAQMatcher, tiny_cross_encoder_path: Path) -> None:
+    from semsim_pg.rerank import get_reranker
+
+    reranker = get_reranker(str(tiny_cross_encoder_path))
+    question = "where is my parcel"
+    matches = faq.match(question, k=4, rerank=str(tiny_cross_encoder_path))
+    assert len({m.entry.faq_id for m in matches}) == 4
+    assert all(m.rerank_score is not None and m.score == m.rerank_score for m in matches)
+    assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
+    # each score is the cross-encoder's own score for the phrasing it reports
+    own = reranker.score(question, [m.matched_text for m in matches])
+    np.testing.assert_allclose([m.score for m in matches], own, rtol=1e-4)
+    answer = faq.answer(question, rerank=reranker, threshold=0.0)
+    assert answer.answered and answer.matches[0].rerank_score is not None
+
+
+# evaluation and CLI -----------------------------------------------------------------------------------
+def test_evaluate_faq(store) -> None:  # type: ignore[no-untyped-def]
+    entries = read_faq_file(FAQ_FILE)
+    queries = read_faq_queries(QUERIES_FILE)
+    before = {c.name for c in store.list_collections()}
+    result = evaluate_faq(store, entries, queries, target_precision=0.9)
+    assert {c.name for c in store.list_collections()} == before  # the temporary collection is gone
+    assert result.queries == len(queries) and result.in_scope == sum(q.faq_id is not None for q in queries)
+    assert 0.85 <= result.accuracy_at_1 <= result.accuracy_at_5 <= 1.0
+    assert result.accuracy_at_1 <= result.mrr_at_10 <= result.accuracy_at_5
+    assert result.recommended_threshold is not None and result.recommended is not None
+    assert result.recommended.precision is not None and result.recommended.precision >= 0.9
+    assert result.recommended.threshold == result.recommended_threshold
+    # every lower threshold on the printed grid falls short of the target
+    for point in result.thresholds:
+        if point.threshold < result.recommended_threshold:
+            assert point.precision is None or point.precision < 0.9
+    # out-of-scope queries count against precision: answering everything cannot reach 100%
+    assert result.thresholds[0].answered == 1.0 and result.thresholds[0].precision is not None
+    assert result.thresholds[0].precision <= result.in_scope / result.queries
+
+
+def _run_cli(argv: list[str]) -> int:
+    from semsim_pg.cli.main import main
+
+    return main(argv)
+
+
+def test_cli_import_and_ask(collection_name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run_cli(["-q", "faq", "import", str(FAQ_FILE), "-c", collection_name, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["entries"] == 20 and summary["encoded"] == summary["phrasings"]
+
+    assert _run_cli(["-q", "faq", "ask", "I want to send an item back", "-c", collection_name, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["answered"] and answer["entry"]["faq_id"] == "return-how"
+
+    assert _run_cli(["-q", "faq", "ask", "tell me a joke", "-c", collection_name]) == 0
+    assert capsys.readouterr().out.startswith("no answer:")
+
+
+def test_cli_ask_interactive(
+    collection_name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    assert _run_cli(["-q", "faq", "import", str(FAQ_FILE), "-c", collection_name]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("where is my package\n\ncan I pay with PayPal\n"))
+    assert _run_cli(["-q", "faq", "ask", "-i", "-c", collection_name, "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["entry"]["faq_id"] for line in lines] == ["track-order", "payment-methods"]
+
+
+def test_cli_malformed_import_reports_line_and_imports_nothing(
+    store: Any, collection_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "faqs.tsv"
+    path.write_text(
+        "faq_id\tquestion\tanswer\nok-1\tWhere is my order?\tTracking page.\nbad\tNo answer here\nok-2\tQ?\tA.\n",
+        encoding="utf-8",
+    )
+    assert _run_cli(["-q", "faq", "import", str(path), "-c", collection_name]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}, line 3" in err and "2 fields" in err
+    assert collection_name not in {c.name for c in store.list_collections()}
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    from semsim_pg.cli.faq import add_eval_faq_parser
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-q", "--quiet", action="store_true")
+    add_eval_faq_parser(parser.add_subparsers(dest="eval_command"))
+    return parser
+
+
+def test_cli_eval_faq(tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: Any) -> None:
+    faqs = tmp_path / "faqs.tsv"
+    faqs.write_text(
+        "faq_id\tquestion\tanswer\n"
+        "ship\tHow much does shipping cost?\tFree over 50 euros.\n"
+        "pay\tWhich payment methods do you accept?\tCards.\n"
+        "pwd\tHow do I reset my password?\tUse the link.\n",
+        encoding="utf-8",
+    )
+    queries = tmp_path / "queries.tsv"
+    queries.write_text(
+        "query\tfaq_id\nwhat are the delivery charges\tship\ncan I pay by card\tpay\nI forgot my password\tpwd\n"
+        "tell me a joke\t\n",
+        encoding="utf-8",
+    )
+    args = _eval_parser().parse_args(["-q", "faq", "--faqs", str(faqs), "--queries", str(queries), "--json"])
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["accuracy_at_1"] == 1.0 and report["mrr_at_10"] == 1.0
+    assert report["queries"] == 4 and report["in_scope"] == 3
+    # the joke scores far below every real question: some threshold answers the 3 and only them
+    assert report["recommended"]["precision"] == 1.0 and report["recommended"]["answered_count"] == 3
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("query\tfaq_id\nwhere\tnope\n", encoding="utf-8")
+    args = _eval_parser().parse_args(["faq", "--faqs", str(faqs), "--queries", str(bad)])
+    with pytest.raises(InputFileError, match="line 2"):
+        args.func(args)
