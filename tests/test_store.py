@@ -45,6 +45,14 @@ def table_counts(store, collection) -> tuple[int, int]:  # type: ignore[no-untyp
         return int(docs.scalar_one()), int(embs.scalar_one())
 
 
+def index_exists(store, coll) -> bool:  # type: ignore[no-untyped-def]
+    from semsim_pg.sql import index_name
+
+    with store.engine.connect() as conn:
+        found = conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": "semsim." + index_name(coll.id, coll.model_name)})
+        return found.scalar() is not None
+
+
 @pytest.fixture()
 def corpus(store, collection_name):  # type: ignore[no-untyped-def]
     store.create_collection(collection_name)
@@ -122,7 +130,9 @@ def test_hnsw_recall_against_exact_scan(store, collection_name) -> None:  # type
     generated = clustered_vectors(3030, coll.dimension)
     vectors, queries = generated[:3000], generated[3000:]  # queries from the same distribution, not stored
     docs = [Document(str(i), f"doc {i}", {"bucket": i % 100}) for i in range(len(vectors))]
-    store.upsert(collection_name, docs, vectors=vectors, batch_size=1000)
+    # defer_index: drop the HNSW index for the load, build it once at the end
+    store.upsert(collection_name, docs, vectors=vectors, batch_size=1000, defer_index=True)
+    assert index_exists(store, coll)
     recalls = []
     for q in queries:
         approx = {h.external_id for h in store.search(collection_name, q, k=10, ef_search=64)}
@@ -221,6 +231,9 @@ def test_failed_batch_writes_nothing(store, corpus) -> None:  # type: ignore[no-
     with pytest.raises(sa.exc.DBAPIError):
         store.upsert(corpus, bad)
     assert table_counts(store, corpus) == before
+    with pytest.raises(sa.exc.DBAPIError):
+        store.upsert(corpus, bad, defer_index=True)
+    assert index_exists(store, store.get_collection(corpus))  # rebuilt after the failed load
     with pytest.raises(InvalidInput, match="appears twice"):
         store.upsert(corpus, [("dup", "first text", {}), ("dup", "second text", {})])
     with pytest.raises(InvalidInput, match="no text"):
