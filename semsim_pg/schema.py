@@ -59,7 +59,8 @@ class DocumentRow(Base):
     external_id: Mapped[str] = mapped_column(sa.Text)
     text: Mapped[str] = mapped_column(sa.Text)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=sa.text("'{}'::jsonb"))
-    text_hash: Mapped[str] = mapped_column(sa.Text)
+    # Computed by PostgreSQL from the text (migration 0002), so any writer keeps it true.
+    text_hash: Mapped[str] = mapped_column(sa.Text, sa.Computed("semsim.text_hash(text)", persisted=True))
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 

@@ -255,8 +255,9 @@ class DocumentStore:
                     "SELECT c.id, c.name, c.model_name, c.dimension, c.metric, c.hnsw_m, c.hnsw_ef_construction,"
                     " c.created_at,"
                     " (SELECT count(*) FROM semsim.documents d WHERE d.collection_id = c.id),"
-                    " (SELECT count(*) FROM semsim.embeddings e"
-                    "   WHERE e.collection_id = c.id AND e.model_name = c.model_name)"
+                    " (SELECT count(*) FROM semsim.documents d JOIN semsim.embeddings e"
+                    "   ON e.document_id = d.id AND e.model_name = c.model_name AND e.text_hash = d.text_hash"
+                    "   WHERE d.collection_id = c.id)"
                     " FROM semsim.collections c ORDER BY c.name"
                 )
             ).all()
@@ -420,12 +421,11 @@ class DocumentStore:
             flags = (
                 conn.execute(
                     sa.text(
-                        "INSERT INTO semsim.documents AS d (collection_id, external_id, text, metadata, text_hash)"
-                        " SELECT :cid, s.external_id, s.text, s.metadata::jsonb, s.text_hash FROM semsim_staging s"
+                        "INSERT INTO semsim.documents AS d (collection_id, external_id, text, metadata)"
+                        " SELECT :cid, s.external_id, s.text, s.metadata::jsonb FROM semsim_staging s"
                         " ON CONFLICT (collection_id, external_id) DO UPDATE"
-                        "   SET text = excluded.text, metadata = excluded.metadata, text_hash = excluded.text_hash,"
-                        "       updated_at = now()"
-                        "   WHERE d.text_hash IS DISTINCT FROM excluded.text_hash"
+                        "   SET text = excluded.text, metadata = excluded.metadata, updated_at = now()"
+                        "   WHERE d.text IS DISTINCT FROM excluded.text"
                         "      OR d.metadata IS DISTINCT FROM excluded.metadata"
                         " RETURNING (xmax = 0)"
                     ),
@@ -443,6 +443,7 @@ class DocumentStore:
                         "INSERT INTO semsim.embeddings (document_id, model_name, collection_id, text_hash, embedding)"
                         " SELECT d.id, :model, :cid, s.text_hash, s.embedding FROM semsim_staging s"
                         " JOIN semsim.documents d ON d.collection_id = :cid AND d.external_id = s.external_id"
+                        "   AND d.text_hash = s.text_hash"
                         " WHERE s.embedding IS NOT NULL"
                         " ON CONFLICT (document_id, model_name) DO UPDATE"
                         "   SET text_hash = excluded.text_hash, embedding = excluded.embedding, created_at = now()"
@@ -483,6 +484,67 @@ class DocumentStore:
                 )
             )
         logger.info("HNSW index of %s ready in %.1f s", coll.name, time.perf_counter() - start)
+
+    def _stale_sql(self, coll: Collection) -> str:
+        # Decision 3: one anti-join finds every document whose vector is missing or was computed
+        # from other text, whoever changed it (upsert, psql, another application).
+        return (
+            "FROM semsim.documents d LEFT JOIN semsim.embeddings e"
+            f" ON e.document_id = d.id AND e.model_name = {sql.literal(coll.model_name)}"
+            f" WHERE d.collection_id = {int(coll.id)} AND (e.document_id IS NULL OR e.text_hash <> d.text_hash)"
+        )
+
+    def stale_count(self, collection: str | Collection) -> int:
+        """How many documents lack a vector of their current text."""
+        coll = self.get_collection(collection)
+        with self._connect() as conn:
+            return int(conn.execute(sa.text(f"SELECT count(*) {self._stale_sql(coll)}")).scalar_one())
+
+    def reconcile(self, collection: str | Collection, *, batch_size: int = 256, progress: bool | None = None) -> int:
+        """Re-encode every stale document (see :meth:`stale_count`); returns how many were written.
+
+        A vector is written only if the document still holds the text that was encoded
+        (compare-and-set on the hash), so a concurrent change is never overwritten by older text.
+        """
+        coll = self.get_collection(collection)
+        encoder = self.encoder_for(coll)
+        written, last_id = 0, 0
+        bar = _progress(progress, total=self.stale_count(coll), desc=f"reconcile {coll.name}", unit="doc")
+        try:
+            while True:
+                with self._connect() as conn:
+                    rows = conn.execute(
+                        sa.text(
+                            f"SELECT d.id, d.text, d.text_hash {self._stale_sql(coll)} AND d.id > :last"
+                            " ORDER BY d.id LIMIT :n"
+                        ),
+                        {"last": last_id, "n": batch_size},
+                    ).all()
+                if not rows:
+                    break
+                last_id = rows[-1][0]
+                vectors = encoder.encode([r[1] for r in rows], show_progress_bar=False)
+                with self.engine.begin() as conn:
+                    for (doc_id, _, digest), vector in zip(rows, vectors, strict=True):
+                        written += conn.execute(
+                            sa.text(
+                                "INSERT INTO semsim.embeddings"
+                                " (document_id, model_name, collection_id, text_hash, embedding)"
+                                " SELECT d.id, :model, d.collection_id, d.text_hash, CAST(:v AS vector)"
+                                " FROM semsim.documents d WHERE d.id = :id AND d.text_hash = :hash"
+                                " ON CONFLICT (document_id, model_name) DO UPDATE"
+                                "   SET text_hash = excluded.text_hash, embedding = excluded.embedding,"
+                                "       created_at = now()"
+                            ),
+                            {"model": coll.model_name, "v": sql.vector_literal(vector), "id": doc_id, "hash": digest},
+                        ).rowcount
+                if bar is not None:
+                    bar.update(len(rows))
+        finally:
+            if bar is not None:
+                bar.close()
+        logger.info("reconciled %s: %d vectors written", coll.name, written)
+        return written
 
     def delete(self, collection: str | Collection, external_ids: Iterable[str]) -> int:
         """Delete documents (and their vectors); returns how many existed."""

@@ -241,3 +241,23 @@ def test_failed_batch_writes_nothing(store, corpus) -> None:  # type: ignore[no-
     with pytest.raises(DimensionMismatch):
         store.upsert(corpus, [("v", "text", {})], vectors=np.zeros((1, 5)))
     assert table_counts(store, corpus) == before
+
+
+def test_text_changed_in_sql_is_stale_until_reconciled(store, corpus, encoder) -> None:  # type: ignore[no-untyped-def]
+    assert store.stale_count(corpus) == 0
+    coll = store.get_collection(corpus)
+    with store.engine.begin() as conn:  # a psql user, another application: not through semsim
+        conn.execute(
+            sa.text(
+                "UPDATE semsim.documents SET text = 'Volcanoes erupt with hot lava' WHERE collection_id = :c AND external_id = 'rocket'"
+            ),
+            {"c": coll.id},
+        )
+    assert store.stale_count(corpus) == 1
+    assert {c.name: c.embedded for c in store.list_collections()}[corpus] == len(CORPUS) - 1
+    before = encoder.encoded_count
+    assert store.reconcile(corpus) == 1
+    assert encoder.encoded_count - before == 1
+    assert store.stale_count(corpus) == 0
+    assert store.search(corpus, "lava from a volcano", k=1)[0].external_id == "rocket"
+    assert store.reconcile(corpus) == 0

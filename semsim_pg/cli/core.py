@@ -80,6 +80,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_similar)
 
+    p = subparsers.add_parser("reconcile", help="re-encode documents whose text changed outside semsim (e.g. in psql)")
+    p.add_argument("-c", "--collection", required=True)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
+
     p = subparsers.add_parser("demo", help="ingest the sample corpus and run a few searches")
     p.add_argument("--reset", action="store_true", help="drop the demo collection first")
     p.set_defaults(func=cmd_demo)
@@ -209,7 +215,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
     if not collections:
         _out("no collections yet: `semsim ingest FILE -c NAME` creates one")
         return 0
-    _out(f"{'name':<24} {'documents':>9} {'embedded':>9} {'dim':>5}  {'metric':<13} model")
+    _out(f"{'name':<24} {'documents':>9} {'current':>9} {'dim':>5}  {'metric':<13} model")
     for c in collections:
         _out(f"{c.name:<24} {c.documents:>9} {c.embedded:>9} {c.dimension:>5}  {c.metric:<13} {c.model_name}")
     return 0
@@ -291,6 +297,17 @@ def cmd_similar(args: argparse.Namespace) -> int:
         _out(json.dumps({"id": args.id, "hits": [h.to_dict() for h in hits]}))
     else:
         _print_hits(hits, indent="")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    store = _store()
+    stale = store.stale_count(args.collection)
+    written = store.reconcile(args.collection, batch_size=args.batch_size, progress=_progress_enabled(args))
+    if args.json:
+        _out(json.dumps({"collection": args.collection, "stale": stale, "encoded": written}))
+    else:
+        _out(f"{args.collection}: {stale} stale documents, {written} re-encoded")
     return 0
 
 
