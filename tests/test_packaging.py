@@ -18,6 +18,7 @@ def test_every_package_is_listed_in_pyproject() -> None:
     for init in (ROOT / "migrations").rglob("__init__.py"):
         found.add(".".join(("semsim_pg", *init.parent.relative_to(ROOT).parts)))
     assert found - listed == set(), "add these packages to [tool.setuptools] packages in pyproject.toml"
+    assert listed - found == set(), "these listed packages have no __init__.py: the build would fail"
     assert config["package-dir"]["semsim_pg.migrations"] == "migrations"
 
 
