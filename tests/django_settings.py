@@ -1,6 +1,8 @@
-"""Django settings for the test suite (placeholder until django_semsim lands).
+"""Django settings for the test suite (pytest-django imports this before tests/conftest.py).
 
-Sets SEMSIM_DATA_DIR itself because pytest-django imports this module before tests/conftest.py.
+SEMSIM_DATA_DIR is set here first, so that this module and tests/conftest.py agree on the
+embedded server's data directory; SEMSIM_TEST_DATABASE_URL runs everything against another
+PostgreSQL with pgvector.
 """
 
 from __future__ import annotations
@@ -9,8 +11,21 @@ import os
 import tempfile
 
 os.environ.setdefault("SEMSIM_DATA_DIR", tempfile.mkdtemp(prefix="semsim-test-"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from django_semsim.database import database_config
 
 SECRET_KEY = "tests"
-INSTALLED_APPS: list[str] = []
-DATABASES: dict[str, dict[str, str]] = {}
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.postgres",
+    "django_semsim",
+    "tests.djangoapp",
+]
+DATABASES = {"default": database_config(os.environ.get("SEMSIM_TEST_DATABASE_URL") or None)}
 USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+SEMSIM = {"SYNC": "immediate", "BATCH_SIZE": 64}
+LOGGING_CONFIG = None

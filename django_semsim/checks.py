@@ -1,0 +1,265 @@
+"""System checks with stable ids (``semsim.E001`` ...) and hints that name the fix.
+
+Configuration checks need no database. Database checks (tag ``database``: ``manage.py check
+--database default``, and ``migrate``) report the server and the companion tables; the ones
+that ``migrate`` itself or a re-index fixes are warnings, so that they never block ``migrate``.
+
+| id | what |
+|---|---|
+| semsim.E001 | ``django.contrib.postgres`` is not in INSTALLED_APPS |
+| semsim.E002 | a name in ``semantic_fields`` is not a field of the model |
+| semsim.E003 | a semantic field is not a CharField/TextField (its SQL text would differ from Python's) |
+| semsim.E004 | the model defines no text: neither ``semantic_fields`` nor ``semantic_text()`` |
+| semsim.E005 | ``settings.SEMSIM`` is invalid |
+| semsim.E006 | ``semantic_metric`` is not a known metric |
+| semsim.E007 | the database is not PostgreSQL |
+| semsim.E008 | pgvector is missing from the database (or from the server) |
+| semsim.E009 | pgvector is older than 0.8.0 (no iterative index scans) |
+| semsim.W001 | the text is only known in Python: bulk and raw-SQL writes are found only by full scans |
+| semsim.W002 | the companion's vector column has another dimension than the configured model |
+| semsim.W003 | the companion holds vectors of another encoder model than the configured one |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.apps import apps
+from django.core import checks
+from django.db import DatabaseError, connections, models
+
+from semsim_pg.errors import ConfigurationError
+from semsim_pg.sql import METRICS
+
+__all__ = ["check_connection", "check_semantic_model"]
+
+MIN_PGVECTOR = (0, 8, 0)
+
+
+@checks.register(checks.Tags.compatibility)
+def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    if not apps.is_installed("django.contrib.postgres"):
+        errors.append(
+            checks.Error(
+                "django_semsim needs 'django.contrib.postgres' in INSTALLED_APPS.",
+                hint="Add 'django.contrib.postgres' to INSTALLED_APPS (before 'django_semsim').",
+                id="semsim.E001",
+            )
+        )
+    from django_semsim.conf import get_config, reset_config
+
+    reset_config()
+    try:
+        get_config()
+    except ConfigurationError as exc:
+        errors.append(
+            checks.Error(str(exc), hint="Fix settings.SEMSIM (see django_semsim.conf.DEFAULTS).", id="semsim.E005")
+        )
+    return errors
+
+
+def check_semantic_model(model: type[models.Model]) -> list[checks.CheckMessage]:
+    """Model-level checks, run by ``SemanticModel.check()``."""
+    from django_semsim.models import TEXT_FIELD_TYPES, SemanticModel
+
+    if not issubclass(model, SemanticModel):
+        return []
+    errors: list[checks.CheckMessage] = []
+    fields = list(model.semantic_fields)
+    overridden = model.semantic_text is not SemanticModel.semantic_text
+    if isinstance(model.semantic_fields, str):
+        errors.append(
+            checks.Error(
+                f"semantic_fields of {model._meta.label} is a string, not a list of field names.",
+                hint=f'Write semantic_fields = ["{model.semantic_fields}"].',
+                obj=model,
+                id="semsim.E002",
+            )
+        )
+        fields = []
+    for name in fields:
+        try:
+            field = model._meta.get_field(name)
+        except Exception:
+            choices = ", ".join(f.name for f in model._meta.concrete_fields)
+            errors.append(
+                checks.Error(
+                    f"semantic_fields of {model._meta.label} names {name!r}, which is not a field of the model.",
+                    hint=f"Use fields of {model.__name__}: {choices}.",
+                    obj=model,
+                    id="semsim.E002",
+                )
+            )
+            continue
+        if not isinstance(field, TEXT_FIELD_TYPES) or not field.concrete:
+            errors.append(
+                checks.Error(
+                    f"Semantic field {model._meta.label}.{name} is a {type(field).__name__}; only CharField and "
+                    "TextField values read the same in SQL and in Python.",
+                    hint="Override semantic_text() (and semantic_text_expression()) to build text from other fields.",
+                    obj=model,
+                    id="semsim.E003",
+                )
+            )
+    if not fields and not overridden:
+        errors.append(
+            checks.Error(
+                f"{model._meta.label} defines no text to embed.",
+                hint='Set semantic_fields = ["title", "body"] or override semantic_text().',
+                obj=model,
+                id="semsim.E004",
+            )
+        )
+    if model.semantic_metric not in METRICS:
+        errors.append(
+            checks.Error(
+                f"semantic_metric of {model._meta.label} is {model.semantic_metric!r}.",
+                hint=f"Use one of {', '.join(METRICS)}.",
+                obj=model,
+                id="semsim.E006",
+            )
+        )
+    if overridden and model.semantic_text_expression() is None:
+        errors.append(
+            checks.Warning(
+                f"The text of {model._meta.label} is only known in Python (semantic_text() is overridden).",
+                hint="Rows written by bulk_create, update() or raw SQL are found only by a full scan "
+                "(semsim_reindex --stale). Prefer semantic_fields, or also override semantic_text_expression().",
+                obj=model,
+                id="semsim.W001",
+            )
+        )
+    return errors
+
+
+@checks.register(checks.Tags.database)
+def check_databases(
+    app_configs: Sequence[Any] | None = None, databases: Iterable[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    if not databases:
+        return []
+    errors: list[checks.CheckMessage] = []
+    for alias in databases:
+        errors.extend(check_connection(connections[alias]))
+    return errors
+
+
+def check_connection(connection: Any) -> list[checks.CheckMessage]:
+    """Checks of one database connection: PostgreSQL, pgvector, and each companion table."""
+    if connection.vendor != "postgresql":
+        return [
+            checks.Error(
+                f"Database {connection.alias!r} is {connection.vendor}; django_semsim needs PostgreSQL with pgvector.",
+                hint="Use ENGINE 'django.db.backends.postgresql', e.g. DATABASES = {'default': "
+                "django_semsim.database.database_config()}.",
+                id="semsim.E007",
+            )
+        ]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'vector'), "
+                "(SELECT default_version FROM pg_available_extensions WHERE name = 'vector'), "
+                "to_regclass('django_migrations') IS NOT NULL"
+            )
+            installed, available, has_migrations = cursor.fetchone()
+            applied = False
+            if has_migrations:
+                cursor.execute("SELECT 1 FROM django_migrations WHERE app = 'django_semsim' AND name = '0001_initial'")
+                applied = cursor.fetchone() is not None
+    except DatabaseError as exc:
+        return [checks.Warning(f"Could not inspect database {connection.alias!r}: {exc}", id="semsim.W000")]
+    if installed is None:
+        if available is None:
+            return [
+                checks.Error(
+                    f"pgvector is not installed on the PostgreSQL server of database {connection.alias!r}.",
+                    hint="Install pgvector >= 0.8 on the server (or use the pgvector/pgvector Docker image), then "
+                    "run migrate.",
+                    id="semsim.E008",
+                )
+            ]
+        if applied:
+            return [
+                checks.Error(
+                    f"The pgvector extension is missing from database {connection.alias!r} although django_semsim's "
+                    "migration is applied.",
+                    hint="Run CREATE EXTENSION vector; as a superuser (or migrate django_semsim zero, then migrate).",
+                    id="semsim.E008",
+                )
+            ]
+        return []  # migrate creates it
+    errors: list[checks.CheckMessage] = []
+    if _version(installed) < MIN_PGVECTOR:
+        errors.append(
+            checks.Error(
+                f"pgvector {installed} in database {connection.alias!r} is older than 0.8.0, which filtered "
+                "searches need (iterative index scans).",
+                hint="Upgrade pgvector on the server, then run ALTER EXTENSION vector UPDATE;",
+                id="semsim.E009",
+            )
+        )
+    errors.extend(_check_companions(connection))
+    return errors
+
+
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(".")[:3])
+    except ValueError:
+        return (0,)
+
+
+def _check_companions(connection: Any) -> list[checks.CheckMessage]:
+    from django_semsim.conf import get_config
+    from django_semsim.models import companion_of, semantic_models
+
+    try:
+        config = get_config()
+    except ConfigurationError:
+        return []  # reported as semsim.E005
+    errors: list[checks.CheckMessage] = []
+    for model in semantic_models():
+        companion = companion_of(model)
+        table = companion._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                "WHERE a.attrelid = to_regclass(%s) AND a.attname = 'embedding' AND NOT a.attisdropped",
+                [connection.ops.quote_name(table)],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                continue  # not migrated yet
+            expected = f"vector({config.dimensions})"
+            if row[0] != expected:
+                errors.append(
+                    checks.Warning(
+                        f"{table}.embedding is {row[0]} but SEMSIM model {config.model!r} makes {expected}.",
+                        hint="Run makemigrations and migrate to resize the column, then semsim_reindex --all.",
+                        obj=model,
+                        id="semsim.W002",
+                    )
+                )
+            column = connection.ops.quote_name(companion._meta.get_field("model").column)
+            cursor.execute(
+                f"SELECT {column}, count(*) FROM {connection.ops.quote_name(table)} WHERE {column} <> %s "
+                "GROUP BY 1 ORDER BY 1",
+                [config.model_name],
+            )
+            others = cursor.fetchall()
+        if others:
+            listed = ", ".join(f"{name} ({n} rows)" for name, n in others)
+            errors.append(
+                checks.Warning(
+                    f"{table} holds vectors of {listed}, but SEMSIM model is {config.model_name!r}; "
+                    "search only uses the configured model's vectors.",
+                    hint=f"Run manage.py semsim_reindex --all {model._meta.label} to re-encode with the configured "
+                    "model and drop the others.",
+                    obj=model,
+                    id="semsim.W003",
+                )
+            )
+    return errors

@@ -1,0 +1,184 @@
+"""The ``SEMSIM`` settings dict: defaults in code, read lazily, re-read when a test overrides it.
+
+Nothing here loads a model or opens a connection; :func:`get_config` is cheap and may be called
+at class-creation time (the companion's vector dimension comes from it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from semsim_pg.errors import ConfigurationError
+from semsim_pg.settings import DEFAULT_MODEL, ITERATIVE_SCAN_MODES
+
+__all__ = ["DEFAULTS", "SYNC_MODES", "SemsimConfig", "get_config", "model_dimension", "reset_config"]
+
+logger = logging.getLogger(__name__)
+
+SYNC_MODES = ("immediate", "worker")
+
+#: Every key ``SEMSIM`` accepts, with its default.
+DEFAULTS: dict[str, Any] = {
+    # the sentence-transformers model (a name or a directory); see semsim_pg.encoder.resolve_model
+    "MODEL": DEFAULT_MODEL,
+    # vector size of MODEL; None reads it from the model's files without loading it
+    "DIMENSIONS": None,
+    # torch device for encoding (None: sentence-transformers' choice)
+    "DEVICE": None,
+    # "immediate": encode after commit in this process; "worker": leave it to `manage.py semsim_worker`
+    "SYNC": "immediate",
+    # texts per encoder call and rows per worker claim
+    "BATCH_SIZE": 64,
+    # hnsw.ef_search for semantic_search()/similar_to() (per-query override: ef_search=)
+    "EF_SEARCH": 40,
+    # hnsw.iterative_scan; strict_order because the ORM returns rows in index order, unsorted again
+    "ITERATIVE_SCAN": "strict_order",
+    # HNSW build parameters of generated companion indexes (changing them needs makemigrations)
+    "HNSW_M": 16,
+    "HNSW_EF_CONSTRUCTION": 64,
+    # seconds a worker sleeps when the queue is empty, and the longest back-off after encoder failures
+    "WORKER_POLL_SECONDS": 2.0,
+    "WORKER_MAX_BACKOFF_SECONDS": 60.0,
+}
+
+# Dimensions of well-known models, so that import time never needs the weights.
+_KNOWN_DIMENSIONS = {
+    "all-minilm-l6-v2": 384,
+    "all-minilm-l12-v2": 384,
+    "paraphrase-minilm-l6-v2": 384,
+    "multi-qa-minilm-l6-cos-v1": 384,
+    "all-mpnet-base-v2": 768,
+    "all-distilroberta-v1": 768,
+    "paraphrase-multilingual-minilm-l12-v2": 384,
+}
+
+
+@dataclass(frozen=True)
+class SemsimConfig:
+    model: str
+    dimensions: int
+    device: str | None
+    sync: str
+    batch_size: int
+    ef_search: int
+    iterative_scan: str
+    hnsw_m: int
+    hnsw_ef_construction: int
+    worker_poll_seconds: float
+    worker_max_backoff_seconds: float
+
+    @property
+    def immediate(self) -> bool:
+        return self.sync == "immediate"
+
+    @cached_property
+    def model_name(self) -> str:
+        """The canonical name recorded with every vector (the same as the core's)."""
+        return _canonical_name(self.model)
+
+
+_lock = threading.Lock()
+_config: SemsimConfig | None = None
+
+
+def get_config() -> SemsimConfig:
+    """The validated ``SEMSIM`` settings (cached; :func:`reset_config` forgets them)."""
+    global _config
+    with _lock:
+        if _config is None:
+            _config = _load()
+        return _config
+
+
+def reset_config(**_: Any) -> None:
+    """Forget the cached config (connected to ``setting_changed``, so test overrides apply)."""
+    global _config
+    with _lock:
+        _config = None
+
+
+def _load() -> SemsimConfig:
+    from django.conf import settings
+
+    raw = getattr(settings, "SEMSIM", None) or {}
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"settings.SEMSIM must be a dict, got {type(raw).__name__}.")
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown key(s) in settings.SEMSIM: {', '.join(unknown)}. Valid keys: {', '.join(sorted(DEFAULTS))}."
+        )
+    values = {**DEFAULTS, **raw}
+    problems = []
+    if values["SYNC"] not in SYNC_MODES:
+        problems.append(f"SYNC must be one of {', '.join(SYNC_MODES)}, got {values['SYNC']!r}")
+    if values["ITERATIVE_SCAN"] not in ITERATIVE_SCAN_MODES:
+        problems.append(
+            f"ITERATIVE_SCAN must be one of {', '.join(ITERATIVE_SCAN_MODES)}, got {values['ITERATIVE_SCAN']!r}"
+        )
+    for key, low, high in (
+        ("BATCH_SIZE", 1, 100_000),
+        ("EF_SEARCH", 1, 1000),
+        ("HNSW_M", 2, 100),
+        ("HNSW_EF_CONSTRUCTION", 4, 1000),
+    ):
+        if not isinstance(values[key], int) or not low <= values[key] <= high:
+            problems.append(f"{key} must be a whole number between {low} and {high}, got {values[key]!r}")
+    if not isinstance(values["MODEL"], str) or not values["MODEL"].strip():
+        problems.append(f"MODEL must be a model name or directory, got {values['MODEL']!r}")
+    if problems:
+        raise ConfigurationError("Invalid settings.SEMSIM: " + "; ".join(problems) + ".")
+    dimensions = values["DIMENSIONS"] or model_dimension(values["MODEL"])
+    kwargs = {f.name: values[f.name.upper()] for f in fields(SemsimConfig) if f.name != "dimensions"}
+    return SemsimConfig(dimensions=int(dimensions), **kwargs)
+
+
+def _canonical_name(model: str) -> str:
+    from semsim_pg.encoder import resolve_model
+
+    return resolve_model(model).name
+
+
+def model_dimension(model: str) -> int:
+    """The output size of ``model``, from a table or the model's config files: never loads torch."""
+    known = _KNOWN_DIMENSIONS.get(model.strip().lower().split("/")[-1])
+    if known is not None:
+        return known
+    from semsim_pg.encoder import resolve_model
+
+    source = resolve_model(model)
+    folder = Path(source.location)
+    if folder.is_dir():
+        dimension = _dimension_from_files(folder)
+        if dimension is not None:
+            return dimension
+    raise ConfigurationError(
+        f"Cannot tell the vector size of model {model!r} without loading it. "
+        "Set SEMSIM['DIMENSIONS'] to its embedding dimension (e.g. 384 or 768)."
+    )
+
+
+def _dimension_from_files(folder: Path) -> int | None:
+    """Last Dense layer's out_features, else the transformer's hidden_size (pooling keeps it)."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+    except (OSError, ValueError):
+        modules = []
+    for module in reversed(modules):
+        if str(module.get("type", "")).endswith("Dense"):
+            try:
+                config = json.loads((folder / module["path"] / "config.json").read_text())
+                return int(config["out_features"])
+            except (OSError, ValueError, KeyError):
+                return None
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        return int(config.get("hidden_size") or config["d_model"])
+    except (OSError, ValueError, KeyError):
+        return None

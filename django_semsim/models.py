@@ -1,0 +1,230 @@
+"""``SemanticModel`` and the companion models that hold its vectors.
+
+For every concrete subclass of :class:`SemanticModel` a companion model ``<Name>Embedding`` is
+generated in the same app (the way django-simple-history generates historical models), so
+``makemigrations`` creates its table: one row per (source object, encoder model) with the
+vector, the encoder model's name and the hash of the exact text the vector came from. The HNSW
+index lives on the companion, never on the source table, so updating an ordinary column of the
+source never touches the index (ARCHITECTURE.md decisions 2-3).
+
+The companion's ``model`` column is a foreign key to :class:`EmbeddingModel` (keyed by the model's
+name): it records which encoder models have vectors, and it makes every generated migration
+depend on this app's first migration, which creates the pgvector extension.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.core import checks
+from django.db import models
+from django.db.models import Func, TextField, Value
+from django.db.models.signals import class_prepared
+from pgvector.django import HnswIndex, VectorField
+
+from django_semsim.conf import get_config
+from django_semsim.query import SemanticManager, SemanticQuerySet
+from semsim_pg.encoder import text_hash
+from semsim_pg.sql import METRICS
+
+if TYPE_CHECKING:
+    from django.db.models.expressions import Combinable
+
+__all__ = ["TEXT_FIELD_TYPES", "EmbeddingModel", "SemanticModel", "TextHash", "companion_of", "semantic_models"]
+
+logger = logging.getLogger(__name__)
+
+#: Field classes whose value is text in Python and in SQL alike, so both sides hash the same bytes.
+TEXT_FIELD_TYPES: tuple[type[models.Field[Any, Any]], ...] = (models.CharField, models.TextField)
+
+_DEFERRED = object()
+
+
+class EmbeddingModel(models.Model):
+    """An encoder model that has vectors in this database (one row per model name)."""
+
+    name = models.CharField(max_length=255, primary_key=True)
+    dimension = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "embedding model"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.dimension}d)"
+
+
+class TextHash(Func):
+    """SQL sha256 hex of a text: equal to :func:`semsim_pg.encoder.text_hash` of the same text."""
+
+    template = "encode(sha256(convert_to(%(expressions)s, 'UTF8')), 'hex')"
+    output_field = models.CharField()
+
+
+class SemanticModel(models.Model):
+    """Abstract base: declare ``semantic_fields`` (or override ``semantic_text``) to get semantic search.
+
+    With ``semantic_fields`` the text is ``concat_ws(E'\\n', field1, field2, ...)`` in SQL and the
+    same join of the non-null values in Python, so staleness is one SQL anti-join whatever wrote
+    the row. A ``semantic_text()`` override without a matching ``semantic_text_expression()`` is
+    only checked in Python (slower reconcile passes; system check semsim.W001 says so).
+    """
+
+    #: source fields whose values, joined by newlines, are the text to embed
+    semantic_fields: ClassVar[Sequence[str]] = ()
+    #: False turns off the automatic update on save() for this model (reindex/worker still work)
+    semantic_auto_update: ClassVar[bool] = True
+    #: distance used by the companion's HNSW index and by semantic_search (see semsim_pg.sql.METRICS)
+    semantic_metric: ClassVar[str] = "cosine"
+    #: the generated companion model (set when the concrete class is prepared)
+    semsim_companion: ClassVar[type[models.Model]]
+
+    objects = SemanticManager()
+
+    class Meta:
+        abstract = True
+
+    # text ---------------------------------------------------------------------------------
+    def semantic_text(self) -> str:
+        """The text whose embedding represents this object (non-null ``semantic_fields`` joined by newlines)."""
+        values = [getattr(self, name) for name in type(self).semantic_fields]
+        return "\n".join(str(value) for value in values if value is not None)
+
+    def semantic_text_hash(self) -> str:
+        return text_hash(self.semantic_text())
+
+    @classmethod
+    def semantic_text_expression(cls) -> Combinable | None:
+        """The same text as an SQL expression, or None when the text is only known in Python."""
+        if cls.semantic_text is not SemanticModel.semantic_text or not cls.semantic_fields:
+            return None
+        return Func(
+            Value("\n"),
+            *[models.F(name) for name in cls.semantic_fields],
+            function="concat_ws",
+            output_field=TextField(),
+        )
+
+    @classmethod
+    def semantic_text_in_sql(cls) -> bool:
+        return cls.semantic_text_expression() is not None
+
+    # search ------------------------------------------------------------------------------
+    def similar_objects(self, k: int | None = 10, **options: Any) -> SemanticQuerySet[Any]:
+        """Objects whose vectors are nearest this one's (itself excluded), best first."""
+        manager = type(self)._default_manager
+        return SemanticQuerySet(model=type(self), using=manager.db).similar_to(self, k=k, **options)
+
+    # change detection ---------------------------------------------------------------------
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Any:
+        instance = super().from_db(db, field_names, values)
+        instance._semsim_snapshot = instance._semsim_text_snapshot()
+        return instance
+
+    def _semsim_text_snapshot(self) -> tuple[Any, ...] | None:
+        """The raw values the text is made of, or None when unknown (deferred fields, Python text).
+
+        Comparing raw values costs nothing per loaded row; hashing waits until a save needs it.
+        """
+        cls = type(self)
+        if not cls.semantic_text_in_sql():
+            return None
+        values = []
+        for name in cls.semantic_fields:
+            value = self.__dict__.get(cls._meta.get_field(name).attname, _DEFERRED)
+            if value is _DEFERRED:
+                return None
+            values.append(value)
+        return tuple(values)
+
+    # checks ------------------------------------------------------------------------------
+    @classmethod
+    def check(cls, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors = super().check(**kwargs)
+        if not cls._meta.abstract:
+            from django_semsim.checks import check_semantic_model
+
+            errors.extend(check_semantic_model(cls))
+        return errors
+
+
+def semantic_models() -> list[type[SemanticModel]]:
+    """Every installed concrete semantic model (that has a companion)."""
+    from django.apps import apps
+
+    return [m for m in apps.get_models() if issubclass(m, SemanticModel) and "semsim_companion" in m.__dict__]
+
+
+def companion_of(model: type[models.Model]) -> type[models.Model]:
+    """The companion of a semantic model (a proxy uses its concrete model's)."""
+    concrete = model._meta.concrete_model or model
+    try:
+        return concrete.__dict__["semsim_companion"]  # type: ignore[no-any-return]
+    except KeyError:
+        raise TypeError(f"{model._meta.label} is not a concrete SemanticModel subclass.") from None
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha1(".".join(parts).encode()).hexdigest()[:10]
+
+
+def _make_companion(source: type[SemanticModel]) -> type[models.Model]:
+    """Build ``<Source>Embedding`` in the source's app: FK to source (cascade), model, hash, vector."""
+    config = get_config()
+    opts = source._meta
+    metric = METRICS.get(source.semantic_metric)
+    opclass = metric.opclass if metric is not None else "vector_cosine_ops"  # a bad metric is reported by a check
+    tag = _short_hash(opts.app_label, opts.model_name)
+    meta = type(
+        "Meta",
+        (),
+        {
+            "app_label": opts.app_label,
+            "db_table": f"{opts.db_table}_embedding"[:63],
+            "verbose_name": f"{opts.verbose_name} embedding",
+            "constraints": [models.UniqueConstraint(fields=["source", "model"], name=f"semsim_{tag}_uniq")],
+            "indexes": [
+                HnswIndex(
+                    name=f"semsim_{tag}_hnsw",
+                    fields=["embedding"],
+                    opclasses=[opclass],
+                    m=config.hnsw_m,
+                    ef_construction=config.hnsw_ef_construction,
+                )
+            ],
+        },
+    )
+    attrs: dict[str, Any] = {
+        "__module__": source.__module__,
+        "__doc__": f"Vectors of {opts.label} (generated by django_semsim; one row per object and encoder model).",
+        # db_index off: the unique (source, model) constraint's index already starts with source_id
+        "source": models.ForeignKey(source, on_delete=models.CASCADE, related_name="semsim_embeddings", db_index=False),
+        "model": models.ForeignKey(
+            EmbeddingModel, on_delete=models.PROTECT, db_column="model_name", related_name="+", db_index=False
+        ),
+        # hash of the text the vector was computed from; NULL with a NULL vector marks a row not encoded yet
+        "text_hash": models.CharField(max_length=64, null=True, blank=True),
+        "embedding": VectorField(dimensions=config.dimensions, null=True, blank=True),
+        "created_at": models.DateTimeField(auto_now_add=True),
+        "updated_at": models.DateTimeField(auto_now=True),
+        "Meta": meta,
+    }
+    return type(f"{source.__name__}Embedding", (models.Model,), attrs)
+
+
+def _on_class_prepared(sender: type[models.Model], **kwargs: Any) -> None:
+    if not issubclass(sender, SemanticModel) or "semsim_companion" in sender.__dict__:
+        return
+    opts = sender._meta
+    if opts.abstract or opts.proxy or opts.swapped:
+        return
+    if any(issubclass(parent, SemanticModel) for parent in opts.parents):
+        return  # multi-table inheritance: the parent's companion holds the vectors
+    sender.semsim_companion = _make_companion(sender)
+
+
+class_prepared.connect(_on_class_prepared, dispatch_uid="django_semsim.companion")

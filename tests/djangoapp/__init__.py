@@ -1,0 +1,1 @@
+"""Concrete semantic models for the django_semsim tests."""

@@ -1,0 +1,46 @@
+"""Test models: SQL-computable text (Article), Python-only text (Note), a related model for joins."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from django_semsim.models import SemanticModel
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Article(SemanticModel):
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True, null=True)
+    published = models.BooleanField(default=True)
+    views = models.IntegerField(default=0)
+    category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL)
+
+    semantic_fields = ["title", "body"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Note(SemanticModel):
+    """Text built in Python only: exercises the slower Python staleness path."""
+
+    heading = models.CharField(max_length=200)
+    tags = models.CharField(max_length=200, blank=True)
+
+    def semantic_text(self) -> str:
+        return f"{self.heading} (tags: {self.tags})" if self.tags else self.heading
+
+
+class Manual(SemanticModel):
+    """Automatic updates switched off: only reindex/worker encode it."""
+
+    text = models.TextField()
+
+    semantic_fields = ["text"]
+    semantic_auto_update = False
