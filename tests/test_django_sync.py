@@ -1,0 +1,285 @@
+"""Keeping vectors current: every write path, batching, workers in parallel, late workers, crashes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+from django.test import override_settings
+
+from django_semsim import sync
+from django_semsim.conf import get_config
+from django_semsim.models import TextHash, companion_of
+from semsim_pg.encoder import text_hash
+from tests.djangoapp.models import Article, Manual, Note
+from tests.djangoapp.testing import CORPUS, vectors_match_text
+
+
+class SpyEncoder:
+    """The real encoder, counting calls; optionally doing something first (a crash, a concurrent write)."""
+
+    def __init__(self, real: Any, before: Any = None) -> None:
+        self.real = real
+        self.before = before
+        self.calls: list[int] = []
+
+    def encode(self, texts: list[str], **kwargs: Any) -> Any:
+        self.calls.append(len(texts))
+        if self.before is not None:
+            self.before(texts)
+        return self.real.encode(texts, **kwargs)
+
+    def encode_query(self, text: str) -> Any:
+        return self.real.encode_query(text)
+
+
+@pytest.fixture()
+def spy(monkeypatch, encoder):  # type: ignore[no-untyped-def]
+    spy = SpyEncoder(encoder)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
+    return spy
+
+
+def _crash(texts: list[str]) -> None:
+    raise RuntimeError("encoder crashed (simulated out-of-memory)")
+
+
+@pytest.mark.django_db
+def test_sql_text_and_hash_equal_python(spy) -> None:  # type: ignore[no-untyped-def]
+    Article.objects.bulk_create(
+        [
+            Article(title="Plain title", body="with a body"),
+            Article(title="No body", body=None),
+            Article(title="", body=""),
+            Article(title="Ünïcödé — 日本語 ✓", body="line one\nline two\r\n\ttabbed 'quoted' \\ backslash"),
+        ]
+    )
+    expression = Article.semantic_text_expression()
+    rows = Article.objects.annotate(sql_text=expression, sql_hash=TextHash(expression))
+    for row in rows:
+        assert row.sql_text == row.semantic_text()
+        assert row.sql_hash == text_hash(row.semantic_text()) == row.semantic_text_hash()
+
+
+@pytest.mark.django_db
+def test_save_encodes_after_commit_and_unchanged_save_encodes_nothing(  # type: ignore[no-untyped-def]
+    spy, encoder, django_capture_on_commit_callbacks, django_assert_num_queries
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        article = Article.objects.create(title="Shipping times", body="Orders ship in two days.")
+        assert companion_of(Article).objects.count() == 0  # nothing before commit
+    assert vectors_match_text(Article) == {article.pk: True}
+    assert spy.calls == [1]
+
+    before = encoder.encoded_count
+    reloaded = Article.objects.get(pk=article.pk)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, django_assert_num_queries(2):
+        reloaded.published = False
+        reloaded.views = 10
+        reloaded.save()  # UPDATE only
+        article.save()  # the instance that was created: its snapshot is the saved text
+    assert callbacks == []
+    assert encoder.encoded_count == before and spy.calls == [1]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        reloaded.title = "Delivery times"
+        reloaded.save()
+    assert spy.calls == [1, 1]
+    assert vectors_match_text(Article) == {article.pk: True}
+    assert Article.objects.semantic_search("how long does delivery take", k=1).get().pk == article.pk
+
+
+@pytest.mark.django_db
+def test_fifty_saves_in_one_transaction_encode_in_one_batch(spy, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    with django_capture_on_commit_callbacks(execute=True):
+        with transaction.atomic():
+            for i in range(50):
+                Article.objects.create(title=f"Article number {i}", body="about batching")
+    assert spy.calls == [50]
+    assert all(vectors_match_text(Article).values())
+
+
+def _bulk_create() -> None:
+    Article.objects.bulk_create([Article(title=t, body=b, published=p) for t, b, p in CORPUS[:4]])
+
+
+def _queryset_update() -> None:
+    Article.objects.filter(title__startswith="Re").update(title="Returns and refunds")
+
+
+def _bulk_update() -> None:
+    rows = list(Article.objects.all()[:2])
+    for row in rows:
+        row.body = f"{row.body} Updated in bulk."
+    Article.objects.bulk_update(rows, ["body"])
+
+
+def _raw_sql() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE djangoapp_article SET body = body || ' (edited in SQL)' WHERE title LIKE 'S%%'")
+        cursor.execute(
+            "INSERT INTO djangoapp_article (title, body, published, views) VALUES ('Raw row', NULL, true, 0)"
+        )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("write", [_bulk_create, _queryset_update, _bulk_update, _raw_sql])
+def test_bypassing_writes_are_found_by_the_reconcile_pass(write, spy, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    with django_capture_on_commit_callbacks(execute=True):
+        for title, body, published in CORPUS[:4]:
+            Article.objects.create(title=title, body=body, published=published)
+    assert all(vectors_match_text(Article).values())
+    with django_capture_on_commit_callbacks(execute=True):
+        write()
+    state = vectors_match_text(Article)
+    assert not all(state.values()), "the write path should have bypassed the signals"
+    status = sync.model_status(Article)
+    assert status.stale + status.missing == list(state.values()).count(False)
+    # rows with an older vector stay searchable meanwhile
+    searchable = set(Article.objects.semantic_search("anything at all").values_list("pk", flat=True))
+    assert searchable == {pk for pk, ok in state.items() if ok} | {
+        pk for pk in state if companion_of(Article).objects.filter(source_id=pk, embedding__isnull=False).exists()
+    }
+    result = sync.drain(Article)
+    assert sorted(result.written) == sorted(pk for pk, ok in state.items() if not ok)
+    assert all(vectors_match_text(Article).values())
+    assert sync.model_status(Article).current == Article.objects.count()
+
+
+@pytest.mark.django_db
+def test_delete_removes_vectors(spy, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    with django_capture_on_commit_callbacks(execute=True):
+        article = Article.objects.create(title="Short lived", body="gone soon")
+    assert companion_of(Article).objects.filter(source_id=article.pk).count() == 1
+    article.delete()
+    assert companion_of(Article).objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_python_text_model_and_switched_off_model(spy, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    with django_capture_on_commit_callbacks(execute=True):
+        note = Note.objects.create(heading="Backups", tags="ops")
+        manual = Manual.objects.create(text="Only reindexed by hand")
+    assert vectors_match_text(Note) == {note.pk: True}
+    assert vectors_match_text(Manual) == {manual.pk: False}  # semantic_auto_update = False
+    calls = len(spy.calls)
+    with django_capture_on_commit_callbacks(execute=True):
+        Note.objects.get(pk=note.pk).save()  # Python text is re-checked after commit, not re-encoded
+    assert len(spy.calls) == calls
+    Note.objects.filter(pk=note.pk).update(tags="ops, disaster recovery")  # bypasses signals
+    assert vectors_match_text(Note) == {note.pk: False}
+    assert sync.drain(Note).written == [note.pk]
+    assert sync.drain(Manual).written == [manual.pk]
+    assert all(vectors_match_text(Note).values()) and all(vectors_match_text(Manual).values())
+
+
+@pytest.mark.django_db
+def test_worker_mode_leaves_saves_to_the_worker(spy, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    from django.core.management import call_command
+
+    with override_settings(SEMSIM={"SYNC": "worker"}):
+        assert not get_config().immediate
+        with django_capture_on_commit_callbacks(execute=True):
+            article = Article.objects.create(title="Queued for the worker", body="")
+        assert spy.calls == [] and vectors_match_text(Article) == {article.pk: False}
+        call_command("semsim_worker", "--once", verbosity=0)
+    assert spy.calls == [1] and vectors_match_text(Article) == {article.pk: True}
+
+
+@pytest.mark.django_db
+def test_crashing_encoder_loses_no_row(monkeypatch, encoder, django_capture_on_commit_callbacks, caplog) -> None:  # type: ignore[no-untyped-def]
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    crashing = SpyEncoder(encoder, before=_crash)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: crashing)
+    with caplog.at_level(logging.ERROR, logger="django_semsim.sync"):
+        with django_capture_on_commit_callbacks(execute=True):
+            saved = [Article.objects.create(title=t, body=b) for t, b, _ in CORPUS[:3]]  # the save itself succeeds
+    assert "stay stale" in caplog.text and crashing.calls == [3]
+    with pytest.raises(CommandError, match="crashed"):
+        call_command("semsim_worker", "--once", verbosity=0)
+    status = sync.model_status(Article)
+    assert (status.rows, status.missing) == (3, 3)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: encoder)
+    assert sorted(sync.drain(Article).written) == sorted(a.pk for a in saved)
+    assert all(vectors_match_text(Article).values())
+
+
+def _in_thread(target: Any) -> Any:
+    """Run ``target`` in a thread with its own database connection; return its result or raise."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = target()
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_in_parallel_process_every_row_exactly_once(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    Article.objects.bulk_create([Article(title=f"Stale article {i}", body="parallel") for i in range(40)])
+    sync.add_placeholders(Article)
+    barrier = threading.Barrier(2)
+    written: dict[str, list[Any]] = {"a": [], "b": []}
+
+    class Slow(SpyEncoder):
+        def encode(self, texts: list[str], **kwargs: Any) -> Any:
+            return self.real.encode(texts, **kwargs)
+
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: Slow(encoder))
+
+    def worker(name: str) -> None:
+        try:
+            barrier.wait(timeout=30)
+            while True:
+                result = sync.drain_batch(Article, batch_size=5)
+                if result.claimed == 0:
+                    break
+                written[name].extend(result.written)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in written]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert written["a"] and written["b"], "both workers should have taken batches"
+    assert not set(written["a"]) & set(written["b"])
+    assert sorted(written["a"] + written["b"]) == sorted(Article.objects.values_list("pk", flat=True))
+    assert all(vectors_match_text(Article).values())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_late_worker_does_not_overwrite_newer_text(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    article = Article.objects.bulk_create([Article(title="Old title", body="old body")])[0]
+
+    def edit_meanwhile(texts: list[str]) -> None:
+        # another process saves new text while this worker is encoding the old one
+        _in_thread(lambda: Article.objects.filter(pk=article.pk).update(title="New title"))
+
+    late = SpyEncoder(encoder, before=edit_meanwhile)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: late)
+    sync.add_placeholders(Article)
+    result = sync.drain_batch(Article)
+    assert (result.claimed, result.written, result.conflicts) == (1, [], 1)
+    row = companion_of(Article).objects.get(source_id=article.pk)
+    assert row.embedding is None and row.text_hash != text_hash("Old title\nold body")
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: encoder)
+    assert sync.drain(Article).written == [article.pk]
+    row = companion_of(Article).objects.get(source_id=article.pk)
+    assert row.text_hash == text_hash("New title\nold body")
