@@ -1,0 +1,107 @@
+"""pgvector HNSW against FAISS (flat, HNSW, IVF-flat, IVF-PQ) on one collection, side by side.
+
+Builds each FAISS index from the collection (streamed out of PostgreSQL), optionally times a
+rebuild of the pgvector index, then measures recall@k against the exact search, p50/p95 latency
+and queries per second on the same queries, and prints a table, a JSON file and a plot.
+
+Run it on a collection ingested beforehand, e.g. 50,000 short sentences::
+
+    head -50000 ../shared/data/corpus/tatoeba-en-sentences.txt > /tmp/s50k.txt
+    SEMSIM_DATA_DIR=/tmp/bench semsim ingest /tmp/s50k.txt -c tatoeba50k
+    SEMSIM_DATA_DIR=/tmp/bench python benchmarks/faiss_compare.py -c tatoeba50k --out /tmp/bench/faiss \\
+        --sample 500 --reindex --plot /tmp/bench/faiss-compare.png
+
+Never run by the test suite: on two shared cores it takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from semsim_pg.faiss_index import (
+    build_index,
+    compare,
+    format_table,
+    load_index,
+    parse_int_list,
+    plot,
+    rebuild_pg_index,
+    sample_queries,
+)
+from semsim_pg.store import DocumentStore
+
+# (directory name, build options): m and ef_construction of the FAISS HNSW match pgvector's
+# defaults (16, 64) so the two graphs are built alike.
+BUILDS: dict[str, dict[str, int | str]] = {
+    "flat": {"index_type": "flat"},
+    "hnsw": {"index_type": "hnsw", "m": 16, "ef_construction": 64},
+    "ivfflat": {"index_type": "ivfflat"},
+    "ivfpq": {"index_type": "ivfpq"},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--collection", required=True)
+    parser.add_argument("--out", type=Path, required=True, help="directory for the FAISS indexes")
+    parser.add_argument("--indexes", default=",".join(BUILDS), help=f"which of {', '.join(BUILDS)}")
+    parser.add_argument("--sample", type=int, default=500, help="stored vectors used as queries")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--ef-search", default="10,20,40,80,160")
+    parser.add_argument("--nprobe", default="1,4,16,64")
+    parser.add_argument("--reuse", action="store_true", help="load indexes already in --out instead of rebuilding")
+    parser.add_argument("--reindex", action="store_true", help="time a rebuild of the pgvector HNSW index")
+    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    store = DocumentStore()
+    coll = store.get_collection(args.collection)
+    args.out.mkdir(parents=True, exist_ok=True)
+    indexes = []
+    for name in [n.strip() for n in args.indexes.split(",") if n.strip()]:
+        path = args.out / name
+        if not (args.reuse and (path / "manifest.json").exists()):
+            manifest = build_index(store, coll, path, progress=True, **BUILDS[name])  # type: ignore[arg-type]
+            print(f"built {name}: {manifest.build_seconds:.1f} s, parameters {manifest.parameters}", flush=True)
+        indexes.append(load_index(path, store=store, collection=coll))
+    pg_build = None
+    if args.reindex:
+        pg_build = rebuild_pg_index(store, coll)
+        print(f"pgvector REINDEX: {pg_build:.1f} s", flush=True)
+    vectors, own = sample_queries(store, coll, args.sample)
+    start = time.perf_counter()
+    rows = compare(
+        store,
+        coll,
+        vectors,
+        exclude=own,
+        k=args.k,
+        ef_search=parse_int_list(args.ef_search, "--ef-search"),
+        nprobe=parse_int_list(args.nprobe, "--nprobe"),
+        indexes=indexes,
+        pg_build_seconds=pg_build,
+        progress=True,
+    )
+    print(
+        f"\n{coll.name}: {store.count(coll)} documents, model {coll.model_name}, {coll.metric}; "
+        f"{len(own)} stored vectors as queries (each excluding itself), k={args.k}; "
+        f"measured in {time.perf_counter() - start:.0f} s\n"
+    )
+    print(format_table(rows, args.k))
+    if args.json:
+        args.json.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
+    if args.plot:
+        plot(rows, args.plot, k=args.k, title=f"{coll.name}: {len(own)} queries, k={args.k}")
+        print(f"\nplot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
