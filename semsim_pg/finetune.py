@@ -118,6 +118,8 @@ def _training_args(
     progress: bool,
     **extra: Any,
 ) -> Any:
+    import torch
+
     from semsim_pg.settings import get_settings
 
     device = get_settings().device
@@ -135,6 +137,7 @@ def _training_args(
         logging_steps=50,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available() and device != "cpu",  # pinning needs an accelerator
         use_cpu=device == "cpu",
         **extra,
     )
@@ -249,7 +252,7 @@ def finetune_bi_encoder(
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss_fn
         )
-        state = trainer.train()
+        state = _quiet(trainer, progress).train()
         seconds = time.perf_counter() - start
         model_dir = tmp / "model"
         model.save(str(model_dir))
@@ -272,6 +275,15 @@ def finetune_bi_encoder(
         before,
         after,
     )
+
+
+def _quiet(trainer: Any, progress: bool) -> Any:
+    """Without progress, also drop the callback that prints every loss log line."""
+    if not progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def _publish_model(model_dir: Path, tmp: Path, out: Path) -> None:
@@ -368,7 +380,7 @@ def finetune_cross_encoder(
             progress=progress,
         )
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=BinaryCrossEntropyLoss(model))
-        state = trainer.train()
+        state = _quiet(trainer, progress).train()
         seconds = time.perf_counter() - start
         model_dir = tmp / "model"
         model.save_pretrained(str(model_dir))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -57,20 +58,22 @@ def _run(args: argparse.Namespace) -> int:
     from semsim_pg.finetune import finetune_bi_encoder, finetune_cross_encoder
 
     train = finetune_bi_encoder if args.kind == "bi-encoder" else finetune_cross_encoder
-    result = train(
-        args.train,
-        args.dev,
-        args.base,
-        args.out,
-        loss=args.loss,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_steps=args.max_steps,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        progress=not args.quiet,
-        overwrite=args.overwrite,
-    )
+    # The trainers print their loss logs to stdout; stdout is for the result (and --json).
+    with contextlib.redirect_stdout(sys.stderr):
+        result = train(
+            args.train,
+            args.dev,
+            args.base,
+            args.out,
+            loss=args.loss,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            max_steps=args.max_steps,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
