@@ -1,0 +1,167 @@
+"""Each system check fires on its misconfiguration, with its stable id."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.core import checks
+from django.db import connection, models
+from django.test import modify_settings, override_settings
+from django.test.utils import isolate_apps
+
+from django_semsim.checks import check_connection, check_semantic_model
+from django_semsim.models import EmbeddingModel, SemanticModel, companion_of
+from tests.djangoapp.models import Article
+
+
+def _ids(messages: list[checks.CheckMessage]) -> set[str]:
+    return {m.id for m in messages if m.id and m.id.startswith("semsim.")}
+
+
+def test_installed_apps_and_settings_are_clean() -> None:
+    assert _ids(checks.run_checks()) == {"semsim.W001"}  # tests.djangoapp.Note has Python-only text on purpose
+
+
+def test_e001_contrib_postgres_missing() -> None:
+    with modify_settings(INSTALLED_APPS={"remove": ["django.contrib.postgres"]}):
+        messages = checks.run_checks(tags=[checks.Tags.compatibility])
+    (error,) = [m for m in messages if m.id == "semsim.E001"]
+    assert "django.contrib.postgres" in error.hint
+
+
+@pytest.mark.parametrize(
+    ("semsim", "needle"),
+    [({"SYNC": "later"}, "SYNC"), ({"EF_SEARCH": 0}, "EF_SEARCH"), ({"MODLE": "x"}, "Unknown key")],
+)
+def test_e005_invalid_settings(semsim: dict[str, object], needle: str) -> None:
+    with override_settings(SEMSIM=semsim):
+        messages = checks.run_checks(tags=[checks.Tags.compatibility])
+    (error,) = [m for m in messages if m.id == "semsim.E005"]
+    assert needle in error.msg
+
+
+@isolate_apps("tests.djangoapp")
+def test_model_checks() -> None:
+    class MissingField(SemanticModel):
+        class Meta:
+            app_label = "djangoapp"
+
+        title = models.CharField(max_length=10)
+        semantic_fields = ["title", "summary"]
+
+    class NotText(SemanticModel):
+        class Meta:
+            app_label = "djangoapp"
+
+        count = models.IntegerField()
+        semantic_fields = ["count"]
+
+    class NoText(SemanticModel):
+        class Meta:
+            app_label = "djangoapp"
+
+        title = models.CharField(max_length=10)
+
+    class BadMetric(SemanticModel):
+        class Meta:
+            app_label = "djangoapp"
+
+        title = models.CharField(max_length=10)
+        semantic_fields = ["title"]
+        semantic_metric = "hamming"
+
+    class PythonText(SemanticModel):
+        class Meta:
+            app_label = "djangoapp"
+
+        title = models.CharField(max_length=10)
+
+        def semantic_text(self) -> str:
+            return self.title.upper()
+
+    class Good(SemanticModel):
+        class Meta:
+            app_label = "djangoapp"
+
+        title = models.CharField(max_length=10)
+        body = models.TextField()
+        semantic_fields = ["title", "body"]
+
+    assert _ids(check_semantic_model(MissingField)) == {"semsim.E002"}
+    assert "summary" in check_semantic_model(MissingField)[0].msg
+    assert _ids(check_semantic_model(NotText)) == {"semsim.E003"}
+    assert _ids(check_semantic_model(NoText)) == {"semsim.E004"}
+    assert _ids(check_semantic_model(BadMetric)) == {"semsim.E006"}
+    assert _ids(check_semantic_model(PythonText)) == {"semsim.W001"}
+    assert check_semantic_model(Good) == []
+    assert companion_of(Good).__name__ == "GoodEmbedding"
+
+
+def test_e007_database_not_postgresql() -> None:
+    from django.db.backends.sqlite3.base import DatabaseWrapper
+
+    sqlite = DatabaseWrapper(
+        {**connection.settings_dict, "ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}, alias="lite"
+    )
+    (error,) = check_connection(sqlite)
+    assert error.id == "semsim.E007" and "sqlite" in error.msg
+
+
+@pytest.mark.django_db
+def test_database_is_clean() -> None:
+    assert _ids(check_connection(connection)) == set()
+
+
+def test_e008_pgvector_missing_from_a_migrated_database(django_db_setup, django_db_blocker) -> None:  # type: ignore[no-untyped-def]
+    from django.db import connections
+
+    name = f"semsim_noext_{uuid.uuid4().hex[:8]}"
+    with django_db_blocker.unblock():  # a second, real database: outside the test transaction
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        # a real alias (django.contrib.postgres looks connections up by alias when they open)
+        connections.settings["noext"] = {**connection.settings_dict, "NAME": name}
+        other = connections["noext"]
+        try:
+            assert check_connection(other) == []  # not migrated yet: migrate will create the extension
+            with other.cursor() as cursor:
+                cursor.execute("CREATE TABLE django_migrations (id serial, app text, name text, applied timestamptz)")
+                cursor.execute(
+                    "INSERT INTO django_migrations (app, name, applied) VALUES ('django_semsim', '0001_initial', now())"
+                )
+            (error,) = check_connection(other)
+            assert error.id == "semsim.E008" and "CREATE EXTENSION" in error.hint
+        finally:
+            other.close()
+            del connections["noext"]
+            del connections.settings["noext"]
+            with connection._nodb_cursor() as cursor:
+                cursor.execute(f'DROP DATABASE "{name}"')
+
+
+@pytest.mark.django_db
+def test_w002_column_dimension_differs() -> None:
+    table = companion_of(Article)._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} ALTER COLUMN embedding TYPE vector(8)")
+    (warning,) = check_connection(connection)
+    assert warning.id == "semsim.W002" and "vector(8)" in warning.msg and "vector(384)" in warning.msg
+    assert "semsim_reindex --all" in warning.hint
+
+
+@pytest.mark.django_db
+def test_w003_vectors_of_another_model(django_capture_on_commit_callbacks) -> None:
+    from django.core.management import call_command
+
+    with django_capture_on_commit_callbacks(execute=True):
+        article = Article.objects.create(title="Model change", body="old vectors")
+    old = EmbeddingModel.objects.create(name="paraphrase-old-model", dimension=384)
+    companion = companion_of(Article)
+    current = companion.objects.get(source=article)
+    companion.objects.create(source=article, model=old, text_hash=current.text_hash, embedding=current.embedding)
+    (warning,) = check_connection(connection)
+    assert warning.id == "semsim.W003" and "paraphrase-old-model" in warning.msg
+    assert f"semsim_reindex --all {Article._meta.label}" in warning.hint
+    call_command("semsim_reindex", "--all", verbosity=0)
+    assert check_connection(connection) == []
