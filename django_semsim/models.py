@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -213,7 +214,12 @@ def _make_companion(source: type[SemanticModel]) -> type[models.Model]:
         "updated_at": models.DateTimeField(auto_now=True),
         "Meta": meta,
     }
-    return type(f"{source.__name__}Embedding", (models.Model,), attrs)
+    companion = type(f"{source.__name__}Embedding", (models.Model,), attrs)
+    module = sys.modules.get(source.__module__)
+    if module is not None and not hasattr(module, companion.__name__):
+        # importable by name like any model: pickling, shell auto-imports, "app.models.ArticleEmbedding"
+        setattr(module, companion.__name__, companion)
+    return companion
 
 
 def _on_class_prepared(sender: type[models.Model], **kwargs: Any) -> None:

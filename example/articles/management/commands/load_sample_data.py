@@ -1,0 +1,43 @@
+"""``manage.py load_sample_data``: load the articles shipped in articles/data/articles.jsonl.
+
+Rows are written in one transaction, so their vectors are encoded in one batch after it
+commits (immediate mode); in worker mode ``semsim_worker`` encodes them. Running it again
+updates changed articles only: unchanged text is not re-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from articles.models import Article
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "articles.jsonl"
+
+
+class Command(BaseCommand):
+    help = "Load the sample articles (idempotent)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--file", type=Path, default=DATA, help="a JSON-lines file of {title, body, topic}")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        path: Path = options["file"]
+        try:
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"Cannot read {path}: {exc}") from exc
+        created = 0
+        with transaction.atomic():
+            for row in rows:
+                article, was_created = Article.objects.get_or_create(title=row["title"], defaults=row)
+                if not was_created and (article.body, article.topic) != (row["body"], row["topic"]):
+                    article.body, article.topic = row["body"], row["topic"]
+                    article.save()
+                created += was_created
+        if int(options["verbosity"]) >= 1:
+            self.stdout.write(self.style.SUCCESS(f"{len(rows)} articles ({created} new) from {path.name}"))
