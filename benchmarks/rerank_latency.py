@@ -15,6 +15,7 @@ ones an FAQ or support search reranks. Machines here are shared: compare within 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -62,9 +63,7 @@ def measure(model: str, sizes: list[int], repeat: int, batch_size: int | None) -
     from semsim_pg.rerank import Reranker
 
     reranker = Reranker(model, batch_size=batch_size)
-    start = time.perf_counter()
-    reranker.score(QUERY, ["warm up"])
-    load_s = time.perf_counter() - start
+    reranker.score(QUERY, ["warm up"])  # load outside the timings
     rows: list[dict[str, object]] = []
     for n in sizes:
         hits = candidate_texts(n)
@@ -83,7 +82,6 @@ def measure(model: str, sizes: list[int], repeat: int, batch_size: int | None) -
                 "median_ms": statistics.median(times),
                 "p90_ms": times[int(0.9 * (len(times) - 1))],
                 "per_pair_ms": statistics.median(times) / n,
-                "load_s": load_s,
             }
         )
     return rows
@@ -95,9 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--batch-size", type=int, help="pairs per forward pass (default: SEMSIM_BATCH_SIZE, 64)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        help="torch intra-op threads to compare (default: 1 and torch's default). On a shared, busy machine "
+        "several threads can be many times slower than one: they wait for each other",
+    )
     args = parser.parse_args(argv)
 
     import torch
+
+    threads = args.threads or sorted({1, torch.get_num_threads()})
 
     with tempfile.TemporaryDirectory(prefix="tiny-ce-") as tmp:
         models = list(args.model)
@@ -105,14 +112,19 @@ def main(argv: list[str] | None = None) -> int:
             models.append(str(build_tiny_cross_encoder(Path(tmp) / "tiny-cross-encoder")))
             if TRAINED.is_dir():
                 models.append(str(TRAINED))
-        print(f"query: {QUERY!r}; torch threads {torch.get_num_threads()}; {args.repeat} runs each, rerank to top 5")
-        print(f"{'model':<24} {'candidates':>10} {'median ms':>10} {'p90 ms':>8} {'ms/pair':>8} {'load s':>7}")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"query: {QUERY!r}; {args.repeat} runs each, rerank to top 5; load average {load} on {os.cpu_count()} CPUs"
+        )
+        print(f"{'model':<24} {'threads':>7} {'candidates':>10} {'median ms':>10} {'p90 ms':>8} {'ms/pair':>8}")
         for model in models:
-            for row in measure(model, args.candidates, args.repeat, args.batch_size):
-                print(
-                    f"{row['model']!s:<24} {row['candidates']:>10} {row['median_ms']:>10.1f} {row['p90_ms']:>8.1f} "
-                    f"{row['per_pair_ms']:>8.2f} {row['load_s']:>7.1f}"
-                )
+            for n_threads in threads:
+                torch.set_num_threads(n_threads)
+                for row in measure(model, args.candidates, args.repeat, args.batch_size):
+                    print(
+                        f"{row['model']!s:<24} {n_threads:>7} {row['candidates']:>10} {row['median_ms']:>10.1f} "
+                        f"{row['p90_ms']:>8.1f} {row['per_pair_ms']:>8.2f}"
+                    )
     return 0
 
 

@@ -507,6 +507,8 @@ class FAQMatcher:
         ):
             raise InvalidQuery(f"candidates must be a whole number of at least 1, got {candidates!r}.")
         reranker = self._reranker(rerank)
+        if reranker is not None:
+            reranker.load()  # a cross-encoder that cannot load fails before any search work
         collection = self.store.get_collection(self.collection)
         wanted = min(MAX_K, candidates or max(k * SEARCH_FACTOR, MIN_CANDIDATES))
         filters = (
@@ -754,10 +756,12 @@ def evaluate_faq(
             raise InvalidInput(f"Query {query.query!r} names faq_id {query.faq_id!r}, which is not among the entries.")
     name = collection or f"semsim-faq-eval-{uuid.uuid4().hex[:10]}"
     matcher = FAQMatcher(store, name)
+    reranker = matcher._reranker(rerank)
+    if reranker is not None:
+        reranker.load()  # fail before encoding anything
     start = time.perf_counter()
     try:
         matcher.load(entries, replace=collection is not None, progress=progress)
-        reranker = matcher._reranker(rerank)
         matches: list[list[FAQMatch[FAQEntry]]] = []
         bar = _progress(progress, total=len(queries))
         batch = 256

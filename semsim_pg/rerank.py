@@ -58,8 +58,9 @@ DEFAULT_TOP_K = 5
 HUB_PROBE_TIMEOUT_S = 3.0
 
 _HOW_TO_GET_ONE = (
-    "Train one locally with `semsim finetune cross-encoder ...` (or copy a saved cross-encoder folder here) and "
-    "pass its directory: SEMSIM_CROSS_ENCODER=/path/to/model, Reranker('/path/to/model') or --rerank /path/to/model."
+    "Train one locally with `semsim finetune cross-encoder --train PAIRS.csv --dev DEV.csv --out DIR` (or copy a "
+    "saved cross-encoder folder here) and pass its directory: SEMSIM_CROSS_ENCODER=DIR, Reranker('DIR') or "
+    "--rerank DIR."
 )
 
 
@@ -151,6 +152,11 @@ class Reranker:
                 if self._model is None:
                     self._model = self._load()
         return self._model
+
+    def load(self) -> Reranker:
+        """Load the model now (it loads on first use otherwise): to fail early, or to warm up."""
+        _ = self.model
+        return self
 
     def _load(self) -> CrossEncoder:
         start = time.perf_counter()
@@ -353,6 +359,6 @@ def search_and_rerank(
         raise InvalidQuery(f"candidates must be a whole number of at least 1, got {candidates!r}.")
     if candidates < top_k:
         logger.debug("candidates (%d) < top_k (%d): at most %d results", candidates, top_k, candidates)
-    model = reranker if isinstance(reranker, Reranker) else get_reranker(reranker)
+    model = (reranker if isinstance(reranker, Reranker) else get_reranker(reranker)).load()
     hits = store.search(collection, query, k=candidates, filter=filter, ef_search=ef_search)
     return model.rerank(query, hits, top_k=top_k)

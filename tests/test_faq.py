@@ -413,3 +413,13 @@ def test_cli_eval_faq(tmp_path: Path, capsys: pytest.CaptureFixture[str], engine
     args = _eval_parser().parse_args(["faq", "--faqs", str(faqs), "--queries", str(bad)])
     with pytest.raises(InputFileError, match="line 2"):
         args.func(args)
+
+
+def test_unloadable_reranker_fails_before_any_search(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from semsim_pg.errors import ModelLoadError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the collection does not exist either: the model error comes first, before any database work
+    matcher = FAQMatcher(store, f"nope_{uuid.uuid4().hex[:8]}")
+    with pytest.raises(ModelLoadError, match="semsim finetune cross-encoder"):
+        matcher.answer("where is my order", rerank="cross-encoder/not-cached-anywhere-semsim-test")
