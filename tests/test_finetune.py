@@ -134,9 +134,19 @@ def test_cross_encoder_end_to_end(
     assert set(result["after"]) == {"spearman", "pearson"}
     scores = CrossEncoder(str(out)).predict([("A man plays guitar.", "A man is playing a guitar.")])
     assert 0.0 <= float(scores[0]) <= 1.0  # the sigmoid head was saved with the model
-    # usable wherever a cross-encoder path is taken: semsim eval sts --cross-encoder
-    assert main(["-q", "eval", "sts", str(files["dev"]), "--cross-encoder", str(out), "--json"]) == 0
+    # usable through the SEMSIM_CROSS_ENCODER setting: `semsim eval sts --cross-encoder` without a path
+    import dataclasses
+
+    from semsim_pg.settings import configure, get_settings
+
+    previous = get_settings()
+    configure(dataclasses.replace(previous, cross_encoder=str(out)))
+    try:
+        assert main(["-q", "eval", "sts", str(files["dev"]), "--cross-encoder", "--json"]) == 0
+    finally:
+        configure(previous)
     report = json.loads(capsys.readouterr().out)
+    assert report["results"][-1]["name"] == str(out)
     assert report["results"][-1]["spearman"]["score"] == pytest.approx(result["after"]["spearman"], abs=1e-6)
 
 

@@ -65,9 +65,12 @@ def _add_sts(evals: argparse._SubParsersAction[Any]) -> None:
     sub.add_argument(
         "--cross-encoder",
         action="append",
+        nargs="?",
+        const="",
         default=[],
         metavar="PATH",
-        help="a cross-encoder directory to score the same pairs; repeat to compare",
+        help="a cross-encoder directory to score the same pairs; repeat to compare; without PATH, the "
+        "configured one (SEMSIM_CROSS_ENCODER)",
     )
     sub.add_argument(
         "--top-errors",
@@ -89,9 +92,11 @@ def _run_sts(args: argparse.Namespace) -> int:
     if args.top_errors < 0:
         raise InvalidInput(f"--top-errors must be 0 or more; received {args.top_errors}.")
     pairs = read_sts_pairs(args.file)
-    models = args.model or [get_settings().model]
+    settings = get_settings()
+    models = args.model or [settings.model]
+    cross_encoders = [path or settings.cross_encoder for path in args.cross_encoder]
     report = evaluate_sts(
-        pairs, models=models, cross_encoders=args.cross_encoder, source=str(args.file), progress=not args.quiet
+        pairs, models=models, cross_encoders=cross_encoders, source=str(args.file), progress=not args.quiet
     )
     if args.json:
         json.dump(report.to_dict(top_errors=args.top_errors), sys.stdout, indent=2)
