@@ -179,11 +179,11 @@ def bench_update(sizes: list[int], repeat: int) -> None:
 
         rng = random.Random(size)
 
-        def orm_update() -> None:
+        def orm_update(rng: random.Random = rng, size: int = size) -> None:
             ids = rng.sample(range(1, size + 1), 100)
             Article.objects.filter(pk__in=ids).update(views=F("views") + 1)
 
-        def inline_update() -> None:
+        def inline_update(rng: random.Random = rng, size: int = size) -> None:
             ids = rng.sample(range(1, size + 1), 100)
             sql("UPDATE bench_inline SET views = views + 1 WHERE id = ANY(%s)", [ids])
 
