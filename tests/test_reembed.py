@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from semsim_pg import reembed as reembed_module
 from semsim_pg import sql
 from semsim_pg.encoder import Encoder
 from semsim_pg.errors import CollectionNotFound, InvalidInput, ModelLoadError
@@ -112,6 +113,9 @@ def test_interrupted_reembed_resumes_and_switches(store, collection_name, tiny_b
     assert store.get_collection(name).model_name == old.model_name
     assert vectors_by_model(store, name) == {old.model_name: 40, new_model: 16}
     assert top(store, name, "a kitten napping") == "cat"  # the old vectors still answer
+    # the switch refuses while documents lack a current new vector, and changes nothing
+    assert reembed_module._switch(store, old, new_model, 32) is False
+    assert store.get_collection(name).model_name == old.model_name
 
     # 2. a document the dead run had encoded changes before the resume
     store.upsert(name, [("cat", "The cat hunts mice in the barn at night.")], progress=False)
