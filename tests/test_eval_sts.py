@@ -188,3 +188,15 @@ def test_missing_empty_and_constant_files(tmp_path: Path, capsys: pytest.Capture
     assert main(["-q", "eval", "sts", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}, line 2" in err and "Traceback" not in err
+
+
+def test_gold_scale_is_the_smallest_common_one() -> None:
+    from semsim_pg.evaluation.files import SentencePair, score_range
+
+    def pairs(*scores: float) -> list[SentencePair]:
+        return [SentencePair("a", "b", s, i) for i, s in enumerate(scores, start=1)]
+
+    assert score_range(pairs(0.6, 4.8)) == (0.0, 5.0)  # a sample of STS-B: 0.6 stays 0.12, not 0
+    assert score_range(pairs(0.2, 0.9)) == (0.0, 1.0)
+    assert score_range(pairs(12, 96)) == (0.0, 100.0)
+    assert score_range(pairs(-1, 1)) == (-1.0, 1.0)  # no common scale holds it: the observed range

@@ -113,7 +113,7 @@ def _clip(text: str, width: int) -> str:
 def format_sts_report(report: STSReport, out: TextIO, *, top_errors: int = 5) -> None:
     """The side-by-side table, then each model's largest errors."""
     low, high = report.gold_range
-    out.write(f"STS: {report.source} — {len(report.pairs)} pairs, gold scores {low:g} to {high:g}\n\n")
+    out.write(f"STS: {report.source} — {len(report.pairs)} pairs, gold scale {low:g} to {high:g}\n\n")
     columns = [
         name
         for name in ("cosine", "euclidean", "manhattan", "dot", "score")

@@ -19,7 +19,7 @@ from typing import Any
 
 from semsim_pg.errors import InputFileError
 
-__all__ = ["SentencePair", "read_pairs", "read_sts_pairs", "score_range"]
+__all__ = ["COMMON_SCALES", "SentencePair", "read_pairs", "read_sts_pairs", "score_range"]
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -173,14 +173,26 @@ def read_sts_pairs(path: str | Path) -> list[SentencePair]:
     return pairs
 
 
+#: Scales STS-style data sets use; scores are rescaled from the smallest one that holds them all.
+COMMON_SCALES = ((0.0, 1.0), (0.0, 5.0), (0.0, 10.0), (0.0, 100.0))
+
+
 def score_range(pairs: Sequence[SentencePair], path: Any = "the file") -> tuple[float, float]:
-    """(lowest, highest) gold score, used to rescale scores to 0..1."""
+    """The scale of the gold scores, used to rescale them to 0..1.
+
+    The smallest common scale (0-1, 0-5, 0-10, 0-100) that holds every score, so that a sample
+    of STS-B whose lowest score is 0.6 still maps 0.6 to 0.12, not to 0; scores outside all of
+    them fall back to the observed lowest and highest.
+    """
     scores = [p.score for p in pairs if p.score is not None]
     if not scores:
         raise InputFileError(f"{path}: holds no scores.")
     low, high = min(scores), max(scores)
     if low == high:
         raise InputFileError(
-            f"{path}: every pair has the score {low}; scores must vary to train or to correlate against."
+            f"{path}: every pair has the score {low:g}; scores must vary to train or to correlate against."
         )
+    for scale_low, scale_high in COMMON_SCALES:
+        if scale_low <= low and high <= scale_high:
+            return scale_low, scale_high
     return low, high
