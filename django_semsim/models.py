@@ -145,7 +145,7 @@ class SemanticModel(models.Model):
     # checks ------------------------------------------------------------------------------
     @classmethod
     def check(cls, **kwargs: Any) -> list[checks.CheckMessage]:
-        errors = super().check(**kwargs)
+        errors: list[checks.CheckMessage] = super().check(**kwargs)
         if not cls._meta.abstract:
             from django_semsim.checks import check_semantic_model
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
@@ -141,16 +140,22 @@ def search_settings(connection: BaseDatabaseWrapper, params: dict[str, str] | No
         with connection.cursor() as cursor:
             calls = ", ".join("set_config(%s, %s, true)" for _ in params)
             cursor.execute(f"SELECT {calls}", [item for pair in params.items() for item in pair])
-        connection._semsim_settings_active = True  # type: ignore[attr-defined]
+        connection._semsim_settings_active = True
         try:
             yield
         finally:
-            connection._semsim_settings_active = False  # type: ignore[attr-defined]
+            connection._semsim_settings_active = False
 
 
-@cache
+_compilers: dict[type[Any], type[Any]] = {}
+
+
 def _compiler_with_settings(base: type[SQLCompiler]) -> type[SQLCompiler]:
-    class SemanticSQLCompiler(base):  # type: ignore[valid-type,misc]
+    """``base`` (the backend's SQLCompiler) with execute_sql wrapped in :func:`search_settings`, cached."""
+    if base in _compilers:
+        return _compilers[base]
+
+    class SemanticSQLCompiler(base):  # type: ignore[misc]
         def execute_sql(self, result_type: Any = MULTI, *args: Any, **kwargs: Any) -> Any:
             with search_settings(self.connection, self.query.semsim_params):
                 result = super().execute_sql(result_type, *args, **kwargs)
@@ -160,6 +165,7 @@ def _compiler_with_settings(base: type[SQLCompiler]) -> type[SQLCompiler]:
                 return result
 
     SemanticSQLCompiler.__name__ = SemanticSQLCompiler.__qualname__ = f"Semantic{base.__name__}"
+    _compilers[base] = SemanticSQLCompiler
     return SemanticSQLCompiler
 
 
@@ -233,7 +239,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
                 query,
                 dimensions=config.dimensions,
                 model=config.model_name,
-                device=config.device,  # type: ignore[arg-type]
+                device=config.device,
             )
         )
         return self._semantic(
@@ -265,10 +271,9 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         own = companion._base_manager.filter(source_id=pk, model_id=config.model_name, embedding__isnull=False)
         vector = Subquery(own.values("embedding")[:1], output_field=VectorField(dimensions=config.dimensions))
         # an uncorrelated EXISTS is a one-time filter: no vector, no index scan, no rows
-        return (
-            self.exclude(pk=pk)
-            .filter(Exists(own))
-            ._semantic(vector, k=k, min_similarity=min_similarity, ef_search=ef_search, iterative_scan=iterative_scan)
+        candidates: SemanticQuerySet[_M] = self.exclude(pk=pk).filter(Exists(own))
+        return candidates._semantic(
+            vector, k=k, min_similarity=min_similarity, ef_search=ef_search, iterative_scan=iterative_scan
         )
 
     # internals ------------------------------------------------------------------------------
@@ -318,7 +323,8 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         if k is not None:
             qs = qs[:k]
             qs._semsim_k = k
-        return qs
+        result: SemanticQuerySet[_M] = qs
+        return result
 
 
 class SemanticManager(models.Manager.from_queryset(SemanticQuerySet)):  # type: ignore[misc]

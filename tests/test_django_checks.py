@@ -78,7 +78,7 @@ def test_model_checks() -> None:
         title = models.CharField(max_length=10)
 
         def semantic_text(self) -> str:
-            return self.title.upper()
+            return str(self.title).upper()
 
     class Good(SemanticModel):
         class Meta:
@@ -151,7 +151,7 @@ def test_w002_column_dimension_differs() -> None:
 
 
 @pytest.mark.django_db
-def test_w003_vectors_of_another_model(django_capture_on_commit_callbacks) -> None:
+def test_w003_vectors_of_another_model(django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
     from django.core.management import call_command
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -42,8 +42,8 @@ def test_status_and_reindex_stale(encoder) -> None:  # type: ignore[no-untyped-d
     assert _status()["djangoapp.Note"]["missing"] == 1  # not named, not indexed
 
     Article.objects.filter(pk=Article.objects.order_by("pk")[0].pk).update(title="Changed in bulk")
-    status = _status()["djangoapp.Article"]
-    assert (status["current"], status["stale"], status["missing"]) == (4, 1, 0)
+    article = _status()["djangoapp.Article"]
+    assert (article["current"], article["stale"], article["missing"]) == (4, 1, 0)
     quiet = StringIO()
     call_command("semsim_reindex", verbosity=0, stdout=quiet)
     assert quiet.getvalue() == ""

@@ -21,4 +21,4 @@ class Article(SemanticModel):
         ordering = ["title"]
 
     def __str__(self) -> str:
-        return self.title
+        return str(self.title)

@@ -11,7 +11,7 @@ class Category(models.Model):
     name = models.CharField(max_length=100)
 
     def __str__(self) -> str:
-        return self.name
+        return str(self.name)
 
 
 class Article(SemanticModel):
@@ -24,7 +24,7 @@ class Article(SemanticModel):
     semantic_fields = ["title", "body"]
 
     def __str__(self) -> str:
-        return self.title
+        return str(self.title)
 
 
 class Note(SemanticModel):
