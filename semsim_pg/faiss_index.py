@@ -310,6 +310,9 @@ def build_index(
     inner = faiss.index_factory(coll.dimension, _factory_string(index_type, params), metric)
     if index_type == "hnsw":
         inner.hnsw.efConstruction = params["ef_construction"]
+    if index_type == "ivfpq":
+        # Polysemous code reordering only serves Hamming-filtered search, which is not used here.
+        inner.do_polysemous_training = False
     if not inner.is_trained:
         size = min(
             total,
@@ -656,7 +659,6 @@ def compare(
     for PostgreSQL they include the round trip, as an application sees it; for FAISS they are
     in-process. ``exclude[i]`` is an external id to leave out of query i's results (itself).
     """
-    from semsim_pg.store import QueryVector
 
     coll = store.get_collection(collection)
     vectors = np.atleast_2d(np.asarray(queries, dtype=np.float32))
@@ -670,45 +672,82 @@ def compare(
     for index in indexes:
         check_manifest(index.manifest, coll, None, index.path)
     fetch = k + (1 if any(x is not None for x in skip) else 0)
-    steps = 1 + len(ef_search) + sum(_settings_for(ix, ef_search, nprobe).__len__() for ix in indexes)
-    bar = _progress(progress, total=steps * len(vectors), desc=f"compare {coll.name}", unit="query")
-    rows: list[CompareRow] = []
-
-    def run(search: Any) -> tuple[list[list[str]], list[float]]:
-        found, times = [], []
+    # Every method at every setting, as (label, setting, prepare, search, build seconds, size).
+    pg_size = _pg_index_size(store, coll)
+    methods: list[tuple[str, str, Any, Any, float | None, int | None]] = [
+        ("exact (pgvector scan)", "-", None, _pg_search(store, coll, fetch, True, None), None, None)
+    ]
+    for ef in ef_search:
+        methods.append(
+            (
+                "pgvector hnsw",
+                f"ef_search={ef}",
+                None,
+                _pg_search(store, coll, fetch, False, ef),
+                pg_build_seconds,
+                pg_size,
+            )
+        )
+    for index in indexes:
+        for name, value in _settings_for(index, ef_search, nprobe):
+            setting = f"{'efSearch' if name == 'ef_search' else name}={value}" if name else "-"
+            methods.append(
+                (
+                    index.label,
+                    setting,
+                    _faiss_prepare(index, name, value),
+                    _faiss_search(index, fetch),
+                    index.manifest.build_seconds,
+                    index.size_bytes,
+                )
+            )
+    found: list[list[list[str]]] = [[] for _ in methods]
+    times: list[list[float]] = [[] for _ in methods]
+    bar = _progress(progress, total=len(vectors), desc=f"compare {coll.name} ({len(methods)} methods)", unit="query")
+    try:
+        # Query by query, every method in turn: on a shared machine a busy spell then slows all
+        # methods alike instead of whichever happened to run during it.
         for vector, own in zip(vectors, skip, strict=True):
-            start = time.perf_counter()
-            ids = search(vector)
-            times.append(time.perf_counter() - start)
-            found.append([x for x in ids if x != own][:k])
+            for m, (_, _, prepare, search, _, _) in enumerate(methods):
+                if prepare is not None:
+                    prepare()
+                start = time.perf_counter()
+                ids = search(vector)
+                times[m].append(time.perf_counter() - start)
+                found[m].append([x for x in ids if x != own][:k])
             if bar is not None:
                 bar.update(1)
-        return found, times
-
-    def pg(exact: bool, ef: int | None) -> Any:
-        return lambda v: [
-            h.external_id for h in store.search(coll, QueryVector(v, coll.model_name), fetch, exact=exact, ef_search=ef)
-        ]
-
-    try:
-        truth, times = run(pg(True, None))
-        rows.append(_row("exact (pgvector scan)", "-", truth, truth, times, None, None))
-        pg_size = _pg_index_size(store, coll)
-        for ef in ef_search:
-            found, times = run(pg(False, ef))
-            rows.append(_row("pgvector hnsw", f"ef_search={ef}", found, truth, times, pg_build_seconds, pg_size))
-        for index in indexes:
-            for name, value in _settings_for(index, ef_search, nprobe):
-                index.set_search_parameters(**({name: value} if name else {}))
-                found, times = run(lambda v, ix=index: [x for x, _ in ix.search(v, fetch)[0]])
-                setting = f"{'efSearch' if name == 'ef_search' else name}={value}" if name else "-"
-                rows.append(
-                    _row(index.label, setting, found, truth, times, index.manifest.build_seconds, index.size_bytes)
-                )
     finally:
         if bar is not None:
             bar.close()
-    return rows
+    truth = found[0]
+    return [
+        _row(label, setting, found[m], truth, times[m], build, size)
+        for m, (label, setting, _, _, build, size) in enumerate(methods)
+    ]
+
+
+def _faiss_prepare(index: FaissIndex, name: str, value: int) -> Any:
+    if not name:
+        return None
+    return lambda: index.set_search_parameters(**{name: value})
+
+
+def _faiss_search(index: FaissIndex, fetch: int) -> Any:
+    def search(vector: Matrix) -> list[str]:
+        return [x for x, _ in index.search(vector, fetch)[0]]
+
+    return search
+
+
+def _pg_search(store: DocumentStore, coll: Collection, fetch: int, exact: bool, ef: int | None) -> Any:
+    from semsim_pg.store import QueryVector
+
+    def search(vector: Matrix) -> list[str]:
+        query = QueryVector(vector, coll.model_name)
+        return [h.external_id for h in store.search(coll, query, fetch, exact=exact, ef_search=ef)]
+
+    return search
 
 
 def _settings_for(index: FaissIndex, ef_search: Sequence[int], nprobe: Sequence[int]) -> list[tuple[str, int]]:
