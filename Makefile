@@ -10,8 +10,8 @@ STAMP  := $(VENV)/.semsim-installed
 
 help:
 	@echo "make demo     set up .venv, start the embedded PostgreSQL, ingest the sample corpus, search it"
-	@echo "make test     set up .venv and run the whole test suite"
-	@echo "make lint     ruff + mypy (the core passes mypy --strict)"
+	@echo "make test     set up .venv, lint, and run the whole test suite"
+	@echo "make lint     ruff (check + format) and mypy (strict for the core)"
 	@echo "make example  run the example Django site on the embedded PostgreSQL"
 	@echo "make setup    only create .venv and install (idempotent)"
 
@@ -27,12 +27,16 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/semsim demo
 
-test: setup
+# Lint first: CI (.ci/run calls `make test`) checks types and style too.
+test: lint
 	$(BIN)/python -m pytest
 
+LINTED := semsim_pg django_semsim migrations tests benchmarks example
+
 lint: setup
-	$(BIN)/ruff check semsim_pg django_semsim migrations tests benchmarks
-	$(BIN)/mypy semsim_pg
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy semsim_pg django_semsim
 
 example: setup
 	cd example && ../$(BIN)/python manage.py migrate --noinput && ../$(BIN)/python manage.py load_sample_data && ../$(BIN)/python manage.py runserver
