@@ -657,7 +657,7 @@ def compare(
     Recall@k is measured against the exact search through the same store (``exact=True``: a
     sequential scan in PostgreSQL). Latencies are per query, one query at a time, from Python:
     for PostgreSQL they include the round trip, as an application sees it; for FAISS they are
-    in-process. ``exclude[i]`` is an external id to leave out of query i's results (itself).
+    in-process, on one thread. ``exclude[i]`` is an external id to leave out of query i's results (itself).
     """
 
     coll = store.get_collection(collection)
@@ -704,6 +704,12 @@ def compare(
     found: list[list[list[str]]] = [[] for _ in methods]
     times: list[list[float]] = [[] for _ in methods]
     bar = _progress(progress, total=len(vectors), desc=f"compare {coll.name} ({len(methods)} methods)", unit="query")
+    # One query at a time on one thread, like a PostgreSQL backend: FAISS's OpenMP threads add
+    # nothing to a single query and, on a busy machine, their barriers cost tens of milliseconds.
+    faiss = _faiss() if indexes else None
+    threads = faiss.omp_get_max_threads() if faiss is not None else 0
+    if faiss is not None:
+        faiss.omp_set_num_threads(1)
     try:
         # Query by query, every method in turn: on a shared machine a busy spell then slows all
         # methods alike instead of whichever happened to run during it.
@@ -718,6 +724,8 @@ def compare(
             if bar is not None:
                 bar.update(1)
     finally:
+        if faiss is not None:
+            faiss.omp_set_num_threads(threads)
         if bar is not None:
             bar.close()
     truth = found[0]
