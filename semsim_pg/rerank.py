@@ -125,10 +125,16 @@ class Reranker:
         device: str | None = None,
         batch_size: int | None = None,
         max_length: int | None = None,
+        precision: str | None = None,
     ) -> None:
         settings = get_settings()
         self.source: ModelSource = resolve_model(model or settings.cross_encoder)
         self.device = device if device is not None else settings.device
+        # Same setting as the bi-encoder: bfloat16 weights score about 1.7x faster on CPUs with AMX
+        # (benchmarks/rerank_latency.py: a MiniLM-L6-sized model, same top 5, scores within 2e-4).
+        self.precision = precision or str(getattr(settings, "precision", "float32"))
+        if self.precision not in ("float32", "bfloat16", "float16"):
+            raise InvalidInput(f"precision must be float32, bfloat16 or float16, got {self.precision!r}.")
         self.batch_size = batch_size or settings.batch_size
         self.max_length = max_length
         self._model: CrossEncoder | None = None
@@ -168,13 +174,19 @@ class Reranker:
             from sentence_transformers import CrossEncoder
         except ImportError as exc:  # pragma: no cover - a core dependency
             raise ModelLoadError("sentence-transformers is not installed: pip install 'semsim[encoders]'.") from exc
-        logger.info("loading cross-encoder %s from %s", self.name, self.source.location)
+        logger.info("loading cross-encoder %s from %s (%s)", self.name, self.source.location, self.precision)
+        model_kwargs: dict[str, Any] = {}
+        if self.precision != "float32":
+            import torch
+
+            model_kwargs["dtype"] = getattr(torch, self.precision)
         try:
             model: CrossEncoder = CrossEncoder(
                 self.source.location,
                 device=self.device,
                 local_files_only=local_only,
                 max_length=self.max_length,
+                model_kwargs=model_kwargs or None,
             )
         except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
             hint = (
@@ -270,7 +282,12 @@ class Reranker:
         ]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "loaded_from": self.source.location, "source": self.source.kind}
+        return {
+            "name": self.name,
+            "loaded_from": self.source.location,
+            "source": self.source.kind,
+            "precision": self.precision,
+        }
 
 
 def _check_query(query: object) -> None:

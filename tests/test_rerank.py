@@ -184,3 +184,15 @@ def test_search_and_rerank(store, collection_name: str, reranker: Reranker) -> N
     filtered = search_and_rerank(store, collection_name, QUERY, top_k=10, reranker=reranker, filter={"n": 1})
     assert {r.hit.metadata["n"] for r in filtered} == {1}
     assert len(filtered) == 3
+
+
+def test_bfloat16_precision(tiny_cross_encoder_path: Path, reranker: Reranker) -> None:
+    import torch
+
+    half = Reranker(str(tiny_cross_encoder_path), precision="bfloat16")
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    scores = half.score(QUERY, TEXTS)
+    assert scores.dtype == np.float32
+    np.testing.assert_allclose(scores, reranker.score(QUERY, TEXTS), atol=1e-2)
+    with pytest.raises(InvalidInput, match="precision"):
+        Reranker(str(tiny_cross_encoder_path), precision="int4")
