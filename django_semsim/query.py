@@ -7,7 +7,8 @@
 filters in the same statement. A selective filter still returns k rows because the statement runs
 with ``hnsw.iterative_scan`` set: the search parameters are set with ``set_config(..., true)``
 (transaction-scoped) right before the statement, inside a transaction opened for it when none is
-open, so they never leak into other statements of the connection's session.
+open. They never outlive the transaction: in autocommit mode nothing else sees them; inside the
+caller's own transaction they also apply to its later statements (each search sets its own).
 
 The query vector travels as a text literal cast to ``vector(n)``: PERFORMANCE.md measured it 17
 times faster than a binary NumPy parameter.

@@ -141,3 +141,23 @@ def test_plan_uses_hnsw_index_and_iterative_scan_fills_k(db) -> None:  # type: i
     assert len(full) == 10 and all(a.published for a in full)
     distances = [a.distance for a in full]
     assert distances == sorted(distances)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_search_settings_apply_to_the_statement_only(encoder) -> None:  # type: ignore[no-untyped-def]
+    from django.db import connection
+
+    from django_semsim.query import search_settings
+
+    def ef_search() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('hnsw.ef_search', true)")
+            return str(cursor.fetchone()[0])
+
+    Article.objects.bulk_create([Article(title=t, body=b) for t, b, _ in CORPUS[:3]])
+    before = ef_search()
+    with search_settings(connection, {"hnsw.ef_search": "77"}):
+        assert ef_search() == "77"
+    assert ef_search() == before
+    assert len(Article.objects.semantic_search(PASSWORD_QUERY, k=2, ef_search=77)) == 0  # no vectors: bulk_create
+    assert ef_search() == before  # autocommit: gone with the statement's transaction
