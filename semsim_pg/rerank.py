@@ -93,12 +93,16 @@ class RerankedHit(Generic[H]):
 def _default_text_of(item: Any) -> str:
     if isinstance(item, str):
         return item
+    # django_semsim's SemanticModel instances say which text their vector was made from.
+    semantic_text = getattr(item, "semantic_text", None)
+    if callable(semantic_text):
+        return str(semantic_text())
     text = getattr(item, "text", None)
     if text is None and isinstance(item, dict):
         text = item.get("text")
     if not isinstance(text, str):
         raise InvalidInput(
-            f"Cannot rerank a {type(item).__name__}: it has no text attribute. Pass text_of=, a function that "
+            f"Cannot rerank a {type(item).__name__}: it has no semantic_text() or text. Pass text_of=, a function that "
             "returns the text to compare with the query."
         )
     return text

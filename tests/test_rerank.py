@@ -104,6 +104,25 @@ def test_generic_hits_with_text_of(reranker: Reranker, reference_scores: np.ndar
     assert strings[0].hit == TEXTS[int(np.argmax(reference_scores))]
 
 
+@dataclass
+class SemanticRow:
+    """Like a django_semsim SemanticModel instance: a semantic_text() and an annotated similarity."""
+
+    body: str
+    similarity: float
+    text: str = "not the embedded text"
+
+    def semantic_text(self) -> str:
+        return self.body
+
+
+def test_semantic_text_and_similarity_are_read_by_default(reranker: Reranker, reference_scores: np.ndarray) -> None:
+    rows = [SemanticRow(t, 0.5 + i / 100) for i, t in enumerate(TEXTS)]
+    result = reranker.rerank(QUERY, rows, top_k=None)
+    assert [rows.index(r.hit) for r in result] == list(np.argsort(-reference_scores, kind="stable"))
+    assert [r.similarity for r in result] == [r.hit.similarity for r in result]
+
+
 def test_object_without_text_needs_text_of(reranker: Reranker) -> None:
     with pytest.raises(InvalidInput, match="text_of"):
         reranker.rerank(QUERY, [Article("a", "b")], top_k=1)
