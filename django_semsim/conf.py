@@ -130,6 +130,9 @@ def _load() -> SemsimConfig:
     ):
         if not isinstance(values[key], int) or not low <= values[key] <= high:
             problems.append(f"{key} must be a whole number between {low} and {high}, got {values[key]!r}")
+    dims = values["DIMENSIONS"]
+    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 16_000):
+        problems.append(f"DIMENSIONS must be None or a whole number between 1 and 16000, got {dims!r}")
     if not isinstance(values["MODEL"], str) or not values["MODEL"].strip():
         problems.append(f"MODEL must be a model name or directory, got {values['MODEL']!r}")
     if problems:

@@ -111,7 +111,12 @@ class SemanticModel(models.Model):
 
     @classmethod
     def semantic_text_in_sql(cls) -> bool:
-        return cls.semantic_text_expression() is not None
+        """True when staleness can be computed in SQL (cached per class: from_db asks for every row)."""
+        known = cls.__dict__.get("_semsim_text_in_sql")
+        if known is None:
+            known = cls.semantic_text_expression() is not None
+            cls._semsim_text_in_sql = known
+        return bool(known)
 
     # search ------------------------------------------------------------------------------
     def similar_objects(self, k: int | None = 10, **options: Any) -> SemanticQuerySet[Any]:

@@ -55,12 +55,10 @@ class QueryVector(Expression):
         *,
         dimensions: int,
         model: str,
-        device: str | None = None,
     ) -> None:
         super().__init__(output_field=VectorField(dimensions=dimensions))
         self.dimensions = dimensions
         self.model = model
-        self.device = device
         self.text: str | None = None
         self.literal: str | None = None
         if isinstance(query, str):
@@ -240,7 +238,6 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
                 query,
                 dimensions=config.dimensions,
                 model=config.model_name,
-                device=config.device,
             )
         )
         return self._semantic(

@@ -28,14 +28,14 @@ def on_post_save(
 ) -> None:
     if not sender.semantic_auto_update:
         return
+    if update_fields is not None and sender.semantic_text_in_sql():
+        if not set(update_fields) & set(sender.semantic_fields):
+            return  # no text column written (and the snapshot stays that of the stored text)
     snapshot = instance._semsim_text_snapshot()
     previous = instance.__dict__.get("_semsim_snapshot")
     instance._semsim_snapshot = snapshot  # the next save of this instance compares with what it saved now
     if not created and snapshot is not None and snapshot == previous:
         return  # the text did not change: nothing to encode
-    if update_fields is not None and sender.semantic_fields and sender.semantic_text_in_sql():
-        if not set(update_fields) & set(sender.semantic_fields):
-            return
     if not get_config().immediate:
         return  # worker mode: the stale-row anti-join finds the row
     from django_semsim.sync import enqueue

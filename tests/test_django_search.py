@@ -155,7 +155,10 @@ def test_search_settings_apply_to_the_statement_only(encoder) -> None:  # type: 
             return str(cursor.fetchone()[0])
 
     Article.objects.bulk_create([Article(title=t, body=b) for t, b, _ in CORPUS[:3]])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT '[1]'::vector")  # load pgvector in this session: its settings now have defaults
     before = ef_search()
+    assert before == "40"
     with search_settings(connection, {"hnsw.ef_search": "77"}):
         assert ef_search() == "77"
     assert ef_search() == before

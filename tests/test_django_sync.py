@@ -283,3 +283,18 @@ def test_late_worker_does_not_overwrite_newer_text(encoder, monkeypatch) -> None
     assert sync.drain(Article).written == [article.pk]
     row = companion_of(Article).objects.get(source_id=article.pk)
     assert row.text_hash == text_hash("New title\nold body")
+
+
+@pytest.mark.django_db
+def test_update_fields_without_text_then_full_save(spy, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    with django_capture_on_commit_callbacks(execute=True):
+        article = Article.objects.create(title="Original", body="text")
+    article.title = "Edited in memory"
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        article.views = 3
+        article.save(update_fields=["views"])  # the title is not written: nothing to encode
+    assert callbacks == [] and spy.calls == [1]
+    with django_capture_on_commit_callbacks(execute=True):
+        article.save()  # now the edited title reaches the database, and gets its vector
+    assert spy.calls == [1, 1]
+    assert all(vectors_match_text(Article).values())
