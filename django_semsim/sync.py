@@ -338,6 +338,8 @@ def drain(
             on_batch(result)
         if not result.written:
             break
+        if result.claimed < (batch_size or get_config().batch_size):
+            break  # a short batch: nothing else was claimable (rows locked by others are theirs to write)
     return total
 
 
