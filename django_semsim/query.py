@@ -154,7 +154,7 @@ def _compiler_with_settings(base: type[SQLCompiler]) -> type[SQLCompiler]:
     if base in _compilers:
         return _compilers[base]
 
-    class SemanticSQLCompiler(base):  # type: ignore[misc]
+    class SemanticSQLCompiler(base):
         def execute_sql(self, result_type: Any = MULTI, *args: Any, **kwargs: Any) -> Any:
             with search_settings(self.connection, self.query.semsim_params):
                 result = super().execute_sql(result_type, *args, **kwargs)
