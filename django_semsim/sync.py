@@ -324,21 +324,29 @@ def drain(
 ) -> DrainResult:
     """Encode stale rows of ``model`` (all, or those in ``pks``) until none is left or claimable.
 
-    Stops early when a batch writes nothing (every claimed row changed meanwhile), so that a
-    row rewritten faster than it can be encoded never spins a worker.
+    A row whose text changed while it was encoded is claimed again with its new text: another
+    process saving it meanwhile found it locked and skipped it, so this drain must finish it.
+    After three batches in a row that wrote nothing, the drain stops (text rewritten faster than
+    it can be encoded) and leaves the rows to the next pass.
     """
+    size = batch_size or get_config().batch_size
     total = DrainResult(model=model._meta.label)
     add_placeholders(model, using=using, pks=pks)
+    stalls = 0
     while max_batches is None or total.batches < max_batches:
-        result = drain_batch(model, using=using, pks=pks, batch_size=batch_size, encoder=encoder)
+        result = drain_batch(model, using=using, pks=pks, batch_size=size, encoder=encoder)
         if result.claimed == 0:
             break
         total.add(result)
         if on_batch is not None:
             on_batch(result)
-        if not result.written:
+        stalls = 0 if result.written else stalls + 1
+        if stalls >= 3:
+            logger.warning(
+                "%s: rows keep changing while being encoded; leaving them for the next pass", model._meta.label
+            )
             break
-        if result.claimed < (batch_size or get_config().batch_size):
+        if result.claimed < size and not result.conflicts:
             break  # a short batch: nothing else was claimable (rows locked by others are theirs to write)
     return total
 

@@ -268,9 +268,13 @@ def test_two_workers_in_parallel_process_every_row_exactly_once(encoder, monkeyp
 def test_late_worker_does_not_overwrite_newer_text(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     article = Article.objects.bulk_create([Article(title="Old title", body="old body")])[0]
 
+    edits = {"Old title\nold body": "New title", "Second old title\nold body": "Newest title"}
+
     def edit_meanwhile(texts: list[str]) -> None:
         # another process saves new text while this worker is encoding the old one
-        _in_thread(lambda: Article.objects.filter(pk=article.pk).update(title="New title"))
+        if texts[0] in edits:
+            title = edits.pop(texts[0])
+            _in_thread(lambda: Article.objects.filter(pk=article.pk).update(title=title))
 
     late = SpyEncoder(encoder, before=edit_meanwhile)
     monkeypatch.setattr(sync, "get_model_encoder", lambda: late)
@@ -279,10 +283,17 @@ def test_late_worker_does_not_overwrite_newer_text(encoder, monkeypatch) -> None
     assert (result.claimed, result.written, result.conflicts) == (1, [], 1)
     row = companion_of(Article).objects.get(source_id=article.pk)
     assert row.embedding is None and row.text_hash != text_hash("Old title\nold body")
-    monkeypatch.setattr(sync, "get_model_encoder", lambda: encoder)
-    assert sync.drain(Article).written == [article.pk]
+    # drain() claims the row again with its new text (the saver skipped it while it was locked)
+    result = sync.drain(Article)
+    assert (result.written, result.conflicts) == ([article.pk], 0)
+    assert late.calls == [1, 1]
     row = companion_of(Article).objects.get(source_id=article.pk)
     assert row.text_hash == text_hash("New title\nold body")
+    Article.objects.filter(pk=article.pk).update(title="Second old title")
+    total = sync.drain(Article)  # the same race inside one drain: it claims the row again and ends current
+    assert (total.written, total.conflicts, total.batches) == ([article.pk], 1, 2)
+    assert companion_of(Article).objects.get(source_id=article.pk).text_hash == text_hash("Newest title\nold body")
+    assert all(vectors_match_text(Article).values())
 
 
 @pytest.mark.django_db
