@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 from typing import Any
 
@@ -54,10 +55,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         sub.set_defaults(func=_run, kind=kind)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.stderr.write("semsim: terminated; removing the unfinished model\n")
+    raise SystemExit(128 + signum)
+
+
 def _run(args: argparse.Namespace) -> int:
     from semsim_pg.finetune import finetune_bi_encoder, finetune_cross_encoder
 
     train = finetune_bi_encoder if args.kind == "bi-encoder" else finetune_cross_encoder
+    # `kill` (SIGTERM) would end Python without running cleanup: turn it into SystemExit so the
+    # temporary model folder beside --out is removed, as it is for Ctrl-C.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # The trainers print their loss logs to stdout; stdout is for the result (and --json).
     with contextlib.redirect_stdout(sys.stderr):
         result = train(
