@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass, fields
 from functools import cached_property
@@ -45,6 +46,14 @@ DEFAULTS: dict[str, Any] = {
     # seconds a worker sleeps when the queue is empty, and the longest back-off after encoder failures
     "WORKER_POLL_SECONDS": 2.0,
     "WORKER_MAX_BACKOFF_SECONDS": 60.0,
+    # FAQ.objects.answer(): least bi-encoder similarity that answers (None: semsim_pg.faq.DEFAULT_THRESHOLD,
+    # or SEMSIM_FAQ_THRESHOLD); measure yours with `semsim eval faq`
+    "FAQ_THRESHOLD": None,
+    # the same for cross-encoder scores, used when the answer is reranked (None: DEFAULT_RERANK_THRESHOLD)
+    "FAQ_RERANK_THRESHOLD": None,
+    # cross-encoder (name or directory) for rerank=True and the admin's "Try a question" page
+    # (None: SEMSIM_CROSS_ENCODER, the core setting)
+    "CROSS_ENCODER": None,
 }
 
 # Dimensions of well-known models, so that import time never needs the weights.
@@ -72,6 +81,9 @@ class SemsimConfig:
     hnsw_ef_construction: int
     worker_poll_seconds: float
     worker_max_backoff_seconds: float
+    faq_threshold: float | None
+    faq_rerank_threshold: float | None
+    cross_encoder: str | None
 
     @property
     def immediate(self) -> bool:
@@ -133,6 +145,15 @@ def _load() -> SemsimConfig:
     dims = values["DIMENSIONS"]
     if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 16_000):
         problems.append(f"DIMENSIONS must be None or a whole number between 1 and 16000, got {dims!r}")
+    for key in ("FAQ_THRESHOLD", "FAQ_RERANK_THRESHOLD"):
+        value = values[key]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+        ):
+            problems.append(f"{key} must be None or a number, got {value!r}")
+    encoder = values["CROSS_ENCODER"]
+    if encoder is not None and (not isinstance(encoder, str) or not encoder.strip()):
+        problems.append(f"CROSS_ENCODER must be None or a model name or directory, got {encoder!r}")
     if not isinstance(values["MODEL"], str) or not values["MODEL"].strip():
         problems.append(f"MODEL must be a model name or directory, got {values['MODEL']!r}")
     if problems:

@@ -239,3 +239,8 @@ def _on_class_prepared(sender: type[models.Model], **kwargs: Any) -> None:
 
 
 class_prepared.connect(_on_class_prepared, dispatch_uid="django_semsim.companion")
+
+
+# The FAQ's models live in their own module; imported here (after the companion hook is connected)
+# so that Django registers them with this app.
+from django_semsim.faq import FAQ, FAQPhrasing  # noqa: E402, F401

@@ -324,6 +324,36 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         result: SemanticQuerySet[_M] = qs
         return result
 
+    def rerank(
+        self,
+        query: str,
+        top_k: int | None = 5,
+        candidates: int | None = None,
+        reranker: Any = None,
+    ) -> list[_M]:
+        """The rows (the first ``candidates`` of them, all when None) reordered by a cross-encoder.
+
+        Runs the query, so the result is a list, not a QuerySet: the order now comes from Python,
+        not SQL. Each instance keeps ``similarity`` (when the queryset was a semantic search) and
+        gets ``rerank_score`` and ``rerank_original_rank``. ``reranker``: a Reranker, a model name
+        or directory, or None for SEMSIM["CROSS_ENCODER"] (else the core's SEMSIM_CROSS_ENCODER).
+        """
+        from django_semsim.faq import resolve_reranker
+
+        model = resolve_reranker(True if reranker is None else reranker)
+        if candidates is not None and (
+            isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
+        ):
+            raise InvalidQuery(f"candidates must be a whole number of at least 1, got {candidates!r}.")
+        rows = list(self if candidates is None or self.query.is_sliced else self[:candidates])
+        result = []
+        for item in model.rerank(query, rows, top_k=top_k, candidates=candidates):
+            instance = item.hit
+            instance.rerank_score = item.rerank_score
+            instance.rerank_original_rank = item.original_rank
+            result.append(instance)
+        return result
+
 
 class SemanticManager(models.Manager.from_queryset(SemanticQuerySet)):  # type: ignore[misc]
     """The default manager of semantic models (``Model.objects``)."""
