@@ -241,7 +241,7 @@ def near_duplicates(
         CROSS JOIN LATERAL (
             SELECT b.source_id, b.embedding <=> a.embedding AS distance
             FROM {table} AS b
-            WHERE b.model_name = a.model_name AND b.embedding IS NOT NULL
+            WHERE b.model_name = %s AND b.embedding IS NOT NULL
             ORDER BY b.embedding <=> a.embedding
             LIMIT %s
         ) AS n
@@ -252,7 +252,7 @@ def near_duplicates(
     """
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(max(40, neighbours * 2))])
-        cursor.execute(sql, [neighbours + 1, model_name, 1.0 - float(min_similarity), limit])
+        cursor.execute(sql, [model_name, neighbours + 1, model_name, 1.0 - float(min_similarity), limit])
         rows = cursor.fetchall()
     entries = FAQ.objects.using(using).in_bulk({pk for row in rows for pk in row[:2]})
     return [DuplicatePair(entries[a], entries[b], float(sim)) for a, b, sim in rows if a in entries and b in entries]

@@ -7,76 +7,133 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_semsim', '0001_initial'),
+        ("django_semsim", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FAQ',
+            name="FAQ",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('question', models.CharField(max_length=500)),
-                ('answer', models.TextField()),
-                ('category', models.CharField(blank=True, db_index=True, max_length=100)),
-                ('published', models.BooleanField(default=True, help_text='Only published entries match questions.')),
-                ('external_id', models.CharField(blank=True, max_length=100, null=True, unique=True, verbose_name='FAQ id')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("question", models.CharField(max_length=500)),
+                ("answer", models.TextField()),
+                ("category", models.CharField(blank=True, db_index=True, max_length=100)),
+                ("published", models.BooleanField(default=True, help_text="Only published entries match questions.")),
+                (
+                    "external_id",
+                    models.CharField(blank=True, max_length=100, null=True, unique=True, verbose_name="FAQ id"),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name': 'FAQ',
-                'verbose_name_plural': 'FAQs',
-                'ordering': ['category', 'question'],
+                "verbose_name": "FAQ",
+                "verbose_name_plural": "FAQs",
+                "ordering": ["category", "question"],
             },
         ),
         migrations.CreateModel(
-            name='FAQPhrasing',
+            name="FAQPhrasing",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.CharField(max_length=500)),
-                ('faq', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='phrasings', to='django_semsim.faq')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("text", models.CharField(max_length=500)),
+                (
+                    "faq",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="phrasings", to="django_semsim.faq"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'alternative phrasing',
-                'ordering': ['pk'],
+                "verbose_name": "alternative phrasing",
+                "ordering": ["pk"],
             },
         ),
         migrations.CreateModel(
-            name='FAQEmbedding',
+            name="FAQEmbedding",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text_hash', models.CharField(blank=True, max_length=64, null=True)),
-                ('embedding', pgvector.django.vector.VectorField(blank=True, dimensions=384, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('model', models.ForeignKey(db_column='model_name', db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='django_semsim.embeddingmodel')),
-                ('source', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='semsim_embeddings', to='django_semsim.faq')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("text_hash", models.CharField(blank=True, max_length=64, null=True)),
+                ("embedding", pgvector.django.vector.VectorField(blank=True, dimensions=384, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        db_column="model_name",
+                        db_index=False,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="django_semsim.embeddingmodel",
+                    ),
+                ),
+                (
+                    "source",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="semsim_embeddings",
+                        to="django_semsim.faq",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'FAQ embedding',
-                'db_table': 'django_semsim_faq_embedding',
-                'indexes': [pgvector.django.indexes.HnswIndex(ef_construction=64, fields=['embedding'], m=16, name='semsim_3ea045e9d0_hnsw', opclasses=['vector_cosine_ops'])],
-                'constraints': [models.UniqueConstraint(fields=('source', 'model'), name='semsim_3ea045e9d0_uniq')],
+                "verbose_name": "FAQ embedding",
+                "db_table": "django_semsim_faq_embedding",
+                "indexes": [
+                    pgvector.django.indexes.HnswIndex(
+                        ef_construction=64,
+                        fields=["embedding"],
+                        m=16,
+                        name="semsim_3ea045e9d0_hnsw",
+                        opclasses=["vector_cosine_ops"],
+                    )
+                ],
+                "constraints": [models.UniqueConstraint(fields=("source", "model"), name="semsim_3ea045e9d0_uniq")],
             },
         ),
         migrations.CreateModel(
-            name='FAQPhrasingEmbedding',
+            name="FAQPhrasingEmbedding",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text_hash', models.CharField(blank=True, max_length=64, null=True)),
-                ('embedding', pgvector.django.vector.VectorField(blank=True, dimensions=384, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('model', models.ForeignKey(db_column='model_name', db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='django_semsim.embeddingmodel')),
-                ('source', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='semsim_embeddings', to='django_semsim.faqphrasing')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("text_hash", models.CharField(blank=True, max_length=64, null=True)),
+                ("embedding", pgvector.django.vector.VectorField(blank=True, dimensions=384, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        db_column="model_name",
+                        db_index=False,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="django_semsim.embeddingmodel",
+                    ),
+                ),
+                (
+                    "source",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="semsim_embeddings",
+                        to="django_semsim.faqphrasing",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'alternative phrasing embedding',
-                'db_table': 'django_semsim_faqphrasing_embedding',
-                'indexes': [pgvector.django.indexes.HnswIndex(ef_construction=64, fields=['embedding'], m=16, name='semsim_99812ea20c_hnsw', opclasses=['vector_cosine_ops'])],
-                'constraints': [models.UniqueConstraint(fields=('source', 'model'), name='semsim_99812ea20c_uniq')],
+                "verbose_name": "alternative phrasing embedding",
+                "db_table": "django_semsim_faqphrasing_embedding",
+                "indexes": [
+                    pgvector.django.indexes.HnswIndex(
+                        ef_construction=64,
+                        fields=["embedding"],
+                        m=16,
+                        name="semsim_99812ea20c_hnsw",
+                        opclasses=["vector_cosine_ops"],
+                    )
+                ],
+                "constraints": [models.UniqueConstraint(fields=("source", "model"), name="semsim_99812ea20c_uniq")],
             },
         ),
     ]

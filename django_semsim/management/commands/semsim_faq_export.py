@@ -1,0 +1,33 @@
+"""``manage.py semsim_faq_export FILE``: write every FAQ entry to a CSV/TSV file that
+``semsim_faq_import`` reads back (header faq_id, question, answer, category, alternatives)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Export the FAQ to a .csv or .tsv file (the format semsim_faq_import reads)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", type=Path, help="the .csv or .tsv file to write")
+        parser.add_argument("--database", default="default", help="database alias (default: default)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from django_semsim.faq import FAQ, export_csv
+
+        path: Path = options["file"]
+        suffix = path.suffix.lower()
+        if suffix not in (".csv", ".tsv"):
+            raise CommandError(f"{path}: name the file .csv or .tsv (got {path.suffix or 'no extension'!r}).")
+        queryset = FAQ.objects.using(options["database"]).all()
+        text = export_csv(queryset, delimiter="\t" if suffix == ".tsv" else ",")
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"Cannot write {path}: {exc.strerror}.") from exc
+        if int(options["verbosity"]) >= 1:
+            self.stdout.write(self.style.SUCCESS(f"{queryset.count()} FAQ entries written to {path}"))

@@ -1,0 +1,43 @@
+"""``manage.py semsim_faq_import FILE [--replace]``: load FAQ entries from a CSV/TSV file.
+
+The whole file is read and checked before anything is written, then written in one transaction:
+a malformed file reports its line and imports nothing. Vectors follow after the commit
+(immediate mode) or from ``semsim_worker``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from semsim_pg.errors import SemsimError
+
+
+class Command(BaseCommand):
+    help = (
+        "Import FAQ entries from a .csv/.tsv with header [faq_id,] question, answer[, category][, alternatives] "
+        '(alternatives separated by "|"). Existing entries (same faq_id, else same question) are updated.'
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", type=Path, help="a .csv or .tsv file")
+        parser.add_argument("--replace", action="store_true", help="delete entries the file does not hold")
+        parser.add_argument("--database", default="default", help="database alias (default: default)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from django_semsim.faq import import_entries, read_entries
+
+        try:
+            entries = read_entries(options["file"])
+            result = import_entries(entries, replace=options["replace"], using=options["database"])
+        except SemsimError as exc:
+            raise CommandError(str(exc)) from exc
+        if int(options["verbosity"]) >= 1:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"{len(entries)} FAQ entries from {options['file'].name}: {result.created} new, "
+                    f"{result.updated} updated, {result.removed} removed"
+                )
+            )
