@@ -73,7 +73,7 @@ def test_approximate_indexes_recall_against_exact(store, filled, tmp_path: Path,
     name, _ = filled
     # 4-bit PQ codes: 8-bit ones train 256 centroids per sub-quantizer, minutes on two shared cores
     manifest = build_index(
-        store, name, tmp_path / kind, index_type=kind, m=16, ef_construction=80, pq_m=8, pq_bits=4, progress=False
+        store, name, tmp_path / kind, index_type=kind, m=16, ef_construction=80, pq_m=16, pq_bits=4, progress=False
     )
     assert manifest.index_type == kind
     index = load_index(tmp_path / kind, store=store, collection=name)
