@@ -1,0 +1,248 @@
+"""The FAQ admin with Django's test client: permissions, Try a question, import, export, duplicates,
+re-encode. The suite's settings have no admin, so these tests add it (signed-cookie sessions and
+cookie messages: no tables) and create the admin log table inside the test.
+
+This module is also the URLconf of these tests (``urlpatterns`` below).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test import Client, override_settings
+from django.urls import path, reverse
+
+from django_semsim.faq import FAQ, FAQPhrasing
+
+ADMIN_SETTINGS: dict[str, Any] = {
+    "INSTALLED_APPS": [
+        "django.contrib.admin",
+        "django.contrib.contenttypes",
+        "django.contrib.auth",
+        "django.contrib.messages",
+        "django.contrib.postgres",
+        "django_semsim",
+        "tests.djangoapp",
+    ],
+    "MIDDLEWARE": [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+    ],
+    "SESSION_ENGINE": "django.contrib.sessions.backends.signed_cookies",
+    "MESSAGE_STORAGE": "django.contrib.messages.storage.cookie.CookieStorage",
+    "TEMPLATES": [
+        {
+            "BACKEND": "django.template.backends.django.DjangoTemplates",
+            "APP_DIRS": True,
+            "OPTIONS": {
+                "context_processors": [
+                    "django.template.context_processors.request",
+                    "django.contrib.auth.context_processors.auth",
+                    "django.contrib.messages.context_processors.messages",
+                ]
+            },
+        }
+    ],
+    "ROOT_URLCONF": __name__,
+    "STATIC_URL": "/static/",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # urlpatterns are built on first use, once the admin is installed (LogEntry needs its app)
+    if name == "urlpatterns":
+        from django.contrib import admin
+
+        return [path("admin/", admin.site.urls)]
+    raise AttributeError(name)
+
+
+def create_admin_log_table() -> None:
+    from django.contrib.admin.models import LogEntry
+
+    with connection.schema_editor() as editor:
+        editor.create_model(LogEntry)
+
+
+def drop_admin_log_table() -> None:
+    from django.contrib.admin.models import LogEntry
+
+    with connection.schema_editor() as editor:
+        editor.delete_model(LogEntry)
+
+
+@pytest.fixture()
+def admin_site(db) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    with override_settings(**ADMIN_SETTINGS):
+        create_admin_log_table()  # inside the test's transaction: rolled back with it
+        yield
+
+
+def _user(username: str, *, staff: bool, perms: tuple[str, ...] = ()) -> User:
+    user = User.objects.create_user(username, password="pw", is_staff=staff)
+    for codename in perms:
+        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label="django_semsim"))
+    return user
+
+
+@pytest.fixture()
+def editor(admin_site) -> Client:  # type: ignore[no-untyped-def]
+    client = Client()
+    client.force_login(_user("editor", staff=True, perms=("view_faq", "add_faq", "change_faq", "add_faqphrasing")))
+    return client
+
+
+@pytest.fixture()
+def faqs(django_capture_on_commit_callbacks, encoder) -> dict[str, FAQ]:  # type: ignore[no-untyped-def]
+    with django_capture_on_commit_callbacks(execute=True):
+        returns = FAQ.objects.create(question="How do I return an item?", answer="Within 30 days.", category="orders")
+        FAQPhrasing.objects.create(faq=returns, text="Can I send a product back?")
+        shipping = FAQ.objects.create(question="How long does shipping take?", answer="3-5 days.", category="delivery")
+        twin = FAQ.objects.create(question="How can I return an item?", answer="Thirty days.", category="orders")
+    return {"returns": returns, "shipping": shipping, "twin": twin}
+
+
+VIEWS = ["changelist", "add", "try", "import", "export", "duplicates"]
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_anonymous_and_non_staff_are_sent_to_login(admin_site, view: str) -> None:  # type: ignore[no-untyped-def]
+    url = reverse(f"admin:django_semsim_faq_{view}")
+    anonymous = Client().get(url)
+    assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+    client = Client()
+    client.force_login(_user("customer", staff=False, perms=("view_faq", "add_faq", "change_faq")))
+    response = client.get(url)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_staff_without_faq_permissions_is_refused(admin_site, view: str) -> None:  # type: ignore[no-untyped-def]
+    client = Client()
+    client.force_login(_user("clerk", staff=True))
+    assert client.get(reverse(f"admin:django_semsim_faq_{view}")).status_code == 403
+
+
+def test_view_permission_alone_cannot_import(admin_site) -> None:  # type: ignore[no-untyped-def]
+    client = Client()
+    client.force_login(_user("reader", staff=True, perms=("view_faq",)))
+    assert client.get(reverse("admin:django_semsim_faq_try")).status_code == 200
+    assert client.get(reverse("admin:django_semsim_faq_import")).status_code == 403
+    upload = SimpleUploadedFile("faq.csv", b"question,answer\nQ?,A\n")
+    assert client.post(reverse("admin:django_semsim_faq_import"), {"file": upload}).status_code == 403
+    assert FAQ.objects.count() == 0
+
+
+def test_changelist_search_and_filter(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    url = reverse("admin:django_semsim_faq_changelist")
+    page = editor.get(url).content.decode()
+    assert "How long does shipping take?" in page and "Try a question" in page
+    filtered = editor.get(url, {"category": "delivery"}).content.decode()
+    assert "How long does shipping take?" in filtered and "How do I return an item?" not in filtered
+    searched = editor.get(url, {"q": "send a product back"}).content.decode()  # searches phrasings too
+    assert "How do I return an item?" in searched and "shipping" not in searched
+
+
+def test_add_with_inline_phrasing_encodes_both(editor, encoder, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    data = {
+        "question": "Do you sell gift cards?",
+        "answer": "Yes.",
+        "category": "payments",
+        "published": "on",
+        "external_id": "",
+        "phrasings-TOTAL_FORMS": "1",
+        "phrasings-INITIAL_FORMS": "0",
+        "phrasings-0-text": "Can I buy a voucher?",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = editor.post(reverse("admin:django_semsim_faq_add"), data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    faq = FAQ.objects.get(question="Do you sell gift cards?")
+    assert faq.alternatives() == ["Can I buy a voucher?"]
+    best = FAQ.objects.match("is there a voucher I can buy", k=1)[0]
+    assert best.entry == faq and best.matched_kind == "alternative"
+
+
+def test_try_a_question_shows_matches_and_verdict(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    response = editor.get(reverse("admin:django_semsim_faq_try"), {"question": "I want to send an item back", "k": 3})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Answered by" in page
+    assert page.index("How do I return an item?") < page.index("How long does shipping take?")
+    assert "Rerank not available" in page  # no cross-encoder can be loaded in the suite's settings
+    assert response.context["answer"].matches[0].similarity > 0.5
+
+    off = editor.get(reverse("admin:django_semsim_faq_try"), {"question": "what is the capital of Mongolia", "k": 3})
+    assert "No answer" in off.content.decode()
+
+
+def test_try_a_question_with_a_cross_encoder(editor, faqs, tiny_cross_encoder_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with override_settings(SEMSIM={"SYNC": "immediate", "CROSS_ENCODER": str(tiny_cross_encoder_path)}):
+        response = editor.get(reverse("admin:django_semsim_faq_try"), {"question": "send an item back", "k": 3})
+    assert response.status_code == 200
+    reranked = response.context["reranked"]
+    assert reranked is not None and all(m.rerank_score is not None for m in reranked.matches)
+    assert "Rerank not available" not in response.content.decode()
+
+
+def test_import_upload_and_malformed_upload(editor, encoder) -> None:  # type: ignore[no-untyped-def]
+    url = reverse("admin:django_semsim_faq_import")
+    bad = SimpleUploadedFile("faq.csv", b"faq_id,question,answer\na,Q one?,A one\nb,,A two\n")
+    response = editor.post(url, {"file": bad})
+    assert response.status_code == 200
+    assert "faq.csv, line 3: the question is empty" in response.content.decode()
+    assert "Nothing was imported" in response.content.decode()
+    assert FAQ.objects.count() == 0
+
+    good = SimpleUploadedFile(
+        "faq.tsv", b"faq_id\tquestion\tanswer\talternatives\nx\tQ one?\tA one\tQ 1?|Question one\n"
+    )
+    response = editor.post(url, {"file": good})
+    assert response.status_code == 302
+    assert FAQ.objects.get().alternatives() == ["Q 1?", "Question one"]
+
+
+def test_export_view_and_action(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    response = editor.get(reverse("admin:django_semsim_faq_export"))
+    assert response["Content-Type"].startswith("text/csv")
+    text = response.content.decode()
+    assert text.splitlines()[0] == "faq_id,question,answer,category,alternatives"
+    assert "Can I send a product back?" in text and len(text.splitlines()) == 4
+    action = editor.post(
+        reverse("admin:django_semsim_faq_changelist"),
+        {"action": "export_selected", "_selected_action": [faqs["shipping"].pk]},
+    )
+    assert action.content.decode().splitlines()[1:] == [
+        f"{faqs['shipping'].pk},How long does shipping take?,3-5 days.,delivery,"
+    ]
+
+
+def test_duplicates_report(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    response = editor.get(reverse("admin:django_semsim_faq_duplicates"), {"min_similarity": "0.9"})
+    pairs = response.context["pairs"]
+    assert [{p.first.pk, p.second.pk} for p in pairs] == [{faqs["returns"].pk, faqs["twin"].pk}]
+    assert "How can I return an item?" in response.content.decode()
+
+
+def test_reencode_action(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    companion = FAQ.semsim_companion
+    FAQ.objects.filter(pk=faqs["returns"].pk).update(question="How do I send an item back?")  # stale now
+    response = editor.post(
+        reverse("admin:django_semsim_faq_changelist"),
+        {"action": "reencode", "_selected_action": [faqs["returns"].pk]},
+        follow=True,
+    )
+    assert "2 vector(s) re-encoded for 1 FAQ(s)" in response.content.decode()
+    row = companion.objects.get(source=faqs["returns"].pk)
+    from semsim_pg.encoder import text_hash
+
+    assert row.text_hash == text_hash("How do I send an item back?")
