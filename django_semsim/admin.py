@@ -124,6 +124,10 @@ class FAQAdmin(admin.ModelAdmin):
     def export_selected(self, request: HttpRequest, queryset: QuerySet[FAQ]) -> HttpResponse:
         return _csv_response(export_csv(queryset))
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        can_import = self.has_add_permission(request) and self.has_change_permission(request)
+        return super().changelist_view(request, {**(extra_context or {}), "can_import_faqs": can_import})
+
     # custom views ------------------------------------------------------------------------------
     def get_urls(self) -> list[URLPattern]:
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"

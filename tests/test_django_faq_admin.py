@@ -136,6 +136,7 @@ def test_view_permission_alone_cannot_import(admin_site) -> None:  # type: ignor
     client = Client()
     client.force_login(_user("reader", staff=True, perms=("view_faq",)))
     assert client.get(reverse("admin:django_semsim_faq_try")).status_code == 200
+    assert 'id="faq-import-link"' not in client.get(reverse("admin:django_semsim_faq_changelist")).content.decode()
     assert client.get(reverse("admin:django_semsim_faq_import")).status_code == 403
     upload = SimpleUploadedFile("faq.csv", b"question,answer\nQ?,A\n")
     assert client.post(reverse("admin:django_semsim_faq_import"), {"file": upload}).status_code == 403
@@ -145,7 +146,7 @@ def test_view_permission_alone_cannot_import(admin_site) -> None:  # type: ignor
 def test_changelist_search_and_filter(editor, faqs) -> None:  # type: ignore[no-untyped-def]
     url = reverse("admin:django_semsim_faq_changelist")
     page = editor.get(url).content.decode()
-    assert "How long does shipping take?" in page and "Try a question" in page
+    assert "How long does shipping take?" in page and "Try a question" in page and 'id="faq-import-link"' in page
     filtered = editor.get(url, {"category": "delivery"}).content.decode()
     assert "How long does shipping take?" in filtered and "How do I return an item?" not in filtered
     searched = editor.get(url, {"q": "send a product back"}).content.decode()  # searches phrasings too

@@ -1,0 +1,125 @@
+"""The FAQ admin in a real browser: headless Chromium driven by Selenium against a live server.
+
+Log in, add an FAQ with an alternative phrasing, try a question and see the match, import a CSV.
+The suite's settings have no admin, so the settings of tests/test_django_faq_admin.py are applied
+first and pytest-django's ``LiveServer`` is started after them (its request handler loads the
+middleware when it starts, so the session-wide ``live_server`` fixture would run without it).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import override_settings
+
+from django_semsim.faq import FAQ
+from tests.test_django_faq_admin import ADMIN_SETTINGS, create_admin_log_table, drop_admin_log_table
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_CANDIDATES = (Path("/usr/bin/chromium"), Path("/usr/bin/chromium-browser"))
+
+
+@pytest.fixture()
+def live_admin(transactional_db, encoder) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    import django.contrib.admin
+    from pytest_django.live_server_helper import LiveServer
+
+    # the live server serves STATIC_URL from STATIC_ROOT: point it at the admin's own CSS and JS
+    static_root = str(Path(django.contrib.admin.__file__).parent / "static")
+    with override_settings(**ADMIN_SETTINGS, ALLOWED_HOSTS=["localhost", "127.0.0.1"], STATIC_ROOT=static_root):
+        create_admin_log_table()
+        server = LiveServer("localhost:0")
+        try:
+            User.objects.create_superuser("boss", "boss@example.com", "secret-pw")
+            yield server.url
+        finally:
+            server.stop()
+            drop_admin_log_table()
+
+
+@pytest.fixture()
+def browser(tmp_path: Path) -> Iterator[Any]:
+    if not CHROMEDRIVER.exists():
+        pytest.skip(f"{CHROMEDRIVER} is missing: install the Debian packages chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    binary = next((p for p in CHROMIUM_CANDIDATES if p.exists()), None) or shutil.which("chromium")
+    if binary:
+        options.binary_location = str(binary)
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1280,1600",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    driver.implicitly_wait(5)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_admin_login_add_try_import(live_admin: str, browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    # log in
+    browser.get(f"{live_admin}/admin/login/?next=/admin/django_semsim/faq/")
+    browser.find_element(By.NAME, "username").send_keys("boss")
+    browser.find_element(By.NAME, "password").send_keys("secret-pw")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    assert "Select FAQ to change" in browser.title, browser.page_source[:500]
+
+    # add an FAQ with an alternative phrasing (the inline)
+    browser.get(f"{live_admin}/admin/django_semsim/faq/add/")
+    browser.find_element(By.NAME, "question").send_keys("How do I return an item?")
+    browser.find_element(By.NAME, "answer").send_keys("Start a return from Your orders within 30 days.")
+    browser.find_element(By.NAME, "category").send_keys("orders")
+    browser.find_element(By.NAME, "phrasings-0-text").send_keys("Can I send a product back for a refund?")
+    browser.find_element(By.NAME, "_save").click()
+    assert "was added successfully" in browser.page_source
+    assert FAQ.objects.get().alternatives() == ["Can I send a product back for a refund?"]
+
+    # try a question: the new entry answers it
+    browser.find_element(By.ID, "faq-try-link").click()
+    browser.find_element(By.NAME, "question").send_keys("I want to send something back and get my money")
+    browser.find_element(By.ID, "try-submit").click()
+    verdict = browser.find_element(By.ID, "verdict").text
+    first = browser.find_element(By.CSS_SELECTOR, "#matches tr.match").text
+    assert "How do I return an item?" in first
+    assert "Answered by" in verdict and "How do I return an item?" in verdict
+    assert float(browser.find_element(By.CSS_SELECTOR, "#matches tr.match td.similarity").text) > 0.3
+
+    # import a CSV through the upload form
+    csv_path = tmp_path / "faq.csv"
+    csv_path.write_text(
+        "faq_id,question,answer,category,alternatives\n"
+        "ship,How long does shipping take?,3 to 5 working days.,delivery,When will my parcel arrive?\n"
+        "pay,Which payment methods do you accept?,Cards and PayPal.,payments,\n",
+        encoding="utf-8",
+    )
+    browser.get(f"{live_admin}/admin/django_semsim/faq/")
+    browser.find_element(By.ID, "faq-import-link").click()
+    browser.find_element(By.NAME, "file").send_keys(str(csv_path))
+    browser.find_element(By.ID, "import-submit").click()
+    assert "Imported 2 FAQ entries from faq.csv: 2 new" in browser.page_source
+    assert "How long does shipping take?" in browser.page_source  # back on the list
+    assert FAQ.objects.count() == 3
+
+    # and the imported entry is found by its alternative phrasing
+    browser.get(f"{live_admin}/admin/django_semsim/faq/try/?question=when+does+my+parcel+arrive&k=3")
+    assert "How long does shipping take?" in browser.find_element(By.CSS_SELECTOR, "#matches tr.match").text
