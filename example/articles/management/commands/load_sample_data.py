@@ -1,4 +1,5 @@
-"""``manage.py load_sample_data``: load the articles shipped in articles/data/articles.jsonl.
+"""``manage.py load_sample_data``: load the articles shipped in articles/data/articles.jsonl,
+then the sample FAQ (articles/data/faq.csv, see ``load_sample_faq``) unless ``--no-faq``.
 
 Rows are written in one transaction, so their vectors are encoded in one batch after it
 commits (immediate mode); in worker mode ``semsim_worker`` encodes them. Running it again
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
@@ -24,6 +26,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--file", type=Path, default=DATA, help="a JSON-lines file of {title, body, topic}")
+        parser.add_argument("--no-faq", action="store_true", help="do not load the sample FAQ")
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
@@ -41,3 +44,5 @@ class Command(BaseCommand):
                 created += was_created
         if int(options["verbosity"]) >= 1:
             self.stdout.write(self.style.SUCCESS(f"{len(rows)} articles ({created} new) from {path.name}"))
+        if not options["no_faq"]:
+            call_command("load_sample_faq", verbosity=options["verbosity"])
