@@ -23,12 +23,15 @@ from semsim_pg.errors import (
     SchemaNotInstalled,
     SemsimError,
 )
+from semsim_pg.faq import Answer, FAQEntry, FAQMatch, FAQMatcher
+from semsim_pg.rerank import RerankedHit, Reranker, get_reranker, search_and_rerank
 from semsim_pg.settings import Settings, configure, get_settings
 from semsim_pg.store import Collection, Document, DocumentStore, QueryVector, SearchHit, UpsertResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Answer",
     "Collection",
     "CollectionExists",
     "CollectionNotFound",
@@ -42,12 +45,17 @@ __all__ = [
     "EmbeddedServerError",
     "Encoder",
     "ExtensionMissing",
+    "FAQEntry",
+    "FAQMatch",
+    "FAQMatcher",
     "InputFileError",
     "InvalidInput",
     "InvalidQuery",
     "ModelLoadError",
     "ModelMismatch",
     "QueryVector",
+    "RerankedHit",
+    "Reranker",
     "SchemaNotInstalled",
     "SearchHit",
     "SemsimError",
@@ -55,6 +63,8 @@ __all__ = [
     "UpsertResult",
     "configure",
     "get_encoder",
+    "get_reranker",
     "get_settings",
     "resolve_model",
+    "search_and_rerank",
 ]

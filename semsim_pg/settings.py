@@ -59,6 +59,10 @@ class Settings:
     hnsw_m: int = 16
     hnsw_ef_construction: int = 64
     metric: str = "cosine"
+    #: FAQ answers need at least this bi-encoder similarity (None: semsim_pg.faq's default)
+    faq_threshold: float | None = None
+    #: ... or this cross-encoder score when reranked (None: semsim_pg.faq's default)
+    faq_rerank_threshold: float | None = None
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -116,6 +120,11 @@ def _convert(name: str, annotation: object, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigurationError(f"SEMSIM_{name.upper()} must be a whole number, got {raw!r}.") from None
+    if kind in ("float", "float | None"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigurationError(f"SEMSIM_{name.upper()} must be a number, got {raw!r}.") from None
     if kind == "Path":
         return Path(raw).expanduser()
     return raw

@@ -92,3 +92,33 @@ def test_info_and_db_commands(capsys, engine) -> None:  # type: ignore[no-untype
     assert "***" in info["database_url"] or ":@" not in info["database_url"]
     code, out, _ = run(capsys, "db", "current")
     assert code == 0 and "up to date" in out
+
+
+def test_search_with_rerank(capsys, store, collection_name, docs_file, tiny_cross_encoder_path) -> None:  # type: ignore[no-untyped-def]
+    from sentence_transformers import CrossEncoder
+
+    run(capsys, "ingest", str(docs_file), "-c", collection_name)
+    query = "a puppy chasing a kitten"
+    code, out, err = run(
+        capsys,
+        "search",
+        query,
+        "-c",
+        collection_name,
+        "-k",
+        "2",
+        "--candidates",
+        "4",
+        "--rerank",
+        str(tiny_cross_encoder_path),
+        "--json",
+    )
+    assert code == 0, err
+    hits = json.loads(out)["hits"]
+    assert len(hits) == 2
+    # the order is the cross-encoder's own order over the 4 candidates
+    texts = [d["text"] for d in DOCS]
+    scores = CrossEncoder(str(tiny_cross_encoder_path)).predict([(query, t) for t in texts])
+    best = sorted(zip(scores, texts, strict=True), reverse=True)[:2]
+    assert [h["text"] for h in hits] == [t for _, t in best]
+    assert hits[0]["rerank_score"] >= hits[1]["rerank_score"]

@@ -9,10 +9,13 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from semsim_pg.errors import InvalidInput
 from semsim_pg.settings import get_settings
+
+if TYPE_CHECKING:
+    from semsim_pg.store import FilterValue
 
 __all__ = ["register"]
 
@@ -67,6 +70,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--min-similarity", type=float, help="drop hits below this similarity")
     p.add_argument("--ef-search", type=int, help="HNSW ef_search for this query (default SEMSIM_EF_SEARCH)")
     p.add_argument("--exact", action="store_true", help="exact scan instead of the HNSW index")
+    p.add_argument(
+        "--rerank",
+        nargs="?",
+        const="",
+        metavar="MODEL",
+        help="rerank with a cross-encoder (default SEMSIM_CROSS_ENCODER; a name or a directory)",
+    )
+    p.add_argument("--candidates", type=int, default=50, help="hits the index returns for --rerank (default 50)")
     p.add_argument("--queries", type=Path, metavar="FILE", help="one query a line; prints one JSON line per query")
     p.add_argument("--explain", action="store_true", help="print the query plan (EXPLAIN ANALYZE) instead")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -102,7 +113,7 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-def _parse_filters(items: Sequence[str]) -> dict[str, list[Any]] | None:
+def _parse_filters(items: Sequence[str]) -> dict[str, FilterValue] | None:
     """``key=value`` pairs. A value that reads as a JSON number, boolean or null also matches
     that JSON value, so ``year=2020`` finds 2020 stored as a number or as text."""
     if not items:
@@ -120,7 +131,7 @@ def _parse_filters(items: Sequence[str]) -> dict[str, list[Any]] | None:
         if parsed != value and not isinstance(parsed, (dict, list, str)):
             alternatives.append(parsed)
         filters.setdefault(key, []).extend(alternatives)
-    return filters
+    return cast("dict[str, FilterValue]", filters)
 
 
 def _print_hits(hits: Sequence[Any], *, indent: str = "  ") -> None:
@@ -281,6 +292,32 @@ def cmd_search(args: argparse.Namespace) -> int:
     }
     if args.explain:
         _out(store.explain(args.collection, args.query, args.k, **options))
+        return 0
+    if args.rerank is not None:
+        from semsim_pg.rerank import search_and_rerank
+
+        reranked = search_and_rerank(
+            store,
+            args.collection,
+            args.query,
+            candidates=args.candidates,
+            top_k=args.k,
+            reranker=args.rerank or None,
+            filter=filters,
+            ef_search=args.ef_search,
+        )
+        if args.json:
+            rows = [
+                {**r.hit.to_dict(), "rerank_score": r.rerank_score, "rank_before": r.original_rank} for r in reranked
+            ]
+            _out(json.dumps({"query": args.query, "hits": rows}))
+        elif not reranked:
+            _out("(no hits)")
+        for rank, r in enumerate([] if args.json else reranked, start=1):
+            text = r.hit.text if len(r.hit.text) <= 90 else r.hit.text[:87] + "..."
+            _out(
+                f"{rank:>2}. rerank {r.rerank_score:7.3f}  similarity {r.similarity:6.3f}  {r.hit.external_id}  {text}"
+            )
         return 0
     hits = store.search(args.collection, args.query, args.k, **options)
     if args.json:
