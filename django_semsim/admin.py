@@ -75,7 +75,6 @@ class ImportForm(forms.Form):
     replace = forms.BooleanField(required=False, help_text="delete the entries the file does not hold")
 
 
-@admin.register(FAQ)
 class FAQAdmin(admin.ModelAdmin):
     list_display = ["question", "category", "published", "phrasing_count", "vector_current", "updated_at"]
     list_filter = ["category", "published"]
@@ -228,6 +227,10 @@ class FAQAdmin(admin.ModelAdmin):
             "admin/django_semsim/faq/duplicates.html",
             self._context(request, "Near-duplicate FAQs", pairs=pairs, min_similarity=min_similarity),
         )
+
+
+if get_config().faq_admin:
+    admin.site.register(FAQ, FAQAdmin)
 
 
 def _csv_response(text: str) -> HttpResponse:

@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     # cross-encoder (name or directory) for rerank=True and the admin's "Try a question" page
     # (None: SEMSIM_CROSS_ENCODER, the core setting)
     "CROSS_ENCODER": None,
+    # register the FAQ with the default admin site (False: leave it out, or register FAQAdmin on your own site)
+    "FAQ_ADMIN": True,
 }
 
 # Dimensions of well-known models, so that import time never needs the weights.
@@ -84,6 +86,7 @@ class SemsimConfig:
     faq_threshold: float | None
     faq_rerank_threshold: float | None
     cross_encoder: str | None
+    faq_admin: bool
 
     @property
     def immediate(self) -> bool:
@@ -151,6 +154,8 @@ def _load() -> SemsimConfig:
             isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
         ):
             problems.append(f"{key} must be None or a number, got {value!r}")
+    if not isinstance(values["FAQ_ADMIN"], bool):
+        problems.append(f"FAQ_ADMIN must be True or False, got {values['FAQ_ADMIN']!r}")
     encoder = values["CROSS_ENCODER"]
     if encoder is not None and (not isinstance(encoder, str) or not encoder.strip()):
         problems.append(f"CROSS_ENCODER must be None or a model name or directory, got {encoder!r}")

@@ -41,6 +41,7 @@ from semsim_pg.faq import (  # _read_rows: the core's CSV/TSV reader, with line 
     rank_entries,
     resolve_threshold,
 )
+from semsim_pg.store import MAX_K
 
 __all__ = [
     "FAQ",
@@ -118,10 +119,12 @@ class FAQQuerySet(SemanticQuerySet["FAQ"]):
         ``rerank_score`` and ``score`` attributes), the bi-encoder ``similarity``, the cross-encoder
         ``rerank_score`` when ``rerank`` is given, and the phrasing that matched.
         """
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise InvalidQuery(f"k must be a whole number from 1 to {MAX_K}, got {k!r}.")
         reranker = resolve_reranker(rerank)
         if reranker is not None:
             reranker.load()  # a missing cross-encoder fails before any search
-        limit = max(MIN_CANDIDATES, k * SEARCH_FACTOR) if isinstance(k, int) else MIN_CANDIDATES
+        limit = max(MIN_CANDIDATES, k * SEARCH_FACTOR)
         candidates = self._candidates(question, limit)
         matches = rank_entries(
             question,

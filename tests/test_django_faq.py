@@ -321,3 +321,15 @@ def test_malformed_import_reports_the_line_and_imports_nothing(
 def test_export_command_rejects_unknown_extension(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match=r"\.csv or \.tsv"):
         call_command("semsim_faq_export", str(tmp_path / "out.xlsx"), verbosity=0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("FAQ_THRESHOLD", "high"), ("FAQ_RERANK_THRESHOLD", float("nan")), ("CROSS_ENCODER", ""), ("FAQ_ADMIN", "yes")],
+)
+def test_invalid_faq_settings_are_reported(key: str, value: object) -> None:
+    from django_semsim.conf import get_config
+    from semsim_pg.errors import ConfigurationError
+
+    with override_settings(SEMSIM={key: value}), pytest.raises(ConfigurationError, match=key):
+        get_config()
