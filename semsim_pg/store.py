@@ -341,7 +341,19 @@ class DocumentStore:
                 given = None
                 if matrix is not None:
                     given = matrix[start : start + len(docs)]
-                result += self._upsert_batch(coll, encoder, docs, start, given)
+                try:
+                    result += self._upsert_batch(coll, encoder, docs, start, given)
+                except _CollectionChanged:
+                    # `semsim reembed` switched the collection's model meanwhile: encode this
+                    # batch (and the rest) with the new model.
+                    coll = self.get_collection(coll.name)
+                    if matrix is not None:
+                        raise ModelMismatch(
+                            f"Collection {coll.name!r} moved to model {coll.model_name} during the load; "
+                            "the given vectors belong to the old model. Encode them with the new one."
+                        ) from None
+                    encoder = self.encoder_for(coll)
+                    result += self._upsert_batch(coll, encoder, docs, start, given)
                 if bar is not None:
                     bar.update(len(docs))
                     bar.set_postfix_str(f"encoded={result.encoded}", refresh=False)
@@ -350,7 +362,7 @@ class DocumentStore:
                 bar.close()
             if defer_index:
                 # Even after a failed load: a collection is never left without its index.
-                self.build_index(coll)
+                self.build_index(coll.name)  # by name: the model may have changed meanwhile
         logger.info(
             "upsert into %s: %d inserted, %d updated, %d unchanged, %d encoded",
             coll.name,
@@ -406,6 +418,15 @@ class DocumentStore:
             vectors = dict(zip(to_encode, encoded, strict=True))
         result = UpsertResult(encoded=len(to_encode))
         with self.engine.begin() as conn:
+            # Serialise with a model switch (reembed locks the row FOR UPDATE): never write
+            # vectors of a model the collection has just left.
+            current = conn.execute(
+                sa.text("SELECT model_name FROM semsim.collections WHERE id = :cid FOR SHARE"), {"cid": coll.id}
+            ).scalar()
+            if current is None:
+                raise CollectionNotFound(f"Collection {coll.name!r} was dropped during the load.")
+            if current != coll.model_name:
+                raise _CollectionChanged
             raw = _psycopg(conn)
             raw.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS semsim_staging (external_id text, text text, metadata text,"
@@ -772,6 +793,10 @@ class DocumentStore:
 
 
 # helpers ------------------------------------------------------------------------------------
+class _CollectionChanged(Exception):
+    """The collection's model changed between reading it and writing a batch."""
+
+
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput(f"A collection name must be a non-empty text, got {name!r}.")

