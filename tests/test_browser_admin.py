@@ -74,6 +74,13 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
+def wait_for_text(browser: Any, text: str, timeout: float = 60) -> None:
+    """Wait until the page shows ``text``: a click on submit returns before the next page loads."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, timeout).until(lambda driver: text in driver.page_source)
+
+
 def test_admin_login_add_try_import(live_admin: str, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -82,6 +89,7 @@ def test_admin_login_add_try_import(live_admin: str, browser: Any, tmp_path: Pat
     browser.find_element(By.NAME, "username").send_keys("boss")
     browser.find_element(By.NAME, "password").send_keys("secret-pw")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for_text(browser, "Select FAQ to change")
     assert "Select FAQ to change" in browser.title, browser.page_source[:500]
 
     # add an FAQ with an alternative phrasing (the inline)
@@ -91,13 +99,14 @@ def test_admin_login_add_try_import(live_admin: str, browser: Any, tmp_path: Pat
     browser.find_element(By.NAME, "category").send_keys("orders")
     browser.find_element(By.NAME, "phrasings-0-text").send_keys("Can I send a product back for a refund?")
     browser.find_element(By.NAME, "_save").click()
-    assert "was added successfully" in browser.page_source
+    wait_for_text(browser, "was added successfully")
     assert FAQ.objects.get().alternatives() == ["Can I send a product back for a refund?"]
 
     # try a question: the new entry answers it
     browser.find_element(By.ID, "faq-try-link").click()
     browser.find_element(By.NAME, "question").send_keys("I want to send something back and get my money")
     browser.find_element(By.ID, "try-submit").click()
+    wait_for_text(browser, 'id="verdict"')
     verdict = browser.find_element(By.ID, "verdict").text
     first = browser.find_element(By.CSS_SELECTOR, "#matches tr.match").text
     assert "How do I return an item?" in first
@@ -116,7 +125,7 @@ def test_admin_login_add_try_import(live_admin: str, browser: Any, tmp_path: Pat
     browser.find_element(By.ID, "faq-import-link").click()
     browser.find_element(By.NAME, "file").send_keys(str(csv_path))
     browser.find_element(By.ID, "import-submit").click()
-    assert "Imported 2 FAQ entries from faq.csv: 2 new" in browser.page_source
+    wait_for_text(browser, "Imported 2 FAQ entries from faq.csv: 2 new")
     assert "How long does shipping take?" in browser.page_source  # back on the list
     assert FAQ.objects.count() == 3
 
