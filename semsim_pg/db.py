@@ -38,6 +38,7 @@ __all__ = [
     "safe_url",
     "server_info",
     "upgrade",
+    "vector_connection",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,20 @@ def connect(engine: Engine) -> Connection:
             "Check that the server runs and SEMSIM_DATABASE_URL is right, or unset SEMSIM_DATABASE_URL "
             "to use the embedded server."
         ) from None
+
+
+def vector_connection(conn: Connection) -> Any:
+    """The psycopg connection under a SQLAlchemy one, with pgvector's types registered once
+    (binary COPY of vectors, vectors fetched as NumPy arrays)."""
+    raw = conn.connection.driver_connection
+    if raw is None:  # pragma: no cover
+        raise RuntimeError("no DBAPI connection")
+    if not getattr(raw, "_semsim_vector", False):
+        from pgvector.psycopg import register_vector
+
+        register_vector(raw)
+        raw._semsim_vector = True
+    return raw
 
 
 def pgvector_version(conn: Connection) -> tuple[str | None, str | None]:

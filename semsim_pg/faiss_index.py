@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
 
-from semsim_pg.db import connect
+from semsim_pg.db import connect, vector_connection
 from semsim_pg.errors import DimensionMismatch, InputFileError, InvalidInput, InvalidQuery, ModelMismatch
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def stream_vectors(
     )
     while True:
         with connect(store.engine) as conn:
-            raw = _vector_connection(conn)
+            raw = vector_connection(conn)
             with raw.cursor() as cur:
                 cur.execute(statement, {"cid": coll.id, "model": coll.model_name, "after": after, "n": batch_size})
                 rows = cur.fetchall()
@@ -206,19 +206,6 @@ def stream_vectors(
         after = int(ids[-1])
 
 
-def _vector_connection(conn: sa.Connection) -> Any:
-    """The psycopg connection under ``conn`` with pgvector's types, so vectors arrive as NumPy arrays."""
-    raw = conn.connection.driver_connection
-    if raw is None:  # pragma: no cover
-        raise RuntimeError("no DBAPI connection")
-    if not getattr(raw, "_semsim_vector", False):
-        from pgvector.psycopg import register_vector
-
-        register_vector(raw)
-        raw._semsim_vector = True
-    return raw
-
-
 def _as_array(value: Any) -> Matrix:
     """pgvector's Python type (``Vector``) or an array, as float32."""
     if hasattr(value, "to_numpy"):
@@ -235,7 +222,7 @@ def _normalised(vectors: Matrix) -> Matrix:
 def _training_sample(store: DocumentStore, coll: Collection, size: int, normalise: bool) -> Matrix:
     """A deterministic pseudo-random sample for k-means (ordered by a hash of the id, not by insertion)."""
     with connect(store.engine) as conn:
-        raw = _vector_connection(conn)
+        raw = vector_connection(conn)
         with raw.cursor() as cur:
             cur.execute(
                 "SELECT e.embedding FROM semsim.embeddings e"
@@ -623,7 +610,7 @@ def sample_queries(
     if n < 1:
         raise InvalidInput(f"--sample must be at least 1, got {n}.")
     with connect(store.engine) as conn:
-        raw = _vector_connection(conn)
+        raw = vector_connection(conn)
         with raw.cursor() as cur:
             cur.execute(
                 "SELECT d.external_id, e.embedding FROM semsim.embeddings e"

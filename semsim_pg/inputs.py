@@ -16,7 +16,7 @@ from typing import Any
 from semsim_pg.errors import InputFileError
 from semsim_pg.store import Document
 
-__all__ = ["FORMATS", "check_documents", "detect_format", "read_documents", "read_lines"]
+__all__ = ["FORMATS", "check_documents", "detect_format", "read_documents", "read_json_lines", "read_lines"]
 
 FORMATS = ("jsonl", "csv", "tsv", "txt")
 
@@ -86,7 +86,8 @@ def read_documents(
         yield from _read_table(path, "\t" if kind == "tsv" else ",", id_field, text_field)
 
 
-def _read_jsonl(path: Path, id_field: str | None, text_field: str) -> Iterator[Document]:
+def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON Lines file."""
     for number, line in read_lines(path):
         try:
             record = json.loads(line)
@@ -94,6 +95,11 @@ def _read_jsonl(path: Path, id_field: str | None, text_field: str) -> Iterator[D
             raise InputFileError(f"{path}, line {number}: not valid JSON ({exc.msg}, column {exc.colno}).") from None
         if not isinstance(record, dict):
             raise InputFileError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
+        yield number, record
+
+
+def _read_jsonl(path: Path, id_field: str | None, text_field: str) -> Iterator[Document]:
+    for number, record in read_json_lines(path):
         yield _document(path, number, record, id_field, text_field)
 
 

@@ -13,7 +13,6 @@ BEIR layout: ``corpus.jsonl`` lines ``{"_id", "title", "text"}``, ``queries.json
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -46,16 +45,9 @@ METRIC_NAMES = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
 
 # readers -------------------------------------------------------------------------------------
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    from semsim_pg.inputs import read_lines
+    from semsim_pg.inputs import read_json_lines
 
-    for number, line in read_lines(path):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputFileError(f"{path}, line {number}: not valid JSON ({exc.msg}, column {exc.colno}).") from None
-        if not isinstance(record, dict):
-            raise InputFileError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
-        yield number, record
+    return read_json_lines(path)
 
 
 def _id_of(path: Path, number: int, record: dict[str, Any]) -> str:

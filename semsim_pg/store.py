@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import sql
-from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url
+from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url, vector_connection
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model, text_hash
 from semsim_pg.errors import (
     CollectionExists,
@@ -427,7 +427,7 @@ class DocumentStore:
                 raise CollectionNotFound(f"Collection {coll.name!r} was dropped during the load.")
             if current != coll.model_name:
                 raise _CollectionChanged
-            raw = _psycopg(conn)
+            raw = vector_connection(conn)
             raw.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS semsim_staging (external_id text, text text, metadata text,"
                 " text_hash text, embedding vector) ON COMMIT DELETE ROWS"
@@ -872,19 +872,6 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[tuple[int, list[Any]]]
             batch = []
     if batch:
         yield start, batch
-
-
-def _psycopg(conn: Connection) -> Any:
-    """The psycopg connection under a SQLAlchemy one, with pgvector's types registered once."""
-    raw = conn.connection.driver_connection
-    if raw is None:  # pragma: no cover
-        raise RuntimeError("no DBAPI connection")
-    if not getattr(raw, "_semsim_vector", False):
-        from pgvector.psycopg import register_vector
-
-        register_vector(raw)
-        raw._semsim_vector = True
-    return raw
 
 
 def _progress(enabled: bool | None, **kwargs: Any) -> Any:
