@@ -36,6 +36,7 @@ def main() -> int:
     parser.add_argument("--ef-search", type=int, default=40)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark collections")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--plot", type=Path, help="also draw the search latency distributions to this PNG")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -134,8 +135,8 @@ def main() -> int:
 
     print(f"\nsemsim ingest + search benchmark: {args.n} documents from {args.file.name}, {len(queries)} queries")
     print(f"model {encoder.name} on {encoder.describe()['device']}, ef_search {args.ef_search}\n")
-    print(f"| {'measure':<44} | {'value':>10} |")
-    print(f"|{'-' * 46}|{'-' * 12}|")
+    print(f"| {'measure':<52} | {'value':>10} |")
+    print(f"|{'-' * 54}|{'-' * 12}|")
     rows_out = [
         ("encode rate (texts/s, model only)", figures["encode_per_s"], "{:.0f}"),
         ("database write rate (rows/s, COPY + upsert + HNSW)", figures["db_write_per_s"], "{:.0f}"),
@@ -151,9 +152,25 @@ def main() -> int:
         ("recall@10, HNSW vs exact", figures["recall_at_10"], "{:.3f}"),
     ]
     for label, value, fmt in rows_out:
-        print(f"| {label:<44} | {fmt.format(value):>10} |")
+        print(f"| {label:<52} | {fmt.format(value):>10} |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        series = {"not cached": cold, "cached": warm, "vector given": sql_only, "exact scan": exact_ms}
+        ax.boxplot(list(series.values()), showfliers=False)
+        ax.set_xticks(range(1, len(series) + 1), list(series))
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per search (log scale)")
+        ax.set_title(f"semsim search latency, {args.n} documents, k=10, ef_search {args.ef_search}")
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"plot: {args.plot}")
     if not args.keep:
         for name in names:
             store.drop_collection(name)
