@@ -369,7 +369,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     collection = store.create_collection(DEMO_COLLECTION)
     encoder = store.encoder_for(collection)
     _out(f"model:    {encoder.name} ({encoder.dimension} dimensions, from {encoder.source.location})")
-    result = store.upsert(collection, read_documents(corpus), progress=_progress_enabled(args))
+    documents = list(read_documents(corpus))
+    result = store.upsert(collection, documents, progress=_progress_enabled(args))
     _out(
         f"ingested {corpus.name}: {result.inserted} inserted, {result.updated} updated, "
         f"{result.unchanged} unchanged, {result.encoded} encoded"
