@@ -1,0 +1,87 @@
+"""Replacing a directory atomically: readers find the old complete one or the new complete one,
+never a half-written mix, and a failed write leaves nothing behind.
+
+Used by FAISS index saves and fine-tuned model saves::
+
+    with atomic_directory(out, overwrite=True) as tmp:
+        write_everything_into(tmp)
+    # here ``out`` holds exactly what was written into ``tmp``
+
+The block writes into ``tmp``, a fresh directory beside ``out`` (same file system, so the final
+rename is atomic). When the block ends normally every file under ``tmp`` is fsynced, then the
+directory is renamed to ``out``: an existing ``out`` is first renamed aside and removed only after
+the new one is in place (a reader sees the old directory, for an instant nothing, then the new
+one). When the block raises, ``tmp`` is removed and ``out`` is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from semsim_pg.errors import InvalidInput
+
+__all__ = ["atomic_directory", "fsync_path"]
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``out`` when the block succeeds (see the module).
+
+    ``overwrite`` False refuses an existing ``out`` before anything is written (InvalidInput).
+    Missing parent directories are created.
+    """
+    out = Path(out)
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise InvalidInput(f"{out} exists already: remove it, choose another path, or allow overwriting.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's or a directory's data (a directory: its entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            path = Path(folder) / name
+            if path.is_file() and not path.is_symlink():
+                fsync_path(path)
+        fsync_path(folder)
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old: Path | None = None
+    if out.exists() or out.is_symlink():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out)
+        raise
+    fsync_path(out.parent)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
