@@ -15,6 +15,7 @@ import pytest
 
 from semsim_pg import faiss_index
 from semsim_pg.errors import DimensionMismatch, InputFileError, InvalidInput, ModelMismatch
+from semsim_pg.faiss_index import build as faiss_build
 from semsim_pg.faiss_index import build_index, compare, load_index, sample_queries
 from semsim_pg.store import QueryVector
 
@@ -160,7 +161,7 @@ def test_failed_save_leaves_nothing_where_a_loader_reads(store, filled, tmp_path
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(faiss_index, "_write_index", broken_write)
+        patch.setattr(faiss_build, "_write_index", broken_write)
         with pytest.raises(OSError, match="No space"):
             build_index(store, name, out, index_type="flat", progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -168,7 +169,7 @@ def test_failed_save_leaves_nothing_where_a_loader_reads(store, filled, tmp_path
     # with a good index in place, a failed rebuild keeps it, whole and loadable
     build_index(store, name, out, index_type="flat", progress=False)
     with monkeypatch.context() as patch:
-        patch.setattr(faiss_index, "_write_index", broken_write)
+        patch.setattr(faiss_build, "_write_index", broken_write)
         with pytest.raises(OSError):
             build_index(store, name, out, index_type="hnsw", progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["ix"]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from semsim_pg.errors import CollectionNotFound, InputFileError, InvalidInput, InvalidQuery
+from semsim_pg.evaluation.faq import evaluate_faq, recommend_threshold, threshold_sweep
 from semsim_pg.faq import (
     DEFAULT_THRESHOLD,
     FAQEntry,
@@ -22,12 +23,9 @@ from semsim_pg.faq import (
     FAQQuery,
     best_per_entry,
     decide,
-    evaluate_faq,
     read_faq_file,
     read_faq_queries,
-    recommend_threshold,
     resolve_threshold,
-    threshold_sweep,
 )
 
 DATA = resources.files("semsim_pg.data")

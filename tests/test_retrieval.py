@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from semsim_pg.errors import CollectionNotFound, InputFileError, InvalidInput
-from semsim_pg.retrieval import evaluate_retrieval, format_report, read_qrels
+from semsim_pg.evaluation.retrieval import evaluate_retrieval, format_report, read_qrels
 
 CORPUS = [
     {"_id": "d1", "title": "Cats", "text": "Cats sleep up to sixteen hours a day and love warm places."},

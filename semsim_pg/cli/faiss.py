@@ -192,7 +192,7 @@ def cmd_reembed(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    from semsim_pg.retrieval import evaluate_retrieval, format_report
+    from semsim_pg.evaluation.retrieval import evaluate_retrieval, format_report
 
     report = evaluate_retrieval(
         _store(),

@@ -184,7 +184,8 @@ def cmd_faq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_faq(args: argparse.Namespace) -> int:
-    from semsim_pg.faq import evaluate_faq, read_faq_file, read_faq_queries
+    from semsim_pg.evaluation.faq import evaluate_faq
+    from semsim_pg.faq import read_faq_file, read_faq_queries
 
     if not 0.0 < args.target_precision <= 1.0:
         raise InvalidInput(f"--target-precision must be in (0, 1], got {args.target_precision}.")

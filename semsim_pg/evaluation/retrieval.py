@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semsim_pg.errors import InputFileError, InvalidInput
+from semsim_pg.progress import progress_bar
+from semsim_pg.rerank import Reranker
 from semsim_pg.store import MAX_K, Document, QueryVector
 
 if TYPE_CHECKING:
@@ -240,7 +242,7 @@ def evaluate_retrieval(
     evaluated = [q for q, judged in judgments.items() if any(g > 0 for g in judged.values())]
     if limit_queries is not None:
         evaluated = evaluated[:limit_queries]
-    reranker = _reranker(rerank) if rerank else None
+    reranker = Reranker(rerank) if rerank else None
 
     name = collection or f"beir-{corpus.resolve().parent.name or corpus.stem}"
     coll = store.create_collection(name, model=model)
@@ -261,19 +263,14 @@ def evaluate_retrieval(
     ranked: list[list[str]] = []
     hits_by_query = []
     times: list[float] = []
-    bar = _progress(progress, total=len(evaluated), desc=f"search {coll.name}", unit="query")
-    try:
+    with progress_bar(progress, total=len(evaluated), desc=f"search {coll.name}", unit="query") as bar:
         for vector in vectors:
             t0 = time.perf_counter()
             hits = store.search(coll, QueryVector(vector, coll.model_name), fetch, exact=exact, ef_search=ef_search)
             times.append(time.perf_counter() - t0)
             hits_by_query.append(hits)
             ranked.append([h.external_id for h in hits])
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(1)
     judged = [judgments[q] for q in evaluated]
     label = "exact scan" if exact else f"hnsw (ef_search={ef_search or store.settings.ef_search})"
     report = RetrievalReport(
@@ -292,28 +289,15 @@ def evaluate_retrieval(
         report.reranker = str(getattr(reranker, "name", rerank))
         reranked: list[list[str]] = []
         rerank_times: list[float] = []
-        bar = _progress(progress, total=len(evaluated), desc="rerank", unit="query")
-        try:
+        with progress_bar(progress, total=len(evaluated), desc="rerank", unit="query") as bar:
             for text, hits, first, search_time in zip(texts, hits_by_query, ranked, times, strict=True):
                 t0 = time.perf_counter()
                 order = reranker.rerank(text, hits[:candidates], top_k=None)
                 rerank_times.append(search_time + time.perf_counter() - t0)
                 reranked.append([r.external_id for r in order] + first[candidates:])
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(1)
         report.stages.append(_stage(f"+ rerank top {candidates}", reranked, judged, rerank_times))
     return report
-
-
-def _reranker(model: str) -> Any:
-    try:
-        from semsim_pg.rerank import Reranker
-    except ImportError as exc:  # pragma: no cover - part of the package
-        raise InvalidInput(f"--rerank needs semsim_pg.rerank, which this installation lacks ({exc}).") from None
-    return Reranker(model)
 
 
 def _ids_not_in(store: DocumentStore, collection_id: int, ids: dict[str, int]) -> list[str]:
@@ -357,13 +341,3 @@ def format_report(report: RetrievalReport) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _progress(enabled: bool | None, **kwargs: Any) -> Any:
-    if enabled is None:
-        enabled = logger.getEffectiveLevel() <= logging.INFO
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(**kwargs)

@@ -1,0 +1,327 @@
+"""The comparison benchmark (``semsim faiss compare``): exact search, pgvector's HNSW at several
+``ef_search`` values and saved FAISS indexes, measured on the same queries (recall@k against the
+exact search, latency per query, build time, size), as a table or a plot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from semsim_pg.db import connect, vector_connection
+from semsim_pg.errors import DimensionMismatch, InvalidInput
+from semsim_pg.faiss_index.format import check_manifest, load_faiss
+from semsim_pg.faiss_index.index import FaissIndex
+from semsim_pg.faiss_index.stream import Matrix, as_array
+from semsim_pg.progress import progress_bar
+
+if TYPE_CHECKING:
+    from semsim_pg.store import Collection, DocumentStore
+
+__all__ = [
+    "CompareRow",
+    "compare",
+    "format_table",
+    "parse_int_list",
+    "plot",
+    "rebuild_pg_index",
+    "sample_queries",
+]
+
+
+def parse_int_list(text: str, what: str) -> Sequence[int]:
+    """``"10,20,40"`` -> [10, 20, 40], for command-line lists."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidInput(f"{what} must be whole numbers separated by commas, got {text!r}.") from None
+    if not values or any(v < 1 for v in values):
+        raise InvalidInput(f"{what} must be positive whole numbers separated by commas, got {text!r}.")
+    return values
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """One method at one setting, measured on the same queries as the others."""
+
+    method: str
+    setting: str
+    recall: float
+    p50_ms: float
+    p95_ms: float
+    qps: float
+    build_seconds: float | None
+    size_bytes: int | None
+    queries: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sample_queries(
+    store: DocumentStore, collection: str | Collection, n: int, *, seed: int = 0
+) -> tuple[Matrix, list[str]]:
+    """``n`` stored vectors (pseudo-random, repeatable for a seed) and their external ids.
+
+    Searches for a stored vector leave that document out of the results, so a query never
+    counts finding itself."""
+    coll = store.get_collection(collection)
+    if n < 1:
+        raise InvalidInput(f"--sample must be at least 1, got {n}.")
+    with connect(store.engine) as conn:
+        raw = vector_connection(conn)
+        with raw.cursor() as cur:
+            cur.execute(
+                "SELECT d.external_id, e.embedding FROM semsim.embeddings e"
+                " JOIN semsim.documents d ON d.id = e.document_id"
+                " WHERE e.collection_id = %(cid)s AND e.model_name = %(model)s"
+                " ORDER BY md5(e.document_id::text || %(seed)s) LIMIT %(n)s",
+                {"cid": coll.id, "model": coll.model_name, "seed": str(seed), "n": n},
+            )
+            rows = cur.fetchall()
+        conn.rollback()
+    if not rows:
+        raise InvalidInput(f"Collection {coll.name!r} holds no vectors to sample queries from: ingest first.")
+    return np.stack([as_array(r[1]) for r in rows]), [str(r[0]) for r in rows]
+
+
+def compare(
+    store: DocumentStore,
+    collection: str | Collection,
+    queries: Matrix,
+    *,
+    exclude: Sequence[str | None] | None = None,
+    k: int = 10,
+    ef_search: Sequence[int] = (10, 20, 40, 80, 160),
+    indexes: Sequence[FaissIndex] = (),
+    nprobe: Sequence[int] = (1, 4, 16, 64),
+    pg_build_seconds: float | None = None,
+    progress: bool | None = None,
+) -> list[CompareRow]:
+    """Exact search, pgvector HNSW at each ``ef_search`` and each FAISS index, on the same queries.
+
+    Recall@k is measured against the exact search through the same store (``exact=True``: a
+    sequential scan in PostgreSQL). Latencies are per query, one query at a time, from Python:
+    for PostgreSQL they include the round trip, as an application sees it; for FAISS they are
+    in-process, on one thread. ``exclude[i]`` is an external id to leave out of query i's results (itself).
+    """
+
+    coll = store.get_collection(collection)
+    vectors = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if vectors.shape[1] != coll.dimension:
+        raise DimensionMismatch(
+            f"Query vectors have {vectors.shape[1]} dimensions, collection {coll.name!r} {coll.dimension}."
+        )
+    skip = list(exclude) if exclude is not None else [None] * len(vectors)
+    if len(skip) != len(vectors):
+        raise InvalidInput(f"{len(skip)} ids to exclude for {len(vectors)} queries.")
+    for index in indexes:
+        check_manifest(index.manifest, coll, None, index.path)
+    fetch = k + (1 if any(x is not None for x in skip) else 0)
+    # Every method at every setting, as (label, setting, prepare, search, build seconds, size).
+    pg_size = _pg_index_size(store, coll)
+    methods: list[tuple[str, str, Any, Any, float | None, int | None]] = [
+        ("exact (pgvector scan)", "-", None, _pg_search(store, coll, fetch, True, None), None, None)
+    ]
+    for ef in ef_search:
+        methods.append(
+            (
+                "pgvector hnsw",
+                f"ef_search={ef}",
+                None,
+                _pg_search(store, coll, fetch, False, ef),
+                pg_build_seconds,
+                pg_size,
+            )
+        )
+    for index in indexes:
+        for name, value in _settings_for(index, ef_search, nprobe):
+            setting = f"{'efSearch' if name == 'ef_search' else name}={value}" if name else "-"
+            methods.append(
+                (
+                    index.label,
+                    setting,
+                    _faiss_prepare(index, name, value),
+                    _faiss_search(index, fetch),
+                    index.manifest.build_seconds,
+                    index.size_bytes,
+                )
+            )
+    found: list[list[list[str]]] = [[] for _ in methods]
+    times: list[list[float]] = [[] for _ in methods]
+    bar = progress_bar(progress, total=len(vectors), desc=f"compare {coll.name} ({len(methods)} methods)", unit="query")
+    # One query at a time on one thread, like a PostgreSQL backend: FAISS's OpenMP threads add
+    # nothing to a single query and, on a busy machine, their barriers cost tens of milliseconds.
+    faiss = load_faiss() if indexes else None
+    threads = faiss.omp_get_max_threads() if faiss is not None else 0
+    if faiss is not None:
+        faiss.omp_set_num_threads(1)
+    try:
+        # Query by query, every method in turn: on a shared machine a busy spell then slows all
+        # methods alike instead of whichever happened to run during it.
+        for vector, own in zip(vectors, skip, strict=True):
+            for m, (_, _, prepare, search, _, _) in enumerate(methods):
+                if prepare is not None:
+                    prepare()
+                start = time.perf_counter()
+                ids = search(vector)
+                times[m].append(time.perf_counter() - start)
+                found[m].append([x for x in ids if x != own][:k])
+            bar.update(1)
+    finally:
+        if faiss is not None:
+            faiss.omp_set_num_threads(threads)
+        bar.close()
+    truth = found[0]
+    return [
+        _row(label, setting, found[m], truth, times[m], build, size)
+        for m, (label, setting, _, _, build, size) in enumerate(methods)
+    ]
+
+
+def _faiss_prepare(index: FaissIndex, name: str, value: int) -> Any:
+    if not name:
+        return None
+    return lambda: index.set_search_parameters(**{name: value})
+
+
+def _faiss_search(index: FaissIndex, fetch: int) -> Any:
+    def search(vector: Matrix) -> list[str]:
+        return [x for x, _ in index.search(vector, fetch)[0]]
+
+    return search
+
+
+def _pg_search(store: DocumentStore, coll: Collection, fetch: int, exact: bool, ef: int | None) -> Any:
+    from semsim_pg.store import QueryVector
+
+    def search(vector: Matrix) -> list[str]:
+        query = QueryVector(vector, coll.model_name)
+        return [h.external_id for h in store.search(coll, query, fetch, exact=exact, ef_search=ef)]
+
+    return search
+
+
+def _settings_for(index: FaissIndex, ef_search: Sequence[int], nprobe: Sequence[int]) -> list[tuple[str, int]]:
+    kind = index.manifest.index_type
+    if kind == "hnsw":
+        return [("ef_search", ef) for ef in ef_search]
+    if kind in ("ivfflat", "ivfpq"):
+        nlist = index.manifest.parameters["nlist"]
+        return [("nprobe", n) for n in sorted({min(n, nlist) for n in nprobe})]
+    return [("", 0)]
+
+
+def _row(
+    method: str,
+    setting: str,
+    found: list[list[str]],
+    truth: list[list[str]],
+    times: list[float],
+    build_seconds: float | None,
+    size_bytes: int | None,
+) -> CompareRow:
+    recalls = [len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True) if t]
+    ms = np.asarray(times) * 1000.0
+    return CompareRow(
+        method=method,
+        setting=setting,
+        recall=float(np.mean(recalls)) if recalls else 0.0,
+        p50_ms=float(np.percentile(ms, 50)),
+        p95_ms=float(np.percentile(ms, 95)),
+        qps=float(len(times) / max(sum(times), 1e-9)),
+        build_seconds=build_seconds,
+        size_bytes=size_bytes,
+        queries=len(times),
+    )
+
+
+def _pg_index_size(store: DocumentStore, coll: Collection) -> int | None:
+    from semsim_pg import sql
+
+    with connect(store.engine) as conn:
+        value = conn.execute(
+            sa.text("SELECT pg_relation_size(to_regclass(:name))"),
+            {"name": f"semsim.{sql.index_name(coll.id, coll.model_name)}"},
+        ).scalar()
+    return int(value) if value is not None else None
+
+
+def rebuild_pg_index(store: DocumentStore, collection: str | Collection) -> float:
+    """Rebuild the collection's HNSW index (REINDEX) and return the seconds it took: pgvector's build
+    time measured the way FAISS's is. Writes to the embeddings table wait meanwhile; searches do not."""
+    from semsim_pg import sql
+
+    coll = store.get_collection(collection)
+    start = time.perf_counter()
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"REINDEX INDEX semsim.{sql.index_name(coll.id, coll.model_name)}")
+    return time.perf_counter() - start
+
+
+def format_table(rows: Sequence[CompareRow], k: int) -> str:
+    header = ("method", "setting", f"recall@{k}", "p50 ms", "p95 ms", "QPS", "build s", "size MB")
+    lines = [header]
+    for r in rows:
+        lines.append(
+            (
+                r.method,
+                r.setting,
+                f"{r.recall:.3f}",
+                f"{r.p50_ms:.2f}",
+                f"{r.p95_ms:.2f}",
+                f"{r.qps:.0f}",
+                "-" if r.build_seconds is None else f"{r.build_seconds:.1f}",
+                "-" if r.size_bytes is None else f"{r.size_bytes / 1e6:.1f}",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for n, line in enumerate(lines):
+        out.append(
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def plot(rows: Sequence[CompareRow], path: str | Path, *, k: int, title: str = "") -> None:
+    """Recall@k against queries per second, one line per method (matplotlib, Agg, imported here)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise InvalidInput("--plot needs matplotlib: pip install matplotlib.") from exc
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods: dict[str, list[CompareRow]] = {}
+    for r in rows:
+        methods.setdefault(r.method, []).append(r)
+    for method, group in methods.items():
+        group = sorted(group, key=lambda r: r.recall)
+        marker = "*" if method.startswith("exact") else "o"
+        ax.plot([r.recall for r in group], [r.qps for r in group], marker=marker, label=method)
+        for r in group:
+            if r.setting != "-":
+                ax.annotate(
+                    r.setting.split("=")[-1], (r.recall, r.qps), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
+    ax.set_xlabel(f"recall@{k} against exact search")
+    ax.set_ylabel("queries per second (one at a time)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=120)
+    plt.close(fig)

@@ -1,0 +1,129 @@
+"""FAQ files: entries (``faq_id, question, answer[, category][, alternatives]``) and evaluation
+queries (``query, faq_id``) from .tsv/.csv, checked whole, with the line of each error."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from semsim_pg.errors import InputFileError
+from semsim_pg.faq.ranking import ALTERNATIVES_SEPARATOR, FAQEntry
+
+__all__ = ["FAQQuery", "read_faq_file", "read_faq_queries", "read_rows"]
+
+# An FAQ answer can be long: lift the csv module's 128 KiB field limit.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+@dataclass(frozen=True)
+class FAQQuery:
+    """An evaluation query and the entry that answers it (None: no entry should answer it)."""
+
+    query: str
+    faq_id: str | None
+    line: int = 0
+
+
+def _delimiter(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".tsv":
+        return "\t"
+    if suffix == ".csv":
+        return ","
+    raise InputFileError(f"{path}: cannot tell the format from the extension {path.suffix!r}; name it .tsv or .csv.")
+
+
+def read_rows(
+    path: str | Path, required: Sequence[str], optional: Sequence[str]
+) -> Iterable[tuple[int, dict[str, str]]]:
+    """(line, row) for each non-blank row, columns named case-insensitively; errors name the line."""
+    path = Path(path)
+    delimiter = _delimiter(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file.")
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter=delimiter, strict=True)
+            try:
+                header = next(reader, None)
+                if header is None:
+                    raise InputFileError(f"{path}: is empty; expected a header line ({', '.join(required)}).")
+                columns = [name.strip().lower() for name in header]
+                missing = [name for name in required if name not in columns]
+                if missing:
+                    raise InputFileError(
+                        f"{path}, line 1: the header ({', '.join(header)}) lacks {', '.join(missing)}; "
+                        f"expected {', '.join(required)}[, {', '.join(optional)}]."
+                    )
+                known = set(required) | set(optional)
+                unknown = [name for name in columns if name not in known]
+                if unknown:
+                    raise InputFileError(
+                        f"{path}, line 1: unknown column(s) {', '.join(unknown)}; expected {', '.join(required)}"
+                        f"[, {', '.join(optional)}]."
+                    )
+                for values in reader:
+                    line = reader.line_num
+                    if not any(value.strip() for value in values):
+                        continue
+                    if len(values) != len(columns):
+                        raise InputFileError(
+                            f"{path}, line {line}: {len(values)} fields, but the header has {len(columns)} "
+                            f"({', '.join(header)}). Check for a missing or extra {'tab' if delimiter == chr(9) else 'comma'}"
+                            " or an unclosed quote."
+                        )
+                    yield line, {name: value.strip() for name, value in zip(columns, values, strict=True)}
+            except csv.Error as exc:
+                raise InputFileError(f"{path}, line {reader.line_num}: malformed {kind} ({exc}).") from None
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{path}: is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read it: {exc.strerror}.") from None
+
+
+def read_faq_file(path: str | Path) -> list[FAQEntry]:
+    """Entries from a .tsv/.csv with header ``faq_id, question, answer[, category][, alternatives]``
+    (alternatives separated by "|"). The whole file is read and checked before anything is returned,
+    so a caller that loads the result imports nothing from a malformed file."""
+    entries: list[FAQEntry] = []
+    lines: dict[str, int] = {}
+    for line, row in read_rows(path, ("faq_id", "question", "answer"), ("category", "alternatives")):
+        for name in ("faq_id", "question", "answer"):
+            if not row[name]:
+                raise InputFileError(f"{path}, line {line}: the {name} is empty.")
+        faq_id = row["faq_id"]
+        if faq_id in lines:
+            raise InputFileError(
+                f"{path}, line {line}: faq_id {faq_id!r} appears again (first on line {lines[faq_id]}); ids must be "
+                "unique: put other phrasings in the alternatives column instead."
+            )
+        lines[faq_id] = line
+        alternatives = tuple(a.strip() for a in row.get("alternatives", "").split(ALTERNATIVES_SEPARATOR) if a.strip())
+        entries.append(FAQEntry(faq_id, row["question"], row["answer"], row.get("category") or None, alternatives))
+    if not entries:
+        raise InputFileError(f"{path}: holds no FAQ entries, only a header.")
+    return entries
+
+
+def read_faq_queries(path: str | Path, known_ids: Iterable[str] | None = None) -> list[FAQQuery]:
+    """Evaluation queries from a .tsv/.csv with header ``query, faq_id``. An empty faq_id marks a
+    question no entry should answer (it counts against precision when one is answered)."""
+    known = None if known_ids is None else set(known_ids)
+    queries: list[FAQQuery] = []
+    for line, row in read_rows(path, ("query", "faq_id"), ()):
+        if not row["query"]:
+            raise InputFileError(f"{path}, line {line}: the query is empty.")
+        faq_id = row["faq_id"] or None
+        if faq_id is not None and known is not None and faq_id not in known:
+            raise InputFileError(
+                f"{path}, line {line}: faq_id {faq_id!r} is not in the FAQ file. Fix the id, or leave it empty "
+                "for a question that no entry should answer."
+            )
+        queries.append(FAQQuery(row["query"], faq_id, line))
+    if not queries:
+        raise InputFileError(f"{path}: holds no queries, only a header.")
+    return queries

@@ -1,0 +1,277 @@
+"""FAQ matching over a core collection: one document per question or alternative phrasing.
+
+:class:`FAQMatcher` loads entries (re-encoding only changed phrasings), removes them, and asks
+questions through the store's search; ranking and the answer decision are
+:mod:`semsim_pg.faq.ranking`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from semsim_pg.encoder import text_hash
+from semsim_pg.errors import InvalidInput, InvalidQuery
+from semsim_pg.faq.ranking import (
+    KIND_QUESTION,
+    MIN_CANDIDATES,
+    SEARCH_FACTOR,
+    Answer,
+    FAQEntry,
+    FAQMatch,
+    check_k,
+    decide,
+    rank_entries,
+    resolve_threshold,
+)
+from semsim_pg.store import MAX_K, Document
+
+if TYPE_CHECKING:
+    from semsim_pg.rerank import Reranker
+    from semsim_pg.store import Collection, DocumentStore, SearchHit, UpsertResult
+
+__all__ = ["FAQLoadResult", "FAQMatcher"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FAQLoadResult:
+    """What :meth:`FAQMatcher.load` did: the upsert's counts plus phrasings removed."""
+
+    entries: int = 0
+    phrasings: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    encoded: int = 0
+    removed: int = 0
+
+    @classmethod
+    def from_upsert(cls, entries: int, phrasings: int, upsert: UpsertResult, removed: int) -> FAQLoadResult:
+        return cls(entries, phrasings, upsert.inserted, upsert.updated, upsert.unchanged, upsert.encoded, removed)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _document_id(faq_id: str, kind: str, text: str) -> str:
+    # The question keeps a fixed id (an edit re-encodes it in place); an alternative is named by
+    # its text, so reordering alternatives encodes nothing and a changed one replaces the old.
+    return f"{faq_id}#q" if kind == KIND_QUESTION else f"{faq_id}#alt-{text_hash(text)[:16]}"
+
+
+def _documents(entry: FAQEntry) -> list[Document]:
+    # Every phrasing carries the whole entry, so a hit turns into an FAQEntry without a query.
+    base = {
+        "faq_id": entry.faq_id,
+        "question": entry.question,
+        "answer": entry.answer,
+        "category": entry.category,
+        "alternatives": list(entry.alternatives),
+    }
+    return [
+        Document(_document_id(entry.faq_id, kind, text), text, {**base, "kind": kind})
+        for kind, text in entry.phrasings()
+    ]
+
+
+def _entry_from_metadata(metadata: dict[str, Any]) -> FAQEntry:
+    return FAQEntry(
+        faq_id=str(metadata["faq_id"]),
+        question=str(metadata["question"]),
+        answer=str(metadata["answer"]),
+        category=metadata.get("category"),
+        alternatives=tuple(metadata.get("alternatives") or ()),
+    )
+
+
+class FAQMatcher:
+    """FAQ matching over a core collection: one document per question or alternative phrasing.
+
+    ``threshold`` and ``reranker`` set this matcher's defaults; each call can override them.
+    """
+
+    def __init__(
+        self,
+        store: DocumentStore,
+        collection: str,
+        *,
+        threshold: float | None = None,
+        reranker: Reranker | str | None = None,
+        model: str | None = None,
+    ) -> None:
+        self.store = store
+        self.collection = collection
+        self.threshold = threshold
+        self.reranker = reranker
+        self.model = model
+
+    # loading ----------------------------------------------------------------------------------
+    def load(
+        self, entries: Iterable[FAQEntry], *, replace: bool = False, progress: bool | None = None
+    ) -> FAQLoadResult:
+        """Add or update entries. Unchanged phrasings are not re-encoded (the store compares text
+        hashes); phrasings an entry no longer has are removed. ``replace`` also removes entries
+        that are not in ``entries``, so the collection ends up holding exactly them."""
+        entries = list(entries)
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, FAQEntry):
+                raise InvalidInput(f"Item #{i} is a {type(entry).__name__}, not an FAQEntry.")
+            if entry.faq_id in seen:
+                raise InvalidInput(
+                    f"FAQ id {entry.faq_id!r} appears twice (items #{seen[entry.faq_id]} and #{i}): ids must be unique."
+                )
+            seen[entry.faq_id] = i
+        documents = [doc for entry in entries for doc in _documents(entry)]
+        collection = self.store.create_collection(self.collection, model=self.model)
+        wanted = {doc.external_id for doc in documents}
+        stale = [
+            external_id
+            for external_id, faq_id in self._stored_ids(collection)
+            if external_id not in wanted and (replace or faq_id in seen)
+        ]
+        upserted = self.store.upsert(collection, documents, progress=progress, total=len(documents))
+        removed = self.store.delete(collection, stale) if stale else 0
+        result = FAQLoadResult.from_upsert(len(entries), len(documents), upserted, removed)
+        logger.info("loaded %d FAQ entries into %s: %s", len(entries), collection.name, result.to_dict())
+        return result
+
+    def remove(self, faq_ids: Iterable[str]) -> int:
+        """Remove entries (all their phrasings); returns how many phrasings went."""
+        collection = self.store.get_collection(self.collection)
+        ids = set(faq_ids)
+        stale = [external_id for external_id, faq_id in self._stored_ids(collection) if faq_id in ids]
+        return self.store.delete(collection, stale) if stale else 0
+
+    def _stored_ids(self, collection: Collection) -> list[tuple[str, str | None]]:
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT external_id, metadata->>'faq_id' FROM semsim.documents WHERE collection_id = :cid"),
+                {"cid": collection.id},
+            ).all()
+        return [(str(row[0]), row[1]) for row in rows]
+
+    def entries(self) -> list[FAQEntry]:
+        """Every entry in the collection, by id."""
+        collection = self.store.get_collection(self.collection)
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT DISTINCT ON (metadata->>'faq_id') metadata FROM semsim.documents"
+                    " WHERE collection_id = :cid AND metadata ? 'faq_id'"
+                    " ORDER BY metadata->>'faq_id', external_id"
+                ),
+                {"cid": collection.id},
+            ).scalars()
+            return [_entry_from_metadata(metadata) for metadata in rows]
+
+    # matching ---------------------------------------------------------------------------------
+    def reranker_for(self, rerank: bool | str | Reranker | None) -> Reranker | None:
+        """The cross-encoder ``rerank`` asks for: None for False/None; True: this matcher's or the
+        configured one; a name, a path or a :class:`Reranker` names one."""
+        from semsim_pg.rerank import Reranker, get_reranker
+
+        if rerank is None or rerank is False:
+            return None
+        if isinstance(rerank, Reranker):
+            return rerank
+        if isinstance(rerank, str):
+            return get_reranker(rerank)
+        if isinstance(self.reranker, Reranker):
+            return self.reranker
+        return get_reranker(self.reranker)
+
+    def _rank(
+        self, question: str, hits: Sequence[SearchHit], k: int, reranker: Reranker | None
+    ) -> list[FAQMatch[FAQEntry]]:
+        return rank_entries(
+            question,
+            hits,
+            entry_of=lambda hit: _entry_from_metadata(hit.metadata),
+            key_of=lambda entry: entry.faq_id,
+            text_of=lambda hit: hit.text,
+            similarity_of=lambda hit: hit.similarity,
+            kind_of=lambda hit: str(hit.metadata.get("kind", KIND_QUESTION)),
+            k=k,
+            reranker=reranker,
+        )
+
+    def match(
+        self,
+        question: str,
+        k: int = 3,
+        *,
+        rerank: bool | str | Reranker = False,
+        category: str | Sequence[str] | None = None,
+        candidates: int | None = None,
+    ) -> list[FAQMatch[FAQEntry]]:
+        """The ``k`` best entries for ``question``, each once with its best phrasing's score.
+
+        ``rerank`` True uses this matcher's (or the configured) cross-encoder; a name or path or
+        a :class:`Reranker` names one. ``candidates``: phrasings fetched from the index (default
+        ``max(k * 5, 20)``; more are fetched when fewer than k distinct entries come back).
+        """
+        return self.match_many([question], k, rerank=rerank, category=category, candidates=candidates)[0]
+
+    def match_many(
+        self,
+        questions: Sequence[str],
+        k: int = 3,
+        *,
+        rerank: bool | str | Reranker = False,
+        category: str | Sequence[str] | None = None,
+        candidates: int | None = None,
+    ) -> list[list[FAQMatch[FAQEntry]]]:
+        """:meth:`match` for many questions: encoded in one batch, searched on one connection."""
+        check_k(k)
+        for i, question in enumerate(questions):
+            if not isinstance(question, str) or not question.strip():
+                raise InvalidQuery(f"Question #{i + 1} is empty: give a text with at least one word.")
+        if candidates is not None and (
+            isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
+        ):
+            raise InvalidQuery(f"candidates must be a whole number of at least 1, got {candidates!r}.")
+        reranker = self.reranker_for(rerank)
+        if reranker is not None:
+            reranker.load()  # a cross-encoder that cannot load fails before any search work
+        collection = self.store.get_collection(self.collection)
+        wanted = min(MAX_K, candidates or max(k * SEARCH_FACTOR, MIN_CANDIDATES))
+        filters = (
+            None if category is None else {"category": [category] if isinstance(category, str) else list(category)}
+        )
+        all_hits = self.store.search_many(collection, list(questions), k=wanted, filter=filters)
+        results = []
+        for question, hits in zip(questions, all_hits, strict=True):
+            size = wanted
+            # Many phrasings of a few entries can crowd the candidates: widen until k entries
+            # survive or the collection has no more.
+            while len({h.metadata.get("faq_id") for h in hits}) < k and len(hits) == size and size < MAX_K:
+                size = min(MAX_K, size * 4)
+                hits = self.store.search(collection, question, k=size, filter=filters)
+            results.append(self._rank(question, hits, k, reranker))
+        return results
+
+    def answer(
+        self,
+        question: str,
+        threshold: float | None = None,
+        *,
+        k: int = 3,
+        rerank: bool | str | Reranker = False,
+        category: str | Sequence[str] | None = None,
+    ) -> Answer[FAQEntry]:
+        """The best entry when its score clears the threshold, else a "no answer" result.
+
+        ``threshold`` None: this matcher's, else the setting, else the default for the score
+        in use (bi-encoder similarity, or the cross-encoder's score when reranking).
+        """
+        reranker = self.reranker_for(rerank)
+        limit = resolve_threshold(threshold if threshold is not None else self.threshold, reranked=reranker is not None)
+        matches = self.match(question, k, rerank=reranker or False, category=category)
+        return decide(question, matches, limit)
