@@ -1,6 +1,6 @@
 """Move a collection to another model without downtime (ARCHITECTURE.md decision 2 and 4).
 
-The new model's vectors go into the same companion table, ``semsim.embeddings``, as rows keyed
+The new model's vectors go into the same companion table, ``embeddings``, as rows keyed
 ``(document_id, new model)``, beside the old ones; searches keep reading the old model's rows
 (the collection still names it) while the new ones are written. Then:
 
@@ -8,7 +8,7 @@ The new model's vectors go into the same companion table, ``semsim.embeddings``,
    growing it row by row), ``CONCURRENTLY`` so that writes to the table go on meanwhile;
 2. catch-up passes encode documents whose text changed during the run (their stored hash no
    longer matches the new vector's);
-3. one short transaction switches: with writers to ``semsim.documents`` held off (readers are
+3. one short transaction switches: with writers to ``documents`` held off (readers are
    not), it checks that no document lacks a current new vector, then updates the collection's
    ``model_name`` and ``dimension``. From its commit on, searches use the new vectors;
 4. the old model's rows are deleted in batches and its index dropped concurrently.
@@ -26,13 +26,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 
-from semsim_pg import sql
+from semsim_pg import queries
 from semsim_pg.db import connect
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model
 from semsim_pg.errors import DatabaseError, DimensionMismatch, InvalidInput
+from semsim_pg.store.encoding import encode_stale, progress_bar
+from semsim_pg.store.indexes import build_index, drop_index
 
 if TYPE_CHECKING:
     from semsim_pg.store import Collection, DocumentStore
@@ -75,22 +76,9 @@ class ReembedResult:
         )
 
 
-def _missing_clause() -> str:
-    # A document needs a new vector when it has none for the new model, or one of other text.
-    return (
-        " FROM semsim.documents d"
-        " LEFT JOIN semsim.embeddings e ON e.document_id = d.id AND e.model_name = :model"
-        " WHERE d.collection_id = :cid AND (e.document_id IS NULL OR e.text_hash <> d.text_hash)"
-    )
-
-
 def stale_count(conn: sa.Connection, collection_id: int, model: str) -> int:
     """Documents of the collection without a vector of ``model`` for their current text."""
-    return int(
-        conn.execute(
-            sa.text("SELECT count(*)" + _missing_clause()), {"cid": collection_id, "model": model}
-        ).scalar_one()
-    )
+    return int(conn.execute(queries.stale_count(collection_id, model)).scalar_one())
 
 
 def reembed(
@@ -130,22 +118,16 @@ def reembed(
         )
     with connect(store.engine) as conn:
         todo = stale_count(conn, coll.id, new.name)
-        total = int(
-            conn.execute(
-                sa.text("SELECT count(*) FROM semsim.documents WHERE collection_id = :cid"), {"cid": coll.id}
-            ).scalar_one()
-        )
+        total = int(conn.execute(queries.count_documents(coll.id)).scalar_one())
     result.reused = total - todo
     logger.info("reembed %s: %d of %d documents to encode with %s", coll.name, todo, total, new.name)
-    bar = _progress(progress, total=todo, desc=f"reembed {coll.name}", unit="doc")
+    bar = progress_bar(progress, total=todo, desc=f"reembed {coll.name}", unit="doc")
     try:
         # First pass, then the index, then catch-up passes for texts changed meanwhile.
-        result.encoded += _encode_pass(store, coll, new, batch_size, bar, on_batch, result.encoded)
-        result.passes += 1
-        _build_index(store, coll, new.name, dimension)
+        _encode_pass(store, coll, new, batch_size, bar, on_batch, result)
+        build_index(store.engine, coll, model=new.name, dimension=dimension, concurrently=True)
         for _attempt in range(SWITCH_ATTEMPTS):
-            result.encoded += _encode_pass(store, coll, new, batch_size, bar, on_batch, result.encoded)
-            result.passes += 1
+            _encode_pass(store, coll, new, batch_size, bar, on_batch, result)
             if _switch(store, coll, new.name, dimension):
                 break
         else:
@@ -170,101 +152,38 @@ def _encode_pass(
     batch_size: int,
     bar: Any,
     on_batch: Callable[[int], None] | None,
-    done: int,
-) -> int:
-    """Encode, in id order, every document lacking a current vector of the new model."""
-    encoded = 0
-    after = 0
-    while True:
-        with connect(store.engine) as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT d.id, d.text, d.text_hash" + _missing_clause() + " AND d.id > :after ORDER BY d.id LIMIT :n"
-                ),
-                {"cid": coll.id, "model": encoder.name, "after": after, "n": batch_size},
-            ).all()
-        if not rows:
-            return encoded
-        # Encode outside any transaction: no lock is held while the model runs.
-        vectors = encoder.encode([r[1] for r in rows], batch_size=min(batch_size, encoder.batch_size))
-        with connect(store.engine) as conn, conn.begin():
-            # Compare-and-set: a vector lands only if its document still has the text it was made
-            # from; a document changed meanwhile is left for the next pass.
-            conn.execute(
-                sa.text(
-                    "INSERT INTO semsim.embeddings (document_id, model_name, collection_id, text_hash, embedding)"
-                    " SELECT d.id, :model, :cid, d.text_hash, CAST(v.embedding AS vector)"
-                    " FROM unnest(CAST(:ids AS bigint[]), CAST(:hashes AS text[]), CAST(:vectors AS text[]))"
-                    "   AS v(id, text_hash, embedding)"
-                    " JOIN semsim.documents d ON d.id = v.id AND d.text_hash = v.text_hash"
-                    " ON CONFLICT (document_id, model_name) DO UPDATE"
-                    "   SET text_hash = excluded.text_hash, embedding = excluded.embedding, created_at = now()"
-                ),
-                {
-                    "model": encoder.name,
-                    "cid": coll.id,
-                    "ids": [int(r[0]) for r in rows],
-                    "hashes": [r[2] for r in rows],
-                    "vectors": [sql.vector_literal(v) for v in np.asarray(vectors, dtype=np.float32)],
-                },
-            )
-        encoded += len(rows)
-        after = int(rows[-1][0])
-        if bar is not None:
-            if bar.n + len(rows) > (bar.total or 0):
-                bar.total = bar.n + len(rows)
-            bar.update(len(rows))
+    result: ReembedResult,
+) -> None:
+    """One pass of the encoding reconcile also runs, counted into ``result``."""
+    done = result.encoded
+
+    def report(encoded: int) -> None:
         if on_batch is not None:
             on_batch(done + encoded)
 
-
-def _build_index(store: DocumentStore, coll: Collection, model: str, dimension: int) -> None:
-    """The new (collection, model) HNSW index, built CONCURRENTLY: writes go on meanwhile.
-
-    A concurrent build that failed leaves an invalid index behind; it is dropped and rebuilt."""
-    name = sql.index_name(coll.id, model)
-    statement = sql.create_index_sql(coll.id, model, dimension, coll.metric, coll.hnsw_m, coll.hnsw_ef_construction)
-    statement = statement.replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1)
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        valid = conn.execute(
-            sa.text("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(:name)"),
-            {"name": f"semsim.{name}"},
-        ).scalar()
-        if valid is False:
-            logger.warning("dropping the invalid index %s an interrupted build left behind", name)
-            conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS semsim.{name}")
-        if valid is not True:
-            logger.info("building HNSW index %s", name)
-            # The graph builds far faster when it fits in memory (PERFORMANCE.md).
-            conn.exec_driver_sql("SET maintenance_work_mem = '512MB'")
-            try:
-                conn.exec_driver_sql(statement)
-            finally:
-                conn.exec_driver_sql("RESET maintenance_work_mem")
+    result.encoded += encode_stale(
+        store.engine, coll.id, encoder, batch_size=batch_size, bar=bar, on_batch=report
+    ).encoded
+    result.passes += 1
 
 
 def _switch(store: DocumentStore, coll: Collection, model: str, dimension: int) -> bool:
     """The atomic switch; False (nothing changed) when documents changed since the last pass."""
     with connect(store.engine) as conn, conn.begin():
-        current = conn.execute(
-            sa.text("SELECT model_name FROM semsim.collections WHERE id = :cid FOR UPDATE"), {"cid": coll.id}
-        ).scalar()
+        current = conn.execute(queries.lock_collection_model(coll.id, exclusive=True)).scalar()
         if current != coll.model_name:
             raise DatabaseError(
                 f"Collection {coll.name!r} moved from {coll.model_name} to {current} while this run went on "
                 "(another reembed?). Nothing was switched; check `semsim collections`."
             )
         # SHARE blocks writers of documents (their text could change under the check), not readers.
-        conn.exec_driver_sql("LOCK TABLE semsim.documents IN SHARE MODE")
+        conn.execute(queries.lock_documents_share())
         left = stale_count(conn, coll.id, model)
         if left:
             logger.info("%d documents changed during the pass; encoding them before the switch", left)
             conn.rollback()
             return False
-        conn.execute(
-            sa.text("UPDATE semsim.collections SET model_name = :model, dimension = :dim WHERE id = :cid"),
-            {"model": model, "dim": dimension, "cid": coll.id},
-        )
+        conn.execute(queries.set_collection_model(coll.id, model, dimension))
     return True
 
 
@@ -273,42 +192,15 @@ def _remove_model(store: DocumentStore, coll: Collection, model: str, batch: int
     removed = 0
     while True:
         with connect(store.engine) as conn, conn.begin():
-            n = conn.execute(
-                sa.text(
-                    "DELETE FROM semsim.embeddings WHERE (document_id, model_name) IN ("
-                    " SELECT document_id, model_name FROM semsim.embeddings"
-                    " WHERE collection_id = :cid AND model_name = :model LIMIT :n)"
-                ),
-                {"cid": coll.id, "model": model, "n": batch},
-            ).rowcount
-        removed += int(n)
+            n = int(conn.execute(queries.remove_model_rows(coll.id, model, batch)).rowcount)
+        removed += n
         if n < batch:
             break
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS semsim.{sql.index_name(coll.id, model)}")
+    drop_index(store.engine, coll, model=model, concurrently=True)
     return removed
 
 
 def _remove_other_models(store: DocumentStore, coll: Collection) -> int:
     with connect(store.engine) as conn:
-        others = (
-            conn.execute(
-                sa.text(
-                    "SELECT DISTINCT model_name FROM semsim.embeddings WHERE collection_id = :cid AND model_name <> :model"
-                ),
-                {"cid": coll.id, "model": coll.model_name},
-            )
-            .scalars()
-            .all()
-        )
-    return sum(_remove_model(store, coll, other) for other in others)
-
-
-def _progress(enabled: bool | None, **kwargs: Any) -> Any:
-    if enabled is None:
-        enabled = logger.getEffectiveLevel() <= logging.INFO
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(**kwargs)
+        models = conn.execute(queries.model_names(coll.id)).scalars().all()
+    return sum(_remove_model(store, coll, other) for other in models if other != coll.model_name)

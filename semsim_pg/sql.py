@@ -1,76 +1,90 @@
-"""SQL fragments shared by the store, the migrations and the benchmarks.
+"""The distance metrics and pgvector's text form of a vector: facts every layer shares.
 
-A metric maps to a pgvector distance operator, an HNSW operator class and a similarity that
-grows with closeness. Each (collection, model) gets a partial HNSW index on the companion table
-``semsim.embeddings``, on ``embedding::vector(<dim>)``; a query can use it only if it repeats the
-same expression and the same predicate with literal values, so both are built here, once.
+A metric maps to a pgvector distance operator (and the pgvector SQLAlchemy comparator method
+that writes it), an HNSW operator class and a similarity that grows with closeness. This table
+is the one source for the list of metrics: the settings, the query layer, the CLI, FAISS and the
+Django app read it; migration 0001's CHECK constraint and its PL/pgSQL spell the same list as
+literals (tests/test_queries.py checks that they agree).
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
-__all__ = ["METRICS", "Metric", "index_name", "literal", "vector_literal"]
+__all__ = ["METRICS", "METRIC_NAMES", "Metric", "to_array", "vector_literal"]
+
+Distance = sa.ColumnElement[Any]
 
 
 @dataclass(frozen=True)
 class Metric:
     name: str
     operator: str
+    #: the pgvector.sqlalchemy comparator method that writes ``operator``
+    comparator: str
     opclass: str
-    #: SQL turning a distance ``{d}`` into a similarity (larger is closer)
-    similarity_sql: str
+    #: a distance expression -> a similarity (larger is closer)
+    similarity: Callable[[Distance], Distance]
     description: str
+
+    def distance(self, vectors: Any, query: Any) -> Distance:
+        """``vectors <op> query`` through pgvector's SQLAlchemy operators."""
+        result: Distance = getattr(vectors, self.comparator)(query)
+        return result
+
+    @cached_property
+    def similarity_sql(self) -> str:
+        """The similarity as SQL around a distance ``{d}`` (for the Django app's expressions)."""
+        placeholder = sa.literal_column("{d}", sa.Float)
+        compiled = self.similarity(placeholder).compile(
+            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+        )
+        return str(compiled)
+
+
+def _closeness(d: Distance) -> Distance:
+    return 1 / (1 + d)
 
 
 METRICS: dict[str, Metric] = {
-    "cosine": Metric("cosine", "<=>", "vector_cosine_ops", "1 - {d}", "1 - cosine distance (cosine similarity)"),
-    "l2": Metric("l2", "<->", "vector_l2_ops", "1 / (1 + {d})", "1 / (1 + Euclidean distance)"),
-    "inner_product": Metric("inner_product", "<#>", "vector_ip_ops", "-({d})", "inner product"),
-    "l1": Metric("l1", "<+>", "vector_l1_ops", "1 / (1 + {d})", "1 / (1 + Manhattan distance)"),
+    "cosine": Metric(
+        "cosine",
+        "<=>",
+        "cosine_distance",
+        "vector_cosine_ops",
+        lambda d: 1 - d,
+        "1 - cosine distance (cosine similarity)",
+    ),
+    "l2": Metric("l2", "<->", "l2_distance", "vector_l2_ops", _closeness, "1 / (1 + Euclidean distance)"),
+    "inner_product": Metric(
+        "inner_product", "<#>", "max_inner_product", "vector_ip_ops", lambda d: -d, "inner product"
+    ),
+    "l1": Metric("l1", "<+>", "l1_distance", "vector_l1_ops", _closeness, "1 / (1 + Manhattan distance)"),
 }
-
-
-def literal(value: str) -> str:
-    """A SQL string literal (standard_conforming_strings on, as in every supported PostgreSQL)."""
-    if "\x00" in value:
-        raise ValueError("a SQL literal cannot hold a NUL character")
-    return "'" + value.replace("'", "''") + "'"
+METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
 
 
 def vector_literal(vector: npt.ArrayLike) -> str:
-    """pgvector's text form. Sent as a text parameter cast with ``::vector(n)`` this is the fast path
-    (PERFORMANCE.md: 0.66 ms against 11.2 ms for a binary NumPy parameter per query)."""
+    """pgvector's text form. Sent as a text parameter cast to ``vector(n)`` this is the fast path
+    (measured with benchmarks/ingest_search.py: 0.66 ms against 11.2 ms per query for a binary
+    NumPy parameter)."""
     array = np.asarray(vector, dtype=np.float32).ravel()
     return "[" + ",".join(repr(float(x)) for x in array.tolist()) + "]"
 
 
-def index_name(collection_id: int, model_name: str) -> str:
-    digest = hashlib.sha1(model_name.encode("utf-8")).hexdigest()[:10]
-    return f"embeddings_hnsw_c{collection_id}_{digest}"
-
-
-def index_predicate(collection_id: int, model_name: str, alias: str = "") -> str:
-    prefix = f"{alias}." if alias else ""
-    return f"{prefix}collection_id = {int(collection_id)} AND {prefix}model_name = {literal(model_name)}"
-
-
-def vector_expression(dimension: int, alias: str = "") -> str:
-    prefix = f"{alias}." if alias else ""
-    return f"({prefix}embedding::vector({int(dimension)}))"
-
-
-def create_index_sql(
-    collection_id: int, model_name: str, dimension: int, metric: str, m: int, ef_construction: int
-) -> str:
-    spec = METRICS[metric]
-    return (
-        f"CREATE INDEX IF NOT EXISTS {index_name(collection_id, model_name)} ON semsim.embeddings "
-        f"USING hnsw ({vector_expression(dimension)} {spec.opclass}) "
-        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
-        f"WHERE {index_predicate(collection_id, model_name)}"
-    )
+def to_array(value: Any) -> npt.NDArray[np.float32]:
+    """A vector read from PostgreSQL as a float32 array: pgvector's text form, its Python
+    ``Vector`` type, or an array (psycopg with pgvector's loaders registered)."""
+    if isinstance(value, str):
+        return np.array(value.strip("[]").split(","), dtype=np.float32)
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)

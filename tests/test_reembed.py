@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from semsim_pg import reembed as reembed_module
-from semsim_pg import sql
+from semsim_pg import queries
 from semsim_pg.encoder import Encoder
 from semsim_pg.errors import CollectionNotFound, InvalidInput, ModelLoadError
 from semsim_pg.reembed import reembed
@@ -90,7 +90,7 @@ def index_state(store, collection_id: int, model: str) -> bool | None:  # type: 
     with store.engine.connect() as conn:
         return conn.execute(  # type: ignore[no-any-return]
             sa.text("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(:n)"),
-            {"n": f"semsim.{sql.index_name(collection_id, model)}"},
+            {"n": f"semsim.{queries.index_name(collection_id, model)}"},
         ).scalar()
 
 

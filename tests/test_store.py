@@ -46,7 +46,7 @@ def table_counts(store, collection) -> tuple[int, int]:  # type: ignore[no-untyp
 
 
 def index_exists(store, coll) -> bool:  # type: ignore[no-untyped-def]
-    from semsim_pg.sql import index_name
+    from semsim_pg.queries import index_name
 
     with store.engine.connect() as conn:
         found = conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": "semsim." + index_name(coll.id, coll.model_name)})

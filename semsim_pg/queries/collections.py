@@ -1,0 +1,67 @@
+"""Statements on ``collections``: create, find, list with counts, lock, switch model, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from semsim_pg.queries.tables import collections, documents, embeddings
+
+__all__ = [
+    "delete_collection",
+    "find_collection",
+    "insert_collection",
+    "list_collections",
+    "lock_collection_model",
+    "set_collection_model",
+]
+
+c = collections.c
+#: the columns of :class:`semsim_pg.store.Collection`, in its field order
+COLLECTION_COLUMNS = (c.id, c.name, c.model_name, c.dimension, c.metric, c.hnsw_m, c.hnsw_ef_construction, c.created_at)
+
+
+def insert_collection(name: str, model: str, dimension: int, metric: str, m: int, ef_construction: int) -> sa.Insert:
+    """Insert a collection unless one has the name; RETURNING its id (no row when it existed)."""
+    values = {
+        "name": name,
+        "model_name": model,
+        "dimension": dimension,
+        "metric": metric,
+        "hnsw_m": m,
+        "hnsw_ef_construction": ef_construction,
+    }
+    return insert(collections).values(values).on_conflict_do_nothing(index_elements=[c.name]).returning(c.id)
+
+
+def find_collection(name: str) -> sa.Select[Any]:
+    return sa.select(*COLLECTION_COLUMNS).where(c.name == name)
+
+
+def list_collections() -> sa.Select[Any]:
+    """Every collection with its document count and how many hold a current vector of its model."""
+    d, e = documents.c, embeddings.c
+    n_documents = sa.select(sa.func.count()).where(d.collection_id == c.id).scalar_subquery()
+    n_embedded = (
+        sa.select(sa.func.count())
+        .select_from(documents.join(embeddings, e.document_id == d.id))
+        .where(d.collection_id == c.id, e.model_name == c.model_name, e.text_hash == d.text_hash)
+        .scalar_subquery()
+    )
+    return sa.select(*COLLECTION_COLUMNS, n_documents, n_embedded).order_by(c.name)
+
+
+def lock_collection_model(collection_id: int, *, exclusive: bool) -> sa.Select[Any]:
+    """The collection's model, row-locked: shared by writers of vectors, exclusive by a model switch."""
+    return sa.select(c.model_name).where(c.id == collection_id).with_for_update(read=not exclusive)
+
+
+def set_collection_model(collection_id: int, model: str, dimension: int) -> sa.Update:
+    return sa.update(collections).where(c.id == collection_id).values(model_name=model, dimension=dimension)
+
+
+def delete_collection(collection_id: int) -> sa.Delete:
+    """Delete a collection; its documents and vectors go with it (ON DELETE CASCADE)."""
+    return sa.delete(collections).where(c.id == collection_id)

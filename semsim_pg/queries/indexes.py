@@ -1,0 +1,118 @@
+"""The HNSW index of each (collection, model): its name, its DDL, and how a query uses it.
+
+Each (collection, model) has a partial HNSW index on ``embeddings``, on the vector cast to the
+model's dimension, so collections of different models and dimensions share one table. A query
+uses it only if it repeats the cast and the predicate with literal values; both are built here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+
+from semsim_pg.queries.tables import embeddings, qualified
+from semsim_pg.sql import METRICS
+
+__all__ = [
+    "IndexedCollection",
+    "collection_indexes",
+    "create_index",
+    "drop_index",
+    "index_name",
+    "index_predicate",
+    "index_size",
+    "index_validity",
+    "indexed_vectors",
+    "reindex",
+]
+
+e = embeddings.c
+
+
+class IndexedCollection(Protocol):
+    """What the statements need of a collection (``semsim_pg.store.Collection`` has it)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def model_name(self) -> str: ...
+    @property
+    def dimension(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+
+
+def index_name(collection_id: int, model_name: str) -> str:
+    digest = hashlib.sha1(model_name.encode("utf-8")).hexdigest()[:10]
+    return f"embeddings_hnsw_c{collection_id}_{digest}"
+
+
+def _inline(value: Any) -> sa.BindParameter[Any]:
+    # Rendered as a literal at execution: a generic plan of a prepared statement, where the
+    # value is unknown, could not prove the partial index's predicate.
+    return sa.bindparam(None, value, literal_execute=True)
+
+
+def index_predicate(collection_id: int, model_name: str) -> sa.ColumnElement[bool]:
+    return sa.and_(e.collection_id == _inline(int(collection_id)), e.model_name == _inline(model_name))
+
+
+def indexed_vectors(dimension: int) -> sa.ColumnElement[Any]:
+    """The indexed expression: the vector cast to the model's dimension."""
+    return sa.cast(e.embedding, Vector(int(dimension)))
+
+
+def _literal(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("a SQL literal cannot hold a NUL character")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def create_index(
+    coll: IndexedCollection, m: int, ef_construction: int, *, model: str | None = None, concurrently: bool = False
+) -> str:
+    """CREATE INDEX for ``model`` (default: the collection's) vectors of the collection.
+
+    Literal SQL: PostgreSQL takes no parameters in DDL, and the partial index predicate must
+    hold the literal values a query repeats."""
+    model = coll.model_name if model is None else model
+    how = "CONCURRENTLY " if concurrently else ""
+    return (
+        f"CREATE INDEX {how}IF NOT EXISTS {index_name(coll.id, model)} ON {qualified(embeddings.name)} "
+        f"USING hnsw ((embedding::vector({int(coll.dimension)})) {METRICS[coll.metric].opclass}) "
+        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
+        f"WHERE collection_id = {int(coll.id)} AND model_name = {_literal(model)}"
+    )
+
+
+def drop_index(name: str, *, concurrently: bool = False) -> str:
+    """DROP INDEX (DDL takes no parameters; ``name`` comes from :func:`index_name`)."""
+    how = "CONCURRENTLY " if concurrently else ""
+    return f"DROP INDEX {how}IF EXISTS {qualified(name)}"
+
+
+def reindex(name: str) -> str:
+    return f"REINDEX INDEX {qualified(name)}"
+
+
+def index_validity(name: str) -> sa.Select[Any]:
+    """True (a valid index), False (one an interrupted CONCURRENTLY build left), or no row."""
+    pg_index = sa.table("pg_index", sa.column("indisvalid"), sa.column("indexrelid"), schema="pg_catalog")
+    return sa.select(pg_index.c.indisvalid).where(pg_index.c.indexrelid == sa.func.to_regclass(qualified(name)))
+
+
+def index_size(name: str) -> sa.Select[Any]:
+    """Bytes on disk (NULL when the index does not exist)."""
+    return sa.select(sa.func.pg_relation_size(sa.func.to_regclass(qualified(name))))
+
+
+def collection_indexes(collection_id: int) -> sa.Select[Any]:
+    """The names of every index of the collection (one per model that has one)."""
+    pg_indexes = sa.table("pg_indexes", sa.column("schemaname"), sa.column("indexname"), schema="pg_catalog")
+    return sa.select(pg_indexes.c.indexname).where(
+        pg_indexes.c.schemaname == embeddings.schema,
+        pg_indexes.c.indexname.like(f"embeddings\\_hnsw\\_c{int(collection_id)}\\_%"),
+    )

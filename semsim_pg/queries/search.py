@@ -1,0 +1,98 @@
+"""The search statement: the k nearest vectors of one collection, in one SQL statement.
+
+``ORDER BY distance LIMIT k`` over the indexed expression and predicate lets the collection's
+HNSW index answer; filters apply in the same statement, and pgvector's iterative index scans
+(set per transaction by :func:`search_settings`) keep a selective filter from returning fewer
+than k rows. ``min_similarity`` is applied to the ordered, limited hits, never as the only
+condition (that would make PostgreSQL skip the index). Migration 0001's ``semsim._search``
+builds the same statement in PL/pgSQL for SQL users; tests/test_queries.py checks both agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement, Executable
+
+from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexed_vectors
+from semsim_pg.queries.tables import documents, embeddings
+from semsim_pg.sql import METRICS
+
+__all__ = ["Explain", "search_settings", "search_statement"]
+
+d, e = documents.c, embeddings.c
+
+#: metadata key -> the values any of which a document's metadata must hold under it
+Filter = Mapping[str, Sequence[Any]]
+
+
+def search_statement(
+    coll: IndexedCollection,
+    vector: str,
+    k: int,
+    *,
+    filter: Filter | None = None,
+    min_similarity: float | None = None,
+    exact: bool = False,
+    exclude_id: int | None = None,
+) -> sa.Select[Any]:
+    """(external id, text, metadata, similarity, distance) of the k nearest documents, best first.
+
+    ``vector`` is pgvector's text form of the query (sent as text and cast: the fast path).
+    ``exact`` compares the bare column, which does not match the index expression, so
+    PostgreSQL scans and sorts every vector (to measure the index's recall).
+    """
+    metric = METRICS[coll.metric]
+    column = e.embedding if exact else indexed_vectors(coll.dimension)
+    query = sa.cast(sa.bindparam("q", vector, type_=sa.Text), Vector(coll.dimension))
+    conditions: list[sa.ColumnElement[bool]] = [index_predicate(coll.id, coll.model_name)]
+    for key, alternatives in (filter or {}).items():
+        # metadata @> {key: value}: the GIN index on metadata serves it
+        conditions.append(sa.or_(*(d.metadata.contains({key: value}) for value in alternatives)))
+    if exclude_id is not None:
+        conditions.append(d.id != exclude_id)
+    hits = (
+        sa.select(d.external_id, d.text, d.metadata, metric.distance(column, query).label("distance"))
+        .select_from(embeddings.join(documents, d.id == e.document_id))
+        .where(*conditions)
+        .order_by(sa.literal_column("distance"))
+        .limit(k)
+        .cte("hits")
+        .prefix_with("MATERIALIZED")
+    )
+    similarity = metric.similarity(hits.c.distance)
+    statement = sa.select(
+        hits.c.external_id, hits.c.text, hits.c.metadata, similarity.label("similarity"), hits.c.distance
+    ).order_by(hits.c.distance)
+    if min_similarity is not None:
+        statement = statement.where(similarity >= min_similarity)
+    return statement
+
+
+def search_settings(ef_search: int, iterative_scan: str) -> sa.Select[Any]:
+    """pgvector's search settings for the current transaction only, in one round trip."""
+    return sa.select(
+        sa.func.set_config("hnsw.ef_search", str(int(ef_search)), True),
+        sa.func.set_config("hnsw.iterative_scan", iterative_scan, True),
+    )
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN (options) <statement>``, with the statement's parameters bound as usual."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: sa.Select[Any], *, analyze: bool) -> None:
+        self.statement = statement
+        self.analyze = analyze
+
+
+@compiles(Explain)
+def _compile_explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    options = "ANALYZE, BUFFERS, " if element.analyze else ""
+    return f"EXPLAIN ({options}FORMAT TEXT) " + compiler.process(element.statement, **kw)

@@ -1,0 +1,351 @@
+"""DocumentStore: collections of texts with their vectors, searched in SQL.
+
+The facade over the store's parts: :mod:`~semsim_pg.store.types` (what goes in and out),
+:mod:`~semsim_pg.store.ingest` (batches, staging COPY, hash skip), :mod:`~semsim_pg.store.search`
+(one statement, a ready vector), :mod:`~semsim_pg.store.indexes` (HNSW build and drop) and
+:mod:`~semsim_pg.store.encoding` (the encode pass reconcile and reembed share). The SQL itself
+lives in :mod:`semsim_pg.queries`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.engine import Connection, Engine
+
+from semsim_pg import queries
+from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url
+from semsim_pg.encoder import Encoder, get_encoder, resolve_model
+from semsim_pg.errors import CollectionExists, CollectionNotFound, DocumentNotFound, InvalidInput, InvalidQuery
+from semsim_pg.settings import Settings, get_settings
+from semsim_pg.sql import METRICS, to_array
+from semsim_pg.store import ingest, search
+from semsim_pg.store.encoding import encode_stale, progress_bar
+from semsim_pg.store.indexes import build_index, drop_collection_indexes, drop_index
+from semsim_pg.store.types import (
+    Collection,
+    Document,
+    DocumentLike,
+    FilterValue,
+    Query,
+    QueryVector,
+    SearchHit,
+    UpsertResult,
+)
+from semsim_pg.validation import MAX_K, check_name
+
+__all__ = [
+    "MAX_K",
+    "Collection",
+    "Document",
+    "DocumentStore",
+    "FilterValue",
+    "QueryVector",
+    "SearchHit",
+    "UpsertResult",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class DocumentStore:
+    """Collections of documents and their embeddings in PostgreSQL.
+
+    ``url`` (or ``SEMSIM_DATABASE_URL``) names the database; without one the embedded server is
+    used. ``migrate`` installs or upgrades semsim's tables on first use; it defaults to True for
+    the embedded server and False for a database of your own (run ``semsim db upgrade`` there).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        encoder: Encoder | None = None,
+        migrate: bool | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        if url is not None:
+            self.settings = self.settings.replace(database_url=normalise_url(url))
+        self._encoder = encoder
+        self._migrate = self.settings.embedded if migrate is None else migrate
+        self._engine: Engine | None = None
+
+    # plumbing -------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            engine = get_engine(self.settings)
+            ensure_schema(engine, migrate=self._migrate)
+            self._engine = engine
+        return self._engine
+
+    def _connect(self) -> Connection:
+        return connect(self.engine)
+
+    def encoder_for(self, collection: Collection) -> Encoder:
+        """The encoder that made (and must query) this collection's vectors."""
+        if self._encoder is not None and self._encoder.name == collection.model_name:
+            return self._encoder
+        return get_encoder(collection.model_name, device=self.settings.device)
+
+    # collections ----------------------------------------------------------------------------
+    def create_collection(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        metric: str | None = None,
+        m: int | None = None,
+        ef_construction: int | None = None,
+        exist_ok: bool = True,
+    ) -> Collection:
+        """Create a collection (and its HNSW index); return the existing one when it matches."""
+        name = check_name(name)
+        if metric is not None and metric not in METRICS:
+            raise InvalidInput(f"Unknown metric {metric!r}: use one of {', '.join(METRICS)}.")
+        existing = self._find_collection(name)
+        if existing is not None:
+            if not exist_ok:
+                raise CollectionExists(f"Collection {name!r} exists already. Pick another name or drop it first.")
+            wanted_model = resolve_model(model).name if model is not None else existing.model_name
+            if wanted_model != existing.model_name or (metric is not None and metric != existing.metric):
+                raise CollectionExists(
+                    f"Collection {name!r} exists with model {existing.model_name} and metric {existing.metric}, "
+                    f"not {wanted_model} and {metric or existing.metric}. Use another name, or "
+                    "`semsim reembed` to move it to another model."
+                )
+            return existing
+        if self._encoder is not None and (model is None or resolve_model(model).name == self._encoder.name):
+            encoder = self._encoder
+        else:
+            encoder = get_encoder(model or self.settings.model, device=self.settings.device)
+        metric = metric or self.settings.metric
+        m = m or self.settings.hnsw_m
+        ef_construction = ef_construction or self.settings.hnsw_ef_construction
+        statement = queries.insert_collection(name, encoder.name, encoder.dimension, metric, m, ef_construction)
+        with self._connect() as conn, conn.begin():
+            created = conn.execute(statement).scalar()
+            if created is not None:  # the row and its index commit together
+                new = Collection(created, name, encoder.name, encoder.dimension, metric, m, ef_construction)
+                conn.exec_driver_sql(queries.create_index(new, m, ef_construction))
+                logger.info("created collection %s (model %s, %d dims)", name, encoder.name, encoder.dimension)
+        return self.get_collection(name)
+
+    def _find_collection(self, name: str) -> Collection | None:
+        with self._connect() as conn:
+            row = conn.execute(queries.find_collection(name)).first()
+        return Collection(*row) if row is not None else None
+
+    def get_collection(self, name: str | Collection) -> Collection:
+        if isinstance(name, Collection):
+            return name
+        found = self._find_collection(name)
+        if found is None:
+            known = [c.name for c in self.list_collections()]
+            listing = ", ".join(known) if known else "none yet"
+            raise CollectionNotFound(
+                f"No collection named {name!r} (collections: {listing}). Create it with "
+                f"`semsim ingest FILE -c {name}` or DocumentStore.create_collection({name!r})."
+            )
+        return found
+
+    def list_collections(self) -> list[Collection]:
+        with self._connect() as conn:
+            rows = conn.execute(queries.list_collections()).all()
+        return [Collection(*row) for row in rows]
+
+    def drop_collection(self, name: str) -> None:
+        collection = self.get_collection(name)
+        with self._connect() as conn, conn.begin():
+            drop_collection_indexes(conn, collection.id)
+            conn.execute(queries.delete_collection(collection.id))
+        logger.info("dropped collection %s", collection.name)
+
+    # writing --------------------------------------------------------------------------------
+    def upsert(
+        self,
+        collection: str | Collection,
+        documents: Iterable[DocumentLike],
+        *,
+        batch_size: int = 512,
+        progress: bool | None = None,
+        total: int | None = None,
+        vectors: npt.ArrayLike | None = None,
+        defer_index: bool | None = None,
+    ) -> UpsertResult:
+        """Insert or update documents; encode only texts that are new or changed.
+
+        Each batch is one transaction: a batch that fails (bad input, database error) writes
+        nothing. Documents may be :class:`Document`, mappings with ``id``/``text``/``metadata``,
+        or ``(id, text[, metadata])`` tuples, from any iterable (streamed in batches).
+
+        ``vectors`` (one row per document, in order) are embeddings you computed yourself with
+        the collection's model: they are stored instead of encoding the texts.
+
+        ``defer_index`` drops the collection's HNSW index for the load and builds it afresh at the
+        end, which is several times faster than inserting into the graph row by row (measured:
+        478 against 2,726 rows/s at 20,000 rows). Searches during the load still work, by exact
+        scan. The default defers for a load of at least 5,000 documents (from ``total`` or
+        ``len(documents)``) that is larger than what the collection holds already.
+        """
+        return ingest.upsert(
+            self,
+            self.get_collection(collection),
+            documents,
+            batch_size=batch_size,
+            progress=progress,
+            total=total,
+            vectors=vectors,
+            defer_index=defer_index,
+        )
+
+    def build_index(self, collection: str | Collection, *, rebuild: bool = False) -> None:
+        """Build the collection's HNSW index if it is missing (``rebuild`` drops it first)."""
+        coll = self.get_collection(collection)
+        if rebuild:
+            drop_index(self.engine, coll)
+        build_index(self.engine, coll)
+
+    def stale_count(self, collection: str | Collection) -> int:
+        """How many documents lack a vector of their current text."""
+        coll = self.get_collection(collection)
+        with self._connect() as conn:
+            return int(conn.execute(queries.stale_count(coll.id, coll.model_name)).scalar_one())
+
+    def reconcile(self, collection: str | Collection, *, batch_size: int = 256, progress: bool | None = None) -> int:
+        """Re-encode every stale document (see :meth:`stale_count`); returns how many were written.
+
+        A vector is written only if the document still holds the text that was encoded
+        (compare-and-set on the hash), so a concurrent change is never overwritten by older text.
+        """
+        coll = self.get_collection(collection)
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
+        bar = progress_bar(progress, total=self.stale_count(coll), desc=f"reconcile {coll.name}", unit="doc")
+        try:
+            result = encode_stale(self.engine, coll.id, self.encoder_for(coll), batch_size=batch_size, bar=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        logger.info("reconciled %s: %d vectors written", coll.name, result.written)
+        return result.written
+
+    def delete(self, collection: str | Collection, external_ids: Iterable[str]) -> int:
+        """Delete documents (and their vectors); returns how many existed."""
+        coll = self.get_collection(collection)
+        with self._connect() as conn, conn.begin():
+            deleted = conn.execute(queries.delete_documents(coll.id, [str(x) for x in external_ids])).rowcount
+        return int(deleted)
+
+    def get(self, collection: str | Collection, external_id: str) -> Document:
+        coll = self.get_collection(collection)
+        with self._connect() as conn:
+            row = conn.execute(queries.get_document(coll.id, external_id)).first()
+        if row is None:
+            raise DocumentNotFound(f"Collection {coll.name!r} has no document with id {external_id!r}.")
+        return Document(row[0], row[1], row[2])
+
+    def count(self, collection: str | Collection) -> int:
+        coll = self.get_collection(collection)
+        with self._connect() as conn:
+            return int(conn.execute(queries.count_documents(coll.id)).scalar_one())
+
+    # searching ------------------------------------------------------------------------------
+    def query_vector(self, collection: str | Collection, query: Query) -> npt.NDArray[np.float32]:
+        """Turn a text, a :class:`QueryVector` or a plain vector into the collection's query vector."""
+        coll = self.get_collection(collection)
+        if isinstance(query, str):
+            return self.encoder_for(coll).encode_query(query)
+        return search.check_query_vector(coll, query)
+
+    def search(
+        self,
+        collection: str | Collection,
+        query: Query,
+        k: int = 10,
+        *,
+        min_similarity: float | None = None,
+        filter: Mapping[str, FilterValue] | None = None,
+        ef_search: int | None = None,
+        exact: bool = False,
+    ) -> list[SearchHit]:
+        """The k documents most similar to ``query``, best first, in one SQL statement.
+
+        ``filter`` keeps documents whose metadata has each key equal to the value (a list of
+        values means any of them). ``min_similarity`` drops hits below it from the k found.
+        ``exact`` scans every vector instead of using the index (to measure the index's recall).
+        """
+        coll = self.get_collection(collection)
+        args = search.SearchArgs(k, min_similarity, filter, exact)
+        vector = self.query_vector(coll, query)
+        with self._connect() as conn:
+            return search.run_search(conn, self.settings, coll, vector, args, ef_search)
+
+    def search_many(
+        self,
+        collection: str | Collection,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        min_similarity: float | None = None,
+        filter: Mapping[str, FilterValue] | None = None,
+        ef_search: int | None = None,
+    ) -> list[list[SearchHit]]:
+        """Search many queries: encoded in one batch, searched on one connection."""
+        coll = self.get_collection(collection)
+        args = search.SearchArgs(k, min_similarity, filter)
+        for i, q in enumerate(queries):
+            if not isinstance(q, str) or not q.strip():
+                raise InvalidQuery(f"Query #{i + 1} is empty. Give a text with at least one word.")
+        vectors = list(self.encoder_for(coll).encode(list(queries))) if queries else []
+        with self._connect() as conn:
+            return [search.run_search(conn, self.settings, coll, v, args, ef_search) for v in vectors]
+
+    def similar(
+        self,
+        collection: str | Collection,
+        external_id: str,
+        k: int = 10,
+        *,
+        min_similarity: float | None = None,
+        filter: Mapping[str, FilterValue] | None = None,
+        ef_search: int | None = None,
+    ) -> list[SearchHit]:
+        """More like this: the k documents nearest to a stored one (no model needed)."""
+        coll = self.get_collection(collection)
+        args = search.SearchArgs(k, min_similarity, filter)
+        with self._connect() as conn:
+            row = conn.execute(queries.document_vector(coll.id, coll.model_name, external_id)).first()
+            if row is None:
+                raise DocumentNotFound(f"Collection {coll.name!r} has no document with id {external_id!r}.")
+            if row[1] is None:
+                raise DocumentNotFound(
+                    f"Document {external_id!r} in {coll.name!r} has no vector for model {coll.model_name} yet: "
+                    "ingest it again to encode it."
+                )
+            conn.rollback()
+            vector = to_array(row[1])
+            return search.run_search(conn, self.settings, coll, vector, args, ef_search, exclude_id=int(row[0]))
+
+    def explain(
+        self,
+        collection: str | Collection,
+        query: Query,
+        k: int = 10,
+        *,
+        min_similarity: float | None = None,
+        filter: Mapping[str, FilterValue] | None = None,
+        ef_search: int | None = None,
+        exact: bool = False,
+        analyze: bool = True,
+    ) -> str:
+        """The plan PostgreSQL runs for :meth:`search` with these arguments."""
+        coll = self.get_collection(collection)
+        args = search.SearchArgs(k, min_similarity, filter, exact)
+        vector = self.query_vector(coll, query)
+        with self._connect() as conn:
+            return search.explain(conn, self.settings, coll, vector, args, ef_search, analyze)

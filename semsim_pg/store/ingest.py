@@ -1,0 +1,221 @@
+"""Ingest: documents in batches, texts hashed, only new or changed texts encoded.
+
+Each batch is one transaction: binary COPY into a staging table, then one ``INSERT ... ON
+CONFLICT`` per table. A batch that fails (bad input, database error) writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sized
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from semsim_pg import queries
+from semsim_pg.db import connect, vector_connection
+from semsim_pg.encoder import Encoder, text_hash
+from semsim_pg.errors import CollectionNotFound, DimensionMismatch, InvalidInput, ModelMismatch
+from semsim_pg.store.encoding import progress_bar
+from semsim_pg.store.indexes import drop_index
+from semsim_pg.store.types import Collection, Document, DocumentLike, UpsertResult
+from semsim_pg.validation import check_vectors
+
+if TYPE_CHECKING:
+    from semsim_pg.store import DocumentStore
+
+__all__ = ["DEFER_INDEX_MIN_ROWS", "coerce_document", "upsert"]
+
+logger = logging.getLogger(__name__)
+
+#: loads of at least this many documents into a smaller collection build the index afterwards
+DEFER_INDEX_MIN_ROWS = 5000
+
+
+class CollectionChanged(Exception):
+    """The collection's model changed between reading it and writing a batch."""
+
+
+def upsert(
+    store: DocumentStore,
+    coll: Collection,
+    documents: Iterable[DocumentLike],
+    *,
+    batch_size: int,
+    progress: bool | None,
+    total: int | None,
+    vectors: npt.ArrayLike | None,
+    defer_index: bool | None,
+) -> UpsertResult:
+    """:meth:`DocumentStore.upsert` (documented there)."""
+    encoder = None if vectors is not None else store.encoder_for(coll)
+    matrix = None
+    if vectors is not None:
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[1] != coll.dimension:
+            raise DimensionMismatch(
+                f"vectors must have shape (n, {coll.dimension}) for collection {coll.name!r}, got {matrix.shape}."
+            )
+        check_vectors(matrix)
+        documents = list(documents)
+        if len(documents) != len(matrix):
+            raise InvalidInput(f"{len(documents)} documents but {len(matrix)} vectors: give one vector per document.")
+    if batch_size < 1:
+        raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
+    expected = total if total is not None else (len(documents) if isinstance(documents, Sized) else None)
+    if defer_index is None:
+        defer_index = (
+            expected is not None and expected >= DEFER_INDEX_MIN_ROWS and expected > _vector_count(store, coll)
+        )
+    if defer_index:
+        drop_index(store.engine, coll)
+        logger.info("dropped the HNSW index of %s for a bulk load; it is rebuilt at the end", coll.name)
+    result = UpsertResult()
+    bar = progress_bar(progress, total=expected, desc=f"ingest {coll.name}", unit="doc")
+    try:
+        for start, batch in _batches(documents, batch_size):
+            docs = [coerce_document(doc, start + i) for i, doc in enumerate(batch)]
+            given = None if matrix is None else matrix[start : start + len(docs)]
+            try:
+                result += _upsert_batch(store, coll, encoder, docs, start, given)
+            except CollectionChanged:
+                # `semsim reembed` switched the collection's model meanwhile: encode this
+                # batch (and the rest) with the new model.
+                coll = store.get_collection(coll.name)
+                if matrix is not None:
+                    raise ModelMismatch(
+                        f"Collection {coll.name!r} moved to model {coll.model_name} during the load; "
+                        "the given vectors belong to the old model. Encode them with the new one."
+                    ) from None
+                encoder = store.encoder_for(coll)
+                result += _upsert_batch(store, coll, encoder, docs, start, given)
+            if bar is not None:
+                bar.update(len(docs))
+                bar.set_postfix_str(f"encoded={result.encoded}", refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+        if defer_index:
+            # Even after a failed load: a collection is never left without its index.
+            store.build_index(coll.name)  # by name: the model may have changed meanwhile
+    logger.info(
+        "upsert into %s: %d inserted, %d updated, %d unchanged, %d encoded",
+        coll.name,
+        result.inserted,
+        result.updated,
+        result.unchanged,
+        result.encoded,
+    )
+    return result
+
+
+def _upsert_batch(
+    store: DocumentStore,
+    coll: Collection,
+    encoder: Encoder | None,
+    docs: list[Document],
+    start: int,
+    given: npt.NDArray[np.float32] | None,
+) -> UpsertResult:
+    seen: dict[str, int] = {}
+    for i, doc in enumerate(docs):
+        if doc.external_id in seen:
+            raise InvalidInput(
+                f"Document id {doc.external_id!r} appears twice (items #{start + seen[doc.external_id]} and "
+                f"#{start + i}). Ids must be unique within a collection: merge or rename one."
+            )
+        seen[doc.external_id] = i
+    hashes = [text_hash(doc.text) for doc in docs]
+    with connect(store.engine) as conn:
+        rows = conn.execute(queries.stored_hashes(coll.id, coll.model_name, list(seen))).all()
+    stored = {row[0]: row[1] for row in rows}
+    # Encode before opening the write transaction, so no lock is held while the model runs.
+    to_encode = [i for i, doc in enumerate(docs) if stored.get(doc.external_id) != hashes[i]]
+    vectors: dict[int, npt.NDArray[np.float32]] = {}
+    if to_encode and given is not None:
+        vectors = {i: given[i] for i in to_encode}
+    elif to_encode and encoder is not None:
+        if encoder.dimension != coll.dimension:
+            raise ModelMismatch(
+                f"Model {encoder.name} makes {encoder.dimension}-dimensional vectors but collection "
+                f"{coll.name!r} holds {coll.dimension}."
+            )
+        encoded = encoder.encode([docs[i].text for i in to_encode], show_progress_bar=False)
+        vectors = dict(zip(to_encode, encoded, strict=True))
+    result = UpsertResult(encoded=len(to_encode))
+    with connect(store.engine) as conn, conn.begin():
+        # Serialise with a model switch (reembed locks the row FOR UPDATE): never write
+        # vectors of a model the collection has just left.
+        current = conn.execute(queries.lock_collection_model(coll.id, exclusive=False)).scalar()
+        if current is None:
+            raise CollectionNotFound(f"Collection {coll.name!r} was dropped during the load.")
+        if current != coll.model_name:
+            raise CollectionChanged
+        conn.execute(queries.create_staging())
+        raw = vector_connection(conn)
+        with raw.cursor() as cur, cur.copy(queries.copy_staging()) as copy:
+            copy.set_types(["text", "text", "text", "text", "vector"])
+            for i, doc in enumerate(docs):
+                copy.write_row((doc.external_id, doc.text, json.dumps(doc.metadata), hashes[i], vectors.get(i)))
+        flags = conn.execute(queries.upsert_staged_documents(coll.id)).scalars().all()
+        result.inserted = sum(1 for inserted in flags if inserted)
+        result.updated = len(flags) - result.inserted
+        result.unchanged = len(docs) - len(flags)
+        if vectors:
+            conn.execute(queries.write_staged_vectors(coll.id, coll.model_name))
+    return result
+
+
+def _vector_count(store: DocumentStore, coll: Collection) -> int:
+    with connect(store.engine) as conn:
+        return int(conn.execute(queries.vector_count(coll.id, coll.model_name)).scalar_one())
+
+
+def coerce_document(doc: DocumentLike, index: int) -> Document:
+    """A :class:`Document` from any accepted form, checked: ``index`` numbers it in messages."""
+    if isinstance(doc, Document):
+        external_id, text, metadata = doc.external_id, doc.text, doc.metadata
+    elif isinstance(doc, Mapping):
+        if "id" not in doc or "text" not in doc:
+            raise InvalidInput(f"Document #{index} needs the keys 'id' and 'text', got {sorted(doc)}.")
+        external_id, text, metadata = doc["id"], doc["text"], doc.get("metadata") or {}
+    elif isinstance(doc, tuple) and len(doc) in (2, 3):
+        external_id, text = doc[0], doc[1]
+        metadata = doc[2] if len(doc) == 3 else {}
+    else:
+        raise InvalidInput(
+            f"Document #{index} is a {type(doc).__name__}; give a Document, a mapping with 'id' and 'text', "
+            "or an (id, text[, metadata]) tuple."
+        )
+    if isinstance(external_id, int) and not isinstance(external_id, bool):
+        external_id = str(external_id)
+    if not isinstance(external_id, str) or not external_id.strip():
+        raise InvalidInput(f"Document #{index} has an empty or non-text id: {external_id!r}.")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput(f"Document {external_id!r} (#{index}) has no text: {text!r}. Give it some, or leave it out.")
+    if "\x00" in text or "\x00" in external_id:
+        raise InvalidInput(f"Document {external_id!r} (#{index}) holds a NUL character, which PostgreSQL cannot store.")
+    if not isinstance(metadata, Mapping):
+        raise InvalidInput(
+            f"The metadata of document {external_id!r} (#{index}) must be a mapping, got {type(metadata).__name__}."
+        )
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"The metadata of document {external_id!r} (#{index}) is not JSON: {exc}.") from None
+    return Document(external_id, text, dict(metadata))
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
+    batch: list[Any] = []
+    start = 0
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield start, batch
+            start += len(batch)
+            batch = []
+    if batch:
+        yield start, batch

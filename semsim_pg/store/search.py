@@ -1,0 +1,136 @@
+"""Search: checks a ready query vector and the search arguments, runs the statement, reads hits.
+
+Nothing here encodes text: the facade turns a text into a vector first, so a search with a
+vector (or :meth:`DocumentStore.similar` with a stored one) never needs the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from semsim_pg import queries
+from semsim_pg.errors import DimensionMismatch, InvalidQuery, ModelMismatch
+from semsim_pg.settings import Settings
+from semsim_pg.sql import vector_literal
+from semsim_pg.store.types import Collection, FilterValue, QueryVector, SearchHit
+from semsim_pg.validation import check_k, check_vectors
+
+__all__ = ["SearchArgs", "check_query_vector", "explain", "run_search"]
+
+
+def check_query_vector(coll: Collection, query: Any) -> npt.NDArray[np.float32]:
+    """A :class:`QueryVector` or a plain vector, checked against the collection."""
+    if isinstance(query, QueryVector):
+        if query.model_name != coll.model_name:
+            raise ModelMismatch(
+                f"The query vector was made by model {query.model_name} but collection {coll.name!r} holds "
+                f"vectors of model {coll.model_name}. Encode the query with {coll.model_name}."
+            )
+        query = query.vector
+    try:
+        vector = np.asarray(query, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidQuery(f"The query must be a text or a vector of numbers, got {type(query).__name__}.") from None
+    if vector.ndim != 1:
+        raise InvalidQuery(f"The query vector must be one-dimensional, got shape {vector.shape}.")
+    if vector.shape[0] != coll.dimension:
+        raise DimensionMismatch(
+            f"The query vector has {vector.shape[0]} dimensions but collection {coll.name!r} holds "
+            f"{coll.dimension}-dimensional vectors of model {coll.model_name}."
+        )
+    check_vectors(vector, "query vector", InvalidQuery)
+    return vector
+
+
+class SearchArgs:
+    """The arguments of one search besides the vector, checked once (also for many vectors)."""
+
+    def __init__(
+        self,
+        k: int,
+        min_similarity: float | None,
+        filter: Mapping[str, FilterValue] | None,
+        exact: bool = False,
+    ) -> None:
+        self.k = check_k(k)
+        if min_similarity is not None and not math.isfinite(float(min_similarity)):
+            raise InvalidQuery(f"min_similarity must be a number, got {min_similarity!r}.")
+        self.min_similarity = None if min_similarity is None else float(min_similarity)
+        self.filter = _check_filter(filter)
+        self.exact = exact
+
+    def statement(
+        self, coll: Collection, vector: npt.NDArray[np.float32], exclude_id: int | None = None
+    ) -> sa.Select[Any]:
+        return queries.search_statement(
+            coll,
+            vector_literal(vector),
+            self.k,
+            filter=self.filter,
+            min_similarity=self.min_similarity,
+            exact=self.exact,
+            exclude_id=exclude_id,
+        )
+
+
+def run_search(
+    conn: Connection,
+    settings: Settings,
+    coll: Collection,
+    vector: npt.NDArray[np.float32],
+    args: SearchArgs,
+    ef_search: int | None,
+    *,
+    exclude_id: int | None = None,
+) -> list[SearchHit]:
+    """One search in its own transaction (the settings end with it)."""
+    with conn.begin():
+        _set_search_params(conn, settings, ef_search)
+        rows = conn.execute(args.statement(coll, vector, exclude_id)).all()
+    return [SearchHit(r[0], r[1], r[2], float(r[3]), float(r[4])) for r in rows]
+
+
+def explain(
+    conn: Connection,
+    settings: Settings,
+    coll: Collection,
+    vector: npt.NDArray[np.float32],
+    args: SearchArgs,
+    ef_search: int | None,
+    analyze: bool,
+) -> str:
+    with conn.begin():
+        _set_search_params(conn, settings, ef_search)
+        lines = conn.execute(queries.Explain(args.statement(coll, vector), analyze=analyze)).scalars().all()
+    return "\n".join(lines)
+
+
+def _set_search_params(conn: Connection, settings: Settings, ef_search: int | None) -> None:
+    ef = settings.ef_search if ef_search is None else ef_search
+    if not 1 <= int(ef) <= 1000:
+        raise InvalidQuery(f"ef_search must be between 1 and 1000, got {ef}.")
+    conn.execute(queries.search_settings(int(ef), settings.iterative_scan))
+
+
+def _check_filter(filter: Mapping[str, FilterValue] | None) -> dict[str, list[Any]]:
+    """Key -> the values any of which a document's metadata must hold (a scalar: just it)."""
+    if not filter:
+        return {}
+    if not isinstance(filter, Mapping):
+        raise InvalidQuery(f"filter must be a mapping of metadata key to value, got {type(filter).__name__}.")
+    checked: dict[str, list[Any]] = {}
+    for key, value in filter.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidQuery(f"Filter keys must be non-empty texts, got {key!r}.")
+        alternatives = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        if not alternatives:
+            raise InvalidQuery(f"The filter on {key!r} lists no values.")
+        checked[key] = alternatives
+    return checked

@@ -1,0 +1,95 @@
+"""The store's data types: what goes in, what comes out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "Collection",
+    "Document",
+    "DocumentLike",
+    "FilterValue",
+    "Query",
+    "QueryVector",
+    "SearchHit",
+    "UpsertResult",
+]
+
+
+@dataclass(frozen=True)
+class Collection:
+    id: int
+    name: str
+    model_name: str
+    dimension: int
+    metric: str
+    hnsw_m: int
+    hnsw_ef_construction: int
+    created_at: dt.datetime | None = None
+    documents: int | None = None
+    embedded: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat() if self.created_at else None
+        return data
+
+
+@dataclass(frozen=True)
+class Document:
+    external_id: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueryVector:
+    """A query vector together with the model that made it, so a mismatch can be refused."""
+
+    vector: npt.NDArray[np.float32]
+    model_name: str
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    external_id: str
+    text: str
+    metadata: dict[str, Any]
+    similarity: float
+    distance: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class UpsertResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    encoded: int = 0
+
+    def __iadd__(self, other: UpsertResult) -> UpsertResult:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.encoded += other.encoded
+        return self
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    def to_dict(self) -> dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+
+Query = str | QueryVector | npt.ArrayLike
+DocumentLike = Document | Mapping[str, Any] | tuple[str, str] | tuple[str, str, Mapping[str, Any]]
+FilterValue = str | int | float | bool | None | Sequence[str | int | float | bool | None]
