@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.engine.url import make_url
+from sqlalchemy.engine.url import URL, make_url
 
 from semsim_pg.errors import (
     ConfigurationError,
@@ -25,7 +25,7 @@ from semsim_pg.settings import Settings, get_settings
 
 __all__ = [
     "MIN_PGVECTOR",
-    "SCHEMA",
+    "MIN_PGVECTOR_TEXT",
     "VERSION_TABLE",
     "current_revision",
     "database_url",
@@ -34,6 +34,8 @@ __all__ = [
     "get_engine",
     "head_revision",
     "migrations_dir",
+    "parse_url",
+    "pgvector_too_old",
     "pgvector_version",
     "safe_url",
     "server_info",
@@ -43,9 +45,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "semsim"
 VERSION_TABLE = "semsim_alembic_version"
+#: iterative index scans (filtered searches that still return k rows) arrived in pgvector 0.8.0
 MIN_PGVECTOR = (0, 8, 0)
+MIN_PGVECTOR_TEXT = ".".join(str(part) for part in MIN_PGVECTOR)
 # Any number: held while migrations run, so that two processes never migrate at once.
 _MIGRATION_LOCK_KEY = 0x53454D53494D
 
@@ -64,22 +67,29 @@ def database_url(settings: Settings | None = None) -> str:
     return normalise_url(settings.database_url)
 
 
-def normalise_url(url: str) -> str:
-    """Accept ``postgres://``, ``postgresql://`` and SQLAlchemy URLs; use the psycopg 3 driver."""
+def parse_url(url: str) -> URL:
+    """A PostgreSQL URL (``postgres://``, ``postgresql://`` or a SQLAlchemy one) parsed and
+    checked; :class:`ConfigurationError` for anything else. The core and the Django app read
+    URLs through this one function."""
     try:
         parsed = make_url(url)
     except Exception as exc:
         raise ConfigurationError(
-            f"SEMSIM_DATABASE_URL is not a database URL: {exc}. "
+            f"The database URL (SEMSIM_DATABASE_URL) is not a database URL: {exc}. "
             "Expected e.g. postgresql://user:password@host:5432/dbname."
         ) from None
     backend = parsed.get_backend_name()
     if backend not in ("postgresql", "postgres"):
         raise ConfigurationError(
-            f"SEMSIM_DATABASE_URL points at {backend!r}; semsim needs PostgreSQL with pgvector "
-            "(postgresql://user:password@host:5432/dbname)."
+            f"The database URL (SEMSIM_DATABASE_URL) points at {backend!r}; semsim needs PostgreSQL with "
+            "pgvector (postgresql://user:password@host:5432/dbname)."
         )
-    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return parsed
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgres://``, ``postgresql://`` and SQLAlchemy URLs; use the psycopg 3 driver."""
+    return parse_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
 def safe_url(url: str) -> str:
@@ -144,8 +154,9 @@ def pgvector_version(conn: Connection) -> tuple[str | None, str | None]:
     return row[0], row[1]
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
+def pgvector_too_old(version: str) -> bool:
+    """True when a pgvector version (``0.7.4``) is older than :data:`MIN_PGVECTOR`."""
+    return tuple(int(part) for part in version.split(".") if part.isdigit()) < MIN_PGVECTOR
 
 
 def require_pgvector(conn: Connection) -> None:
@@ -153,12 +164,12 @@ def require_pgvector(conn: Connection) -> None:
     candidate = installed or available
     if candidate is None:
         raise ExtensionMissing(
-            "The pgvector extension is not available on this PostgreSQL server. Install pgvector >= 0.8 "
+            f"The pgvector extension is not available on this PostgreSQL server. Install pgvector >= {MIN_PGVECTOR_TEXT} "
             "(https://github.com/pgvector/pgvector#installation) or use the embedded server (unset SEMSIM_DATABASE_URL)."
         )
-    if _version_tuple(candidate) < MIN_PGVECTOR:
+    if pgvector_too_old(candidate):
         raise ExtensionMissing(
-            f"pgvector {candidate} is too old: semsim needs >= 0.8 for iterative index scans. "
+            f"pgvector {candidate} is too old: semsim needs >= {MIN_PGVECTOR_TEXT} for iterative index scans. "
             "Upgrade the extension (ALTER EXTENSION vector UPDATE) after installing a newer pgvector."
         )
 

@@ -32,7 +32,8 @@ from semsim_pg import queries
 from semsim_pg.db import connect
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model
 from semsim_pg.errors import DatabaseError, DimensionMismatch, InvalidInput
-from semsim_pg.store.encoding import encode_stale, progress_bar
+from semsim_pg.progress import ProgressBar, progress_bar
+from semsim_pg.store.encoding import encode_stale
 from semsim_pg.store.indexes import build_index, drop_index
 
 if TYPE_CHECKING:
@@ -136,8 +137,7 @@ def reembed(
                 "catch-up passes). Run `semsim reembed` again when writes are quieter: finished work is kept."
             )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     result.switched = True
     logger.info("collection %s now uses %s", coll.name, new.name)
     result.removed_old_rows = _remove_model(store, coll, coll.model_name)
@@ -150,7 +150,7 @@ def _encode_pass(
     coll: Collection,
     encoder: Encoder,
     batch_size: int,
-    bar: Any,
+    bar: ProgressBar,
     on_batch: Callable[[int], None] | None,
     result: ReembedResult,
 ) -> None:

@@ -16,6 +16,8 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from semsim_pg.sql import METRIC_NAMES
+
 __all__ = ["SCHEMA", "Base", "CollectionRow", "DocumentRow", "EmbeddingRow"]
 
 SCHEMA = "semsim"
@@ -46,7 +48,7 @@ class CollectionRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
     __table_args__ = (
-        sa.CheckConstraint("metric IN ('cosine', 'l2', 'inner_product', 'l1')", name="metric"),
+        sa.CheckConstraint(f"metric IN ({', '.join(repr(m) for m in METRIC_NAMES)})", name="metric"),
         sa.CheckConstraint("dimension BETWEEN 1 AND 2000", name="dimension"),
     )
 
@@ -60,7 +62,7 @@ class DocumentRow(Base):
     text: Mapped[str] = mapped_column(sa.Text)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=sa.text("'{}'::jsonb"))
     # Computed by PostgreSQL from the text (migration 0002), so any writer keeps it true.
-    text_hash: Mapped[str] = mapped_column(sa.Text, sa.Computed("semsim.text_hash(text)", persisted=True))
+    text_hash: Mapped[str] = mapped_column(sa.Text, sa.Computed(f"{SCHEMA}.text_hash(text)", persisted=True))
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from semsim_pg.errors import ConfigurationError
+from semsim_pg.sql import METRIC_NAMES
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -26,7 +27,6 @@ __all__ = [
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-METRICS = ("cosine", "l2", "inner_product", "l1")
 ITERATIVE_SCAN_MODES = ("off", "relaxed_order", "strict_order")
 PRECISIONS = ("float32", "bfloat16", "float16")
 
@@ -78,7 +78,7 @@ class Settings:
                 4 <= self.hnsw_ef_construction <= 1000,
                 f"hnsw_ef_construction must be between 4 and 1000, got {self.hnsw_ef_construction}",
             ),
-            (self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}"),
+            (self.metric in METRIC_NAMES, f"metric must be one of {', '.join(METRIC_NAMES)}, got {self.metric!r}"),
             (bool(self.model.strip()), "model must not be empty"),
             (
                 self.precision in PRECISIONS,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.base import PGDialect
 
 __all__ = ["METRICS", "METRIC_NAMES", "Metric", "to_array", "vector_literal"]
 
@@ -44,9 +44,8 @@ class Metric:
     def similarity_sql(self) -> str:
         """The similarity as SQL around a distance ``{d}`` (for the Django app's expressions)."""
         placeholder = sa.literal_column("{d}", sa.Float)
-        compiled = self.similarity(placeholder).compile(
-            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-        )
+        dialect = PGDialect()  # type: ignore[no-untyped-call]
+        compiled = self.similarity(placeholder).compile(dialect=dialect, compile_kwargs={"literal_binds": True})
         return str(compiled)
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from semsim_pg import reembed as reembed_module
 from semsim_pg import queries
+from semsim_pg import reembed as reembed_module
 from semsim_pg.encoder import Encoder
 from semsim_pg.errors import CollectionNotFound, InvalidInput, ModelLoadError
 from semsim_pg.reembed import reembed

@@ -139,7 +139,7 @@ def test_read_qrels_grades_and_blank_lines(tmp_path: Path) -> None:
 
 def test_bad_options(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     corpus, queries, qrels = write_beir(tmp_path)
-    with pytest.raises(InvalidInput, match="--candidates must be from 1"):
+    with pytest.raises(InvalidInput, match="--candidates must be a whole number from 1"):
         evaluate_retrieval(store, corpus=corpus, queries=queries, qrels=qrels, candidates=0)
     with pytest.raises(InvalidInput, match="--limit-queries must be at least 1"):
         evaluate_retrieval(store, corpus=corpus, queries=queries, qrels=qrels, limit_queries=0)

@@ -17,8 +17,10 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# The SQL functions build the same statement as semsim_pg.store (dynamic SQL, so that the
-# collection id, model and dimension are literals and the partial HNSW index applies).
+# The SQL functions build the same statement as semsim_pg.queries.search (dynamic SQL, so that
+# the collection id, model and dimension are literals and the partial HNSW index applies);
+# tests/test_queries.py checks that both return the same hits, and that the metric literals
+# here agree with semsim_pg.sql.METRICS.
 FUNCTIONS = r"""
 CREATE FUNCTION semsim.distance_operator(metric text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT AS $$

@@ -25,7 +25,8 @@ import numpy as np
 from semsim_pg.errors import InputFileError, InvalidInput
 from semsim_pg.progress import progress_bar
 from semsim_pg.rerank import Reranker
-from semsim_pg.store import MAX_K, Document, QueryVector
+from semsim_pg.store import Document, QueryVector
+from semsim_pg.validation import check_k
 
 if TYPE_CHECKING:
     from semsim_pg.store import DocumentStore
@@ -231,8 +232,7 @@ def evaluate_retrieval(
     ``candidates`` keep their order, so recall@100 stays comparable.
     """
     corpus, queries, qrels = Path(corpus), Path(queries), Path(qrels)
-    if not 1 <= candidates <= MAX_K:
-        raise InvalidInput(f"--candidates must be from 1 to {MAX_K}, got {candidates}.")
+    check_k(candidates, "--candidates")
     if limit_queries is not None and limit_queries < 1:
         raise InvalidInput(f"--limit-queries must be at least 1, got {limit_queries}.")
     # Read and check every file before writing anything.
@@ -301,18 +301,11 @@ def evaluate_retrieval(
 
 
 def _ids_not_in(store: DocumentStore, collection_id: int, ids: dict[str, int]) -> list[str]:
-    import sqlalchemy as sa
-
+    from semsim_pg import queries
     from semsim_pg.db import connect
 
     with connect(store.engine) as conn:
-        stored = (
-            conn.execute(
-                sa.text("SELECT external_id FROM semsim.documents WHERE collection_id = :cid"), {"cid": collection_id}
-            )
-            .scalars()
-            .all()
-        )
+        stored = conn.execute(queries.external_ids(collection_id)).scalars().all()
     return [x for x in stored if x not in ids]
 
 

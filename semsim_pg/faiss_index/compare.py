@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sqlalchemy as sa
 
+from semsim_pg import queries
 from semsim_pg.db import connect, vector_connection
 from semsim_pg.errors import DimensionMismatch, InvalidInput
 from semsim_pg.faiss_index.format import check_manifest, load_faiss
 from semsim_pg.faiss_index.index import FaissIndex
-from semsim_pg.faiss_index.stream import Matrix, as_array
+from semsim_pg.faiss_index.stream import Matrix
 from semsim_pg.progress import progress_bar
+from semsim_pg.sql import to_array
 
 if TYPE_CHECKING:
     from semsim_pg.store import Collection, DocumentStore
@@ -74,20 +75,12 @@ def sample_queries(
     if n < 1:
         raise InvalidInput(f"--sample must be at least 1, got {n}.")
     with connect(store.engine) as conn:
-        raw = vector_connection(conn)
-        with raw.cursor() as cur:
-            cur.execute(
-                "SELECT d.external_id, e.embedding FROM semsim.embeddings e"
-                " JOIN semsim.documents d ON d.id = e.document_id"
-                " WHERE e.collection_id = %(cid)s AND e.model_name = %(model)s"
-                " ORDER BY md5(e.document_id::text || %(seed)s) LIMIT %(n)s",
-                {"cid": coll.id, "model": coll.model_name, "seed": str(seed), "n": n},
-            )
-            rows = cur.fetchall()
+        vector_connection(conn)
+        rows = conn.execute(queries.sample_embeddings(coll.id, coll.model_name, n, str(seed))).all()
         conn.rollback()
     if not rows:
         raise InvalidInput(f"Collection {coll.name!r} holds no vectors to sample queries from: ingest first.")
-    return np.stack([as_array(r[1]) for r in rows]), [str(r[0]) for r in rows]
+    return np.stack([to_array(r[1]) for r in rows]), [str(r[0]) for r in rows]
 
 
 def compare(
@@ -242,25 +235,18 @@ def _row(
 
 
 def _pg_index_size(store: DocumentStore, coll: Collection) -> int | None:
-    from semsim_pg import sql
-
     with connect(store.engine) as conn:
-        value = conn.execute(
-            sa.text("SELECT pg_relation_size(to_regclass(:name))"),
-            {"name": f"semsim.{sql.index_name(coll.id, coll.model_name)}"},
-        ).scalar()
+        value = conn.execute(queries.index_size(queries.index_name(coll.id, coll.model_name))).scalar()
     return int(value) if value is not None else None
 
 
 def rebuild_pg_index(store: DocumentStore, collection: str | Collection) -> float:
     """Rebuild the collection's HNSW index (REINDEX) and return the seconds it took: pgvector's build
     time measured the way FAISS's is. Writes to the embeddings table wait meanwhile; searches do not."""
-    from semsim_pg import sql
-
     coll = store.get_collection(collection)
     start = time.perf_counter()
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f"REINDEX INDEX semsim.{sql.index_name(coll.id, coll.model_name)}")
+        conn.exec_driver_sql(queries.reindex(queries.index_name(coll.id, coll.model_name)))
     return time.perf_counter() - start
 
 

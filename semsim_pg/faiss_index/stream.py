@@ -4,19 +4,20 @@ sample, the count."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import sqlalchemy as sa
 
+from semsim_pg import queries
 from semsim_pg.db import connect, vector_connection
 from semsim_pg.errors import DimensionMismatch, InvalidInput
+from semsim_pg.sql import to_array
 
 if TYPE_CHECKING:
     from semsim_pg.store import Collection, DocumentStore
 
-__all__ = ["Matrix", "as_array", "count_vectors", "normalised", "stream_vectors", "training_sample"]
+__all__ = ["Matrix", "count_vectors", "normalised", "stream_vectors", "training_sample"]
 
 Matrix = npt.NDArray[np.float32]
 
@@ -37,23 +38,15 @@ def stream_vectors(
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
     after = 0
-    statement = (
-        "SELECT e.document_id, d.external_id, e.embedding FROM semsim.embeddings e"
-        " JOIN semsim.documents d ON d.id = e.document_id"
-        " WHERE e.collection_id = %(cid)s AND e.model_name = %(model)s AND e.document_id > %(after)s"
-        " ORDER BY e.document_id LIMIT %(n)s"
-    )
     while True:
         with connect(store.engine) as conn:
-            raw = vector_connection(conn)
-            with raw.cursor() as cur:
-                cur.execute(statement, {"cid": coll.id, "model": coll.model_name, "after": after, "n": batch_size})
-                rows = cur.fetchall()
+            vector_connection(conn)  # vectors arrive as NumPy arrays
+            rows = conn.execute(queries.stream_embeddings(coll.id, coll.model_name, after, batch_size)).all()
             conn.rollback()
         if not rows:
             return
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.stack([as_array(r[2]) for r in rows])
+        vectors = np.stack([to_array(r[2]) for r in rows])
         if vectors.shape[1] != coll.dimension:
             raise DimensionMismatch(
                 f"Collection {coll.name!r} says {coll.dimension} dimensions but holds {vectors.shape[1]}-dimensional "
@@ -65,13 +58,6 @@ def stream_vectors(
         after = int(ids[-1])
 
 
-def as_array(value: Any) -> Matrix:
-    """pgvector's Python type (``Vector``) or an array, as float32."""
-    if hasattr(value, "to_numpy"):
-        value = value.to_numpy()
-    return np.asarray(value, dtype=np.float32)
-
-
 def normalised(vectors: Matrix) -> Matrix:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -81,25 +67,13 @@ def normalised(vectors: Matrix) -> Matrix:
 def training_sample(store: DocumentStore, coll: Collection, size: int, normalise: bool) -> Matrix:
     """A deterministic pseudo-random sample for k-means (ordered by a hash of the id, not by insertion)."""
     with connect(store.engine) as conn:
-        raw = vector_connection(conn)
-        with raw.cursor() as cur:
-            cur.execute(
-                "SELECT e.embedding FROM semsim.embeddings e"
-                " WHERE e.collection_id = %(cid)s AND e.model_name = %(model)s"
-                " ORDER BY md5(e.document_id::text) LIMIT %(n)s",
-                {"cid": coll.id, "model": coll.model_name, "n": size},
-            )
-            rows = cur.fetchall()
+        vector_connection(conn)
+        rows = conn.execute(queries.sample_embeddings(coll.id, coll.model_name, size)).all()
         conn.rollback()
-    sample = np.stack([as_array(r[0]) for r in rows]) if rows else np.zeros((0, coll.dimension), np.float32)
+    sample = np.stack([to_array(r[1]) for r in rows]) if rows else np.zeros((0, coll.dimension), np.float32)
     return normalised(sample) if normalise else np.ascontiguousarray(sample, dtype=np.float32)
 
 
 def count_vectors(store: DocumentStore, coll: Collection) -> int:
     with connect(store.engine) as conn:
-        return int(
-            conn.execute(
-                sa.text("SELECT count(*) FROM semsim.embeddings WHERE collection_id = :cid AND model_name = :model"),
-                {"cid": coll.id, "model": coll.model_name},
-            ).scalar_one()
-        )
+        return int(conn.execute(queries.vector_count(coll.id, coll.model_name)).scalar_one())

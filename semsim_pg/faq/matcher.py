@@ -12,8 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from semsim_pg import queries
 from semsim_pg.encoder import text_hash
 from semsim_pg.errors import InvalidInput, InvalidQuery
 from semsim_pg.faq.ranking import (
@@ -23,12 +22,12 @@ from semsim_pg.faq.ranking import (
     Answer,
     FAQEntry,
     FAQMatch,
-    check_k,
     decide,
     rank_entries,
     resolve_threshold,
 )
-from semsim_pg.store import MAX_K, Document
+from semsim_pg.store import Document
+from semsim_pg.validation import MAX_K, check_k
 
 if TYPE_CHECKING:
     from semsim_pg.rerank import Reranker
@@ -151,24 +150,14 @@ class FAQMatcher:
 
     def _stored_ids(self, collection: Collection) -> list[tuple[str, str | None]]:
         with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT external_id, metadata->>'faq_id' FROM semsim.documents WHERE collection_id = :cid"),
-                {"cid": collection.id},
-            ).all()
+            rows = conn.execute(queries.faq_phrasings(collection.id)).all()
         return [(str(row[0]), row[1]) for row in rows]
 
     def entries(self) -> list[FAQEntry]:
         """Every entry in the collection, by id."""
         collection = self.store.get_collection(self.collection)
         with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT DISTINCT ON (metadata->>'faq_id') metadata FROM semsim.documents"
-                    " WHERE collection_id = :cid AND metadata ? 'faq_id'"
-                    " ORDER BY metadata->>'faq_id', external_id"
-                ),
-                {"cid": collection.id},
-            ).scalars()
+            rows = conn.execute(queries.faq_entries(collection.id)).scalars()
             return [_entry_from_metadata(metadata) for metadata in rows]
 
     # matching ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from semsim_pg.errors import ConfigurationError, InvalidInput, InvalidQuery
 from semsim_pg.settings import get_settings
-from semsim_pg.store import MAX_K
+from semsim_pg.validation import check_k
 
 if TYPE_CHECKING:
     from semsim_pg.rerank import Reranker
@@ -38,7 +38,6 @@ __all__ = [
     "FAQEntry",
     "FAQMatch",
     "best_per_entry",
-    "check_k",
     "decide",
     "rank_entries",
     "resolve_threshold",
@@ -274,8 +273,3 @@ def resolve_threshold(threshold: float | None = None, *, reranked: bool = False)
     if configured is None:
         return DEFAULT_RERANK_THRESHOLD if reranked else DEFAULT_THRESHOLD
     return float(configured)
-
-
-def check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InvalidQuery(f"k must be a whole number from 1 to {MAX_K}, got {k!r}.")

@@ -26,6 +26,7 @@ from semsim_pg.queries.documents import (
     lock_documents_share,
     model_names,
     remove_model_rows,
+    sample_embeddings,
     stale_count,
     stale_rows,
     stored_hashes,
@@ -35,6 +36,7 @@ from semsim_pg.queries.documents import (
     write_staged_vectors,
     write_vectors_cas,
 )
+from semsim_pg.queries.faq import faq_entries, faq_phrasings
 from semsim_pg.queries.indexes import (
     IndexedCollection,
     collection_indexes,
@@ -63,6 +65,8 @@ __all__ = [
     "document_vector",
     "drop_index",
     "external_ids",
+    "faq_entries",
+    "faq_phrasings",
     "find_collection",
     "get_document",
     "index_name",
@@ -77,6 +81,7 @@ __all__ = [
     "model_names",
     "reindex",
     "remove_model_rows",
+    "sample_embeddings",
     "search_settings",
     "search_statement",
     "set_collection_model",

@@ -28,6 +28,7 @@ __all__ = [
     "lock_documents_share",
     "model_names",
     "remove_model_rows",
+    "sample_embeddings",
     "stale_count",
     "stale_rows",
     "stored_hashes",
@@ -238,3 +239,16 @@ def lock_documents_share() -> sa.TextClause:
 
     LOCK TABLE has no SQLAlchemy construct."""
     return sa.text(f"LOCK TABLE {qualified(documents.name)} IN SHARE MODE")
+
+
+def sample_embeddings(collection_id: int, model: str, limit: int, seed: str = "") -> sa.Select[Any]:
+    """(external id, vector) of ``limit`` vectors of ``model`` in a pseudo-random order that a
+    ``seed`` repeats (a hash of the id: not the insertion order, and the same on every run)."""
+    order = sa.func.md5(sa.cast(e.document_id, sa.Text).concat(seed))
+    return (
+        sa.select(d.external_id, _raw(e.embedding))
+        .select_from(embeddings.join(documents, d.id == e.document_id))
+        .where(e.collection_id == collection_id, e.model_name == model)
+        .order_by(order)
+        .limit(limit)
+    )

@@ -20,10 +20,11 @@ from semsim_pg import queries
 from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model
 from semsim_pg.errors import CollectionExists, CollectionNotFound, DocumentNotFound, InvalidInput, InvalidQuery
+from semsim_pg.progress import progress_bar
 from semsim_pg.settings import Settings, get_settings
 from semsim_pg.sql import METRICS, to_array
 from semsim_pg.store import ingest, search
-from semsim_pg.store.encoding import encode_stale, progress_bar
+from semsim_pg.store.encoding import encode_stale
 from semsim_pg.store.indexes import build_index, drop_collection_indexes, drop_index
 from semsim_pg.store.types import (
     Collection,
@@ -225,12 +226,9 @@ class DocumentStore:
         coll = self.get_collection(collection)
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
-        bar = progress_bar(progress, total=self.stale_count(coll), desc=f"reconcile {coll.name}", unit="doc")
-        try:
-            result = encode_stale(self.engine, coll.id, self.encoder_for(coll), batch_size=batch_size, bar=bar)
-        finally:
-            if bar is not None:
-                bar.close()
+        encoder = self.encoder_for(coll)
+        with progress_bar(progress, total=self.stale_count(coll), desc=f"reconcile {coll.name}", unit="doc") as bar:
+            result = encode_stale(self.engine, coll.id, encoder, batch_size=batch_size, bar=bar)
         logger.info("reconciled %s: %d vectors written", coll.name, result.written)
         return result.written
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -20,9 +19,10 @@ from sqlalchemy.engine import Engine
 from semsim_pg import queries
 from semsim_pg.db import connect
 from semsim_pg.encoder import Encoder
+from semsim_pg.progress import ProgressBar
 from semsim_pg.sql import vector_literal
 
-__all__ = ["PassResult", "encode_stale", "progress_bar"]
+__all__ = ["PassResult", "encode_stale"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def encode_stale(
     encoder: Encoder,
     *,
     batch_size: int,
-    bar: Any = None,
+    bar: ProgressBar | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> PassResult:
     """One pass over the collection's documents lacking a current vector of ``encoder``'s model.
@@ -68,18 +68,6 @@ def encode_stale(
         result.written += int(written)
         after = int(rows[-1][0])
         if bar is not None:
-            if bar.n + len(rows) > (bar.total or 0):
-                bar.total = bar.n + len(rows)
             bar.update(len(rows))
         if on_batch is not None:
             on_batch(result.encoded)
-
-
-def progress_bar(enabled: bool | None, **kwargs: Any) -> Any:
-    if enabled is None:
-        enabled = logger.getEffectiveLevel() <= logging.INFO
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(**kwargs)

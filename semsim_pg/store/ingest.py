@@ -18,7 +18,7 @@ from semsim_pg import queries
 from semsim_pg.db import connect, vector_connection
 from semsim_pg.encoder import Encoder, text_hash
 from semsim_pg.errors import CollectionNotFound, DimensionMismatch, InvalidInput, ModelMismatch
-from semsim_pg.store.encoding import progress_bar
+from semsim_pg.progress import progress_bar
 from semsim_pg.store.indexes import drop_index
 from semsim_pg.store.types import Collection, Document, DocumentLike, UpsertResult
 from semsim_pg.validation import check_vectors
@@ -91,12 +91,9 @@ def upsert(
                     ) from None
                 encoder = store.encoder_for(coll)
                 result += _upsert_batch(store, coll, encoder, docs, start, given)
-            if bar is not None:
-                bar.update(len(docs))
-                bar.set_postfix_str(f"encoded={result.encoded}", refresh=False)
+            bar.update(len(docs))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         if defer_index:
             # Even after a failed load: a collection is never left without its index.
             store.build_index(coll.name)  # by name: the model may have changed meanwhile
