@@ -4,7 +4,7 @@ The framework-agnostic core: encoders, the data layer, search, and the ``semsim`
 Heavy libraries (torch, sentence-transformers, faiss) are imported only when first needed.
 """
 
-from semsim_pg.encoder import Encoder, get_encoder, resolve_model
+from semsim_pg.encoder import Encoder, get_encoder
 from semsim_pg.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -24,6 +24,7 @@ from semsim_pg.errors import (
     SemsimError,
 )
 from semsim_pg.faq import Answer, FAQEntry, FAQMatch, FAQMatcher
+from semsim_pg.loading import resolve_model
 from semsim_pg.rerank import RerankedHit, Reranker, get_reranker, search_and_rerank
 from semsim_pg.settings import Settings, configure, get_settings
 from semsim_pg.store import Collection, Document, DocumentStore, QueryVector, SearchHit, UpsertResult

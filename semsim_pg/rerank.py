@@ -19,8 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -29,8 +27,8 @@ from urllib.parse import urlparse
 import numpy as np
 import numpy.typing as npt
 
-from semsim_pg.encoder import ModelSource, resolve_model
 from semsim_pg.errors import InvalidInput, InvalidQuery, ModelLoadError
+from semsim_pg.loading import LazyModel, SharedModels, dtype_kwargs, resolve_model, sentence_transformers
 from semsim_pg.settings import get_settings
 
 if TYPE_CHECKING:
@@ -115,12 +113,14 @@ def _default_similarity_of(item: Any) -> float | None:
     return None if value is None else float(value)
 
 
-class Reranker:
+class Reranker(LazyModel["CrossEncoder"]):
     """A sentence-transformers ``CrossEncoder`` that scores (query, text) pairs in batches.
 
     ``model`` is a local directory or a hub name (default: setting ``cross_encoder`` /
     ``SEMSIM_CROSS_ENCODER``). Use :func:`get_reranker` to share one instance per name.
     """
+
+    kind = "cross-encoder"
 
     def __init__(
         self,
@@ -132,8 +132,9 @@ class Reranker:
         precision: str | None = None,
     ) -> None:
         settings = get_settings()
-        self.source: ModelSource = resolve_model(model or settings.cross_encoder)
-        self.device = device if device is not None else settings.device
+        super().__init__(
+            resolve_model(model or settings.cross_encoder), device if device is not None else settings.device
+        )
         # Same setting as the bi-encoder: bfloat16 weights score about 1.7x faster on CPUs with AMX
         # (benchmarks/rerank_latency.py: a MiniLM-L6-sized model, same top 5, scores within 2e-4).
         self.precision = precision or str(getattr(settings, "precision", "float32"))
@@ -141,56 +142,23 @@ class Reranker:
             raise InvalidInput(f"precision must be float32, bfloat16 or float16, got {self.precision!r}.")
         self.batch_size = batch_size or settings.batch_size
         self.max_length = max_length
-        self._model: CrossEncoder | None = None
-        self._lock = threading.RLock()
-        self.load_seconds: float | None = None
         #: how many pairs went through the model (tests and benchmarks count it)
         self.scored_count = 0
 
-    @property
-    def name(self) -> str:
-        return self.source.name
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    @property
-    def model(self) -> CrossEncoder:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
-
-    def load(self) -> Reranker:
-        """Load the model now (it loads on first use otherwise): to fail early, or to warm up."""
-        _ = self.model
-        return self
-
     def _load(self) -> CrossEncoder:
-        start = time.perf_counter()
-        local_only = self.source.kind != "hub"
+        local_only = self.source.local
         if not local_only:
             # Decide before importing torch whether the name can be loaded at all.
             local_only = _check_hub_model(self.source.location)
-        try:
-            from sentence_transformers import CrossEncoder
-        except ImportError as exc:  # pragma: no cover - a core dependency
-            raise ModelLoadError("sentence-transformers is not installed: pip install 'semsim[encoders]'.") from exc
+        module = sentence_transformers()
         logger.info("loading cross-encoder %s from %s (%s)", self.name, self.source.location, self.precision)
-        model_kwargs: dict[str, Any] = {}
-        if self.precision != "float32":
-            import torch
-
-            model_kwargs["dtype"] = getattr(torch, self.precision)
         try:
-            model: CrossEncoder = CrossEncoder(
+            model: CrossEncoder = module.CrossEncoder(
                 self.source.location,
                 device=self.device,
                 local_files_only=local_only,
                 max_length=self.max_length,
-                model_kwargs=model_kwargs or None,
+                model_kwargs=dtype_kwargs(self.precision),
             )
         except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
             hint = (
@@ -207,8 +175,6 @@ class Reranker:
                 "relevance score per pair (num_labels=1), such as an ms-marco or STS cross-encoder."
             )
         model.eval()
-        self.load_seconds = time.perf_counter() - start
-        logger.info("cross-encoder %s loaded in %.1f s", self.name, self.load_seconds)
         return model
 
     # scoring --------------------------------------------------------------------------------
@@ -337,8 +303,7 @@ def _check_hub_model(repo_id: str) -> bool:
     return False
 
 
-_rerankers: dict[tuple[str, str | None], Reranker] = {}
-_rerankers_lock = threading.Lock()
+_rerankers: SharedModels[Reranker] = SharedModels()
 
 
 def get_reranker(name: str | None = None, *, device: str | None = None) -> Reranker:
@@ -349,13 +314,7 @@ def get_reranker(name: str | None = None, *, device: str | None = None) -> Reran
     settings = get_settings()
     model = name or settings.cross_encoder
     dev = device if device is not None else settings.device
-    key = (resolve_model(model).name, dev)
-    with _rerankers_lock:
-        reranker = _rerankers.get(key)
-        if reranker is None:
-            reranker = Reranker(model, device=dev)
-            _rerankers[key] = reranker
-        return reranker
+    return _rerankers.get((resolve_model(model).name, dev), lambda: Reranker(model, device=dev))
 
 
 def search_and_rerank(

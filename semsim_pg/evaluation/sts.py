@@ -67,18 +67,15 @@ def bi_encoder_scores(encode: EncodeFn, pairs: Sequence[SentencePair]) -> dict[s
 
 
 def load_cross_encoder(path: str, *, device: str | None = None) -> CrossEncoder:
-    """A sentence-transformers CrossEncoder from a directory or name, offline for local paths."""
-    import os
+    """A sentence-transformers CrossEncoder from a directory (loaded without asking a hub) or a name."""
     from pathlib import Path
 
-    if Path(path).expanduser().is_dir():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from semsim_pg.loading import sentence_transformers
+
+    location = Path(path).expanduser()
+    module = sentence_transformers()
     try:
-        from sentence_transformers import CrossEncoder
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise ModelLoadError("sentence-transformers is not installed: pip install 'semsim[encoders]'.") from exc
-    try:
-        model: CrossEncoder = CrossEncoder(str(Path(path).expanduser()), device=device)
+        model: CrossEncoder = module.CrossEncoder(str(location), device=device, local_files_only=location.is_dir())
     except Exception as exc:  # disk, hub or weights: all mean "cannot load"
         raise ModelLoadError(
             f"Cannot load cross-encoder {path!r}: {exc}. Give the directory of a saved CrossEncoder, e.g. one made "

