@@ -16,6 +16,7 @@ import pytest
 from semsim_pg.errors import CollectionNotFound, InputFileError, InvalidInput, InvalidQuery
 from semsim_pg.evaluation.faq import evaluate_faq, recommend_threshold, threshold_sweep
 from semsim_pg.faq import (
+    DEFAULT_RERANK_THRESHOLD,
     DEFAULT_THRESHOLD,
     FAQEntry,
     FAQMatch,
@@ -122,6 +123,8 @@ def test_off_topic_question_gets_no_answer(faq: FAQMatcher) -> None:
 
 
 def test_threshold_override_per_call_and_setting(faq: FAQMatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    from semsim_pg.settings import Settings, configure, get_settings
+
     question = "how do I start a return"
     answer = faq.answer(question)
     assert answer.answered and answer.entry is not None and answer.entry.faq_id == "return-how"
@@ -129,11 +132,23 @@ def test_threshold_override_per_call_and_setting(faq: FAQMatcher, monkeypatch: p
     assert not faq.answer(question, threshold=answer.score + 0.01).answered
     assert faq.answer(question, threshold=answer.score).answered
     assert faq.answer("what is the capital of France", threshold=-1.0).answered
-    monkeypatch.setenv("SEMSIM_FAQ_THRESHOLD", "0.99")
-    assert resolve_threshold() == 0.99
-    assert not faq.answer(question).answered
-    assert faq.answer(question, threshold=0.5).answered  # per call beats the setting
-    assert resolve_threshold(reranked=True) != 0.99  # the cross-encoder's scale has its own setting
+    # The setting, through Settings (which is where SEMSIM_FAQ_THRESHOLD is read, and only there).
+    strict = answer.score + 0.01
+    assert Settings.from_env({"SEMSIM_FAQ_THRESHOLD": str(strict)}).faq_threshold == strict
+    saved = get_settings()
+    try:
+        configure(saved.replace(faq_threshold=strict, faq_rerank_threshold=None))
+        assert resolve_threshold() == strict
+        assert not faq.answer(question).answered
+        assert faq.answer(question, threshold=answer.score).answered  # per call beats the setting
+        assert resolve_threshold(reranked=True) == DEFAULT_RERANK_THRESHOLD  # the cross-encoder's has its own
+        configure(saved.replace(faq_threshold=None, faq_rerank_threshold=0.25))
+        assert resolve_threshold(reranked=True) == 0.25 and resolve_threshold() == DEFAULT_THRESHOLD
+        # The settings in force decide: a variable set after they were read is not a second source.
+        monkeypatch.setenv("SEMSIM_FAQ_THRESHOLD", str(strict))
+        assert resolve_threshold() == DEFAULT_THRESHOLD and faq.answer(question).answered
+    finally:
+        configure(saved)
 
 
 def test_matcher_default_threshold(faq: FAQMatcher) -> None:

@@ -14,12 +14,11 @@ the cross-encoder's score, on another scale, so each has its own default thresho
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from semsim_pg.errors import ConfigurationError, InvalidInput, InvalidQuery
+from semsim_pg.errors import InvalidInput, InvalidQuery
 from semsim_pg.settings import get_settings
 from semsim_pg.validation import check_k
 
@@ -48,8 +47,8 @@ C = TypeVar("C")
 
 #: Default confidence threshold on the bi-encoder's cosine similarity (all-MiniLM-L6-v2), chosen
 #: with `semsim eval faq` on the shipped FAQ set (semsim_pg/data/faq_*.tsv): the lowest value at
-#: which 90% of answered questions got the right entry. Override per call, or with
-#: SEMSIM_FAQ_THRESHOLD; measure your own FAQ with `semsim eval faq`.
+#: which 90% of answered questions got the right entry. Override per call, or with the
+#: ``faq_threshold`` setting (SEMSIM_FAQ_THRESHOLD); measure your own FAQ with `semsim eval faq`.
 DEFAULT_THRESHOLD = 0.55
 #: Default threshold on a cross-encoder's score (a sigmoid output in 0..1 for one-label models).
 DEFAULT_RERANK_THRESHOLD = 0.5
@@ -254,22 +253,16 @@ def decide(question: str, matches: Sequence[FAQMatch[E]], threshold: float) -> A
 def resolve_threshold(threshold: float | None = None, *, reranked: bool = False) -> float:
     """The threshold to use: the per-call one, else the setting, else the module default.
 
-    Settings: ``faq_threshold`` / ``SEMSIM_FAQ_THRESHOLD`` for bi-encoder similarity and
-    ``faq_rerank_threshold`` / ``SEMSIM_FAQ_RERANK_THRESHOLD`` for cross-encoder scores.
+    Settings (:class:`~semsim_pg.settings.Settings`, read from ``SEMSIM_FAQ_THRESHOLD`` and
+    ``SEMSIM_FAQ_RERANK_THRESHOLD`` like every other setting): ``faq_threshold`` for bi-encoder
+    similarity, ``faq_rerank_threshold`` for cross-encoder scores.
     """
     if threshold is not None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
             raise InvalidQuery(f"The threshold must be a number, got {threshold!r}.")
         return float(threshold)
-    name = "faq_rerank_threshold" if reranked else "faq_threshold"
-    configured = getattr(get_settings(), name, None)
-    if configured is None:
-        raw = os.environ.get(f"SEMSIM_{name.upper()}", "").strip()
-        if raw:
-            try:
-                configured = float(raw)
-            except ValueError:
-                raise ConfigurationError(f"SEMSIM_{name.upper()} must be a number, got {raw!r}.") from None
+    settings = get_settings()
+    configured = settings.faq_rerank_threshold if reranked else settings.faq_threshold
     if configured is None:
         return DEFAULT_RERANK_THRESHOLD if reranked else DEFAULT_THRESHOLD
     return float(configured)
