@@ -3,7 +3,7 @@
 For each model: its dimension (storage and index size grow with it), how long it takes to load,
 and how many sentences per second it encodes at a few batch sizes, all on the same texts so the
 figures compare. Machines are often shared: compare models within one run, not across runs
-(docs/PERFORMANCE.md), and use ``repeats`` to take the best of several passes.
+(README.md, "Performance"), and use ``repeats`` to take the best of several passes.
 """
 
 from __future__ import annotations
