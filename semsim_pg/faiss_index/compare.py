@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semsim_pg import queries
-from semsim_pg.db import connect, vector_connection
+from semsim_pg.db import connect
 from semsim_pg.errors import DimensionMismatch, InvalidInput
 from semsim_pg.faiss_index.format import check_manifest, load_faiss
 from semsim_pg.faiss_index.index import FaissIndex
-from semsim_pg.faiss_index.stream import Matrix
+from semsim_pg.faiss_index.stream import Matrix, sample_vectors
 from semsim_pg.progress import progress_bar
-from semsim_pg.sql import to_array
 
 if TYPE_CHECKING:
     from semsim_pg.store import Collection, DocumentStore
@@ -74,13 +73,10 @@ def sample_queries(
     coll = store.get_collection(collection)
     if n < 1:
         raise InvalidInput(f"--sample must be at least 1, got {n}.")
-    with connect(store.engine) as conn:
-        vector_connection(conn)
-        rows = conn.execute(queries.sample_embeddings(coll.id, coll.model_name, n, str(seed))).all()
-        conn.rollback()
-    if not rows:
+    vectors, ids = sample_vectors(store, coll, n, seed=str(seed))
+    if not ids:
         raise InvalidInput(f"Collection {coll.name!r} holds no vectors to sample queries from: ingest first.")
-    return np.stack([to_array(r[1]) for r in rows]), [str(r[0]) for r in rows]
+    return vectors, ids
 
 
 def compare(

@@ -17,7 +17,14 @@ from semsim_pg.sql import to_array
 if TYPE_CHECKING:
     from semsim_pg.store import Collection, DocumentStore
 
-__all__ = ["Matrix", "count_vectors", "normalised", "stream_vectors", "training_sample"]
+__all__ = [
+    "Matrix",
+    "count_vectors",
+    "normalised",
+    "sample_vectors",
+    "stream_vectors",
+    "training_sample",
+]
 
 Matrix = npt.NDArray[np.float32]
 
@@ -64,14 +71,21 @@ def normalised(vectors: Matrix) -> Matrix:
     return np.ascontiguousarray(vectors / norms, dtype=np.float32)
 
 
-def training_sample(store: DocumentStore, coll: Collection, size: int, normalise: bool) -> Matrix:
-    """A deterministic pseudo-random sample for k-means (ordered by a hash of the id, not by insertion)."""
+def sample_vectors(store: DocumentStore, coll: Collection, n: int, *, seed: str = "") -> tuple[Matrix, list[str]]:
+    """Up to ``n`` stored vectors and their external ids, in a pseudo-random order that a ``seed``
+    repeats (ordered by a hash of the id, not by insertion, so a sample spans the collection)."""
     with connect(store.engine) as conn:
         vector_connection(conn)
-        rows = conn.execute(queries.sample_embeddings(coll.id, coll.model_name, size)).all()
+        rows = conn.execute(queries.sample_embeddings(coll.id, coll.model_name, n, seed)).all()
         conn.rollback()
-    sample = np.stack([to_array(r[1]) for r in rows]) if rows else np.zeros((0, coll.dimension), np.float32)
-    return normalised(sample) if normalise else np.ascontiguousarray(sample, dtype=np.float32)
+    vectors = np.stack([to_array(r[1]) for r in rows]) if rows else np.zeros((0, coll.dimension), np.float32)
+    return np.ascontiguousarray(vectors, dtype=np.float32), [str(r[0]) for r in rows]
+
+
+def training_sample(store: DocumentStore, coll: Collection, size: int, normalise: bool) -> Matrix:
+    """A deterministic pseudo-random sample for k-means."""
+    sample, _ = sample_vectors(store, coll, size)
+    return normalised(sample) if normalise else sample
 
 
 def count_vectors(store: DocumentStore, coll: Collection) -> int:
