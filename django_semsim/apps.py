@@ -1,6 +1,8 @@
-"""App config: connects the per-model signal receivers and the system checks; nothing else.
+"""App config: connects the per-model signal receivers, the system checks and the per-connection
+search defaults; nothing else.
 
-No model is loaded and no query runs here (ARCHITECTURE.md decision 5).
+No model is loaded and no query runs here (ARCHITECTURE.md decision 5); the search defaults are
+set when a connection opens.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ class DjangoSemsimConfig(AppConfig):
     def ready(self) -> None:
         from django_semsim import checks  # noqa: F401  (registers the checks)
         from django_semsim.conf import reset_config
+        from django_semsim.session import connect_session_defaults
         from django_semsim.signals import connect_signals
 
         setting_changed.connect(_on_setting_changed, dispatch_uid="django_semsim.setting_changed")
         connect_signals()
         reset_config()
+        connect_session_defaults()
 
 
 def _on_setting_changed(setting: str, **kwargs: object) -> None:

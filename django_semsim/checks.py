@@ -29,12 +29,13 @@ from django.apps import apps
 from django.core import checks
 from django.db import DatabaseError, connections, models
 
+from django_semsim.conf import get_config, reset_config
+from django_semsim.models import TEXT_FIELD_TYPES, SemanticModel, companion_of, semantic_models
+from semsim_pg.db import MIN_PGVECTOR
 from semsim_pg.errors import ConfigurationError
 from semsim_pg.sql import METRICS
 
 __all__ = ["check_connection", "check_semantic_model"]
-
-MIN_PGVECTOR = (0, 8, 0)
 
 
 @checks.register(checks.Tags.compatibility)
@@ -48,8 +49,6 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 id="semsim.E001",
             )
         )
-    from django_semsim.conf import get_config, reset_config
-
     reset_config()
     try:
         get_config()
@@ -60,10 +59,19 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
     return errors
 
 
-def check_semantic_model(model: type[models.Model]) -> list[checks.CheckMessage]:
-    """Model-level checks, run by ``SemanticModel.check()``."""
-    from django_semsim.models import TEXT_FIELD_TYPES, SemanticModel
+@checks.register(checks.Tags.models)
+def check_semantic_models(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """:func:`check_semantic_model` for each semantic model (of ``app_configs`` when given)."""
+    labels = None if app_configs is None else {config.label for config in app_configs}
+    errors: list[checks.CheckMessage] = []
+    for model in semantic_models():
+        if labels is None or model._meta.app_label in labels:
+            errors.extend(check_semantic_model(model))
+    return errors
 
+
+def check_semantic_model(model: type[models.Model]) -> list[checks.CheckMessage]:
+    """Model-level checks of one semantic model."""
     if not issubclass(model, SemanticModel):
         return []
     errors: list[checks.CheckMessage] = []
@@ -195,7 +203,7 @@ def check_connection(connection: Any) -> list[checks.CheckMessage]:
     if _version(installed) < MIN_PGVECTOR:
         errors.append(
             checks.Error(
-                f"pgvector {installed} in database {connection.alias!r} is older than 0.8.0, which filtered "
+                f"pgvector {installed} in database {connection.alias!r} is older than {'.'.join(map(str, MIN_PGVECTOR))}, which filtered "
                 "searches need (iterative index scans).",
                 hint="Upgrade pgvector on the server, then run ALTER EXTENSION vector UPDATE;",
                 id="semsim.E009",
@@ -213,9 +221,6 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def _check_companions(connection: Any) -> list[checks.CheckMessage]:
-    from django_semsim.conf import get_config
-    from django_semsim.models import companion_of, semantic_models
-
     try:
         config = get_config()
     except ConfigurationError:

@@ -20,21 +20,20 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from django.core import checks
 from django.db import models
 from django.db.models import Func, TextField, Value
 from django.db.models.signals import class_prepared
 from pgvector.django import HnswIndex, VectorField
 
 from django_semsim.conf import get_config
-from django_semsim.query import SemanticManager, SemanticQuerySet
+from django_semsim.query import SemanticManager, SemanticQuerySet, companion_model
 from semsim_pg.encoder import text_hash
 from semsim_pg.sql import METRICS
 
 if TYPE_CHECKING:
     from django.db.models.expressions import Combinable
 
-__all__ = ["TEXT_FIELD_TYPES", "EmbeddingModel", "SemanticModel", "TextHash", "companion_of", "semantic_models"]
+__all__ = ["TEXT_FIELD_TYPES", "EmbeddingModel", "SemanticModel", "companion_of", "semantic_models"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +57,6 @@ class EmbeddingModel(models.Model):
         return f"{self.name} ({self.dimension}d)"
 
 
-class TextHash(Func):
-    """SQL sha256 hex of a text: equal to :func:`semsim_pg.encoder.text_hash` of the same text."""
-
-    template = "encode(sha256(convert_to(%(expressions)s, 'UTF8')), 'hex')"
-    output_field = models.CharField()
-
-
 class SemanticModel(models.Model):
     """Abstract base: declare ``semantic_fields`` (or override ``semantic_text``) to get semantic search.
 
@@ -80,6 +72,9 @@ class SemanticModel(models.Model):
     semantic_auto_update: ClassVar[bool] = True
     #: distance used by the companion's HNSW index and by semantic_search (see semsim_pg.sql.METRICS)
     semantic_metric: ClassVar[str] = "cosine"
+    #: "app_label.model_name" that names the companion's index and constraint (default: the model's
+    #: own); a model moved to another app keeps its old one so existing databases need no rename
+    semantic_index_label: ClassVar[str | None] = None
     #: the generated companion model (set when the concrete class is prepared)
     semsim_companion: ClassVar[type[models.Model]]
 
@@ -147,16 +142,6 @@ class SemanticModel(models.Model):
             values.append(value)
         return tuple(values)
 
-    # checks ------------------------------------------------------------------------------
-    @classmethod
-    def check(cls, **kwargs: Any) -> list[checks.CheckMessage]:
-        errors: list[checks.CheckMessage] = super().check(**kwargs)
-        if not cls._meta.abstract:
-            from django_semsim.checks import check_semantic_model
-
-            errors.extend(check_semantic_model(cls))
-        return errors
-
 
 def semantic_models() -> list[type[SemanticModel]]:
     """Every installed concrete semantic model (that has a companion)."""
@@ -167,11 +152,7 @@ def semantic_models() -> list[type[SemanticModel]]:
 
 def companion_of(model: type[models.Model]) -> type[models.Model]:
     """The companion of a semantic model (a proxy uses its concrete model's)."""
-    concrete = model._meta.concrete_model or model
-    try:
-        return concrete.__dict__["semsim_companion"]  # type: ignore[no-any-return]
-    except KeyError:
-        raise TypeError(f"{model._meta.label} is not a concrete SemanticModel subclass.") from None
+    return companion_model(model._meta.concrete_model or model)
 
 
 def _short_hash(*parts: str) -> str:
@@ -184,7 +165,7 @@ def _make_companion(source: type[SemanticModel]) -> type[models.Model]:
     opts = source._meta
     metric = METRICS.get(source.semantic_metric)
     opclass = metric.opclass if metric is not None else "vector_cosine_ops"  # a bad metric is reported by a check
-    tag = _short_hash(opts.app_label, opts.model_name)
+    tag = _short_hash(*(source.semantic_index_label or opts.label_lower).split("."))
     meta = type(
         "Meta",
         (),
@@ -239,8 +220,3 @@ def _on_class_prepared(sender: type[models.Model], **kwargs: Any) -> None:
 
 
 class_prepared.connect(_on_class_prepared, dispatch_uid="django_semsim.companion")
-
-
-# The FAQ's models live in their own module; imported here (after the companion hook is connected)
-# so that Django registers them with this app.
-from django_semsim.faq import FAQ, FAQPhrasing  # noqa: E402, F401

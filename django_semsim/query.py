@@ -4,41 +4,30 @@
 ``FilteredRelation`` (this encoder model's rows that have a vector), annotate ``distance`` and
 ``similarity``, order by the distance and, given ``k``, take the first k rows: PostgreSQL answers
 ``ORDER BY embedding <=> q LIMIT k`` from the companion's HNSW index, with the queryset's own
-filters in the same statement. A selective filter still returns k rows because the statement runs
-with ``hnsw.iterative_scan`` set: the search parameters are set with ``set_config(..., true)``
-(transaction-scoped) right before the statement, inside a transaction opened for it when none is
-open. They never outlive the transaction: in autocommit mode nothing else sees them; inside the
-caller's own transaction they also apply to its later statements (each search sets its own).
-
-The query vector travels as a text literal cast to ``vector(n)``: PERFORMANCE.md measured it 17
-times faster than a binary NumPy parameter.
+filters in the same statement. A selective filter still returns k rows because pgvector's
+iterative index scan is on: the configured search parameters are set once per connection, and
+a search with other values gets them for its own statement only (:mod:`django_semsim.session`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
-from django.db import models, transaction
-from django.db.models import Exists, F, FilteredRelation, FloatField, Func, Q, Subquery
+from django.db import models
+from django.db.models import Exists, F, FilteredRelation, Q, Subquery
 from django.db.models.expressions import Expression
 from django.db.models.query import QuerySet
-from django.db.models.sql import Query
-from django.db.models.sql.constants import MULTI
 from pgvector.django import VectorField
 
-from semsim_pg.errors import DimensionMismatch, InvalidQuery
-from semsim_pg.settings import ITERATIVE_SCAN_MODES
-from semsim_pg.sql import METRICS, vector_literal
+from django_semsim.encoding import resolve_reranker
+from django_semsim.expressions import MetricDistance, QueryVector, max_distance, similarity_of
+from django_semsim.session import search_marker, search_parameters
+from semsim_pg.errors import InvalidQuery
 
-if TYPE_CHECKING:
-    from django.db.backends.base.base import BaseDatabaseWrapper
-    from django.db.models.sql.compiler import SQLCompiler
-
-__all__ = ["Distance", "QueryVector", "SemanticManager", "SemanticQuery", "SemanticQuerySet", "search_settings"]
+__all__ = ["SemanticManager", "SemanticQuerySet"]
 
 _M = TypeVar("_M", bound=models.Model)
 
@@ -46,145 +35,25 @@ _M = TypeVar("_M", bound=models.Model)
 COMPANION_ALIAS = "_semsim_vector"
 
 
-class QueryVector(Expression):
-    """A query as ``%s::vector(n)`` with a text parameter; a text is encoded when the SQL is built."""
+class _SearchDistance(MetricDistance):
+    """The distance a search orders by; its SQL carries the search's pgvector parameters as a comment
+    that the connection's execute wrapper reads (:mod:`django_semsim.session`)."""
 
-    def __init__(
-        self,
-        query: str | Sequence[float] | np.ndarray[Any, Any],
-        *,
-        dimensions: int,
-        model: str,
-    ) -> None:
-        super().__init__(output_field=VectorField(dimensions=dimensions))
-        self.dimensions = dimensions
-        self.model = model
-        self.text: str | None = None
-        self.literal: str | None = None
-        if isinstance(query, str):
-            if not query.strip():
-                raise InvalidQuery(f"The search query is empty: got {query!r}. Give a text with at least one word.")
-            self.text = query
-        else:
-            array = np.asarray(query, dtype=np.float32).ravel()
-            if array.shape[0] != dimensions:
-                raise DimensionMismatch(
-                    f"The query vector has {array.shape[0]} dimensions; the vectors of model {model!r} have "
-                    f"{dimensions}. Encode the query with the same model, or pass the text instead."
-                )
-            if not np.isfinite(array).all():
-                raise InvalidQuery("The query vector holds NaN or infinite values.")
-            self.literal = vector_literal(array)
-        # Expression identity (used when querysets are compared or cached) must be hashable.
-        self._constructor_args = (
-            (self.text if self.text is not None else self.literal,),
-            {"dimensions": dimensions, "model": model},
-        )
+    def __init__(self, expression: Any, vector: Any, *, metric: str, params: dict[str, str]) -> None:
+        super().__init__(expression, vector, metric=metric)
+        self.params = params
 
-    def vector_literal(self) -> str:
-        if self.literal is None:
-            from django_semsim.sync import get_model_encoder
-
-            assert self.text is not None
-            # encode_query has an LRU cache: count() then iteration encode the text once
-            self.literal = vector_literal(get_model_encoder().encode_query(self.text))
-        return self.literal
-
-    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any) -> tuple[str, list[Any]]:
-        return f"%s::vector({int(self.dimensions)})", [self.vector_literal()]
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        sql, params = super().as_sql(compiler, connection, **extra)
+        return f"{sql} {search_marker(self.params)}", params
 
 
-class Distance(Func):
-    """``lhs <op> rhs`` for a metric of :data:`semsim_pg.sql.METRICS` (the operator joins the two arguments)."""
-
-    function = ""
-    output_field = FloatField()
-
-    def __init__(self, expression: Any, vector: Any, *, metric: str = "cosine") -> None:
-        try:
-            self.arg_joiner = f" {METRICS[metric].operator} "
-        except KeyError:
-            raise InvalidQuery(f"Unknown metric {metric!r}; use one of {', '.join(METRICS)}.") from None
-        self.metric = metric
-        super().__init__(expression, vector)
-
-
-def _similarity(distance: Any, metric: str) -> Func:
-    template = METRICS[metric].similarity_sql.format(d="(%(expressions)s)")
-    return Func(distance, template=template, output_field=FloatField())
-
-
-def _max_distance(min_similarity: float, metric: str) -> float | None:
-    """The distance bound equivalent to ``similarity >= min_similarity`` (None: no bound)."""
-    if metric == "cosine":
-        return 1.0 - min_similarity
-    if metric == "inner_product":
-        return -min_similarity
-    if min_similarity <= 0:  # l2, l1: similarity = 1 / (1 + d) is always > 0
-        return None
-    return 1.0 / min_similarity - 1.0
-
-
-@contextmanager
-def search_settings(connection: BaseDatabaseWrapper, params: dict[str, str] | None) -> Iterator[None]:
-    """Run the enclosed statements with transaction-scoped pgvector settings.
-
-    ``set_config(name, value, true)`` lasts until the end of the transaction, so a transaction is
-    opened when none is (``atomic(savepoint=False)`` adds no statement inside an existing one).
-    """
-    if not params or getattr(connection, "_semsim_settings_active", False):
-        yield
-        return
-    with transaction.atomic(using=connection.alias, savepoint=False):
-        with connection.cursor() as cursor:
-            calls = ", ".join("set_config(%s, %s, true)" for _ in params)
-            cursor.execute(f"SELECT {calls}", [item for pair in params.items() for item in pair])
-        connection._semsim_settings_active = True
-        try:
-            yield
-        finally:
-            connection._semsim_settings_active = False
-
-
-_compilers: dict[type[Any], type[Any]] = {}
-
-
-def _compiler_with_settings(base: type[SQLCompiler]) -> type[SQLCompiler]:
-    """``base`` (the backend's SQLCompiler) with execute_sql wrapped in :func:`search_settings`, cached."""
-    if base in _compilers:
-        return _compilers[base]
-
-    class SemanticSQLCompiler(base):
-        def execute_sql(self, result_type: Any = MULTI, *args: Any, **kwargs: Any) -> Any:
-            with search_settings(self.connection, self.query.semsim_params):
-                result = super().execute_sql(result_type, *args, **kwargs)
-                if result_type == MULTI and result is not None and not isinstance(result, list):
-                    # chunked reads (iterator()) must be read before the transaction ends
-                    result = list(result)
-                return result
-
-    SemanticSQLCompiler.__name__ = SemanticSQLCompiler.__qualname__ = f"Semantic{base.__name__}"
-    _compilers[base] = SemanticSQLCompiler
-    return SemanticSQLCompiler
-
-
-class SemanticQuery(Query):
-    """A ``Query`` that carries pgvector search settings to the statements that run it."""
-
-    semsim_params: dict[str, str] | None = None
-
-    def get_compiler(self, using: str | None = None, connection: Any = None, elide_empty: bool = True) -> Any:
-        compiler = super().get_compiler(using, connection, elide_empty)
-        if self.semsim_params and self.compiler == "SQLCompiler":
-            compiler.__class__ = _compiler_with_settings(type(compiler))
-        return compiler
-
-    def get_aggregation(self, using: str, aggregate_exprs: Any) -> Any:
-        # count() and aggregate() run an outer query of another class around this one
-        from django.db import connections
-
-        with search_settings(connections[using], self.semsim_params):
-            return super().get_aggregation(using, aggregate_exprs)
+def companion_model(model: type[models.Model]) -> type[models.Model]:
+    """The companion of a semantic model, through its public relation ``semsim_embeddings``."""
+    try:
+        return model._meta.get_field("semsim_embeddings").related_model  # type: ignore[no-any-return]
+    except Exception:
+        raise TypeError(f"{model._meta.label} is not a SemanticModel with a companion.") from None
 
 
 class SemanticQuerySet(QuerySet[_M], Generic[_M]):
@@ -194,10 +63,13 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         super().__init__(*args, **kwargs)
         #: the k of the last semantic_search, whose LIMIT later filter() calls may lift and restore
         self._semsim_k: int | None = None
+        #: True once semantic_search()/similar_to() was applied (a queryset holds one search)
+        self._semsim_searched = False
 
     def _clone(self) -> SemanticQuerySet[_M]:
         clone = super()._clone()
         clone._semsim_k = self._semsim_k
+        clone._semsim_searched = self._semsim_searched
         return clone  # type: ignore[no-any-return]
 
     def _filter_or_exclude(self, negate: bool, args: Any, kwargs: Any) -> SemanticQuerySet[_M]:
@@ -259,13 +131,12 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         no vector yet gives an empty result.
         """
         from django_semsim.conf import get_config
-        from django_semsim.models import companion_of
 
         pk = obj_or_pk.pk if isinstance(obj_or_pk, models.Model) else obj_or_pk
         if pk is None:
             raise InvalidQuery("similar_to() needs a saved object or a primary key; got an object without a pk.")
         config = get_config()
-        companion = companion_of(self.model)
+        companion = companion_model(self.model)
         own = companion._base_manager.filter(source_id=pk, model_id=config.model_name, embedding__isnull=False)
         vector = Subquery(own.values("embedding")[:1], output_field=VectorField(dimensions=config.dimensions))
         # an uncorrelated EXISTS is a one-time filter: no vector, no index scan, no rows
@@ -289,35 +160,30 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         config = get_config()
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise InvalidQuery(f"k must be a whole number >= 1 or None, got {k!r}.")
-        ef = config.ef_search if ef_search is None else ef_search
-        if isinstance(ef, bool) or not isinstance(ef, int) or not 1 <= ef <= 1000:
-            raise InvalidQuery(f"ef_search must be a whole number between 1 and 1000, got {ef!r}.")
-        mode = config.iterative_scan if iterative_scan is None else iterative_scan
-        if mode not in ITERATIVE_SCAN_MODES:
-            raise InvalidQuery(f"iterative_scan must be one of {', '.join(ITERATIVE_SCAN_MODES)}, got {mode!r}.")
+        params = search_parameters(ef_search, iterative_scan)
         if min_similarity is not None and not (
             isinstance(min_similarity, int | float) and math.isfinite(min_similarity)
         ):
             raise InvalidQuery(f"min_similarity must be a number, got {min_similarity!r}.")
         if self.query.is_sliced:
             raise TypeError("Call semantic_search()/similar_to() before slicing the queryset.")
-        if COMPANION_ALIAS in self.query.annotations or COMPANION_ALIAS in self.query._filtered_relations:
+        if self._semsim_searched:
             raise TypeError("A queryset can hold one semantic search: start again from the manager.")
         metric = getattr(self.model, "semantic_metric", "cosine")
         condition = Q(semsim_embeddings__model=config.model_name)
         qs = self.alias(**{COMPANION_ALIAS: FilteredRelation("semsim_embeddings", condition=condition)})
         # a non-null filter on the joined row makes the join INNER: rows without a vector drop out
         qs = qs.filter(**{f"{COMPANION_ALIAS}__embedding__isnull": False})
-        qs = qs.annotate(distance=Distance(F(f"{COMPANION_ALIAS}__embedding"), vector, metric=metric))
-        qs = qs.annotate(similarity=_similarity(F("distance"), metric))
+        distance = _SearchDistance(F(f"{COMPANION_ALIAS}__embedding"), vector, metric=metric, params=params)
+        qs = qs.annotate(distance=distance)
+        qs = qs.annotate(similarity=similarity_of(F("distance"), metric))
         if min_similarity is not None:
-            bound = _max_distance(float(min_similarity), metric)
+            bound = max_distance(float(min_similarity), metric)
             if bound is not None:
                 # applied next to ORDER BY ... LIMIT, never alone, so the index still serves the order
                 qs = qs.filter(distance__lte=bound)
         qs = qs.order_by("distance")
-        qs.query = qs.query.chain(klass=SemanticQuery)
-        qs.query.semsim_params = {"hnsw.ef_search": str(ef), "hnsw.iterative_scan": mode}
+        qs._semsim_searched = True
         if k is not None:
             qs = qs[:k]
             qs._semsim_k = k
@@ -338,9 +204,10 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         gets ``rerank_score`` and ``rerank_original_rank``. ``reranker``: a Reranker, a model name
         or directory, or None for SEMSIM["CROSS_ENCODER"] (else the core's SEMSIM_CROSS_ENCODER).
         """
-        from django_semsim.faq import resolve_reranker
 
         model = resolve_reranker(True if reranker is None else reranker)
+        if model is None:
+            raise InvalidQuery("rerank() needs a cross-encoder: pass reranker=, or set SEMSIM['CROSS_ENCODER'].")
         if candidates is not None and (
             isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
         ):

@@ -30,44 +30,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, Subquery
 from django.db.models.sql import Query
 
 from django_semsim.conf import get_config
-from django_semsim.models import SemanticModel, TextHash, companion_of
+from django_semsim.encoding import get_model_encoder
+from django_semsim.expressions import TextHash
+from django_semsim.models import EmbeddingModel, SemanticModel, companion_of
 from semsim_pg.encoder import text_hash
 from semsim_pg.sql import vector_literal
 
 if TYPE_CHECKING:
     from semsim_pg.encoder import Encoder
 
-__all__ = [
-    "DrainResult",
-    "ModelStatus",
-    "add_placeholders",
-    "drain",
-    "drain_batch",
-    "enqueue",
-    "get_model_encoder",
-    "mark_all_stale",
-    "model_status",
-    "remove_other_models",
-]
+__all__ = ["DrainResult", "add_placeholders", "drain", "drain_batch", "enqueue", "flush"]
 
 logger = logging.getLogger(__name__)
-
-
-def get_model_encoder() -> Encoder:
-    """The process-wide encoder of ``SEMSIM['MODEL']`` (the core's, shared with semsim_pg)."""
-    from semsim_pg.encoder import get_encoder
-
-    config = get_config()
-    return get_encoder(config.model, device=config.device)
 
 
 @dataclass
@@ -101,8 +85,6 @@ class _Tables:
     companion_pk: str
     source_fk: str
     model_col: str
-    text_sql: str | None
-    text_params: tuple[Any, ...]
     hash_sql: str | None
     hash_params: tuple[Any, ...]
 
@@ -111,12 +93,10 @@ def _tables(model: type[SemanticModel], connection: Any) -> _Tables:
     quote = connection.ops.quote_name
     companion = companion_of(model)
     copts, sopts = companion._meta, model._meta
-    text_sql = hash_sql = None
-    text_params: tuple[Any, ...] = ()
+    hash_sql = None
     hash_params: tuple[Any, ...] = ()
     expression = model.semantic_text_expression()
     if expression is not None:
-        text_sql, text_params = _compile(model, expression, connection)
         hash_sql, hash_params = _compile(model, TextHash(expression), connection)
     return _Tables(
         source=quote(sopts.db_table),
@@ -125,8 +105,6 @@ def _tables(model: type[SemanticModel], connection: Any) -> _Tables:
         companion_pk=quote(copts.pk.column),
         source_fk=quote(copts.get_field("source").column),
         model_col=quote(copts.get_field("model").column),
-        text_sql=text_sql,
-        text_params=text_params,
         hash_sql=hash_sql,
         hash_params=hash_params,
     )
@@ -141,22 +119,18 @@ def _compile(model: type[models.Model], expression: Any, connection: Any) -> tup
 
 
 def _ensure_model_row(using: str) -> None:
-    from django_semsim.models import EmbeddingModel
-
     config = get_config()
-    quote = connections[using].ops.quote_name
-    with connections[using].cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(EmbeddingModel._meta.db_table)} (name, dimension, created_at) "
-            "VALUES (%s, %s, now()) ON CONFLICT (name) DO NOTHING",
-            [config.model_name, config.dimensions],
-        )
+    row = EmbeddingModel(name=config.model_name, dimension=config.dimensions)
+    EmbeddingModel.objects.using(using).bulk_create([row], ignore_conflicts=True)
 
 
 def add_placeholders(
     model: type[SemanticModel], *, using: str = DEFAULT_DB_ALIAS, pks: Sequence[Any] | None = None
 ) -> int:
-    """Give every source row (or those in ``pks``) a companion row for the configured model."""
+    """Give every source row (or those in ``pks``) a companion row for the configured model.
+
+    Written in SQL: the ORM has no ``INSERT ... SELECT`` (bulk_create would pull every key into Python).
+    """
     config = get_config()
     t = _tables(model, connections[using])
     restrict = f" AND {t.source_pk} = ANY(%s)" if pks is not None else ""
@@ -193,7 +167,7 @@ def drain_batch(
     t = _tables(model, connection)
     with transaction.atomic(using=using):
         if t.hash_sql is not None:
-            claimed = _claim_sql(t, config.model_name, size, pks, connection)
+            claimed = _claim_sql(model, config.model_name, size, pks, using)
         else:
             claimed = _claim_python(model, t, config.model_name, size, pks, using)
         result.claimed = len(claimed)
@@ -220,46 +194,45 @@ def drain_batch(
 
 
 def _claim_sql(
-    t: _Tables, model_name: str, size: int, pks: Sequence[Any] | None, connection: Any
+    model: type[SemanticModel], model_name: str, size: int, pks: Sequence[Any] | None, using: str
 ) -> list[tuple[Any, Any, str]]:
-    restrict = f" AND e.{t.source_fk} = ANY(%s)" if pks is not None else ""
-    sql = (
-        f"SELECT e.{t.companion_pk}, e.{t.source_fk}, {t.text_sql} "
-        f"FROM {t.companion} e JOIN {t.source} ON {t.source_pk} = e.{t.source_fk} "
-        f"WHERE e.{t.model_col} = %s AND (e.embedding IS NULL OR e.text_hash IS DISTINCT FROM {t.hash_sql}){restrict} "
-        f"ORDER BY e.{t.companion_pk} LIMIT %s FOR UPDATE OF e SKIP LOCKED"
+    """Lock up to ``size`` stale companion rows (``FOR UPDATE OF`` the companion ``SKIP LOCKED``).
+
+    Stale: no vector, or no source row whose current text hash equals the stored one (a NOT EXISTS
+    that PostgreSQL runs as an anti-join). The text is read for the claimed rows only.
+    """
+    expression = model.semantic_text_expression()
+    sources = model._base_manager.using(using).filter(pk=OuterRef("source_id"))
+    current = sources.alias(_hash=TextHash(expression)).filter(_hash=OuterRef("text_hash"))
+    claim = (
+        companion_of(model)
+        ._base_manager.using(using)
+        .filter(model_id=model_name)
+        .filter(Q(embedding__isnull=True) | ~Exists(current))
     )
-    params: list[Any] = [*t.text_params, model_name, *t.hash_params]
     if pks is not None:
-        params.append(list(pks))
-    params.append(size)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(cid, spk, text) for cid, spk, text in cursor.fetchall()]
+        claim = claim.filter(source_id__in=list(pks))
+    claim = claim.annotate(_text=Subquery(sources.annotate(_t=expression).values("_t")[:1]))
+    rows = claim.order_by("pk").select_for_update(skip_locked=True, of=("self",))
+    return list(rows.values_list("pk", "source_id", "_text")[:size])
 
 
 def _claim_python(
     model: type[SemanticModel], t: _Tables, model_name: str, size: int, pks: Sequence[Any] | None, using: str
 ) -> list[tuple[Any, Any, str]]:
     """Scan companion rows in key order, locking them, until ``size`` stale ones are found."""
-    connection = connections[using]
-    restrict = f" AND e.{t.source_fk} = ANY(%s)" if pks is not None else ""
-    sql = (
-        f"SELECT e.{t.companion_pk}, e.{t.source_fk}, e.text_hash, e.embedding IS NULL FROM {t.companion} e "
-        f"WHERE e.{t.model_col} = %s AND e.{t.companion_pk} > %s{restrict} "
-        f"ORDER BY e.{t.companion_pk} LIMIT %s FOR UPDATE OF e SKIP LOCKED"
-    )
+    companions = companion_of(model)._base_manager.using(using).filter(model_id=model_name)
+    if pks is not None:
+        companions = companions.filter(source_id__in=list(pks))
+    companions = companions.annotate(
+        _no_vector=ExpressionWrapper(Q(embedding__isnull=True), output_field=BooleanField())
+    ).order_by("pk")
     claimed: list[tuple[Any, Any, str]] = []
     last = -1
     page = max(size, 500)
     while len(claimed) < size:
-        params: list[Any] = [model_name, last]
-        if pks is not None:
-            params.append(list(pks))
-        params.append(page)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
+        locked = companions.filter(pk__gt=last).select_for_update(skip_locked=True, of=("self",))
+        rows = list(locked.values_list("pk", "source_id", "text_hash", "_no_vector")[:page])
         if not rows:
             break
         last = rows[-1][0]
@@ -285,6 +258,7 @@ def _still_current_python(
 ) -> list[tuple[Any, str, str]]:
     """Compare-and-set for Python-only text: share-lock the sources, recompute, keep the unchanged."""
     source_pks = [spk for _, spk, _ in claimed]
+    # FOR SHARE: the ORM's select_for_update() has no share lock (no_key=True is still exclusive)
     with connections[using].cursor() as cursor:
         cursor.execute(f"SELECT 1 FROM {t.source} WHERE {t.source_pk} = ANY(%s) FOR SHARE", [source_pks])
     objects = model._base_manager.using(using).in_bulk(source_pks)
@@ -297,6 +271,8 @@ def _still_current_python(
 
 
 def _write(t: _Tables, rows: list[tuple[Any, str, str]], dimensions: int, connection: Any) -> list[Any]:
+    """One compare-and-set ``UPDATE ... FROM unnest(...)`` for the batch: the ORM's bulk_update()
+    can neither join the source row for the hash check nor return the rows it wrote."""
     if not rows:
         return []
     check = f" AND {t.source_pk} = e.{t.source_fk} AND {t.hash_sql} = v.h" if t.hash_sql is not None else ""
@@ -351,95 +327,6 @@ def drain(
     return total
 
 
-def mark_all_stale(model: type[SemanticModel], *, using: str = DEFAULT_DB_ALIAS) -> int:
-    """Forget which text every vector came from (vectors stay searchable) so that all are re-encoded."""
-    config = get_config()
-    t = _tables(model, connections[using])
-    with connections[using].cursor() as cursor:
-        cursor.execute(f"UPDATE {t.companion} SET text_hash = NULL WHERE {t.model_col} = %s", [config.model_name])
-        return int(cursor.rowcount)
-
-
-def remove_other_models(model: type[SemanticModel], *, using: str = DEFAULT_DB_ALIAS) -> int:
-    """Delete vectors made by encoder models other than the configured one."""
-    config = get_config()
-    t = _tables(model, connections[using])
-    with connections[using].cursor() as cursor:
-        cursor.execute(f"DELETE FROM {t.companion} WHERE {t.model_col} <> %s", [config.model_name])
-        return int(cursor.rowcount)
-
-
-@dataclass
-class ModelStatus:
-    label: str
-    model_name: str
-    rows: int
-    current: int
-    stale: int
-    missing: int
-    other_models: dict[str, int]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.label,
-            "encoder": self.model_name,
-            "rows": self.rows,
-            "current": self.current,
-            "stale": self.stale,
-            "missing": self.missing,
-            "other_models": self.other_models,
-        }
-
-
-def model_status(model: type[SemanticModel], *, using: str = DEFAULT_DB_ALIAS) -> ModelStatus:
-    """Rows, current, stale (older vector) and missing (no vector) for the configured encoder model."""
-    config = get_config()
-    connection = connections[using]
-    t = _tables(model, connection)
-    join = f"FROM {t.source} LEFT JOIN {t.companion} e ON e.{t.source_fk} = {t.source_pk} AND e.{t.model_col} = %s"
-    with connection.cursor() as cursor:
-        if t.hash_sql is not None:
-            cursor.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE e.embedding IS NOT NULL AND e.text_hash = {t.hash_sql}), "
-                f"count(*) FILTER (WHERE e.embedding IS NULL) {join}",
-                [*t.hash_params, config.model_name],
-            )
-            rows, current, missing = cursor.fetchone()
-        else:
-            rows, current, missing = _status_python(model, t, join, config.model_name, using)
-        cursor.execute(
-            f"SELECT {t.model_col}, count(*) FROM {t.companion} WHERE {t.model_col} <> %s GROUP BY 1 ORDER BY 1",
-            [config.model_name],
-        )
-        others = {name: int(n) for name, n in cursor.fetchall()}
-    return ModelStatus(
-        model._meta.label,
-        config.model_name,
-        int(rows),
-        int(current),
-        int(rows - current - missing),
-        int(missing),
-        others,
-    )
-
-
-def _status_python(
-    model: type[SemanticModel], t: _Tables, join: str, model_name: str, using: str
-) -> tuple[int, int, int]:
-    rows = current = missing = 0
-    with connections[using].cursor() as cursor:
-        cursor.execute(f"SELECT {t.source_pk}, e.text_hash, e.embedding IS NULL {join}", [model_name])
-        stored = {spk: (h, none) for spk, h, none in cursor.fetchall()}
-    for obj in model._base_manager.using(using).iterator(chunk_size=2000):
-        rows += 1
-        h, no_vector = stored.get(obj.pk, (None, True))
-        if no_vector:
-            missing += 1
-        elif h == obj.semantic_text_hash():
-            current += 1
-    return rows, current, missing
-
-
 # immediate mode: batch what a transaction changed, drain after it commits --------------------
 _local = threading.local()
 
@@ -473,29 +360,3 @@ def flush(using: str = DEFAULT_DB_ALIAS) -> list[DrainResult]:
                 model._meta.label,
             )
     return results
-
-
-def iter_models(labels: Iterable[str] | None = None) -> list[type[SemanticModel]]:
-    """Semantic models by ``app_label.ModelName`` (all of them when no label is given)."""
-    from django.apps import apps
-
-    from django_semsim.models import semantic_models
-
-    everything = semantic_models()
-    if not labels:
-        return everything
-    chosen = []
-    for label in labels:
-        try:
-            model = apps.get_model(label)
-        except (LookupError, ValueError):
-            from semsim_pg.errors import InvalidInput
-
-            raise InvalidInput(f"No model {label!r}: give app_label.ModelName, e.g. articles.Article.") from None
-        if model not in everything:
-            from semsim_pg.errors import InvalidInput
-
-            names = ", ".join(m._meta.label for m in everything) or "none"
-            raise InvalidInput(f"{label} is not a semantic model (semantic models: {names}).")
-        chosen.append(model)
-    return chosen

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.postgres",
     "django_semsim",
+    "django_semsim.faq",
     "tests.djangoapp",
 ]
 DATABASES = {"default": database_config(os.environ.get("SEMSIM_TEST_DATABASE_URL") or None)}

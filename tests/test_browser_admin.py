@@ -17,7 +17,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import override_settings
 
-from django_semsim.faq import FAQ
+from django_semsim.faq.models import FAQ
 from tests.test_django_faq_admin import ADMIN_SETTINGS, create_admin_log_table, drop_admin_log_table
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -85,7 +85,7 @@ def test_admin_login_add_try_import(live_admin: str, browser: Any, tmp_path: Pat
     from selenium.webdriver.common.by import By
 
     # log in
-    browser.get(f"{live_admin}/admin/login/?next=/admin/django_semsim/faq/")
+    browser.get(f"{live_admin}/admin/login/?next=/admin/semsim_faq/faq/")
     browser.find_element(By.NAME, "username").send_keys("boss")
     browser.find_element(By.NAME, "password").send_keys("secret-pw")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
@@ -93,7 +93,7 @@ def test_admin_login_add_try_import(live_admin: str, browser: Any, tmp_path: Pat
     assert "Select FAQ to change" in browser.title, browser.page_source[:500]
 
     # add an FAQ with an alternative phrasing (the inline)
-    browser.get(f"{live_admin}/admin/django_semsim/faq/add/")
+    browser.get(f"{live_admin}/admin/semsim_faq/faq/add/")
     browser.find_element(By.NAME, "question").send_keys("How do I return an item?")
     browser.find_element(By.NAME, "answer").send_keys("Start a return from Your orders within 30 days.")
     browser.find_element(By.NAME, "category").send_keys("orders")
@@ -121,7 +121,7 @@ def test_admin_login_add_try_import(live_admin: str, browser: Any, tmp_path: Pat
         "pay,Which payment methods do you accept?,Cards and PayPal.,payments,\n",
         encoding="utf-8",
     )
-    browser.get(f"{live_admin}/admin/django_semsim/faq/")
+    browser.get(f"{live_admin}/admin/semsim_faq/faq/")
     browser.find_element(By.ID, "faq-import-link").click()
     browser.find_element(By.NAME, "file").send_keys(str(csv_path))
     browser.find_element(By.ID, "import-submit").click()
@@ -130,5 +130,5 @@ def test_admin_login_add_try_import(live_admin: str, browser: Any, tmp_path: Pat
     assert FAQ.objects.count() == 3
 
     # and the imported entry is found by its alternative phrasing
-    browser.get(f"{live_admin}/admin/django_semsim/faq/try/?question=when+does+my+parcel+arrive&k=3")
+    browser.get(f"{live_admin}/admin/semsim_faq/faq/try/?question=when+does+my+parcel+arrive&k=3")
     assert "How long does shipping take?" in browser.find_element(By.CSS_SELECTOR, "#matches tr.match").text

@@ -11,7 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from django_semsim.faq import FAQ, FAQPhrasing, export_csv, near_duplicates, read_entries
+from django_semsim.faq.duplicates import near_duplicates
+from django_semsim.faq.io import export_csv, read_entries
+from django_semsim.faq.models import FAQ, FAQPhrasing
 from semsim_pg.errors import InputFileError, InvalidQuery, ModelLoadError
 from semsim_pg.faq import DEFAULT_THRESHOLD
 from semsim_pg.rerank import Reranker
@@ -316,6 +318,69 @@ def test_malformed_import_reports_the_line_and_imports_nothing(
     assert FAQ.objects.count() == 0
     with pytest.raises(InputFileError):
         read_entries(path)
+
+
+FORMULAS = {
+    '=HYPERLINK("http://evil.example","click")': "'=HYPERLINK",
+    "+1+cmd|' /C calc'!A0": "'+1+cmd",
+    "-2+3": "'-2+3",
+    "@SUM(A1:A2)": "'@SUM",
+    "'=already quoted": "''=already quoted",
+}
+
+
+def test_export_neutralises_formulas_and_import_export_import_is_lossless(tmp_path: Path) -> None:
+    import csv
+
+    from django_semsim.faq.io import import_entries
+    from semsim_pg.faq import FAQEntry
+
+    cells = list(FORMULAS)
+    entries = [
+        FAQEntry("=1+1", cells[0], cells[1], cells[2], (cells[3], "plain one")),
+        FAQEntry("plain", cells[4], "a \t=tab inside stays", "-", ()),
+    ]
+    import_entries(entries)
+    first = tmp_path / "first.csv"
+    call_command("semsim_faq_export", str(first), verbosity=0)
+    rows = list(csv.reader(first.open(encoding="utf-8")))[1:]
+    for row in rows:
+        for cell in row:
+            # what a spreadsheet runs: a cell whose first character (after tabs/CRs) starts a formula
+            assert cell.lstrip("\t\r")[:1] not in ("=", "+", "-", "@"), cell
+    exported = {cell for row in rows for cell in row}
+    for value, guarded in FORMULAS.items():
+        assert any(cell.startswith(guarded) for cell in exported), (value, exported)
+    # import -> export -> import: the same entries, the same file
+    first_read = read_entries(first)
+    assert {(e.faq_id, e.question, e.answer, e.category, e.alternatives) for e in first_read} == {
+        (e.faq_id, e.question, e.answer, e.category, e.alternatives) for e in entries
+    }
+    import_entries(first_read, replace=True)
+    second = tmp_path / "second.csv"
+    call_command("semsim_faq_export", str(second), verbosity=0)
+    assert second.read_text(encoding="utf-8") == first.read_text(encoding="utf-8")
+    tsv = tmp_path / "out.tsv"
+    call_command("semsim_faq_export", str(tsv), verbosity=0)
+    assert {e.question for e in read_entries(tsv)} == {cells[0], cells[4]}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("faq_id,question,answer\na,Q one?,A \x00 NUL\n", "the answer holds a NUL character"),
+        (f"faq_id,question,answer\na,{'Q' * 501},A one\n", "the question is 501 characters long; at most 500"),
+        (f"faq_id,question,answer,category\na,Q?,A,{'c' * 101}\n", "the category is 101 characters long"),
+        (f"faq_id,question,answer\n{'i' * 101},Q?,A\n", "the faq_id is 101 characters long"),
+        (f"question,answer,alternatives\nQ?,A,ok|{'p' * 501}\n", "the alternatives is 501 characters long"),
+    ],
+)
+def test_import_refuses_what_postgresql_cannot_store(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(CommandError, match=rf"line 2: .*{message}"):
+        call_command("semsim_faq_import", str(path), verbosity=0)
+    assert FAQ.objects.count() == 0
 
 
 def test_export_command_rejects_unknown_extension(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from django.db import connection
 from django.test import Client, override_settings
 from django.urls import path, reverse
 
-from django_semsim.faq import FAQ, FAQPhrasing
+from django_semsim.faq.models import FAQ, FAQPhrasing
 
 ADMIN_SETTINGS: dict[str, Any] = {
     "INSTALLED_APPS": [
@@ -28,6 +28,7 @@ ADMIN_SETTINGS: dict[str, Any] = {
         "django.contrib.messages",
         "django.contrib.postgres",
         "django_semsim",
+        "django_semsim.faq",
         "tests.djangoapp",
     ],
     "MIDDLEWARE": [
@@ -90,7 +91,7 @@ def admin_site(db) -> Iterator[None]:  # type: ignore[no-untyped-def]
 def _user(username: str, *, staff: bool, perms: tuple[str, ...] = ()) -> User:
     user = User.objects.create_user(username, password="pw", is_staff=staff)
     for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label="django_semsim"))
+        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label="semsim_faq"))
     return user
 
 
@@ -116,7 +117,7 @@ VIEWS = ["changelist", "add", "try", "import", "export", "duplicates"]
 
 @pytest.mark.parametrize("view", VIEWS)
 def test_anonymous_and_non_staff_are_sent_to_login(admin_site, view: str) -> None:  # type: ignore[no-untyped-def]
-    url = reverse(f"admin:django_semsim_faq_{view}")
+    url = reverse(f"admin:semsim_faq_faq_{view}")
     anonymous = Client().get(url)
     assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
     client = Client()
@@ -129,22 +130,22 @@ def test_anonymous_and_non_staff_are_sent_to_login(admin_site, view: str) -> Non
 def test_staff_without_faq_permissions_is_refused(admin_site, view: str) -> None:  # type: ignore[no-untyped-def]
     client = Client()
     client.force_login(_user("clerk", staff=True))
-    assert client.get(reverse(f"admin:django_semsim_faq_{view}")).status_code == 403
+    assert client.get(reverse(f"admin:semsim_faq_faq_{view}")).status_code == 403
 
 
 def test_view_permission_alone_cannot_import(admin_site) -> None:  # type: ignore[no-untyped-def]
     client = Client()
     client.force_login(_user("reader", staff=True, perms=("view_faq",)))
-    assert client.get(reverse("admin:django_semsim_faq_try")).status_code == 200
-    assert 'id="faq-import-link"' not in client.get(reverse("admin:django_semsim_faq_changelist")).content.decode()
-    assert client.get(reverse("admin:django_semsim_faq_import")).status_code == 403
+    assert client.get(reverse("admin:semsim_faq_faq_try")).status_code == 200
+    assert 'id="faq-import-link"' not in client.get(reverse("admin:semsim_faq_faq_changelist")).content.decode()
+    assert client.get(reverse("admin:semsim_faq_faq_import")).status_code == 403
     upload = SimpleUploadedFile("faq.csv", b"question,answer\nQ?,A\n")
-    assert client.post(reverse("admin:django_semsim_faq_import"), {"file": upload}).status_code == 403
+    assert client.post(reverse("admin:semsim_faq_faq_import"), {"file": upload}).status_code == 403
     assert FAQ.objects.count() == 0
 
 
 def test_changelist_search_and_filter(editor, faqs) -> None:  # type: ignore[no-untyped-def]
-    url = reverse("admin:django_semsim_faq_changelist")
+    url = reverse("admin:semsim_faq_faq_changelist")
     page = editor.get(url).content.decode()
     assert "How long does shipping take?" in page and "Try a question" in page and 'id="faq-import-link"' in page
     filtered = editor.get(url, {"category": "delivery"}).content.decode()
@@ -165,7 +166,7 @@ def test_add_with_inline_phrasing_encodes_both(editor, encoder, django_capture_o
         "phrasings-0-text": "Can I buy a voucher?",
     }
     with django_capture_on_commit_callbacks(execute=True):
-        response = editor.post(reverse("admin:django_semsim_faq_add"), data)
+        response = editor.post(reverse("admin:semsim_faq_faq_add"), data)
     assert response.status_code == 302, response.content.decode()[:2000]
     faq = FAQ.objects.get(question="Do you sell gift cards?")
     assert faq.alternatives() == ["Can I buy a voucher?"]
@@ -174,7 +175,7 @@ def test_add_with_inline_phrasing_encodes_both(editor, encoder, django_capture_o
 
 
 def test_try_a_question_shows_matches_and_verdict(editor, faqs) -> None:  # type: ignore[no-untyped-def]
-    response = editor.get(reverse("admin:django_semsim_faq_try"), {"question": "I want to send an item back", "k": 3})
+    response = editor.get(reverse("admin:semsim_faq_faq_try"), {"question": "I want to send an item back", "k": 3})
     page = response.content.decode()
     assert response.status_code == 200
     assert "Answered by" in page
@@ -182,13 +183,13 @@ def test_try_a_question_shows_matches_and_verdict(editor, faqs) -> None:  # type
     assert "Rerank not available" in page  # no cross-encoder can be loaded in the suite's settings
     assert response.context["answer"].matches[0].similarity > 0.5
 
-    off = editor.get(reverse("admin:django_semsim_faq_try"), {"question": "what is the capital of Mongolia", "k": 3})
+    off = editor.get(reverse("admin:semsim_faq_faq_try"), {"question": "what is the capital of Mongolia", "k": 3})
     assert "No answer" in off.content.decode()
 
 
 def test_try_a_question_with_a_cross_encoder(editor, faqs, tiny_cross_encoder_path: Path) -> None:  # type: ignore[no-untyped-def]
     with override_settings(SEMSIM={"SYNC": "immediate", "CROSS_ENCODER": str(tiny_cross_encoder_path)}):
-        response = editor.get(reverse("admin:django_semsim_faq_try"), {"question": "send an item back", "k": 3})
+        response = editor.get(reverse("admin:semsim_faq_faq_try"), {"question": "send an item back", "k": 3})
     assert response.status_code == 200
     reranked = response.context["reranked"]
     assert reranked is not None and all(m.rerank_score is not None for m in reranked.matches)
@@ -196,7 +197,7 @@ def test_try_a_question_with_a_cross_encoder(editor, faqs, tiny_cross_encoder_pa
 
 
 def test_import_upload_and_malformed_upload(editor, encoder) -> None:  # type: ignore[no-untyped-def]
-    url = reverse("admin:django_semsim_faq_import")
+    url = reverse("admin:semsim_faq_faq_import")
     bad = SimpleUploadedFile("faq.csv", b"faq_id,question,answer\na,Q one?,A one\nb,,A two\n")
     response = editor.post(url, {"file": bad})
     assert response.status_code == 200
@@ -212,14 +213,36 @@ def test_import_upload_and_malformed_upload(editor, encoder) -> None:  # type: i
     assert FAQ.objects.get().alternatives() == ["Q 1?", "Question one"]
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"faq_id,question,answer\na,Q one?,A \x00 one\n", "holds a NUL character"),
+        (b"faq_id,question,answer\na," + b"Q" * 600 + b",A one\n", "600 characters long; at most 500"),
+    ],
+)
+def test_import_upload_with_a_nul_or_an_overlong_field_is_a_form_error(editor, content: bytes, message: str) -> None:  # type: ignore[no-untyped-def]
+    response = editor.post(reverse("admin:semsim_faq_faq_import"), {"file": SimpleUploadedFile("faq.csv", content)})
+    assert response.status_code == 200
+    assert message in response.content.decode() and "Nothing was imported" in response.content.decode()
+    assert FAQ.objects.count() == 0
+
+
+def test_export_view_neutralises_formulas(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    faqs["shipping"].answer = '=HYPERLINK("http://evil.example")'
+    faqs["shipping"].save()
+    text = editor.get(reverse("admin:semsim_faq_faq_export")).content.decode()
+    assert ",'=HYPERLINK(" in text.replace("\"'=HYPERLINK", "'=HYPERLINK")
+    assert ",=HYPERLINK" not in text and ',"=HYPERLINK' not in text
+
+
 def test_export_view_and_action(editor, faqs) -> None:  # type: ignore[no-untyped-def]
-    response = editor.get(reverse("admin:django_semsim_faq_export"))
+    response = editor.get(reverse("admin:semsim_faq_faq_export"))
     assert response["Content-Type"].startswith("text/csv")
     text = response.content.decode()
     assert text.splitlines()[0] == "faq_id,question,answer,category,alternatives"
     assert "Can I send a product back?" in text and len(text.splitlines()) == 4
     action = editor.post(
-        reverse("admin:django_semsim_faq_changelist"),
+        reverse("admin:semsim_faq_faq_changelist"),
         {"action": "export_selected", "_selected_action": [faqs["shipping"].pk]},
     )
     assert action.content.decode().splitlines()[1:] == [
@@ -228,7 +251,7 @@ def test_export_view_and_action(editor, faqs) -> None:  # type: ignore[no-untype
 
 
 def test_duplicates_report(editor, faqs) -> None:  # type: ignore[no-untyped-def]
-    response = editor.get(reverse("admin:django_semsim_faq_duplicates"), {"min_similarity": "0.9"})
+    response = editor.get(reverse("admin:semsim_faq_faq_duplicates"), {"min_similarity": "0.9"})
     pairs = response.context["pairs"]
     assert [{p.first.pk, p.second.pk} for p in pairs] == [{faqs["returns"].pk, faqs["twin"].pk}]
     assert "How can I return an item?" in response.content.decode()
@@ -238,7 +261,7 @@ def test_reencode_action(editor, faqs) -> None:  # type: ignore[no-untyped-def]
     companion = FAQ.semsim_companion
     FAQ.objects.filter(pk=faqs["returns"].pk).update(question="How do I send an item back?")  # stale now
     response = editor.post(
-        reverse("admin:django_semsim_faq_changelist"),
+        reverse("admin:semsim_faq_faq_changelist"),
         {"action": "reencode", "_selected_action": [faqs["returns"].pk]},
         follow=True,
     )

@@ -41,7 +41,18 @@ def test_unrelated_query_ranks_other_topic(articles) -> None:  # type: ignore[no
     assert top.title == "Feeding cats"
 
 
-def test_lazy_then_one_statement(articles, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
+def test_lazy_then_one_statement(articles, django_assert_num_queries, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import django_semsim.encoding
+
+    encodings: list[str] = []
+    real = django_semsim.encoding.get_model_encoder()
+
+    class Counting:
+        def encode_query(self, text: str) -> object:
+            encodings.append(text)
+            return real.encode_query(text)
+
+    monkeypatch.setattr(django_semsim.encoding, "get_model_encoder", Counting)
     with django_assert_num_queries(0):
         qs = (
             Article.objects.filter(published=True)
@@ -49,11 +60,13 @@ def test_lazy_then_one_statement(articles, django_assert_num_queries) -> None:  
             .exclude(title__startswith="Shipping")
             .select_related("category")
         )
-    # one set_config() for the pgvector settings, one SELECT for the search itself
-    with django_assert_num_queries(2) as captured:
+    assert encodings == []  # building the queryset neither queries nor encodes
+    # the search parameters are the connection's: the SELECT is the only statement
+    with django_assert_num_queries(1) as captured:
         rows = list(qs)
         assert [r.category.name for r in rows] == ["help"] * 3  # select_related: no extra query
-    search_sql = captured.captured_queries[1]["sql"]
+    assert encodings == [PASSWORD_QUERY]
+    search_sql = captured.captured_queries[0]["sql"]
     assert "<=>" in search_sql and "LIMIT 3" in search_sql and "::vector(384)" in search_sql
     assert rows[0].title == "Reset your password"
     assert all(r.published for r in rows)
@@ -108,7 +121,7 @@ def test_vector_and_expression_queries(articles, encoder) -> None:  # type: igno
 
 def test_similar_to_excludes_itself(articles, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
     reset = articles["Reset your password"]
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):
         similar = list(Article.objects.similar_to(reset, k=3))
     assert reset.pk not in {a.pk for a in similar}
     assert similar[0].title in {"Locked out of your account", "Change your email address", "Two-factor authentication"}
@@ -143,24 +156,34 @@ def test_plan_uses_hnsw_index_and_iterative_scan_fills_k(db) -> None:  # type: i
     assert distances == sorted(distances)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_search_settings_apply_to_the_statement_only(encoder) -> None:  # type: ignore[no-untyped-def]
+def _setting(name: str) -> str:
     from django.db import connection
 
-    from django_semsim.query import search_settings
-
-    def ef_search() -> str:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT current_setting('hnsw.ef_search', true)")
-            return str(cursor.fetchone()[0])
-
-    Article.objects.bulk_create([Article(title=t, body=b) for t, b, _ in CORPUS[:3]])
     with connection.cursor() as cursor:
-        cursor.execute("SELECT '[1]'::vector")  # load pgvector in this session: its settings now have defaults
-    before = ef_search()
-    assert before == "40"
-    with search_settings(connection, {"hnsw.ef_search": "77"}):
-        assert ef_search() == "77"
-    assert ef_search() == before
-    assert len(Article.objects.semantic_search(PASSWORD_QUERY, k=2, ef_search=77)) == 0  # no vectors: bulk_create
-    assert ef_search() == before  # autocommit: gone with the statement's transaction
+        cursor.execute("SELECT current_setting(%s, true)", [name])
+        return str(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_search_settings_per_connection_and_per_statement(encoder, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
+    from django.db import transaction
+
+    from django_semsim.conf import get_config
+
+    config = get_config()
+    Article.objects.bulk_create([Article(title=t, body=b) for t, b, _ in CORPUS[:3]])
+    # the configured values are the session's from the moment the connection opened
+    assert _setting("hnsw.ef_search") == str(config.ef_search)
+    assert _setting("hnsw.iterative_scan") == config.iterative_scan
+    with django_assert_num_queries(1):  # autocommit, default values: the SELECT alone
+        list(Article.objects.semantic_search(PASSWORD_QUERY, k=2))
+    other = config.ef_search + 37
+    # other values: BEGIN, set_config(..., true), the SELECT, COMMIT: they last for this statement only
+    with django_assert_num_queries(4) as captured:
+        assert list(Article.objects.semantic_search(PASSWORD_QUERY, k=2, ef_search=other)) == []  # no vectors
+    assert f"'hnsw.ef_search', '{other}', true" in " ".join(q["sql"] for q in captured.captured_queries)
+    assert _setting("hnsw.ef_search") == str(config.ef_search)
+    with transaction.atomic():  # inside the caller's transaction: set, run, and set back
+        list(Article.objects.semantic_search(PASSWORD_QUERY, k=2, ef_search=other, iterative_scan="off"))
+        assert _setting("hnsw.ef_search") == str(config.ef_search)
+        assert _setting("hnsw.iterative_scan") == config.iterative_scan

@@ -10,9 +10,10 @@ import pytest
 from django.db import connection, connections, transaction
 from django.test import override_settings
 
-from django_semsim import sync
+from django_semsim import status, sync
 from django_semsim.conf import get_config
-from django_semsim.models import TextHash, companion_of
+from django_semsim.expressions import TextHash
+from django_semsim.models import companion_of
 from semsim_pg.encoder import text_hash
 from tests.djangoapp.models import Article, Manual, Note
 from tests.djangoapp.testing import CORPUS, vectors_match_text
@@ -136,8 +137,8 @@ def test_bypassing_writes_are_found_by_the_reconcile_pass(write, spy, django_cap
         write()
     state = vectors_match_text(Article)
     assert not all(state.values()), "the write path should have bypassed the signals"
-    status = sync.model_status(Article)
-    assert status.stale + status.missing == list(state.values()).count(False)
+    counts = status.model_status(Article)
+    assert counts.stale + counts.missing == list(state.values()).count(False)
     # rows with an older vector stay searchable meanwhile
     searchable = set(Article.objects.semantic_search("anything at all").values_list("pk", flat=True))
     assert searchable == {pk for pk, ok in state.items() if ok} | {
@@ -146,7 +147,7 @@ def test_bypassing_writes_are_found_by_the_reconcile_pass(write, spy, django_cap
     result = sync.drain(Article)
     assert sorted(result.written) == sorted(pk for pk, ok in state.items() if not ok)
     assert all(vectors_match_text(Article).values())
-    assert sync.model_status(Article).current == Article.objects.count()
+    assert status.model_status(Article).current == Article.objects.count()
 
 
 @pytest.mark.django_db
@@ -202,8 +203,8 @@ def test_crashing_encoder_loses_no_row(monkeypatch, encoder, django_capture_on_c
     assert "stay stale" in caplog.text and crashing.calls == [3]
     with pytest.raises(CommandError, match="crashed"):
         call_command("semsim_worker", "--once", verbosity=0)
-    status = sync.model_status(Article)
-    assert (status.rows, status.missing) == (3, 3)
+    counts = status.model_status(Article)
+    assert (counts.rows, counts.missing) == (3, 3)
     monkeypatch.setattr(sync, "get_model_encoder", lambda: encoder)
     assert sorted(sync.drain(Article).written) == sorted(a.pk for a in saved)
     assert all(vectors_match_text(Article).values())

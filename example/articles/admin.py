@@ -9,7 +9,8 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
 from django_semsim.conf import get_config
-from django_semsim.models import TextHash, companion_of
+from django_semsim.expressions import TextHash
+from django_semsim.models import companion_of
 
 from .models import Article
 

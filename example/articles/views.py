@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 
 from semsim_pg.errors import InvalidQuery
@@ -14,6 +14,9 @@ from .models import Article
 def search(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
     topic = request.GET.get("topic", "")
+    if "\x00" in query or "\x00" in topic:
+        # PostgreSQL cannot hold a NUL character in text: a bad request, not a server error
+        return HttpResponseBadRequest("The search text and the topic cannot contain NUL characters.")
     articles = Article.objects.filter(published=True)
     if topic:
         articles = articles.filter(topic=topic)

@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "django_semsim",
+    "django_semsim.faq",  # the FAQ app (FAQ admin, semsim_faq_import); leave it out for search alone
     "articles",
 ]
 

@@ -31,7 +31,8 @@ class Command(BaseCommand):
         parser.add_argument("--database", default="default", help="database alias (default: default)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_semsim.sync import drain, iter_models, mark_all_stale, model_status, remove_other_models
+        from django_semsim.status import iter_models, mark_all_stale, model_status, remove_other_models
+        from django_semsim.sync import drain
 
         verbosity = int(options["verbosity"])
         using = options["database"]

@@ -20,7 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_semsim.conf import get_config
-        from django_semsim.sync import iter_models, model_status
+        from django_semsim.status import iter_models, model_status
 
         try:
             statuses = [model_status(m, using=options["database"]) for m in iter_models(options["models"])]

@@ -29,7 +29,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_semsim.conf import get_config
-        from django_semsim.sync import drain, iter_models
+        from django_semsim.status import iter_models
+        from django_semsim.sync import drain
 
         config = get_config()
         verbosity = int(options["verbosity"])

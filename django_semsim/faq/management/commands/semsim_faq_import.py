@@ -27,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--database", default="default", help="database alias (default: default)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_semsim.faq import import_entries, read_entries
+        from django_semsim.faq.io import import_entries, read_entries
 
         try:
             entries = read_entries(options["file"])

@@ -17,7 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--database", default="default", help="database alias (default: default)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_semsim.faq import FAQ, export_csv
+        from django_semsim.faq.io import export_csv
+        from django_semsim.faq.models import FAQ
 
         path: Path = options["file"]
         suffix = path.suffix.lower()

@@ -1,0 +1,124 @@
+"""SQL expressions of semantic search: the query vector, distances, similarity, the text hash.
+
+Built the way pgvector-python's ``pgvector.django.functions`` builds its distances: a ``Func``
+whose ``arg_joiner`` is the metric's operator. The query vector travels as a text literal cast
+to ``vector(n)``: PERFORMANCE.md measured it 17 times faster than a binary NumPy parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from django.db import models
+from django.db.models import FloatField, Func
+from django.db.models.expressions import Expression
+from pgvector.django import VectorField
+
+from semsim_pg.errors import DimensionMismatch, InvalidQuery
+from semsim_pg.sql import METRICS, vector_literal
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
+
+__all__ = ["MetricDistance", "QueryVector", "TextHash", "max_distance", "similarity_of"]
+
+
+class QueryVector(Expression):
+    """A query as ``%s::vector(n)`` with a text parameter; a text is encoded when the SQL is built."""
+
+    def __init__(
+        self,
+        query: str | Sequence[float] | np.ndarray[Any, Any],
+        *,
+        dimensions: int,
+        model: str,
+    ) -> None:
+        super().__init__(output_field=VectorField(dimensions=dimensions))
+        self.dimensions = dimensions
+        self.model = model
+        self.text: str | None = None
+        self.literal: str | None = None
+        if isinstance(query, str):
+            if not query.strip():
+                raise InvalidQuery(f"The search query is empty: got {query!r}. Give a text with at least one word.")
+            self.text = query
+        elif query is None or isinstance(query, bytes | bool | int | float | dict):
+            raise InvalidQuery(
+                f"The search query must be a text or a vector of {dimensions} numbers; got {type(query).__name__} "
+                f"{query!r}."
+            )
+        else:
+            try:
+                array = np.asarray(query, dtype=np.float32).ravel()
+            except (TypeError, ValueError):
+                raise InvalidQuery(
+                    f"The search query must be a text or a vector of {dimensions} numbers; got {type(query).__name__}."
+                ) from None
+            if array.shape[0] != dimensions:
+                raise DimensionMismatch(
+                    f"The query vector has {array.shape[0]} dimensions; the vectors of model {model!r} have "
+                    f"{dimensions}. Encode the query with the same model, or pass the text instead."
+                )
+            if not np.isfinite(array).all():
+                raise InvalidQuery("The query vector holds NaN or infinite values.")
+            self.literal = vector_literal(array)
+        # Expression identity (used when querysets are compared or cached) must be hashable.
+        self._constructor_args = (
+            (self.text if self.text is not None else self.literal,),
+            {"dimensions": dimensions, "model": model},
+        )
+
+    def vector_literal(self) -> str:
+        if self.literal is None:
+            from django_semsim.encoding import get_model_encoder
+
+            if self.text is None:  # pragma: no cover - the constructor sets one of the two
+                raise InvalidQuery("The query holds neither a text nor a vector.")
+            # encode_query has an LRU cache: count() then iteration encode the text once
+            self.literal = vector_literal(get_model_encoder().encode_query(self.text))
+        return self.literal
+
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any) -> tuple[str, list[Any]]:
+        return f"%s::vector({int(self.dimensions)})", [self.vector_literal()]
+
+
+class MetricDistance(Func):
+    """``lhs <op> rhs`` for a metric of :data:`semsim_pg.sql.METRICS` (the operator joins the two arguments)."""
+
+    function = ""
+    output_field = FloatField()
+
+    def __init__(self, expression: Any, vector: Any, *, metric: str = "cosine") -> None:
+        try:
+            self.arg_joiner = f" {METRICS[metric].operator} "
+        except KeyError:
+            raise InvalidQuery(f"Unknown metric {metric!r}; use one of {', '.join(METRICS)}.") from None
+        self.metric = metric
+        super().__init__(expression, vector)
+
+
+def similarity_of(distance: Any, metric: str) -> Func:
+    """The similarity of a distance expression, by the metric's formula (higher is closer)."""
+    template = METRICS[metric].similarity_sql.format(d="(%(expressions)s)")
+    return Func(distance, template=template, output_field=FloatField())
+
+
+def max_distance(min_similarity: float, metric: str) -> float | None:
+    """The distance bound equivalent to ``similarity >= min_similarity`` (None: no bound)."""
+    if metric == "cosine":
+        return 1.0 - min_similarity
+    if metric == "inner_product":
+        return -min_similarity
+    if min_similarity <= 0:  # l2, l1: similarity = 1 / (1 + d) is always > 0
+        return None
+    return 1.0 / min_similarity - 1.0
+
+
+class TextHash(Func):
+    """SQL sha256 hex of a text: equal to :func:`semsim_pg.encoder.text_hash` of the same text."""
+
+    template = "encode(sha256(convert_to(%(expressions)s, 'UTF8')), 'hex')"
+    output_field = models.CharField()

@@ -1,0 +1,242 @@
+"""The FAQ admin: list/search/filter, phrasings inline, CSV import/export, "Try a question",
+near-duplicate report, re-encode action.
+
+Every custom view is wrapped in ``admin_site.admin_view`` (anonymous and non-staff users go to
+the login page) and checks the FAQ permission it needs (view, or add+change for the import),
+so staff without FAQ permissions get 403.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+
+from django_semsim.conf import get_config
+from django_semsim.expressions import TextHash
+from django_semsim.faq.duplicates import near_duplicates
+from django_semsim.faq.io import export_csv, import_entries, read_entries
+from django_semsim.faq.models import FAQ, FAQPhrasing, faq_threshold
+from django_semsim.models import companion_of
+from semsim_pg.errors import SemsimError
+
+__all__ = ["FAQAdmin"]
+
+logger = logging.getLogger(__name__)
+
+#: how long a failed cross-encoder load is remembered before the "Try" page tries again (seconds)
+RERANKER_RETRY_SECONDS = 60.0
+_reranker_failures: dict[str, tuple[float, str]] = {}
+
+
+def available_reranker() -> tuple[Any, str | None]:
+    """(the configured cross-encoder, None) when it loads, else (None, why not): a missing model
+    is remembered for a minute so the page does not probe the hub on every question."""
+    from semsim_pg.rerank import get_reranker
+    from semsim_pg.settings import get_settings
+
+    name = get_config().cross_encoder or get_settings().cross_encoder
+    if not name:
+        return None, "no cross-encoder is configured (set SEMSIM['CROSS_ENCODER'] to a model directory)"
+    failed = _reranker_failures.get(name)
+    if failed is not None and time.monotonic() - failed[0] < RERANKER_RETRY_SECONDS:
+        return None, failed[1]
+    try:
+        return get_reranker(name).load(), None
+    except SemsimError as exc:
+        _reranker_failures[name] = (time.monotonic(), str(exc))
+        return None, str(exc)
+
+
+class FAQPhrasingInline(admin.TabularInline):
+    model = FAQPhrasing
+    extra = 1
+    verbose_name = "alternative phrasing"
+    verbose_name_plural = "alternative phrasings (they match like the question)"
+
+
+class TryQuestionForm(forms.Form):
+    question = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000)
+    k = forms.IntegerField(min_value=1, max_value=50, initial=5, label="matches to show")
+    threshold = forms.FloatField(required=False, help_text="leave empty for the configured threshold")
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(
+        help_text='A .csv or .tsv with header [faq_id,] question, answer[, category][, alternatives ("|"-separated)].'
+    )
+    replace = forms.BooleanField(required=False, help_text="delete the entries the file does not hold")
+
+
+class FAQAdmin(admin.ModelAdmin):
+    list_display = ["question", "category", "published", "phrasing_count", "vector_current", "updated_at"]
+    list_filter = ["category", "published"]
+    search_fields = ["question", "answer", "phrasings__text", "external_id"]
+    inlines = [FAQPhrasingInline]
+    actions = ["reencode", "export_selected"]
+    readonly_fields = ["created_at", "updated_at"]
+    fields = ["question", "answer", "category", "published", "external_id", "created_at", "updated_at"]
+    change_list_template = "admin/semsim_faq/faq/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[FAQ]:
+        # computed by PostgreSQL for the page of rows: is there a vector of the current question?
+        current = companion_of(FAQ).objects.filter(
+            source=OuterRef("pk"),
+            model=get_config().model_name,
+            embedding__isnull=False,
+            text_hash=OuterRef("_text_hash"),
+        )
+        queryset = super().get_queryset(request).alias(_text_hash=TextHash(FAQ.semantic_text_expression()))
+        return queryset.annotate(_vector_current=Exists(current)).prefetch_related("phrasings")
+
+    @admin.display(description="phrasings")
+    def phrasing_count(self, obj: FAQ) -> int:
+        return 1 + len(obj.phrasings.all())
+
+    @admin.display(boolean=True, description="vector current", ordering="_vector_current")
+    def vector_current(self, obj: Any) -> bool:
+        return bool(obj._vector_current)
+
+    # actions -----------------------------------------------------------------------------------
+    @admin.action(description="Re-encode the selected FAQs now", permissions=["change"])
+    def reencode(self, request: HttpRequest, queryset: QuerySet[FAQ]) -> None:
+        from django_semsim.sync import drain
+
+        pks = list(queryset.values_list("pk", flat=True))
+        phrasing_pks = list(FAQPhrasing.objects.filter(faq__in=pks).values_list("pk", flat=True))
+        model_name = get_config().model_name
+        written = 0
+        for model, ids in ((FAQ, pks), (FAQPhrasing, phrasing_pks)):
+            # forget the text each vector came from, so the drain encodes these rows again
+            companion_of(model).objects.filter(source__in=ids, model=model_name).update(text_hash=None)
+            written += len(drain(model, pks=ids).written)
+        self.message_user(request, f"{written} vector(s) re-encoded for {len(pks)} FAQ(s).", messages.SUCCESS)
+
+    @admin.action(description="Export the selected FAQs as CSV", permissions=["view"])
+    def export_selected(self, request: HttpRequest, queryset: QuerySet[FAQ]) -> HttpResponse:
+        return _csv_response(export_csv(queryset))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        can_import = self.has_add_permission(request) and self.has_change_permission(request)
+        return super().changelist_view(request, {**(extra_context or {}), "can_import_faqs": can_import})
+
+    # custom views ------------------------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view
+        custom = [
+            path("try/", wrap(self.try_view), name=f"{prefix}_try"),
+            path("import/", wrap(self.import_view), name=f"{prefix}_import"),
+            path("export/", wrap(self.export_view), name=f"{prefix}_export"),
+            path("duplicates/", wrap(self.duplicates_view), name=f"{prefix}_duplicates"),
+        ]
+        return [*custom, *super().get_urls()]
+
+    def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+        return {**self.admin_site.each_context(request), "opts": self.opts, "title": title, **extra}
+
+    def _require(self, request: HttpRequest, *checks: str) -> None:
+        allowed = {
+            "view": self.has_view_permission,
+            "add": self.has_add_permission,
+            "change": self.has_change_permission,
+        }
+        if not all(allowed[name](request) for name in checks):
+            raise PermissionDenied
+
+    def try_view(self, request: HttpRequest) -> HttpResponse:
+        """Type a customer's question: ranked matches, both scores, and whether it would be answered."""
+        self._require(request, "view")
+        form = TryQuestionForm(request.GET or None)
+        context: dict[str, Any] = {"form": form}
+        if form.is_valid():
+            question = form.cleaned_data["question"]
+            reranker, why_not = available_reranker()
+            try:
+                answer = FAQ.objects.answer(question, form.cleaned_data["threshold"], k=form.cleaned_data["k"])
+                reranked = None
+                if reranker is not None:
+                    reranked = FAQ.objects.answer(question, k=form.cleaned_data["k"], rerank=reranker)
+            except SemsimError as exc:
+                form.add_error("question", str(exc))
+            else:
+                context.update(
+                    answer=answer,
+                    reranked=reranked,
+                    rerank_unavailable=why_not,
+                    rerank_threshold=faq_threshold(reranked=True),
+                )
+        return TemplateResponse(
+            request, "admin/semsim_faq/faq/try.html", self._context(request, "Try a question", **context)
+        )
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload a CSV/TSV: validated whole, then written in one transaction, or not at all."""
+        self._require(request, "add", "change")
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            suffix = Path(upload.name).suffix.lower()
+            if suffix not in (".csv", ".tsv"):
+                form.add_error("file", f"Name the file .csv or .tsv (got {upload.name!r}).")
+            else:
+                with tempfile.TemporaryDirectory(prefix="semsim-faq-") as folder:
+                    target = Path(folder) / f"upload{suffix}"
+                    with target.open("wb") as handle:
+                        for chunk in upload.chunks():
+                            handle.write(chunk)
+                    try:
+                        entries = read_entries(target)
+                        result = import_entries(entries, replace=form.cleaned_data["replace"])
+                    except SemsimError as exc:
+                        form.add_error("file", str(exc).replace(str(target), upload.name) + " Nothing was imported.")
+                    else:
+                        self.message_user(
+                            request,
+                            f"Imported {len(entries)} FAQ entries from {upload.name}: {result.created} new, "
+                            f"{result.updated} updated, {result.removed} removed.",
+                            messages.SUCCESS,
+                        )
+                        return HttpResponseRedirect(reverse("admin:semsim_faq_faq_changelist"))
+        return TemplateResponse(
+            request, "admin/semsim_faq/faq/import.html", self._context(request, "Import FAQs", form=form)
+        )
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        self._require(request, "view")
+        return _csv_response(export_csv(FAQ.objects.all()))
+
+    def duplicates_view(self, request: HttpRequest) -> HttpResponse:
+        """Pairs of entries that mean the same (one SQL statement over the HNSW index)."""
+        self._require(request, "view")
+        try:
+            min_similarity = float(request.GET.get("min_similarity", "0.85"))
+            pairs = near_duplicates(min_similarity=min_similarity)
+        except (ValueError, SemsimError) as exc:
+            messages.error(request, f"min_similarity must be a number in (0, 1]: {exc}")
+            min_similarity, pairs = 0.85, []
+        return TemplateResponse(
+            request,
+            "admin/semsim_faq/faq/duplicates.html",
+            self._context(request, "Near-duplicate FAQs", pairs=pairs, min_similarity=min_similarity),
+        )
+
+
+if get_config().faq_admin:
+    admin.site.register(FAQ, FAQAdmin)
+
+
+def _csv_response(text: str) -> HttpResponse:
+    response = HttpResponse(text, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="faq.csv"'
+    return response

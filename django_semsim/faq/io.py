@@ -1,0 +1,173 @@
+"""FAQ files: read and check a CSV/TSV, write it in one transaction, export it back.
+
+Exported cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-`` or
+``@``, also after leading tabs or carriage returns) get a leading ``'``, the guard OWASP's "CSV
+injection" advice and spreadsheet-safe exporters use; the import removes exactly that one quote,
+so import -> export -> import gives back the same entries. A cell that already starts with
+quotes before such a character gets one more, so the round trip stays lossless for it too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.db import models, transaction
+
+from django_semsim.faq.models import FAQ, FAQPhrasing
+from semsim_pg.errors import InputFileError, InvalidInput
+from semsim_pg.faq import ALTERNATIVES_SEPARATOR, FAQEntry, _read_rows  # the core's reader names lines in errors
+
+__all__ = ["EXPORT_COLUMNS", "ImportResult", "export_csv", "guard_cell", "import_entries", "read_entries"]
+
+#: columns of the CSV written by export (read back by import)
+EXPORT_COLUMNS = ("faq_id", "question", "answer", "category", "alternatives")
+#: prefix of the key of an imported entry that has no faq_id (it is matched by its question)
+QUESTION_KEY = "question:"
+
+_FORMULA = re.compile(r"'*[\t\r]*[=+\-@]")
+_GUARDED = re.compile(r"'+[\t\r]*[=+\-@]")
+
+
+def guard_cell(value: str) -> str:
+    """``value`` with a leading ``'`` when a spreadsheet would read it as a formula."""
+    return "'" + value if _FORMULA.match(value) else value
+
+
+def unguard_cell(value: str) -> str:
+    """The inverse of :func:`guard_cell` for the cells it guarded."""
+    return value[1:] if _GUARDED.match(value) else value
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    created: int
+    updated: int
+    removed: int
+
+
+def _limits() -> dict[str, tuple[str, int | None]]:
+    """Entry attribute -> (column, the longest value the database column holds)."""
+
+    def length(model: type[models.Model], name: str) -> int | None:
+        return getattr(model._meta.get_field(name), "max_length", None)
+
+    return {
+        "faq_id": ("faq_id", length(FAQ, "external_id")),
+        "question": ("question", length(FAQ, "question")),
+        "answer": ("answer", None),
+        "category": ("category", length(FAQ, "category")),
+    }
+
+
+def check_entry(entry: FAQEntry) -> None:
+    """Refuse what PostgreSQL would refuse (a NUL character, a value longer than its column)."""
+    faq_id = entry.faq_id.removeprefix(QUESTION_KEY)
+    values = [(column, getattr(entry, name) or "", limit) for name, (column, limit) in _limits().items()]
+    if entry.faq_id.startswith(QUESTION_KEY):
+        values[0] = ("faq_id", "", None)
+    phrasing_limit = getattr(FAQPhrasing._meta.get_field("text"), "max_length", None)
+    values += [("alternatives", text, phrasing_limit) for text in entry.alternatives]
+    for column, value, limit in values:
+        if "\x00" in value:
+            raise InvalidInput(f"FAQ {faq_id!r}: the {column} holds a NUL character, which PostgreSQL cannot store.")
+        if limit is not None and len(value) > limit:
+            raise InvalidInput(
+                f"FAQ {faq_id!r}: the {column} is {len(value)} characters long; at most {limit} fit. Shorten it."
+            )
+
+
+def read_entries(path: str | Path) -> list[FAQEntry]:
+    """Entries from a .csv/.tsv with header ``[faq_id,] question, answer[, category][, alternatives]``
+    (alternatives separated by "|"). The whole file is checked first; an error names its line, so a
+    caller imports all of a file or nothing. Without a faq_id an entry is keyed by its question."""
+    entries: list[FAQEntry] = []
+    seen: dict[str, int] = {}
+    for line, raw in _read_rows(path, ("question", "answer"), ("faq_id", "category", "alternatives")):
+        row = {name: unguard_cell(value) for name, value in raw.items()}
+        for name in ("question", "answer"):
+            if not row[name]:
+                raise InputFileError(f"{path}, line {line}: the {name} is empty.")
+        faq_id = row.get("faq_id") or QUESTION_KEY + row["question"]
+        if faq_id in seen:
+            raise InputFileError(
+                f"{path}, line {line}: entry {faq_id.removeprefix(QUESTION_KEY)!r} appears again (first on line "
+                f"{seen[faq_id]}); put other phrasings in the alternatives column instead."
+            )
+        seen[faq_id] = line
+        alternatives = tuple(a.strip() for a in row.get("alternatives", "").split(ALTERNATIVES_SEPARATOR) if a.strip())
+        try:
+            entry = FAQEntry(faq_id, row["question"], row["answer"], row.get("category") or None, alternatives)
+            check_entry(entry)
+        except InvalidInput as exc:
+            raise InputFileError(f"{path}, line {line}: {exc}") from None
+        entries.append(entry)
+    if not entries:
+        raise InputFileError(f"{path}: holds no FAQ entries, only a header.")
+    return entries
+
+
+def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using: str = "default") -> ImportResult:
+    """Write entries in one transaction (their vectors follow after commit); all are checked first.
+
+    An entry whose ``faq_id`` exists is updated (its phrasings replaced); with ``replace``,
+    entries absent from ``entries`` are deleted.
+    """
+    for entry in entries:
+        check_entry(entry)
+    created = updated = removed = 0
+    with transaction.atomic(using=using):
+        ids = [e.faq_id for e in entries if not e.faq_id.startswith(QUESTION_KEY)]
+        questions = [e.question for e in entries if e.faq_id.startswith(QUESTION_KEY)]
+        if replace:
+            stale = FAQ.objects.using(using).exclude(external_id__in=ids).exclude(question__in=questions)
+            removed = stale.count()
+            stale.delete()
+        existing = FAQ.objects.using(using).in_bulk(ids, field_name="external_id")
+        by_question = {f.question: f for f in FAQ.objects.using(using).filter(question__in=questions)}
+        for entry in entries:
+            keyed_by_question = entry.faq_id.startswith(QUESTION_KEY)
+            faq = by_question.get(entry.question) if keyed_by_question else existing.get(entry.faq_id)
+            if faq is None:
+                faq = FAQ(external_id=None if keyed_by_question else entry.faq_id)
+                created += 1
+            else:
+                updated += 1
+            faq.question, faq.answer, faq.category = entry.question, entry.answer, entry.category or ""
+            faq.save(using=using)
+            kept = {text.casefold() for _, text in entry.phrasings()[1:]}
+            current = {p.text.casefold(): p for p in faq.phrasings.all()}
+            for folded, phrasing in current.items():
+                if folded not in kept:
+                    phrasing.delete()
+            for _, text in entry.phrasings()[1:]:
+                if text.casefold() not in current:
+                    FAQPhrasing.objects.using(using).create(faq=faq, text=text)
+    return ImportResult(created, updated, removed)
+
+
+def export_rows(queryset: Iterable[FAQ]) -> list[list[str]]:
+    """One row of :data:`EXPORT_COLUMNS` per entry, each cell guarded against formula injection."""
+    rows = []
+    for faq in queryset:
+        alternatives = ALTERNATIVES_SEPARATOR.join(p.text for p in faq.phrasings.all())
+        cells = [faq.faq_id, faq.question, faq.answer, faq.category, alternatives]
+        rows.append([guard_cell(cell) for cell in cells])
+    return rows
+
+
+def export_csv(queryset: Iterable[FAQ] | None = None, *, delimiter: str = ",") -> str:
+    """The entries as CSV text (header ``faq_id, question, answer, category, alternatives``): the import's format."""
+    if queryset is None:
+        queryset = FAQ.objects.all()
+    if isinstance(queryset, models.QuerySet):
+        queryset = queryset.prefetch_related("phrasings")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    writer.writerows(export_rows(queryset))
+    return buffer.getvalue()
