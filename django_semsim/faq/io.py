@@ -20,7 +20,7 @@ from django.db import models, transaction
 
 from django_semsim.faq.models import FAQ, FAQPhrasing
 from semsim_pg.errors import InputFileError, InvalidInput
-from semsim_pg.faq import ALTERNATIVES_SEPARATOR, FAQEntry, _read_rows  # the core's reader names lines in errors
+from semsim_pg.faq import ALTERNATIVES_SEPARATOR, FAQEntry, read_rows  # the core reader names lines in errors
 
 __all__ = ["EXPORT_COLUMNS", "ImportResult", "export_csv", "guard_cell", "import_entries", "read_entries"]
 
@@ -87,7 +87,7 @@ def read_entries(path: str | Path) -> list[FAQEntry]:
     caller imports all of a file or nothing. Without a faq_id an entry is keyed by its question."""
     entries: list[FAQEntry] = []
     seen: dict[str, int] = {}
-    for line, raw in _read_rows(path, ("question", "answer"), ("faq_id", "category", "alternatives")):
+    for line, raw in read_rows(path, ("question", "answer"), ("faq_id", "category", "alternatives")):
         row = {name: unguard_cell(value) for name, value in raw.items()}
         for name in ("question", "answer"):
             if not row[name]:

@@ -15,8 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from semsim_pg.errors import SemsimError
-
-from ._progress import progress_bar
+from semsim_pg.progress import progress_bar
 
 
 class Command(BaseCommand):
@@ -49,7 +48,8 @@ class Command(BaseCommand):
                         self.stdout.write(f"{label}: {marked} vector(s) marked for re-encoding")
                 before = model_status(model, using=using)
                 start = time.perf_counter()
-                with progress_bar(self, total=before.stale + before.missing, desc=label, verbosity=verbosity) as bar:
+                todo = before.stale + before.missing
+                with progress_bar(verbosity >= 1 and todo > 0, total=todo, desc=label, unit="row") as bar:
 
                     def advance(batch: Any, bar: Any = bar) -> None:
                         bar.update(len(batch.written))
