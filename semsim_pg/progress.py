@@ -53,13 +53,15 @@ def progress_bar(
     desc: str,
     unit: str = "it",
     logger: logging.Logger | None = None,
+    file: Any = None,
 ) -> ProgressBar:
     """A bar of ``total`` steps named ``desc``; drawn when ``enabled``, or (None) when ``logger``
-    (default: the ``semsim_pg`` logger) is at INFO or more verbose."""
+    (default: the ``semsim_pg`` logger) is at INFO or more verbose. ``file``: the stream to draw on
+    (default: stderr), e.g. a Django command's own."""
     if enabled is None:
         enabled = (logger or _LOGGER).getEffectiveLevel() <= logging.INFO
     if not enabled:
         return ProgressBar(None)
     from tqdm.auto import tqdm
 
-    return ProgressBar(tqdm(total=total, desc=desc, unit=unit))
+    return ProgressBar(tqdm(total=total, desc=desc, unit=unit, file=file))

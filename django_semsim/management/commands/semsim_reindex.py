@@ -49,7 +49,9 @@ class Command(BaseCommand):
                 before = model_status(model, using=using)
                 start = time.perf_counter()
                 todo = before.stale + before.missing
-                with progress_bar(verbosity >= 1 and todo > 0, total=todo, desc=label, unit="row") as bar:
+                # the command's own stderr, unwrapped: OutputWrapper appends newlines, the bar redraws in place
+                stream = getattr(self.stderr, "_out", self.stderr)
+                with progress_bar(verbosity >= 1 and todo > 0, total=todo, desc=label, unit="row", file=stream) as bar:
 
                     def advance(batch: Any, bar: Any = bar) -> None:
                         bar.update(len(batch.written))
