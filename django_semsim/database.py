@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from semsim_pg.errors import ConfigurationError
-
 __all__ = ["database_config"]
 
 
@@ -35,19 +33,9 @@ def database_config(
 
         folder = Path(data_dir).expanduser() if data_dir is not None else Settings.from_env().data_dir
         url = embedded_server_url(folder)
-    from sqlalchemy.engine.url import make_url
+    from semsim_pg.db import parse_url
 
-    try:
-        parsed = make_url(url)
-    except Exception as exc:
-        raise ConfigurationError(
-            f"Not a database URL: {exc}. Expected e.g. postgresql://user:password@host:5432/dbname."
-        ) from None
-    if parsed.get_backend_name() not in ("postgresql", "postgres"):
-        raise ConfigurationError(
-            f"The database URL points at {parsed.get_backend_name()!r}; django_semsim needs PostgreSQL with "
-            "pgvector (postgresql://user:password@host:5432/dbname)."
-        )
+    parsed = parse_url(url)  # the core's rules: the same URLs work for `semsim` and for Django
     query = dict(parsed.query)
     host = query.pop("host", None) or parsed.host or ""
     if isinstance(host, tuple):  # repeated ?host= parameters: libpq tries them in turn

@@ -26,6 +26,7 @@ from django_semsim.encoding import resolve_reranker
 from django_semsim.expressions import MetricDistance, QueryVector, max_distance, similarity_of
 from django_semsim.session import search_marker, search_parameters
 from semsim_pg.errors import InvalidQuery
+from semsim_pg.validation import check_k
 
 __all__ = ["SemanticManager", "SemanticQuerySet"]
 
@@ -158,8 +159,8 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         from django_semsim.conf import get_config
 
         config = get_config()
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise InvalidQuery(f"k must be a whole number >= 1 or None, got {k!r}.")
+        if k is not None:
+            check_k(k)
         params = search_parameters(ef_search, iterative_scan)
         if min_similarity is not None and not (
             isinstance(min_similarity, int | float) and math.isfinite(min_similarity)

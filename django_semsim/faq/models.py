@@ -36,7 +36,7 @@ from semsim_pg.faq import (
     rank_entries,
     resolve_threshold,
 )
-from semsim_pg.store import MAX_K
+from semsim_pg.validation import check_k
 
 __all__ = ["FAQ", "FAQManager", "FAQPhrasing", "FAQQuerySet", "faq_threshold"]
 
@@ -84,8 +84,7 @@ class FAQQuerySet(SemanticQuerySet["FAQ"]):
         ``rerank_score`` and ``score`` attributes), the bi-encoder ``similarity``, the cross-encoder
         ``rerank_score`` when ``rerank`` is given, and the phrasing that matched.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise InvalidQuery(f"k must be a whole number from 1 to {MAX_K}, got {k!r}.")
+        check_k(k)
         reranker = resolve_reranker(rerank)
         if reranker is not None:
             reranker.load()  # a missing cross-encoder fails before any search
