@@ -191,7 +191,16 @@ def server_info(engine: Engine) -> dict[str, Any]:
 
 # migrations -------------------------------------------------------------------------------------
 def migrations_dir() -> Path:
-    """The Alembic scripts: ``semsim_pg.migrations`` when installed, else the source tree's ``migrations/``."""
+    """The Alembic scripts: the source tree's ``migrations/`` when running from a checkout, else
+    the installed ``semsim_pg.migrations``.
+
+    The checkout comes first because an editable install maps ``semsim_pg.migrations`` to the
+    folder it was installed from, which need not be the checkout whose code is running (a second
+    worktree on ``PYTHONPATH``): the scripts must belong to the code that runs them.
+    """
+    source = Path(__file__).resolve().parent.parent
+    if (source / "pyproject.toml").is_file() and (source / "migrations" / "env.py").is_file():
+        return source / "migrations"
     try:
         import semsim_pg.migrations as package  # mapped from the top-level migrations/ by pyproject.toml
 

@@ -7,6 +7,7 @@ message of any :class:`SemsimError` without a traceback and exits non-zero.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyResolved",
     "CollectionExists",
     "CollectionNotFound",
     "ConfigurationError",
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidQuery",
     "ModelLoadError",
     "ModelMismatch",
+    "QueryLogEmpty",
     "SchemaNotInstalled",
     "SemsimError",
 ]
@@ -88,3 +90,11 @@ class DocumentNotFound(SemsimError, LookupError):
 
 class InputFileError(InvalidInput):
     """An input file is missing, unreadable or malformed; the message names the file and line."""
+
+
+class QueryLogEmpty(SemsimError, LookupError):
+    """Nothing was ever logged for a collection (the query log is off by default)."""
+
+
+class AlreadyResolved(SemsimError):
+    """A group of unanswered questions was promoted already (by someone else, or before)."""

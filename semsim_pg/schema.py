@@ -13,12 +13,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from semsim_pg.sql import METRIC_NAMES
 
-__all__ = ["SCHEMA", "Base", "CollectionRow", "DocumentRow", "EmbeddingRow"]
+__all__ = ["SCHEMA", "Base", "CollectionRow", "DocumentRow", "EmbeddingRow", "QueryLogRow"]
 
 SCHEMA = "semsim"
 
@@ -84,3 +84,37 @@ class EmbeddingRow(Base):
     text_hash: Mapped[str] = mapped_column(sa.Text)
     embedding: Mapped[Any] = mapped_column(Vector())
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+
+class QueryLogRow(Base):
+    """One logged search or FAQ question (semsim_pg.insights; written only when the log is on).
+
+    ``collection`` is a name, not a key: the log outlives a dropped collection, and the Django
+    FAQ logs under its model's label. ``answered`` is NULL for plain searches.
+    """
+
+    __tablename__ = "query_log"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    collection: Mapped[str] = mapped_column(sa.Text)
+    kind: Mapped[str] = mapped_column(sa.Text)
+    mode: Mapped[str | None] = mapped_column(sa.Text)
+    k: Mapped[int | None] = mapped_column(sa.Integer)
+    query_text: Mapped[str | None] = mapped_column(sa.Text)
+    query_hash: Mapped[str] = mapped_column(sa.Text)
+    model_name: Mapped[str | None] = mapped_column(sa.Text)
+    embedding: Mapped[Any] = mapped_column(Vector(), nullable=True)
+    result_ids: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), server_default=sa.text("'{}'"))
+    result_scores: Mapped[list[float]] = mapped_column(ARRAY(sa.Float), server_default=sa.text("'{}'"))
+    top_score: Mapped[float | None] = mapped_column(sa.Float)
+    answered: Mapped[bool | None] = mapped_column(sa.Boolean)
+    latency_ms: Mapped[float | None] = mapped_column(sa.Float)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    resolved_as: Mapped[str | None] = mapped_column(sa.Text)
+
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('search', 'faq')", name="kind"),
+        sa.Index("ix_query_log_collection_created_at", "collection", "created_at"),
+        sa.Index("ix_query_log_created_at", "created_at"),
+    )

@@ -63,6 +63,14 @@ class Settings:
     faq_threshold: float | None = None
     #: ... or this cross-encoder score when reranked (None: semsim_pg.faq's default)
     faq_rerank_threshold: float | None = None
+    #: keep a log of searches and FAQ questions (semsim_pg.insights); off unless asked for
+    query_log: bool = False
+    #: log the query's text; False keeps only its hash (and its vector, for grouping)
+    query_log_text: bool = True
+    #: the share of queries logged, 0 to 1
+    query_log_sample_rate: float = 1.0
+    #: drift of the top-1 score distribution (population stability index) flagged at or above this
+    query_log_drift_threshold: float = 0.2
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -80,6 +88,14 @@ class Settings:
             ),
             (self.metric in METRIC_NAMES, f"metric must be one of {', '.join(METRIC_NAMES)}, got {self.metric!r}"),
             (bool(self.model.strip()), "model must not be empty"),
+            (
+                0.0 <= self.query_log_sample_rate <= 1.0,
+                f"query_log_sample_rate must be between 0 and 1, got {self.query_log_sample_rate}",
+            ),
+            (
+                self.query_log_drift_threshold > 0,
+                f"query_log_drift_threshold must be above 0, got {self.query_log_drift_threshold}",
+            ),
             (
                 self.precision in PRECISIONS,
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
@@ -113,8 +129,16 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
 def _convert(name: str, annotation: object, raw: str) -> Any:
     kind = str(annotation)
+    if kind == "bool":
+        if raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ConfigurationError(f"SEMSIM_{name.upper()} must be 1/0, true/false, yes/no or on/off, got {raw!r}.")
     if kind == "int":
         try:
             return int(raw)

@@ -48,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_faq_list)
 
+    from semsim_pg.cli.insights import register_faq
+
+    register_faq(faq)  # unanswered, promote: the query log's view of the FAQ
+
 
 def cmd_faq_import(args: argparse.Namespace) -> int:
     from semsim_pg.faq import FAQMatcher, read_faq_file

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "semsim_pg.cli.search",
     "semsim_pg.cli.demo",
     "semsim_pg.cli.faq",
+    "semsim_pg.cli.insights",
     "semsim_pg.cli.evaluation",
     "semsim_pg.cli.finetune",
     "semsim_pg.cli.faiss",

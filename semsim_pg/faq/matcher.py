@@ -8,6 +8,7 @@ questions through the store's search; ranking and the answer decision are
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from semsim_pg.faq.ranking import (
     rank_entries,
     resolve_threshold,
 )
+from semsim_pg.insights.log import log_answer, not_logged
 from semsim_pg.store import Document
 from semsim_pg.validation import MAX_K, check_k
 
@@ -260,7 +262,17 @@ class FAQMatcher:
         ``threshold`` None: this matcher's, else the setting, else the default for the score
         in use (bi-encoder similarity, or the cross-encoder's score when reranking).
         """
+        started = time.perf_counter()
         reranker = self.reranker_for(rerank)
         limit = resolve_threshold(threshold if threshold is not None else self.threshold, reranked=reranker is not None)
-        matches = self.match(question, k, rerank=reranker or False, category=category)
-        return decide(question, matches, limit)
+        with not_logged():  # the question is logged once, with its answer, not as its searches
+            matches = self.match(question, k, rerank=reranker or False, category=category)
+        result = decide(question, matches, limit)
+        mode = "faq+rerank" if reranker is not None else "faq"
+        settings = self.store.settings
+        log_answer(settings, self.store.engine, self.collection, result, started, key_of=_faq_id, k=k, mode=mode)
+        return result
+
+
+def _faq_id(entry: FAQEntry) -> str:
+    return entry.faq_id

@@ -6,11 +6,12 @@ import sqlalchemy as sa
 
 from semsim_pg.schema import SCHEMA, Base
 
-__all__ = ["SCHEMA", "collections", "documents", "embeddings", "qualified"]
+__all__ = ["SCHEMA", "collections", "documents", "embeddings", "qualified", "query_log"]
 
 collections: sa.Table = Base.metadata.tables[f"{SCHEMA}.collections"]
 documents: sa.Table = Base.metadata.tables[f"{SCHEMA}.documents"]
 embeddings: sa.Table = Base.metadata.tables[f"{SCHEMA}.embeddings"]
+query_log: sa.Table = Base.metadata.tables[f"{SCHEMA}.query_log"]
 
 
 def qualified(name: str) -> str:

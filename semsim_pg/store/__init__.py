@@ -10,6 +10,7 @@ lives in :mod:`semsim_pg.queries`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ from semsim_pg import queries
 from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model
 from semsim_pg.errors import CollectionExists, CollectionNotFound, DocumentNotFound, InvalidInput, InvalidQuery
+from semsim_pg.insights.log import log_search
 from semsim_pg.progress import progress_bar
 from semsim_pg.settings import Settings, get_settings
 from semsim_pg.sql import METRICS, to_array
@@ -277,11 +279,15 @@ class DocumentStore:
         values means any of them). ``min_similarity`` drops hits below it from the k found.
         ``exact`` scans every vector instead of using the index (to measure the index's recall).
         """
+        started = time.perf_counter()
         coll = self.get_collection(collection)
         args = search.SearchArgs(k, min_similarity, filter, exact)
         vector = self.query_vector(coll, query)
         with self._connect() as conn:
-            return search.run_search(conn, self.settings, coll, vector, args, ef_search)
+            hits = search.run_search(conn, self.settings, coll, vector, args, ef_search)
+        if self.settings.query_log:  # off by default: then this costs one attribute read
+            log_search(self.settings, self.engine, coll, query, vector, hits, k, "semantic", started)
+        return hits
 
     def search_many(
         self,

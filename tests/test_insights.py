@@ -1,0 +1,385 @@
+"""Search insights: the query log, stats and drift, unanswered groups and their promotion.
+
+A synthetic log of a few thousand rows is written straight into semsim.query_log (its drift is
+known by construction); the unanswered questions carry the real model's vectors so that their
+groups are the groups of meaning the test names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from semsim_pg import insights, queries
+from semsim_pg.cli import main
+from semsim_pg.errors import AlreadyResolved, ConfigurationError, InvalidInput, QueryLogEmpty
+from semsim_pg.faq import FAQEntry, FAQMatcher
+from semsim_pg.insights.log import QueryLogWriter
+from semsim_pg.settings import Settings, configure
+from semsim_pg.store import DocumentStore
+
+NOW = dt.datetime.now(dt.UTC)
+
+ENTRIES = [
+    FAQEntry("returns", "How do I return an item?", "Use the returns form within 30 days.", "orders"),
+    FAQEntry("delivery-time", "How long does delivery take?", "Three to five working days.", "shipping"),
+    FAQEntry("cards", "Which credit cards do you accept?", "Visa and Mastercard.", "payment"),
+]
+
+# Unanswered questions of three meanings (and how often each was asked), plus two loners.
+GROUPS = {
+    "password": {
+        "How do I reset my password?": 6,
+        "I forgot my password, how can I change it?": 3,
+        "password reset not working": 2,
+        "Can't log in, need a new password": 1,
+        "how to recover my account password": 2,
+    },
+    "paypal": {
+        "Can I pay with PayPal?": 4,
+        "Do you accept PayPal payments?": 2,
+        "is paypal an option at checkout": 1,
+        "paying via paypal possible?": 1,
+    },
+    "canada": {
+        "Do you ship to Canada?": 2,
+        "Can I get my order delivered in Canada?": 1,
+        "shipping to canada available?": 1,
+    },
+}
+LONERS = {"What is the airspeed velocity of an unladen swallow?": 1}
+
+
+def _name() -> str:
+    return f"log_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture()
+def logged(settings: Settings) -> Iterator[Settings]:
+    """The process settings with the query log on (the CLI reads them), restored after."""
+    on = configure(settings.replace(query_log=True))
+    yield on
+    configure(settings)
+
+
+def _rows(engine: sa.engine.Engine, collection: str) -> list[Any]:
+    insights.flush()
+    table = queries.insert_log().table
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(table).where(table.c.collection == collection).order_by(table.c.id)))
+
+
+def _insert(engine: sa.engine.Engine, rows: list[dict[str, Any]]) -> None:
+    with engine.begin() as conn:
+        conn.execute(queries.insert_log(), rows)
+
+
+def _row(collection: str, when: dt.datetime, score: float | None, **extra: Any) -> dict[str, Any]:
+    text = extra.pop("text", f"question {uuid.uuid4().hex[:8]}")
+    return {
+        "created_at": when,
+        "collection": collection,
+        "kind": extra.pop("kind", "faq"),
+        "mode": "faq",
+        "k": 3,
+        "query_text": text,
+        "query_hash": insights.query_hash(text),
+        "model_name": extra.pop("model_name", "all-MiniLM-L6-v2"),
+        "embedding": extra.pop("embedding", None),
+        "result_ids": ["returns"],
+        "result_scores": [score] if score is not None else [],
+        "top_score": score,
+        "answered": extra.pop("answered", None if score is None else score >= 0.55),
+        "latency_ms": extra.pop("latency_ms", 12.0),
+    }
+
+
+# settings and windows ---------------------------------------------------------------------------
+def test_log_settings_from_the_environment() -> None:
+    assert Settings.from_env({}).query_log is False
+    on = Settings.from_env({"SEMSIM_QUERY_LOG": "1", "SEMSIM_QUERY_LOG_TEXT": "false"})
+    assert (on.query_log, on.query_log_text) == (True, False)
+    assert Settings.from_env({"SEMSIM_QUERY_LOG_SAMPLE_RATE": "0.25"}).query_log_sample_rate == 0.25
+    with pytest.raises(ConfigurationError, match="SEMSIM_QUERY_LOG must be 1/0"):
+        Settings.from_env({"SEMSIM_QUERY_LOG": "maybe"})
+    with pytest.raises(ConfigurationError, match="between 0 and 1"):
+        Settings(query_log_sample_rate=1.5)
+
+
+def test_since_and_durations() -> None:
+    now = dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC)
+    assert insights.parse_since("7d", now=now) == now - dt.timedelta(days=7)
+    assert insights.parse_since("12h", now=now) == now - dt.timedelta(hours=12)
+    assert insights.parse_since("2w", now=now) == now - dt.timedelta(weeks=2)
+    assert insights.parse_since("2026-11-01", now=now) == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    for bad in ("seven days", "7x", "0d", "-3d", ""):
+        with pytest.raises(InvalidInput, match="--since takes a length of time"):
+            insights.parse_since(bad, now=now)
+    with pytest.raises(InvalidInput, match="in the future"):
+        insights.parse_since("2027-01-01", now=now)
+    with pytest.raises(InvalidInput, match="--older-than"):
+        insights.parse_duration("ninety", "--older-than")
+
+
+# the log ----------------------------------------------------------------------------------------
+@pytest.fixture()
+def faq(store: DocumentStore, collection_name: str) -> FAQMatcher:
+    matcher = FAQMatcher(store, collection_name)
+    matcher.load(ENTRIES, progress=False)
+    return matcher
+
+
+def test_search_and_answer_are_logged_once_each(engine, encoder, faq: FAQMatcher) -> None:  # type: ignore[no-untyped-def]
+    off = faq.store
+    off.search(faq.collection, "how to send something back", k=2)
+    FAQMatcher(off, faq.collection).answer("how to send something back")
+    assert _rows(engine, faq.collection) == []  # off by default
+
+    on = DocumentStore(settings=off.settings.replace(query_log=True), encoder=encoder)
+    hits = on.search(faq.collection, "how to send something back", k=2)
+    matcher = FAQMatcher(on, faq.collection)
+    answered = matcher.answer("how long until my parcel arrives")
+    unanswered = matcher.answer("what is the capital of Mongolia")
+    rows = _rows(engine, faq.collection)
+    assert [r.kind for r in rows] == ["search", "faq", "faq"]  # the FAQ's own searches are not logged
+    search, yes, no = rows
+    assert search.query_text == "how to send something back" and search.answered is None and search.k == 2
+    assert search.result_ids == [h.external_id for h in hits]
+    assert search.result_scores == pytest.approx([h.similarity for h in hits])
+    assert search.top_score == pytest.approx(hits[0].similarity) and search.latency_ms > 0
+    assert np.allclose(np.asarray(search.embedding), encoder.encode_query("how to send something back"), atol=1e-5)
+    assert search.query_hash == insights.query_hash("how to send something back")
+    assert (yes.answered, yes.result_ids[0], yes.mode) == (True, "delivery-time", "faq")
+    assert yes.top_score == pytest.approx(answered.score)
+    assert no.answered is False and not unanswered.answered
+    # the writer encoded the FAQ question off the request path, with the collection's model
+    assert yes.model_name == "all-MiniLM-L6-v2"
+    assert np.allclose(np.asarray(yes.embedding), encoder.encode_query("how long until my parcel arrives"), atol=1e-5)
+
+
+def test_hash_only_and_sampling(engine, encoder, faq: FAQMatcher) -> None:  # type: ignore[no-untyped-def]
+    base = faq.store.settings.replace(query_log=True)
+    hashed = FAQMatcher(DocumentStore(settings=base.replace(query_log_text=False), encoder=encoder), faq.collection)
+    hashed.answer("a secret question about my account")
+    (row,) = _rows(engine, faq.collection)
+    assert row.query_text is None and row.query_hash == insights.query_hash("a secret question about my account")
+    assert row.embedding is not None  # still groupable
+    never = DocumentStore(settings=base.replace(query_log_sample_rate=0.0), encoder=encoder)
+    for _ in range(5):
+        never.search(faq.collection, "returns", k=1)
+    assert len(_rows(engine, faq.collection)) == 1
+
+
+def test_a_failing_log_never_reaches_the_search(caplog: pytest.LogCaptureFixture) -> None:
+    broken = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2})
+    writer = QueryLogWriter(broken, interval=0.05)
+    record = insights.LoggedQuery(
+        "c", "search", "q", np.ones(3, dtype=np.float32), "m", ["a"], [0.5], 0.5, None, 1.0, created_at=NOW
+    )
+    with caplog.at_level(logging.WARNING, logger="semsim_pg.insights.log"):
+        writer.submit(record)
+        assert writer.flush(timeout=30)
+    writer.close()
+    assert (writer.written, writer.failed) == (0, 1)
+    assert "query log: 1 queries not written" in caplog.text
+    # a record that cannot even be built is a warning too, not an exception
+    settings = Settings(query_log=True)
+    with caplog.at_level(logging.WARNING, logger="semsim_pg.insights.log"):
+        insights.log.log_search(settings, broken, object(), "q", np.ones(3), [object()], 3, "semantic", 0.0)
+    assert "could not log a search" in caplog.text
+
+
+def test_a_full_queue_drops_instead_of_blocking(engine) -> None:  # type: ignore[no-untyped-def]
+    writer = QueryLogWriter(engine, queue_size=2, interval=5.0)
+    record = insights.LoggedQuery("c", "search", None, None, None, [], [], None, None, 1.0, created_at=NOW)
+    writer._stop.set()  # no thread draining: the queue fills
+    writer._thread.join()
+    for _ in range(5):
+        writer.submit(record)
+    assert writer.dropped == 3
+
+
+# stats and drift --------------------------------------------------------------------------------
+def _synthetic(engine: sa.engine.Engine, collection: str, *, drift: bool, model_now: str = "all-MiniLM-L6-v2") -> None:
+    """2000 queries over the 7 days before last week and 2000 over the last 7 days. The
+    baseline's top-1 scores ~ N(0.72, 0.07); with ``drift`` 40% of this week's come from a new
+    topic the FAQ does not cover, ~ N(0.42, 0.06)."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for _ in range(2000):
+        when = NOW - dt.timedelta(days=7, seconds=1) - dt.timedelta(seconds=int(rng.integers(0, 7 * 86400 - 60)))
+        rows.append(_row(collection, when, float(rng.normal(0.72, 0.07)), latency_ms=float(rng.uniform(5, 25))))
+    for i in range(2000):
+        when = NOW - dt.timedelta(seconds=int(rng.integers(60, 7 * 86400 - 60)))
+        new_topic = drift and i % 5 < 2
+        score = float(rng.normal(0.42, 0.06) if new_topic else rng.normal(0.72, 0.07))
+        rows.append(_row(collection, when, score, model_name=model_now, latency_ms=float(rng.uniform(5, 25))))
+    _insert(engine, rows)
+
+
+def test_stats_and_drift_on_a_synthetic_log(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    drifted, steady, swapped = _name(), _name(), _name()
+    _synthetic(engine, drifted, drift=True)
+    _synthetic(engine, steady, drift=False)
+    _synthetic(engine, swapped, drift=True, model_now="some-other-model")
+    since = NOW - dt.timedelta(days=7)
+
+    stats = insights.query_stats(engine, drifted, since, now=NOW)
+    assert stats.window.queries == 2000 == sum(d.queries for d in stats.days)
+    assert len(stats.days) in (7, 8) and sum(stats.histogram_counts) == 2000
+    assert 10 < stats.window.latency_p50_ms < 20 and stats.window.latency_p95_ms > stats.window.latency_p50_ms
+    assert stats.window.answer_rate == pytest.approx(0.6, abs=0.04)  # the new topic falls below 0.55
+    assert stats.drift.baseline.queries == 2000
+    assert stats.drift.flagged and stats.drift.psi > 0.2 and stats.drift.ks_pvalue < 1e-6
+    assert "scores fell" in stats.drift.message and "new topics" in stats.drift.message
+    assert "model changed" not in stats.drift.message
+
+    calm = insights.query_stats(engine, steady, since, now=NOW)
+    assert not calm.drift.flagged and calm.drift.psi < 0.05 and calm.drift.message.startswith("no drift")
+
+    model = insights.query_stats(engine, swapped, since, now=NOW)
+    assert model.drift.flagged and "encoder model changed" in model.drift.message
+
+    png = insights.plot_stats(stats, tmp_path / "stats.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "stats.png").read_bytes() == png
+    json.dumps(stats.to_dict())  # JSON-ready
+
+
+def test_stats_command(capsys, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name = _name()
+    _synthetic(engine, name, drift=True)
+    code = main(["-q", "stats", "-c", name, "--since", "7d", "--json", "--plot", str(tmp_path / "s.png")])
+    out, _ = capsys.readouterr()
+    data = json.loads(out)
+    assert code == 0 and data["drift"]["flagged"] and data["window"]["queries"] >= 1990
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    code = main(["-q", "stats", "-c", name])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "DRIFT: PSI" in out and "latency p50" in out
+
+    code = main(["-q", "stats", "-c", name, "--since", "last tuesday"])
+    _, err = capsys.readouterr()
+    assert code == 1 and err.count("\n") == 1 and "--since takes a length of time" in err
+    code = main(["-q", "stats", "-c", "never_logged_anything"])
+    _, err = capsys.readouterr()
+    assert code == 1 and err.count("\n") == 1 and "SEMSIM_QUERY_LOG=1" in err
+
+
+def test_prune(capsys, engine) -> None:  # type: ignore[no-untyped-def]
+    name = _name()
+    _insert(engine, [_row(name, NOW - dt.timedelta(days=d), 0.7) for d in (1, 30, 91, 100, 200)])
+    code = main(["-q", "log", "prune", "--older-than", "90d", "-c", name, "--json"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and json.loads(out)["deleted"] == 3
+    assert len(_rows(engine, name)) == 2
+    code = main(["-q", "log", "prune", "--older-than", "soon"])
+    _, err = capsys.readouterr()
+    assert code == 1 and "--older-than takes a length of time" in err
+
+
+# unanswered groups ------------------------------------------------------------------------------
+def _unanswered_log(engine, encoder, collection: str) -> None:  # type: ignore[no-untyped-def]
+    questions = {t: n for group in GROUPS.values() for t, n in group.items()} | LONERS
+    vectors = dict(zip(questions, encoder.encode(list(questions)), strict=True))
+    rows = []
+    for text, times in questions.items():
+        for i in range(times):
+            when = NOW - dt.timedelta(days=1 + i % 20, minutes=i)
+            rows.append(_row(collection, when, 0.3, text=text, embedding=vectors[text], answered=False))
+    # an answered question, and an unanswered one older than the window, stay out of the groups
+    paypal = vectors["Can I pay with PayPal?"]
+    rows.append(_row(collection, NOW - dt.timedelta(days=2), 0.9, text="How do I return an item?", embedding=paypal))
+    old = _row(collection, NOW - dt.timedelta(days=60), 0.2, text="old", embedding=paypal, answered=False)
+    rows.append(old)
+    _insert(engine, rows)
+
+
+def test_unanswered_groups_by_meaning(engine, encoder, faq: FAQMatcher) -> None:  # type: ignore[no-untyped-def]
+    _unanswered_log(engine, encoder, faq.collection)
+    groups = insights.unanswered_groups(engine, faq.collection, NOW - dt.timedelta(days=30))
+    assert [{q.text for q in g.questions} for g in groups[:3]] == [
+        set(GROUPS[k]) for k in ("password", "paypal", "canada")
+    ]
+    assert [g.size for g in groups] == [14, 8, 4, 1]
+    password = groups[0]
+    assert password.representative.text in GROUPS["password"]
+    assert password.examples[0].text == "How do I reset my password?" and password.examples[0].times == 6
+    nearest = insights.nearest_faq_entries(faq, groups[1])
+    assert nearest[0].faq_id == "cards" and 0 < nearest[0].score < 1  # PayPal is nearest to the cards entry
+    assert len({n.faq_id for n in nearest}) == len(nearest) == 3
+    assert insights.find_group(groups, password.id) is password
+    assert insights.unanswered_groups(engine, faq.collection, NOW - dt.timedelta(hours=1)) == []
+    with pytest.raises(QueryLogEmpty, match="SEMSIM_QUERY_LOG=1"):
+        insights.unanswered_groups(engine, "nothing_logged_here", NOW)
+
+
+def test_promote_a_group(engine, encoder, faq: FAQMatcher) -> None:  # type: ignore[no-untyped-def]
+    _unanswered_log(engine, encoder, faq.collection)
+    since = NOW - dt.timedelta(days=30)
+    password, paypal, *_ = insights.unanswered_groups(engine, faq.collection, since)
+    entry = insights.promote_group(faq, password, faq_id="password", answer="Use the 'forgot password' link.")
+    assert entry.question == password.representative.text
+    assert faq.answer("I forgot my password").entry.faq_id == "password"
+    left = insights.unanswered_groups(engine, faq.collection, since)
+    assert [g.size for g in left] == [8, 4, 1]
+    with pytest.raises(AlreadyResolved, match="already promoted, as FAQ entry password"):
+        insights.promote_group(faq, password, faq_id="password2", answer="again")
+    assert "password2" not in {e.faq_id for e in faq.entries()}  # nothing half-written
+
+    # as a phrasing of an existing entry: two promoters at once, exactly one wins
+    outcomes: list[str] = []
+
+    def promote() -> None:
+        try:
+            insights.promote_group(faq, paypal, faq_id="cards", question="Can I pay with PayPal?")
+            outcomes.append("promoted")
+        except AlreadyResolved:
+            outcomes.append("already")
+
+    threads = [threading.Thread(target=promote) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["already", "promoted"]
+    cards = {e.faq_id: e for e in faq.entries()}["cards"]
+    assert cards.alternatives == ("Can I pay with PayPal?",)
+    assert [g.size for g in insights.unanswered_groups(engine, faq.collection, since)] == [4, 1]
+    with pytest.raises(InvalidInput, match="is new: give its answer"):
+        insights.promote_group(faq, password, faq_id="brand-new")
+
+
+def test_unanswered_and_promote_commands(capsys, engine, encoder, faq: FAQMatcher) -> None:  # type: ignore[no-untyped-def]
+    _unanswered_log(engine, encoder, faq.collection)
+    code = main(["-q", "faq", "unanswered", "-c", faq.collection, "--since", "30d", "--json"])
+    out, _ = capsys.readouterr()
+    groups = json.loads(out)
+    assert code == 0 and [g["size"] for g in groups] == [14, 8, 4, 1]
+    assert groups[1]["nearest"][0]["faq_id"] == "cards"
+    code = main(["-q", "faq", "unanswered", "-c", faq.collection])
+    out, _ = capsys.readouterr()
+    assert code == 0 and f"[{groups[0]['id']}] 14 asked" in out and "nearest:" in out
+    args = ["-q", "faq", "promote", groups[2]["id"], "-c", faq.collection, "--id", "canada", "--answer", "Yes."]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 1
+    _, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "promoted already" in err
+
+
+def test_cli_search_and_ask_log_when_turned_on(capsys, engine, logged, faq: FAQMatcher) -> None:  # type: ignore[no-untyped-def]
+    assert main(["-q", "search", "sending an item back", "-c", faq.collection, "-k", "2"]) == 0
+    assert main(["-q", "faq", "ask", "sending an item back", "-c", faq.collection]) == 0
+    capsys.readouterr()
+    rows = _rows(engine, faq.collection)
+    assert [(r.kind, r.k, r.answered) for r in rows] == [("search", 2, None), ("faq", 3, True)]
+    assert all(r.query_text == "sending an item back" for r in rows)
