@@ -37,7 +37,7 @@ def test_upgrade_downgrade_upgrade(empty_database) -> None:  # type: ignore[no-u
         ensure_schema(engine, migrate=False)
     upgrade(engine)
     assert current_revision(engine) == head_revision()
-    assert tables(engine) == {"collections", "documents", "embeddings"}
+    assert tables(engine) == {"collections", "documents", "embeddings", "query_log"}
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
         functions = set(
@@ -53,4 +53,4 @@ def test_upgrade_downgrade_upgrade(empty_database) -> None:  # type: ignore[no-u
     assert current_revision(engine) is None
     assert tables(engine) == set()
     upgrade(engine)
-    assert tables(engine) == {"collections", "documents", "embeddings"}
+    assert tables(engine) == {"collections", "documents", "embeddings", "query_log"}
