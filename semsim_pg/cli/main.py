@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "semsim_pg.cli.finetune",
     "semsim_pg.cli.faiss",
     "semsim_pg.cli.bench",
+    "semsim_pg.cli.server",
 )
 
 
