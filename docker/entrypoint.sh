@@ -1,0 +1,24 @@
+#!/bin/sh
+# Start the example site the production way: migrate, load the sample data (idempotent), then
+# gunicorn. Any other command (e.g. the worker's) runs as given after the same preparation.
+set -eu
+
+if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
+    # Never a known key: a fresh one per container start (sessions end when it restarts).
+    # Set DJANGO_SECRET_KEY to keep sessions across restarts.
+    DJANGO_SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+    export DJANGO_SECRET_KEY
+    echo "entrypoint: DJANGO_SECRET_KEY is not set; using a random one for this container" >&2
+fi
+
+if [ "$#" -gt 0 ]; then
+    exec "$@"
+fi
+
+python manage.py migrate --noinput
+python manage.py load_sample_data
+exec gunicorn production_wsgi:application \
+    --bind "0.0.0.0:${PORT:-8000}" \
+    --workers "${WEB_CONCURRENCY:-2}" \
+    --timeout 120 \
+    --access-logfile -
