@@ -258,6 +258,8 @@ def embedded_server_url(data_dir: Path, *, driver: str = "psycopg") -> str:
         if url is None:
             url = _join(paths)
             _urls[paths.pgdata] = url
+        elif _joined.get(paths.pgdata) != os.getpid():  # a forked child: a user of its own
+            ensure_running(paths.data_dir)
     return url if driver == "psycopg" else url.replace("postgresql+psycopg", f"postgresql+{driver}")
 
 
@@ -273,12 +275,7 @@ def _join(paths: _Paths) -> str:
     user = server_user()
     with _locked(paths):
         postmaster = _start_or_explain(paths, user)
-        handles = [h for h in _live_handles(paths) if h[0] != os.getpid()]
-        handles.append([os.getpid(), _started_at(os.getpid()) or 0.0])
-        paths.handles.write_text(json.dumps(handles))
-    if paths.pgdata not in _joined:
-        atexit.register(_leave, paths)
-    _joined[paths.pgdata] = os.getpid()
+        _register(paths)
     assert postmaster.socket_dir is not None  # started by us with -k
     url = _url(postmaster.socket_dir, "psycopg")
     try:
@@ -287,6 +284,16 @@ def _join(paths: _Paths) -> str:
         raise EmbeddedServerError(f"The embedded server in {paths.pgdata} started but refused a query: {exc}") from exc
     logger.info("embedded PostgreSQL ready at %s", url)
     return url
+
+
+def _register(paths: _Paths) -> None:
+    """Under the lock: record this process as a user of the server, until it exits."""
+    handles = [h for h in _live_handles(paths) if h[0] != os.getpid()]
+    handles.append([os.getpid(), _started_at(os.getpid()) or 0.0])
+    paths.handles.write_text(json.dumps(handles))
+    if paths.pgdata not in _joined:
+        atexit.register(_leave, paths)  # a forked child inherits it, and _leave tells the two apart
+    _joined[paths.pgdata] = os.getpid()
 
 
 def _ensure_database(socket_dir: Path) -> None:
@@ -320,14 +327,20 @@ def _leave(paths: _Paths) -> None:
 
 
 def ensure_running(data_dir: Path) -> Path:
-    """Start the embedded server again if it died or was stopped; returns its socket folder."""
+    """Start the embedded server again if it died or was stopped; returns its socket folder.
+
+    The calling process is recorded as a user of the server (if it was not already), so that it
+    is not stopped under it, and so that it stops the server if it is the last one out.
+    """
     paths = _paths(data_dir)
     running = _postmaster(paths.pgdata)
-    if running is not None and running.socket_dir is not None:
+    if running is not None and running.socket_dir is not None and _joined.get(paths.pgdata) == os.getpid():
         return running.socket_dir
     with _locked(paths):
-        logger.warning("the embedded server in %s is not running: starting it again", paths.pgdata)
+        if running is None:
+            logger.warning("the embedded server in %s is not running: starting it", paths.pgdata)
         postmaster = _start_or_explain(paths, server_user())
+        _register(paths)
     assert postmaster.socket_dir is not None
     return postmaster.socket_dir
 

@@ -148,6 +148,40 @@ def test_killed_processes_do_not_keep_the_embedded_server_alive(data_dir: Path) 
     assert _server_pid(data_dir) is None
 
 
+_FORKING = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from semsim_pg.server import embedded_server_url
+    embedded_server_url(Path(sys.argv[1]))
+    if os.fork() == 0:  # a worker forked after start-up, as gunicorn's are
+        embedded_server_url(Path(sys.argv[1]))
+        sys.stdout.write("worker\\n"); sys.stdout.flush()
+        sys.stdin.readline()
+        sys.exit(0)
+    sys.stdout.write("parent\\n"); sys.stdout.flush()
+    """
+)
+
+
+def test_a_forked_worker_keeps_the_embedded_server_after_its_parent_exits(data_dir: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FORKING, str(data_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    assert {proc.stdout.readline().strip(), proc.stdout.readline().strip()} == {"worker", "parent"}
+    assert proc.wait(timeout=60) == 0  # the parent is gone; the worker still uses the server
+    assert _server_pid(data_dir) is not None
+    proc.stdin.write("\n")
+    proc.stdin.close()
+    assert proc.stdout.read() == ""  # end of file: the worker has exited, exit hooks included
+    assert _server_pid(data_dir) is None  # and it was the last one out
+
+
 def test_long_data_dir_keeps_the_embedded_server_private(data_dir: Path) -> None:
     """Issue 14 item 1: a data directory too long for a socket path moved the socket to a folder
     every OS user could enter, with pg_hba.conf trusting everyone; as root the folders above were
