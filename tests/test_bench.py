@@ -33,6 +33,7 @@ def test_load_texts_bad_input(tmp_path: Path) -> None:
         load_texts(limit=0)
 
 
+@pytest.mark.slow
 def test_benchmark_reports_every_batch_size(encoder) -> None:  # type: ignore[no-untyped-def]
     texts = load_texts(limit=12)
     result = benchmark_encoder(encoder.name, texts, [4, 12])
@@ -44,6 +45,7 @@ def test_benchmark_reports_every_batch_size(encoder) -> None:  # type: ignore[no
         benchmark_encoders([encoder.name], texts, [0])
 
 
+@pytest.mark.slow
 def test_load_seconds_times_a_fresh_load_of_the_model(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The benchmark loads the model itself (not the shared, already loaded encoder), and the
     load time it reports contains that load."""
@@ -65,6 +67,7 @@ def test_load_seconds_times_a_fresh_load_of_the_model(encoder, monkeypatch) -> N
     assert result.load_seconds >= loads[0]
 
 
+@pytest.mark.slow
 def test_cli_json_and_table(encoder, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert main(["-q", "bench", "encoders", "--limit", "6", "--batch-sizes", "3,6", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)

@@ -64,6 +64,7 @@ def sts_file(tmp_path: Path) -> Path:
     return write_pairs(tmp_path / "pairs.csv", PAIRS)
 
 
+@pytest.mark.slow
 def test_real_model_correlates_and_matches_sentence_transformers(encoder, sts_file: Path) -> None:  # type: ignore[no-untyped-def]
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
@@ -97,6 +98,7 @@ def test_top_errors_are_the_largest_on_a_0_1_scale(encoder, sts_file: Path) -> N
     assert report.gold()[0] == 1.0
 
 
+@pytest.mark.slow
 def test_cross_encoder_scored_side_by_side(encoder, sts_file: Path, tiny_cross_encoder_path: Path) -> None:  # type: ignore[no-untyped-def]
     from sentence_transformers import CrossEncoder
 
@@ -111,6 +113,7 @@ def test_cross_encoder_scored_side_by_side(encoder, sts_file: Path, tiny_cross_e
     assert cross.pearson["score"] == pytest.approx(100 * pearson(expected, gold), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_json_and_table(encoder, sts_file: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     assert main(["-q", "eval", "sts", str(sts_file), "--json", "--top-errors", "2"]) == 0
     data = json.loads(capsys.readouterr().out)

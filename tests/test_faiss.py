@@ -79,6 +79,7 @@ def test_flat_index_returns_exactly_what_postgres_returns(store, filled, tmp_pat
     assert index.search(queries[:1], 1)[0][0][1] == pytest.approx(best.distance, abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["hnsw", "ivfflat", "ivfpq"])
 def test_approximate_indexes_recall_against_exact(store, filled, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
     name, _ = filled
@@ -99,6 +100,7 @@ def test_approximate_indexes_recall_against_exact(store, filled, tmp_path: Path,
     assert np.mean(recalls) >= floor
 
 
+@pytest.mark.slow
 def test_compare_measures_every_method_on_the_same_queries(store, filled, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     name, _ = filled
     build_index(store, name, tmp_path / "flat", index_type="flat", progress=False)
@@ -165,6 +167,7 @@ def test_index_of_another_collection_is_refused(store, filled, collection_name, 
         store.drop_collection(other)
 
 
+@pytest.mark.slow
 def test_failed_save_leaves_nothing_where_a_loader_reads(store, filled, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     name, _ = filled
     out = tmp_path / "ix"

@@ -98,6 +98,7 @@ def top(store, name: str, query: str) -> str:  # type: ignore[no-untyped-def]
     return store.search(name, query, 1)[0].external_id  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 def test_interrupted_reembed_resumes_and_switches(store, collection_name, tiny_bi_encoder_path: Path) -> None:  # type: ignore[no-untyped-def]
     name = collection_name
     store.create_collection(name)

@@ -40,6 +40,7 @@ def write_beir(root: Path, corpus: list[dict[str, str]] = CORPUS, qrels: str = Q
     return root / "corpus.jsonl", root / "queries.jsonl", root / "qrels.tsv"
 
 
+@pytest.mark.slow
 def test_evaluates_through_the_store_and_reuses_the_collection(store, collection_name, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     corpus, queries, qrels = write_beir(tmp_path)
     report = evaluate_retrieval(
@@ -75,6 +76,7 @@ def test_evaluates_through_the_store_and_reuses_the_collection(store, collection
     assert store.count(collection_name) == 9
 
 
+@pytest.mark.slow
 def test_rerank_reports_both_stages(store, collection_name, tmp_path: Path, tiny_cross_encoder_path: Path) -> None:  # type: ignore[no-untyped-def]
     corpus, queries, qrels = write_beir(tmp_path)
     report = evaluate_retrieval(

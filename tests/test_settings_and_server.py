@@ -116,6 +116,7 @@ def _holder(data_dir: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_processes_share_one_embedded_server_and_the_last_one_out_stops_it(data_dir: Path) -> None:
     procs = [_holder(data_dir) for _ in range(3)]
     outputs = [p.communicate(input="\n", timeout=120) for p in procs]
@@ -126,6 +127,7 @@ def test_processes_share_one_embedded_server_and_the_last_one_out_stops_it(data_
     assert _server_pid(data_dir) is None
 
 
+@pytest.mark.slow
 def test_killed_processes_do_not_keep_the_embedded_server_alive(data_dir: Path) -> None:
     """Issue 12 item 8: a process ended by SIGTERM or kill -9 never runs its exit hook; the last
     live process out must still stop the server."""
@@ -164,6 +166,7 @@ _FORKING = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_forked_worker_keeps_the_embedded_server_after_its_parent_exits(data_dir: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", _FORKING, str(data_dir)],
@@ -182,6 +185,7 @@ def test_a_forked_worker_keeps_the_embedded_server_after_its_parent_exits(data_d
     assert _server_pid(data_dir) is None  # and it was the last one out
 
 
+@pytest.mark.slow
 def test_long_data_dir_keeps_the_embedded_server_private(data_dir: Path) -> None:
     """Issue 14 item 1: a data directory too long for a socket path moved the socket to a folder
     every OS user could enter, with pg_hba.conf trusting everyone; as root the folders above were
@@ -217,6 +221,7 @@ def test_long_data_dir_keeps_the_embedded_server_private(data_dir: Path) -> None
         assert attacker.returncode != 0 and "Permission denied" in attacker.stderr, attacker
 
 
+@pytest.mark.slow
 def test_a_process_gets_its_embedded_server_back(data_dir: Path) -> None:
     """Issue 14 item 8: a long-running process whose server died (kill -9) or was stopped
     (`semsim server stop`) gets it back on its next query, through the engine it already has."""
@@ -240,6 +245,7 @@ def test_a_process_gets_its_embedded_server_back(data_dir: Path) -> None:
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_an_external_server_restart_needs_no_process_restart(data_dir: Path) -> None:
     """The same with a database given by URL (here the embedded server, restarted by another
     process): the engine reconnects instead of handing out dead connections."""
@@ -260,6 +266,7 @@ def test_an_external_server_restart_needs_no_process_restart(data_dir: Path) -> 
         other.communicate(input="\n", timeout=120)
 
 
+@pytest.mark.slow
 def test_server_status_and_stop_commands(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
