@@ -32,10 +32,18 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def default_data_dir() -> Path:
-    """Where the embedded server and caches live when ``SEMSIM_DATA_DIR`` is not set."""
+    """Where the embedded server and caches live when ``SEMSIM_DATA_DIR`` is not set.
+
+    As root the embedded PostgreSQL runs as another OS user, which cannot enter root's home
+    (mode 0700), and semsim never opens up folders it does not own: root's default is the
+    system-wide ``/var/lib/semsim`` instead, as for any service run by root.
+    """
     xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "semsim"
+    if xdg:
+        return Path(xdg) / "semsim"
+    if os.geteuid() == 0:
+        return Path("/var/lib/semsim")
+    return Path.home() / ".local" / "share" / "semsim"
 
 
 @dataclasses.dataclass(frozen=True)

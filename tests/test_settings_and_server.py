@@ -299,3 +299,16 @@ def test_server_status_and_stop_commands(data_dir: Path, capsys: pytest.CaptureF
         assert "SEMSIM_DATABASE_URL is set" in capsys.readouterr().err
     finally:
         configure(before)
+
+
+def test_default_data_dir_is_reachable_by_the_server_user_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root the server runs as another OS user that cannot enter /root: the default must not be under it."""
+    from semsim_pg.settings import default_data_dir
+
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert default_data_dir() == Path("/var/lib/semsim")
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert default_data_dir() == Path.home() / ".local" / "share" / "semsim"
+    monkeypatch.setenv("XDG_DATA_HOME", "/srv/data")
+    assert default_data_dir() == Path("/srv/data/semsim")
