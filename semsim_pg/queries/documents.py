@@ -29,6 +29,7 @@ __all__ = [
     "model_names",
     "remove_model_rows",
     "sample_embeddings",
+    "stale_among",
     "stale_count",
     "stale_rows",
     "stored_hashes",
@@ -110,6 +111,16 @@ def stale_rows(collection_id: int, model: str, after: int, limit: int) -> sa.Sel
 def stale_count(collection_id: int, model: str) -> sa.Select[Any]:
     source, condition = _stale(collection_id, model)
     return sa.select(sa.func.count()).select_from(source).where(condition)
+
+
+def stale_among(collection_id: int, model: str, external_ids: Sequence[str]) -> sa.Select[Any]:
+    """(external id, id, text hash) of the named documents that are stale for ``model``."""
+    source, condition = _stale(collection_id, model)
+    return (
+        sa.select(d.external_id, d.id, d.text_hash)
+        .select_from(source)
+        .where(condition, d.external_id == sa.any_(_array(external_ids, sa.Text)))
+    )
 
 
 def count_documents(collection_id: int) -> sa.Select[Any]:
@@ -212,9 +223,13 @@ def write_vectors_cas(model: str, ids: Sequence[int], hashes: Sequence[str], vec
         .table_valued("id", "text_hash", "embedding")
         .render_derived(name="v")
     )
-    source = sa.select(
-        d.id, sa.literal(model), d.collection_id, d.text_hash, sa.cast(given.c.embedding, Vector())
-    ).join_from(given, documents, sa.and_(d.id == given.c.id, d.text_hash == given.c.text_hash))
+    source = (
+        sa.select(d.id, sa.literal(model), d.collection_id, d.text_hash, sa.cast(given.c.embedding, Vector()))
+        .join_from(given, documents, sa.and_(d.id == given.c.id, d.text_hash == given.c.text_hash))
+        # Share-lock the documents written for: their text cannot change before this commits, and
+        # one a writer holds is skipped (that writer brings its vector; the next pass finds the rest).
+        .with_for_update(read=True, skip_locked=True, of=documents)
+    )
     return _upsert_vectors(source)
 
 

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy.engine import Connection
 
 from semsim_pg import queries
 from semsim_pg.db import connect, vector_connection
 from semsim_pg.encoder import Encoder, text_hash
 from semsim_pg.errors import CollectionNotFound, DimensionMismatch, InvalidInput, ModelMismatch
 from semsim_pg.progress import progress_bar
+from semsim_pg.sql import vector_literal
 from semsim_pg.store.indexes import drop_index
 from semsim_pg.store.types import Collection, Document, DocumentLike, UpsertResult
 from semsim_pg.validation import check_vectors
@@ -162,7 +164,48 @@ def _upsert_batch(
         result.unchanged = len(docs) - len(flags)
         if vectors:
             conn.execute(queries.write_staged_vectors(coll.id, coll.model_name))
+        result.encoded += _catch_up(conn, coll, encoder, docs, hashes, given)
     return result
+
+
+def _catch_up(
+    conn: Connection,
+    coll: Collection,
+    encoder: Encoder | None,
+    docs: list[Document],
+    hashes: list[str],
+    given: npt.NDArray[np.float32] | None,
+) -> int:
+    """Encode, inside the write transaction, the documents of the batch still stale after it.
+
+    They exist only when another writer committed between this batch's read of the stored
+    hashes and its write: a text this batch found unchanged was replaced, and this batch has
+    just written it back without a vector. Every document of the batch is row-locked by the
+    upsert until commit, so what is written here stays true (compare-and-set on the hash)."""
+    position = {doc.external_id: i for i, doc in enumerate(docs)}
+    stale = [
+        (position[row[0]], int(row[1]))
+        for row in conn.execute(queries.stale_among(coll.id, coll.model_name, list(position))).all()
+        if row[2] == hashes[position[row[0]]]
+    ]
+    if not stale:
+        return 0
+    logger.info("%d documents of %s changed under a concurrent write; encoding them again", len(stale), coll.name)
+    if given is not None:
+        vectors = [given[i] for i, _ in stale]
+    elif encoder is not None:
+        vectors = list(encoder.encode([docs[i].text for i, _ in stale], show_progress_bar=False))
+    else:  # pragma: no cover - one of the two is always set
+        return 0
+    conn.execute(
+        queries.write_vectors_cas(
+            coll.model_name,
+            [doc_id for _, doc_id in stale],
+            [hashes[i] for i, _ in stale],
+            [vector_literal(v) for v in vectors],
+        )
+    )
+    return len(stale)
 
 
 def _vector_count(store: DocumentStore, coll: Collection) -> int:

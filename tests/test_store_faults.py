@@ -1,0 +1,82 @@
+"""Faults from issue 14 (data items): racing writers, zero vectors, a lost index, input PostgreSQL refuses."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from semsim_pg import DocumentStore
+from semsim_pg.encoder import text_hash
+
+
+class PausingEncoder:
+    """The session's encoder, but ``encode`` waits for ``resume`` once it has told ``entered``:
+    a writer held between reading the stored hashes and writing its batch."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name, self.dimension, self.batch_size = inner.name, inner.dimension, inner.batch_size
+        self.entered, self.resume = threading.Event(), threading.Event()
+
+    def encode(self, texts: Sequence[str], **kwargs: Any) -> Any:
+        self.entered.set()
+        assert self.resume.wait(60), "the test never resumed the writer"
+        return self.inner.encode(texts, **kwargs)
+
+    def encode_query(self, text: str) -> Any:
+        return self.inner.encode_query(text)
+
+
+def vectors_match_texts(store, name: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """Ids whose stored vector was not computed from the document's current text."""
+    coll = store.get_collection(name)
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT d.external_id, d.text, e.text_hash, e.embedding::text FROM semsim.documents d"
+                " LEFT JOIN semsim.embeddings e ON e.document_id = d.id AND e.model_name = :m"
+                " WHERE d.collection_id = :c ORDER BY d.external_id"
+            ),
+            {"m": coll.model_name, "c": coll.id},
+        ).all()
+    wrong = []
+    for external_id, text, stored_hash, embedding in rows:
+        expected = store.encoder_for(coll).encode([text], show_progress_bar=False)[0]
+        vector = np.array(embedding.strip("[]").split(","), dtype=np.float32) if embedding else None
+        if stored_hash != text_hash(text) or vector is None or float(vector @ expected) < 0.999:
+            wrong.append(external_id)
+    return wrong
+
+
+def test_two_writers_of_the_same_ids_leave_every_vector_current(store, collection_name, encoder) -> None:  # type: ignore[no-untyped-def]
+    """Writer A reads the stored hashes ("x" unchanged), then encodes "y"; meanwhile writer B
+    commits new text for "x". A then writes its text of "x" back: its vector must follow."""
+    store.create_collection(collection_name)
+    store.upsert(collection_name, [("x", "The dog chases the cat"), ("y", "Stock markets fell")])
+    pausing = PausingEncoder(encoder)
+    writer_a = DocumentStore(encoder=pausing, migrate=True)  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+
+    def run_a() -> None:
+        try:
+            writer_a.upsert(collection_name, [("x", "The dog chases the cat"), ("y", "A rocket reached orbit")])
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    try:
+        assert pausing.entered.wait(60)
+        store.upsert(collection_name, [("x", "Boil the pasta for ten minutes")])  # writer B, committed
+    finally:
+        pausing.resume.set()
+        thread.join(60)
+    assert not errors, errors
+    assert store.get(collection_name, "x").text == "The dog chases the cat"  # A wrote last
+    assert vectors_match_texts(store, collection_name) == []
+    assert store.stale_count(collection_name) == 0
+    assert store.search(collection_name, "a puppy runs after a kitten", k=1)[0].external_id == "x"
