@@ -34,6 +34,8 @@ class Metric:
     #: a distance expression -> a similarity (larger is closer)
     similarity: Callable[[Distance], Distance]
     description: str
+    #: the distance is undefined for a zero vector (cosine divides by the norms: NaN)
+    needs_direction: bool = False
 
     def distance(self, vectors: Any, query: Any) -> Distance:
         """``vectors <op> query`` through pgvector's SQLAlchemy operators."""
@@ -61,6 +63,7 @@ METRICS: dict[str, Metric] = {
         "vector_cosine_ops",
         lambda d: 1 - d,
         "1 - cosine distance (cosine similarity)",
+        needs_direction=True,
     ),
     "l2": Metric("l2", "<->", "l2_distance", "vector_l2_ops", _closeness, "1 / (1 + Euclidean distance)"),
     "inner_product": Metric(

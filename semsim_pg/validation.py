@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from semsim_pg.errors import InvalidInput, InvalidQuery
+from semsim_pg.sql import METRICS
 
 __all__ = ["MAX_K", "MAX_NAME_LENGTH", "check_k", "check_name", "check_vectors"]
 
@@ -37,8 +38,21 @@ def check_name(name: Any, what: str = "collection name") -> str:
 
 
 def check_vectors(
-    vectors: npt.NDArray[np.float32], what: str = "vectors", error: type[InvalidInput] = InvalidInput
+    vectors: npt.NDArray[np.float32],
+    what: str = "vectors",
+    error: type[InvalidInput] = InvalidInput,
+    *,
+    metric: str | None = None,
 ) -> None:
-    """Refuse NaN or infinite values (PostgreSQL's vector type does too, less clearly)."""
+    """Refuse NaN or infinite values (PostgreSQL's vector type does too, less clearly), and a
+    zero vector where ``metric`` cannot measure one (cosine: it has no direction)."""
     if not np.all(np.isfinite(vectors)):
         raise error(f"The {what} hold NaN or infinite values.")
+    if metric is not None and METRICS[metric].needs_direction:
+        zero = np.flatnonzero(~np.any(np.atleast_2d(vectors) != 0, axis=1))
+        if zero.size:
+            where = f" (row {int(zero[0])})" if np.ndim(vectors) == 2 else ""
+            raise error(
+                f"The {what} hold a zero vector{where}: {metric} similarity is undefined for it. "
+                "Give vectors with at least one non-zero value."
+            )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from semsim_pg import DocumentStore
@@ -80,3 +81,25 @@ def test_two_writers_of_the_same_ids_leave_every_vector_current(store, collectio
     assert vectors_match_texts(store, collection_name) == []
     assert store.stale_count(collection_name) == 0
     assert store.search(collection_name, "a puppy runs after a kitten", k=1)[0].external_id == "x"
+
+
+def test_zero_vectors_are_refused_where_cosine_cannot_measure_them(store, collection_name) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg import InvalidInput, InvalidQuery
+
+    coll = store.create_collection(collection_name)
+    vectors = np.eye(3, coll.dimension, dtype=np.float32)
+    vectors[1] = 0.0
+    with pytest.raises(InvalidInput, match=r"zero vector \(row 1\)"):
+        store.upsert(collection_name, [("a", "one"), ("b", "two"), ("c", "three")], vectors=vectors)
+    assert store.count(collection_name) == 0  # nothing half-written
+    store.upsert(collection_name, [("a", "one")], vectors=vectors[:1])
+    with pytest.raises(InvalidQuery, match="zero vector"):
+        store.search(collection_name, np.zeros(coll.dimension, dtype=np.float32))
+    # l2 measures a zero vector like any other point
+    other = collection_name + "_l2"
+    try:
+        store.create_collection(other, metric="l2")
+        store.upsert(other, [("a", "one"), ("b", "two")], vectors=vectors[:2])
+        assert store.search(other, np.zeros(coll.dimension, dtype=np.float32), k=1)[0].external_id == "b"
+    finally:
+        store.drop_collection(other)

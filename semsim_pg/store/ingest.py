@@ -60,7 +60,7 @@ def upsert(
             raise DimensionMismatch(
                 f"vectors must have shape (n, {coll.dimension}) for collection {coll.name!r}, got {matrix.shape}."
             )
-        check_vectors(matrix)
+        check_vectors(matrix, metric=coll.metric)
         documents = list(documents)
         if len(documents) != len(matrix):
             raise InvalidInput(f"{len(documents)} documents but {len(matrix)} vectors: give one vector per document.")

@@ -45,7 +45,7 @@ def check_query_vector(coll: Collection, query: Any) -> npt.NDArray[np.float32]:
             f"The query vector has {vector.shape[0]} dimensions but collection {coll.name!r} holds "
             f"{coll.dimension}-dimensional vectors of model {coll.model_name}."
         )
-    check_vectors(vector, "query vector", InvalidQuery)
+    check_vectors(vector, "query vector", InvalidQuery, metric=coll.metric)
     return vector
 
 
