@@ -103,3 +103,71 @@ def test_zero_vectors_are_refused_where_cosine_cannot_measure_them(store, collec
         assert store.search(other, np.zeros(coll.dimension, dtype=np.float32), k=1)[0].external_id == "b"
     finally:
         store.drop_collection(other)
+
+
+KILLED_LOAD = """
+import sys, time
+import numpy as np
+from semsim_pg import DocumentStore
+from semsim_pg.store import ingest
+
+write_batch = ingest._upsert_batch
+
+def then_hang(*args, **kwargs):  # the first batch commits, then the process is killed
+    result = write_batch(*args, **kwargs)
+    print("loading", flush=True)
+    time.sleep(600)
+    return result
+
+ingest._upsert_batch = then_hang
+store = DocumentStore(migrate=True)
+name, dim = sys.argv[1], int(sys.argv[2])
+vectors = np.random.default_rng(0).normal(size=(300, dim)).astype(np.float32)
+store.upsert(name, [(str(i), f"document {i}") for i in range(300)], vectors=vectors, defer_index=True, batch_size=100)
+"""
+
+
+def index_exists(store, coll) -> bool:  # type: ignore[no-untyped-def]
+    from semsim_pg.queries import index_name
+
+    with store.engine.connect() as conn:
+        found = conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": "semsim." + index_name(coll.id, coll.model_name)})
+        return found.scalar() is not None
+
+
+def test_an_index_a_killed_load_dropped_comes_back(store, collection_name, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from semsim_pg.cli.main import main
+
+    coll = store.create_collection(collection_name)
+    loader = subprocess.Popen(
+        [sys.executable, "-c", KILLED_LOAD, collection_name, str(coll.dimension)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert loader.stdout is not None and loader.stdout.readline().strip() == "loading"
+        assert not index_exists(store, coll)
+        assert store.index_state(collection_name) == "loading"  # a running load: not to be rebuilt
+    finally:
+        loader.send_signal(signal.SIGKILL)
+        loader.wait(30)
+    deadline = time.monotonic() + 30
+    while store.index_state(collection_name) == "loading" and time.monotonic() < deadline:
+        time.sleep(0.2)  # the server notices the dead session
+    assert store.index_state(collection_name) == "missing"
+    assert main(["collections", "--json"]) == 0
+    listed = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert listed[collection_name]["index"] == "missing"
+    # The next ingest restores it before writing.
+    store.upsert(collection_name, [("extra", "one more")], vectors=np.ones((1, coll.dimension), np.float32))
+    assert index_exists(store, coll)
+    assert store.index_state(collection_name) == "valid"
+    assert store.count(collection_name) == 101

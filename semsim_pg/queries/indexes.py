@@ -18,15 +18,19 @@ from semsim_pg.sql import METRICS
 
 __all__ = [
     "IndexedCollection",
+    "bulk_load_running",
     "collection_indexes",
     "create_index",
     "drop_index",
+    "hold_bulk_load",
     "index_name",
     "index_predicate",
     "index_size",
     "index_validity",
     "indexed_vectors",
+    "lock_index_build",
     "reindex",
+    "release_bulk_load",
 ]
 
 e = embeddings.c
@@ -102,6 +106,47 @@ def index_validity(name: str) -> sa.Select[Any]:
     """True (a valid index), False (one an interrupted CONCURRENTLY build left), or no row."""
     pg_index = sa.table("pg_index", sa.column("indisvalid"), sa.column("indexrelid"), schema="pg_catalog")
     return sa.select(pg_index.c.indisvalid).where(pg_index.c.indexrelid == sa.func.to_regclass(qualified(name)))
+
+
+# Advisory lock keys (two int4): a class of semsim's locks, then the collection id.
+_BULK_LOAD = 0x53454D4C  # held (shared) by every load that dropped the index to build it at the end
+_INDEX_BUILD = 0x53454D49  # held while an index is built, so two builders never race
+
+
+def hold_bulk_load(collection_id: int) -> sa.Select[Any]:
+    """Mark a bulk load of the collection as running, for the session (it dies with the process)."""
+    return sa.select(sa.func.pg_advisory_lock_shared(_BULK_LOAD, int(collection_id)))
+
+
+def release_bulk_load(collection_id: int) -> sa.Select[Any]:
+    return sa.select(sa.func.pg_advisory_unlock_shared(_BULK_LOAD, int(collection_id)))
+
+
+def bulk_load_running(collection_id: int) -> sa.Select[Any]:
+    """Whether some session holds the bulk-load mark of the collection (read from pg_locks:
+    a two-key advisory lock shows its keys as classid and objid, with objsubid 2)."""
+    pg_locks = sa.table(
+        "pg_locks",
+        sa.column("locktype"),
+        sa.column("classid"),
+        sa.column("objid"),
+        sa.column("objsubid"),
+        sa.column("granted"),
+        schema="pg_catalog",
+    )
+    held = sa.select(sa.literal(1)).where(
+        pg_locks.c.locktype == "advisory",
+        sa.cast(pg_locks.c.classid, sa.BigInteger) == _BULK_LOAD,
+        sa.cast(pg_locks.c.objid, sa.BigInteger) == int(collection_id),
+        pg_locks.c.objsubid == 2,
+        pg_locks.c.granted,
+    )
+    return sa.select(held.exists())
+
+
+def lock_index_build(collection_id: int) -> sa.Select[Any]:
+    """Serialise index builds of one collection until the transaction ends."""
+    return sa.select(sa.func.pg_advisory_xact_lock(_INDEX_BUILD, int(collection_id)))
 
 
 def index_size(name: str) -> sa.Select[Any]:

@@ -9,6 +9,7 @@ lives in :mod:`semsim_pg.queries`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +28,7 @@ from semsim_pg.settings import Settings, get_settings
 from semsim_pg.sql import METRICS, to_array
 from semsim_pg.store import ingest, search
 from semsim_pg.store.encoding import encode_stale
-from semsim_pg.store.indexes import build_index, drop_collection_indexes, drop_index
+from semsim_pg.store.indexes import build_index, drop_collection_indexes, drop_index, index_state
 from semsim_pg.store.types import (
     Collection,
     Document,
@@ -157,9 +158,16 @@ class DocumentStore:
         return found
 
     def list_collections(self) -> list[Collection]:
+        """Every collection, with its counts and the state of its index."""
         with self._connect() as conn:
-            rows = conn.execute(queries.list_collections()).all()
-        return [Collection(*row) for row in rows]
+            found = [Collection(*row) for row in conn.execute(queries.list_collections()).all()]
+            return [dataclasses.replace(c, index=index_state(conn, c)) for c in found]
+
+    def index_state(self, collection: str | Collection) -> str:
+        """``valid``, ``loading`` (a bulk load builds it at its end), ``missing`` or ``invalid``."""
+        coll = self.get_collection(collection)
+        with self._connect() as conn:
+            return index_state(conn, coll)
 
     def drop_collection(self, name: str) -> None:
         collection = self.get_collection(name)
@@ -207,9 +215,12 @@ class DocumentStore:
         )
 
     def build_index(self, collection: str | Collection, *, rebuild: bool = False) -> None:
-        """Build the collection's HNSW index if it is missing (``rebuild`` drops it first)."""
+        """Build the collection's HNSW index if it is missing (``rebuild`` drops it first).
+
+        An ingest restores an index a killed load left missing by itself; this is the way to do
+        it at once (``semsim index rebuild``)."""
         coll = self.get_collection(collection)
-        if rebuild:
+        if rebuild or self.index_state(coll) == "invalid":
             drop_index(self.engine, coll)
         build_index(self.engine, coll)
 

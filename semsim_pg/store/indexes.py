@@ -1,10 +1,20 @@
-"""Index management: build, drop and inspect a collection's HNSW index (the store and reembed share it)."""
+"""Index management: build, drop, inspect and restore a collection's HNSW index (the store and
+reembed share it).
+
+A large load drops the index and builds it at the end (faster than growing the graph row by
+row). A load killed in between (kill -9, a lost machine) leaves the collection without its
+index: searches still answer, by a slow exact scan. So a load marks itself as running with a
+session advisory lock, which dies with its process, and :func:`ensure_index` tells a missing
+index of a running load (``loading``, leave it) from one a dead load left behind (rebuild it).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -12,19 +22,66 @@ from semsim_pg import queries
 from semsim_pg.db import connect
 from semsim_pg.store.types import Collection
 
-__all__ = ["INDEX_BUILD_MEMORY", "build_index", "drop_collection_indexes", "drop_index", "index_state"]
+__all__ = [
+    "INDEX_BUILD_MEMORY",
+    "INDEX_STATES",
+    "build_index",
+    "bulk_load",
+    "drop_collection_indexes",
+    "drop_index",
+    "ensure_index",
+    "index_state",
+]
 
 logger = logging.getLogger(__name__)
 
 #: the graph builds far faster when it fits in maintenance_work_mem
 INDEX_BUILD_MEMORY = "512MB"
+#: valid; loading (a running bulk load builds it at its end); missing or invalid (rebuild it)
+INDEX_STATES = ("valid", "loading", "missing", "invalid")
 
 
 def index_state(conn: Connection, coll: Collection, model: str | None = None) -> str:
-    """``valid``, ``invalid`` (an interrupted CONCURRENTLY build left it) or ``missing``."""
+    """One of :data:`INDEX_STATES` for the collection's (or ``model``'s) index."""
     name = queries.index_name(coll.id, coll.model_name if model is None else model)
     valid = conn.execute(queries.index_validity(name)).scalar()
-    return "missing" if valid is None else "valid" if valid else "invalid"
+    if valid:
+        return "valid"
+    if conn.execute(queries.bulk_load_running(coll.id)).scalar():
+        return "loading"
+    return "missing" if valid is None else "invalid"
+
+
+def ensure_index(engine: Engine, coll: Collection) -> bool:
+    """Rebuild the collection's index if a dead load (or a failed build) left it missing or
+    invalid; True when it did."""
+    with connect(engine) as conn:
+        state = index_state(conn, coll)
+    if state in ("valid", "loading"):
+        return False
+    logger.warning(
+        "collection %s had no valid HNSW index (%s: a bulk load was interrupted?); rebuilding it", coll.name, state
+    )
+    if state == "invalid":
+        drop_index(engine, coll)
+    build_index(engine, coll)
+    return True
+
+
+@contextmanager
+def bulk_load(engine: Engine, coll: Collection) -> Iterator[None]:
+    """Drop the index for a load and build it at the end, even after a failed load; the load is
+    marked running meanwhile (a session lock, released by the end of the process at the latest)."""
+    with connect(engine) as marker:
+        marker.execute(queries.hold_bulk_load(coll.id))
+        marker.commit()
+        try:
+            drop_index(engine, coll)
+            logger.info("dropped the HNSW index of %s for a bulk load; it is rebuilt at the end", coll.name)
+            yield
+        finally:
+            marker.execute(queries.release_bulk_load(coll.id))
+            marker.commit()
 
 
 def build_index(
@@ -49,17 +106,18 @@ def build_index(
     start = time.perf_counter()
     if not concurrently:
         with connect(engine) as conn, conn.begin():
+            conn.execute(queries.lock_index_build(coll.id))  # a second builder waits, then finds it built
             conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
             conn.exec_driver_sql(statement)
     else:
         with connect(engine) as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            state = index_state(conn, target)
-            if state == "invalid":
+            valid = conn.execute(queries.index_validity(name)).scalar()
+            if valid:
+                return
+            if valid is False:
                 logger.warning("dropping the invalid index %s an interrupted build left behind", name)
                 conn.exec_driver_sql(queries.drop_index(name, concurrently=True))
-            if state == "valid":
-                return
             conn.exec_driver_sql(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
             try:
                 conn.exec_driver_sql(statement)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sized
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from semsim_pg.encoder import Encoder, text_hash
 from semsim_pg.errors import CollectionNotFound, DimensionMismatch, InvalidInput, ModelMismatch
 from semsim_pg.progress import progress_bar
 from semsim_pg.sql import vector_literal
-from semsim_pg.store.indexes import drop_index
+from semsim_pg.store.indexes import bulk_load, ensure_index
 from semsim_pg.store.types import Collection, Document, DocumentLike, UpsertResult
 from semsim_pg.validation import check_vectors
 
@@ -71,34 +72,35 @@ def upsert(
         defer_index = (
             expected is not None and expected >= DEFER_INDEX_MIN_ROWS and expected > _vector_count(store, coll)
         )
-    if defer_index:
-        drop_index(store.engine, coll)
-        logger.info("dropped the HNSW index of %s for a bulk load; it is rebuilt at the end", coll.name)
+    if not defer_index:
+        ensure_index(store.engine, coll)  # a load killed after dropping it left none: restore it first
     result = UpsertResult()
-    bar = progress_bar(progress, total=expected, desc=f"ingest {coll.name}", unit="doc")
-    try:
-        for start, batch in _batches(documents, batch_size):
-            docs = [coerce_document(doc, start + i) for i, doc in enumerate(batch)]
-            given = None if matrix is None else matrix[start : start + len(docs)]
-            try:
-                result += _upsert_batch(store, coll, encoder, docs, start, given)
-            except CollectionChanged:
-                # `semsim reembed` switched the collection's model meanwhile: encode this
-                # batch (and the rest) with the new model.
-                coll = store.get_collection(coll.name)
-                if matrix is not None:
-                    raise ModelMismatch(
-                        f"Collection {coll.name!r} moved to model {coll.model_name} during the load; "
-                        "the given vectors belong to the old model. Encode them with the new one."
-                    ) from None
-                encoder = store.encoder_for(coll)
-                result += _upsert_batch(store, coll, encoder, docs, start, given)
-            bar.update(len(docs))
-    finally:
-        bar.close()
-        if defer_index:
-            # Even after a failed load: a collection is never left without its index.
-            store.build_index(coll.name)  # by name: the model may have changed meanwhile
+    with (
+        bulk_load(store.engine, coll) if defer_index else nullcontext(),
+        progress_bar(progress, total=expected, desc=f"ingest {coll.name}", unit="doc") as bar,
+    ):
+        try:
+            for start, batch in _batches(documents, batch_size):
+                docs = [coerce_document(doc, start + i) for i, doc in enumerate(batch)]
+                given = None if matrix is None else matrix[start : start + len(docs)]
+                try:
+                    result += _upsert_batch(store, coll, encoder, docs, start, given)
+                except CollectionChanged:
+                    # `semsim reembed` switched the collection's model meanwhile: encode this
+                    # batch (and the rest) with the new model.
+                    coll = store.get_collection(coll.name)
+                    if matrix is not None:
+                        raise ModelMismatch(
+                            f"Collection {coll.name!r} moved to model {coll.model_name} during the load; "
+                            "the given vectors belong to the old model. Encode them with the new one."
+                        ) from None
+                    encoder = store.encoder_for(coll)
+                    result += _upsert_batch(store, coll, encoder, docs, start, given)
+                bar.update(len(docs))
+        finally:
+            if defer_index:
+                # Even after a failed load: a collection is never left without its index.
+                store.build_index(coll.name)  # by name: the model may have changed meanwhile
     logger.info(
         "upsert into %s: %d inserted, %d updated, %d unchanged, %d encoded",
         coll.name,

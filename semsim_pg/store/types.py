@@ -34,6 +34,8 @@ class Collection:
     created_at: dt.datetime | None = None
     documents: int | None = None
     embedded: int | None = None
+    #: the HNSW index's state (semsim_pg.store.indexes.INDEX_STATES), filled by list_collections
+    index: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
