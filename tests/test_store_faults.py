@@ -171,3 +171,48 @@ def test_an_index_a_killed_load_dropped_comes_back(store, collection_name, capsy
     assert index_exists(store, coll)
     assert store.index_state(collection_name) == "valid"
     assert store.count(collection_name) == 101
+
+
+def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, dim))
+    vectors = centres[rng.integers(0, 50, size=n)] + 0.6 * rng.normal(size=(n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_index_check_measures_recall_and_says_what_would_reach_the_target(store, collection_name, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from semsim_pg import queries
+    from semsim_pg.cli.main import main
+    from semsim_pg.sql import to_array
+
+    coll = store.create_collection(collection_name, m=4, ef_construction=8)  # a sparse graph: it misses
+    vectors = clustered(3000, coll.dimension)
+    store.upsert(collection_name, [(str(i), f"doc {i}") for i in range(3000)], vectors=vectors, batch_size=1000)
+    weak = store.check_index(collection_name, sample=40, ef_search=10)
+    assert weak.state == "valid" and weak.sample == 40
+    # the same figure computed independently, through the public search API
+    with store.engine.connect() as conn:
+        sampled = conn.execute(queries.sample_embeddings(coll.id, coll.model_name, 40)).all()
+    shares = []
+    for external_id, vector, _ in sampled:
+        approx = {h.external_id for h in store.similar(collection_name, external_id, k=10, ef_search=10)}
+        exact = [h.external_id for h in store.search(collection_name, to_array(vector), k=11, exact=True)]
+        exact_set = set([x for x in exact if x != external_id][:10])
+        shares.append(len(approx & exact_set) / len(exact_set))
+    assert weak.recall == pytest.approx(np.mean(shares), abs=1e-9)
+    assert weak.recall < 0.95 and not weak.ok
+    assert weak.suggestion is not None
+    if weak.ef_search_needed is not None:
+        assert f"ef_search {weak.ef_search_needed}" in weak.suggestion
+        assert store.check_index(collection_name, sample=40, ef_search=weak.ef_search_needed).ok
+    else:
+        assert "--m" in weak.suggestion
+    # the command line: exit 3 below target, JSON for scripts; a rebuild with a denser graph passes
+    assert main(["index", "check", "-c", collection_name, "--sample", "40", "--ef-search", "10", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["recall"] == pytest.approx(weak.recall)
+    assert main(["index", "rebuild", "-c", collection_name, "--m", "16", "--ef-construction", "128"]) == 0
+    assert "m 16, ef_construction 128" in capsys.readouterr().out
+    assert main(["index", "check", "-c", collection_name, "--sample", "40", "--ef-search", "100"]) == 0
+    assert "recall@10" in capsys.readouterr().out

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from semsim_pg.cli.common import open_store, out, progress_enabled
+from semsim_pg.sql import METRIC_NAMES
 
 __all__ = ["register"]
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--id-field", help="column or key holding the id (default: id or _id, else the line number)")
     p.add_argument("--text-field", default="text", help="column or key holding the text (default: text)")
     p.add_argument("--model", help="model for a new collection (default: SEMSIM_MODEL)")
-    p.add_argument("--metric", choices=("cosine", "l2", "inner_product", "l1"), help="metric for a new collection")
+    p.add_argument("--metric", choices=METRIC_NAMES, help="metric for a new collection")
     p.add_argument("--batch-size", type=int, default=512, help="documents per transaction (default 512)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_ingest)
@@ -60,9 +61,14 @@ def cmd_collections(args: argparse.Namespace) -> int:
     if not collections:
         out("no collections yet: `semsim ingest FILE -c NAME` creates one")
         return 0
-    out(f"{'name':<24} {'documents':>9} {'current':>9} {'dim':>5}  {'metric':<13} model")
+    out(f"{'name':<24} {'documents':>9} {'current':>9} {'dim':>5}  {'metric':<13} {'index':<8} model")
     for c in collections:
-        out(f"{c.name:<24} {c.documents:>9} {c.embedded:>9} {c.dimension:>5}  {c.metric:<13} {c.model_name}")
+        out(
+            f"{c.name:<24} {c.documents:>9} {c.embedded:>9} {c.dimension:>5}  {c.metric:<13} {c.index or '':<8} "
+            f"{c.model_name}"
+        )
+    if any(c.index in ("missing", "invalid") for c in collections):
+        out("an index is missing: the next ingest rebuilds it, or `semsim index rebuild -c NAME` now")
     return 0
 
 

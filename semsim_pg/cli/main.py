@@ -19,6 +19,7 @@ __all__ = ["main"]
 COMMAND_MODULES = (
     "semsim_pg.cli.db",
     "semsim_pg.cli.collections",
+    "semsim_pg.cli.index",
     "semsim_pg.cli.search",
     "semsim_pg.cli.demo",
     "semsim_pg.cli.faq",

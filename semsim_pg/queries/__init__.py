@@ -13,6 +13,7 @@ from semsim_pg.queries.collections import (
     list_collections,
     lock_collection_model,
     set_collection_model,
+    set_index_parameters,
 )
 from semsim_pg.queries.documents import (
     STAGING,
@@ -122,6 +123,7 @@ __all__ = [
     "search_settings",
     "search_statement",
     "set_collection_model",
+    "set_index_parameters",
     "stale_among",
     "stale_count",
     "stale_rows",

@@ -16,6 +16,7 @@ __all__ = [
     "list_collections",
     "lock_collection_model",
     "set_collection_model",
+    "set_index_parameters",
 ]
 
 c = collections.c
@@ -60,6 +61,11 @@ def lock_collection_model(collection_id: int, *, exclusive: bool) -> sa.Select[A
 
 def set_collection_model(collection_id: int, model: str, dimension: int) -> sa.Update:
     return sa.update(collections).where(c.id == collection_id).values(model_name=model, dimension=dimension)
+
+
+def set_index_parameters(collection_id: int, m: int, ef_construction: int) -> sa.Update:
+    """The HNSW build parameters the collection's next index build uses."""
+    return sa.update(collections).where(c.id == collection_id).values(hnsw_m=m, hnsw_ef_construction=ef_construction)
 
 
 def delete_collection(collection_id: int) -> sa.Delete:

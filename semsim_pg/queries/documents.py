@@ -257,11 +257,11 @@ def lock_documents_share() -> sa.TextClause:
 
 
 def sample_embeddings(collection_id: int, model: str, limit: int, seed: str = "") -> sa.Select[Any]:
-    """(external id, vector) of ``limit`` vectors of ``model`` in a pseudo-random order that a
-    ``seed`` repeats (a hash of the id: not the insertion order, and the same on every run)."""
+    """(external id, vector, document id) of ``limit`` vectors of ``model`` in a pseudo-random
+    order that a ``seed`` repeats (a hash of the id: not the insertion order, the same on every run)."""
     order = sa.func.md5(sa.cast(e.document_id, sa.Text).concat(seed))
     return (
-        sa.select(d.external_id, _raw(e.embedding))
+        sa.select(d.external_id, _raw(e.embedding), d.id)
         .select_from(embeddings.join(documents, d.id == e.document_id))
         .where(e.collection_id == collection_id, e.model_name == model)
         .order_by(order)

@@ -27,6 +27,7 @@ from semsim_pg.progress import progress_bar
 from semsim_pg.settings import Settings, get_settings
 from semsim_pg.sql import METRICS, to_array
 from semsim_pg.store import ingest, search
+from semsim_pg.store.check import IndexCheck, check_index
 from semsim_pg.store.encoding import encode_stale
 from semsim_pg.store.indexes import build_index, drop_collection_indexes, drop_index, index_state
 from semsim_pg.store.types import (
@@ -39,7 +40,7 @@ from semsim_pg.store.types import (
     SearchHit,
     UpsertResult,
 )
-from semsim_pg.validation import MAX_K, check_name
+from semsim_pg.validation import MAX_K, check_k, check_name
 
 __all__ = [
     "MAX_K",
@@ -214,15 +215,39 @@ class DocumentStore:
             defer_index=defer_index,
         )
 
-    def build_index(self, collection: str | Collection, *, rebuild: bool = False) -> None:
+    def build_index(
+        self,
+        collection: str | Collection,
+        *,
+        rebuild: bool = False,
+        m: int | None = None,
+        ef_construction: int | None = None,
+    ) -> None:
         """Build the collection's HNSW index if it is missing (``rebuild`` drops it first).
 
         An ingest restores an index a killed load left missing by itself; this is the way to do
-        it at once (``semsim index rebuild``)."""
+        it at once (``semsim index rebuild``). ``m`` and ``ef_construction`` change the graph's
+        parameters for this build and the ones after it (and imply ``rebuild``)."""
         coll = self.get_collection(collection)
+        if m is not None or ef_construction is not None:
+            checked = self.settings.replace(
+                hnsw_m=coll.hnsw_m if m is None else m,
+                hnsw_ef_construction=coll.hnsw_ef_construction if ef_construction is None else ef_construction,
+            )
+            coll = dataclasses.replace(coll, hnsw_m=checked.hnsw_m, hnsw_ef_construction=checked.hnsw_ef_construction)
+            with self._connect() as conn, conn.begin():
+                conn.execute(queries.set_index_parameters(coll.id, coll.hnsw_m, coll.hnsw_ef_construction))
+            rebuild = True
         if rebuild or self.index_state(coll) == "invalid":
             drop_index(self.engine, coll)
         build_index(self.engine, coll)
+
+    def check_index(
+        self, collection: str | Collection, *, sample: int = 200, k: int = 10, ef_search: int | None = None
+    ) -> IndexCheck:
+        """The index's state and its live recall@k against exact search on ``sample`` stored
+        vectors, with a suggestion when it is below 0.95 (``semsim index check``)."""
+        return check_index(self, self.get_collection(collection), sample=sample, k=check_k(k), ef_search=ef_search)
 
     def stale_count(self, collection: str | Collection) -> int:
         """How many documents lack a vector of their current text."""
