@@ -6,6 +6,7 @@ with a message that names the argument, the value received and what would be acc
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -14,11 +15,23 @@ import numpy.typing as npt
 from semsim_pg.errors import InvalidInput, InvalidQuery
 from semsim_pg.sql import METRICS
 
-__all__ = ["MAX_K", "MAX_NAME_LENGTH", "check_k", "check_name", "check_vectors"]
+__all__ = [
+    "MAX_ID_BYTES",
+    "MAX_K",
+    "MAX_NAME_LENGTH",
+    "check_id",
+    "check_json_value",
+    "check_k",
+    "check_name",
+    "check_text",
+    "check_vectors",
+]
 
 #: the most hits one search returns (and the most candidates a rerank reads)
 MAX_K = 1000
 MAX_NAME_LENGTH = 200
+#: a document id is a key of a btree index, whose entries PostgreSQL caps near 2,700 bytes
+MAX_ID_BYTES = 2000
 
 
 def check_k(k: Any, name: str = "k") -> int:
@@ -28,13 +41,54 @@ def check_k(k: Any, name: str = "k") -> int:
     return k
 
 
+def check_text(value: str, what: str, error: type[InvalidInput] = InvalidInput) -> str:
+    """A text PostgreSQL can store: no NUL character, and valid UTF-8 (a lone surrogate, which is
+    how Python holds undecodable bytes of a command line or file name, is not)."""
+    if "\x00" in value:
+        raise error(f"The {what} holds a NUL character, which PostgreSQL cannot store: remove it.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise error(
+            f"The {what} is not valid UTF-8 (character {exc.start + 1}, {value[exc.start]!r}): give it as UTF-8 text."
+        ) from None
+    return value
+
+
 def check_name(name: Any, what: str = "collection name") -> str:
     """A non-empty name of at most :data:`MAX_NAME_LENGTH` characters, stripped."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput(f"A {what} must be a non-empty text, got {name!r}.")
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"A {what} must be at most {MAX_NAME_LENGTH} characters long.")
-    return name.strip()
+        raise InvalidInput(f"A {what} must be at most {MAX_NAME_LENGTH} characters long, got {len(name)}.")
+    return check_text(name, what).strip()
+
+
+def check_id(value: str, what: str = "document id") -> str:
+    """A document id PostgreSQL can store and index: text (see :func:`check_text`) of at most
+    :data:`MAX_ID_BYTES` bytes in UTF-8."""
+    check_text(value, what)
+    size = len(value.encode("utf-8"))
+    if size > MAX_ID_BYTES:
+        raise InvalidInput(
+            f"The {what} {value[:40]!r}... is {size} bytes long; ids may have at most {MAX_ID_BYTES} "
+            "(they are index keys). Use a shorter id, e.g. a hash of this one."
+        )
+    return value
+
+
+def check_json_value(value: Any, what: str, error: type[InvalidInput] = InvalidInput) -> None:
+    """A value JSON, and so PostgreSQL's jsonb, can hold: no NaN or infinity, no NUL, UTF-8 text."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise error(
+            f"The {what} holds {value!r}, which JSON (and PostgreSQL's jsonb) cannot store: use a finite "
+            "number, a text, true, false or null."
+        ) from None
+    if "\\u0000" in text:
+        raise error(f"The {what} holds a NUL character, which PostgreSQL's jsonb cannot store: remove it.")
+    check_text(text, what, error)
 
 
 def check_vectors(

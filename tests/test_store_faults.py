@@ -216,3 +216,42 @@ def test_index_check_measures_recall_and_says_what_would_reach_the_target(store,
     assert "m 16, ef_construction 128" in capsys.readouterr().out
     assert main(["index", "check", "-c", collection_name, "--sample", "40", "--ef-search", "100"]) == 0
     assert "recall@10" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda s, c: s.search(c, "dogs", filter={"year": float("nan")}), "filter on 'year'"),
+        (lambda s, c: s.search(c, "dogs", filter={"year": [2020, float("inf")]}), "filter on 'year'"),
+        (lambda s, c: s.search(c, "caf\udce9"), "query"),
+        (lambda s, c: s.search_many(c, ["fine", "caf\udce9"]), "query #2"),
+        (lambda s, c: s.search("caf\udce9", "dogs"), "collection name"),
+        (lambda s, c: s.create_collection("a\x00b"), "collection name"),
+        (lambda s, c: s.upsert(c, [("x" * 3000, "a text")]), "id of document #0"),
+        (lambda s, c: s.upsert(c, [("bad\udcff", "a text")]), "id of document #0"),
+        (lambda s, c: s.upsert(c, [("ok", "text \udcff")]), "text of document 'ok'"),
+        (lambda s, c: s.get(c, "nul\x00id"), "document id"),
+        (lambda s, c: s.similar(c, "x" * 3000), "document id"),
+    ],
+)
+def test_input_postgresql_cannot_take_is_refused_naming_the_field(store, collection_name, call, field: str) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg import InvalidInput
+
+    store.create_collection(collection_name)
+    store.upsert(collection_name, [("d", "The dog chases the cat", {"year": 2020})])
+    with pytest.raises(InvalidInput) as info:
+        call(store, collection_name)
+    message = str(info.value)
+    assert field in message and "\n" not in message
+    assert store.count(collection_name) == 1  # nothing half-written
+
+
+def test_cli_filter_nan_is_a_one_line_error(store, collection_name, capsys) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.cli.main import main
+
+    store.create_collection(collection_name)
+    store.upsert(collection_name, [("d", "The dog chases the cat", {"year": 2020})])
+    for value in ("NaN", "Infinity", "-Infinity"):
+        assert main(["search", "dogs", "-c", collection_name, "--filter", f"year={value}"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "filter on 'year'" in err and "Traceback" not in err

@@ -40,7 +40,7 @@ from semsim_pg.store.types import (
     SearchHit,
     UpsertResult,
 )
-from semsim_pg.validation import MAX_K, check_k, check_name
+from semsim_pg.validation import MAX_K, check_id, check_k, check_name, check_text
 
 __all__ = [
     "MAX_K",
@@ -148,7 +148,7 @@ class DocumentStore:
     def get_collection(self, name: str | Collection) -> Collection:
         if isinstance(name, Collection):
             return name
-        found = self._find_collection(name)
+        found = self._find_collection(check_text(name, "collection name"))
         if found is None:
             known = [c.name for c in self.list_collections()]
             listing = ", ".join(known) if known else "none yet"
@@ -274,13 +274,14 @@ class DocumentStore:
         """Delete documents (and their vectors); returns how many existed."""
         coll = self.get_collection(collection)
         with self._connect() as conn, conn.begin():
-            deleted = conn.execute(queries.delete_documents(coll.id, [str(x) for x in external_ids])).rowcount
+            ids = [check_id(str(x)) for x in external_ids]
+            deleted = conn.execute(queries.delete_documents(coll.id, ids)).rowcount
         return int(deleted)
 
     def get(self, collection: str | Collection, external_id: str) -> Document:
         coll = self.get_collection(collection)
         with self._connect() as conn:
-            row = conn.execute(queries.get_document(coll.id, external_id)).first()
+            row = conn.execute(queries.get_document(coll.id, check_id(external_id))).first()
         if row is None:
             raise DocumentNotFound(f"Collection {coll.name!r} has no document with id {external_id!r}.")
         return Document(row[0], row[1], row[2])
@@ -295,7 +296,7 @@ class DocumentStore:
         """Turn a text, a :class:`QueryVector` or a plain vector into the collection's query vector."""
         coll = self.get_collection(collection)
         if isinstance(query, str):
-            return self.encoder_for(coll).encode_query(query)
+            return self.encoder_for(coll).encode_query(check_text(query, "query", InvalidQuery))
         return search.check_query_vector(coll, query)
 
     def search(
@@ -341,6 +342,7 @@ class DocumentStore:
         for i, q in enumerate(queries):
             if not isinstance(q, str) or not q.strip():
                 raise InvalidQuery(f"Query #{i + 1} is empty. Give a text with at least one word.")
+            check_text(q, f"query #{i + 1}", InvalidQuery)
         vectors = list(self.encoder_for(coll).encode(list(queries))) if queries else []
         with self._connect() as conn:
             return [search.run_search(conn, self.settings, coll, v, args, ef_search) for v in vectors]
@@ -358,6 +360,7 @@ class DocumentStore:
         """More like this: the k documents nearest to a stored one (no model needed)."""
         coll = self.get_collection(collection)
         args = search.SearchArgs(k, min_similarity, filter)
+        check_id(external_id)
         with self._connect() as conn:
             row = conn.execute(queries.document_vector(coll.id, coll.model_name, external_id)).first()
             if row is None:

@@ -24,7 +24,7 @@ from semsim_pg.progress import progress_bar
 from semsim_pg.sql import vector_literal
 from semsim_pg.store.indexes import bulk_load, ensure_index
 from semsim_pg.store.types import Collection, Document, DocumentLike, UpsertResult
-from semsim_pg.validation import check_vectors
+from semsim_pg.validation import check_id, check_text, check_vectors
 
 if TYPE_CHECKING:
     from semsim_pg.store import DocumentStore
@@ -235,10 +235,10 @@ def coerce_document(doc: DocumentLike, index: int) -> Document:
         external_id = str(external_id)
     if not isinstance(external_id, str) or not external_id.strip():
         raise InvalidInput(f"Document #{index} has an empty or non-text id: {external_id!r}.")
+    check_id(external_id, f"id of document #{index}")
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput(f"Document {external_id!r} (#{index}) has no text: {text!r}. Give it some, or leave it out.")
-    if "\x00" in text or "\x00" in external_id:
-        raise InvalidInput(f"Document {external_id!r} (#{index}) holds a NUL character, which PostgreSQL cannot store.")
+    check_text(text, f"text of document {external_id!r} (#{index})")
     if not isinstance(metadata, Mapping):
         raise InvalidInput(
             f"The metadata of document {external_id!r} (#{index}) must be a mapping, got {type(metadata).__name__}."

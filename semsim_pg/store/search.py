@@ -20,7 +20,7 @@ from semsim_pg.errors import DimensionMismatch, InvalidQuery, ModelMismatch
 from semsim_pg.settings import Settings
 from semsim_pg.sql import vector_literal
 from semsim_pg.store.types import Collection, FilterValue, QueryVector, SearchHit
-from semsim_pg.validation import check_k, check_vectors
+from semsim_pg.validation import check_json_value, check_k, check_text, check_vectors
 
 __all__ = ["SearchArgs", "check_query_vector", "explain", "run_search"]
 
@@ -129,8 +129,11 @@ def _check_filter(filter: Mapping[str, FilterValue] | None) -> dict[str, list[An
     for key, value in filter.items():
         if not isinstance(key, str) or not key:
             raise InvalidQuery(f"Filter keys must be non-empty texts, got {key!r}.")
+        check_text(key, "filter key", InvalidQuery)
         alternatives = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
         if not alternatives:
             raise InvalidQuery(f"The filter on {key!r} lists no values.")
+        for alternative in alternatives:
+            check_json_value(alternative, f"filter on {key!r}", InvalidQuery)
         checked[key] = alternatives
     return checked
