@@ -185,22 +185,32 @@ def test_index_check_measures_recall_and_says_what_would_reach_the_target(store,
 
     from semsim_pg import queries
     from semsim_pg.cli.main import main
-    from semsim_pg.sql import to_array
+    from semsim_pg.sql import to_array, vector_literal
 
     coll = store.create_collection(collection_name, m=4, ef_construction=8)  # a sparse graph: it misses
     vectors = clustered(3000, coll.dimension)
     store.upsert(collection_name, [(str(i), f"doc {i}") for i in range(3000)], vectors=vectors, batch_size=1000)
     weak = store.check_index(collection_name, sample=40, ef_search=10)
     assert weak.state == "valid" and weak.sample == 40
-    # the same figure computed independently, through the public search API
+    # the same figure computed independently, from the query layer's statements
     with store.engine.connect() as conn:
         sampled = conn.execute(queries.sample_embeddings(coll.id, coll.model_name, 40)).all()
-    shares = []
-    for external_id, vector, _ in sampled:
-        approx = {h.external_id for h in store.similar(collection_name, external_id, k=10, ef_search=10)}
-        exact = [h.external_id for h in store.search(collection_name, to_array(vector), k=11, exact=True)]
-        exact_set = set([x for x in exact if x != external_id][:10])
-        shares.append(len(approx & exact_set) / len(exact_set))
+        conn.rollback()
+        shares = []
+        for _, vector, doc_id in sampled:
+            found = []
+            for exact, settings in (
+                (False, queries.search_settings(10, "relaxed_order", force_index=True)),
+                (True, None),
+            ):
+                with conn.begin():
+                    if settings is not None:
+                        conn.execute(settings)
+                    statement = queries.search_statement(
+                        coll, vector_literal(to_array(vector)), 10, exact=exact, exclude_id=int(doc_id)
+                    )
+                    found.append({r[0] for r in conn.execute(statement)})
+            shares.append(len(found[0] & found[1]) / len(found[1]))
     assert weak.recall == pytest.approx(np.mean(shares), abs=1e-9)
     assert weak.recall < 0.95 and not weak.ok
     assert weak.suggestion is not None

@@ -74,12 +74,20 @@ def search_statement(
     return statement
 
 
-def search_settings(ef_search: int, iterative_scan: str) -> sa.Select[Any]:
-    """pgvector's search settings for the current transaction only, in one round trip."""
-    return sa.select(
+def search_settings(ef_search: int, iterative_scan: str, *, force_index: bool = False) -> sa.Select[Any]:
+    """pgvector's search settings for the current transaction only, in one round trip.
+
+    ``force_index`` keeps the planner from scanning and sorting, which it may prefer for a small
+    collection: to measure the HNSW index itself (``semsim index check``)."""
+    settings = [
         sa.func.set_config("hnsw.ef_search", str(int(ef_search)), True),
         sa.func.set_config("hnsw.iterative_scan", iterative_scan, True),
-    )
+    ]
+    if force_index:
+        settings += [
+            sa.func.set_config(name, "off", True) for name in ("enable_seqscan", "enable_bitmapscan", "enable_sort")
+        ]
+    return sa.select(*settings)
 
 
 class Explain(Executable, ClauseElement):

@@ -81,7 +81,8 @@ def check_index(
         return check
     check.sample = len(rows)
     probes = [(to_array(r[1]), int(r[2])) for r in rows]
-    exact_args, approx_args = SearchArgs(k, None, None, exact=True), SearchArgs(k, None, None)
+    # The index itself: the planner may scan a small collection instead, which would hide it.
+    exact_args, approx_args = SearchArgs(k, None, None, exact=True), SearchArgs(k, None, None, force_index=True)
     with store.engine.connect() as conn:
         exact = [
             {h.external_id for h in run_search(conn, store.settings, coll, v, exact_args, ef, exclude_id=i)}

@@ -58,6 +58,8 @@ class SearchArgs:
         min_similarity: float | None,
         filter: Mapping[str, FilterValue] | None,
         exact: bool = False,
+        *,
+        force_index: bool = False,
     ) -> None:
         self.k = check_k(k)
         if min_similarity is not None and not math.isfinite(float(min_similarity)):
@@ -65,6 +67,8 @@ class SearchArgs:
         self.min_similarity = None if min_similarity is None else float(min_similarity)
         self.filter = _check_filter(filter)
         self.exact = exact
+        #: measure the index even where the planner would scan (semsim index check)
+        self.force_index = force_index
 
     def statement(
         self, coll: Collection, vector: npt.NDArray[np.float32], exclude_id: int | None = None
@@ -92,7 +96,7 @@ def run_search(
 ) -> list[SearchHit]:
     """One search in its own transaction (the settings end with it)."""
     with conn.begin():
-        _set_search_params(conn, settings, ef_search)
+        _set_search_params(conn, settings, ef_search, args.force_index)
         rows = conn.execute(args.statement(coll, vector, exclude_id)).all()
     return [SearchHit(r[0], r[1], r[2], float(r[3]), float(r[4])) for r in rows]
 
@@ -112,11 +116,11 @@ def explain(
     return "\n".join(lines)
 
 
-def _set_search_params(conn: Connection, settings: Settings, ef_search: int | None) -> None:
+def _set_search_params(conn: Connection, settings: Settings, ef_search: int | None, force_index: bool = False) -> None:
     ef = settings.ef_search if ef_search is None else ef_search
     if not 1 <= int(ef) <= 1000:
         raise InvalidQuery(f"ef_search must be between 1 and 1000, got {ef}.")
-    conn.execute(queries.search_settings(int(ef), settings.iterative_scan))
+    conn.execute(queries.search_settings(int(ef), settings.iterative_scan, force_index=force_index))
 
 
 def _check_filter(filter: Mapping[str, FilterValue] | None) -> dict[str, list[Any]]:
