@@ -53,6 +53,7 @@ def vectors_match_texts(store, name: str) -> list[str]:  # type: ignore[no-untyp
     return wrong
 
 
+@pytest.mark.slow
 def test_two_writers_of_the_same_ids_leave_every_vector_current(store, collection_name, encoder) -> None:  # type: ignore[no-untyped-def]
     """Writer A reads the stored hashes ("x" unchanged), then encodes "y"; meanwhile writer B
     commits new text for "x". A then writes its text of "x" back: its vector must follow."""
@@ -135,6 +136,7 @@ def index_exists(store, coll) -> bool:  # type: ignore[no-untyped-def]
         return found.scalar() is not None
 
 
+@pytest.mark.slow
 def test_an_index_a_killed_load_dropped_comes_back(store, collection_name, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
     import os
@@ -180,6 +182,7 @@ def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_index_check_measures_recall_and_says_what_would_reach_the_target(store, collection_name, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
