@@ -56,6 +56,15 @@ DEFAULTS: dict[str, Any] = {
     "CROSS_ENCODER": None,
     # register the FAQ with the default admin site (False: leave it out, or register FAQAdmin on your own site)
     "FAQ_ADMIN": True,
+    # log FAQ questions for the "Unanswered questions" and "Search insights" admin pages
+    # (needs django_semsim.insights in INSTALLED_APPS); see semsim_pg.insights
+    "QUERY_LOG": False,
+    # False: log only a hash of each question's text
+    "QUERY_LOG_TEXT": True,
+    # the share of questions logged, 0 to 1
+    "QUERY_LOG_SAMPLE_RATE": 1.0,
+    # PSI of the top-1 score distribution at which "Search insights" flags drift
+    "QUERY_LOG_DRIFT_THRESHOLD": 0.2,
 }
 
 # Dimensions of well-known models, so that import time never needs the weights.
@@ -87,6 +96,10 @@ class SemsimConfig:
     faq_rerank_threshold: float | None
     cross_encoder: str | None
     faq_admin: bool
+    query_log: bool
+    query_log_text: bool
+    query_log_sample_rate: float
+    query_log_drift_threshold: float
 
     @property
     def immediate(self) -> bool:
@@ -154,8 +167,15 @@ def _load() -> SemsimConfig:
             isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
         ):
             problems.append(f"{key} must be None or a number, got {value!r}")
-    if not isinstance(values["FAQ_ADMIN"], bool):
-        problems.append(f"FAQ_ADMIN must be True or False, got {values['FAQ_ADMIN']!r}")
+    for key in ("FAQ_ADMIN", "QUERY_LOG", "QUERY_LOG_TEXT"):
+        if not isinstance(values[key], bool):
+            problems.append(f"{key} must be True or False, got {values[key]!r}")
+    rate = values["QUERY_LOG_SAMPLE_RATE"]
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+        problems.append(f"QUERY_LOG_SAMPLE_RATE must be a number between 0 and 1, got {rate!r}")
+    drift = values["QUERY_LOG_DRIFT_THRESHOLD"]
+    if isinstance(drift, bool) or not isinstance(drift, int | float) or not drift > 0:
+        problems.append(f"QUERY_LOG_DRIFT_THRESHOLD must be a number above 0, got {drift!r}")
     encoder = values["CROSS_ENCODER"]
     if encoder is not None and (not isinstance(encoder, str) or not encoder.strip()):
         problems.append(f"CROSS_ENCODER must be None or a model name or directory, got {encoder!r}")

@@ -12,6 +12,7 @@ a search with other values gets them for its own statement only (:mod:`django_se
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
@@ -66,11 +67,14 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         self._semsim_k: int | None = None
         #: True once semantic_search()/similar_to() was applied (a queryset holds one search)
         self._semsim_searched = False
+        #: (query text, k) of a text search, for the query log (django_semsim.insights)
+        self._semsim_log: tuple[str, int | None] | None = None
 
     def _clone(self) -> SemanticQuerySet[_M]:
         clone = super()._clone()
         clone._semsim_k = self._semsim_k
         clone._semsim_searched = self._semsim_searched
+        clone._semsim_log = self._semsim_log
         return clone  # type: ignore[no-any-return]
 
     def _filter_or_exclude(self, negate: bool, args: Any, kwargs: Any) -> SemanticQuerySet[_M]:
@@ -113,9 +117,21 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
                 model=config.model_name,
             )
         )
-        return self._semantic(
+        found = self._semantic(
             vector, k=k, min_similarity=min_similarity, ef_search=ef_search, iterative_scan=iterative_scan
         )
+        if isinstance(query, str):
+            found._semsim_log = (query, k)
+        return found
+
+    def _fetch_all(self) -> None:
+        # A text search is logged when it runs (when SEMSIM["QUERY_LOG"] is on): it is lazy till then.
+        started = time.perf_counter() if self._semsim_log is not None and self._result_cache is None else None
+        super()._fetch_all()
+        if started is not None and self._semsim_log is not None:
+            from django_semsim.insights.log import log_search
+
+            log_search(self.model, self._semsim_log, self._result_cache or [], started)
 
     def similar_to(
         self,

@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "django_semsim",
     "django_semsim.faq",
+    "django_semsim.insights",
     "tests.djangoapp",
 ]
 DATABASES = {"default": database_config(os.environ.get("SEMSIM_TEST_DATABASE_URL") or None)}

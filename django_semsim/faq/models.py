@@ -15,6 +15,7 @@ their rows when they move to this app (see migrations/0001_initial.py).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from semsim_pg.faq import (
     rank_entries,
     resolve_threshold,
 )
+from semsim_pg.insights import not_logged
 from semsim_pg.validation import check_k
 
 __all__ = ["FAQ", "FAQManager", "FAQPhrasing", "FAQQuerySet", "faq_threshold"]
@@ -89,7 +91,8 @@ class FAQQuerySet(SemanticQuerySet["FAQ"]):
         if reranker is not None:
             reranker.load()  # a missing cross-encoder fails before any search
         limit = max(MIN_CANDIDATES, k * SEARCH_FACTOR)
-        candidates = self._candidates(question, limit)
+        with not_logged():  # answer() logs the question once, not as these two searches
+            candidates = self._candidates(question, limit)
         matches = rank_entries(
             question,
             candidates,
@@ -112,9 +115,14 @@ class FAQQuerySet(SemanticQuerySet["FAQ"]):
         """The best entry when its score reaches the threshold, else an Answer with ``answered=False``
         (and ``entry=None``) that still lists the closest matches. The threshold is on the
         cross-encoder's scale when reranked (SEMSIM["FAQ_RERANK_THRESHOLD"])."""
+        started = time.perf_counter()
         reranker = resolve_reranker(rerank)
         limit = faq_threshold(threshold, reranked=reranker is not None)
-        return decide(question, self.match(question, k=k, rerank=reranker), limit)
+        result = decide(question, self.match(question, k=k, rerank=reranker), limit)
+        from django_semsim.insights.log import log_faq_answer  # off unless SEMSIM["QUERY_LOG"] and the app
+
+        log_faq_answer(result, started, k=k, reranked=reranker is not None)
+        return result
 
 
 class FAQManager(SemanticManager.from_queryset(FAQQuerySet)):  # type: ignore[misc]

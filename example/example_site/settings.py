@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "django_semsim",
     "django_semsim.faq",  # the FAQ app (FAQ admin, semsim_faq_import); leave it out for search alone
+    "django_semsim.insights",  # query log, "Search insights" and "Unanswered questions" in the admin
     "articles",
 ]
 
@@ -66,6 +67,8 @@ SEMSIM = {
     "MODEL": os.environ.get("SEMSIM_MODEL", "all-MiniLM-L6-v2"),
     # "immediate": encode after each commit in the web process; "worker": run manage.py semsim_worker
     "SYNC": os.environ.get("SEMSIM_SYNC", "immediate"),
+    # log FAQ questions for the admin's insights pages (SEMSIM_QUERY_LOG=1 turns it on here)
+    "QUERY_LOG": os.environ.get("SEMSIM_QUERY_LOG", "0") == "1",
 }
 
 LANGUAGE_CODE = "en-us"

@@ -29,10 +29,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from semsim_pg import queries
 from semsim_pg.db import vector_connection
+from semsim_pg.queries import tables
 from semsim_pg.settings import Settings
 
 __all__ = [
@@ -103,8 +105,9 @@ class LoggedQuery:
     created_at: dt.datetime | None = None
 
 
-def log_query(settings: Settings, engine: Engine, record: LoggedQuery) -> None:
-    """Queue ``record`` for the log when the log is on and the sample draws it. Never raises."""
+def log_query(settings: Settings, engine: Engine, record: LoggedQuery, table: sa.Table | None = None) -> None:
+    """Queue ``record`` for the log (``table``: default semsim's) when the log is on and the
+    sample draws it. Never raises."""
     if not settings.query_log or _quiet.get():
         return
     try:
@@ -113,7 +116,7 @@ def log_query(settings: Settings, engine: Engine, record: LoggedQuery) -> None:
             return
         if record.created_at is None:
             record = _stamped(record)
-        _writer(engine).submit(record, keep_text=settings.query_log_text)
+        _writer(engine, table).submit(record, keep_text=settings.query_log_text)
     except Exception as exc:  # logging must never break the search it describes
         logger.warning("query log: could not queue a query (%s: %s)", type(exc).__name__, exc)
 
@@ -166,6 +169,7 @@ def log_answer(
     k: int,
     mode: str,
     model_name: str | None = None,
+    table: sa.Table | None = None,
 ) -> None:
     """Log one FAQ question and its answer (``semsim_pg.faq.Answer``). ``key_of`` names an
     entry; the question's vector is computed by the writer (``model_name``, default the
@@ -193,6 +197,7 @@ def log_answer(
                 mode=mode,
                 k=k,
             ),
+            table,
         )
     except Exception as exc:  # never the question's problem
         logger.warning("query log: could not log an FAQ question (%s: %s)", type(exc).__name__, exc)
@@ -208,12 +213,14 @@ class QueryLogWriter:
     def __init__(
         self,
         engine: Engine,
+        table: sa.Table | None = None,
         *,
         queue_size: int = QUEUE_SIZE,
         batch_size: int = BATCH_SIZE,
         interval: float = FLUSH_INTERVAL,
     ) -> None:
         self.engine = engine
+        self.table = table if table is not None else tables.query_log
         self.batch_size = batch_size
         self.interval = interval
         self.written = 0
@@ -305,7 +312,7 @@ class QueryLogWriter:
         rows = [_row(record, keep, vector) for (record, keep), vector in zip(batch, vectors, strict=True)]
         with self.engine.begin() as conn:
             raw = vector_connection(conn)
-            with raw.cursor() as cur, cur.copy(queries.copy_log()) as copy:
+            with raw.cursor() as cur, cur.copy(queries.copy_log(self.table)) as copy:
                 copy.set_types([kind for _, kind in queries.LOG_COLUMNS])
                 for row in rows:
                     copy.write_row(row)
@@ -366,18 +373,18 @@ def _row(
     )
 
 
-_writers: dict[str, QueryLogWriter] = {}
+_writers: dict[tuple[str, str], QueryLogWriter] = {}
 _writers_lock = threading.Lock()
 
 
-def _writer(engine: Engine) -> QueryLogWriter:
-    key = str(engine.url)
+def _writer(engine: Engine, table: sa.Table | None = None) -> QueryLogWriter:
+    key = (str(engine.url), "" if table is None else table.fullname)
     writer = _writers.get(key)
     if writer is None:
         with _writers_lock:
             writer = _writers.get(key)
             if writer is None:
-                writer = _writers[key] = QueryLogWriter(engine)
+                writer = _writers[key] = QueryLogWriter(engine, table)
     return writer
 
 

@@ -21,15 +21,31 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import queries
 from semsim_pg.errors import QueryLogEmpty
+from semsim_pg.queries import tables
 
-__all__ = ["SAMPLE_LIMIT", "DayFigures", "Drift", "QueryStats", "WindowFigures", "plot_stats", "query_stats"]
+__all__ = [
+    "ENABLE_HINT",
+    "SAMPLE_LIMIT",
+    "DayFigures",
+    "Drift",
+    "QueryStats",
+    "WindowFigures",
+    "plot_stats",
+    "query_stats",
+]
 
 #: top-1 scores per window the drift test reads at most (a uniform sample beyond)
 SAMPLE_LIMIT = 50_000
+#: how to turn the log on, for "nothing was ever logged"
+ENABLE_HINT = (
+    "the query log is off by default. Turn it on with SEMSIM_QUERY_LOG=1 (SEMSIM['QUERY_LOG'] = True in "
+    "Django), then search or ask questions; SEMSIM_QUERY_LOG_TEXT=0 keeps only a hash of each query."
+)
 #: fewer queries than this in either window: no drift verdict
 MIN_DRIFT_SAMPLES = 50
 HISTOGRAM_BINS = 20
@@ -104,18 +120,20 @@ def _opt(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _figures(conn: Connection, collection: str, start: dt.datetime, end: dt.datetime) -> WindowFigures:
-    row = conn.execute(queries.window_summary(collection, start, end)).one()
+def _figures(conn: Connection, collection: str, start: dt.datetime, end: dt.datetime, table: sa.Table) -> WindowFigures:
+    row = conn.execute(queries.window_summary(collection, start, end, table)).one()
     return WindowFigures(start, end, int(row[0]), int(row[1]), _opt(row[2]), _opt(row[3]), _opt(row[4]), _opt(row[5]))
 
 
-def _scores(conn: Connection, collection: str, start: dt.datetime, end: dt.datetime) -> npt.NDArray[np.float64]:
-    values = conn.execute(queries.top_scores(collection, start, end, SAMPLE_LIMIT)).scalars().all()
+def _scores(
+    conn: Connection, collection: str, start: dt.datetime, end: dt.datetime, table: sa.Table
+) -> npt.NDArray[np.float64]:
+    values = conn.execute(queries.top_scores(collection, start, end, SAMPLE_LIMIT, table)).scalars().all()
     return np.asarray(values, dtype=np.float64)
 
 
-def _models(conn: Connection, collection: str, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
-    return {str(r[0]): int(r[1]) for r in conn.execute(queries.log_models(collection, start, end))}
+def _models(conn: Connection, collection: str, start: dt.datetime, end: dt.datetime, table: sa.Table) -> dict[str, int]:
+    return {str(r[0]): int(r[1]) for r in conn.execute(queries.log_models(collection, start, end, table))}
 
 
 def query_stats(
@@ -126,30 +144,29 @@ def query_stats(
     baseline: dt.timedelta | None = None,
     threshold: float = 0.2,
     now: dt.datetime | None = None,
+    table: sa.Table | None = None,
+    enable_hint: str = ENABLE_HINT,
 ) -> QueryStats:
     """The figures of ``[since, now)`` and its drift against the ``baseline`` before ``since``
     (default: a window as long as this one). :class:`QueryLogEmpty` when nothing was ever
-    logged for ``collection``."""
+    logged for ``collection``. ``table``: the log (default semsim's own)."""
+    table = tables.query_log if table is None else table
     now = now or dt.datetime.now(dt.UTC)
     baseline = baseline or (now - since)
     with engine.connect() as conn:
-        if not conn.execute(queries.has_log(collection)).scalar():
-            raise QueryLogEmpty(
-                f"Nothing was ever logged for collection {collection!r}: the query log is off by default. "
-                "Turn it on with SEMSIM_QUERY_LOG=1 (SEMSIM['QUERY_LOG'] = True in Django), then search or ask "
-                "questions; SEMSIM_QUERY_LOG_TEXT=0 keeps only a hash of each query."
-            )
-        window = _figures(conn, collection, since, now)
+        if not conn.execute(queries.has_log(collection, table)).scalar():
+            raise QueryLogEmpty(f"Nothing was ever logged for {collection!r}: {enable_hint}")
+        window = _figures(conn, collection, since, now, table)
         days = [
             DayFigures(r[0].date(), int(r[1]), _opt(r[2]), _opt(r[3]), _opt(r[4]), _opt(r[5]))
-            for r in conn.execute(queries.daily_series(collection, since, now))
+            for r in conn.execute(queries.daily_series(collection, since, now, table))
         ]
-        current = _scores(conn, collection, since, now)
+        current = _scores(conn, collection, since, now, table)
         base_start = since - baseline
-        base_window = _figures(conn, collection, base_start, since)
-        reference = _scores(conn, collection, base_start, since)
-        models_now = _models(conn, collection, since, now)
-        models_before = _models(conn, collection, base_start, since)
+        base_window = _figures(conn, collection, base_start, since, table)
+        reference = _scores(conn, collection, base_start, since, table)
+        models_now = _models(conn, collection, since, now, table)
+        models_before = _models(conn, collection, base_start, since, table)
     edges, counts = _histogram(current)
     drift = _drift(current, reference, base_window, window, threshold, models_before, models_now)
     return QueryStats(collection, window, days, edges, counts, drift)

@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from semsim_pg import queries
 from semsim_pg.errors import AlreadyResolved, InvalidInput, QueryLogEmpty
 from semsim_pg.insights.log import not_logged
+from semsim_pg.insights.stats import ENABLE_HINT
+from semsim_pg.queries import tables
 from semsim_pg.sql import to_array
 
 if TYPE_CHECKING:
@@ -102,13 +105,10 @@ class UnansweredGroup:
         }
 
 
-def _check_log(engine: Engine, collection: str) -> None:
+def _check_log(engine: Engine, collection: str, table: sa.Table, hint: str) -> None:
     with engine.connect() as conn:
-        if not conn.execute(queries.has_log(collection)).scalar():
-            raise QueryLogEmpty(
-                f"Nothing was ever logged for collection {collection!r}: the query log is off by default. "
-                "Turn it on with SEMSIM_QUERY_LOG=1 (SEMSIM['QUERY_LOG'] = True in Django) and ask questions."
-            )
+        if not conn.execute(queries.has_log(collection, table)).scalar():
+            raise QueryLogEmpty(f"Nothing was ever logged for {collection!r}: {hint}")
 
 
 def unanswered_groups(
@@ -119,20 +119,23 @@ def unanswered_groups(
     below: float | None = None,
     max_distance: float = DEFAULT_MAX_DISTANCE,
     max_questions: int = MAX_QUESTIONS,
+    table: sa.Table | None = None,
+    enable_hint: str = ENABLE_HINT,
 ) -> list[UnansweredGroup]:
     """The unresolved unanswered questions asked since ``since``, grouped by meaning, biggest
     group first. ``below`` also counts any query whose top-1 score was below it (plain searches
     have no answered flag). Groups hold questions of the model most of them were encoded with."""
     if not 0 < max_distance < 2:
         raise InvalidInput(f"max_distance is a cosine distance between 0 and 2, got {max_distance}.")
-    _check_log(engine, collection)
+    table = tables.query_log if table is None else table
+    _check_log(engine, collection, table, enable_hint)
     with engine.connect() as conn:
-        models = conn.execute(queries.unanswered_models(collection, since)).first()
+        models = conn.execute(queries.unanswered_models(collection, since, table)).first()
         if models is None:
             return []
         model = str(models[0])
         rows = conn.execute(
-            queries.unanswered_queries(collection, since, model, below=below, limit=max_questions)
+            queries.unanswered_queries(collection, since, model, below=below, limit=max_questions, table=table)
         ).all()
     if not rows:
         return []
@@ -206,17 +209,23 @@ def nearest_faq_entries(matcher: FAQMatcher, group: UnansweredGroup, k: int = 3)
 
 
 def resolve_group(
-    engine: Engine, collection: str, hashes: Sequence[str], resolved_as: str, write: Callable[[], T]
+    engine: Engine,
+    collection: str,
+    hashes: Sequence[str],
+    resolved_as: str | Callable[[T], str],
+    write: Callable[[], T],
+    table: sa.Table | None = None,
 ) -> T:
     """Claim the unresolved log rows of these queries, run ``write`` (the FAQ change), then mark
-    the rows resolved as ``resolved_as``, all or nothing: if ``write`` fails nothing is marked;
+    the rows resolved as ``resolved_as`` (or what it makes of ``write``'s result), all or nothing: if ``write`` fails nothing is marked;
     if the rows were resolved already (another user promoted the group) nothing is written."""
     if not hashes:
         raise InvalidInput("The group has no questions to promote.")
+    table = tables.query_log if table is None else table
     with engine.connect() as conn, conn.begin():
-        ids = [int(i) for i in conn.execute(queries.lock_unresolved(collection, hashes)).scalars()]
+        ids = [int(i) for i in conn.execute(queries.lock_unresolved(collection, hashes, table)).scalars()]
         if not ids:
-            done = conn.execute(queries.resolved_queries(collection, hashes)).first()
+            done = conn.execute(queries.resolved_queries(collection, hashes, table)).first()
             if done is None:
                 raise AlreadyResolved(
                     "These questions are no longer in the unanswered list of "
@@ -227,7 +236,8 @@ def resolve_group(
                 "list the unanswered groups again to see what is left."
             )
         result = write()
-        conn.execute(queries.resolve_queries(ids, resolved_as))
+        label = resolved_as(result) if callable(resolved_as) else resolved_as
+        conn.execute(queries.resolve_queries(ids, label, table))
     return result
 
 

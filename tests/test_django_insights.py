@@ -1,0 +1,242 @@
+"""The Django face of search insights: FAQ.objects.answer() logs when SEMSIM["QUERY_LOG"] is on,
+and the admin's "Search insights" and "Unanswered questions" pages (permissions, figures, groups,
+promotion, a second promotion refused). Log rows are written by the core's writer or straight into
+the app's table through SQLAlchemy (committed: the fixture deletes them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from django.contrib.auth.models import Permission, User
+from django.test import Client, override_settings
+from django.urls import reverse
+
+from django_semsim.conf import get_config
+from django_semsim.faq.models import FAQ, FAQPhrasing
+from django_semsim.insights.log import log_engine, log_table
+from semsim_pg import insights, queries
+from semsim_pg.errors import ConfigurationError
+from tests.test_django_faq_admin import ADMIN_SETTINGS, create_admin_log_table
+
+SETTINGS = {
+    **ADMIN_SETTINGS,
+    "INSTALLED_APPS": [*ADMIN_SETTINGS["INSTALLED_APPS"], "django_semsim.insights"],
+}
+NOW = dt.datetime.now(dt.UTC)
+LABEL = "semsim_faq.FAQ"
+PAYPAL = ["Can I pay with PayPal?", "Do you accept PayPal payments?", "is paypal an option at checkout"]
+PASSWORD = ["How do I reset my password?", "I forgot my password, how can I change it?", "password reset not working"]
+
+
+@pytest.fixture()
+def log_rows(db) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """An empty log before and after: its rows are committed outside the test's transaction."""
+
+    def clear() -> None:
+        insights.flush()
+        with log_engine().begin() as conn:
+            conn.execute(sa.delete(log_table()))
+
+    clear()
+    yield
+    clear()
+    log_engine().dispose()  # its pooled connections would keep the test database from being dropped
+
+
+@pytest.fixture()
+def site(log_rows) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    with override_settings(**SETTINGS):
+        create_admin_log_table()
+        yield
+
+
+@pytest.fixture()
+def faqs(django_capture_on_commit_callbacks, encoder) -> dict[str, FAQ]:  # type: ignore[no-untyped-def]
+    with django_capture_on_commit_callbacks(execute=True):
+        returns = FAQ.objects.create(question="How do I return an item?", answer="Within 30 days.")
+        cards = FAQ.objects.create(question="Which credit cards do you accept?", answer="Visa, Mastercard.")
+        FAQ.objects.create(question="How long does shipping take?", answer="3-5 days.")
+    return {"returns": returns, "cards": cards}
+
+
+def _user(name: str, *perms: str) -> Client:
+    user = User.objects.create_user(name, password="pw", is_staff=True)
+    for perm in perms:
+        app, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label=app))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _rows() -> list[Any]:
+    insights.flush()
+    table = log_table()
+    with log_engine().connect() as conn:
+        return list(conn.execute(sa.select(table).order_by(table.c.id)))
+
+
+def _insert(rows: list[dict[str, Any]]) -> None:
+    with log_engine().begin() as conn:
+        conn.execute(queries.insert_log(log_table()), rows)
+
+
+def _row(
+    when: dt.datetime, score: float, text: str, vector: Any = None, answered: bool | None = None
+) -> dict[str, Any]:
+    return {
+        "created_at": when,
+        "collection": LABEL,
+        "kind": "faq",
+        "query_text": text,
+        "query_hash": insights.query_hash(text),
+        "model_name": get_config().model_name,
+        "embedding": vector,
+        "result_ids": [],
+        "result_scores": [score],
+        "top_score": score,
+        "answered": score >= 0.55 if answered is None else answered,
+        "latency_ms": 20.0,
+    }
+
+
+def test_query_log_settings_are_checked() -> None:
+    with override_settings(SEMSIM={"QUERY_LOG": "yes"}), pytest.raises(ConfigurationError, match="QUERY_LOG must be"):
+        get_config()
+    with (
+        override_settings(SEMSIM={"QUERY_LOG_SAMPLE_RATE": 2}),
+        pytest.raises(ConfigurationError, match="QUERY_LOG_SAMPLE_RATE must be a number between 0 and 1"),
+    ):
+        get_config()
+
+
+def test_faq_answers_are_logged_when_turned_on(log_rows, faqs, encoder) -> None:  # type: ignore[no-untyped-def]
+    FAQ.objects.answer("I want to send an item back")
+    assert _rows() == []  # off by default
+    with override_settings(SEMSIM={"SYNC": "immediate", "QUERY_LOG": True}):
+        yes = FAQ.objects.answer("I want to send an item back")
+        no = FAQ.objects.answer("what is the capital of Mongolia")
+    assert yes.answered and not no.answered
+    rows = _rows()
+    assert [(r.collection, r.kind, r.answered) for r in rows] == [(LABEL, "faq", True), (LABEL, "faq", False)]
+    assert rows[0].result_ids[0] == str(faqs["returns"].pk)
+    assert rows[0].top_score == pytest.approx(yes.matches[0].similarity)
+    assert np.allclose(np.asarray(rows[0].embedding), encoder.encode_query("I want to send an item back"), atol=1e-5)
+    with override_settings(SEMSIM={"SYNC": "immediate", "QUERY_LOG": True, "QUERY_LOG_TEXT": False}):
+        FAQ.objects.answer("a private question")
+    assert _rows()[-1].query_text is None
+
+
+@pytest.mark.parametrize("view", ["insights", "unanswered"])
+def test_pages_are_for_staff_with_the_log_permission(site, view: str) -> None:  # type: ignore[no-untyped-def]
+    url = reverse(f"admin:semsim_insights_querylog_{view}")
+    anonymous = Client().get(url)
+    assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+    assert _user("clerk").get(url).status_code == 403
+    assert _user("reader", "semsim_insights.view_querylog").get(url).status_code == 200
+
+
+def test_search_insights_page(site) -> None:  # type: ignore[no-untyped-def]
+    client = _user("analyst", "semsim_insights.view_querylog")
+    empty = client.get(reverse("admin:semsim_insights_querylog_insights")).content.decode()
+    assert "SEMSIM[&#x27;QUERY_LOG&#x27;] = True" in empty
+    rng = np.random.default_rng(3)
+    rows = [_row(NOW - dt.timedelta(days=8, hours=i % 100), float(rng.normal(0.72, 0.06)), f"q{i}") for i in range(300)]
+    rows += [
+        _row(NOW - dt.timedelta(hours=1 + i % 100), float(rng.normal(0.45 if i % 2 else 0.72, 0.06)), f"n{i}")
+        for i in range(300)
+    ]
+    _insert(rows)
+    response = client.get(reverse("admin:semsim_insights_querylog_insights"), {"collection": LABEL, "since": "7d"})
+    page = response.content.decode()
+    assert response.status_code == 200 and response.context["stats"].window.queries == 300
+    assert "DRIFT: PSI" in page and 'src="data:image/svg+xml;base64,' in page and 'id="histogram"' in page
+    bad = client.get(reverse("admin:semsim_insights_querylog_insights"), {"collection": LABEL, "since": "soonish"})
+    assert "--since takes a length of time" in bad.content.decode()
+
+
+def test_unanswered_questions_page_and_promotion(site, faqs, encoder, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    vectors = dict(zip(PAYPAL + PASSWORD, encoder.encode(PAYPAL + PASSWORD), strict=True))
+    rows = []
+    for text, times in [*zip(PAYPAL, (3, 2, 1), strict=True), *zip(PASSWORD, (2, 1, 1), strict=True)]:
+        rows += [_row(NOW - dt.timedelta(days=1, minutes=i), 0.3, text, vectors[text], False) for i in range(times)]
+    _insert(rows)
+    editor = _user(
+        "editor",
+        "semsim_insights.view_querylog",
+        "semsim_faq.add_faq",
+        "semsim_faq.add_faqphrasing",
+        "semsim_faq.view_faq",
+    )
+    url = reverse("admin:semsim_insights_querylog_unanswered")
+    response = editor.get(url)
+    groups = response.context["groups"]
+    assert [g["group"].size for g in groups] == [6, 4]
+    paypal, password = groups
+    assert {q.text for q in paypal["group"].questions} == set(PAYPAL)
+    assert paypal["nearest"][0].entry == faqs["cards"]  # proposed: the entry about paying
+    page = response.content.decode()
+    assert "Create FAQ entry from this group" in page and "Add as alternative phrasing of this entry" in page
+
+    create = password["create"]
+    data = {
+        "action": "create",
+        "prefix": create.prefix,
+        f"{create.prefix}-group": create.initial["group"],
+        f"{create.prefix}-question": create.initial["question"],
+        f"{create.prefix}-answer": "Use the 'forgot password' link.",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        done = editor.post(url, data, follow=True)
+    assert "Created FAQ entry" in done.content.decode()
+    entry = FAQ.objects.get(answer="Use the 'forgot password' link.")
+    assert entry.question == password["group"].representative.text
+    assert [g["group"].size for g in editor.get(url).context["groups"]] == [6]
+    again = editor.post(url, data, follow=True).content.decode()
+    assert "already promoted, as FAQ entry" in again and FAQ.objects.filter(answer__startswith="Use the").count() == 1
+
+    match, phrasing = paypal["phrasings"][0]
+    data = {
+        "action": "phrasing",
+        "prefix": phrasing.prefix,
+        f"{phrasing.prefix}-group": phrasing.initial["group"],
+        f"{phrasing.prefix}-faq": match.entry.pk,
+        f"{phrasing.prefix}-text": "Can I pay with PayPal?",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        editor.post(url, data)
+    assert [p.text for p in FAQPhrasing.objects.filter(faq=faqs["cards"])] == ["Can I pay with PayPal?"]
+    assert editor.get(url).context["groups"] == []
+    assert FAQ.objects.answer("do you take paypal").entry == faqs["cards"]
+
+    reader = _user("reader", "semsim_insights.view_querylog")
+    assert "Create FAQ entry from this group" not in reader.get(url).content.decode()
+    assert reader.post(url, {**data, "action": "create"}).status_code == 403
+
+
+def test_a_text_search_is_logged_when_it_runs(log_rows, django_capture_on_commit_callbacks, encoder) -> None:  # type: ignore[no-untyped-def]
+    from tests.djangoapp.models import Article
+    from tests.djangoapp.testing import CORPUS
+
+    with django_capture_on_commit_callbacks(execute=True):
+        for title, body, published in CORPUS:
+            Article.objects.create(title=title, body=body, published=published)
+    with override_settings(SEMSIM={"SYNC": "immediate", "QUERY_LOG": True}):
+        lazy = Article.objects.semantic_search("I forgot my password", k=3).filter(published=True)
+        assert _rows() == []  # nothing ran yet
+        found = list(lazy)
+        list(lazy)  # the result cache: not run, not logged again
+        Article.objects.semantic_search("I forgot my password", k=3).count()  # no rows fetched: not logged
+        FAQ.objects.answer("I forgot my password")  # one row for the question, none for its searches
+    rows = _rows()
+    assert [(r.collection, r.kind) for r in rows] == [("djangoapp.Article", "search"), (LABEL, "faq")]
+    search = rows[0]
+    assert (search.query_text, search.k, search.mode) == ("I forgot my password", 3, "semantic")
+    assert search.result_ids == [str(a.pk) for a in found]
+    assert search.result_scores == pytest.approx([a.similarity for a in found])
+    assert search.embedding is not None
