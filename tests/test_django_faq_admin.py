@@ -29,6 +29,7 @@ ADMIN_SETTINGS: dict[str, Any] = {
         "django.contrib.postgres",
         "django_semsim",
         "django_semsim.faq",
+        "django_semsim.insights",  # as in the suite's settings: its admin is registered once for all
         "tests.djangoapp",
     ],
     "MIDDLEWARE": [

@@ -23,10 +23,6 @@ from semsim_pg import insights, queries
 from semsim_pg.errors import ConfigurationError
 from tests.test_django_faq_admin import ADMIN_SETTINGS, create_admin_log_table
 
-SETTINGS = {
-    **ADMIN_SETTINGS,
-    "INSTALLED_APPS": [*ADMIN_SETTINGS["INSTALLED_APPS"], "django_semsim.insights"],
-}
 NOW = dt.datetime.now(dt.UTC)
 LABEL = "semsim_faq.FAQ"
 PAYPAL = ["Can I pay with PayPal?", "Do you accept PayPal payments?", "is paypal an option at checkout"]
@@ -50,7 +46,7 @@ def log_rows(db) -> Iterator[None]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture()
 def site(log_rows) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    with override_settings(**SETTINGS):
+    with override_settings(**ADMIN_SETTINGS):
         create_admin_log_table()
         yield
 
