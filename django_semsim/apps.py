@@ -1,11 +1,16 @@
 """App config: connects the per-model signal receivers, the system checks and the per-connection
 search defaults; nothing else.
 
-No model is loaded and no query runs here (ARCHITECTURE.md decision 5); the search defaults are
-set when a connection opens.
+No query runs here (ARCHITECTURE.md decision 5); the search defaults are set when a connection
+opens. The model is loaded here only with ``SEMSIM['PRELOAD']``, in processes that serve or encode.
 """
 
 from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
 
 from django.apps import AppConfig
 from django.core.signals import setting_changed
@@ -27,6 +32,8 @@ class DjangoSemsimConfig(AppConfig):
         connect_signals()
         reset_config()
         connect_session_defaults()
+        if _wants_preload():
+            preload()
 
 
 def _on_setting_changed(setting: str, **kwargs: object) -> None:
@@ -34,3 +41,36 @@ def _on_setting_changed(setting: str, **kwargs: object) -> None:
         from django_semsim.conf import reset_config
 
         reset_config()
+
+
+logger = logging.getLogger(__name__)
+
+#: management commands that encode (the rest, like migrate or collectstatic, never load the model)
+_ENCODING_COMMANDS = frozenset({"runserver", "semsim_worker", "semsim_reindex", "semsim_faq_import"})
+
+
+def _wants_preload(argv: list[str] | None = None) -> bool:
+    from django_semsim.conf import get_config
+
+    if not get_config().preload:
+        return False
+    argv = sys.argv if argv is None else argv
+    program = os.path.basename(argv[0]) if argv else ""
+    if program in ("manage.py", "django-admin", "django-admin.py", "__main__.py"):
+        command = argv[1] if len(argv) > 1 else ""
+        if command not in _ENCODING_COMMANDS:
+            return False
+        # runserver's autoreloader parent only watches files; its child (RUN_MAIN) serves
+        if command == "runserver" and "--noreload" not in argv and os.environ.get("RUN_MAIN") != "true":
+            return False
+    return True
+
+
+def preload() -> None:
+    """Load the configured model and encode one text, so that the first request is as fast as the tenth."""
+    from django_semsim.encoding import get_model_encoder
+
+    start = time.perf_counter()
+    encoder = get_model_encoder()
+    encoder.encode(["warm up"], show_progress_bar=False)
+    logger.info("SEMSIM['PRELOAD']: model %s ready in %.1f s", encoder.name, time.perf_counter() - start)

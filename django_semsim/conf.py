@@ -22,7 +22,7 @@ __all__ = ["DEFAULTS", "SYNC_MODES", "SemsimConfig", "get_config", "model_dimens
 
 logger = logging.getLogger(__name__)
 
-SYNC_MODES = ("immediate", "worker")
+SYNC_MODES = ("immediate", "inline", "worker")
 
 #: Every key ``SEMSIM`` accepts, with its default.
 DEFAULTS: dict[str, Any] = {
@@ -32,8 +32,14 @@ DEFAULTS: dict[str, Any] = {
     "DIMENSIONS": None,
     # torch device for encoding (None: sentence-transformers' choice)
     "DEVICE": None,
-    # "immediate": encode after commit in this process; "worker": leave it to `manage.py semsim_worker`
+    # "immediate": encode after commit in a background thread of this process; "inline": after commit in
+    # the saving thread (tests, scripts); "worker": leave it to `manage.py semsim_worker`
     "SYNC": "immediate",
+    # immediate mode: most rows waiting for the background thread; past it a row stays stale (logged) for
+    # semsim_worker / semsim_reindex --stale, and save() never waits
+    "QUEUE_SIZE": 10_000,
+    # load the model and encode once in AppConfig.ready() of web and worker processes (not under migrate & co)
+    "PRELOAD": False,
     # texts per encoder call and rows per worker claim
     "BATCH_SIZE": 64,
     # hnsw.ef_search for semantic_search()/similar_to() (per-query override: ef_search=)
@@ -85,6 +91,8 @@ class SemsimConfig:
     dimensions: int
     device: str | None
     sync: str
+    queue_size: int
+    preload: bool
     batch_size: int
     ef_search: int
     iterative_scan: str
@@ -103,7 +111,8 @@ class SemsimConfig:
 
     @property
     def immediate(self) -> bool:
-        return self.sync == "immediate"
+        """Encoded by this process after commit (in the background, or inline)."""
+        return self.sync in ("immediate", "inline")
 
     @cached_property
     def model_name(self) -> str:
@@ -152,6 +161,7 @@ def _load() -> SemsimConfig:
         )
     for key, low, high in (
         ("BATCH_SIZE", 1, 100_000),
+        ("QUEUE_SIZE", 1, 10_000_000),
         ("EF_SEARCH", 1, 1000),
         ("HNSW_M", 2, 100),
         ("HNSW_EF_CONSTRUCTION", 4, 1000),
@@ -167,7 +177,7 @@ def _load() -> SemsimConfig:
             isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
         ):
             problems.append(f"{key} must be None or a number, got {value!r}")
-    for key in ("FAQ_ADMIN", "QUERY_LOG", "QUERY_LOG_TEXT"):
+    for key in ("PRELOAD", "FAQ_ADMIN", "QUERY_LOG", "QUERY_LOG_TEXT"):
         if not isinstance(values[key], bool):
             problems.append(f"{key} must be True or False, got {values[key]!r}")
     rate = values["QUERY_LOG_SAMPLE_RATE"]

@@ -29,5 +29,5 @@ INSTALLED_APPS = [
 DATABASES = {"default": database_config(os.environ.get("SEMSIM_TEST_DATABASE_URL") or None)}
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-SEMSIM = {"SYNC": "immediate", "BATCH_SIZE": 64}
+SEMSIM = {"SYNC": "inline", "BATCH_SIZE": 64}  # deterministic: encoded before save() returns
 LOGGING_CONFIG = None

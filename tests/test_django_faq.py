@@ -140,10 +140,10 @@ def test_answer_threshold_and_no_answer(shop) -> None:  # type: ignore[no-untype
 def test_threshold_from_settings(shop) -> None:  # type: ignore[no-untyped-def]
     question = "when will my parcel arrive"
     score = FAQ.objects.match(question, k=1)[0].score
-    with override_settings(SEMSIM={"SYNC": "immediate", "FAQ_THRESHOLD": score + 0.01}):
+    with override_settings(SEMSIM={"SYNC": "inline", "FAQ_THRESHOLD": score + 0.01}):
         assert not FAQ.objects.answer(question).answered
         assert FAQ.objects.answer(question, threshold=score - 0.01).answered
-    with override_settings(SEMSIM={"SYNC": "immediate", "FAQ_THRESHOLD": score - 0.01}):
+    with override_settings(SEMSIM={"SYNC": "inline", "FAQ_THRESHOLD": score - 0.01}):
         assert FAQ.objects.answer(question).answered
 
 

@@ -189,7 +189,7 @@ def test_try_a_question_shows_matches_and_verdict(editor, faqs) -> None:  # type
 
 
 def test_try_a_question_with_a_cross_encoder(editor, faqs, tiny_cross_encoder_path: Path) -> None:  # type: ignore[no-untyped-def]
-    with override_settings(SEMSIM={"SYNC": "immediate", "CROSS_ENCODER": str(tiny_cross_encoder_path)}):
+    with override_settings(SEMSIM={"SYNC": "inline", "CROSS_ENCODER": str(tiny_cross_encoder_path)}):
         response = editor.get(reverse("admin:semsim_faq_faq_try"), {"question": "send an item back", "k": 3})
     assert response.status_code == 200
     reranked = response.context["reranked"]

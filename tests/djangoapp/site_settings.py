@@ -21,4 +21,4 @@ if os.environ.get("SEMSIM_SITE_LEGACY") == "1":
 DATABASES = {"default": database_config(os.environ["SEMSIM_SITE_DATABASE_URL"])}
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-SEMSIM = {"SYNC": "immediate"}
+SEMSIM = {"SYNC": "inline"}
