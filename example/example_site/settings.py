@@ -65,7 +65,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 SEMSIM = {
     "MODEL": os.environ.get("SEMSIM_MODEL", "all-MiniLM-L6-v2"),
-    # "immediate": encode after each commit in the web process; "worker": run manage.py semsim_worker
+    # "immediate": encode after each commit in a background thread of the web process;
+    # "worker": run manage.py semsim_worker
     "SYNC": os.environ.get("SEMSIM_SYNC", "immediate"),
     # log FAQ questions for the admin's insights pages (SEMSIM_QUERY_LOG=1 turns it on here)
     "QUERY_LOG": os.environ.get("SEMSIM_QUERY_LOG", "0") == "1",
