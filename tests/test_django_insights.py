@@ -114,7 +114,7 @@ def test_query_log_settings_are_checked() -> None:
 def test_faq_answers_are_logged_when_turned_on(log_rows, faqs, encoder) -> None:  # type: ignore[no-untyped-def]
     FAQ.objects.answer("I want to send an item back")
     assert _rows() == []  # off by default
-    with override_settings(SEMSIM={"SYNC": "immediate", "QUERY_LOG": True}):
+    with override_settings(SEMSIM={"SYNC": "inline", "QUERY_LOG": True}):
         yes = FAQ.objects.answer("I want to send an item back")
         no = FAQ.objects.answer("what is the capital of Mongolia")
     assert yes.answered and not no.answered
@@ -123,7 +123,7 @@ def test_faq_answers_are_logged_when_turned_on(log_rows, faqs, encoder) -> None:
     assert rows[0].result_ids[0] == str(faqs["returns"].pk)
     assert rows[0].top_score == pytest.approx(yes.matches[0].similarity)
     assert np.allclose(np.asarray(rows[0].embedding), encoder.encode_query("I want to send an item back"), atol=1e-5)
-    with override_settings(SEMSIM={"SYNC": "immediate", "QUERY_LOG": True, "QUERY_LOG_TEXT": False}):
+    with override_settings(SEMSIM={"SYNC": "inline", "QUERY_LOG": True, "QUERY_LOG_TEXT": False}):
         FAQ.objects.answer("a private question")
     assert _rows()[-1].query_text is None
 
@@ -222,7 +222,7 @@ def test_a_text_search_is_logged_when_it_runs(log_rows, django_capture_on_commit
     with django_capture_on_commit_callbacks(execute=True):
         for title, body, published in CORPUS:
             Article.objects.create(title=title, body=body, published=published)
-    with override_settings(SEMSIM={"SYNC": "immediate", "QUERY_LOG": True}):
+    with override_settings(SEMSIM={"SYNC": "inline", "QUERY_LOG": True}):
         lazy = Article.objects.semantic_search("I forgot my password", k=3).filter(published=True)
         assert _rows() == []  # nothing ran yet
         found = list(lazy)
