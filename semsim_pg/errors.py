@@ -22,6 +22,7 @@ __all__ = [
     "InvalidQuery",
     "ModelLoadError",
     "ModelMismatch",
+    "NotImproved",
     "QueryLogEmpty",
     "SchemaNotInstalled",
     "SemsimError",
@@ -98,3 +99,7 @@ class QueryLogEmpty(SemsimError, LookupError):
 
 class AlreadyResolved(SemsimError):
     """A group of unanswered questions was promoted already (by someone else, or before)."""
+
+
+class NotImproved(SemsimError):
+    """A fine-tuned model did not beat its base on the held-out dev data, so it was not saved."""

@@ -331,8 +331,22 @@ def search_and_rerank(
     """Two-stage search: ``candidates`` hits from the HNSW index, the best ``top_k`` by cross-encoder.
 
     ``reranker`` is a :class:`Reranker`, a model name or path, or None for the configured one.
+    ``"auto"`` reranks with the configured cross-encoder only when its fine-tuning record shows a
+    gain on this collection (:func:`semsim_pg.finetune.decide_rerank`); otherwise the bi-encoder's
+    top ``top_k`` come back in their order, with ``rerank_score`` equal to the similarity, and the
+    reason is logged.
     """
     _check_query(query)
+    if reranker == "auto":
+        from semsim_pg.finetune.records import decide_rerank
+
+        name = collection if isinstance(collection, str) else collection.name
+        decision = decide_rerank(name)
+        logger.info("%s", decision.reason)
+        if not decision.use:
+            hits = store.search(collection, query, k=top_k, filter=filter, ef_search=ef_search)
+            return [RerankedHit(hit, hit.similarity, hit.similarity, rank) for rank, hit in enumerate(hits)]
+        reranker = decision.model
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InvalidQuery(f"top_k must be a whole number of at least 1, got {top_k!r}.")
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:

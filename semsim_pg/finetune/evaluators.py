@@ -1,0 +1,131 @@
+"""Dev metrics measured before, during and after training, with semsim's own metric functions
+(the same as ``semsim eval``), wrapped as sentence-transformers evaluators so the trainer can log
+them, keep the best checkpoint and stop early.
+
+* :class:`RetrievalEvaluator` (bi-encoder): dev queries against the corpus, exact cosine (one
+  matrix product, offline): accuracy@1 (for label groups: 1-NN accuracy), nDCG@10, MRR@10.
+* :class:`RerankEvaluator` (cross-encoder): each dev query's first-stage candidates reordered by
+  the model's scores; candidates past the list keep their order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+from semsim_pg.evaluation.metrics import accuracy_at_k, mrr_at_k, ndcg_at_k
+
+__all__ = ["RerankEvaluator", "RetrievalEvaluator", "ranking_metrics"]
+
+#: the metrics every evaluator reports, x100 like the rest of ``semsim finetune``
+METRICS = ("accuracy@1", "ndcg@10", "mrr@10")
+
+
+def ranking_metrics(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> dict[str, float]:
+    """Mean accuracy@1, nDCG@10 and MRR@10 (x100) of ranked ids against sets of relevant ids."""
+    judged = [dict.fromkeys(r, 1.0) for r in relevant]
+    pairs = list(zip(ranked, judged, strict=True))
+    return {
+        "accuracy@1": 100 * float(np.mean([accuracy_at_k(list(r), j, 1) for r, j in pairs])),
+        "ndcg@10": 100 * float(np.mean([ndcg_at_k(list(r), j, 10) for r, j in pairs])),
+        "mrr@10": 100 * float(np.mean([mrr_at_k(list(r), j, 10) for r, j in pairs])),
+    }
+
+
+class RetrievalEvaluator(BaseEvaluator):  # type: ignore[misc]
+    def __init__(
+        self,
+        queries: Mapping[str, str],
+        corpus: Mapping[str, str],
+        qrels: Mapping[str, set[str]],
+        *,
+        primary: str,
+        name: str = "dev",
+        batch_size: int = 64,
+    ) -> None:
+        super().__init__()
+        self.query_ids = list(queries)
+        self.query_texts = [queries[q] for q in self.query_ids]
+        self.corpus_ids = list(corpus)
+        self.corpus_texts = [corpus[d] for d in self.corpus_ids]
+        self.relevant = [qrels[q] for q in self.query_ids]
+        self.name = name
+        self.batch_size = batch_size
+        self.primary_metric = primary
+
+    def __call__(
+        self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1
+    ) -> dict[str, float]:
+        def encode(texts: list[str]) -> np.ndarray:
+            return np.asarray(
+                model.encode(
+                    texts,
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+            )
+
+        return self.score(encode(self.query_texts), encode(self.corpus_texts))
+
+    def score(self, queries: np.ndarray, corpus: np.ndarray) -> dict[str, float]:
+        """The metrics for given unit vectors (queries and corpus in this evaluator's order): the
+        base model's are the collection's stored vectors, so "before" costs no encoding."""
+        ranked: list[list[str]] = []
+        # Blocks of queries keep the score matrix small for a large corpus.
+        for start in range(0, len(queries), 256):
+            scores = queries[start : start + 256] @ corpus.T
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+            ranked += [[self.corpus_ids[j] for j in row] for row in top]
+        metrics = ranking_metrics(ranked, self.relevant)
+        self.primary_metric = self.primary_metric.removeprefix(f"{self.name}_")
+        return dict(self.prefix_name_to_metrics(metrics, self.name))
+
+
+class RerankEvaluator(BaseEvaluator):  # type: ignore[misc]
+    def __init__(
+        self,
+        queries: Mapping[str, str],
+        candidates: Mapping[str, Sequence[str]],
+        corpus: Mapping[str, str],
+        qrels: Mapping[str, set[str]],
+        *,
+        primary: str = "ndcg@10",
+        name: str = "dev",
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        self.query_ids = [q for q in queries if candidates.get(q)]
+        self.queries = dict(queries)
+        self.candidates = {q: list(candidates[q]) for q in self.query_ids}
+        self.corpus = corpus
+        self.relevant = [qrels[q] for q in self.query_ids]
+        self.name = name
+        self.batch_size = batch_size
+        self.primary_metric = primary
+
+    def first_stage(self) -> dict[str, float]:
+        """The metrics of the candidates in the order the index returned them."""
+        return ranking_metrics([self.candidates[q] for q in self.query_ids], self.relevant)
+
+    def __call__(
+        self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1
+    ) -> dict[str, float]:
+        pairs = [(self.queries[q], self.corpus[d]) for q in self.query_ids for d in self.candidates[q]]
+        scores = np.asarray(
+            model.predict(pairs, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        ).reshape(-1)
+        ranked: list[list[str]] = []
+        start = 0
+        for q in self.query_ids:
+            ids = self.candidates[q]
+            block = scores[start : start + len(ids)]
+            start += len(ids)
+            ranked.append([ids[i] for i in np.argsort(-block, kind="stable")])
+        metrics = ranking_metrics(ranked, self.relevant)
+        self.primary_metric = self.primary_metric.removeprefix(f"{self.name}_")
+        return dict(self.prefix_name_to_metrics(metrics, self.name))

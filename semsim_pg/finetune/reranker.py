@@ -1,0 +1,185 @@
+"""Tune a cross-encoder reranker on a collection's queries and relevance judgments.
+
+Each training query gives its relevant documents (label 1) and its hardest guarded candidates
+from the collection's index (label 0): exactly what the reranker will be asked to reorder. The
+loss is sentence-transformers' BinaryCrossEntropyLoss, with the positives weighted up to balance
+the negatives. On the dev queries the metric before is the first stage's own order of the
+candidates, so a saved reranker is one that measurably reorders them better on this collection,
+and its record says so (``rerank="auto"`` reads it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semsim_pg.errors import NotImproved
+from semsim_pg.finetune import common
+from semsim_pg.finetune.bi_encoder import _describe, _drop_work_files, _plain, _versions
+from semsim_pg.finetune.mining import DEFAULT_RATIO, guarded_negatives
+from semsim_pg.finetune.records import TrainingRecord, write_record
+
+if TYPE_CHECKING:
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from semsim_pg.finetune.data import RetrievalTask
+    from semsim_pg.finetune.mining import Candidates
+
+__all__ = ["RerankerOptions", "build_pairs", "train_reranker"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RERANK_CANDIDATES = 30
+
+
+@dataclass
+class RerankerOptions:
+    epochs: float = 1.0
+    batch_size: int = 16
+    learning_rate: float = 3e-5
+    max_steps: int | None = None
+    #: first-stage hits the reranker reorders (and mines its negatives from)
+    candidates: int = DEFAULT_RERANK_CANDIDATES
+    negatives: int = 4
+    negative_ratio: float = DEFAULT_RATIO
+    max_length: int = 256
+    evals_per_epoch: int = 1
+    patience: int = 2
+    seed: int = 0
+    #: torch threads (None: every core that is not busy)
+    threads: int | None = None
+
+
+def build_pairs(
+    task: RetrievalTask, candidates: Candidates, *, negatives: int, ratio: float
+) -> tuple[dict[str, list[object]], dict[str, int]]:
+    """(query, document, label) rows: every relevant document, then the hardest guarded candidates."""
+    columns: dict[str, list[object]] = {"query": [], "document": [], "label": []}
+    stats = {"positives": 0, "negatives": 0}
+    for query_id, query in task.train_queries.items():
+        relevant = task.train_qrels[query_id]
+        for doc in sorted(relevant):
+            columns["query"].append(query)
+            columns["document"].append(task.corpus[doc])
+            columns["label"].append(1.0)
+            stats["positives"] += 1
+        # Guard against the least similar positive: anything the first stage ranks as close as a
+        # true answer may be an unjudged one.
+        cosines = candidates.positives.get(query_id, {})
+        weakest = min(cosines, key=lambda d: cosines[d]) if cosines else ""
+        for doc in guarded_negatives(candidates, query_id, weakest, ratio=ratio, count=negatives):
+            columns["query"].append(query)
+            columns["document"].append(task.corpus[doc])
+            columns["label"].append(0.0)
+            stats["negatives"] += 1
+    return columns, stats
+
+
+def train_reranker(
+    task: RetrievalTask,
+    train_candidates: Candidates,
+    dev_candidates: Candidates,
+    *,
+    model: CrossEncoder,
+    base: str,
+    out: Path,
+    options: RerankerOptions,
+    progress: bool = True,
+    overwrite: bool = False,
+    collection: str | None = None,
+) -> TrainingRecord:
+    """Train ``model`` (loaded from ``base``) on the task's queries; save it to ``out`` only if it
+    reorders the dev queries' candidates better than the first stage."""
+    common.check_out(out, overwrite)
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from transformers import EarlyStoppingCallback
+
+    from semsim_pg.finetune.evaluators import RerankEvaluator
+
+    cores = common.use_all_cores(options.threads)
+    model.max_length = options.max_length
+    columns, stats = build_pairs(task, train_candidates, negatives=options.negatives, ratio=options.negative_ratio)
+    if not stats["positives"] or not stats["negatives"]:
+        raise NotImproved("No positive or no negative training pair could be built from the data; nothing was trained.")
+    evaluator = RerankEvaluator(
+        task.dev_queries, dev_candidates.ranked, task.corpus, task.dev_qrels, primary=task.metric
+    )
+    before = evaluator.first_stage()
+    logger.info("dev, first stage: %s", before)
+    started = time.perf_counter()
+    total = options.max_steps or math.ceil(math.ceil(len(columns["query"]) / options.batch_size) * options.epochs)
+    eval_steps = max(1, math.ceil(total / max(1, round(options.evals_per_epoch * options.epochs))))
+    with common.staged_model_dir(out) as tmp:
+        args = common.training_args(
+            CrossEncoderTrainingArguments,
+            tmp / "checkpoints",
+            epochs=options.epochs,
+            batch_size=options.batch_size,
+            max_steps=options.max_steps,
+            learning_rate=options.learning_rate,
+            seed=options.seed,
+            progress=progress,
+            eval_steps=eval_steps,
+            metric=f"eval_dev_{task.metric}",
+        )
+        loss = BinaryCrossEntropyLoss(
+            model, pos_weight=torch.tensor(stats["negatives"] / stats["positives"], dtype=torch.float32)
+        )
+        trainer = CrossEncoderTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_dict(columns),
+            loss=loss,
+            evaluator=evaluator,
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
+        )
+        common.progress_callbacks(trainer, progress, _describe(task.metric))
+        state = trainer.train()
+        seconds = time.perf_counter() - started
+        after = _plain(evaluator(model))
+        logger.info("dev, reranked: %s", after)
+        record = TrainingRecord(
+            kind="reranker",
+            base=base,
+            collection=collection,
+            metric=task.metric,
+            before=before,
+            after=after,
+            data={**task.describe(), "pairs": stats, "rerank_candidates": options.candidates},
+            hyperparameters={
+                "loss": "BinaryCrossEntropyLoss (positives weighted by negatives/positives)",
+                "epochs": options.epochs,
+                "batch_size": options.batch_size,
+                "learning_rate": options.learning_rate,
+                "max_steps": options.max_steps,
+                "candidates": options.candidates,
+                "negatives_per_query": options.negatives,
+                "negative_ratio": options.negative_ratio,
+                "max_length": options.max_length,
+                "eval_steps": eval_steps,
+                "patience": options.patience,
+                "seed": options.seed,
+                "threads": cores,
+            },
+            steps=int(state.global_step),
+            seconds=round(seconds, 1),
+            out=str(out),
+            versions=_versions(),
+        )
+        if record.gain <= 0:
+            raise NotImproved(
+                f"The reranker does not beat the first stage on the dev queries ({task.metric} "
+                f"{before[task.metric]:.2f} -> {after[task.metric]:.2f} over the top {options.candidates}); nothing "
+                f"was saved to {out}. Rerank stays off for this collection."
+            )
+        model.save_pretrained(str(tmp))
+        _drop_work_files(tmp)
+        write_record(tmp, record)
+    return record

@@ -1,0 +1,365 @@
+"""Fine-tuning from a collection: training data from labels and qrels, hard negatives from the
+collection's own index with the false-negative guard, the refusal to save a model that is not
+better, the record saved next to a model, bad input, and the rerank="auto" decision.
+
+Real PostgreSQL and the real all-MiniLM-L6-v2 (the collections' model, which mining searches);
+the models trained are tiny (a 2-layer BERT) and run a few steps: these check the machinery,
+benchmarks/finetune_*.py measure quality.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("datasets", reason="fine-tuning needs the datasets package (sentence-transformers' trainers)")
+pytest.importorskip("accelerate", reason="fine-tuning needs the accelerate package (sentence-transformers' trainers)")
+
+from semsim_pg.cli.main import main
+from semsim_pg.errors import InputFileError, InvalidInput, ModelLoadError, NotImproved
+from semsim_pg.finetune import (
+    RECORD_NAME,
+    BiEncoderOptions,
+    LabelledText,
+    RerankerOptions,
+    TrainingRecord,
+    decide_rerank,
+    finetune_collection_bi_encoder,
+    finetune_collection_reranker,
+    read_record,
+    task_from_labels,
+)
+from semsim_pg.finetune.mining import Candidates, guarded_negatives
+
+TOPICS = {
+    "card": [
+        "My card payment was declined at the shop",
+        "Why was my card declined?",
+        "The card does not work in the terminal",
+        "Card refused when I tried to pay",
+        "My debit card keeps getting rejected",
+        "Payment with my card failed",
+    ],
+    "transfer": [
+        "How long does a bank transfer take?",
+        "My transfer has not arrived yet",
+        "When will the money I sent arrive?",
+        "The transfer to my friend is still pending",
+        "I sent money but it is not there",
+        "Transfer taking too long",
+    ],
+    "pin": [
+        "I forgot my PIN",
+        "How can I reset my PIN code?",
+        "Where do I change my PIN?",
+        "My PIN is blocked after wrong attempts",
+        "I need a new PIN number",
+        "Unblock my PIN please",
+    ],
+    "address": [
+        "How do I change my address?",
+        "I moved and need to update my home address",
+        "Update the address on my account",
+        "Where can I edit my postal address?",
+        "My address is wrong in the app",
+        "Change of address request",
+    ],
+}
+
+
+def labelled_docs() -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (f"{label}-{i}", text, {"category": label})
+        for label, texts in TOPICS.items()
+        for i, text in enumerate(texts)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_bi_encoder_path(tiny_cross_encoder_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32-dimension sentence-transformers model from the tiny 2-layer BERT: fast to train."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    body = Transformer(str(tiny_cross_encoder_path), max_seq_length=32)
+    model = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")], device="cpu")
+    path = tmp_path_factory.mktemp("tiny-bi-encoder")
+    model.save(str(path))
+    return path
+
+
+@pytest.fixture()
+def intents(store: Any, collection_name: str) -> str:
+    store.create_collection(collection_name)
+    store.upsert(collection_name, labelled_docs(), progress=False)
+    return collection_name
+
+
+def test_label_groups_split_and_refusals() -> None:
+    items = [LabelledText(doc_id, text, meta["category"]) for doc_id, text, meta in labelled_docs()]
+    task = task_from_labels(items, dev_fraction=0.34, seed=3)
+    # two of each six held out, the same ones for the same seed, never in the corpus
+    assert len(task.dev_queries) == 8 and not set(task.dev_queries) & set(task.corpus)
+    assert task.excluded == set(task.dev_queries)
+    assert task_from_labels(items, dev_fraction=0.34, seed=3).dev_queries == task.dev_queries
+    assert task_from_labels(items, dev_fraction=0.34, seed=4).dev_queries != task.dev_queries
+    # a training text's relevant documents: the others with its label; a dev text's: all training ones
+    for query_id, relevant in task.train_qrels.items():
+        label = task.labels[query_id]
+        assert query_id not in relevant
+        assert relevant == {d for d, lab in task.labels.items() if lab == label} - {query_id}
+    assert task.metric == "accuracy@1"
+    assert all(len(relevant) == 4 for relevant in task.dev_qrels.values())
+
+    with pytest.raises(InvalidInput, match="single document.*'lonely'"):
+        task_from_labels([*items, LabelledText("x", "all alone", "lonely")])
+    with pytest.raises(InvalidInput, match="at least two labels"):
+        task_from_labels([i for i in items if i.label == "card"])
+    # an FAQ entry without alternative phrasings stays an answer to find
+    faq = task_from_labels([*items, LabelledText("x", "all alone", "lonely")], singletons="keep", dev_fraction=0.34)
+    assert "x" in faq.corpus and "x" not in faq.train_qrels
+
+
+def test_mining_searches_the_index_and_guards_false_negatives(store: Any, intents: str) -> None:
+    from semsim_pg.finetune.data import labelled_texts, read_collection
+    from semsim_pg.finetune.mining import store_searcher, task_candidates
+
+    texts = read_collection(store, intents, label_field="category")
+    assert len(texts.ids) == 24 and texts.vectors.shape == (24, 384)
+    task = task_from_labels(labelled_texts(texts, "category"), dev_fraction=0.34, seed=0)
+    search, encode = store_searcher(store, intents)
+    found = task_candidates(search, encode, texts, task, k=5, progress=False)
+    for query_id, negatives in found.negatives.items():
+        ids = [doc for doc, _ in negatives]
+        assert ids and len(ids) <= 5
+        # never the query itself, a document of its label, or a held-out dev text
+        assert query_id not in ids
+        assert not set(ids) & task.train_qrels[query_id]
+        assert not set(ids) & task.excluded
+        # nearest first, as the index returned them
+        cosines = [c for _, c in negatives]
+        assert cosines == sorted(cosines, reverse=True)
+
+    # the guard: candidates whose cosine reaches ratio x the positive's are skipped
+    candidates = Candidates(
+        negatives={"q": [("near", 0.90), ("close", 0.70), ("far", 0.30)]}, positives={"q": {"p": 0.80}}
+    )
+    assert guarded_negatives(candidates, "q", "p", ratio=0.95) == ["close"]
+    assert guarded_negatives(candidates, "q", "p", ratio=0.95, count=5) == ["close", "far"]
+    assert guarded_negatives(candidates, "q", "p", ratio=0.5) == ["far"]
+    assert guarded_negatives(candidates, "q", "p", ratio=0.3) == []
+
+
+def test_disjoint_keys_batches() -> None:
+    from datasets import Dataset
+
+    from semsim_pg.finetune.sampler import DisjointKeysBatchSampler
+
+    labels = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    keys = [frozenset({f"label:{label}"}) for label in labels]
+    sampler = DisjointKeysBatchSampler(Dataset.from_dict({"x": labels}), 4, False, keys=keys)
+    batches = list(sampler)
+    assert sorted(i for batch in batches for i in batch) == list(range(8))
+    for batch in batches:
+        assert len({labels[i] for i in batch}) == len(batch)  # no label twice in a batch
+
+
+def test_bi_encoder_from_labels_saves_a_better_model_with_its_record(
+    store: Any, intents: str, tiny_bi_encoder_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from semsim_pg.encoder import Encoder
+
+    out = tmp_path / "models" / "intents-v1"
+    argv = ["-q", "finetune", "bi-encoder", "-c", intents, "--label-field", "category", "--out", str(out)]
+    argv += ["--base", str(tiny_bi_encoder_path), "--epochs", "4", "--batch-size", "4", "--learning-rate", "1e-3"]
+    argv += ["--dev-fraction", "0.34", "--threads", "1", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "bi-encoder" and result["collection"] == intents
+    assert result["metric"] == "accuracy@1" and result["after"]["accuracy@1"] > result["before"]["accuracy@1"]
+    assert result["data"]["dev_queries"] == 8 and result["data"]["labels"] == 4
+    assert result["data"]["mining"]["rows"] == 16 and result["data"]["mining"]["hard_negatives"] > 0
+    assert result["hyperparameters"]["batch_size"] == 4 and result["base"] == str(tiny_bi_encoder_path)
+    record = read_record(out)
+    assert record is not None and record.gain == pytest.approx(result["gain"], abs=1e-3)
+    assert not (out / "checkpoints").exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert Encoder(str(out)).encode(["my card was declined"]).shape == (1, 32)
+
+
+def test_a_model_that_is_not_better_is_not_saved(
+    store: Any, intents: str, tiny_bi_encoder_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "same"
+    # a learning rate of 0 leaves the weights as they were: the dev metric cannot rise
+    options = BiEncoderOptions(max_steps=2, batch_size=4, learning_rate=0.0, threads=1)
+    with pytest.raises(NotImproved, match="not better on the dev part"):
+        finetune_collection_bi_encoder(
+            store, intents, out, label_field="category", base=str(tiny_bi_encoder_path), options=options, progress=False
+        )
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def write_beir(folder: Path, *, unknown_doc: bool = False, unknown_query: bool = False) -> tuple[Path, Path]:
+    queries = {f"q{label}{i}": text for label, texts in TOPICS.items() for i, text in enumerate(texts[:3])}
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()), encoding="utf-8"
+    )
+    lines = ["query-id\tcorpus-id\tscore"]
+    for label, texts in TOPICS.items():
+        for i in range(3):
+            lines.append(f"q{label}{i}\t{label}-{i + 3}\t1")
+    if unknown_doc:
+        lines.append("qcard0\tno-such-doc\t1")
+    if unknown_query:
+        lines.append("no-such-query\tcard-3\t1")
+    (folder / "qrels.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "queries.jsonl", folder / "qrels.tsv"
+
+
+def test_bad_input_is_one_line_and_writes_nothing(
+    store: Any,
+    intents: str,
+    tiny_bi_encoder_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    base = ["-q", "finetune", "bi-encoder", "-c", intents, "--out", str(out), "--base", str(tiny_bi_encoder_path)]
+
+    def fails(*extra: str, match: str) -> None:
+        assert main([*base, *extra]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("semsim: error:"), err
+        assert match in err, err
+        assert not out.exists()
+
+    store.upsert(intents, [("lonely", "A single text of its own kind", {"category": "lonely"})], progress=False)
+    fails("--label-field", "category", match="single document (first: 'lonely'")
+    store.delete(intents, ["lonely"])
+    fails("--label-field", "nothing", match="has the metadata field 'nothing'")
+    queries, qrels = write_beir(tmp_path, unknown_doc=True)
+    fails("--queries", str(queries), "--qrels", str(qrels), match="'no-such-doc' is not in the corpus")
+    queries, qrels = write_beir(tmp_path, unknown_query=True)
+    fails("--queries", str(queries), "--qrels", str(qrels), match="'no-such-query' is not in the queries file")
+    fails("--label-field", "category", "--queries", str(queries), match="one of the two")
+    out.mkdir()
+    (out / "model.txt").write_text("an older model", encoding="utf-8")
+    assert main([*base, "--label-field", "category"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "model.txt").read_text(encoding="utf-8") == "an older model"
+    shutil.rmtree(out)
+    with pytest.raises(ModelLoadError, match="Cannot load the base model 'no-such-org/no-such-model'"):
+        finetune_collection_bi_encoder(
+            store, intents, out, label_field="category", base="no-such-org/no-such-model", progress=False
+        )
+    assert not out.exists()
+    with pytest.raises(InputFileError):
+        finetune_collection_reranker(
+            store, intents, out, queries=queries, qrels=qrels, base=str(tiny_bi_encoder_path), progress=False
+        )
+    assert not out.exists()
+
+
+def test_reranker_never_saved_below_the_candidates(
+    store: Any, intents: str, tiny_cross_encoder_path: Path, tmp_path: Path
+) -> None:
+    from semsim_pg.finetune.reranker import build_pairs
+
+    queries, qrels = write_beir(tmp_path)
+    out = tmp_path / "ce"
+    # an untrained random head reorders the (near perfect) first stage worse: refused, nothing written
+    options = RerankerOptions(max_steps=1, batch_size=8, learning_rate=0.0, candidates=10, threads=1)
+    with pytest.raises(NotImproved, match="does not beat the first stage"):
+        finetune_collection_reranker(
+            store,
+            intents,
+            out,
+            queries=queries,
+            qrels=qrels,
+            base=str(tiny_cross_encoder_path),
+            dev_fraction=0.34,
+            options=options,
+            progress=False,
+        )
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".ce")]
+
+    # its training pairs: each relevant document (1) and mined negatives that are not relevant (0)
+    from semsim_pg.finetune.data import read_collection, task_from_qrels
+    from semsim_pg.finetune.mining import store_searcher, task_candidates
+
+    texts = read_collection(store, intents)
+    task = task_from_qrels(texts, queries, qrels, dev_fraction=0.34)
+    search, encode = store_searcher(store, intents)
+    columns, stats = build_pairs(
+        task, task_candidates(search, encode, texts, task, k=10, progress=False), negatives=2, ratio=0.95
+    )
+    assert stats["positives"] == len(task.train_queries) and 0 < stats["negatives"] <= 2 * len(task.train_queries)
+    by_text = {text: doc for doc, text in task.corpus.items()}
+    for query, document, label in zip(columns["query"], columns["document"], columns["label"], strict=True):
+        query_id = next(q for q, t in task.train_queries.items() if t == query)
+        assert (by_text[str(document)] in task.train_qrels[query_id]) == (label == 1.0)
+
+
+def save_reranker(folder: Path, source: Path, **record: Any) -> Path:
+    shutil.copytree(source, folder)
+    data = {"kind": "reranker", "base": "all-MiniLM-L6-v2", "metric": "ndcg@10", "data": {"dev_queries": 20}}
+    (folder / RECORD_NAME).write_text(json.dumps({**data, **record}), encoding="utf-8")
+    return folder
+
+
+def test_rerank_auto_uses_only_a_reranker_that_helped_this_collection(
+    store: Any, intents: str, tiny_cross_encoder_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dataclasses
+
+    from semsim_pg.settings import configure, get_settings
+
+    helped = save_reranker(
+        tmp_path / "helped",
+        tiny_cross_encoder_path,
+        collection=intents,
+        before={"ndcg@10": 60.0},
+        after={"ndcg@10": 64.5},
+    )
+    decision = decide_rerank(intents, str(helped))
+    assert decision.use and decision.model == str(helped.resolve()) and "60.00 -> 64.50" in decision.reason
+    other = decide_rerank("another-collection", str(helped))
+    assert not other.use and "measured on collection" in other.reason
+    worse = save_reranker(
+        tmp_path / "worse", tiny_cross_encoder_path, collection=intents, before={"ndcg@10": 60.0}, after={"ndcg@10": 59}
+    )
+    assert not decide_rerank(intents, str(worse)).use and "did not help" in decide_rerank(intents, str(worse)).reason
+    assert "no semsim-finetune.json" in decide_rerank(intents, str(tiny_cross_encoder_path)).reason
+    assert "not a local model directory" in decide_rerank(intents, "cross-encoder/ms-marco-MiniLM-L-6-v2").reason
+    record = TrainingRecord.from_dict(json.loads((helped / RECORD_NAME).read_text(encoding="utf-8")))
+    assert record.gain == pytest.approx(4.5)
+
+    previous = get_settings()
+    try:
+        # the default cross-encoder (a hub name, not available offline): rerank off, said in one line, hits still come
+        assert main(["-q", "search", "my card was declined", "-c", intents, "-k", "3", "--rerank", "auto", "--json"]) == 0
+        captured = capsys.readouterr()
+        assert "rerank off" in captured.err and captured.err.count("\n") == 1
+        hits = json.loads(captured.out)["hits"]
+        assert len(hits) == 3 and "rerank_score" not in hits[0]
+        configure(dataclasses.replace(previous, cross_encoder=str(helped)))
+        assert main(["-q", "search", "my card was declined", "-c", intents, "-k", "3", "--rerank", "auto", "--json"]) == 0
+        captured = capsys.readouterr()
+        assert "rerank on" in captured.err
+        assert len(json.loads(captured.out)["hits"]) == 3 and "rerank_score" in json.loads(captured.out)["hits"][0]
+        # the API: reranker="auto"
+        from semsim_pg.rerank import search_and_rerank
+
+        reranked = search_and_rerank(store, intents, "my card was declined", top_k=3, reranker="auto")
+        assert len(reranked) == 3 and {r.original_rank for r in reranked} <= set(range(50))
+        configure(dataclasses.replace(previous, cross_encoder=str(worse)))
+        plain = search_and_rerank(store, intents, "my card was declined", top_k=3, reranker="auto")
+        assert [r.original_rank for r in plain] == [0, 1, 2]
+        assert [r.rerank_score for r in plain] == [r.similarity for r in plain]
+    finally:
+        configure(previous)
