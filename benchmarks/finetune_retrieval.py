@@ -33,13 +33,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
+    from semsim_pg.evaluation.retrieval import evaluate_retrieval, format_report, read_qrels
     from semsim_pg.finetune import (
         BiEncoderOptions,
         RerankerOptions,
         finetune_collection_bi_encoder,
         finetune_collection_reranker,
     )
-    from semsim_pg.retrieval import evaluate_retrieval, format_report, read_qrels
     from semsim_pg.finetune.common import use_all_cores
     from semsim_pg.store import DocumentStore
 

@@ -73,9 +73,7 @@ TOPICS = {
 
 def labelled_docs() -> list[tuple[str, str, dict[str, Any]]]:
     return [
-        (f"{label}-{i}", text, {"category": label})
-        for label, texts in TOPICS.items()
-        for i, text in enumerate(texts)
+        (f"{label}-{i}", text, {"category": label}) for label, texts in TOPICS.items() for i, text in enumerate(texts)
     ]
 
 
@@ -115,7 +113,7 @@ def test_label_groups_split_and_refusals() -> None:
     assert task.metric == "accuracy@1"
     assert all(len(relevant) == 4 for relevant in task.dev_qrels.values())
 
-    with pytest.raises(InvalidInput, match="single document.*'lonely'"):
+    with pytest.raises(InvalidInput, match=r"single document.*'lonely'"):
         task_from_labels([*items, LabelledText("x", "all alone", "lonely")])
     with pytest.raises(InvalidInput, match="at least two labels"):
         task_from_labels([i for i in items if i.label == "card"])
@@ -175,7 +173,7 @@ def test_bi_encoder_from_labels_saves_a_better_model_with_its_record(
 
     out = tmp_path / "models" / "intents-v1"
     argv = ["-q", "finetune", "bi-encoder", "-c", intents, "--label-field", "category", "--out", str(out)]
-    argv += ["--base", str(tiny_bi_encoder_path), "--epochs", "4", "--batch-size", "4", "--learning-rate", "1e-3"]
+    argv += ["--base", str(tiny_bi_encoder_path), "--epochs", "10", "--batch-size", "4", "--learning-rate", "5e-3"]
     argv += ["--dev-fraction", "0.34", "--threads", "1", "--json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
@@ -210,7 +208,7 @@ def write_beir(folder: Path, *, unknown_doc: bool = False, unknown_query: bool =
         "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()), encoding="utf-8"
     )
     lines = ["query-id\tcorpus-id\tscore"]
-    for label, texts in TOPICS.items():
+    for label in TOPICS:
         for i in range(3):
             lines.append(f"q{label}{i}\t{label}-{i + 3}\t1")
     if unknown_doc:
@@ -342,13 +340,17 @@ def test_rerank_auto_uses_only_a_reranker_that_helped_this_collection(
     previous = get_settings()
     try:
         # the default cross-encoder (a hub name, not available offline): rerank off, said in one line, hits still come
-        assert main(["-q", "search", "my card was declined", "-c", intents, "-k", "3", "--rerank", "auto", "--json"]) == 0
+        assert (
+            main(["-q", "search", "my card was declined", "-c", intents, "-k", "3", "--rerank", "auto", "--json"]) == 0
+        )
         captured = capsys.readouterr()
         assert "rerank off" in captured.err and captured.err.count("\n") == 1
         hits = json.loads(captured.out)["hits"]
         assert len(hits) == 3 and "rerank_score" not in hits[0]
         configure(dataclasses.replace(previous, cross_encoder=str(helped)))
-        assert main(["-q", "search", "my card was declined", "-c", intents, "-k", "3", "--rerank", "auto", "--json"]) == 0
+        assert (
+            main(["-q", "search", "my card was declined", "-c", intents, "-k", "3", "--rerank", "auto", "--json"]) == 0
+        )
         captured = capsys.readouterr()
         assert "rerank on" in captured.err
         assert len(json.loads(captured.out)["hits"]) == 3 and "rerank_score" in json.loads(captured.out)["hits"][0]

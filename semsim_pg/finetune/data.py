@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import sqlalchemy as sa
 
 from semsim_pg.errors import InputFileError, InvalidInput
 
@@ -120,18 +119,13 @@ def read_collection(
     Raises when documents have no vector for the collection's model yet (``semsim reconcile``
     encodes them), since mining searches those vectors.
     """
+    from semsim_pg import queries
     from semsim_pg.db import connect, vector_connection
 
     coll = store.get_collection(collection)
-    statement = sa.text(
-        "SELECT d.external_id, d.text, d.metadata ->> :field, e.embedding"
-        " FROM semsim.documents d LEFT JOIN semsim.embeddings e"
-        "   ON e.document_id = d.id AND e.model_name = :model AND e.text_hash = d.text_hash"
-        " WHERE d.collection_id = :cid ORDER BY d.id"
-    )
     with connect(store.engine) as conn:
         vector_connection(conn)
-        rows = conn.execute(statement, {"field": label_field or "", "model": coll.model_name, "cid": coll.id}).all()
+        rows = conn.execute(queries.training_rows(coll.id, coll.model_name, label_field)).all()
     if not rows:
         raise InvalidInput(f"Collection {coll.name!r} holds no documents: ingest some before fine-tuning on it.")
     missing = [row[0] for row in rows if row[3] is None]
@@ -302,7 +296,7 @@ def task_from_qrels(
     Every judged document must be in the collection and every judged query in the queries file:
     a typo would quietly train on nothing.
     """
-    from semsim_pg.retrieval import read_qrels, read_queries
+    from semsim_pg.evaluation.retrieval import read_qrels, read_queries
 
     corpus = texts.text_of()
     queries = read_queries(queries_path)

@@ -35,7 +35,7 @@ def ranking_metrics(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]
     }
 
 
-class RetrievalEvaluator(BaseEvaluator):  # type: ignore[misc]
+class RetrievalEvaluator(BaseEvaluator):
     def __init__(
         self,
         queries: Mapping[str, str],
@@ -46,7 +46,7 @@ class RetrievalEvaluator(BaseEvaluator):  # type: ignore[misc]
         name: str = "dev",
         batch_size: int = 64,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.query_ids = list(queries)
         self.query_texts = [queries[q] for q in self.query_ids]
         self.corpus_ids = list(corpus)
@@ -54,6 +54,7 @@ class RetrievalEvaluator(BaseEvaluator):  # type: ignore[misc]
         self.relevant = [qrels[q] for q in self.query_ids]
         self.name = name
         self.batch_size = batch_size
+        self.primary = primary
         self.primary_metric = primary
 
     def __call__(
@@ -82,11 +83,11 @@ class RetrievalEvaluator(BaseEvaluator):  # type: ignore[misc]
             top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
             ranked += [[self.corpus_ids[j] for j in row] for row in top]
         metrics = ranking_metrics(ranked, self.relevant)
-        self.primary_metric = self.primary_metric.removeprefix(f"{self.name}_")
+        self.primary_metric = self.primary  # prefix_name_to_metrics prefixes it again
         return dict(self.prefix_name_to_metrics(metrics, self.name))
 
 
-class RerankEvaluator(BaseEvaluator):  # type: ignore[misc]
+class RerankEvaluator(BaseEvaluator):
     def __init__(
         self,
         queries: Mapping[str, str],
@@ -98,7 +99,7 @@ class RerankEvaluator(BaseEvaluator):  # type: ignore[misc]
         name: str = "dev",
         batch_size: int = 32,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.query_ids = [q for q in queries if candidates.get(q)]
         self.queries = dict(queries)
         self.candidates = {q: list(candidates[q]) for q in self.query_ids}
@@ -106,6 +107,7 @@ class RerankEvaluator(BaseEvaluator):  # type: ignore[misc]
         self.relevant = [qrels[q] for q in self.query_ids]
         self.name = name
         self.batch_size = batch_size
+        self.primary = primary
         self.primary_metric = primary
 
     def first_stage(self) -> dict[str, float]:
@@ -127,5 +129,5 @@ class RerankEvaluator(BaseEvaluator):  # type: ignore[misc]
             start += len(ids)
             ranked.append([ids[i] for i in np.argsort(-block, kind="stable")])
         metrics = ranking_metrics(ranked, self.relevant)
-        self.primary_metric = self.primary_metric.removeprefix(f"{self.name}_")
+        self.primary_metric = self.primary  # prefix_name_to_metrics prefixes it again
         return dict(self.prefix_name_to_metrics(metrics, self.name))

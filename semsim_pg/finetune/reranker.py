@@ -104,7 +104,7 @@ def train_reranker(
     from semsim_pg.finetune.evaluators import RerankEvaluator
 
     cores = common.use_all_cores(options.threads)
-    model.max_length = options.max_length
+    model.max_seq_length = options.max_length
     columns, stats = build_pairs(task, train_candidates, negatives=options.negatives, ratio=options.negative_ratio)
     if not stats["positives"] or not stats["negatives"]:
         raise NotImproved("No positive or no negative training pair could be built from the data; nothing was trained.")

@@ -19,7 +19,7 @@ from sentence_transformers.base.sampler import DefaultBatchSampler
 __all__ = ["DisjointKeysBatchSampler", "disjoint_keys_sampler"]
 
 
-class DisjointKeysBatchSampler(DefaultBatchSampler):  # type: ignore[misc]
+class DisjointKeysBatchSampler(DefaultBatchSampler):
     def __init__(
         self,
         dataset: Any,

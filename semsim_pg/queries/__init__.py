@@ -74,6 +74,7 @@ from semsim_pg.queries.insights import (
     window_summary,
 )
 from semsim_pg.queries.search import Explain, search_settings, search_statement
+from semsim_pg.queries.training import training_rows
 
 __all__ = [
     "LOG_COLUMNS",
@@ -132,6 +133,7 @@ __all__ = [
     "stored_hashes",
     "stream_embeddings",
     "top_scores",
+    "training_rows",
     "unanswered_models",
     "unanswered_queries",
     "upsert_staged_documents",
