@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="use only this many rows (a quick run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--max-anchors", type=int, help="train on a sample of this many texts")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -75,6 +76,7 @@ def main() -> None:
             max_steps=args.max_steps,
             seed=args.seed,
             threads=args.threads,
+            max_anchors=args.max_anchors,
         ),
         overwrite=True,
     )

@@ -91,3 +91,16 @@ def tiny_cross_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer.save_pretrained(path)
     CrossEncoder(str(path))  # fail here, not in the test, if the folder is not loadable
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bi_encoder_path(tiny_cross_encoder_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32-dimension sentence-transformers model from the tiny 2-layer BERT: fast to train."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    body = Transformer(str(tiny_cross_encoder_path), max_seq_length=64)
+    model = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")], device="cpu")
+    path = tmp_path_factory.mktemp("tiny-bi-encoder")
+    model.save(str(path))
+    return path

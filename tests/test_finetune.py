@@ -54,19 +54,6 @@ def write_csv(path: Path, rows: list[tuple[object, ...]], header: str = "") -> P
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_bi_encoder_path(tiny_cross_encoder_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 32-dimension sentence-transformers model from the tiny 2-layer BERT: fast to train."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-
-    body = Transformer(str(tiny_cross_encoder_path), max_seq_length=64)
-    model = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")], device="cpu")
-    path = tmp_path_factory.mktemp("tiny-bi-encoder")
-    model.save(str(path))
-    return path
-
-
 @pytest.fixture()
 def files(tmp_path: Path) -> dict[str, Path]:
     return {

@@ -34,60 +34,13 @@ from semsim_pg.finetune import (
     task_from_labels,
 )
 from semsim_pg.finetune.mining import Candidates, guarded_negatives
-
-TOPICS = {
-    "card": [
-        "My card payment was declined at the shop",
-        "Why was my card declined?",
-        "The card does not work in the terminal",
-        "Card refused when I tried to pay",
-        "My debit card keeps getting rejected",
-        "Payment with my card failed",
-    ],
-    "transfer": [
-        "How long does a bank transfer take?",
-        "My transfer has not arrived yet",
-        "When will the money I sent arrive?",
-        "The transfer to my friend is still pending",
-        "I sent money but it is not there",
-        "Transfer taking too long",
-    ],
-    "pin": [
-        "I forgot my PIN",
-        "How can I reset my PIN code?",
-        "Where do I change my PIN?",
-        "My PIN is blocked after wrong attempts",
-        "I need a new PIN number",
-        "Unblock my PIN please",
-    ],
-    "address": [
-        "How do I change my address?",
-        "I moved and need to update my home address",
-        "Update the address on my account",
-        "Where can I edit my postal address?",
-        "My address is wrong in the app",
-        "Change of address request",
-    ],
-}
+from tests.finetune_data import TOPICS
 
 
 def labelled_docs() -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (f"{label}-{i}", text, {"category": label}) for label, texts in TOPICS.items() for i, text in enumerate(texts)
     ]
-
-
-@pytest.fixture(scope="module")
-def tiny_bi_encoder_path(tiny_cross_encoder_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 32-dimension sentence-transformers model from the tiny 2-layer BERT: fast to train."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-
-    body = Transformer(str(tiny_cross_encoder_path), max_seq_length=32)
-    model = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")], device="cpu")
-    path = tmp_path_factory.mktemp("tiny-bi-encoder")
-    model.save(str(path))
-    return path
 
 
 @pytest.fixture()
@@ -141,6 +94,15 @@ def test_mining_searches_the_index_and_guards_false_negatives(store: Any, intent
         # nearest first, as the index returned them
         cosines = [c for _, c in negatives]
         assert cosines == sorted(cosines, reverse=True)
+
+    # "before" from the stored vectors (the base is the collection's model) is what encoding gives
+    from semsim_pg.finetune.bi_encoder import _before
+    from semsim_pg.finetune.common import load_bi_encoder
+    from semsim_pg.finetune.evaluators import RetrievalEvaluator
+
+    evaluator = RetrievalEvaluator(task.dev_queries, task.corpus, task.dev_qrels, primary="accuracy@1")
+    model = load_bi_encoder("all-MiniLM-L6-v2")
+    assert _before(evaluator, model, "all-MiniLM-L6-v2", texts) == pytest.approx(evaluator(model), abs=1e-3)
 
     # the guard: candidates whose cosine reaches ratio x the positive's are skipped
     candidates = Candidates(

@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     bi.add_argument("--label-field", metavar="FIELD", help="metadata field whose equal values mark positives")
     bi.add_argument("--faq", action="store_true", help="an FAQ collection: phrasings of one entry are positives")
     bi.add_argument("--text-field", default="text", help="text column of a --dev file of labelled texts")
+    bi.add_argument(
+        "--max-anchors", type=int, help="train on a seeded sample of this many texts/queries (default: all)"
+    )
     _pair_options(bi)
     bi.add_argument(
         "--base", metavar="MODEL", help=f"{BASE_HELP} (default: the collection's model, or all-MiniLM-L6-v2)"
@@ -175,7 +178,7 @@ def _run_bi_encoder(args: argparse.Namespace) -> int:
         raise InvalidInput("--loss is for pair files; a collection trains with MultipleNegativesRankingLoss.")
     from semsim_pg.finetune import BiEncoderOptions, finetune_collection_bi_encoder
 
-    options = BiEncoderOptions(**_common_options(args))
+    options = BiEncoderOptions(**_common_options(args), max_anchors=args.max_anchors)
     with _training_session():
         record = finetune_collection_bi_encoder(
             _store(),
@@ -240,25 +243,14 @@ def _store() -> Any:
 
 
 def _print_record(record: Any, as_json: bool) -> int:
+    from semsim_pg.finetune.records import format_record
+
     out = sys.stdout
     if as_json:
         json.dump(record.to_dict(), out, indent=2)
         out.write("\n")
         return 0
-    data = record.data
-    out.write(f"{record.kind} tuned from {record.base} on collection {record.collection} ({data.get('kind')})\n")
-    out.write(
-        f"  train: {data.get('train_queries')} queries/texts, {record.steps} steps, {record.seconds:.0f} s; "
-        f"dev: {data.get('dev_queries')} held out\n"
-    )
-    first = "first stage" if record.kind == "reranker" else "before"
-    width = max(len(name) for name in record.before)
-    out.write(f"  {'dev metric':<{width}}  {first:>11}  {'after':>8}  {'change':>8}\n")
-    for name, before in record.before.items():
-        after = record.after.get(name, float("nan"))
-        mark = "  <- decides" if name == record.metric else ""
-        out.write(f"  {name:<{width}}  {before:11.2f}  {after:8.2f}  {after - before:+8.2f}{mark}\n")
-    out.write(f"saved to {record.out} (record: semsim-finetune.json)\n")
+    out.write(format_record(record) + "\n")
     if record.kind == "bi-encoder":
         out.write(f"switch to it: semsim reembed -c {record.collection} --model {record.out}\n")
     else:

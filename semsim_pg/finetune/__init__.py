@@ -16,16 +16,28 @@ they and torch are imported only when a run starts.
 from __future__ import annotations
 
 from semsim_pg.finetune.bi_encoder import BiEncoderOptions
-from semsim_pg.finetune.collection import finetune_collection_bi_encoder, finetune_collection_reranker
-from semsim_pg.finetune.data import LabelledText, RetrievalTask, task_from_labels
+from semsim_pg.finetune.collection import (
+    finetune_collection_bi_encoder,
+    finetune_collection_reranker,
+    finetune_labelled_bi_encoder,
+)
+from semsim_pg.finetune.data import CollectionTexts, LabelledText, RetrievalTask, task_from_labels
 from semsim_pg.finetune.pairs import LOSSES, FinetuneResult, finetune_bi_encoder, finetune_cross_encoder
-from semsim_pg.finetune.records import RECORD_NAME, RerankDecision, TrainingRecord, decide_rerank, read_record
+from semsim_pg.finetune.records import (
+    RECORD_NAME,
+    RerankDecision,
+    TrainingRecord,
+    decide_rerank,
+    format_record,
+    read_record,
+)
 from semsim_pg.finetune.reranker import RerankerOptions
 
 __all__ = [
     "LOSSES",
     "RECORD_NAME",
     "BiEncoderOptions",
+    "CollectionTexts",
     "FinetuneResult",
     "LabelledText",
     "RerankDecision",
@@ -37,6 +49,8 @@ __all__ = [
     "finetune_collection_bi_encoder",
     "finetune_collection_reranker",
     "finetune_cross_encoder",
+    "finetune_labelled_bi_encoder",
+    "format_record",
     "read_record",
     "task_from_labels",
 ]

@@ -49,6 +49,8 @@ class BiEncoderOptions:
     seed: int = 0
     #: torch threads (None: every core that is not busy)
     threads: int | None = None
+    #: train on a seeded sample of this many anchors (None: all)
+    max_anchors: int | None = None
 
 
 def build_triples(
@@ -179,6 +181,7 @@ def train_bi_encoder(
                 "patience": options.patience,
                 "seed": options.seed,
                 "threads": cores,
+                "max_anchors": options.max_anchors,
             },
             steps=int(state.global_step),
             seconds=round(seconds, 1),
@@ -216,7 +219,7 @@ def _before(evaluator: Any, model: Any, base: str, vectors: CollectionTexts | No
 
 
 def _canonical(model: str) -> str:
-    from semsim_pg.encoder import resolve_model
+    from semsim_pg.loading import resolve_model
 
     return resolve_model(model).name
 

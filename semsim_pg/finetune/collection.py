@@ -78,7 +78,7 @@ def finetune_labelled_bi_encoder(
         what=f"{name!r}",
         singletons="keep" if faq else "error",
         source=source,
-    )
+    ).limit_training(options.max_anchors, options.seed)
     model = _bi_encoder(base)
     candidates = task_candidates(search, None, texts, task, k=options.candidates, progress=progress)
     return train_bi_encoder(
@@ -157,7 +157,7 @@ def finetune_collection_bi_encoder(
         dev_qrels_path=dev,
         dev_fraction=dev_fraction or 2 * DEFAULT_DEV_FRACTION,
         seed=options.seed,
-    )
+    ).limit_training(options.max_anchors, options.seed)
     model = _bi_encoder(base)
     candidates = task_candidates(search, encode, texts, task, k=options.candidates, progress=progress)
     return train_bi_encoder(

@@ -61,14 +61,13 @@ def use_all_cores(threads: int | None = None) -> int:
     return threads
 
 
-def offline_location(base: str) -> str:
-    """Where to load the base model from: the packaged MiniLM, a directory, or a hub name."""
-    from semsim_pg.encoder import resolve_model
+def offline_location(base: str) -> tuple[str, bool]:
+    """Where to load the base model from (the packaged MiniLM, a directory, or a hub name), and
+    whether it is local: local weights load with ``local_files_only``, never asking a hub."""
+    from semsim_pg.loading import resolve_model
 
     source = resolve_model(base)
-    if source.kind != "hub":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return source.location
+    return source.location, source.local
 
 
 def load_bi_encoder(base: str) -> SentenceTransformer:
@@ -76,10 +75,9 @@ def load_bi_encoder(base: str) -> SentenceTransformer:
 
     from semsim_pg.settings import get_settings
 
+    location, local = offline_location(base)
     try:
-        return SentenceTransformer(offline_location(base), device=get_settings().device)
-    except ModelLoadError:
-        raise
+        return SentenceTransformer(location, device=get_settings().device, local_files_only=local)
     except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
         raise ModelLoadError(
             f"Cannot load the base model {base!r}: {_first_line(exc)}. Give a local model directory or "
@@ -95,13 +93,16 @@ def load_cross_encoder(base: str) -> CrossEncoder:
 
     from semsim_pg.settings import get_settings
 
+    location, local = offline_location(base)
     try:
         model: CrossEncoder = CrossEncoder(
-            offline_location(base), num_labels=1, device=get_settings().device, activation_fn=torch.nn.Sigmoid()
+            location,
+            num_labels=1,
+            device=get_settings().device,
+            activation_fn=torch.nn.Sigmoid(),
+            local_files_only=local,
         )
         return model
-    except ModelLoadError:
-        raise
     except Exception as exc:
         raise ModelLoadError(
             f"Cannot load {base!r} as a cross-encoder: {_first_line(exc)}. Give a local model directory or "

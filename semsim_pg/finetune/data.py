@@ -97,6 +97,20 @@ class RetrievalTask:
     labels: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
 
+    def limit_training(self, count: int | None, seed: int) -> RetrievalTask:
+        """Keep a seeded sample of ``count`` training queries (all when None): a quicker run on a
+        large collection, mining only what is trained on. Dev and corpus stay whole."""
+        if count is None or count >= len(self.train_queries):
+            return self
+        if count < 1:
+            raise InvalidInput(f"--max-anchors must be at least 1, got {count}.")
+        chosen = sorted(self.train_queries)
+        random.Random(seed).shuffle(chosen)
+        keep = set(chosen[:count])
+        self.train_queries = {q: t for q, t in self.train_queries.items() if q in keep}
+        self.train_qrels = {q: r for q, r in self.train_qrels.items() if q in keep}
+        return self
+
     def describe(self) -> dict[str, Any]:
         return {
             **self.source,

@@ -19,7 +19,15 @@ from typing import Any
 
 from semsim_pg.errors import InvalidInput
 
-__all__ = ["RECORD_NAME", "RerankDecision", "TrainingRecord", "decide_rerank", "read_record", "write_record"]
+__all__ = [
+    "RECORD_NAME",
+    "RerankDecision",
+    "TrainingRecord",
+    "decide_rerank",
+    "format_record",
+    "read_record",
+    "write_record",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,26 @@ class TrainingRecord:
     def from_dict(cls, data: dict[str, Any]) -> TrainingRecord:
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def format_record(record: TrainingRecord) -> str:
+    """The record as the lines a command prints: data, time, and the dev metrics before and after."""
+    data = record.data
+    source = record.collection or "the given data"
+    lines = [
+        f"{record.kind} tuned from {record.base} on {source} ({data.get('kind')})",
+        f"  train: {data.get('train_queries')} queries/texts, {record.steps} steps, {record.seconds:.0f} s; "
+        f"dev: {data.get('dev_queries')} held out",
+    ]
+    first = "first stage" if record.kind == "reranker" else "before"
+    width = max(len(name) for name in record.before)
+    lines.append(f"  {'dev metric':<{width}}  {first:>11}  {'after':>8}  {'change':>8}")
+    for name, before in record.before.items():
+        after = record.after.get(name, float("nan"))
+        mark = "  <- decides" if name == record.metric else ""
+        lines.append(f"  {name:<{width}}  {before:11.2f}  {after:8.2f}  {after - before:+8.2f}{mark}")
+    lines.append(f"saved to {record.out} (with its record, {RECORD_NAME})")
+    return "\n".join(lines)
 
 
 def write_record(directory: Path, record: TrainingRecord) -> Path:
