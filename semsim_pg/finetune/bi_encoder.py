@@ -215,7 +215,7 @@ def _before(evaluator: Any, model: Any, base: str, vectors: CollectionTexts | No
                 evaluator.query_texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
         )
-    return {f"dev_{k}": v for k, v in evaluator.score(queries, corpus).items()}
+    return dict(evaluator.score(queries, corpus))
 
 
 def _canonical(model: str) -> str:
