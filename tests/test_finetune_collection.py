@@ -327,3 +327,26 @@ def test_rerank_auto_uses_only_a_reranker_that_helped_this_collection(
         assert [r.rerank_score for r in plain] == [r.similarity for r in plain]
     finally:
         configure(previous)
+
+
+def test_an_interrupted_run_leaves_no_model(
+    store: Any, intents: str, tiny_bi_encoder_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentence_transformers.sentence_transformer import SentenceTransformerTrainer
+
+    def interrupted(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt  # Ctrl-C (the CLI turns SIGTERM into SystemExit, handled the same way)
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "train", interrupted)
+    out = tmp_path / "models" / "v1"
+    with pytest.raises(KeyboardInterrupt):
+        finetune_collection_bi_encoder(
+            store,
+            intents,
+            out,
+            label_field="category",
+            base=str(tiny_bi_encoder_path),
+            options=BiEncoderOptions(max_steps=2, batch_size=4, threads=1),
+            progress=False,
+        )
+    assert not out.exists() and not list(out.parent.iterdir())

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from semsim_pg.errors import NotImproved
 from semsim_pg.finetune import common
-from semsim_pg.finetune.bi_encoder import _describe, _drop_work_files, _plain, _versions
+from semsim_pg.finetune.bi_encoder import _best_eval, _describe, _drop_work_files, _plain, _versions
 from semsim_pg.finetune.mining import DEFAULT_RATIO, guarded_negatives
 from semsim_pg.finetune.records import TrainingRecord, write_record
 
@@ -143,7 +143,7 @@ def train_reranker(
         common.progress_callbacks(trainer, progress, _describe(task.metric))
         state = trainer.train()
         seconds = time.perf_counter() - started
-        after = _plain(evaluator(model))
+        after = _plain(_best_eval(trainer.state.log_history, task.metric) or evaluator(model))
         logger.info("dev, reranked: %s", after)
         record = TrainingRecord(
             kind="reranker",
