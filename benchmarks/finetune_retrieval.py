@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--skip", choices=("bi-encoder", "reranker"), action="append", default=[])
     parser.add_argument("--bi-epochs", type=float, default=1.0)
     parser.add_argument("--rerank-epochs", type=float, default=1.0)
+    parser.add_argument("--max-anchors", type=int, help="bi-encoder: train on a sample of this many queries")
+    parser.add_argument("--max-steps", type=int, help="stop each training after this many steps")
+    parser.add_argument("--batch-size", type=int, help="rows per step (default: the commands' defaults)")
     parser.add_argument("--candidates", type=int, default=30, help="first-stage hits the reranker reorders")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -83,7 +86,14 @@ def main() -> None:
             args.work / "bi",
             queries=queries,
             qrels=args.work / "train.tsv",
-            options=BiEncoderOptions(epochs=args.bi_epochs, seed=args.seed, threads=args.threads),
+            options=BiEncoderOptions(
+                epochs=args.bi_epochs,
+                seed=args.seed,
+                threads=args.threads,
+                max_anchors=args.max_anchors,
+                max_steps=args.max_steps,
+                batch_size=args.batch_size or BiEncoderOptions.batch_size,
+            ),
             overwrite=True,
         )
         figures["bi_encoder_record"] = {**record.to_dict(), "wall_seconds": round(time.perf_counter() - start, 1)}
@@ -99,7 +109,12 @@ def main() -> None:
             queries=queries,
             qrels=args.work / "train.tsv",
             options=RerankerOptions(
-                epochs=args.rerank_epochs, candidates=args.candidates, seed=args.seed, threads=args.threads
+                epochs=args.rerank_epochs,
+                candidates=args.candidates,
+                seed=args.seed,
+                threads=args.threads,
+                max_steps=args.max_steps,
+                batch_size=args.batch_size or RerankerOptions.batch_size,
             ),
             overwrite=True,
         )

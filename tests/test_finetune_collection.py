@@ -350,3 +350,23 @@ def test_an_interrupted_run_leaves_no_model(
             progress=False,
         )
     assert not out.exists() and not list(out.parent.iterdir())
+
+
+def test_faq_rerank_auto(store: Any, collection_name: str, tiny_cross_encoder_path: Path, tmp_path: Path) -> None:
+    from semsim_pg.faq import FAQEntry, FAQMatcher
+
+    matcher = FAQMatcher(store, collection_name)
+    matcher.load([FAQEntry("pin", "I forgot my PIN", "Reset it in the app.", alternatives=("PIN blocked",))])
+    assert matcher.reranker_for("auto") is None  # the default cross-encoder has no record here
+    assert [m.entry.faq_id for m in matcher.match("I lost my PIN", k=1, rerank="auto")] == ["pin"]
+    helped = save_reranker(
+        tmp_path / "faq-ce",
+        tiny_cross_encoder_path,
+        collection=collection_name,
+        before={"ndcg@10": 50.0},
+        after={"ndcg@10": 60.0},
+    )
+    tuned = FAQMatcher(store, collection_name, reranker=str(helped))
+    chosen = tuned.reranker_for("auto")
+    assert chosen is not None and chosen.name == str(helped.resolve())
+    assert tuned.match("I lost my PIN", k=1, rerank="auto")[0].rerank_score is not None

@@ -165,13 +165,20 @@ class FAQMatcher:
     # matching ---------------------------------------------------------------------------------
     def reranker_for(self, rerank: bool | str | Reranker | None) -> Reranker | None:
         """The cross-encoder ``rerank`` asks for: None for False/None; True: this matcher's or the
-        configured one; a name, a path or a :class:`Reranker` names one."""
+        configured one; a name, a path or a :class:`Reranker` names one; ``"auto"``: the configured
+        one only when its fine-tuning record shows a gain on this collection."""
         from semsim_pg.rerank import Reranker, get_reranker
 
         if rerank is None or rerank is False:
             return None
         if isinstance(rerank, Reranker):
             return rerank
+        if rerank == "auto":
+            from semsim_pg.finetune.records import decide_rerank
+
+            decision = decide_rerank(self.collection, self.reranker if isinstance(self.reranker, str) else None)
+            logger.info("%s", decision.reason)
+            return get_reranker(decision.model) if decision.use and decision.model else None
         if isinstance(rerank, str):
             return get_reranker(rerank)
         if isinstance(self.reranker, Reranker):
