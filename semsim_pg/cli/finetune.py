@@ -127,7 +127,7 @@ def _training_options(
             "--candidates",
             type=int,
             default=candidates,
-            help=f"index hits searched per query for negatives (default {candidates})",
+            help=f"index hits per query: mined for negatives (and, for a reranker, the ones it reorders; default {candidates})",
         )
         sub.add_argument(
             "--negative-ratio",

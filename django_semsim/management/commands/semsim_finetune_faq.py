@@ -24,6 +24,11 @@ class Command(BaseCommand):
         add_training_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from django.apps import apps
+        from django.core.management.base import CommandError
+
+        if not apps.is_installed("django_semsim.faq"):
+            raise CommandError("The FAQ app is not installed: add 'django_semsim.faq' to INSTALLED_APPS.")
         from django_semsim.faq.models import FAQ, FAQPhrasing
 
         using = options["database"]
