@@ -41,7 +41,7 @@ def train(
     from django.core.management.base import CommandError
 
     from django_semsim.conf import get_config
-    from django_semsim.sync import get_model_encoder
+    from django_semsim.encoding import get_model_encoder
     from semsim_pg.errors import SemsimError
     from semsim_pg.finetune import (
         BiEncoderOptions,

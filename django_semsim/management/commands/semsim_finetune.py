@@ -25,7 +25,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from django.core.exceptions import FieldDoesNotExist
 
-        from django_semsim.sync import iter_models
+        from django_semsim.status import iter_models
         from semsim_pg.errors import SemsimError
 
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ._finetune import add_training_arguments, train
+from django_semsim.management.commands._finetune import add_training_arguments, train
 
 #: the name the record gives this data (what rerank="auto" compares with)
 FAQ_NAME = "django_semsim.faq"
@@ -24,11 +24,6 @@ class Command(BaseCommand):
         add_training_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django.apps import apps
-        from django.core.management.base import CommandError
-
-        if not apps.is_installed("django_semsim.faq"):
-            raise CommandError("The FAQ app is not installed: add 'django_semsim.faq' to INSTALLED_APPS.")
         from django_semsim.faq.models import FAQ, FAQPhrasing
 
         using = options["database"]
