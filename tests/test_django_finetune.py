@@ -18,7 +18,7 @@ from tests.finetune_data import TOPICS
 
 pytest.importorskip("datasets", reason="fine-tuning needs the datasets package (sentence-transformers' trainers)")
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
 def articles(extra: dict[str, list[str]] | None = None) -> None:

@@ -75,6 +75,7 @@ def test_label_groups_split_and_refusals() -> None:
     assert "x" in faq.corpus and "x" not in faq.train_qrels
 
 
+@pytest.mark.slow
 def test_mining_searches_the_index_and_guards_false_negatives(store: Any, intents: str) -> None:
     from semsim_pg.finetune.data import labelled_texts, read_collection
     from semsim_pg.finetune.mining import store_searcher, task_candidates
@@ -128,6 +129,7 @@ def test_disjoint_keys_batches() -> None:
         assert len({labels[i] for i in batch}) == len(batch)  # no label twice in a batch
 
 
+@pytest.mark.slow
 def test_bi_encoder_from_labels_saves_a_better_model_with_its_record(
     store: Any, intents: str, tiny_bi_encoder_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -151,6 +153,7 @@ def test_bi_encoder_from_labels_saves_a_better_model_with_its_record(
     assert Encoder(str(out)).encode(["my card was declined"]).shape == (1, 32)
 
 
+@pytest.mark.slow
 def test_a_model_that_is_not_better_is_not_saved(
     store: Any, intents: str, tiny_bi_encoder_path: Path, tmp_path: Path
 ) -> None:
@@ -181,6 +184,7 @@ def write_beir(folder: Path, *, unknown_doc: bool = False, unknown_query: bool =
     return folder / "queries.jsonl", folder / "qrels.tsv"
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_writes_nothing(
     store: Any,
     intents: str,
@@ -225,6 +229,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_reranker_never_saved_below_the_candidates(
     store: Any, intents: str, tiny_cross_encoder_path: Path, tmp_path: Path
 ) -> None:
@@ -272,6 +277,7 @@ def save_reranker(folder: Path, source: Path, **record: Any) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_rerank_auto_uses_only_a_reranker_that_helped_this_collection(
     store: Any, intents: str, tiny_cross_encoder_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -329,6 +335,7 @@ def test_rerank_auto_uses_only_a_reranker_that_helped_this_collection(
         configure(previous)
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_leaves_no_model(
     store: Any, intents: str, tiny_bi_encoder_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -352,6 +359,7 @@ def test_an_interrupted_run_leaves_no_model(
     assert not out.exists() and not list(out.parent.iterdir())
 
 
+@pytest.mark.slow
 def test_faq_rerank_auto(store: Any, collection_name: str, tiny_cross_encoder_path: Path, tmp_path: Path) -> None:
     from semsim_pg.faq import FAQEntry, FAQMatcher
 
