@@ -1,45 +1,72 @@
-"""Encoder benchmark: what a model costs before you commit a collection to it.
+"""Encoder benchmark: models and backends side by side against the plain sentence-transformers
+fp32 path, in one run.
 
-For each model: its dimension (storage and index size grow with it), how long it takes to load,
-and how many sentences per second it encodes at a few batch sizes, all on the same texts so the
-figures compare. Machines are often shared: compare models within one run, not across runs
-(README.md, "Performance"), and use ``repeats`` to take the best of several passes.
+For each model, the reference (``SentenceTransformer.encode`` in fp32, not through semsim) and each
+backend (torch, torch-bf16, onnx, onnx-int8, auto) encode the same texts in interleaved rounds, so
+that a shared machine's slow moments fall on all of them (README.md, "Performance"): sentences/s (best
+round) and its ratio to the reference, one short query's latency (median) and its ratio, how close
+the vectors are to the reference's (mean and lowest cosine), and, given STS pairs, Spearman x100.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
 
 from semsim_pg.errors import InputFileError, InvalidInput
+from semsim_pg.progress import progress_bar
 
-__all__ = ["DEFAULT_BATCH_SIZES", "EncoderBenchmark", "benchmark_encoder", "benchmark_encoders", "load_texts"]
+if TYPE_CHECKING:
+    from semsim_pg.evaluation.files import SentencePair
+
+__all__ = ["REFERENCE", "EncoderBenchmark", "benchmark_backends", "load_texts"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZES = (16, 64, 128)
+#: the row every other is compared with
+REFERENCE = "sentence-transformers"
+#: short queries for the latency figure (one encoded at a time, no cache)
+QUERIES = ("where is my parcel", "I don't know.", "how do I reset my password", "cheap flights to Rome", "refund")
 
 
 @dataclass
 class EncoderBenchmark:
+    """One row: a model run by one backend (or the reference), on the same texts as the others."""
+
     model: str
+    #: ``sentence-transformers`` (the reference), or the backend that ran (``auto`` resolved)
+    backend: str
+    requested: str
     dimension: int
-    max_seq_length: int
-    precision: str
     load_seconds: float
     texts: int
-    #: batch size -> sentences per second (best of the repeats)
-    sentences_per_second: dict[int, float] = field(default_factory=dict)
+    batch_size: int
+    sentences_per_second: float
+    query_ms: float
+    speedup: float = 1.0
+    query_speedup: float = 1.0
+    mean_cosine: float = 1.0
+    min_cosine: float = 1.0
+    #: Spearman x100 on the STS pairs given (None: none given)
+    sts_spearman: float | None = None
+    #: seconds of each round, in order
+    rounds: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["sentences_per_second"] = {str(k): round(v, 1) for k, v in self.sentences_per_second.items()}
-        data["load_seconds"] = round(self.load_seconds, 3)
+        for key, digits in (("load_seconds", 3), ("sentences_per_second", 1), ("query_ms", 2), ("speedup", 3)):
+            data[key] = round(data[key], digits)
+        data["query_speedup"] = round(self.query_speedup, 3)
+        data["rounds"] = [round(r, 3) for r in self.rounds]
         return data
 
 
@@ -69,60 +96,116 @@ def load_texts(file: str | Path | None = None, limit: int | None = None) -> list
     return chosen
 
 
-def benchmark_encoder(
-    model: str, texts: Sequence[str], batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, *, repeats: int = 1
-) -> EncoderBenchmark:
-    """Load ``model`` afresh (not the process-wide shared encoder: its load time is the point) and
-    time :meth:`Encoder.encode` over ``texts`` at each batch size."""
-    from semsim_pg.encoder import Encoder
+class _Contender:
+    """Something that encodes: the plain SentenceTransformer, or a semsim Encoder with a backend."""
+
+    def __init__(self, model: str, requested: str) -> None:
+        self.requested = requested
+        start = time.perf_counter()
+        if requested == REFERENCE:
+            from sentence_transformers import SentenceTransformer
+
+            from semsim_pg.encoder import resolve_model
+
+            source = resolve_model(model)
+            self.name = source.name
+            self.st: Any = SentenceTransformer(source.location, device="cpu")
+            self.backend = REFERENCE
+            self.dimension = int(self.st.get_embedding_dimension() or 0)
+        else:
+            from semsim_pg.encoder import Encoder
+
+            self.encoder = Encoder(model, cache_size=0, backend=requested, device="cpu")
+            self.name = self.encoder.name
+            self.backend = self.encoder.backend_name  # loads (and for onnx, exports) the backend
+            self.dimension = self.encoder.dimension
+        self.load_seconds = time.perf_counter() - start
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> npt.NDArray[np.float32]:
+        if self.requested == REFERENCE:
+            return np.asarray(
+                self.st.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True),
+                dtype=np.float32,
+            )
+        return self.encoder.encode(texts, batch_size=batch_size, show_progress_bar=False)
+
+
+def benchmark_backends(
+    model: str,
+    backends: Sequence[str],
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    rounds: int = 3,
+    query_repeats: int = 20,
+    sts_pairs: Sequence[SentencePair] | None = None,
+    progress: bool | None = None,
+) -> list[EncoderBenchmark]:
+    """The reference and each backend of ``model`` on the same texts; the reference's row first."""
+    from semsim_pg.backends.gate import cosine_stats
+    from semsim_pg.settings import BACKENDS
 
     if not texts:
         raise InvalidInput("The benchmark needs at least one text.")
-    if not batch_sizes or any(b < 1 for b in batch_sizes):
-        raise InvalidInput(f"Batch sizes must be positive integers; received {list(batch_sizes)}.")
-    if repeats < 1:
-        raise InvalidInput(f"repeats must be at least 1; received {repeats}.")
-    # Import the library first: its (multi-second) import is paid once per process, not per model,
-    # and would otherwise be charged to whichever model happens to load first.
-    import sentence_transformers  # noqa: F401
-
-    encoder = Encoder(model, cache_size=0)
-    start = time.perf_counter()
-    encoder.model  # noqa: B018 - loading is what is timed
-    load_seconds = time.perf_counter() - start
-    # Warm-up: the first forward pass allocates and picks kernels; keep it out of the rates.
-    encoder.encode(list(texts[: min(len(texts), 8)]), show_progress_bar=False)
-    result = EncoderBenchmark(
-        model=encoder.name,
-        dimension=encoder.dimension,
-        max_seq_length=encoder.max_seq_length,
-        precision=encoder.precision,
-        load_seconds=load_seconds,
-        texts=len(texts),
-    )
-    for batch_size in batch_sizes:
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            encoder.encode(texts, batch_size=batch_size, show_progress_bar=False)
-            best = min(best, time.perf_counter() - t0)
-        result.sentences_per_second[batch_size] = len(texts) / best
-        logger.info("%s: batch %d: %.1f sentences/s", encoder.name, batch_size, result.sentences_per_second[batch_size])
-    return result
-
-
-def benchmark_encoders(
-    models: Sequence[str],
-    texts: Sequence[str],
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    *,
-    repeats: int = 1,
-    progress: bool = False,
-) -> list[EncoderBenchmark]:
-    """:func:`benchmark_encoder` for each model, one after the other, on the same texts."""
-    from tqdm import tqdm
-
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise InvalidInput(f"Unknown backend {unknown[0]!r}: use one of {', '.join(BACKENDS)}.")
+    if batch_size < 1 or rounds < 1 or query_repeats < 1:
+        raise InvalidInput(
+            f"batch size, rounds and query repeats must be at least 1; received {batch_size}, {rounds}, {query_repeats}."
+        )
+    contenders = [_Contender(model, requested) for requested in (REFERENCE, *backends)]
+    for contender in contenders:  # the first pass allocates and picks kernels: keep it out of the rates
+        contender.encode(texts[: min(len(texts), 8)], batch_size)
+    times: list[list[float]] = [[] for _ in contenders]
+    vectors: list[npt.NDArray[np.float32]] = [np.zeros(0, dtype=np.float32)] * len(contenders)
+    with progress_bar(progress, total=rounds * len(contenders), desc="rounds", unit="pass", logger=logger) as bar:
+        for _ in range(rounds):
+            for i, contender in enumerate(contenders):  # interleaved: a busy moment hits every contender
+                start = time.perf_counter()
+                vectors[i] = contender.encode(texts, batch_size)
+                times[i].append(time.perf_counter() - start)
+                bar.update()
+    query_ms: list[list[float]] = [[] for _ in contenders]
+    for n in range(query_repeats):
+        for i, contender in enumerate(contenders):
+            start = time.perf_counter()
+            contender.encode([QUERIES[n % len(QUERIES)]], 1)
+            query_ms[i].append(1000 * (time.perf_counter() - start))
     results = []
-    for model in tqdm(models, desc="models", unit="model", disable=not progress or len(models) < 2):
-        results.append(benchmark_encoder(model, texts, batch_sizes, repeats=repeats))
+    for i, contender in enumerate(contenders):
+        mean_cosine, min_cosine, _ = cosine_stats(vectors[0], vectors[i])
+        rate = len(texts) / min(times[i])
+        results.append(
+            EncoderBenchmark(
+                model=contender.name,
+                backend=contender.backend,
+                requested=contender.requested,
+                dimension=contender.dimension,
+                load_seconds=contender.load_seconds,
+                texts=len(texts),
+                batch_size=batch_size,
+                sentences_per_second=rate,
+                query_ms=statistics.median(query_ms[i]),
+                mean_cosine=mean_cosine,
+                min_cosine=min_cosine,
+                sts_spearman=_sts_spearman(contender, sts_pairs, batch_size) if sts_pairs else None,
+                rounds=times[i],
+            )
+        )
+    reference = results[0]
+    for row in results:
+        row.speedup = row.sentences_per_second / reference.sentences_per_second
+        row.query_speedup = reference.query_ms / row.query_ms
+        logger.info("%s %s: %.1f sentences/s (%.2fx)", row.model, row.backend, row.sentences_per_second, row.speedup)
     return results
+
+
+def _sts_spearman(contender: _Contender, pairs: Sequence[SentencePair], batch_size: int) -> float:
+    from semsim_pg.evaluation.metrics import spearman
+
+    left = contender.encode([p.sentence1 for p in pairs], batch_size)
+    right = contender.encode([p.sentence2 for p in pairs], batch_size)
+    return 100.0 * spearman(
+        np.einsum("ij,ij->i", left, right), [p.score or 0.0 for p in pairs]
+    )  # read_sts_pairs: every pair has a score

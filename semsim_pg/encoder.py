@@ -6,21 +6,24 @@ that never encodes never pays for torch). Vectors come back L2-normalised, float
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import numpy.typing as npt
 
-from semsim_pg.errors import InvalidInput, InvalidQuery, ModelLoadError
+from semsim_pg.errors import ConfigurationError, InvalidInput, InvalidQuery, ModelLoadError
 from semsim_pg.loading import LazyModel, ModelSource, SharedModels, dtype_kwargs, resolve_model, sentence_transformers
-from semsim_pg.settings import get_settings
+from semsim_pg.settings import BACKENDS, get_settings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from semsim_pg.backends import BackendChoice, Runner
 
 __all__ = [
     "Encoder",
@@ -54,10 +57,19 @@ class Encoder(LazyModel["SentenceTransformer"]):
         device: str | None = None,
         batch_size: int | None = None,
         cache_size: int | None = None,
+        backend: str | None = None,
     ) -> None:
         settings = get_settings()
         super().__init__(resolve_model(model or settings.model), device if device is not None else settings.device)
         self.precision = settings.precision
+        #: the backend asked for (SEMSIM_BACKEND); ``backend_name`` is the one that runs
+        self.backend = settings.backend if backend is None else backend
+        if self.backend not in BACKENDS:
+            raise ConfigurationError(f"Unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}.")
+        self.threads = settings.threads
+        self._data_dir = settings.data_dir
+        self._runner: Runner | None = None
+        self.backend_choice: BackendChoice | None = None
         self.batch_size = batch_size or settings.batch_size
         self._cache_size = settings.query_cache_size if cache_size is None else cache_size
         self._cache: OrderedDict[str, Vector] = OrderedDict()
@@ -68,14 +80,14 @@ class Encoder(LazyModel["SentenceTransformer"]):
     # identity -------------------------------------------------------------------------------
     @property
     def dimension(self) -> int:
-        dim = self.model.get_embedding_dimension()
-        if dim is None:  # pragma: no cover - every bi-encoder we load has one
+        dim = self.runner.dimension
+        if not dim:  # pragma: no cover - every bi-encoder we load has one
             raise ModelLoadError(f"Model {self.name!r} does not report an embedding dimension.")
         return int(dim)
 
     @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length or 512)
+        return self.runner.max_seq_length
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -84,19 +96,54 @@ class Encoder(LazyModel["SentenceTransformer"]):
             "max_seq_length": self.max_seq_length,
             "loaded_from": self.source.location,
             "source": self.source.kind,
-            "device": str(self.model.device),
             "precision": self.precision,
+            **self.runner.describe(),
+            "backend_requested": self.backend,
+            "backend_choice": self.backend_choice.summary() if self.backend_choice else None,
         }
 
+    # backend hook (semsim_pg.backends): what runs the model -----------------------------------
+    @property
+    def backend_name(self) -> str:
+        """The backend that encodes (``auto`` resolved), as `semsim info` and :meth:`describe` show it."""
+        return self.runner.name
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            with self._lock:
+                if self._runner is None:
+                    from semsim_pg.backends import load_runner
+
+                    self._runner, self.backend_choice = load_runner(
+                        self.backend,
+                        name=self.name,
+                        location=self.source.location,
+                        data_dir=self._data_dir,
+                        precision=self.precision,
+                        device=self.device,
+                        threads=self.threads,
+                        load_torch=self._torch_model,
+                    )
+        return self._runner
+
+    def load(self) -> Self:
+        """Load the backend now (and the torch model if it needs one): to fail early, or to warm up."""
+        _ = self.runner
+        return self
+
+    def _torch_model(self, precision: str) -> SentenceTransformer:
+        return self.model if precision == self.precision else self._load(precision)
+
     # loading --------------------------------------------------------------------------------
-    def _load(self) -> SentenceTransformer:
+    def _load(self, precision: str | None = None) -> SentenceTransformer:
         module = sentence_transformers()
         logger.info("loading model %s from %s", self.name, self.source.location)
         try:
             model: SentenceTransformer = module.SentenceTransformer(
                 self.source.location,
                 device=self.device,
-                model_kwargs=dtype_kwargs(self.precision),
+                model_kwargs=dtype_kwargs(precision or self.precision),
                 local_files_only=self.source.local,
             )
         except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
@@ -125,23 +172,15 @@ class Encoder(LazyModel["SentenceTransformer"]):
                 raise InvalidInput(f"Text #{i} is a {type(text).__name__}, not a string.")
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        model = self.model
+        runner = self.runner
         self._warn_truncation(texts)
         if show_progress_bar is None:
             show_progress_bar = len(texts) >= 256 and logger.getEffectiveLevel() <= logging.INFO
+        # A torch module is not safe to share between threads: serialise it; onnxruntime is.
+        with contextlib.nullcontext() if runner.thread_safe else self._lock:
+            matrix = runner.encode(texts, batch_size or self.batch_size, show_progress_bar)
         with self._lock:
-            vectors = model.encode(
-                texts,
-                batch_size=batch_size or self.batch_size,
-                show_progress_bar=show_progress_bar,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-            )
             self.encoded_count += len(texts)
-        matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
-        if self.precision != "float32":
-            # normalised in half precision: make them unit length again in float32
-            matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
         return matrix
 
     def encode_query(self, text: str) -> Vector:
@@ -169,15 +208,12 @@ class Encoder(LazyModel["SentenceTransformer"]):
             self._cache.clear()
 
     def _warn_truncation(self, texts: Sequence[str]) -> None:
-        tokenizer = getattr(self.model, "tokenizer", None)
-        if tokenizer is None:  # pragma: no cover
-            return
         limit = self.max_seq_length
         # Cheap pre-filter: a text with fewer characters than tokens allowed cannot overflow.
         candidates = [i for i, t in enumerate(texts) if len(t) > limit]
         if not candidates:
             return
-        lengths = [len(ids) for ids in tokenizer([texts[i] for i in candidates], add_special_tokens=True)["input_ids"]]
+        lengths = self.runner.token_counts([texts[i] for i in candidates])
         long = [i for i, n in zip(candidates, lengths, strict=True) if n > limit]
         if long:
             logger.warning(

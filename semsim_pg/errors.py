@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyResolved",
+    "BackendUnavailable",
     "CollectionExists",
     "CollectionNotFound",
     "ConfigurationError",
@@ -35,6 +36,11 @@ class SemsimError(Exception):
 
 class ConfigurationError(SemsimError):
     """A setting has a value semsim cannot use."""
+
+
+class BackendUnavailable(ConfigurationError):
+    """An encoder backend cannot run here (not installed, cannot export the model, cache not writable);
+    the message names the backend to use instead."""
 
 
 class DatabaseError(SemsimError):

@@ -29,6 +29,8 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 ITERATIVE_SCAN_MODES = ("off", "relaxed_order", "strict_order")
 PRECISIONS = ("float32", "bfloat16", "float16")
+# Kept here rather than imported from semsim_pg.backends: settings must not import the backends.
+BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
 
 
 def default_data_dir() -> Path:
@@ -59,6 +61,11 @@ class Settings:
     device: str | None = None
     #: weights' dtype: bfloat16 is about 3x faster on CPUs with AMX, within 0.9999 cosine of float32
     precision: str = "float32"
+    #: how the model runs: auto (the fastest backend that passes the quality gate on this machine),
+    #: torch, torch-bf16, onnx or onnx-int8 (semsim_pg.backends)
+    backend: str = "auto"
+    #: intra-op threads for torch and onnxruntime (None: their defaults, one per core)
+    threads: int | None = None
     cross_encoder: str = DEFAULT_CROSS_ENCODER
     batch_size: int = 64
     query_cache_size: int = 1024
@@ -105,6 +112,12 @@ class Settings:
                 f"query_log_drift_threshold must be above 0, got {self.query_log_drift_threshold}",
             ),
             (
+                self.backend in BACKENDS,
+                f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r} "
+                "(auto chooses by measurement; torch always works)",
+            ),
+            (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (
                 self.precision in PRECISIONS,
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
             ),
@@ -147,7 +160,7 @@ def _convert(name: str, annotation: object, raw: str) -> Any:
         if raw.strip().lower() in _TRUE | _FALSE:
             return raw.strip().lower() in _TRUE
         raise ConfigurationError(f"SEMSIM_{name.upper()} must be 1/0, true/false, yes/no or on/off, got {raw!r}.")
-    if kind == "int":
+    if kind in ("int", "int | None"):
         try:
             return int(raw)
         except ValueError:

@@ -19,6 +19,8 @@ import pytest
 os.environ.setdefault("SEMSIM_DATA_DIR", tempfile.mkdtemp(prefix="semsim-test-"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite's vectors come from the reference path; tests/test_backends.py exercises the others and auto.
+os.environ.setdefault("SEMSIM_BACKEND", "torch")
 if os.environ.get("SEMSIM_TEST_DATABASE_URL"):
     os.environ["SEMSIM_DATABASE_URL"] = os.environ["SEMSIM_TEST_DATABASE_URL"]
 

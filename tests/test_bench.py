@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 
-from semsim_pg.bench import benchmark_encoder, benchmark_encoders, load_texts
+from semsim_pg.bench import REFERENCE, EncoderBenchmark, benchmark_backends, load_texts
+from semsim_pg.cli.bench import format_encoder_table
 from semsim_pg.cli.main import main
 from semsim_pg.errors import InputFileError, InvalidInput
+from semsim_pg.evaluation.files import read_sts_pairs
 
 
 def test_load_texts_default_file_and_limit(tmp_path: Path) -> None:
@@ -34,21 +37,36 @@ def test_load_texts_bad_input(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_benchmark_reports_every_batch_size(encoder) -> None:  # type: ignore[no-untyped-def]
+def test_benchmark_against_the_reference(encoder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     texts = load_texts(limit=12)
-    result = benchmark_encoder(encoder.name, texts, [4, 12])
-    assert result.dimension == 384 and result.max_seq_length == encoder.max_seq_length
-    assert result.texts == 12
-    assert sorted(result.sentences_per_second) == [4, 12]
-    assert all(rate > 0 for rate in result.sentences_per_second.values())
-    with pytest.raises(InvalidInput, match="Batch sizes"):
-        benchmark_encoders([encoder.name], texts, [0])
+    sts = tmp_path / "sts.csv"
+    sts.write_text(
+        "A dog runs.,A dog is running.,4.8\nA man cooks.,Someone is cooking.,3.9\n"
+        "A cat sleeps.,The stock market fell.,0.2\nKids play football.,Children play soccer.,4.5\n",
+        encoding="utf-8",
+    )
+    pairs = read_sts_pairs(sts)
+    reference, torch_row = benchmark_backends(
+        encoder.name, ["torch"], texts, batch_size=4, rounds=2, query_repeats=2, sts_pairs=pairs
+    )
+    assert reference.backend == REFERENCE and reference.speedup == 1.0 and reference.query_speedup == 1.0
+    assert torch_row.backend == "torch" and torch_row.requested == "torch"
+    assert torch_row.dimension == 384 and torch_row.texts == 12 and len(torch_row.rounds) == 2
+    assert torch_row.sentences_per_second > 0 and torch_row.query_ms > 0
+    # The torch backend is the same fp32 computation as the reference.
+    assert torch_row.min_cosine > 0.9999
+    assert torch_row.speedup == pytest.approx(torch_row.sentences_per_second / reference.sentences_per_second)
+    assert reference.sts_spearman is not None and torch_row.sts_spearman == pytest.approx(reference.sts_spearman)
+    with pytest.raises(InvalidInput, match="Unknown backend"):
+        benchmark_backends(encoder.name, ["tensorrt"], texts)
+    with pytest.raises(InvalidInput, match="at least 1"):
+        benchmark_backends(encoder.name, ["torch"], texts, batch_size=0)
 
 
 @pytest.mark.slow
 def test_load_seconds_times_a_fresh_load_of_the_model(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The benchmark loads the model itself (not the shared, already loaded encoder), and the
-    load time it reports contains that load."""
+    """The benchmark loads the models itself (not the shared, already loaded encoder), and the
+    load time each row reports contains its load."""
     import time
 
     from sentence_transformers import SentenceTransformer
@@ -62,25 +80,39 @@ def test_load_seconds_times_a_fresh_load_of_the_model(encoder, monkeypatch) -> N
         loads.append(time.perf_counter() - start)
 
     monkeypatch.setattr(SentenceTransformer, "__init__", timed_init)
-    result = benchmark_encoder(encoder.name, ["one short text"], [1])
-    assert len(loads) == 1
-    assert result.load_seconds >= loads[0]
+    reference, torch_row = benchmark_backends(encoder.name, ["torch"], ["one short text"], rounds=1, query_repeats=1)
+    assert len(loads) == 2  # the reference's model and the torch backend's, both fresh
+    assert reference.load_seconds >= loads[0] and torch_row.load_seconds >= loads[1]
 
 
 @pytest.mark.slow
-def test_cli_json_and_table(encoder, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    assert main(["-q", "bench", "encoders", "--limit", "6", "--batch-sizes", "3,6", "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
-    assert row["model"] == encoder.name and row["dimension"] == 384 and row["texts"] == 6
-    assert set(row["sentences_per_second"]) == {"3", "6"}
+def test_cli_json_table_and_plot(encoder, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     txt = tmp_path / "t.txt"
     txt.write_text("one sentence\nanother sentence\n", encoding="utf-8")
-    assert main(["-q", "bench", "encoders", "--file", str(txt), "--batch-sizes", "2"]) == 0
-    table = capsys.readouterr().out
-    assert "2 texts" in table and "b=2" in table and encoder.name in table
+    png = tmp_path / "bench.png"
+    argv = ["-q", "bench", "encoders", "--backends", "torch", "--rounds", "1", "--batch-size", "3"]
+    assert main([*argv, "--file", str(txt), "--json", "--plot", str(png)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    reference, row = rows
+    assert reference["backend"] == REFERENCE and row["backend"] == "torch"
+    assert row["model"] == encoder.name and row["dimension"] == 384 and row["texts"] == 2
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = io.StringIO()
+    format_encoder_table([EncoderBenchmark(**{**r, "load_seconds": 1.0}) for r in rows], out)
+    table = out.getvalue()
+    assert "2 texts" in table and REFERENCE in table and "torch" in table and encoder.name in table
 
 
-def test_cli_rejects_bad_batch_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rejects_bad_backends(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main(["bench", "encoders", "--batch-sizes", "16,x"])
-    assert "comma-separated integers" in capsys.readouterr().err
+        main(["bench", "encoders", "--backends", "torch,tensorrt"])
+    assert "comma-separated backends" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_warmup(encoder, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    assert main(["-q", "warmup", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["name"] == encoder.name and info["backend"] == "torch" and info["warmup_seconds"] >= 0
+    assert main(["-q", "warmup"]) == 0
+    assert "ready in" in capsys.readouterr().out

@@ -5,24 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from semsim_pg.bench import EncoderBenchmark
 
-__all__ = ["format_encoder_table", "register"]
+__all__ = ["format_encoder_table", "plot_encoder_benchmark", "register"]
 
 
-def _batch_sizes(value: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 16,64,128; got {value!r}"
-        ) from None
-    if not sizes or any(size < 1 for size in sizes):
-        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers; got {value!r}")
-    return sizes
+def _backends(value: str) -> list[str]:
+    from semsim_pg.settings import BACKENDS
+
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [name for name in names if name not in BACKENDS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected comma-separated backends from {', '.join(BACKENDS)}; got {value!r}")
+    return names
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -31,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     benches = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     sub = benches.add_parser(
         "encoders",
-        help="compare models: dimension, load time, sentences/s at several batch sizes",
-        description="Load each model and encode the same texts at several batch sizes. On a shared machine, "
-        "compare models within one run.",
+        help="compare models and backends against plain sentence-transformers fp32, side by side",
+        description="Encode the same texts with the plain sentence-transformers fp32 path and with each backend, "
+        "in interleaved rounds: sentences/s and its ratio, one short query's latency, cosine to the reference, "
+        "and Spearman on STS pairs (--sts). On a shared machine, compare rows of one run.",
     )
     sub.add_argument(
         "--model",
@@ -43,25 +43,86 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="model name or directory; repeat to compare (default: the configured model)",
     )
     sub.add_argument(
+        "--backends",
+        type=_backends,
+        default=["torch", "onnx", "onnx-int8", "auto"],
+        metavar="B,B",
+        help="backends to compare (default torch,onnx,onnx-int8,auto)",
+    )
+    sub.add_argument(
         "--file",
         default=None,
         metavar="F",
         help="texts to encode: .txt (one a line), .jsonl, .csv or .tsv (default: the bundled sample corpus)",
     )
-    sub.add_argument("--batch-sizes", type=_batch_sizes, default=[16, 64, 128], metavar="16,64,128")
     sub.add_argument("--limit", type=int, default=1000, metavar="N", help="encode the first N texts (default 1000)")
-    sub.add_argument("--repeats", type=int, default=1, metavar="R", help="best of R passes per batch size")
+    sub.add_argument("--batch-size", type=int, default=64, metavar="B", help="batch size (default 64)")
+    sub.add_argument(
+        "--rounds", type=int, default=3, metavar="R", help="interleaved rounds; the best counts (default 3)"
+    )
+    sub.add_argument(
+        "--sts", default=None, metavar="CSV", help="STS pairs (sentence1, sentence2, score), e.g. STS-B dev"
+    )
     sub.add_argument("--json", action="store_true", help="print the figures as JSON")
+    sub.add_argument("--plot", type=Path, default=None, metavar="PNG", help="draw speed ratio and cosine to a PNG")
     sub.set_defaults(func=_run_encoders)
+    # Here rather than among the core commands: warming up is about speed, like the benchmarks.
+    warm = subparsers.add_parser(
+        "warmup",
+        help="load the model and its backend and encode once (run before serving; auto measures here once)",
+        description="Load the configured model with its backend (exporting it or choosing one if needed) and "
+        "encode one text, so that the first request does not pay for it.",
+    )
+    warm.add_argument(
+        "--model", default=None, metavar="M", help="model name or directory (default: the configured one)"
+    )
+    warm.add_argument("--json", action="store_true", help="print what was loaded as JSON")
+    warm.set_defaults(func=_run_warmup)
+
+
+def _run_warmup(args: argparse.Namespace) -> int:
+    import time
+
+    from semsim_pg.encoder import get_encoder
+
+    start = time.perf_counter()
+    encoder = get_encoder(args.model)
+    encoder.encode(["warm up"], show_progress_bar=False)
+    info = encoder.describe() | {"warmup_seconds": round(time.perf_counter() - start, 3)}
+    if args.json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+    else:
+        sys.stdout.write(
+            f"{info['name']} ready in {info['warmup_seconds']:.1f} s: backend {info['backend']}"
+            + (f" ({info['backend_choice']})" if info["backend_choice"] else "")
+            + "\n"
+        )
+    return 0
 
 
 def _run_encoders(args: argparse.Namespace) -> int:
-    from semsim_pg.bench import benchmark_encoders, load_texts
+    from semsim_pg.bench import benchmark_backends, load_texts
     from semsim_pg.settings import get_settings
 
     texts = load_texts(args.file, args.limit)
-    models = args.model or [get_settings().model]
-    results = benchmark_encoders(models, texts, args.batch_sizes, repeats=args.repeats, progress=not args.quiet)
+    pairs = None
+    if args.sts:
+        from semsim_pg.evaluation.files import read_sts_pairs
+
+        pairs = read_sts_pairs(args.sts)
+    results: list[EncoderBenchmark] = []
+    for model in args.model or [get_settings().model]:
+        results += benchmark_backends(
+            model,
+            args.backends,
+            texts,
+            batch_size=args.batch_size,
+            rounds=args.rounds,
+            sts_pairs=pairs,
+            progress=False if args.quiet else None,
+        )
+    if args.plot:
+        plot_encoder_benchmark(results, args.plot)
     if args.json:
         json.dump([r.to_dict() for r in results], sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -71,15 +132,56 @@ def _run_encoders(args: argparse.Namespace) -> int:
 
 
 def format_encoder_table(results: list[EncoderBenchmark], out: TextIO) -> None:
-    batch_sizes = sorted({b for r in results for b in r.sentences_per_second})
+    first = results[0]
     width = max(20, *(len(r.model) for r in results))
-    rates = " ".join(f"{'b=' + str(b):>9}" for b in batch_sizes)
-    out.write(f"{results[0].texts} texts; sentences per second at each batch size (best of the repeats)\n")
-    out.write(f"{'model':<{width}} {'dim':>5} {'max tok':>7} {'precision':>9} {'load s':>7} {rates}\n")
+    sts = any(r.sts_spearman is not None for r in results)
+    out.write(
+        f"{first.texts} texts, batch {first.batch_size}, best of {len(first.rounds)} interleaved rounds; "
+        "ratios against plain sentence-transformers fp32\n"
+    )
+    out.write(
+        f"{'model':<{width}} {'backend':<22} {'load s':>7} {'sent/s':>8} {'speed':>6} {'query ms':>8} "
+        f"{'query':>6} {'cos mean':>8} {'cos min':>8}" + (f" {'STS rho':>7}" if sts else "") + "\n"
+    )
     for r in results:
-        cells = " ".join(
-            f"{r.sentences_per_second[b]:9.1f}" if b in r.sentences_per_second else f"{'-':>9}" for b in batch_sizes
+        backend = r.backend if r.requested == r.backend else f"{r.requested} -> {r.backend}"
+        line = (
+            f"{r.model:<{width}} {backend:<22} {r.load_seconds:7.2f} {r.sentences_per_second:8.1f} "
+            f"{r.speedup:5.2f}x {r.query_ms:8.2f} {r.query_speedup:5.2f}x {r.mean_cosine:8.4f} {r.min_cosine:8.4f}"
         )
-        out.write(
-            f"{r.model:<{width}} {r.dimension:>5} {r.max_seq_length:>7} {r.precision:>9} {r.load_seconds:7.2f} {cells}\n"
-        )
+        if sts:
+            line += f" {r.sts_spearman:7.2f}" if r.sts_spearman is not None else f" {'-':>7}"
+        out.write(line + "\n")
+
+
+def plot_encoder_benchmark(results: list[EncoderBenchmark], path: Path) -> None:
+    """Two panels: speed ratio (throughput and one query) and cosine to the reference, per row."""
+    from semsim_pg.errors import InvalidInput
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InvalidInput("--plot needs matplotlib: pip install 'semsim[eval]'.") from None
+    labels = [f"{Path(r.model).name}\n{r.backend}" for r in results]
+    positions = list(range(len(results)))
+    fig, (speed, quality) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(results)), 4))
+    speed.bar([p - 0.2 for p in positions], [r.speedup for r in results], width=0.4, label="throughput")
+    speed.bar([p + 0.2 for p in positions], [r.query_speedup for r in results], width=0.4, label="one query")
+    speed.axhline(1.0, color="grey", linewidth=0.8)
+    speed.set_ylabel("x sentence-transformers fp32")
+    speed.legend()
+    quality.bar([p - 0.2 for p in positions], [r.mean_cosine for r in results], width=0.4, label="mean")
+    quality.bar([p + 0.2 for p in positions], [r.min_cosine for r in results], width=0.4, label="lowest")
+    quality.set_ylim(min(0.9, *(r.min_cosine for r in results)) - 0.01, 1.001)
+    quality.set_ylabel("cosine to the fp32 vectors")
+    quality.legend()
+    for ax in (speed, quality):
+        ax.set_xticks(positions, labels, fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"Encoders, {results[0].texts} texts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

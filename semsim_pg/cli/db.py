@@ -61,6 +61,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("max tokens", str(model["max_seq_length"])),
             ("loaded from", f"{model['loaded_from']} ({model['source']})"),
             ("device", model["device"]),
+            ("backend", model["backend_choice"] or f"{model['backend']} (SEMSIM_BACKEND={model['backend_requested']})"),
         ]
     for label, value in rows:
         out(f"{label:<12} {value}")

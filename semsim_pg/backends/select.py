@@ -1,0 +1,127 @@
+"""Turn ``SEMSIM_BACKEND`` into a runner: the one place that knows every backend's name."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semsim_pg.backends.auto import BackendChoice, choose_backend
+from semsim_pg.backends.cpu import cpu_info
+from semsim_pg.backends.export import ONNX_BACKENDS, ensure_export, remove_export
+from semsim_pg.backends.runners import ExportCorrupted, OnnxRunner, Runner, TorchRunner
+from semsim_pg.errors import BackendUnavailable
+from semsim_pg.settings import BACKENDS
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["BACKENDS", "load_runner"]
+
+logger = logging.getLogger(__name__)
+
+
+#: ``load_torch(precision)``: the sentence-transformers model with weights in that dtype
+LoadTorch = Callable[[str], "SentenceTransformer"]
+
+
+def _on_cpu(device: str | None) -> bool:
+    if device is not None:
+        return device == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def load_runner(
+    backend: str,
+    *,
+    name: str,
+    location: str,
+    data_dir: Path,
+    precision: str,
+    device: str | None,
+    threads: int | None,
+    load_torch: LoadTorch,
+) -> tuple[Runner, BackendChoice | None]:
+    """The runner for ``backend`` (one of :data:`BACKENDS`) and, for ``auto``, what it chose."""
+    make = functools.partial(
+        _make, name=name, location=location, data_dir=data_dir, threads=threads, load_torch=load_torch
+    )
+    if backend == "auto":
+        if not _on_cpu(device):  # onnx runs on the CPU here: on an accelerator torch is the fast path
+            return make("torch", precision=precision), None
+        try:
+            choice, runner = choose_backend(
+                name=name,
+                location=location,
+                data_dir=data_dir,
+                threads=threads,
+                make_runner=functools.partial(make, precision="float32"),
+            )
+        except (OSError, BackendUnavailable) as exc:
+            logger.warning(
+                "SEMSIM_BACKEND=auto cannot choose a backend for %s (%s); encoding with torch fp32", name, exc
+            )
+            return TorchRunner(load_torch("float32"), threads=threads), None
+        return runner, choice
+    if backend in ONNX_BACKENDS and not _on_cpu(device):
+        raise BackendUnavailable(
+            f"Backend {backend} runs on the CPU, but SEMSIM_DEVICE is {device or 'an accelerator'}. "
+            "Set SEMSIM_BACKEND=torch to use the accelerator, or SEMSIM_DEVICE=cpu."
+        )
+    return make(backend, precision=precision), None
+
+
+def _make(
+    backend: str,
+    *,
+    name: str,
+    location: str,
+    data_dir: Path,
+    precision: str,
+    threads: int | None,
+    load_torch: LoadTorch,
+) -> Runner:
+    if backend == "torch":
+        if precision == "bfloat16" and not cpu_info().native_bf16:
+            logger.warning(
+                "SEMSIM_PRECISION=bfloat16 on a CPU without native bf16 (%s): expect it to be several times "
+                "slower than float32 here",
+                cpu_info().model,
+            )
+        return TorchRunner(load_torch(precision), precision=precision, threads=threads)
+    if backend == "torch-bf16":
+        return TorchRunner(load_torch("bfloat16"), precision="bfloat16", threads=threads)
+    if backend not in ONNX_BACKENDS:
+        raise BackendUnavailable(
+            f"Unknown backend {backend!r}: use one of {', '.join(BACKENDS)} (auto chooses by measurement)."
+        )
+
+    def export() -> Path:
+        return ensure_export(
+            backend, name=name, location=location, data_dir=data_dir, load_fp32=lambda: load_torch("float32")
+        ).path
+
+    path = export()
+    try:
+        return OnnxRunner(path, threads=threads)
+    except ExportCorrupted as exc:
+        logger.warning("the cached %s export of %s is unusable (%s); exporting it again", backend, name, exc)
+    try:
+        remove_export(backend, location=location, data_dir=data_dir)
+    except OSError as exc:
+        raise BackendUnavailable(
+            f"The cached {backend} export of {name} under {path} is unusable and cannot be removed ({exc}). "
+            "Delete that directory, or set SEMSIM_BACKEND=torch."
+        ) from exc
+    return OnnxRunner(export(), threads=threads)
+
+
+def describe_choice(choice: BackendChoice | None) -> dict[str, object] | None:
+    """What ``semsim info`` shows of an ``auto`` choice."""
+    if choice is None:
+        return None
+    return {"summary": choice.summary(), "record": choice.path, "candidates": list(choice.candidates)}
