@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCONFIG, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from semsim_pg.sql import METRIC_NAMES
@@ -45,6 +45,8 @@ class CollectionRow(Base):
     metric: Mapped[str] = mapped_column(sa.Text)
     hnsw_m: Mapped[int] = mapped_column(sa.Integer)
     hnsw_ef_construction: Mapped[int] = mapped_column(sa.Integer)
+    #: the PostgreSQL text search configuration of lexical search (migration 0003)
+    text_search_config: Mapped[str] = mapped_column(REGCONFIG, server_default=sa.text("'english'"))
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
     __table_args__ = (
@@ -63,6 +65,8 @@ class DocumentRow(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=sa.text("'{}'::jsonb"))
     # Computed by PostgreSQL from the text (migration 0002), so any writer keeps it true.
     text_hash: Mapped[str] = mapped_column(sa.Text, sa.Computed(f"{SCHEMA}.text_hash(text)", persisted=True))
+    # Written by a trigger from the text and the collection's configuration (migration 0003).
+    tsv: Mapped[Any] = mapped_column(TSVECTOR, server_default=sa.FetchedValue())
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
@@ -71,6 +75,7 @@ class DocumentRow(Base):
         sa.Index(
             "ix_documents_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}
         ),
+        sa.Index("ix_documents_tsv", "tsv", postgresql_using="gin"),
     )
 
 
