@@ -74,6 +74,8 @@ class Settings:
     hnsw_m: int = 16
     hnsw_ef_construction: int = 64
     metric: str = "cosine"
+    #: PostgreSQL text search configuration of new collections' lexical search
+    text_search_config: str = "english"
     #: FAQ answers need at least this bi-encoder similarity (None: semsim_pg.faq's default)
     faq_threshold: float | None = None
     #: ... or this cross-encoder score when reranked (None: semsim_pg.faq's default)

@@ -14,6 +14,7 @@ from semsim_pg.queries.collections import (
     lock_collection_model,
     set_collection_model,
     set_index_parameters,
+    set_text_search_config,
 )
 from semsim_pg.queries.documents import (
     STAGING,
@@ -39,6 +40,13 @@ from semsim_pg.queries.documents import (
     write_vectors_cas,
 )
 from semsim_pg.queries.faq import faq_entries, faq_phrasings
+from semsim_pg.queries.hybrid import (
+    RRF_K,
+    hybrid_statement,
+    lexical_statement,
+    query_lexemes,
+    text_search_configs,
+)
 from semsim_pg.queries.indexes import (
     IndexedCollection,
     bulk_load_running,
@@ -78,6 +86,7 @@ from semsim_pg.queries.training import training_rows
 
 __all__ = [
     "LOG_COLUMNS",
+    "RRF_K",
     "STAGING",
     "Explain",
     "IndexedCollection",
@@ -101,6 +110,7 @@ __all__ = [
     "get_document",
     "has_log",
     "hold_bulk_load",
+    "hybrid_statement",
     "index_name",
     "index_predicate",
     "index_size",
@@ -108,6 +118,7 @@ __all__ = [
     "indexed_vectors",
     "insert_collection",
     "insert_log",
+    "lexical_statement",
     "list_collections",
     "lock_collection_model",
     "lock_documents_share",
@@ -117,6 +128,7 @@ __all__ = [
     "log_table",
     "model_names",
     "prune_log",
+    "query_lexemes",
     "reindex",
     "release_bulk_load",
     "remove_model_rows",
@@ -127,11 +139,13 @@ __all__ = [
     "search_statement",
     "set_collection_model",
     "set_index_parameters",
+    "set_text_search_config",
     "stale_among",
     "stale_count",
     "stale_rows",
     "stored_hashes",
     "stream_embeddings",
+    "text_search_configs",
     "top_scores",
     "training_rows",
     "unanswered_models",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import REGCONFIG, insert
 
 from semsim_pg.queries.tables import collections, documents, embeddings
 
@@ -17,16 +17,22 @@ __all__ = [
     "lock_collection_model",
     "set_collection_model",
     "set_index_parameters",
+    "set_text_search_config",
 ]
 
 c = collections.c
 #: the columns of :class:`semsim_pg.store.Collection`, in its field order
 COLLECTION_COLUMNS = (c.id, c.name, c.model_name, c.dimension, c.metric, c.hnsw_m, c.hnsw_ef_construction, c.created_at)
+#: read last, after the counts (it is the last field of the Collection)
+TEXT_SEARCH_CONFIG = sa.cast(c.text_search_config, sa.Text).label("text_search_config")
 
 
-def insert_collection(name: str, model: str, dimension: int, metric: str, m: int, ef_construction: int) -> sa.Insert:
+def insert_collection(
+    name: str, model: str, dimension: int, metric: str, m: int, ef_construction: int, text_search_config: str
+) -> sa.Insert:
     """Insert a collection unless one has the name; RETURNING its id (no row when it existed)."""
     values = {
+        "text_search_config": sa.cast(text_search_config, REGCONFIG),
         "name": name,
         "model_name": model,
         "dimension": dimension,
@@ -38,7 +44,7 @@ def insert_collection(name: str, model: str, dimension: int, metric: str, m: int
 
 
 def find_collection(name: str) -> sa.Select[Any]:
-    return sa.select(*COLLECTION_COLUMNS).where(c.name == name)
+    return sa.select(*COLLECTION_COLUMNS, TEXT_SEARCH_CONFIG).where(c.name == name)
 
 
 def list_collections() -> sa.Select[Any]:
@@ -51,7 +57,7 @@ def list_collections() -> sa.Select[Any]:
         .where(d.collection_id == c.id, e.model_name == c.model_name, e.text_hash == d.text_hash)
         .scalar_subquery()
     )
-    return sa.select(*COLLECTION_COLUMNS, n_documents, n_embedded).order_by(c.name)
+    return sa.select(*COLLECTION_COLUMNS, n_documents, n_embedded, TEXT_SEARCH_CONFIG).order_by(c.name)
 
 
 def lock_collection_model(collection_id: int, *, exclusive: bool) -> sa.Select[Any]:
@@ -66,6 +72,11 @@ def set_collection_model(collection_id: int, model: str, dimension: int) -> sa.U
 def set_index_parameters(collection_id: int, m: int, ef_construction: int) -> sa.Update:
     """The HNSW build parameters the collection's next index build uses."""
     return sa.update(collections).where(c.id == collection_id).values(hnsw_m=m, hnsw_ef_construction=ef_construction)
+
+
+def set_text_search_config(collection_id: int, config: str) -> sa.Update:
+    """Change the collection's language; a trigger (migration 0003) re-derives its documents' tsvectors."""
+    return sa.update(collections).where(c.id == collection_id).values(text_search_config=sa.cast(config, REGCONFIG))
 
 
 def delete_collection(collection_id: int) -> sa.Delete:

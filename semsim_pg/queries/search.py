@@ -23,7 +23,7 @@ from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexe
 from semsim_pg.queries.tables import documents, embeddings
 from semsim_pg.sql import METRICS
 
-__all__ = ["Explain", "search_settings", "search_statement"]
+__all__ = ["Explain", "metadata_conditions", "search_settings", "search_statement"]
 
 d, e = documents.c, embeddings.c
 
@@ -51,9 +51,7 @@ def search_statement(
     column = e.embedding if exact else indexed_vectors(coll.dimension)
     query = sa.cast(sa.bindparam("q", vector, type_=sa.Text), Vector(coll.dimension))
     conditions: list[sa.ColumnElement[bool]] = [index_predicate(coll.id, coll.model_name)]
-    for key, alternatives in (filter or {}).items():
-        # metadata @> {key: value}: the GIN index on metadata serves it
-        conditions.append(sa.or_(*(d.metadata.contains({key: value}) for value in alternatives)))
+    conditions += metadata_conditions(filter)
     if exclude_id is not None:
         conditions.append(d.id != exclude_id)
     hits = (
@@ -72,6 +70,14 @@ def search_statement(
     if min_similarity is not None:
         statement = statement.where(similarity >= min_similarity)
     return statement
+
+
+def metadata_conditions(filter: Filter | None) -> list[sa.ColumnElement[bool]]:
+    """Per key, ``metadata @> {key: value}`` for any of its values: the GIN index on metadata serves it."""
+    return [
+        sa.or_(*(d.metadata.contains({key: value}) for value in alternatives))
+        for key, alternatives in (filter or {}).items()
+    ]
 
 
 def search_settings(ef_search: int, iterative_scan: str, *, force_index: bool = False) -> sa.Select[Any]:

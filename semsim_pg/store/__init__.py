@@ -106,9 +106,14 @@ class DocumentStore:
         metric: str | None = None,
         m: int | None = None,
         ef_construction: int | None = None,
+        text_search_config: str | None = None,
         exist_ok: bool = True,
     ) -> Collection:
-        """Create a collection (and its HNSW index); return the existing one when it matches."""
+        """Create a collection (and its HNSW index); return the existing one when it matches.
+
+        ``text_search_config`` is the PostgreSQL text search configuration of its lexical search
+        (``english`` by default, ``simple`` for no stemming and no stop words, ``italian``, ...).
+        """
         name = check_name(name)
         if metric is not None and metric not in METRICS:
             raise InvalidInput(f"Unknown metric {metric!r}: use one of {', '.join(METRICS)}.")
@@ -123,6 +128,11 @@ class DocumentStore:
                     f"not {wanted_model} and {metric or existing.metric}. Use another name, or "
                     "`semsim reembed` to move it to another model."
                 )
+            if text_search_config is not None and text_search_config != existing.text_search_config:
+                raise CollectionExists(
+                    f"Collection {name!r} exists with text search configuration {existing.text_search_config!r}, "
+                    f"not {text_search_config!r}. Change it with DocumentStore.set_text_search_config."
+                )
             return existing
         if self._encoder is not None and (model is None or resolve_model(model).name == self._encoder.name):
             encoder = self._encoder
@@ -131,7 +141,8 @@ class DocumentStore:
         metric = metric or self.settings.metric
         m = m or self.settings.hnsw_m
         ef_construction = ef_construction or self.settings.hnsw_ef_construction
-        statement = queries.insert_collection(name, encoder.name, encoder.dimension, metric, m, ef_construction)
+        config = self._check_text_search_config(text_search_config or self.settings.text_search_config)
+        statement = queries.insert_collection(name, encoder.name, encoder.dimension, metric, m, ef_construction, config)
         with self._connect() as conn, conn.begin():
             created = conn.execute(statement).scalar()
             if created is not None:  # the row and its index commit together
@@ -143,7 +154,10 @@ class DocumentStore:
     def _find_collection(self, name: str) -> Collection | None:
         with self._connect() as conn:
             row = conn.execute(queries.find_collection(name)).first()
-        return Collection(*row) if row is not None else None
+        if row is None:
+            return None
+        *fields, config = row  # the configuration comes last, after the counts list_collections adds
+        return dataclasses.replace(Collection(*fields), text_search_config=config)
 
     def get_collection(self, name: str | Collection) -> Collection:
         if isinstance(name, Collection):
@@ -169,6 +183,23 @@ class DocumentStore:
         coll = self.get_collection(collection)
         with self._connect() as conn:
             return index_state(conn, coll)
+
+    def set_text_search_config(self, collection: str | Collection, config: str) -> Collection:
+        """Change the language of the collection's lexical search; its documents' tsvectors are
+        recomputed in the same transaction (no vector is touched)."""
+        coll = self.get_collection(collection)
+        config = self._check_text_search_config(config)
+        with self._connect() as conn, conn.begin():
+            conn.execute(queries.set_text_search_config(coll.id, config))
+        logger.info("collection %s: text search configuration %s", coll.name, config)
+        return self.get_collection(coll.name)
+
+    def _check_text_search_config(self, config: str) -> str:
+        with self._connect() as conn:
+            known = list(conn.execute(queries.text_search_configs()).scalars())
+        if config not in known:
+            raise InvalidInput(f"Unknown text search configuration {config!r}: this PostgreSQL has {', '.join(known)}.")
+        return config
 
     def drop_collection(self, name: str) -> None:
         collection = self.get_collection(name)
@@ -305,20 +336,35 @@ class DocumentStore:
         query: Query,
         k: int = 10,
         *,
+        mode: str = "semantic",
         min_similarity: float | None = None,
         filter: Mapping[str, FilterValue] | None = None,
         ef_search: int | None = None,
         exact: bool = False,
+        candidates: int | None = None,
+        rrf_k: int = queries.RRF_K,
+        weights: tuple[float, float] = (1.0, 1.0),
     ) -> list[SearchHit]:
-        """The k documents most similar to ``query``, best first, in one SQL statement.
+        """The k best documents for ``query``, best first, in one SQL statement.
+
+        ``mode``: ``semantic`` ranks by the similarity of the vectors (the HNSW index answers),
+        ``lexical`` by BM25 of the query's words (PostgreSQL full text search in the collection's
+        language, any of the words), ``hybrid`` fuses the dense and the lexical top
+        ``candidates`` (default max(k, 100)) by reciprocal rank: ``weights[0] / (rrf_k + dense
+        rank) + weights[1] / (rrf_k + lexical rank)``. Lexical and hybrid need the query as text.
 
         ``filter`` keeps documents whose metadata has each key equal to the value (a list of
-        values means any of them). ``min_similarity`` drops hits below it from the k found.
+        values means any of them), on both sides of a hybrid search. ``min_similarity`` drops
+        hits whose dense similarity is below it from the k found, in every mode.
         ``exact`` scans every vector instead of using the index (to measure the index's recall).
         """
         started = time.perf_counter()
         coll = self.get_collection(collection)
-        args = search.SearchArgs(k, min_similarity, filter, exact)
+        args = search.SearchArgs(
+            k, min_similarity, filter, exact, mode=mode, candidates=candidates, rrf_k=rrf_k, weights=weights
+        )
+        if isinstance(query, str):
+            args = args.with_text(query)
         vector = self.query_vector(coll, query)
         with self._connect() as conn:
             hits = search.run_search(conn, self.settings, coll, vector, args, ef_search)
@@ -332,20 +378,25 @@ class DocumentStore:
         queries: Sequence[str],
         k: int = 10,
         *,
+        mode: str = "semantic",
         min_similarity: float | None = None,
         filter: Mapping[str, FilterValue] | None = None,
         ef_search: int | None = None,
+        candidates: int | None = None,
     ) -> list[list[SearchHit]]:
         """Search many queries: encoded in one batch, searched on one connection."""
         coll = self.get_collection(collection)
-        args = search.SearchArgs(k, min_similarity, filter)
+        args = search.SearchArgs(k, min_similarity, filter, mode=mode, candidates=candidates)
         for i, q in enumerate(queries):
             if not isinstance(q, str) or not q.strip():
                 raise InvalidQuery(f"Query #{i + 1} is empty. Give a text with at least one word.")
             check_text(q, f"query #{i + 1}", InvalidQuery)
         vectors = list(self.encoder_for(coll).encode(list(queries))) if queries else []
         with self._connect() as conn:
-            return [search.run_search(conn, self.settings, coll, v, args, ef_search) for v in vectors]
+            return [
+                search.run_search(conn, self.settings, coll, v, args.with_text(q), ef_search)
+                for q, v in zip(queries, vectors, strict=True)
+            ]
 
     def similar(
         self,
@@ -380,6 +431,7 @@ class DocumentStore:
         query: Query,
         k: int = 10,
         *,
+        mode: str = "semantic",
         min_similarity: float | None = None,
         filter: Mapping[str, FilterValue] | None = None,
         ef_search: int | None = None,
@@ -388,7 +440,9 @@ class DocumentStore:
     ) -> str:
         """The plan PostgreSQL runs for :meth:`search` with these arguments."""
         coll = self.get_collection(collection)
-        args = search.SearchArgs(k, min_similarity, filter, exact)
+        args = search.SearchArgs(k, min_similarity, filter, exact, mode=mode)
+        if isinstance(query, str):
+            args = args.with_text(query)
         vector = self.query_vector(coll, query)
         with self._connect() as conn:
             return search.explain(conn, self.settings, coll, vector, args, ef_search, analyze)

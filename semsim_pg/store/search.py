@@ -6,6 +6,7 @@ vector (or :meth:`DocumentStore.similar` with a stored one) never needs the mode
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +23,7 @@ from semsim_pg.sql import vector_literal
 from semsim_pg.store.types import Collection, FilterValue, QueryVector, SearchHit
 from semsim_pg.validation import check_json_value, check_k, check_text, check_vectors
 
-__all__ = ["SearchArgs", "check_query_vector", "explain", "run_search"]
+__all__ = ["DEFAULT_CANDIDATES", "MODES", "SearchArgs", "check_query_vector", "check_words", "explain", "run_search"]
 
 
 def check_query_vector(coll: Collection, query: Any) -> npt.NDArray[np.float32]:
@@ -49,6 +50,14 @@ def check_query_vector(coll: Collection, query: Any) -> npt.NDArray[np.float32]:
     return vector
 
 
+#: the ways to search: by meaning, by words, or both fused by reciprocal rank
+MODES = ("semantic", "lexical", "hybrid")
+#: how many hits each side of a hybrid search brings to the fusion (at least k)
+DEFAULT_CANDIDATES = 100
+#: documents a word must be found in to count as common (it scores but brings no candidates)
+DEFAULT_LEXICAL_CUTOFF = 2000
+
+
 class SearchArgs:
     """The arguments of one search besides the vector, checked once (also for many vectors)."""
 
@@ -60,6 +69,10 @@ class SearchArgs:
         exact: bool = False,
         *,
         force_index: bool = False,
+        mode: str = "semantic",
+        candidates: int | None = None,
+        rrf_k: int = queries.RRF_K,
+        weights: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         self.k = check_k(k)
         if min_similarity is not None and not math.isfinite(float(min_similarity)):
@@ -69,10 +82,57 @@ class SearchArgs:
         self.exact = exact
         #: measure the index even where the planner would scan (semsim index check)
         self.force_index = force_index
+        if mode not in MODES:
+            raise InvalidQuery(f"Unknown search mode {mode!r}: use one of {', '.join(MODES)}.")
+        self.mode = mode
+        self.candidates = max(self.k, DEFAULT_CANDIDATES) if candidates is None else check_k(candidates, "candidates")
+        if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
+            raise InvalidQuery(f"rrf_k must be a whole number of at least 0, got {rrf_k!r}.")
+        self.rrf_k = rrf_k
+        if len(weights) != 2 or not all(math.isfinite(float(w)) and float(w) >= 0 for w in weights):
+            raise InvalidQuery(f"weights must be two numbers >= 0 (dense, lexical), got {weights!r}.")
+        self.weights = (float(weights[0]), float(weights[1]))
+        self.text: str | None = None
+
+    def with_text(self, text: str) -> SearchArgs:
+        """These arguments for the query ``text`` (lexical and hybrid search need the words)."""
+        args = copy.copy(self)
+        args.text = text
+        return args
 
     def statement(
         self, coll: Collection, vector: npt.NDArray[np.float32], exclude_id: int | None = None
     ) -> sa.Select[Any]:
+        if self.mode != "semantic":
+            if self.text is None:
+                raise InvalidQuery(f"{self.mode.capitalize()} search needs the query as text, not a vector.")
+            if exclude_id is not None:
+                raise InvalidQuery(f"similar() searches by meaning only, not in {self.mode} mode.")
+        if self.mode == "lexical":
+            return queries.lexical_statement(
+                coll,
+                self.text or "",
+                vector_literal(vector),
+                self.k,
+                filter=self.filter,
+                min_similarity=self.min_similarity,
+                cutoff=DEFAULT_LEXICAL_CUTOFF,
+            )
+        if self.mode == "hybrid":
+            return queries.hybrid_statement(
+                coll,
+                self.text or "",
+                vector_literal(vector),
+                self.k,
+                candidates=self.candidates,
+                filter=self.filter,
+                min_similarity=self.min_similarity,
+                rrf_k=self.rrf_k,
+                dense_weight=self.weights[0],
+                lexical_weight=self.weights[1],
+                cutoff=DEFAULT_LEXICAL_CUTOFF,
+                exact=self.exact,
+            )
         return queries.search_statement(
             coll,
             vector_literal(vector),
@@ -81,6 +141,17 @@ class SearchArgs:
             min_similarity=self.min_similarity,
             exact=self.exact,
             exclude_id=exclude_id,
+        )
+
+
+def check_words(conn: Connection, coll: Collection, args: SearchArgs) -> None:
+    """Lexical search needs at least one word that is not a stop word of the collection's language."""
+    if args.mode != "lexical" or args.text is None:
+        return
+    if conn.execute(queries.query_lexemes(coll.id, args.text)).first() is None:
+        raise InvalidQuery(
+            f"The query {args.text!r} holds no searchable word for lexical search in {coll.text_search_config!r} "
+            "(empty, or only stop words): add a word, or search with mode='semantic' or 'hybrid'."
         )
 
 
@@ -96,9 +167,34 @@ def run_search(
 ) -> list[SearchHit]:
     """One search in its own transaction (the settings end with it)."""
     with conn.begin():
-        _set_search_params(conn, settings, ef_search, args.force_index)
+        check_words(conn, coll, args)
+        _set_search_params(conn, settings, _ef_search(settings, args, ef_search), args.force_index)
         rows = conn.execute(args.statement(coll, vector, exclude_id)).all()
-    return [SearchHit(r[0], r[1], r[2], float(r[3]), float(r[4])) for r in rows]
+    if args.mode == "semantic":
+        return [SearchHit(r[0], r[1], r[2], float(r[3]), float(r[4]), float(r[3]), i) for i, r in enumerate(rows, 1)]
+    return [
+        SearchHit(
+            r[0],
+            r[1],
+            r[2],
+            math.nan if r[3] is None else float(r[3]),
+            math.nan if r[4] is None else float(r[4]),
+            float(r[5]),
+            None if r[6] is None else int(r[6]),
+            None if r[7] is None else int(r[7]),
+            float(r[8]),
+        )
+        for r in rows
+    ]
+
+
+def _ef_search(settings: Settings, args: SearchArgs, ef_search: int | None) -> int:
+    """The hybrid dense side reads ``candidates`` rows: give HNSW at least that many to explore."""
+    if ef_search is not None:
+        return ef_search
+    if args.mode == "hybrid":
+        return min(1000, max(settings.ef_search, args.candidates))
+    return settings.ef_search
 
 
 def explain(
@@ -111,7 +207,8 @@ def explain(
     analyze: bool,
 ) -> str:
     with conn.begin():
-        _set_search_params(conn, settings, ef_search)
+        check_words(conn, coll, args)
+        _set_search_params(conn, settings, _ef_search(settings, args, ef_search))
         lines = conn.execute(queries.Explain(args.statement(coll, vector), analyze=analyze)).scalars().all()
     return "\n".join(lines)
 

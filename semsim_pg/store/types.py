@@ -34,6 +34,8 @@ class Collection:
     created_at: dt.datetime | None = None
     documents: int | None = None
     embedded: int | None = None
+    #: the PostgreSQL text search configuration of lexical search (``english``, ``simple``, ...)
+    text_search_config: str = "english"
     #: the HNSW index's state (semsim_pg.store.indexes.INDEX_STATES), filled by list_collections
     index: str | None = None
 
@@ -63,8 +65,17 @@ class SearchHit:
     external_id: str
     text: str
     metadata: dict[str, Any]
+    #: the dense similarity to the query, in every mode (NaN for a document with no vector yet)
     similarity: float
     distance: float
+    #: what the hits are ordered by: the similarity (semantic), BM25 (lexical) or the reciprocal
+    #: rank fusion score (hybrid)
+    score: float | None = None
+    #: the hit's rank in the dense and the lexical top N (None: that side did not find it)
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    #: BM25 of the hit's text for the query (lexical and hybrid; 0 when it holds none of the words)
+    lexical_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
