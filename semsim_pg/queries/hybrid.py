@@ -63,7 +63,7 @@ Filter = Mapping[str, Sequence[Any]]
 def query_lexemes(collection_id: int, text: str) -> sa.Select[Any]:
     """The lexemes lexical search looks for in ``text`` (none: only stop words, or no word at all)."""
     lexemes = sa.func.unnest(sa.func.tsvector_to_array(sa.func.to_tsvector(_config(collection_id), text)))
-    return sa.select(lexemes.table_valued("lexeme").c.lexeme)
+    return sa.select(lexemes.column_valued("lexeme"))
 
 
 def _config(collection_id: int) -> Any:
