@@ -54,3 +54,38 @@ def test_upgrade_downgrade_upgrade(empty_database) -> None:  # type: ignore[no-u
     assert tables(engine) == set()
     upgrade(engine)
     assert tables(engine) == {"collections", "documents", "embeddings", "query_log"}
+
+
+def test_upgrade_to_lexical_search_keeps_rows_and_searches_them(empty_database, encoder) -> None:  # type: ignore[no-untyped-def]
+    """A database filled before lexical search (migration 0005) keeps its rows, and lexical search finds them."""
+    from semsim_pg.store import DocumentStore
+
+    engine = empty_database
+    upgrade(engine, "0002")
+    store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
+    docs = [("a", "Glaciers retreat as summers warm."), ("b", "The bakery sells rye bread.")]
+    with engine.begin() as conn:
+        cid = conn.execute(
+            sa.text(
+                "INSERT INTO semsim.collections (name, model_name, dimension, metric, hnsw_m, hnsw_ef_construction)"
+                " VALUES ('old', :model, :dim, 'cosine', 16, 64) RETURNING id"
+            ),
+            {"model": encoder.name, "dim": encoder.dimension},
+        ).scalar_one()
+        for external_id, text in docs:
+            conn.execute(
+                sa.text("INSERT INTO semsim.documents (collection_id, external_id, text) VALUES (:c, :x, :t)"),
+                {"c": cid, "x": external_id, "t": text},
+            )
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM semsim.documents WHERE tsv IS NOT NULL")).scalar() == 2
+    assert store.get_collection("old").text_search_config == "english"
+    store.upsert("old", docs)  # the vectors (no text changed)
+    assert [h.external_id for h in store.search("old", "glacier", 2, mode="lexical")] == ["a"]
+    downgrade(engine, "0002")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM semsim.documents")).scalar() == 2
+    upgrade(engine)
+    assert [h.external_id for h in store.search("old", "bread", 2, mode="lexical")] == ["b"]

@@ -59,6 +59,96 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$;
 """
 
+# The statement of semsim_pg.queries.hybrid (BM25 with k1 = 1.2, b = 0.75, and the fusion), in PL/pgSQL for
+# SQL users; dynamic SQL so that the collection id, model and dimension are literals and the
+# partial HNSW index applies. tests/test_hybrid.py checks that both return the same hits.
+HYBRID_FUNCTION = r"""
+CREATE FUNCTION semsim.hybrid_search(
+  collection_name text, query_text text, query_vector vector, k integer DEFAULT 10, filter jsonb DEFAULT NULL,
+  candidates integer DEFAULT 100, rrf_k integer DEFAULT 60,
+  dense_weight double precision DEFAULT 1, lexical_weight double precision DEFAULT 1)
+RETURNS TABLE(external_id text, text text, metadata jsonb, similarity double precision, distance double precision,
+              score double precision, dense_rank bigint, lexical_rank bigint, lexical_score double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+  c semsim.collections;
+BEGIN
+  SELECT * INTO c FROM semsim.collections WHERE name = collection_name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'semsim: no collection named "%"', collection_name
+      USING HINT = 'SELECT name FROM semsim.collections lists the collections.';
+  END IF;
+  IF query_vector IS NULL OR query_text IS NULL THEN
+    RAISE EXCEPTION 'semsim: hybrid_search needs the query as text and as a vector';
+  END IF;
+  IF vector_dims(query_vector) <> c.dimension THEN
+    RAISE EXCEPTION 'semsim: the query vector has % dimensions but collection "%" holds % (model %)',
+      vector_dims(query_vector), c.name, c.dimension, c.model_name
+      USING HINT = 'Encode the query with the collection''s model.';
+  END IF;
+  IF k IS NULL OR k < 1 OR candidates IS NULL OR candidates < 1 THEN
+    RAISE EXCEPTION 'semsim: k and candidates must be at least 1, got % and %', k, candidates;
+  END IF;
+  PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
+  PERFORM set_config('hnsw.ef_search',
+    greatest(current_setting('hnsw.ef_search')::integer, least(candidates, 1000))::text, true);
+  RETURN QUERY EXECUTE format($q$
+    WITH dense_hits AS MATERIALIZED (
+      SELECT e.document_id AS id, ((e.embedding::vector(%1$s)) %2$s $1::vector(%1$s))::double precision AS distance
+      FROM semsim.embeddings e JOIN semsim.documents d ON d.id = e.document_id
+      WHERE e.collection_id = %3$s AND e.model_name = %4$L AND ($4::jsonb IS NULL OR d.metadata @> $4::jsonb)
+      ORDER BY distance LIMIT $5),
+    dense AS (SELECT h.id, h.distance, row_number() OVER (ORDER BY h.distance, h.id) AS rank FROM dense_hits h),
+    raw_terms AS (
+      SELECT w.lexeme, array_to_tsvector(ARRAY[w.lexeme])::text::tsquery AS query
+      FROM unnest(strip(to_tsvector(%5$L::regconfig, $2))) AS w),
+    counted_terms AS MATERIALIZED (
+      SELECT r.lexeme, r.query, (SELECT count(*) FROM (SELECT 1 FROM semsim.documents d
+        WHERE d.collection_id = %3$s AND d.tsv @@ r.query LIMIT $9) s) AS df
+      FROM raw_terms r),
+    stats AS (
+      SELECT (SELECT count(*) FROM semsim.documents WHERE collection_id = %3$s)::double precision AS n,
+             coalesce((SELECT avg(length(s.tsv)) FROM (SELECT tsv FROM semsim.documents
+                       WHERE collection_id = %3$s LIMIT 256) s), 1.0) AS avgdl),
+    terms AS MATERIALIZED (
+      SELECT t.lexeme, t.query, t.df, ln(1 + (st.n - t.df + 0.5) / (t.df + 0.5)) AS idf,
+             t.df < $9 OR row_number() OVER (ORDER BY t.df, t.lexeme) = 1 AS brings
+      FROM counted_terms t JOIN stats st ON true WHERE t.df > 0),
+    candidates AS (
+      SELECT d.id, d.tsv FROM semsim.documents d
+      WHERE d.collection_id = %3$s
+        AND d.tsv @@ (SELECT string_agg(t.query::text, ' | ')::tsquery FROM terms t WHERE t.brings)
+        AND ($4::jsonb IS NULL OR d.metadata @> $4::jsonb)
+      LIMIT $9 * (SELECT greatest(count(*), 1) FROM terms)),
+    scored AS (
+      SELECT cd.id, (SELECT coalesce(sum(t.idf), 0.0) FROM terms t WHERE cd.tsv @@ t.query)
+               * (SELECT 2.2 / (1 + 1.2 * (0.25 + 0.75 * length(cd.tsv) / st.avgdl)) FROM stats st) AS score
+      FROM candidates cd),
+    lexical AS (
+      SELECT s.id, s.score, row_number() OVER (ORDER BY s.score DESC, s.id) AS rank
+      FROM scored s ORDER BY s.score DESC, s.id LIMIT $5),
+    fused AS (
+      SELECT coalesce(dn.id, lx.id) AS id,
+             coalesce($7 / ($6 + dn.rank), 0.0) + coalesce($8 / ($6 + lx.rank), 0.0) AS score,
+             dn.rank AS dense_rank, dn.distance, lx.rank AS lexical_rank, lx.score AS lexical_score
+      FROM dense dn FULL JOIN lexical lx ON dn.id = lx.id),
+    best AS (
+      SELECT d.external_id, d.text, d.metadata,
+             coalesce(f.distance, ((e.embedding::vector(%1$s)) %2$s $1::vector(%1$s))::double precision) AS distance,
+             f.score, f.dense_rank, f.lexical_rank, coalesce(f.lexical_score, (SELECT coalesce(sum(t.idf), 0.0) FROM terms t WHERE d.tsv @@ t.query)
+               * (SELECT 2.2 / (1 + 1.2 * (0.25 + 0.75 * length(d.tsv) / st.avgdl)) FROM stats st)) AS lexical_score
+      FROM fused f JOIN semsim.documents d ON d.id = f.id
+      LEFT JOIN semsim.embeddings e ON e.document_id = f.id AND e.model_name = %4$L
+      ORDER BY f.score DESC, f.id LIMIT $3)
+    SELECT b.external_id, b.text, b.metadata, semsim.similarity(%6$L, b.distance), b.distance,
+           b.score, b.dense_rank, b.lexical_rank, b.lexical_score
+    FROM best b ORDER BY b.score DESC$q$,
+    c.dimension, semsim.distance_operator(c.metric), c.id, c.model_name, c.text_search_config, c.metric)
+  USING query_vector, query_text, k, filter, candidates, rrf_k, dense_weight, lexical_weight, 2000;
+END
+$$;
+"""
+
 
 def upgrade() -> None:
     op.execute("ALTER TABLE semsim.collections ADD COLUMN text_search_config regconfig NOT NULL DEFAULT 'english'")
@@ -72,9 +162,14 @@ def upgrade() -> None:
     op.execute(TRIGGERS)
     op.execute("CREATE INDEX ix_documents_tsv ON semsim.documents USING gin (tsv)")
     op.execute(QUERY_FUNCTION)
+    op.execute(HYBRID_FUNCTION)
 
 
 def downgrade() -> None:
+    op.execute(
+        "DROP FUNCTION semsim.hybrid_search(text, text, vector, integer, jsonb, integer, integer,"
+        " double precision, double precision)"
+    )
     op.execute("DROP FUNCTION semsim.any_words_query(regconfig, text)")
     op.execute("DROP TRIGGER collections_tsv ON semsim.collections")
     op.execute("DROP FUNCTION semsim.collections_tsv()")

@@ -55,7 +55,7 @@ BM25_B = 0.75
 #: reciprocal rank fusion's constant (Cormack et al. 2009)
 RRF_K = 60
 #: documents read to estimate the average document length
-AVGDL_SAMPLE = 1000
+AVGDL_SAMPLE = 256
 
 Filter = Mapping[str, Sequence[Any]]
 
@@ -94,7 +94,8 @@ def _terms(coll: IndexedCollection, text: str, cutoff: int) -> tuple[sa.CTE, sa.
         .subquery()
     )
     df = sa.select(sa.func.count()).select_from(holding).scalar_subquery()
-    counted = sa.select(raw.c.lexeme, raw.c.query, df.label("df")).cte("counted_terms")
+    # MATERIALIZED: each count runs once, however often the terms are read.
+    counted = sa.select(raw.c.lexeme, raw.c.query, df.label("df")).cte("counted_terms").prefix_with("MATERIALIZED")
     size = sa.select(sa.func.count()).select_from(documents).where(d.collection_id == coll.id).scalar_subquery()
     sample = sa.select(d.tsv).where(d.collection_id == coll.id).limit(AVGDL_SAMPLE).subquery()
     stats = sa.select(
@@ -114,6 +115,7 @@ def _terms(coll: IndexedCollection, text: str, cutoff: int) -> tuple[sa.CTE, sa.
         .select_from(counted.join(stats, sa.true()))
         .where(counted.c.df > 0)
         .cte("terms")
+        .prefix_with("MATERIALIZED")
     )
     return terms, stats
 
