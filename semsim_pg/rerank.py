@@ -327,8 +327,10 @@ def search_and_rerank(
     reranker: Reranker | str | None = None,
     filter: dict[str, FilterValue] | None = None,
     ef_search: int | None = None,
+    mode: str = "semantic",
 ) -> list[RerankedHit[SearchHit]]:
-    """Two-stage search: ``candidates`` hits from the HNSW index, the best ``top_k`` by cross-encoder.
+    """Two-stage search: ``candidates`` hits of a search in ``mode`` (semantic: the HNSW index;
+    lexical or hybrid: see :meth:`DocumentStore.search`), the best ``top_k`` by cross-encoder.
 
     ``reranker`` is a :class:`Reranker`, a model name or path, or None for the configured one.
     ``"auto"`` reranks with the configured cross-encoder only when its fine-tuning record shows a
@@ -354,5 +356,5 @@ def search_and_rerank(
     if candidates < top_k:
         logger.debug("candidates (%d) < top_k (%d): at most %d results", candidates, top_k, candidates)
     model = (reranker if isinstance(reranker, Reranker) else get_reranker(reranker)).load()
-    hits = store.search(collection, query, k=candidates, filter=filter, ef_search=ef_search)
+    hits = store.search(collection, query, k=candidates, filter=filter, ef_search=ef_search, mode=mode)
     return model.rerank(query, hits, top_k=top_k)

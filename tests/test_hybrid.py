@@ -183,3 +183,82 @@ def test_bad_queries_are_one_line_errors(store, products) -> None:  # type: igno
     # hybrid with only stop words still answers, by meaning alone
     hits = store.search(products, "the and of", 3, mode="hybrid")
     assert hits and all(h.lexical_rank is None for h in hits)
+
+
+def test_rerank_reorders_hybrid_candidates(store, products, tiny_cross_encoder_path) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.rerank import Reranker, search_and_rerank
+
+    reranker = Reranker(str(tiny_cross_encoder_path))
+    query = "spare part QV-4471Z"
+    candidates = store.search(products, query, 5, mode="hybrid")
+    reranked = search_and_rerank(store, products, query, candidates=5, top_k=5, reranker=reranker, mode="hybrid")
+    assert sorted(r.hit.external_id for r in reranked) == sorted(ids(candidates))
+    assert "manual" in [r.hit.external_id for r in reranked]  # found by words only, then reranked
+    scores = [r.rerank_score for r in reranked]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_cli_modes(capsys, store, products) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from semsim_pg.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["-q", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("search", "spare part QV-4471Z", "-c", products, "-k", "3", "--hybrid", "--json")
+    hits = json.loads(out)["hits"]
+    assert code == 0 and "manual" in [h["external_id"] for h in hits]
+    assert {"score", "dense_rank", "lexical_rank", "similarity", "lexical_score"} <= set(hits[0])
+    manual = next(h for h in hits if h["external_id"] == "manual")
+    assert manual["lexical_rank"] == 1
+    code, out, _ = run("search", "XR-7734B", "-c", products, "--mode", "lexical")
+    assert code == 0 and "f1" in out and "words   1" in out
+    code, out, err = run("search", "filter", "-c", products, "--mode", "hybird")
+    assert code == 1 and out == "" and err.count("\n") == 1 and "--mode 'hybird'" in err
+    code, out, err = run("search", "the of and", "-c", products, "--mode", "lexical")
+    assert code == 1 and err.count("\n") == 1 and "no searchable word" in err
+
+
+def test_eval_retrieval_hybrid_beside_semantic(capsys, store, collection_name, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from semsim_pg.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "\n".join(json.dumps({"_id": i, "title": "", "text": t}) for i, t, _ in [*FILTERS, *GENERAL, MANUAL]) + "\n"
+    )
+    (tmp_path / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "spare part QV-4471Z"})
+        + "\n"
+        + json.dumps({"_id": "q2", "text": "marathon runners"})
+        + "\n"
+    )
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tmanual\t1\nq2\tg6\t1\n")
+    code = main(
+        [
+            "-q",
+            "eval",
+            "retrieval",
+            "--corpus",
+            str(corpus),
+            "--queries",
+            str(tmp_path / "queries.jsonl"),
+            "--qrels",
+            str(tmp_path / "qrels.tsv"),
+            "-c",
+            collection_name,
+            "--mode",
+            "hybrid",
+            "--json",
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    semantic, hybrid = report["stages"]
+    assert semantic["name"].startswith("bi-encoder") and hybrid["name"].startswith("hybrid")
+    # the manual is found by its part number only: hybrid ranks it higher than meaning alone
+    assert hybrid["metrics"]["mrr@10"] > semantic["metrics"]["mrr@10"]

@@ -78,7 +78,17 @@ def print_hits(hits: Sequence[Any], *, indent: str = "  ") -> None:
     width = max(len(h.external_id) for h in hits)
     for rank, hit in enumerate(hits, start=1):
         text = hit.text if len(hit.text) <= 100 else hit.text[:97] + "..."
-        out(f"{indent}{rank:>2}. {hit.similarity:6.3f}  {hit.external_id:<{width}}  {text}")
+        if getattr(hit, "lexical_score", None) is not None:
+            # lexical or hybrid: the ranking score, then each side's rank ("-": not in its top N)
+            ranks = "  ".join(
+                f"{side} {'-' if r is None else r:>3}"
+                for side, r in (("dense", hit.dense_rank), ("words", hit.lexical_rank))
+            )
+            out(
+                f"{indent}{rank:>2}. {hit.score:7.4f}  sim {hit.similarity:6.3f}  {ranks}  {hit.external_id:<{width}}  {text}"
+            )
+        else:
+            out(f"{indent}{rank:>2}. {hit.similarity:6.3f}  {hit.external_id:<{width}}  {text}")
 
 
 def add_rerank_option(p: argparse.ArgumentParser) -> None:

@@ -137,6 +137,11 @@ def _add_retrieval(evals: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("--rerank", metavar="MODEL", help="rerank the candidates with this cross-encoder (name or path)")
     q.add_argument("--candidates", type=int, default=100, help="first-stage hits per query (default 100)")
     q.add_argument("--exact", action="store_true", help="exact search instead of the HNSW index")
+    q.add_argument(
+        "--mode",
+        default="semantic",
+        help="also evaluate lexical (BM25) or hybrid (RRF) search, beside semantic (default: semantic only)",
+    )
     q.add_argument("--ef-search", type=int, help="HNSW ef_search (default SEMSIM_EF_SEARCH)")
     q.add_argument("--limit-queries", type=int, metavar="N", help="evaluate only the first N judged queries")
     q.add_argument("--json", action="store_true", help="print JSON")
@@ -145,6 +150,10 @@ def _add_retrieval(evals: argparse._SubParsersAction[Any]) -> None:
 
 def _run_retrieval(args: argparse.Namespace) -> int:
     from semsim_pg.evaluation.retrieval import evaluate_retrieval, format_report
+    from semsim_pg.store.search import MODES
+
+    if args.mode not in MODES:
+        raise InvalidInput(f"Unknown --mode {args.mode!r}: use one of {', '.join(MODES)}.")
 
     report = evaluate_retrieval(
         open_store(),
@@ -157,6 +166,7 @@ def _run_retrieval(args: argparse.Namespace) -> int:
         candidates=args.candidates,
         exact=args.exact,
         ef_search=args.ef_search,
+        mode=args.mode,
         limit_queries=args.limit_queries,
         progress=progress_enabled(args),
     )

@@ -16,9 +16,15 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add ``search`` and ``similar`` to the ``semsim`` parser."""
-    p = subparsers.add_parser("search", help="search a collection by meaning")
+    p = subparsers.add_parser("search", help="search a collection by meaning, by words, or both")
     p.add_argument("query", nargs="?", help="the query text")
     p.add_argument("-c", "--collection", required=True)
+    p.add_argument(
+        "--mode",
+        default="semantic",
+        help="semantic (by meaning, default), lexical (BM25 over the words) or hybrid (both, fused by rank)",
+    )
+    p.add_argument("--hybrid", action="store_const", const="hybrid", dest="mode", help="same as --mode hybrid")
     p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
     p.add_argument(
         "--filter",
@@ -38,7 +44,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="rerank with a cross-encoder (default SEMSIM_CROSS_ENCODER; a name or a directory); 'auto': only "
         "when the configured one's fine-tuning record shows a gain on this collection",
     )
-    p.add_argument("--candidates", type=int, default=50, help="hits the index returns for --rerank (default 50)")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        help="hits the first stage returns for --rerank (default 50); hits per side of a hybrid search (default 100)",
+    )
     p.add_argument("--queries", type=Path, metavar="FILE", help="one query a line; prints one JSON line per query")
     p.add_argument("--explain", action="store_true", help="print the query plan (EXPLAIN ANALYZE) instead")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -54,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from semsim_pg.store.search import MODES
+
+    if args.mode not in MODES:
+        raise InvalidInput(f"Unknown --mode {args.mode!r}: use one of {', '.join(MODES)}.")
     store = open_store()
     filters = parse_filters(args.filter)
     if args.queries is not None:
@@ -68,9 +82,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             args.collection,
             [text for _, text in lines],
             args.k,
+            mode=args.mode,
             min_similarity=args.min_similarity,
             filter=filters,
             ef_search=args.ef_search,
+            candidates=None if args.rerank is not None else args.candidates,
         )
         for (_, query), hits in zip(lines, results, strict=True):
             out(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}))
@@ -78,6 +94,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.query:
         raise InvalidInput("Give a query text, e.g. semsim search 'how do I reset my password' -c NAME.")
     options = {
+        "mode": args.mode,
         "min_similarity": args.min_similarity,
         "filter": filters,
         "ef_search": args.ef_search,
@@ -92,6 +109,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         decision = decide_rerank(args.collection)
         sys.stderr.write(f"semsim: {decision.reason}\n")
         args.rerank = decision.model if decision.use else None
+    if args.candidates is not None and args.rerank is None:
+        options["candidates"] = args.candidates
     if args.rerank is not None:
         from semsim_pg.rerank import search_and_rerank
 
@@ -99,11 +118,12 @@ def cmd_search(args: argparse.Namespace) -> int:
             store,
             args.collection,
             args.query,
-            candidates=args.candidates,
+            candidates=50 if args.candidates is None else args.candidates,
             top_k=args.k,
             reranker=args.rerank or None,
             filter=filters,
             ef_search=args.ef_search,
+            mode=args.mode,
         )
         if args.json:
             rows = [

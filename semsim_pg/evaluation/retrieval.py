@@ -29,7 +29,7 @@ from semsim_pg.store import Document, QueryVector
 from semsim_pg.validation import check_k
 
 if TYPE_CHECKING:
-    from semsim_pg.store import DocumentStore
+    from semsim_pg.store import DocumentStore, SearchHit
 
 __all__ = [
     "RetrievalReport",
@@ -209,6 +209,9 @@ def _stage(name: str, ranked: list[list[str]], judged: list[dict[str, int]], tim
     return StageResult(name, metrics, float(ms.mean()), float(np.percentile(ms, 50)), float(np.percentile(ms, 95)))
 
 
+_MODE_LABELS = {"lexical": "BM25", "hybrid": "RRF of HNSW and BM25"}
+
+
 def evaluate_retrieval(
     store: DocumentStore,
     *,
@@ -221,6 +224,7 @@ def evaluate_retrieval(
     candidates: int = 100,
     exact: bool = False,
     ef_search: int | None = None,
+    mode: str = "semantic",
     limit_queries: int | None = None,
     progress: bool | None = None,
 ) -> RetrievalReport:
@@ -229,7 +233,8 @@ def evaluate_retrieval(
     Latency is the search alone (one SQL statement per query, from Python), measured per query;
     query encoding is batched and reported per query beside it. With ``rerank`` (a
     cross-encoder name or directory) the first ``candidates`` hits are reordered; hits past
-    ``candidates`` keep their order, so recall@100 stays comparable.
+    ``candidates`` keep their order, so recall@100 stays comparable. ``mode`` lexical or hybrid
+    adds a stage of that search beside the semantic one (the reranker then reorders its hits).
     """
     corpus, queries, qrels = Path(corpus), Path(queries), Path(qrels)
     check_k(candidates, "--candidates")
@@ -261,18 +266,24 @@ def evaluate_retrieval(
     encode_ms = (time.perf_counter() - start) * 1000.0 / len(texts)
     fetch = max(100, candidates)
     ranked: list[list[str]] = []
-    hits_by_query = []
+    hits_by_query: list[list[SearchHit]] = []
     times: list[float] = []
-    with progress_bar(progress, total=len(evaluated), desc=f"search {coll.name}", unit="query") as bar:
-        for vector in vectors:
-            t0 = time.perf_counter()
-            hits = store.search(coll, QueryVector(vector, coll.model_name), fetch, exact=exact, ef_search=ef_search)
-            times.append(time.perf_counter() - t0)
-            hits_by_query.append(hits)
-            ranked.append([h.external_id for h in hits])
-            bar.update(1)
     judged = [judgments[q] for q in evaluated]
     label = "exact scan" if exact else f"hnsw (ef_search={ef_search or store.settings.ef_search})"
+    stages: list[StageResult] = []
+    for stage_mode in ("semantic",) if mode == "semantic" else ("semantic", mode):
+        ranked, hits_by_query, times = [], [], []
+        with progress_bar(progress, total=len(evaluated), desc=f"{stage_mode} {coll.name}", unit="query") as bar:
+            for text, vector in zip(texts, vectors, strict=True):
+                t0 = time.perf_counter()
+                query = QueryVector(vector, coll.model_name)
+                hits = store.search(coll, query, fetch, exact=exact, ef_search=ef_search, mode=stage_mode, text=text)
+                times.append(time.perf_counter() - t0)
+                hits_by_query.append(hits)
+                ranked.append([h.external_id for h in hits])
+                bar.update(1)
+        name = f"bi-encoder, {label}" if stage_mode == "semantic" else f"{stage_mode} ({_MODE_LABELS[stage_mode]})"
+        stages.append(_stage(name, ranked, judged, times))
     report = RetrievalReport(
         collection=coll.name,
         model=coll.model_name,
@@ -284,7 +295,7 @@ def evaluate_retrieval(
         ingest=ingest_summary,
         encode_ms_per_query=encode_ms,
     )
-    report.stages.append(_stage(f"bi-encoder, {label}", ranked, judged, times))
+    report.stages.extend(stages)
     if reranker is not None:
         report.reranker = str(getattr(reranker, "name", rerank))
         reranked: list[list[str]] = []

@@ -344,6 +344,7 @@ class DocumentStore:
         candidates: int | None = None,
         rrf_k: int = queries.RRF_K,
         weights: tuple[float, float] = (1.0, 1.0),
+        text: str | None = None,
     ) -> list[SearchHit]:
         """The k best documents for ``query``, best first, in one SQL statement.
 
@@ -357,14 +358,15 @@ class DocumentStore:
         values means any of them), on both sides of a hybrid search. ``min_similarity`` drops
         hits whose dense similarity is below it from the k found, in every mode.
         ``exact`` scans every vector instead of using the index (to measure the index's recall).
+        ``text`` gives the words when ``query`` is a vector encoded already (lexical and hybrid).
         """
         started = time.perf_counter()
         coll = self.get_collection(collection)
         args = search.SearchArgs(
             k, min_similarity, filter, exact, mode=mode, candidates=candidates, rrf_k=rrf_k, weights=weights
         )
-        if isinstance(query, str):
-            args = args.with_text(query)
+        if text is not None or isinstance(query, str):
+            args = args.with_text(text if text is not None else str(query))
         vector = self.query_vector(coll, query)
         with self._connect() as conn:
             hits = search.run_search(conn, self.settings, coll, vector, args, ef_search)
