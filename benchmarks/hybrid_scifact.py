@@ -47,6 +47,9 @@ def main() -> int:
     parser.add_argument("--candidates", type=int, default=100, help="hits per side of the hybrid fusion")
     parser.add_argument("--rankers", action="store_true", help="also compare ts_rank / ts_rank_cd / BM25 in SQL")
     parser.add_argument("--limit", type=int, help="only the first N queries (a quick look)")
+    parser.add_argument(
+        "--no-exact", action="store_true", help="skip the exact scan (slow on a shared CPU; HNSW's cost known already)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -76,6 +79,8 @@ def main() -> int:
         ("lexical (BM25)", {"mode": "lexical"}),
         ("hybrid (RRF k=60)", {"mode": "hybrid", "candidates": args.candidates}),
     ]
+    if args.no_exact:
+        modes = [(name, options) for name, options in modes if not options.get("exact")]
     for name, options in modes:
         runs[name], latency[name] = {}, []
         for qid in query_ids:

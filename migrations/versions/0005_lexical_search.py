@@ -112,14 +112,15 @@ BEGIN
                        WHERE collection_id = %3$s LIMIT 256) s), 1.0) AS avgdl),
     terms AS MATERIALIZED (
       SELECT t.lexeme, t.query, t.df, ln(1 + (st.n - t.df + 0.5) / (t.df + 0.5)) AS idf,
-             t.df < $9 OR row_number() OVER (ORDER BY t.df, t.lexeme) = 1 AS brings
+             coalesce(sum(t.df) OVER (ORDER BY t.df, t.lexeme ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+               < $9 AS brings
       FROM counted_terms t JOIN stats st ON true WHERE t.df > 0),
     candidates AS (
       SELECT d.id, d.tsv FROM semsim.documents d
       WHERE d.collection_id = %3$s
         AND d.tsv @@ (SELECT string_agg(t.query::text, ' | ')::tsquery FROM terms t WHERE t.brings)
         AND ($4::jsonb IS NULL OR d.metadata @> $4::jsonb)
-      LIMIT $9 * (SELECT greatest(count(*), 1) FROM terms)),
+      LIMIT 2 * $9),
     scored AS (
       SELECT cd.id, (SELECT coalesce(sum(t.idf), 0.0) FROM terms t WHERE cd.tsv @@ t.query)
                * (SELECT 2.2 / (1 + 1.2 * (0.25 + 0.75 * length(cd.tsv) / st.avgdl)) FROM stats st) AS score

@@ -30,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--text-field", default="text", help="column or key holding the text (default: text)")
     p.add_argument("--model", help="model for a new collection (default: SEMSIM_MODEL)")
     p.add_argument("--metric", choices=METRIC_NAMES, help="metric for a new collection")
+    p.add_argument(
+        "--language",
+        metavar="CONFIG",
+        help="text search configuration of a new collection's lexical search (english, simple, italian, ...; "
+        "default SEMSIM_TEXT_SEARCH_CONFIG or english)",
+    )
     p.add_argument("--batch-size", type=int, default=512, help="documents per transaction (default 512)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_ingest)
@@ -79,7 +85,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     # Read the whole file once first: a bad line fails before anything is written.
     total = check_documents(args.file, **options)
     store = open_store()
-    collection = store.create_collection(args.collection, model=args.model, metric=args.metric)
+    collection = store.create_collection(
+        args.collection, model=args.model, metric=args.metric, text_search_config=args.language
+    )
     start = time.perf_counter()
     result = store.upsert(
         collection,

@@ -8,9 +8,11 @@ because ``ts_rank`` weighs every word alike while BM25 weighs rare words up (inv
 frequency). The statistics come from the GIN index at query time, so writes pay nothing:
 
 * document frequency of each query word: a count through the GIN index, stopped at ``cutoff``
-  rows. A word found in ``cutoff`` documents or more is *common*: it still scores, but it does not
-  bring candidates (unless every word is common, then the rarest one does, ``cutoff`` rows at
-  most). That caps the rows read for common words however large the collection grows.
+  rows. Candidates are the documents holding the rarest words, taken in order of rarity while
+  the documents they bring stay under ``cutoff`` (the rarest word always brings its own, and
+  the candidates never exceed ``2 * cutoff``); the other, commoner words still score. The rows
+  read stay bounded however large the collection grows and however common the words are, and
+  the documents holding the rare words, which BM25 ranks first, are all read.
 * collection size: a count of the collection's documents; average length: over a sample of
   :data:`AVGDL_SAMPLE` documents (a document's length is its number of distinct lexemes).
 
@@ -103,14 +105,14 @@ def _terms(coll: IndexedCollection, text: str, cutoff: int) -> tuple[sa.CTE, sa.
         sa.func.coalesce(sa.func.avg(sa.func.length(sample.c.tsv)), 1.0).label("avgdl"),
     ).cte("stats")
     idf = sa.func.ln(1 + (stats.c.n - counted.c.df + 0.5) / (counted.c.df + 0.5))
-    rarest = sa.func.row_number().over(order_by=(counted.c.df, counted.c.lexeme))
+    rarer = sa.func.sum(counted.c.df).over(order_by=(counted.c.df, counted.c.lexeme), rows=(None, -1))
     terms = (
         sa.select(
             counted.c.lexeme,
             counted.c.query,
             counted.c.df,
             idf.label("idf"),
-            ((counted.c.df < cutoff) | (rarest == 1)).label("brings"),
+            (sa.func.coalesce(rarer, 0) < cutoff).label("brings"),
         )
         .select_from(counted.join(stats, sa.true()))
         .where(counted.c.df > 0)
@@ -141,7 +143,7 @@ def _lexical_top(
     candidates = (
         sa.select(d.id, d.tsv)
         .where(d.collection_id == coll.id, d.tsv.op("@@")(bring.scalar_subquery()), *metadata_conditions(filter))
-        .limit(cutoff * sa.select(sa.func.greatest(sa.func.count(), 1)).select_from(terms).scalar_subquery())
+        .limit(2 * cutoff)
         .cte("candidates")
     )
     score = _bm25(candidates.c.tsv, terms, stats).label("score")
