@@ -45,7 +45,7 @@ class CollectionRow(Base):
     metric: Mapped[str] = mapped_column(sa.Text)
     hnsw_m: Mapped[int] = mapped_column(sa.Integer)
     hnsw_ef_construction: Mapped[int] = mapped_column(sa.Integer)
-    #: the PostgreSQL text search configuration of lexical search (migration 0003)
+    #: the PostgreSQL text search configuration of lexical search (migration 0005)
     text_search_config: Mapped[str] = mapped_column(REGCONFIG, server_default=sa.text("'english'"))
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
@@ -65,7 +65,7 @@ class DocumentRow(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=sa.text("'{}'::jsonb"))
     # Computed by PostgreSQL from the text (migration 0002), so any writer keeps it true.
     text_hash: Mapped[str] = mapped_column(sa.Text, sa.Computed(f"{SCHEMA}.text_hash(text)", persisted=True))
-    # Written by a trigger from the text and the collection's configuration (migration 0003).
+    # Written by a trigger from the text and the collection's configuration (migration 0005).
     tsv: Mapped[Any] = mapped_column(TSVECTOR, server_default=sa.FetchedValue())
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())

@@ -75,7 +75,7 @@ def set_index_parameters(collection_id: int, m: int, ef_construction: int) -> sa
 
 
 def set_text_search_config(collection_id: int, config: str) -> sa.Update:
-    """Change the collection's language; a trigger (migration 0003) re-derives its documents' tsvectors."""
+    """Change the collection's language; a trigger (migration 0005) re-derives its documents' tsvectors."""
     return sa.update(collections).where(c.id == collection_id).values(text_search_config=sa.cast(config, REGCONFIG))
 
 

@@ -371,7 +371,7 @@ class DocumentStore:
         with self._connect() as conn:
             hits = search.run_search(conn, self.settings, coll, vector, args, ef_search)
         if self.settings.query_log:  # off by default: then this costs one attribute read
-            log_search(self.settings, self.engine, coll, query, vector, hits, k, "semantic", started)
+            log_search(self.settings, self.engine, coll, query, vector, hits, k, mode, started)
         return hits
 
     def search_many(
