@@ -262,3 +262,29 @@ def test_eval_retrieval_hybrid_beside_semantic(capsys, store, collection_name, t
     assert semantic["name"].startswith("bi-encoder") and hybrid["name"].startswith("hybrid")
     # the manual is found by its part number only: hybrid ranks it higher than meaning alone
     assert hybrid["metrics"]["mrr@10"] > semantic["metrics"]["mrr@10"]
+
+
+def test_term_frequency_is_read_back_exactly_from_ts_rank(engine) -> None:  # type: ignore[no-untyped-def]
+    """BM25's tf comes from ts_rank (no unnest per row): it must equal the count of positions."""
+    from sqlalchemy.dialects import postgresql
+
+    from semsim_pg.queries.hybrid import term_frequency
+
+    words = [f"w{n}x" for n in range(1, 61)]
+    text = " ".join(" ".join([word] * n) for n, word in enumerate(words, 1)) + " many" * 300
+    expression = term_frequency(
+        sa.literal_column("x.v"), sa.literal_column("array_to_tsvector(ARRAY[u.lexeme])::text::tsquery")
+    )
+    tf_sql = str(expression.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))  # type: ignore[no-untyped-call]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                f"SELECT u.lexeme, array_length(u.positions, 1), {tf_sql}"
+                " FROM (SELECT to_tsvector('simple', :t) AS v) x, unnest(x.v) u"
+            ),
+            {"t": text},
+        ).all()
+    assert len(rows) == 61
+    for lexeme, positions, tf in rows:
+        assert tf == positions, lexeme
+    assert dict((r[0], r[2]) for r in rows)["many"] == 256  # a tsvector keeps 256 positions at most

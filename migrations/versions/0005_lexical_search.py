@@ -59,7 +59,8 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$;
 """
 
-# The statement of semsim_pg.queries.hybrid (BM25 with k1 = 1.2, b = 0.75, and the fusion), in PL/pgSQL for
+# The statement of semsim_pg.queries.hybrid (BM25 with k1 = 1.2, b = 0.75, tf from ts_rank as in its
+# term_frequency, and the fusion), in PL/pgSQL for
 # SQL users; dynamic SQL so that the collection id, model and dimension are literals and the
 # partial HNSW index applies. tests/test_hybrid.py checks that both return the same hits.
 HYBRID_FUNCTION = r"""
@@ -122,8 +123,10 @@ BEGIN
         AND ($4::jsonb IS NULL OR d.metadata @> $4::jsonb)
       LIMIT 2 * $9),
     scored AS (
-      SELECT cd.id, (SELECT coalesce(sum(t.idf), 0.0) FROM terms t WHERE cd.tsv @@ t.query)
-               * (SELECT 2.2 / (1 + 1.2 * (0.25 + 0.75 * length(cd.tsv) / st.avgdl)) FROM stats st) AS score
+      SELECT cd.id, (SELECT coalesce(sum(t.idf * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * length(cd.tsv) / st.avgdl))), 0.0)
+                FROM terms t CROSS JOIN stats st
+                CROSS JOIN LATERAL (SELECT least(greatest(round(1 / greatest(1.6449340668482264 - ts_rank(cd.tsv, t.query, 0) * 16.449340668482264, 1e-4) - 0.5), 1), 256) AS tf) tf
+                WHERE cd.tsv @@ t.query) AS score
       FROM candidates cd),
     lexical AS (
       SELECT s.id, s.score, row_number() OVER (ORDER BY s.score DESC, s.id) AS rank
@@ -136,8 +139,10 @@ BEGIN
     best AS (
       SELECT d.external_id, d.text, d.metadata,
              coalesce(f.distance, ((e.embedding::vector(%1$s)) %2$s $1::vector(%1$s))::double precision) AS distance,
-             f.score, f.dense_rank, f.lexical_rank, coalesce(f.lexical_score, (SELECT coalesce(sum(t.idf), 0.0) FROM terms t WHERE d.tsv @@ t.query)
-               * (SELECT 2.2 / (1 + 1.2 * (0.25 + 0.75 * length(d.tsv) / st.avgdl)) FROM stats st)) AS lexical_score
+             f.score, f.dense_rank, f.lexical_rank, coalesce(f.lexical_score, (SELECT coalesce(sum(t.idf * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * length(d.tsv) / st.avgdl))), 0.0)
+                FROM terms t CROSS JOIN stats st
+                CROSS JOIN LATERAL (SELECT least(greatest(round(1 / greatest(1.6449340668482264 - ts_rank(d.tsv, t.query, 0) * 16.449340668482264, 1e-4) - 0.5), 1), 256) AS tf) tf
+                WHERE d.tsv @@ t.query)) AS lexical_score
       FROM fused f JOIN semsim.documents d ON d.id = f.id
       LEFT JOIN semsim.embeddings e ON e.document_id = f.id AND e.model_name = %4$L
       ORDER BY f.score DESC, f.id LIMIT $3)
