@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from semsim_pg.errors import InputFileError
+from semsim_pg.errors import InputFileError, InvalidInput
 from semsim_pg.store import Document
+from semsim_pg.validation import check_id, check_json_value, check_text
 
 __all__ = ["FORMATS", "check_documents", "detect_format", "read_documents", "read_json_lines", "read_lines"]
 
@@ -159,6 +160,18 @@ def _document(path: Path, number: int, record: dict[str, Any], id_field: str | N
             raise InputFileError(f"{path}, line {number}: the id field {id_field!r} is missing or empty.")
         external_id = str(raw)
     metadata = {key: value for key, value in record.items() if key not in (id_field, text_field)}
+    # Everything PostgreSQL would refuse is found here, in the pass over the whole file that
+    # precedes any write: a bad value far down a file must not leave its first batches committed.
+    try:
+        check_text(text, f"text field {text_field!r}")
+        check_id(external_id, "id")
+        for key, value in metadata.items():
+            check_text(key, "metadata key")
+            check_json_value(value, f"metadata field {key!r}")
+    except InputFileError:
+        raise
+    except InvalidInput as exc:
+        raise InputFileError(f"{path}, line {number}: {exc}") from None
     return Document(external_id, text, metadata)
 
 

@@ -80,7 +80,7 @@ def check_id(value: str, what: str = "document id") -> str:
 def check_json_value(value: Any, what: str, error: type[InvalidInput] = InvalidInput) -> None:
     """A value JSON, and so PostgreSQL's jsonb, can hold: no NaN or infinity, no NUL, UTF-8 text."""
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)  # keeps lone surrogates visible
     except (TypeError, ValueError):
         raise error(
             f"The {what} holds {value!r}, which JSON (and PostgreSQL's jsonb) cannot store: use a finite "

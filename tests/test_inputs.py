@@ -65,3 +65,39 @@ def test_missing_and_non_utf8_files(tmp_path) -> None:  # type: ignore[no-untype
     path.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(InputFileError, match="not UTF-8"):
         check_documents(path)
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "needle"),
+    [
+        ('{"id": "550", "text": "bad \\u0000 text"}', "NUL"),
+        ('{"id": "550", "text": "bad \\ud800 text"}', "UTF-8"),
+        ('{"id": "550", "text": "fine", "score": NaN}', "metadata field 'score'"),
+        ('{"id": "550", "text": "fine", "note": "a \\u0000 b"}', "NUL"),
+        ('{"id": "550", "text": "fine", "tag": "\\udc80"}', "UTF-8"),
+    ],
+)
+def test_values_postgresql_refuses_fail_the_whole_file_with_its_line(tmp_path, bad_line: str, needle: str) -> None:  # type: ignore[no-untyped-def]
+    """A value PostgreSQL would refuse, far past the first batch, is found by the check before any write."""
+    lines = [f'{{"id": "{i}", "text": "document {i}"}}' for i in range(600)]
+    lines[550] = bad_line
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputFileError, match=r"line 551: .*") as raised:
+        check_documents(path)
+    assert needle in str(raised.value)
+
+
+def test_cli_ingest_of_a_file_with_a_bad_line_writes_nothing(capsys, store, collection_name, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.cli import main
+    from semsim_pg.errors import CollectionNotFound
+
+    lines = [f'{{"id": "{i}", "text": "document {i}"}}' for i in range(600)]
+    lines[580] = '{"id": "580", "text": "fine", "score": NaN}'
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["-q", "ingest", str(path), "-c", collection_name]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "line 581" in err, err
+    with pytest.raises(CollectionNotFound):
+        store.get_collection(collection_name)
