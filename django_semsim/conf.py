@@ -17,6 +17,7 @@ from typing import Any
 
 from semsim_pg.errors import ConfigurationError
 from semsim_pg.settings import DEFAULT_MODEL, ITERATIVE_SCAN_MODES
+from semsim_pg.validation import MAX_K
 
 __all__ = ["DEFAULTS", "SYNC_MODES", "SemsimConfig", "get_config", "model_dimension", "reset_config"]
 
@@ -42,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "PRELOAD": False,
     # texts per encoder call and rows per worker claim
     "BATCH_SIZE": 64,
+    # rows semantic_search()/similar_to() return when no k is given (k=None ranks every row)
+    "DEFAULT_K": 10,
     # hnsw.ef_search for semantic_search()/similar_to() (per-query override: ef_search=)
     "EF_SEARCH": 40,
     # hnsw.iterative_scan; strict_order because the ORM returns rows in index order, unsorted again
@@ -94,6 +97,7 @@ class SemsimConfig:
     queue_size: int
     preload: bool
     batch_size: int
+    default_k: int
     ef_search: int
     iterative_scan: str
     hnsw_m: int
@@ -162,6 +166,7 @@ def _load() -> SemsimConfig:
     for key, low, high in (
         ("BATCH_SIZE", 1, 100_000),
         ("QUEUE_SIZE", 1, 10_000_000),
+        ("DEFAULT_K", 1, MAX_K),
         ("EF_SEARCH", 1, 1000),
         ("HNSW_M", 2, 100),
         ("HNSW_EF_CONSTRUCTION", 4, 1000),

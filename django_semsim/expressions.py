@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models.sql.compiler import SQLCompiler
 
-__all__ = ["MetricDistance", "QueryVector", "TextHash", "max_distance", "similarity_of"]
+__all__ = ["MetricDistance", "QueryVector", "TextHash", "companion_model", "max_distance", "similarity_of"]
 
 
 class QueryVector(Expression):
@@ -41,6 +41,9 @@ class QueryVector(Expression):
         self.model = model
         self.text: str | None = None
         self.literal: str | None = None
+        # shared by the copies Django makes when it resolves the expression (a search uses it in two
+        # layers): the text is encoded once per queryset evaluation, not once per copy
+        self._encoded: list[str] = []
         if isinstance(query, str):
             if not query.strip():
                 raise InvalidQuery(f"The search query is empty: got {query!r}. Give a text with at least one word.")
@@ -72,14 +75,16 @@ class QueryVector(Expression):
         )
 
     def vector_literal(self) -> str:
-        if self.literal is None:
+        if self.literal is not None:
+            return self.literal
+        if not self._encoded:
             from django_semsim.encoding import get_model_encoder
 
             if self.text is None:  # pragma: no cover - the constructor sets one of the two
                 raise InvalidQuery("The query holds neither a text nor a vector.")
-            # encode_query has an LRU cache: count() then iteration encode the text once
-            self.literal = vector_literal(get_model_encoder().encode_query(self.text))
-        return self.literal
+            # encode_query has an LRU cache as well: count() then iteration encode the text once
+            self._encoded.append(vector_literal(get_model_encoder().encode_query(self.text)))
+        return self._encoded[0]
 
     def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any) -> tuple[str, list[Any]]:
         return f"%s::vector({int(self.dimensions)})", [self.vector_literal()]
@@ -122,3 +127,11 @@ class TextHash(Func):
 
     template = "encode(sha256(convert_to(%(expressions)s, 'UTF8')), 'hex')"
     output_field = models.CharField()
+
+
+def companion_model(model: type[models.Model]) -> type[models.Model]:
+    """The companion of a semantic model, through its public relation ``semsim_embeddings``."""
+    try:
+        return model._meta.get_field("semsim_embeddings").related_model  # type: ignore[no-any-return]
+    except Exception:
+        raise TypeError(f"{model._meta.label} is not a SemanticModel with a companion.") from None

@@ -26,7 +26,8 @@ from django.db.models.signals import class_prepared
 from pgvector.django import HnswIndex, VectorField
 
 from django_semsim.conf import get_config
-from django_semsim.query import SemanticManager, SemanticQuerySet, companion_model
+from django_semsim.expressions import companion_model
+from django_semsim.query import USE_DEFAULT_K, SemanticManager, SemanticQuerySet
 from semsim_pg.encoder import text_hash
 from semsim_pg.sql import METRICS
 
@@ -114,10 +115,12 @@ class SemanticModel(models.Model):
         return bool(known)
 
     # search ------------------------------------------------------------------------------
-    def similar_objects(self, k: int | None = 10, **options: Any) -> SemanticQuerySet[Any]:
-        """Objects whose vectors are nearest this one's (itself excluded), best first."""
+    def similar_objects(self, k: int | None = USE_DEFAULT_K, **options: Any) -> SemanticQuerySet[Any]:
+        """Objects whose vectors are nearest this one's (itself excluded), best first
+        (``k`` as in ``similar_to()``: default SEMSIM["DEFAULT_K"])."""
         manager = type(self)._default_manager
-        return SemanticQuerySet(model=type(self), using=manager.db).similar_to(self, k=k, **options)
+        queryset: SemanticQuerySet[Any] = SemanticQuerySet(model=type(self), using=manager.db)
+        return queryset.similar_to(self, k=k, **options)
 
     # change detection ---------------------------------------------------------------------
     @classmethod

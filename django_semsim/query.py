@@ -1,12 +1,19 @@
-"""``SemanticQuerySet``: semantic search that stays one lazy, chainable SQL statement.
+"""``SemanticQuerySet``: semantic search as one lazy SQL statement that chains like any QuerySet.
 
-``semantic_search()`` and ``similar_to()`` join the companion table through a
-``FilteredRelation`` (this encoder model's rows that have a vector), annotate ``distance`` and
-``similarity``, order by the distance and, given ``k``, take the first k rows: PostgreSQL answers
-``ORDER BY embedding <=> q LIMIT k`` from the companion's HNSW index, with the queryset's own
-filters in the same statement. A selective filter still returns k rows because pgvector's
-iterative index scan is on: the configured search parameters are set once per connection, and
-a search with other values gets them for its own statement only (:mod:`django_semsim.session`).
+``semantic_search(q, k)`` builds two layers of one statement:
+
+- inside, the *k nearest*: the queryset's own rows (its filters), joined to their companion row of
+  the configured encoder model, ordered by the distance alone and limited to k, so PostgreSQL
+  answers ``ORDER BY embedding <op> q LIMIT k`` from the companion's HNSW index (iterative index
+  scans keep a selective filter from starving it);
+- outside, the same queryset restricted to those primary keys, with ``distance`` and
+  ``similarity`` annotated and ordered best first (any ordering given before the search breaks
+  ties). Everything chained afterwards (``order_by``, ``reverse``, ``distinct``, ``values``,
+  ``annotate``, ``aggregate``, ``count``, ``in_bulk``, more filters, slices) applies to this outer
+  layer, i.e. to the k nearest, as a Django user expects of a result.
+
+The search parameters (``hnsw.ef_search``, ``hnsw.iterative_scan``) are the connection's, set once
+when it opens; a search with other values gets them for its own statement (:mod:`django_semsim.session`).
 """
 
 from __future__ import annotations
@@ -18,23 +25,27 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 from django.db import models
-from django.db.models import Exists, F, FilteredRelation, Q, Subquery
+from django.db.models import Exists, F, FilteredRelation, Q, Subquery, Value
 from django.db.models.expressions import Expression
 from django.db.models.query import QuerySet
 from pgvector.django import VectorField
 
 from django_semsim.encoding import resolve_reranker
-from django_semsim.expressions import MetricDistance, QueryVector, max_distance, similarity_of
+from django_semsim.expressions import MetricDistance, QueryVector, companion_model, max_distance, similarity_of
 from django_semsim.session import search_marker, search_parameters
 from semsim_pg.errors import InvalidQuery
 from semsim_pg.validation import check_k
 
-__all__ = ["SemanticManager", "SemanticQuerySet"]
+__all__ = ["USE_DEFAULT_K", "SemanticManager", "SemanticQuerySet"]
 
 _M = TypeVar("_M", bound=models.Model)
 
-#: the FilteredRelation alias of the companion row used by a search
+#: FilteredRelation alias of the companion row (the configured encoder model's) used by a search
 COMPANION_ALIAS = "_semsim_vector"
+#: alias that marks a queryset holding a search (alias() names live in the query's annotations)
+SEARCH_MARK = "_semsim_search"
+#: the default of ``k``: SEMSIM["DEFAULT_K"] rows (None spelled out ranks every row)
+USE_DEFAULT_K: Any = object()
 
 
 class _SearchDistance(MetricDistance):
@@ -50,12 +61,12 @@ class _SearchDistance(MetricDistance):
         return f"{sql} {search_marker(self.params)}", params
 
 
-def companion_model(model: type[models.Model]) -> type[models.Model]:
-    """The companion of a semantic model, through its public relation ``semsim_embeddings``."""
-    try:
-        return model._meta.get_field("semsim_embeddings").related_model  # type: ignore[no-any-return]
-    except Exception:
-        raise TypeError(f"{model._meta.label} is not a SemanticModel with a companion.") from None
+def _check_k(k: Any) -> int | None:
+    from django_semsim.conf import get_config
+
+    if k is USE_DEFAULT_K:
+        return get_config().default_k
+    return None if k is None else check_k(k)  # None spelled out: rank every row
 
 
 class SemanticQuerySet(QuerySet[_M], Generic[_M]):
@@ -63,66 +74,13 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: the k of the last semantic_search, whose LIMIT later filter() calls may lift and restore
-        self._semsim_k: int | None = None
-        #: True once semantic_search()/similar_to() was applied (a queryset holds one search)
-        self._semsim_searched = False
         #: (query text, k) of a text search, for the query log (django_semsim.insights)
         self._semsim_log: tuple[str, int | None] | None = None
 
     def _clone(self) -> SemanticQuerySet[_M]:
         clone = super()._clone()
-        clone._semsim_k = self._semsim_k
-        clone._semsim_searched = self._semsim_searched
         clone._semsim_log = self._semsim_log
         return clone  # type: ignore[no-any-return]
-
-    def _filter_or_exclude(self, negate: bool, args: Any, kwargs: Any) -> SemanticQuerySet[_M]:
-        k = self._semsim_k
-        query = self.query
-        if k is not None and query.is_sliced and query.low_mark == 0 and query.high_mark == k:
-            # The LIMIT is semantic_search's own k, not a slice the caller took: a filter added
-            # later belongs before the LIMIT, exactly as if it had been written before the search.
-            clone = self._chain()
-            clone.query.clear_limits()
-            clone = QuerySet._filter_or_exclude(clone, negate, args, kwargs)
-            clone.query.set_limits(0, k)
-            return clone  # type: ignore[no-any-return]
-        return super()._filter_or_exclude(negate, args, kwargs)  # type: ignore[no-any-return]
-
-    # public API ------------------------------------------------------------------------------
-    def semantic_search(
-        self,
-        query: str | Sequence[float] | np.ndarray[Any, Any] | Expression,
-        *,
-        k: int | None = None,
-        min_similarity: float | None = None,
-        ef_search: int | None = None,
-        iterative_scan: str | None = None,
-    ) -> SemanticQuerySet[_M]:
-        """Rows nearest ``query`` (a text, a vector or an SQL expression of one), best first.
-
-        Each row gets ``similarity`` and ``distance``. ``k`` limits the result (slice instead
-        for pages); rows without a vector for the configured model are never returned.
-        """
-        from django_semsim.conf import get_config
-
-        config = get_config()
-        vector = (
-            query
-            if hasattr(query, "resolve_expression")
-            else QueryVector(
-                query,
-                dimensions=config.dimensions,
-                model=config.model_name,
-            )
-        )
-        found = self._semantic(
-            vector, k=k, min_similarity=min_similarity, ef_search=ef_search, iterative_scan=iterative_scan
-        )
-        if isinstance(query, str):
-            found._semsim_log = (query, k)
-        return found
 
     def _fetch_all(self) -> None:
         # A text search is logged when it runs (when SEMSIM["QUERY_LOG"] is on): it is lazy till then.
@@ -133,14 +91,52 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
 
             log_search(self.model, self._semsim_log, self._result_cache or [], started)
 
+    def semantic_search(
+        self,
+        query: str | Sequence[float] | np.ndarray[Any, Any] | Expression,
+        *,
+        k: int | None = USE_DEFAULT_K,
+        min_similarity: float | None = None,
+        ef_search: int | None = None,
+        iterative_scan: str | None = None,
+        exact: bool = False,
+    ) -> SemanticQuerySet[_M]:
+        """The ``k`` rows nearest ``query`` (a text, a vector or an SQL expression of one), best first.
+
+        Each row gets ``similarity`` and ``distance``. ``k`` defaults to SEMSIM["DEFAULT_K"];
+        ``k=None`` ranks every row. ``exact=True`` compares with every vector instead of asking
+        the index (to measure the index's recall). Rows without a vector for the configured
+        model are never returned.
+        """
+        from django_semsim.conf import get_config
+
+        config = get_config()
+        if hasattr(query, "resolve_expression"):
+            vector: Any = query
+        else:
+            vector = QueryVector(query, dimensions=config.dimensions, model=config.model_name)
+        k = _check_k(k)
+        found = self._semantic(
+            vector,
+            k=k,
+            min_similarity=min_similarity,
+            ef_search=ef_search,
+            iterative_scan=iterative_scan,
+            exact=exact,
+        )
+        if isinstance(query, str):
+            found._semsim_log = (query, k)
+        return found
+
     def similar_to(
         self,
         obj_or_pk: models.Model | Any,
         *,
-        k: int | None = 10,
+        k: int | None = USE_DEFAULT_K,
         min_similarity: float | None = None,
         ef_search: int | None = None,
         iterative_scan: str | None = None,
+        exact: bool = False,
     ) -> SemanticQuerySet[_M]:
         """Rows nearest the vector of one object (given or by pk), the object itself excluded.
 
@@ -157,55 +153,16 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         own = companion._base_manager.filter(source_id=pk, model_id=config.model_name, embedding__isnull=False)
         vector = Subquery(own.values("embedding")[:1], output_field=VectorField(dimensions=config.dimensions))
         # an uncorrelated EXISTS is a one-time filter: no vector, no index scan, no rows
-        candidates: SemanticQuerySet[_M] = self.exclude(pk=pk).filter(Exists(own))
-        return candidates._semantic(
-            vector, k=k, min_similarity=min_similarity, ef_search=ef_search, iterative_scan=iterative_scan
+        candidates = self.exclude(pk=pk).filter(Exists(own))
+        return self._semantic(
+            vector,
+            k=_check_k(k),
+            min_similarity=min_similarity,
+            ef_search=ef_search,
+            iterative_scan=iterative_scan,
+            exact=exact,
+            candidates=candidates,
         )
-
-    # internals ------------------------------------------------------------------------------
-    def _semantic(
-        self,
-        vector: Any,
-        *,
-        k: int | None,
-        min_similarity: float | None,
-        ef_search: int | None,
-        iterative_scan: str | None,
-    ) -> SemanticQuerySet[_M]:
-        from django_semsim.conf import get_config
-
-        config = get_config()
-        if k is not None:
-            check_k(k)
-        params = search_parameters(ef_search, iterative_scan)
-        if min_similarity is not None and not (
-            isinstance(min_similarity, int | float) and math.isfinite(min_similarity)
-        ):
-            raise InvalidQuery(f"min_similarity must be a number, got {min_similarity!r}.")
-        if self.query.is_sliced:
-            raise TypeError("Call semantic_search()/similar_to() before slicing the queryset.")
-        if self._semsim_searched:
-            raise TypeError("A queryset can hold one semantic search: start again from the manager.")
-        metric = getattr(self.model, "semantic_metric", "cosine")
-        condition = Q(semsim_embeddings__model=config.model_name)
-        qs = self.alias(**{COMPANION_ALIAS: FilteredRelation("semsim_embeddings", condition=condition)})
-        # a non-null filter on the joined row makes the join INNER: rows without a vector drop out
-        qs = qs.filter(**{f"{COMPANION_ALIAS}__embedding__isnull": False})
-        distance = _SearchDistance(F(f"{COMPANION_ALIAS}__embedding"), vector, metric=metric, params=params)
-        qs = qs.annotate(distance=distance)
-        qs = qs.annotate(similarity=similarity_of(F("distance"), metric))
-        if min_similarity is not None:
-            bound = max_distance(float(min_similarity), metric)
-            if bound is not None:
-                # applied next to ORDER BY ... LIMIT, never alone, so the index still serves the order
-                qs = qs.filter(distance__lte=bound)
-        qs = qs.order_by("distance")
-        qs._semsim_searched = True
-        if k is not None:
-            qs = qs[:k]
-            qs._semsim_k = k
-        result: SemanticQuerySet[_M] = qs
-        return result
 
     def rerank(
         self,
@@ -221,7 +178,6 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         gets ``rerank_score`` and ``rerank_original_rank``. ``reranker``: a Reranker, a model name
         or directory, or None for SEMSIM["CROSS_ENCODER"] (else the core's SEMSIM_CROSS_ENCODER).
         """
-
         model = resolve_reranker(True if reranker is None else reranker)
         if model is None:
             raise InvalidQuery("rerank() needs a cross-encoder: pass reranker=, or set SEMSIM['CROSS_ENCODER'].")
@@ -236,6 +192,68 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             instance.rerank_score = item.rerank_score
             instance.rerank_original_rank = item.original_rank
             result.append(instance)
+        return result
+
+    # internals ------------------------------------------------------------------------------
+    def _semantic(
+        self,
+        vector: Any,
+        *,
+        k: int | None,
+        min_similarity: float | None,
+        ef_search: int | None,
+        iterative_scan: str | None,
+        exact: bool,
+        candidates: QuerySet[_M] | None = None,
+    ) -> SemanticQuerySet[_M]:
+        from django_semsim.conf import get_config
+
+        config = get_config()
+        params = search_parameters(ef_search, iterative_scan)
+        if min_similarity is not None and (
+            isinstance(min_similarity, bool)
+            or not isinstance(min_similarity, int | float)
+            or not math.isfinite(min_similarity)
+        ):
+            raise InvalidQuery(f"min_similarity must be a number, got {min_similarity!r}.")
+        if not isinstance(exact, bool):
+            raise InvalidQuery(f"exact must be True or False, got {exact!r}.")
+        # Query.is_sliced and Query.order_by: Django has no QuerySet-level name for either
+        if self.query.is_sliced:
+            raise TypeError("Call semantic_search()/similar_to() before slicing the queryset, then slice the result.")
+        if SEARCH_MARK in self.query.annotations:
+            raise TypeError("A queryset can hold one semantic search: start again from the manager.")
+        tie_breakers = [*self.query.order_by] if self.query.order_by else []
+        metric = getattr(self.model, "semantic_metric", "cosine")
+        condition = Q(semsim_embeddings__model=config.model_name)
+        embedding = F(f"{COMPANION_ALIAS}__embedding")
+
+        def companion() -> dict[str, FilteredRelation]:
+            # a FilteredRelation is bound to the query that resolves it: one per layer
+            return {COMPANION_ALIAS: FilteredRelation("semsim_embeddings", condition=condition)}
+
+        # inside: the k nearest primary keys, ordered by the distance alone (what the index answers)
+        inner = (candidates if candidates is not None else self).alias(**companion())
+        # a non-null filter on the joined row makes the join INNER: rows without a vector drop out
+        inner = inner.filter(**{f"{COMPANION_ALIAS}__embedding__isnull": False})
+        distance: Any = _SearchDistance(embedding, vector, metric=metric, params=params)
+        if exact:
+            distance = distance + Value(0.0)  # an ORDER BY the index cannot serve: every vector is compared
+        inner = inner.alias(_semsim_distance=distance)
+        if min_similarity is not None:
+            bound = max_distance(float(min_similarity), metric)
+            if bound is not None:
+                # applied next to ORDER BY ... LIMIT, never alone, so the index still serves the order
+                inner = inner.filter(_semsim_distance__lte=bound)
+        nearest = inner.order_by("_semsim_distance").values("pk")
+        if k is not None:
+            nearest = nearest[:k]
+
+        # outside: the caller's queryset (select_related, only(), annotations kept) on those keys
+        outer = self.filter(pk__in=nearest).alias(**companion(), **{SEARCH_MARK: Value(True)})
+        outer = outer.annotate(distance=MetricDistance(embedding, vector, metric=metric))
+        outer = outer.annotate(similarity=similarity_of(F("distance"), metric))
+        result: SemanticQuerySet[_M] = outer.order_by("distance", *tie_breakers, "pk")
         return result
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from django.core.paginator import Paginator
@@ -72,23 +74,18 @@ def test_lazy_then_one_statement(articles, django_assert_num_queries, monkeypatc
     assert all(r.published for r in rows)
 
 
-def test_filters_after_the_search_apply_before_k(articles) -> None:  # type: ignore[no-untyped-def]
-    after = list(Article.objects.semantic_search(PASSWORD_QUERY, k=3).filter(published=True))
-    before = list(Article.objects.filter(published=True).semantic_search(PASSWORD_QUERY, k=3))
-    assert [a.pk for a in after] == [a.pk for a in before]
-    assert len(after) == 3 and all(a.published for a in after)
-    assert "Two-factor authentication" not in {a.title for a in after}
-
-
-def test_values_slicing_and_pagination(articles) -> None:  # type: ignore[no-untyped-def]
-    full = list(Article.objects.semantic_search(PASSWORD_QUERY).values_list("title", flat=True))
+def test_values_slicing_and_pagination(articles, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
+    full = list(Article.objects.semantic_search(PASSWORD_QUERY, k=None).values_list("title", flat=True))
     assert len(full) == len(CORPUS)
     rows = list(Article.objects.semantic_search(PASSWORD_QUERY, k=4).values("title", "similarity"))
     assert [r["title"] for r in rows] == full[:4]
     assert rows[0]["similarity"] >= rows[-1]["similarity"]
     assert list(Article.objects.semantic_search(PASSWORD_QUERY)[2:5].values_list("title", flat=True)) == full[2:5]
-    paginator = Paginator(Article.objects.semantic_search(PASSWORD_QUERY), 4)
-    assert paginator.count == len(CORPUS)
+    paginator = Paginator(Article.objects.semantic_search(PASSWORD_QUERY, k=None), 4)
+    with django_assert_num_queries(2):  # a page: its count and its rows
+        assert paginator.count == len(CORPUS)
+        first = [t.title for t in paginator.page(1)]
+    assert first == full[:4]
     pages = [t.title for n in paginator.page_range for t in paginator.page(n)]
     assert pages == full
     assert Article.objects.semantic_search(PASSWORD_QUERY, k=4).count() == 4
@@ -144,9 +141,11 @@ def test_plan_uses_hnsw_index_and_iterative_scan_fills_k(db) -> None:  # type: i
     query = np.random.default_rng(1).standard_normal(384)
     index = companion_of(Article)._meta.indexes[0].name
     for qs in (Article.objects.all(), Article.objects.filter(published=True)):
-        plan = qs.semantic_search(query, k=10).explain()
-        assert f"Index Scan using {index}" in plan, plan
-        assert "Sort" not in plan.split("Index Scan")[0], plan  # the index gives the order
+        lines = qs.semantic_search(query, k=10).explain().splitlines()
+        scan = next(i for i, line in enumerate(lines) if f"Index Scan using {index}" in line)
+        limit = max(i for i, line in enumerate(lines[:scan]) if "Limit" in line)
+        # the k nearest: a LIMIT fed by the index, no sort between them (the index gives the order)
+        assert not any("Sort" in line for line in lines[limit:scan]), "\n".join(lines)
     # Without iterative scans the index returns ef_search candidates and the filter drops most of them.
     few = list(Article.objects.filter(published=True).semantic_search(query, k=10, ef_search=10, iterative_scan="off"))
     full = list(Article.objects.filter(published=True).semantic_search(query, k=10))  # SEMSIM: strict_order
@@ -187,3 +186,84 @@ def test_search_settings_per_connection_and_per_statement(encoder, django_assert
         list(Article.objects.semantic_search(PASSWORD_QUERY, k=2, ef_search=other, iterative_scan="off"))
         assert _setting("hnsw.ef_search") == str(config.ef_search)
         assert _setting("hnsw.iterative_scan") == config.iterative_scan
+
+
+# QuerySet semantics after the search -------------------------------------------------------------
+def test_filters_after_the_search_narrow_the_k_nearest(articles) -> None:  # type: ignore[no-untyped-def]
+    nearest = list(Article.objects.semantic_search(PASSWORD_QUERY, k=3))
+    after = list(Article.objects.semantic_search(PASSWORD_QUERY, k=3).filter(published=True))
+    assert [a.pk for a in after] == [a.pk for a in nearest if a.published]  # a result, then filtered
+    before = list(Article.objects.filter(published=True).semantic_search(PASSWORD_QUERY, k=3))
+    assert len(before) == 3 and all(a.published for a in before)  # filtered, then the 3 nearest
+
+
+def test_order_by_reverse_distinct_in_bulk_values_annotate_aggregate(articles, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
+    from django.db.models import Avg, Count, F, Max
+
+    search = Article.objects.semantic_search(PASSWORD_QUERY, k=4)
+    best_first = list(search)
+    assert len(best_first) == 4
+    with django_assert_num_queries(1):
+        by_title = list(search.order_by("title"))
+    assert [a.title for a in by_title] == sorted(a.title for a in best_first)
+    assert [a.pk for a in search.reverse()] == [a.pk for a in reversed(best_first)]
+    assert [a.pk for a in search.distinct()] == [a.pk for a in best_first]
+    assert set(search.in_bulk()) == {a.pk for a in best_first}
+    values = list(search.values("title", "similarity"))
+    assert [v["title"] for v in values] == [a.title for a in best_first]
+    assert values[0]["similarity"] == pytest.approx(best_first[0].similarity)
+    doubled = search.annotate(double=F("views") * 2 + 1, n=Count("category"))
+    assert [a.double for a in doubled] == [2 * a.views + 1 for a in best_first]
+    with django_assert_num_queries(1):
+        summary = search.aggregate(best=Max("similarity"), mean=Avg("similarity"), n=Count("pk"))
+    assert summary["n"] == 4
+    assert summary["best"] == pytest.approx(best_first[0].similarity)
+    assert summary["mean"] == pytest.approx(sum(a.similarity for a in best_first) / 4)
+    assert search.count() == 4 and search.exists()
+    assert search.filter(title="Reset your password").get().pk == best_first[0].pk
+    assert [a.pk for a in search[1:3]] == [a.pk for a in best_first[1:3]]
+
+
+def test_an_ordering_before_the_search_breaks_ties(articles) -> None:  # type: ignore[no-untyped-def]
+    # three rows with the same text: the same similarity, so only the earlier ordering tells them apart
+    twins = Article.objects.bulk_create([Article(title="Reset your password", body=None, views=v) for v in (5, 9, 7)])
+    from django_semsim.sync import drain
+
+    drain(Article, pks=[a.pk for a in twins])
+    by_views = list(Article.objects.order_by("-views").semantic_search("Reset your password", k=3))
+    assert [a.views for a in by_views] == [9, 7, 5]
+    by_views_up = list(Article.objects.order_by("views").semantic_search("Reset your password", k=3))
+    assert [a.views for a in by_views_up] == [5, 7, 9]
+
+
+def test_k_default_none_and_bounds(articles) -> None:  # type: ignore[no-untyped-def]
+    from django.test import override_settings
+
+    assert Article.objects.semantic_search(PASSWORD_QUERY).count() == min(10, len(CORPUS))
+    with override_settings(SEMSIM={"SYNC": "immediate", "DEFAULT_K": 2}):
+        assert Article.objects.semantic_search(PASSWORD_QUERY).count() == 2
+        assert Article.objects.semantic_search(PASSWORD_QUERY, k=None).count() == len(CORPUS)
+    for bad in (0, -1, 1.5, True, "3"):
+        with pytest.raises(InvalidQuery, match="k must be"):
+            Article.objects.semantic_search(PASSWORD_QUERY, k=bad)
+
+
+@pytest.mark.parametrize(("query", "shown"), [(None, "None"), ("", "''"), ("   ", "'   '"), (42, "42"), (b"x", "b'x'")])
+def test_bad_queries_say_what_was_given(query: object, shown: str) -> None:
+    with pytest.raises(InvalidQuery, match=rf"got .*{re.escape(shown)}"):
+        Article.objects.semantic_search(query)  # type: ignore[arg-type]
+
+
+def test_exact_search_scans_every_vector(db) -> None:  # type: ignore[no-untyped-def]
+    insert_random_rows(3000, published_every=1)
+    query = np.random.default_rng(3).standard_normal(384)
+    index = companion_of(Article)._meta.indexes[0].name
+    exact = Article.objects.semantic_search(query, k=10, exact=True)
+    assert f"Index Scan using {index}" not in exact.explain()
+    assert f"Index Scan using {index}" in Article.objects.semantic_search(query, k=10).explain()
+    # the reference: cosine similarity of every stored vector, in NumPy
+    stored = companion_of(Article).objects.values_list("source_id", "embedding")
+    ids = np.array([pk for pk, _ in stored])
+    matrix = np.array([vector for _, vector in stored], dtype=np.float64)
+    scores = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
+    assert [a.pk for a in exact] == [int(pk) for pk in ids[np.argsort(-scores)[:10]]]

@@ -36,5 +36,5 @@ def search(request: HttpRequest) -> HttpResponse:
 
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     article = get_object_or_404(Article, pk=pk)
-    similar = article.similar_objects(k=5).filter(published=True)
+    similar = Article.objects.filter(published=True).similar_to(article, k=5)
     return render(request, "articles/detail.html", {"article": article, "similar": similar})
