@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.db import models
-from django.db.models import FloatField, Func
+from django.db.models import F, FloatField, Func, OuterRef, Subquery
 from django.db.models.expressions import Expression
 from pgvector.django import VectorField
 
@@ -23,7 +23,16 @@ if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models.sql.compiler import SQLCompiler
 
-__all__ = ["MetricDistance", "QueryVector", "TextHash", "companion_model", "max_distance", "similarity_of"]
+__all__ = [
+    "Distance",
+    "MetricDistance",
+    "QueryVector",
+    "Similarity",
+    "TextHash",
+    "companion_model",
+    "max_distance",
+    "similarity_of",
+]
 
 
 class QueryVector(Expression):
@@ -135,3 +144,67 @@ def companion_model(model: type[models.Model]) -> type[models.Model]:
         return model._meta.get_field("semsim_embeddings").related_model  # type: ignore[no-any-return]
     except Exception:
         raise TypeError(f"{model._meta.label} is not a SemanticModel with a companion.") from None
+
+
+class Distance(Expression):
+    """The distance between a semantic model's vector and a query, by the model's metric.
+
+    ``query``: a text (encoded once, when the SQL is built), a vector, or an expression of one.
+    ``through``: a lookup path from the queried model to a semantic model (``"article"``,
+    ``"order__product"``) when the vectors are another model's. Usable in ``annotate``, ``alias``,
+    ``filter`` and ``order_by``; NULL for a row without a vector. It reads the vector of the
+    configured encoder model with a correlated subquery (one primary-key lookup per row), so it
+    ranks rows without the HNSW index: for the k nearest of many rows use ``semantic_search()``,
+    whose ``distance`` / ``similarity`` are these values.
+    """
+
+    output_field = FloatField()
+
+    def __init__(self, query: Any, *, through: str = "", metric: str | None = None) -> None:
+        super().__init__(output_field=FloatField())
+        if metric is not None and metric not in METRICS:
+            raise InvalidQuery(f"Unknown metric {metric!r}; use one of {', '.join(METRICS)}.")
+        if not isinstance(through, str):
+            raise InvalidQuery(f"through must be a lookup path such as 'article', got {through!r}.")
+        self.query = query
+        self.through = through
+        self.metric = metric
+
+    def _target(self, model: type[models.Model]) -> type[models.Model]:
+        for name in filter(None, self.through.split("__")):
+            try:
+                related = model._meta.get_field(name).related_model
+            except Exception:
+                related = None
+            if related is None:
+                raise InvalidQuery(f"{model._meta.label} has no relation {name!r} (through={self.through!r}).")
+            model = related
+        return model
+
+    def _distance(self, model: type[models.Model]) -> tuple[Any, str]:
+        from django_semsim.conf import get_config
+
+        config = get_config()
+        target = self._target(model)
+        companion = companion_model(target)
+        metric = str(self.metric or getattr(target, "semantic_metric", "cosine"))
+        vector = self.query
+        if not hasattr(vector, "resolve_expression"):
+            vector = QueryVector(vector, dimensions=config.dimensions, model=config.model_name)
+        source = OuterRef(f"{self.through}__pk" if self.through else "pk")
+        rows = companion._base_manager.filter(source_id=source, model_id=config.model_name)
+        rows = rows.annotate(_distance=MetricDistance(F("embedding"), vector, metric=metric))
+        return Subquery(rows.values("_distance")[:1], output_field=FloatField()), metric
+
+    def resolve_expression(self, query: Any = None, *args: Any, **kwargs: Any) -> Any:
+        distance, _ = self._distance(query.model)
+        return distance.resolve_expression(query, *args, **kwargs)
+
+
+class Similarity(Distance):
+    """The similarity of a semantic model's vector to a query (higher is closer): the model's
+    metric's formula over :class:`Distance` (``1 - d`` for cosine). Same arguments and uses."""
+
+    def resolve_expression(self, query: Any = None, *args: Any, **kwargs: Any) -> Any:
+        distance, metric = self._distance(query.model)
+        return similarity_of(distance, metric).resolve_expression(query, *args, **kwargs)

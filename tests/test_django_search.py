@@ -267,3 +267,40 @@ def test_exact_search_scans_every_vector(db) -> None:  # type: ignore[no-untyped
     matrix = np.array([vector for _, vector in stored], dtype=np.float64)
     scores = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
     assert [a.pk for a in exact] == [int(pk) for pk in ids[np.argsort(-scores)[:10]]]
+
+
+# public expressions ------------------------------------------------------------------------------
+def test_similarity_and_distance_expressions(articles) -> None:  # type: ignore[no-untyped-def]
+    from django_semsim.expressions import Distance, Similarity
+
+    ranked = {a.pk: a.similarity for a in Article.objects.semantic_search(PASSWORD_QUERY, k=None)}
+    annotated = Article.objects.annotate(sim=Similarity(PASSWORD_QUERY), dist=Distance(PASSWORD_QUERY))
+    for a in annotated:
+        assert a.sim == pytest.approx(ranked[a.pk], abs=1e-5)
+        assert a.dist == pytest.approx(1 - ranked[a.pk], abs=1e-5)
+    threshold = sorted(ranked.values())[-3]
+    close = Article.objects.alias(sim=Similarity(PASSWORD_QUERY)).filter(sim__gte=threshold).order_by("-sim")
+    assert [a.pk for a in close] == sorted(ranked, key=lambda pk: -ranked[pk])[:3]
+    ordered = Article.objects.order_by(Distance(PASSWORD_QUERY).asc())[:2]
+    assert [a.pk for a in ordered] == sorted(ranked, key=lambda pk: -ranked[pk])[:2]
+    no_vector = Article.objects.bulk_create([Article(title="no vector yet")])[0]
+    assert Article.objects.annotate(sim=Similarity(PASSWORD_QUERY)).get(pk=no_vector.pk).sim is None
+
+
+def test_expressions_through_a_relation(encoder, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    from django_semsim.expressions import Similarity
+    from django_semsim.faq.models import FAQ, FAQPhrasing
+
+    with django_capture_on_commit_callbacks(execute=True):
+        reset = FAQ.objects.create(question="How do I reset my password?", answer="Use the login page.")
+        parcel = FAQ.objects.create(question="When will my parcel arrive?", answer="Within a week.")
+        FAQPhrasing.objects.create(faq=parcel, text="where is my order")
+        FAQPhrasing.objects.create(faq=reset, text="forgot my login")
+    # each phrasing ranked by its entry's question: FAQPhrasing -> faq -> the FAQ's vectors
+    phrasings = FAQPhrasing.objects.annotate(entry_sim=Similarity(PASSWORD_QUERY, through="faq")).order_by("-entry_sim")
+    assert [p.faq_id for p in phrasings] == [reset.pk, parcel.pk]
+    direct = {f.pk: f.sim for f in FAQ.objects.annotate(sim=Similarity(PASSWORD_QUERY))}
+    for p in phrasings:
+        assert p.entry_sim == pytest.approx(direct[p.faq_id], abs=1e-6)
+    with pytest.raises(InvalidQuery, match="has no relation"):
+        list(FAQPhrasing.objects.annotate(sim=Similarity(PASSWORD_QUERY, through="nothing")))
