@@ -59,6 +59,8 @@ def _wrapper(execute: Any, sql: str, params: Any, many: bool, context: dict[str,
         return execute(sql, params, many, context)
     wanted = {"hnsw.ef_search": match.group(1), "hnsw.iterative_scan": match.group(2)}
     defaults = getattr(connection, _DEFAULTS_ATTRIBUTE, None)
+    if defaults is None and not connection.in_atomic_block:
+        defaults = _set_defaults(connection)  # a connection opened before the app was ready
     if wanted == defaults:
         return execute(sql, params, many, context)
     if connection.in_atomic_block:
@@ -75,21 +77,12 @@ def _wrapper(execute: Any, sql: str, params: Any, many: bool, context: dict[str,
         return execute(sql, params, many, context)
 
 
-def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
-    if connection.vendor != "postgresql":
-        return
-    install(connection)
-
-
-def install(connection: Any) -> None:
-    """Add the wrapper to ``connection`` and set the configured defaults on its session."""
+def _set_defaults(connection: Any) -> dict[str, str] | None:
+    """Set the configured values on the session, outside any transaction; None when one is open."""
     from django_semsim.conf import get_config
 
-    if _wrapper not in connection.execute_wrappers:
-        connection.execute_wrappers.append(_wrapper)
-    setattr(connection, _DEFAULTS_ATTRIBUTE, None)
-    if connection.connection is None:
-        return  # set when it connects
+    if connection.connection is None or connection.in_atomic_block:
+        return None
     config = get_config()
     defaults = search_parameters(config.ef_search, config.iterative_scan)
     with connection.connection.cursor() as cursor:  # the DB-API cursor: no wrapper, not in the query log
@@ -100,13 +93,27 @@ def install(connection: Any) -> None:
     if not connection.get_autocommit():
         connection.connection.commit()  # a session value set in a rolled-back transaction would vanish
     setattr(connection, _DEFAULTS_ATTRIBUTE, defaults)
+    return defaults
+
+
+def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
+    if connection.vendor == "postgresql":
+        _install(connection)
+        _set_defaults(connection)
+
+
+def _install(connection: Any) -> None:
+    if _wrapper not in connection.execute_wrappers:
+        connection.execute_wrappers.append(_wrapper)
+    setattr(connection, _DEFAULTS_ATTRIBUTE, None)
 
 
 def connect_session_defaults() -> None:
-    """Connected in ``AppConfig.ready()``; connections already open get the same."""
+    """Connected in ``AppConfig.ready()`` (which runs no query): connections already open get the
+    wrapper now and their defaults before their first search."""
     from django.db import connections
 
     connection_created.connect(_on_connection_created, dispatch_uid="django_semsim.session_defaults")
     for connection in connections.all(initialized_only=True):
         if connection.vendor == "postgresql":
-            install(connection)
+            _install(connection)
