@@ -1,5 +1,9 @@
 """The ``SEMSIM`` settings dict: defaults in code, read lazily, re-read when a test overrides it.
 
+:data:`SETTINGS` is the one place each key's type, default and meaning are written; the README's
+table is :func:`settings_table` (a test compares them). ``EF_SEARCH`` and ``ITERATIVE_SCAN`` take
+their defaults from the core's :class:`semsim_pg.settings.Settings`, so both sides search alike.
+
 Nothing here loads a model or opens a connection; :func:`get_config` is cheap and may be called
 at class-creation time (the companion's vector dimension comes from it).
 """
@@ -17,64 +21,124 @@ from typing import Any
 
 from semsim_pg.errors import ConfigurationError
 from semsim_pg.settings import DEFAULT_MODEL, ITERATIVE_SCAN_MODES
+from semsim_pg.settings import Settings as CoreSettings
 from semsim_pg.validation import MAX_K
 
-__all__ = ["DEFAULTS", "SYNC_MODES", "SemsimConfig", "get_config", "model_dimension", "reset_config"]
+__all__ = [
+    "DEFAULTS",
+    "SETTINGS",
+    "SYNC_MODES",
+    "SemsimConfig",
+    "Setting",
+    "get_config",
+    "model_dimension",
+    "reset_config",
+    "settings_table",
+]
 
 logger = logging.getLogger(__name__)
 
 SYNC_MODES = ("immediate", "inline", "worker")
 
-#: Every key ``SEMSIM`` accepts, with its default.
-DEFAULTS: dict[str, Any] = {
-    # the sentence-transformers model (a name or a directory); see semsim_pg.encoder.resolve_model
-    "MODEL": DEFAULT_MODEL,
-    # vector size of MODEL; None reads it from the model's files without loading it
-    "DIMENSIONS": None,
-    # torch device for encoding (None: sentence-transformers' choice)
-    "DEVICE": None,
-    # "immediate": encode after commit in a background thread of this process; "inline": after commit in
-    # the saving thread (tests, scripts); "worker": leave it to `manage.py semsim_worker`
-    "SYNC": "immediate",
-    # immediate mode: most rows waiting for the background thread; past it a row stays stale (logged) for
-    # semsim_worker / semsim_reindex --stale, and save() never waits
-    "QUEUE_SIZE": 10_000,
-    # load the model and encode once in AppConfig.ready() of web and worker processes (not under migrate & co)
-    "PRELOAD": False,
-    # texts per encoder call and rows per worker claim
-    "BATCH_SIZE": 64,
-    # rows semantic_search()/similar_to() return when no k is given (k=None ranks every row)
-    "DEFAULT_K": 10,
-    # hnsw.ef_search for semantic_search()/similar_to() (per-query override: ef_search=)
-    "EF_SEARCH": 40,
-    # hnsw.iterative_scan; strict_order because the ORM returns rows in index order, unsorted again
-    "ITERATIVE_SCAN": "strict_order",
-    # HNSW build parameters of generated companion indexes (changing them needs makemigrations)
-    "HNSW_M": 16,
-    "HNSW_EF_CONSTRUCTION": 64,
-    # seconds a worker sleeps when the queue is empty, and the longest back-off after encoder failures
-    "WORKER_POLL_SECONDS": 2.0,
-    "WORKER_MAX_BACKOFF_SECONDS": 60.0,
-    # FAQ.objects.answer(): least bi-encoder similarity that answers (None: semsim_pg.faq.DEFAULT_THRESHOLD,
-    # or SEMSIM_FAQ_THRESHOLD); measure yours with `semsim eval faq`
-    "FAQ_THRESHOLD": None,
-    # the same for cross-encoder scores, used when the answer is reranked (None: DEFAULT_RERANK_THRESHOLD)
-    "FAQ_RERANK_THRESHOLD": None,
-    # cross-encoder (name or directory) for rerank=True and the admin's "Try a question" page
-    # (None: SEMSIM_CROSS_ENCODER, the core setting)
-    "CROSS_ENCODER": None,
-    # register the FAQ with the default admin site (False: leave it out, or register FAQAdmin on your own site)
-    "FAQ_ADMIN": True,
-    # log FAQ questions for the "Unanswered questions" and "Search insights" admin pages
-    # (needs django_semsim.insights in INSTALLED_APPS); see semsim_pg.insights
-    "QUERY_LOG": False,
-    # False: log only a hash of each question's text
-    "QUERY_LOG_TEXT": True,
-    # the share of questions logged, 0 to 1
-    "QUERY_LOG_SAMPLE_RATE": 1.0,
-    # PSI of the top-1 score distribution at which "Search insights" flags drift
-    "QUERY_LOG_DRIFT_THRESHOLD": 0.2,
-}
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of ``settings.SEMSIM``: the README's settings table is generated from these."""
+
+    key: str
+    type: str
+    default: Any
+    meaning: str
+
+
+_CORE = {f.name: f.default for f in fields(CoreSettings)}
+
+#: Every key ``SEMSIM`` accepts: its type, its default and what it does (the one place for each).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("MODEL", "str", DEFAULT_MODEL, "sentence-transformers model: a name or a directory"),
+    Setting("DIMENSIONS", "int or None", None, "vector size of MODEL; None reads it from the model's files"),
+    Setting("DEVICE", "str or None", None, "torch device for encoding (None: sentence-transformers' choice)"),
+    Setting(
+        "SYNC",
+        "str",
+        "immediate",
+        '"immediate": encode after commit in a background thread of this process; "inline": after commit in '
+        'the saving thread (tests, scripts); "worker": leave it to `manage.py semsim_worker`',
+    ),
+    Setting(
+        "QUEUE_SIZE",
+        "int",
+        10_000,
+        "immediate mode: most rows waiting for the background thread; past it a row stays stale (logged) "
+        "for `semsim_worker` / `semsim_reindex --stale`, and save() never waits",
+    ),
+    Setting(
+        "PRELOAD",
+        "bool",
+        False,
+        "load the model and encode once in `AppConfig.ready()` of web and worker processes (not under migrate & co)",
+    ),
+    Setting("BATCH_SIZE", "int", 64, "texts per encoder call and rows per worker claim"),
+    Setting(
+        "DEFAULT_K", "int", 10, "rows `semantic_search()` / `similar_to()` return without `k` (`k=None`: every row)"
+    ),
+    Setting("EF_SEARCH", "int", _CORE["ef_search"], "`hnsw.ef_search` of searches (per query: `ef_search=`)"),
+    Setting(
+        "ITERATIVE_SCAN",
+        "str",
+        _CORE["iterative_scan"],
+        "`hnsw.iterative_scan`: off, relaxed_order or strict_order (per query: `iterative_scan=`)",
+    ),
+    Setting("HNSW_M", "int", 16, "HNSW `m` of generated companion indexes (a change needs makemigrations)"),
+    Setting("HNSW_EF_CONSTRUCTION", "int", 64, "HNSW `ef_construction` of generated companion indexes"),
+    Setting("WORKER_POLL_SECONDS", "float", 2.0, "seconds a worker sleeps when the queue is empty"),
+    Setting("WORKER_MAX_BACKOFF_SECONDS", "float", 60.0, "longest back-off of a worker after encoder failures"),
+    Setting(
+        "FAQ_THRESHOLD",
+        "float or None",
+        None,
+        "least similarity that answers an FAQ question (None: the core's `SEMSIM_FAQ_THRESHOLD` or built-in "
+        "default; measure yours with `semsim eval faq`)",
+    ),
+    Setting(
+        "FAQ_RERANK_THRESHOLD",
+        "float or None",
+        None,
+        "the same on the cross-encoder's scale, when the answer is reranked",
+    ),
+    Setting(
+        "CROSS_ENCODER",
+        "str or None",
+        None,
+        "cross-encoder for `rerank=True` and the FAQ admin (None: the core's `SEMSIM_CROSS_ENCODER`)",
+    ),
+    Setting("FAQ_ADMIN", "bool", True, "register the FAQ with the default admin site (needs `django_semsim.faq`)"),
+    Setting(
+        "QUERY_LOG",
+        "bool",
+        False,
+        "log FAQ questions and text searches for the insights admin pages (needs `django_semsim.insights`)",
+    ),
+    Setting("QUERY_LOG_TEXT", "bool", True, "False: log only a hash of each question's text"),
+    Setting("QUERY_LOG_SAMPLE_RATE", "float", 1.0, "the share of questions logged, 0 to 1"),
+    Setting(
+        "QUERY_LOG_DRIFT_THRESHOLD",
+        "float",
+        0.2,
+        'PSI of the top-1 score distribution at which "Search insights" flags drift',
+    ),
+)
+DEFAULTS: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+
+
+def settings_table() -> str:
+    """The README's table of SEMSIM keys (tests/test_django_checks.py checks the README holds it)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = json.dumps(s.default) if isinstance(s.default, str) else repr(s.default)
+        lines.append(f"| `{s.key}` | {s.type} | `{default}` | {s.meaning} |")
+    return "\n".join(lines)
+
 
 # Dimensions of well-known models, so that import time never needs the weights.
 _KNOWN_DIMENSIONS = {

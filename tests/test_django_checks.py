@@ -165,3 +165,23 @@ def test_w003_vectors_of_another_model(django_capture_on_commit_callbacks) -> No
     assert f"semsim_reindex --all {Article._meta.label}" in warning.hint
     call_command("semsim_reindex", "--all", verbosity=0)
     assert check_connection(connection) == []
+
+
+def test_readme_settings_table_is_conf_py() -> None:
+    from pathlib import Path
+
+    from django_semsim.conf import DEFAULTS, settings_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert settings_table() in readme
+    # and every key the README's table names is one conf.py accepts, with the default it documents
+    rows = [line for line in settings_table().splitlines()[2:]]
+    assert [row.split("`")[1] for row in rows] == list(DEFAULTS)
+
+
+def test_search_defaults_are_the_cores() -> None:
+    from django_semsim.conf import get_config
+    from semsim_pg.settings import Settings
+
+    core, config = Settings(), get_config()
+    assert (config.ef_search, config.iterative_scan) == (core.ef_search, core.iterative_scan)
