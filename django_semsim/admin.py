@@ -1,6 +1,174 @@
-"""Admin helpers for semantic models (the FAQ's admin lives in ``django_semsim.faq.admin``).
+"""``SemanticAdminMixin``: the admin of any :class:`~django_semsim.models.SemanticModel` searches by meaning.
+
+``class ArticleAdmin(SemanticAdminMixin, admin.ModelAdmin)`` gives:
+
+- a changelist search box that ranks by meaning (``semantic_search``, the ``semantic_search_k``
+  best, with a similarity column); ``?keywords=1`` (a link under the box) is Django's keyword
+  search over ``search_fields``;
+- a "vector" column and filter: current, stale (made from older text) or missing;
+- a "Re-encode the selected ... now" action;
+- "Similar items" on the change page (``similar_items`` of them).
 
 django_semsim registers nothing with the admin site itself.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ORDER_VAR
+from django.db.models import Exists, OuterRef, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import NoReverseMatch, reverse
+
+from django_semsim.conf import get_config
+from django_semsim.expressions import TextHash
+from django_semsim.models import companion_of
+
+__all__ = ["SemanticAdminMixin", "VectorStatusFilter"]
+
+#: GET parameter that switches the changelist search box to Django's keyword search
+KEYWORDS_PARAM = "keywords"
+CURRENT, STALE, MISSING = "current", "stale", "missing"
+
+
+def with_vector_status(queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """``queryset`` with ``_semsim_has_vector`` and ``_semsim_current`` annotated, computed by PostgreSQL."""
+    model = queryset.model
+    vectors = companion_of(model)._base_manager.filter(
+        source=OuterRef("pk"), model_id=get_config().model_name, embedding__isnull=False
+    )
+    queryset = queryset.annotate(_semsim_has_vector=Exists(vectors))
+    expression = model.semantic_text_expression()
+    if expression is None:  # text known in Python only: a vector counts as current
+        return queryset.alias(_semsim_current=Exists(vectors))
+    current = vectors.filter(text_hash=OuterRef("_semsim_text_hash"))
+    return queryset.alias(_semsim_text_hash=TextHash(expression)).annotate(_semsim_current=Exists(current))
+
+
+class VectorStatusFilter(admin.SimpleListFilter):
+    """Filter by vector: current, stale (made from older text) or missing."""
+
+    title = "vector"
+    parameter_name = "vector"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(CURRENT, "current"), (STALE, "stale"), (MISSING, "missing")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == CURRENT:
+            return queryset.filter(_semsim_current=True)
+        if value == STALE:
+            return queryset.filter(_semsim_has_vector=True, _semsim_current=False)
+        if value == MISSING:
+            return queryset.filter(_semsim_has_vector=False)
+        return queryset
+
+
+class SemanticAdminMixin:
+    """Mix into a ``ModelAdmin`` of a semantic model (before ``admin.ModelAdmin``)."""
+
+    #: how many results a search by meaning shows (best first)
+    semantic_search_k: int = 50
+    #: how many similar items the change page lists (0: none)
+    similar_items: int = 5
+    change_list_template = "admin/django_semsim/change_list.html"
+    change_form_template = "admin/django_semsim/change_form.html"
+
+    # searching ------------------------------------------------------------------------------------
+    def _keywords(self, request: HttpRequest) -> bool:
+        return bool(getattr(request, "semsim_keywords", False))
+
+    def _searching_by_meaning(self, request: HttpRequest) -> bool:
+        return bool(request.GET.get("q", "").strip()) and not self._keywords(request)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
+        if not search_term.strip() or self._keywords(request):
+            return super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
+        # the changelist has ordered the queryset already: the search keeps that order as its tie-breaker,
+        # and puts it first when a column header was clicked
+        results = queryset.semantic_search(search_term, k=self.semantic_search_k)
+        if ORDER_VAR in request.GET:
+            results = results.order_by(*queryset.query.order_by)
+        return results, False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return with_vector_status(super().get_queryset(request))  # type: ignore[misc]
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = [*super().get_list_display(request), "vector_status"]  # type: ignore[misc]
+        if self._searching_by_meaning(request):
+            columns.insert(1, "search_similarity")
+        return columns
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        return [*super().get_list_filter(request), VectorStatusFilter]  # type: ignore[misc]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if KEYWORDS_PARAM in request.GET:
+            # the changelist would read an unknown parameter as a field lookup: take it out first
+            request.GET = request.GET.copy()
+            request.GET.pop(KEYWORDS_PARAM)
+            request.semsim_keywords = True
+        context = {
+            **(extra_context or {}),
+            "semsim_keywords": self._keywords(request),
+            "semsim_keywords_param": KEYWORDS_PARAM,
+            "semsim_search_k": self.semantic_search_k,
+        }
+        return super().changelist_view(request, context)  # type: ignore[misc]
+
+    @admin.display(description="similarity", ordering="similarity")
+    def search_similarity(self, obj: Any) -> str:
+        value = getattr(obj, "similarity", None)
+        return "" if value is None else f"{value:.3f}"
+
+    @admin.display(description="vector")
+    def vector_status(self, obj: Any) -> str:
+        if not getattr(obj, "_semsim_has_vector", False):
+            return MISSING
+        return CURRENT if getattr(obj, "_semsim_current", False) else STALE
+
+    # actions ----------------------------------------------------------------------------------------
+    def get_actions(self, request: HttpRequest) -> Any:
+        actions = super().get_actions(request)  # type: ignore[misc]
+        if self.has_change_permission(request):  # type: ignore[attr-defined]
+            plural = self.model._meta.verbose_name_plural  # type: ignore[attr-defined]
+            actions["reencode_vectors"] = (
+                type(self).reencode_vectors,
+                "reencode_vectors",
+                f"Re-encode the selected {plural} now",
+            )
+        return actions
+
+    def reencode_vectors(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        """Forget which text each selected row's vector came from, then encode those rows now."""
+        from django_semsim.sync import drain
+
+        model = queryset.model
+        pks = list(queryset.values_list("pk", flat=True))
+        companion_of(model)._base_manager.filter(source__in=pks, model_id=get_config().model_name).update(
+            text_hash=None
+        )
+        written = len(drain(model, pks=pks).written)
+        self.message_user(request, f"{written} vector(s) re-encoded.", messages.SUCCESS)  # type: ignore[attr-defined]
+
+    # change page ------------------------------------------------------------------------------------
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        similar: list[tuple[Any, str | None]] = []
+        obj = self.get_object(request, unquote(object_id)) if self.similar_items else None  # type: ignore[attr-defined]
+        if obj is not None:
+            opts = self.model._meta  # type: ignore[attr-defined]
+            for item in obj.similar_objects(k=self.similar_items):
+                try:
+                    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[item.pk])
+                except NoReverseMatch:
+                    url = None
+                similar.append((item, url))
+        context = {**(extra_context or {}), "semsim_similar": similar}
+        return super().change_view(request, object_id, form_url, context)  # type: ignore[misc]

@@ -132,3 +132,43 @@ def test_admin_login_add_try_import(live_admin: str, browser: Any, tmp_path: Pat
     # and the imported entry is found by its alternative phrasing
     browser.get(f"{live_admin}/admin/semsim_faq/faq/try/?question=when+does+my+parcel+arrive&k=3")
     assert "How long does shipping take?" in browser.find_element(By.CSS_SELECTOR, "#matches tr.match").text
+
+
+def test_semantic_changelist_search(live_admin: str, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    for question, answer in (
+        ("My bank card has not arrived yet", "Cards arrive within 7 working days."),
+        ("How do I change my delivery address?", "Edit it under Your account."),
+        ("Which payment methods do you accept?", "Cards and PayPal."),
+    ):
+        FAQ.objects.create(question=question, answer=answer)  # autocommit: encoded after each save
+    browser.get(f"{live_admin}/admin/login/?next=/admin/semsim_faq/faq/")
+    browser.find_element(By.NAME, "username").send_keys("boss")
+    browser.find_element(By.NAME, "password").send_keys("secret-pw")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for_text(browser, "Select FAQ to change")
+
+    # no word in common with the entry: the search box finds it by meaning, ranked, with the similarity
+    box = browser.find_element(By.ID, "searchbar")
+    box.send_keys("card never came")
+    box.submit()
+    wait_for_text(browser, "column-search_similarity")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+    assert "My bank card has not arrived yet" in rows[0].text
+    similarities = [
+        float(e.text) for e in browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-search_similarity")
+    ]
+    assert similarities == sorted(similarities, reverse=True) and similarities[0] > 0.3
+    assert browser.find_element(By.CSS_SELECTOR, "#result_list td.field-vector_status").text == "current"
+
+    # keyword search is one click away, and finds nothing for these words
+    browser.find_element(By.LINK_TEXT, "Search by keywords instead").click()
+    wait_for_text(browser, "Search by meaning instead")
+    assert browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr") == []
+
+    # the change page lists similar entries
+    faq = FAQ.objects.get(question="My bank card has not arrived yet")
+    browser.get(f"{live_admin}/admin/semsim_faq/faq/{faq.pk}/change/")
+    similar = browser.find_element(By.ID, "semsim-similar").text
+    assert "Similar items" in similar and "Which payment methods do you accept?" in similar

@@ -151,8 +151,48 @@ def test_changelist_search_and_filter(editor, faqs) -> None:  # type: ignore[no-
     assert "How long does shipping take?" in page and "Try a question" in page and 'id="faq-import-link"' in page
     filtered = editor.get(url, {"category": "delivery"}).content.decode()
     assert "How long does shipping take?" in filtered and "How do I return an item?" not in filtered
-    searched = editor.get(url, {"q": "send a product back"}).content.decode()  # searches phrasings too
-    assert "How do I return an item?" in searched and "shipping" not in searched
+    keywords = editor.get(url, {"q": "send a product back", "keywords": "1"}).content.decode()  # phrasings too
+    assert "How do I return an item?" in keywords and "shipping" not in keywords
+    assert "Search by meaning instead" in keywords
+
+
+def test_changelist_searches_by_meaning_ranked_with_the_similarity(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    url = reverse("admin:semsim_faq_faq_changelist")
+    response = editor.get(url, {"q": "I'd like my money back for this parcel"})  # no keyword in common
+    page = response.content.decode()
+    assert "Search by keywords instead" in page and "column-search_similarity" in page
+    listed = [faq.question for faq in response.context["cl"].result_list]
+    assert set(listed[:2]) == {"How do I return an item?", "How can I return an item?"}
+    similarities = [faq.similarity for faq in response.context["cl"].result_list]
+    assert similarities == sorted(similarities, reverse=True)
+    assert editor.get(url, {"q": "I'd like my money back", "keywords": "1"}).context["cl"].result_count == 0
+    # a click on a column header still sorts by it
+    by_question = editor.get(url, {"q": "money back", "o": "1"}).context["cl"].result_list
+    assert [f.question for f in by_question] == sorted(f.question for f in by_question)
+
+
+def test_vector_status_column_and_filter(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    url = reverse("admin:semsim_faq_faq_changelist")
+    FAQ.objects.filter(pk=faqs["shipping"].pk).update(question="How fast is delivery?")  # stale now
+    missing = FAQ.objects.bulk_create([FAQ(question="Do you ship abroad?", answer="Yes.")])[0]  # no vector
+    rows = {f.pk: f for f in editor.get(url).context["cl"].result_list}
+    from django_semsim.admin import SemanticAdminMixin
+
+    status = SemanticAdminMixin.vector_status
+    assert status(None, rows[faqs["returns"].pk]) == "current"  # type: ignore[arg-type]
+    assert status(None, rows[faqs["shipping"].pk]) == "stale"  # type: ignore[arg-type]
+    assert status(None, rows[missing.pk]) == "missing"  # type: ignore[arg-type]
+    for value, expected in (("stale", {faqs["shipping"].pk}), ("missing", {missing.pk})):
+        assert {f.pk for f in editor.get(url, {"vector": value}).context["cl"].result_list} == expected
+    current = {f.pk for f in editor.get(url, {"vector": "current"}).context["cl"].result_list}
+    assert current == {faqs["returns"].pk, faqs["twin"].pk}
+
+
+def test_change_page_lists_similar_entries(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    page = editor.get(reverse("admin:semsim_faq_faq_change", args=[faqs["returns"].pk])).content.decode()
+    assert 'id="semsim-similar"' in page
+    similar = page.split('id="semsim-similar"')[1]
+    assert similar.index("How can I return an item?") < similar.index("How long does shipping take?")
 
 
 def test_add_with_inline_phrasing_encodes_both(editor, encoder, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
@@ -263,7 +303,7 @@ def test_reencode_action(editor, faqs) -> None:  # type: ignore[no-untyped-def]
     FAQ.objects.filter(pk=faqs["returns"].pk).update(question="How do I send an item back?")  # stale now
     response = editor.post(
         reverse("admin:semsim_faq_faq_changelist"),
-        {"action": "reencode", "_selected_action": [faqs["returns"].pk]},
+        {"action": "reencode_vectors", "_selected_action": [faqs["returns"].pk]},
         follow=True,
     )
     assert "2 vector(s) re-encoded for 1 FAQ(s)" in response.content.decode()

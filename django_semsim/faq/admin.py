@@ -17,13 +17,13 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from django_semsim.admin import SemanticAdminMixin
 from django_semsim.conf import get_config
-from django_semsim.expressions import TextHash
 from django_semsim.faq.duplicates import near_duplicates
 from django_semsim.faq.io import export_csv, import_entries, read_entries
 from django_semsim.faq.models import FAQ, FAQPhrasing, faq_threshold
@@ -78,38 +78,29 @@ class ImportForm(forms.Form):
     replace = forms.BooleanField(required=False, help_text="delete the entries the file does not hold")
 
 
-class FAQAdmin(admin.ModelAdmin):
-    list_display = ["question", "category", "published", "phrasing_count", "vector_current", "updated_at"]
+class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
+    """The search box finds entries by meaning (and by keywords, one click away); the "vector"
+    column, filter and re-encode action come from :class:`SemanticAdminMixin`."""
+
+    list_display = ["question", "category", "published", "phrasing_count", "updated_at"]
     list_filter = ["category", "published"]
     search_fields = ["question", "answer", "phrasings__text", "external_id"]
     inlines = [FAQPhrasingInline]
-    actions = ["reencode", "export_selected"]
+    actions = ["export_selected"]
     readonly_fields = ["created_at", "updated_at"]
     fields = ["question", "answer", "category", "published", "external_id", "created_at", "updated_at"]
     change_list_template = "admin/semsim_faq/faq/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[FAQ]:
-        # computed by PostgreSQL for the page of rows: is there a vector of the current question?
-        current = companion_of(FAQ).objects.filter(
-            source=OuterRef("pk"),
-            model=get_config().model_name,
-            embedding__isnull=False,
-            text_hash=OuterRef("_text_hash"),
-        )
-        queryset = super().get_queryset(request).alias(_text_hash=TextHash(FAQ.semantic_text_expression()))
-        return queryset.annotate(_vector_current=Exists(current)).prefetch_related("phrasings")
+        return super().get_queryset(request).prefetch_related("phrasings")
 
     @admin.display(description="phrasings")
     def phrasing_count(self, obj: FAQ) -> int:
         return 1 + len(obj.phrasings.all())
 
-    @admin.display(boolean=True, description="vector current", ordering="_vector_current")
-    def vector_current(self, obj: Any) -> bool:
-        return bool(obj._vector_current)
-
     # actions -----------------------------------------------------------------------------------
-    @admin.action(description="Re-encode the selected FAQs now", permissions=["change"])
-    def reencode(self, request: HttpRequest, queryset: QuerySet[FAQ]) -> None:
+    def reencode_vectors(self, request: HttpRequest, queryset: QuerySet[FAQ]) -> None:
+        """The entries' questions and their alternative phrasings, encoded again now."""
         from django_semsim.sync import drain
 
         pks = list(queryset.values_list("pk", flat=True))
