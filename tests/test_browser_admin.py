@@ -20,6 +20,8 @@ from django.test import override_settings
 from django_semsim.faq.models import FAQ
 from tests.test_django_faq_admin import ADMIN_SETTINGS, create_admin_log_table, drop_admin_log_table
 
+pytestmark = pytest.mark.slow  # a live server and a real browser
+
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_CANDIDATES = (Path("/usr/bin/chromium"), Path("/usr/bin/chromium-browser"))
 

@@ -20,6 +20,8 @@ from django.db import connection
 
 from semsim_pg.sql import vector_literal
 
+pytestmark = pytest.mark.slow  # each test migrates a fresh database in a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 FAQ_TABLES = {
     "django_semsim_faq",

@@ -136,6 +136,7 @@ def test_min_similarity(articles) -> None:  # type: ignore[no-untyped-def]
     assert all(a.similarity >= threshold for a in kept)
 
 
+@pytest.mark.slow
 def test_plan_uses_hnsw_index_and_iterative_scan_fills_k(db) -> None:  # type: ignore[no-untyped-def]
     insert_random_rows(4000, published_every=2)  # half of 4,000 rows published
     query = np.random.default_rng(1).standard_normal(384)
@@ -254,6 +255,7 @@ def test_bad_queries_say_what_was_given(query: object, shown: str) -> None:
         Article.objects.semantic_search(query)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_exact_search_scans_every_vector(db) -> None:  # type: ignore[no-untyped-def]
     insert_random_rows(3000, published_every=1)
     query = np.random.default_rng(3).standard_normal(384)

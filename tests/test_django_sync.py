@@ -231,6 +231,7 @@ def _in_thread(target: Any) -> Any:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_two_workers_in_parallel_process_every_row_exactly_once(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     Article.objects.bulk_create([Article(title=f"Stale article {i}", body="parallel") for i in range(40)])
     sync.add_placeholders(Article)
