@@ -99,13 +99,14 @@ def _set_defaults(connection: Any) -> dict[str, str] | None:
 def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
     if connection.vendor == "postgresql":
         _install(connection)
+        setattr(connection, _DEFAULTS_ATTRIBUTE, None)  # a new session: nothing set on it yet
         _set_defaults(connection)
 
 
 def _install(connection: Any) -> None:
+    # appended once: ready() runs again when a test changes INSTALLED_APPS, and the session keeps its values
     if _wrapper not in connection.execute_wrappers:
         connection.execute_wrappers.append(_wrapper)
-    setattr(connection, _DEFAULTS_ATTRIBUTE, None)
 
 
 def connect_session_defaults() -> None:
