@@ -241,7 +241,7 @@ def test_k_default_none_and_bounds(articles) -> None:  # type: ignore[no-untyped
     from django.test import override_settings
 
     assert Article.objects.semantic_search(PASSWORD_QUERY).count() == min(10, len(CORPUS))
-    with override_settings(SEMSIM={"SYNC": "immediate", "DEFAULT_K": 2}):
+    with override_settings(SEMSIM={"SYNC": "inline", "DEFAULT_K": 2}):
         assert Article.objects.semantic_search(PASSWORD_QUERY).count() == 2
         assert Article.objects.semantic_search(PASSWORD_QUERY, k=None).count() == len(CORPUS)
     for bad in (0, -1, 1.5, True, "3"):
