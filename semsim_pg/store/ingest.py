@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from semsim_pg import queries
 from semsim_pg.db import connect, vector_connection
 from semsim_pg.encoder import Encoder, text_hash
-from semsim_pg.errors import CollectionNotFound, DimensionMismatch, InvalidInput, ModelMismatch
+from semsim_pg.errors import CollectionNotFound, DatabaseUnavailable, DimensionMismatch, InvalidInput, ModelMismatch
 from semsim_pg.progress import progress_bar
 from semsim_pg.sql import vector_literal
 from semsim_pg.store.indexes import bulk_load, ensure_index
@@ -75,6 +76,7 @@ def upsert(
     if not defer_index:
         ensure_index(store.engine, coll)  # a load killed after dropping it left none: restore it first
     result = UpsertResult()
+    committed = 0  # documents whose batches are committed: what a lost database leaves stored
     with (
         bulk_load(store.engine, coll) if defer_index else nullcontext(),
         progress_bar(progress, total=expected, desc=f"ingest {coll.name}", unit="doc") as bar,
@@ -96,11 +98,18 @@ def upsert(
                         ) from None
                     encoder = store.encoder_for(coll)
                     result += _upsert_batch(store, coll, encoder, docs, start, given)
+                committed += len(docs)
                 bar.update(len(docs))
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable) as exc:
+            raise _database_lost(coll, committed, exc) from None
         finally:
             if defer_index:
                 # Even after a failed load: a collection is never left without its index.
-                store.build_index(coll.name)  # by name: the model may have changed meanwhile
+                try:
+                    store.build_index(coll.name)  # by name: the model may have changed meanwhile
+                except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable) as exc:
+                    # The database is gone: the next ingest (or `semsim index rebuild`) builds it.
+                    raise _database_lost(coll, committed, exc) from None
     logger.info(
         "upsert into %s: %d inserted, %d updated, %d unchanged, %d encoded",
         coll.name,
@@ -110,6 +119,17 @@ def upsert(
         result.encoded,
     )
     return result
+
+
+def _database_lost(coll: Collection, committed: int, exc: Exception) -> DatabaseUnavailable:
+    """One line for a database that went away mid-load: what is stored, and how to go on."""
+    cause = getattr(exc, "orig", None) or exc
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return DatabaseUnavailable(
+        f"The database connection was lost during the ingest into {coll.name!r} ({reason}): the first "
+        f"{committed} documents were committed, the rest were not. When the server is back, run the same "
+        "ingest again: documents already stored with the same text are skipped, not encoded again."
+    )
 
 
 def _upsert_batch(

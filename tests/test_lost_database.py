@@ -1,0 +1,50 @@
+"""Issue 14, item 6 leftovers: a database lost during a CLI ingest, and a Django query with a lone surrogate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+
+def test_a_database_lost_during_a_cli_ingest_is_one_line_naming_what_was_committed(  # type: ignore[no-untyped-def]
+    store, collection_name, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from semsim_pg.cli.main import main
+    from semsim_pg.store import ingest
+
+    write_batch = ingest._upsert_batch
+    calls = []
+
+    def then_lose_the_server(store, coll, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:  # the server ends this session, as a killed or restarted server does
+            with store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return write_batch(store, coll, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_upsert_batch", then_lose_the_server)
+    source = tmp_path / "docs.txt"
+    source.write_text("".join(f"sentence number {i}\n" for i in range(6)), encoding="utf-8")
+    assert main(["-q", "ingest", str(source), "-c", collection_name, "--batch-size", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "lost" in err and "first 2 documents were committed" in err and "run the same ingest again" in err
+    assert store.count(collection_name) == 2
+    # ... and running it again finishes the job, skipping what was stored.
+    monkeypatch.setattr(ingest, "_upsert_batch", write_batch)
+    assert main(["-q", "ingest", str(source), "-c", collection_name, "--batch-size", "2", "--json"]) == 0
+    assert store.count(collection_name) == 6
+    assert '"unchanged": 2' in capsys.readouterr().out
+
+
+@pytest.mark.django_db
+def test_django_search_with_a_lone_surrogate_is_invalid_query() -> None:
+    from semsim_pg.errors import InvalidQuery
+    from tests.djangoapp.models import Article
+
+    with pytest.raises(InvalidQuery, match="not valid UTF-8"):
+        Article.objects.semantic_search("caf\udce9 opening hours", k=3)
+    with pytest.raises(InvalidQuery, match="NUL"):
+        Article.objects.semantic_search("opening\x00hours", k=3)
