@@ -21,7 +21,7 @@ from semsim_pg.store.types import Collection
 if TYPE_CHECKING:
     from semsim_pg.store import DocumentStore
 
-__all__ = ["RECALL_TARGET", "IndexCheck", "check_index"]
+__all__ = ["EF_SEARCH_STEPS", "RECALL_TARGET", "IndexCheck", "check_index", "suggestion"]
 
 RECALL_TARGET = 0.95
 #: the ef_search values tried, in turn, when the configured one misses the target
@@ -108,16 +108,26 @@ def check_index(
 
 
 def _suggestion(check: IndexCheck) -> str | None:
+    return suggestion(
+        check,
+        ef_setting="SEMSIM_EF_SEARCH={ef}",
+        rebuild=f"semsim index rebuild -c {check.collection} --m {{m}} --ef-construction {{efc}}",
+    )
+
+
+def suggestion(check: IndexCheck, *, ef_setting: str, rebuild: str) -> str | None:
+    """What reaches the target, in the words of the caller's settings (``{ef}``, ``{m}`` and
+    ``{efc}`` in ``ef_setting`` and ``rebuild`` are filled in); None when the recall reaches it."""
     if check.recall is None or check.recall >= RECALL_TARGET:
         return None
     if check.ef_search_needed is not None:
         return (
-            f"Below {RECALL_TARGET}: ef_search {check.ef_search_needed} reaches it (SEMSIM_EF_SEARCH="
-            f"{check.ef_search_needed}, or ef_search= per search; each search reads more of the graph)."
+            f"Below {RECALL_TARGET}: ef_search {check.ef_search_needed} reaches it "
+            f"({ef_setting.format(ef=check.ef_search_needed)}, or ef_search= per search; each search reads more "
+            "of the graph)."
         )
     m, efc = min(100, check.m * 2), min(1000, max(check.ef_construction * 2, 200))
     return (
         f"Below {RECALL_TARGET} even at ef_search {EF_SEARCH_STEPS[-1]}: build a denser graph, e.g. "
-        f"semsim index rebuild -c {check.collection} --m {m} --ef-construction {efc} "
-        "(a larger index and a slower build)."
+        f"{rebuild.format(m=m, efc=efc)} (a larger index and a slower build)."
     )
