@@ -129,7 +129,7 @@ def train_bi_encoder(
         raise NotImproved("No training rows could be built from the data; nothing was trained.")
     evaluator = RetrievalEvaluator(task.dev_queries, task.corpus, task.dev_qrels, primary=task.metric)
     started = time.perf_counter()
-    before = _plain(_before(evaluator, model, base, stored))
+    before = common.plain_metrics(_before(evaluator, model, base, stored))
     logger.info("dev before: %s", before)
     steps_per_epoch = math.ceil(len(columns["anchor"]) / options.batch_size)
     total = options.max_steps or math.ceil(steps_per_epoch * options.epochs)
@@ -156,10 +156,8 @@ def train_bi_encoder(
             evaluator=evaluator,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
         )
-        common.progress_callbacks(trainer, progress, _describe(task.metric))
-        state = trainer.train()
+        state, after = common.train_and_measure(trainer, evaluator, model, task.metric, progress)
         seconds = time.perf_counter() - started
-        after = _plain(_best_eval(trainer.state.log_history, task.metric) or evaluator(model))
         logger.info("dev after: %s", after)
         record = TrainingRecord(
             kind="bi-encoder",
@@ -186,7 +184,7 @@ def train_bi_encoder(
             steps=int(state.global_step),
             seconds=round(seconds, 1),
             out=str(out),
-            versions=_versions(),
+            versions=common.library_versions(),
         )
         if record.gain <= 0:
             raise NotImproved(
@@ -195,7 +193,7 @@ def train_bi_encoder(
                 "--learning-rate."
             )
         model.save(str(tmp))
-        _drop_work_files(tmp)
+        common.drop_work_files(tmp)
         write_record(tmp, record)
     return record
 
@@ -222,43 +220,3 @@ def _canonical(model: str) -> str:
     from semsim_pg.loading import resolve_model
 
     return resolve_model(model).name
-
-
-def _best_eval(history: list[dict[str, Any]], metric: str) -> dict[str, float] | None:
-    """The dev metrics of the best evaluation during training: the checkpoint loaded at the end."""
-    key = f"eval_dev_{metric}"
-    evals = [entry for entry in history if key in entry]
-    if not evals:
-        return None
-    best = max(evals, key=lambda entry: float(entry[key]))
-    return {k.removeprefix("eval_"): float(v) for k, v in best.items() if k.startswith("eval_dev_")}
-
-
-def _plain(metrics: dict[str, float]) -> dict[str, float]:
-    return {key.removeprefix("dev_"): round(float(value), 4) for key, value in metrics.items()}
-
-
-def _describe(metric: str) -> Any:
-    def describe(logs: dict[str, float]) -> str | None:
-        value = logs.get(f"eval_dev_{metric}")
-        return None if value is None else f"{metric} {float(value):.2f}"
-
-    return describe
-
-
-def _drop_work_files(tmp: Path) -> None:
-    import shutil
-
-    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("semsim", "sentence-transformers", "transformers", "torch"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found

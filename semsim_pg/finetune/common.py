@@ -216,3 +216,54 @@ def progress_callbacks(trainer: Any, progress: bool, describe: Callable[[dict[st
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_Postfix())
     return trainer
+
+
+def _best_eval(history: list[dict[str, Any]], metric: str) -> dict[str, float] | None:
+    """The dev metrics of the best evaluation during training: the checkpoint loaded at the end."""
+    key = f"eval_dev_{metric}"
+    evals = [entry for entry in history if key in entry]
+    if not evals:
+        return None
+    best = max(evals, key=lambda entry: float(entry[key]))
+    return {k.removeprefix("eval_"): float(v) for k, v in best.items() if k.startswith("eval_dev_")}
+
+
+def plain_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {key.removeprefix("dev_"): round(float(value), 4) for key, value in metrics.items()}
+
+
+def _describe(metric: str) -> Any:
+    def describe(logs: dict[str, float]) -> str | None:
+        value = logs.get(f"eval_dev_{metric}")
+        return None if value is None else f"{metric} {float(value):.2f}"
+
+    return describe
+
+
+def drop_work_files(tmp: Path) -> None:
+    import shutil
+
+    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("semsim", "sentence-transformers", "transformers", "torch"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def train_and_measure(
+    trainer: Any, evaluator: Any, model: Any, metric: str, progress: bool
+) -> tuple[Any, dict[str, float]]:
+    """Train with a progress bar showing the dev metric; return the trainer's state and the dev
+    metrics of the best evaluation (the checkpoint loaded at the end), or a fresh one."""
+    progress_callbacks(trainer, progress, _describe(metric))
+    state = trainer.train()
+    after = plain_metrics(_best_eval(trainer.state.log_history, metric) or evaluator(model))
+    return state, after

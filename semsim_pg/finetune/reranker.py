@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from semsim_pg.errors import NotImproved
 from semsim_pg.finetune import common
-from semsim_pg.finetune.bi_encoder import _best_eval, _describe, _drop_work_files, _plain, _versions
 from semsim_pg.finetune.mining import DEFAULT_RATIO, guarded_negatives
 from semsim_pg.finetune.records import TrainingRecord, write_record
 
@@ -140,10 +139,8 @@ def train_reranker(
             evaluator=evaluator,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
         )
-        common.progress_callbacks(trainer, progress, _describe(task.metric))
-        state = trainer.train()
+        state, after = common.train_and_measure(trainer, evaluator, model, task.metric, progress)
         seconds = time.perf_counter() - started
-        after = _plain(_best_eval(trainer.state.log_history, task.metric) or evaluator(model))
         logger.info("dev, reranked: %s", after)
         record = TrainingRecord(
             kind="reranker",
@@ -171,7 +168,7 @@ def train_reranker(
             steps=int(state.global_step),
             seconds=round(seconds, 1),
             out=str(out),
-            versions=_versions(),
+            versions=common.library_versions(),
         )
         if record.gain <= 0:
             raise NotImproved(
@@ -180,6 +177,6 @@ def train_reranker(
                 f"was saved to {out}. Rerank stays off for this collection."
             )
         model.save_pretrained(str(tmp))
-        _drop_work_files(tmp)
+        common.drop_work_files(tmp)
         write_record(tmp, record)
     return record
