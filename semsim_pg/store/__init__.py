@@ -439,10 +439,13 @@ class DocumentStore:
         ef_search: int | None = None,
         exact: bool = False,
         analyze: bool = True,
+        force_index: bool = False,
     ) -> str:
-        """The plan PostgreSQL runs for :meth:`search` with these arguments."""
+        """The plan PostgreSQL runs for :meth:`search` with these arguments; ``force_index`` keeps
+        the planner from scanning and sorting (which it may prefer for a small collection), to
+        show that the statement is one the HNSW index can answer."""
         coll = self.get_collection(collection)
-        args = search.SearchArgs(k, min_similarity, filter, exact, mode=mode)
+        args = search.SearchArgs(k, min_similarity, filter, exact, mode=mode, force_index=force_index)
         if isinstance(query, str):
             args = args.with_text(query)
         vector = self.query_vector(coll, query)

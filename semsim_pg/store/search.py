@@ -208,7 +208,7 @@ def explain(
 ) -> str:
     with conn.begin():
         check_words(conn, coll, args)
-        _set_search_params(conn, settings, _ef_search(settings, args, ef_search))
+        _set_search_params(conn, settings, _ef_search(settings, args, ef_search), args.force_index)
         lines = conn.execute(queries.Explain(args.statement(coll, vector), analyze=analyze)).scalars().all()
     return "\n".join(lines)
 
