@@ -89,6 +89,16 @@ class Encoder(LazyModel["SentenceTransformer"]):
     def max_seq_length(self) -> int:
         return self.runner.max_seq_length
 
+    def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """For each text, the character spans of its tokens (special tokens left out): what
+        :mod:`semsim_pg.chunking` splits texts by."""
+        return self.runner.token_spans(list(texts))
+
+    @property
+    def special_tokens(self) -> int:
+        """How many tokens the model adds to every text ([CLS] and [SEP]: 2)."""
+        return self.runner.token_counts([""])[0]
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -218,7 +228,8 @@ class Encoder(LazyModel["SentenceTransformer"]):
         if long:
             logger.warning(
                 "%d of %d texts are longer than the %d tokens model %s reads and will be truncated "
-                "(first: text #%d, %d tokens). Split long documents into passages to search all of them.",
+                "(first: text #%d, %d tokens). Split long documents into passages to search all of them: "
+                "`semsim ingest FILE -c NAME --chunk 200` (create_collection(..., chunk=200)).",
                 len(long),
                 len(texts),
                 limit,

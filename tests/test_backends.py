@@ -127,6 +127,7 @@ def test_onnx_fp32_reproduces_torch(encoder, export_dir: Path, sample_vectors) -
     long_text = " ".join(["word"] * 400)
     texts = ["  Hi!  ", "I don't know.", long_text]
     assert runner.token_counts(texts) == encoder.runner.token_counts(texts)
+    assert runner.token_spans(texts) == encoder.runner.token_spans(texts)  # passages split alike
     assert runner.max_seq_length == encoder.max_seq_length and runner.dimension == 384
     assert float(runner.encode([long_text], 1)[0] @ encoder.encode([long_text])[0]) > 0.9999
 

@@ -55,7 +55,7 @@ def test_warns_when_text_will_be_truncated(encoder, caplog) -> None:  # type: ig
     long_text = "word " * 600
     with caplog.at_level(logging.WARNING, logger="semsim_pg.encoder"):
         encoder.encode(["short text", long_text])
-    assert "truncated" in caplog.text and "text #1" in caplog.text
+    assert "truncated" in caplog.text and "text #1" in caplog.text and "--chunk" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="semsim_pg.encoder"):
         encoder.encode(["short text"])

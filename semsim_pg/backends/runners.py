@@ -48,6 +48,8 @@ class Runner(Protocol):
 
     def token_counts(self, texts: Sequence[str]) -> list[int]: ...
 
+    def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]: ...
+
     def describe(self) -> dict[str, Any]: ...
 
 
@@ -107,6 +109,13 @@ class TorchRunner:
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         encoded = self.model.tokenizer(list(texts), add_special_tokens=True)
         return [len(ids) for ids in encoded["input_ids"]]
+
+    def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        # verbose=False: a text longer than the model reads is what splitting is for, not a warning.
+        encoded = self.model.tokenizer(
+            list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        return [[(int(a), int(b)) for a, b in offsets] for offsets in encoded["offset_mapping"]]
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": str(self.model.device), "precision": self.precision}
@@ -192,6 +201,11 @@ class OnnxRunner:
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         return [len(e.ids) for e in self._counter.encode_batch([self._prepare(t) for t in texts])]
+
+    def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        # The raw texts, so that the offsets point into them (the tokenizer's normaliser lower-cases).
+        encodings = self._counter.encode_batch(list(texts), add_special_tokens=False)
+        return [[(int(a), int(b)) for a, b in e.offsets] for e in encodings]
 
     def _prepare(self, text: str) -> str:
         return text.strip().lower() if self._lowercase else text.strip()
