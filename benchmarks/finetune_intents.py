@@ -15,9 +15,23 @@ import argparse
 import csv
 import json
 import logging
+import os
 import random
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """The CPU and the load average now: figures from a shared machine are read with these."""
+    model = ""
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "")
+    except OSError:
+        pass
+    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main() -> None:
@@ -33,8 +47,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--max-anchors", type=int, help="train on a sample of this many texts")
+    parser.add_argument("--evals-per-epoch", type=int, default=1, help="dev evaluations per epoch (the best is kept)")
+    parser.add_argument("--negative-ratio", type=float, help="score guard (default: none for labels)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
+    started_on = machine()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from semsim_pg.finetune import BiEncoderOptions, finetune_collection_bi_encoder
@@ -77,6 +94,8 @@ def main() -> None:
             seed=args.seed,
             threads=args.threads,
             max_anchors=args.max_anchors,
+            evals_per_epoch=args.evals_per_epoch,
+            negative_ratio=args.negative_ratio,
         ),
         overwrite=True,
     )
@@ -98,6 +117,9 @@ def main() -> None:
         "finetune_seconds": round(seconds, 1),
         "train_seconds": record.seconds,
         "steps": record.steps,
+        "mining": record.data.get("mining"),
+        "machine_at_start": started_on,
+        "machine_at_end": machine(),
     }
     print(json.dumps(figures, indent=2))
     if args.json:

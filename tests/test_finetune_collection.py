@@ -33,7 +33,7 @@ from semsim_pg.finetune import (
     read_record,
     task_from_labels,
 )
-from semsim_pg.finetune.mining import Candidates, guarded_negatives
+from semsim_pg.finetune.mining import Candidates, guarded_negatives, label_negatives
 from tests.finetune_data import TOPICS
 
 
@@ -113,6 +113,59 @@ def test_mining_searches_the_index_and_guards_false_negatives(store: Any, intent
     assert guarded_negatives(candidates, "q", "p", ratio=0.95, count=5) == ["close", "far"]
     assert guarded_negatives(candidates, "q", "p", ratio=0.5) == ["far"]
     assert guarded_negatives(candidates, "q", "p", ratio=0.3) == []
+
+
+def test_label_groups_keep_the_nearest_candidate_of_another_label() -> None:
+    from semsim_pg.finetune.bi_encoder import build_triples
+
+    items = [LabelledText(doc_id, text, meta["category"]) for doc_id, text, meta in labelled_docs()]
+    task = task_from_labels(items, dev_fraction=0.34, seed=3)
+    anchor = next(iter(task.train_queries))
+    label = task.labels[anchor]
+    # one training document of each other label
+    others = list({lab: d for d, lab in sorted(task.labels.items(), reverse=True) if lab != label}.values())
+    # an anchor whose nearest other-label documents score above its positives: the confusions
+    # 1-NN gets wrong, true negatives since every document is labelled
+    candidates = Candidates(
+        negatives={anchor: [(others[0], 0.92), (others[1], 0.85), (others[2], 0.40)]},
+        positives={anchor: {d: 0.50 for d in task.train_qrels[anchor]} | {min(task.train_qrels[anchor]): 0.90}},
+    )
+    assert label_negatives(candidates, anchor, task.labels, label) == [others[0]]
+    assert label_negatives(candidates, anchor, task.labels, label, count=5) == others[:3]
+    # with a ratio: below that share of the nearest same-label document (0.90), not a random one
+    assert label_negatives(candidates, anchor, task.labels, label, ratio=0.95) == [others[1]]
+    # a candidate with the anchor's own label is never a negative
+    assert label_negatives(candidates, anchor, task.labels, task.labels[others[0]]) == [others[1]]
+    # the score guard relative to a random positive (0.50) would have passed over all three
+    assert guarded_negatives(candidates, anchor, max(task.train_qrels[anchor]), ratio=0.95) == [others[2]]
+    columns, keys, stats = build_triples(task, candidates, ratio=None, seed=0)
+    row = columns["anchor"].index(task.corpus[anchor])
+    assert columns["negative"][row] == task.corpus[others[0]]
+    assert stats["hard_negatives"] == 1 and stats["random_negatives"] == stats["rows"] - 1
+    assert keys[row] == {f"label:{label}", f"label:{task.labels[others[0]]}"}
+
+
+def test_threads_follow_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from semsim_pg.finetune import common
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for load, own, expected in [(0.2, 0, 2), (0.6, 0, 1), (7.0, 1, 1), (2.1, 2, 2), (3.0, 2, 1)]:
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert common.free_cores(own=own) == (expected, 2), (load, own)
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+        assert common.use_all_cores() == 1 and torch.get_num_threads() == 1
+        assert common.adaptive_threads(None) is not None
+        assert common.use_all_cores(2) == 2 and common.adaptive_threads(2) is None  # fixed: no adapting
+        with pytest.raises(InvalidInput, match="at least 1"):
+            common.use_all_cores(0)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_disjoint_keys_batches() -> None:
@@ -211,6 +264,27 @@ def test_bad_input_is_one_line_and_writes_nothing(
     queries, qrels = write_beir(tmp_path, unknown_query=True)
     fails("--queries", str(queries), "--qrels", str(qrels), match="'no-such-query' is not in the queries file")
     fails("--label-field", "category", "--queries", str(queries), match="one of the two")
+    fails("--label-field", "category", "--base", "no-such-org/no-such-model", match="Cannot load the base model")
+    one = f"{intents}-one"
+    store.create_collection(one)
+    store.upsert(one, [d for d in labelled_docs() if d[2]["category"] == "card"], progress=False)
+    assert main([*base[:4], one, *base[5:], "--label-field", "category"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "at least two labels to tell apart, found only 'card'" in err, err
+    assert not out.exists()
+    store.drop_collection(one)
+    (tmp_path / "valid").mkdir()
+    valid_queries, valid_qrels = write_beir(tmp_path / "valid")
+    rerank = ["-q", "finetune", "reranker", "-c", intents, "--out", str(out), "--queries", str(valid_queries)]
+    assert main([*rerank, "--qrels", str(valid_qrels), "--base", "no-such-org/no-such-model"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Cannot load 'no-such-org/no-such-model' as a cross-encoder" in err, err
+    assert not out.exists()
+    out.mkdir()
+    (out / "model.txt").write_text("an older model", encoding="utf-8")
+    assert main([*rerank, "--qrels", str(valid_qrels), "--base", str(tiny_bi_encoder_path)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    shutil.rmtree(out)
     out.mkdir()
     (out / "model.txt").write_text("an older model", encoding="utf-8")
     assert main([*base, "--label-field", "category"]) == 1

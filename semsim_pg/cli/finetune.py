@@ -132,8 +132,10 @@ def _training_options(
         sub.add_argument(
             "--negative-ratio",
             type=float,
-            default=0.95,
-            help="false-negative guard: skip candidates whose cosine reaches this share of the positive's (default 0.95)",
+            default=None,
+            help="false-negative guard: skip candidates whose cosine reaches this share of the positive's (default "
+            "0.95 for queries; for labels none: a candidate of another label is a true negative, and with this "
+            "option it must also score below this share of the nearest same-label document)",
         )
     sub.add_argument("--seed", type=int, default=0)
     if mined:

@@ -21,7 +21,13 @@ import numpy as np
 
 from semsim_pg.errors import NotImproved
 from semsim_pg.finetune import common
-from semsim_pg.finetune.mining import DEFAULT_CANDIDATES, DEFAULT_RATIO, guarded_negatives, random_negative
+from semsim_pg.finetune.mining import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_RATIO,
+    guarded_negatives,
+    label_negatives,
+    random_negative,
+)
 from semsim_pg.finetune.records import TrainingRecord, write_record
 
 if TYPE_CHECKING:
@@ -42,7 +48,9 @@ class BiEncoderOptions:
     learning_rate: float = 2e-5
     max_steps: int | None = None
     candidates: int = DEFAULT_CANDIDATES
-    negative_ratio: float = DEFAULT_RATIO
+    #: false-negative guard (see :mod:`semsim_pg.finetune.mining`). None: 0.95 of the positive's
+    #: cosine for judged queries; for label groups only "another label"
+    negative_ratio: float | None = None
     #: dev evaluations per epoch (the best one is kept; two without gain stop training)
     evals_per_epoch: int = 1
     patience: int = 2
@@ -54,12 +62,13 @@ class BiEncoderOptions:
 
 
 def build_triples(
-    task: RetrievalTask, candidates: Candidates, *, ratio: float, seed: int
+    task: RetrievalTask, candidates: Candidates, *, ratio: float | None, seed: int
 ) -> tuple[dict[str, list[str]], list[frozenset[str]], dict[str, int]]:
     """(anchor, positive, negative) columns, each row's keys for the batch sampler, and counts.
 
-    Label groups: one row per training document with a random other document of its label.
-    Qrels: one row per (query, relevant document).
+    Label groups: one row per training document with a random other document of its label and
+    the nearest candidate of another label. Qrels: one row per (query, relevant document) with the
+    nearest candidate under the score guard.
     """
     rng = random.Random(seed)
     pool = list(task.corpus)
@@ -72,7 +81,13 @@ def build_triples(
         if task.labels:
             positives = [rng.choice(positives)]
         for positive in positives:
-            hard = guarded_negatives(candidates, query_id, positive, ratio=ratio)
+            if task.labels:
+                label = task.labels.get(query_id) or task.labels[positive]
+                hard = label_negatives(candidates, query_id, task.labels, label, ratio=ratio)
+            else:
+                hard = guarded_negatives(
+                    candidates, query_id, positive, ratio=DEFAULT_RATIO if ratio is None else ratio
+                )
             found = len(candidates.negatives.get(query_id, []))
             if hard:
                 negative = hard[0]
@@ -90,7 +105,6 @@ def build_triples(
             columns["positive"].append(task.corpus[positive])
             columns["negative"].append(task.corpus[negative])
             if task.labels:
-                label = task.labels.get(query_id) or task.labels[positive]
                 keys.append(frozenset({f"label:{label}", f"label:{task.labels[negative]}"}))
             else:
                 keys.append(frozenset({f"q:{query_id}", f"d:{negative}", *(f"d:{d}" for d in relevant)}))
@@ -156,7 +170,7 @@ def train_bi_encoder(
             evaluator=evaluator,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
         )
-        state, after = common.train_and_measure(trainer, evaluator, model, task.metric, progress)
+        state, after = common.train_and_measure(trainer, evaluator, model, task.metric, progress, options.threads)
         seconds = time.perf_counter() - started
         logger.info("dev after: %s", after)
         record = TrainingRecord(
@@ -175,6 +189,11 @@ def train_bi_encoder(
                 "max_steps": options.max_steps,
                 "candidates": options.candidates,
                 "negative_ratio": options.negative_ratio,
+                "guard": "another label"
+                if task.labels and options.negative_ratio is None
+                else "another label, below negative_ratio x the nearest positive"
+                if task.labels
+                else "below negative_ratio x the positive",
                 "eval_steps": eval_steps,
                 "patience": options.patience,
                 "seed": options.seed,

@@ -3,10 +3,19 @@
 For each training query the collection's HNSW index (one SQL statement, :meth:`DocumentStore.search`)
 returns its nearest documents; those that are relevant, held out for dev, or the query itself are
 dropped. What is left is what the current model confuses with the answer: the most useful
-negatives to train on. Some of them are in fact relevant but unjudged (false negatives); the
-guard drops every candidate whose cosine to the query reaches ``ratio`` times the positive's
-(TopK-PercPos of the NV-Retriever paper, 0.95): a "negative" that the model finds as close as the
-answer is more likely an unlabelled answer than a mistake.
+negatives to train on.
+
+The false-negative guard depends on the data:
+
+* Judged queries (qrels) judge only some documents: a candidate may be relevant but unjudged.
+  :func:`guarded_negatives` drops every candidate whose cosine to the query reaches ``ratio``
+  times the positive's (TopK-PercPos of the NV-Retriever paper, 0.95): a "negative" that the
+  model finds as close as the answer is more likely an unlabelled answer than a mistake.
+* Label groups label every document: a candidate with the anchor's label is a positive (already
+  left out), one with another label is a true negative however close it is, and the closest are
+  exactly the confusions a 1-NN match gets wrong. :func:`label_negatives` keeps them. (Measured
+  on BANKING77: the score guard, relative to a random document of the label, passed over the
+  mined candidates of 818 of 1,280 texts, which then trained on a random negative.)
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ __all__ = [
     "Encode",
     "Searcher",
     "guarded_negatives",
+    "label_negatives",
     "search_candidates",
     "store_searcher",
 ]
@@ -143,6 +153,27 @@ def guarded_negatives(
         raise InvalidInput(f"--negative-ratio must be in (0, 1], got {ratio}.")
     ceiling = ratio * candidates.positives.get(query_id, {}).get(positive, 1.0)
     return [doc for doc, cosine in candidates.negatives.get(query_id, []) if cosine < ceiling][:count]
+
+
+def label_negatives(
+    candidates: Candidates,
+    query_id: str,
+    labels: Mapping[str, str],
+    label: str,
+    *,
+    ratio: float | None = None,
+    count: int = 1,
+) -> list[str]:
+    """The ``count`` hardest candidates of ``query_id`` whose label is not ``label``; with ``ratio``
+    (for labels known to be noisy) only those scoring below ``ratio`` x the cosine of the anchor's
+    nearest document of its own label."""
+    if ratio is not None and not 0 < ratio <= 1:
+        raise InvalidInput(f"--negative-ratio must be in (0, 1], got {ratio}.")
+    ceiling = float("inf")
+    if ratio is not None:
+        ceiling = ratio * max(candidates.positives.get(query_id, {}).values(), default=1.0)
+    found = candidates.negatives.get(query_id, [])
+    return [doc for doc, cosine in found if labels.get(doc, label) != label and cosine < ceiling][:count]
 
 
 def random_negative(rng: random.Random, pool: list[str], avoid: set[str]) -> str | None:

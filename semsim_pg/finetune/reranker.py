@@ -44,7 +44,9 @@ class RerankerOptions:
     #: first-stage hits the reranker reorders (and mines its negatives from)
     candidates: int = DEFAULT_RERANK_CANDIDATES
     negatives: int = 4
-    negative_ratio: float = DEFAULT_RATIO
+    #: false-negative guard: skip candidates whose cosine reaches this share of the weakest
+    #: positive's (None: 0.95)
+    negative_ratio: float | None = None
     max_length: int = 256
     evals_per_epoch: int = 1
     patience: int = 2
@@ -104,7 +106,8 @@ def train_reranker(
 
     cores = common.use_all_cores(options.threads)
     model.max_seq_length = options.max_length
-    columns, stats = build_pairs(task, train_candidates, negatives=options.negatives, ratio=options.negative_ratio)
+    ratio = DEFAULT_RATIO if options.negative_ratio is None else options.negative_ratio
+    columns, stats = build_pairs(task, train_candidates, negatives=options.negatives, ratio=ratio)
     if not stats["positives"] or not stats["negatives"]:
         raise NotImproved("No positive or no negative training pair could be built from the data; nothing was trained.")
     evaluator = RerankEvaluator(
@@ -139,7 +142,7 @@ def train_reranker(
             evaluator=evaluator,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
         )
-        state, after = common.train_and_measure(trainer, evaluator, model, task.metric, progress)
+        state, after = common.train_and_measure(trainer, evaluator, model, task.metric, progress, options.threads)
         seconds = time.perf_counter() - started
         logger.info("dev, reranked: %s", after)
         record = TrainingRecord(
@@ -158,7 +161,7 @@ def train_reranker(
                 "max_steps": options.max_steps,
                 "candidates": options.candidates,
                 "negatives_per_query": options.negatives,
-                "negative_ratio": options.negative_ratio,
+                "negative_ratio": ratio,
                 "max_length": options.max_length,
                 "eval_steps": eval_steps,
                 "patience": options.patience,
