@@ -15,12 +15,25 @@ the same queries against the bare questions).
 
 Every query of BANKING77 (~9,900) takes a couple of minutes to encode on a shared 2-core machine;
 ``--per-intent N`` keeps the first N queries of each intent.
+
+``--tune DIR`` also tunes the model on the FAQ's own phrasings (questions and alternatives, never
+the queries) and evaluates the same queries again with it: the user's commands, run one by one
+
+    semsim faq import faqs.tsv -c NAME
+    semsim finetune bi-encoder -c NAME --faq --out DIR [--dev-fraction F --epochs E ...]
+    SEMSIM_MODEL=DIR semsim eval faq --faqs faqs.tsv --queries queries.tsv
+
+``--faqs FILE --queries FILE`` evaluate (and tune on) given files instead of BANKING77, e.g. the
+shipped FAQ: ``--faqs semsim_pg/data/faq_entries.tsv --queries semsim_pg/data/faq_queries.tsv``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +78,59 @@ def build_files(
     return faqs, queries, len(by_intent), count
 
 
+def semsim(*argv: str, model: str | None = None) -> str:
+    """Run one ``semsim`` command as a user would (a fresh process: its own settings) and return stdout."""
+    env = {**os.environ, **({"SEMSIM_MODEL": model} if model else {})}
+    command = [sys.executable, "-c", "import sys; from semsim_pg.cli import main; sys.exit(main())", *argv]
+    sys.stderr.write(f"$ {'SEMSIM_MODEL=' + model + ' ' if model else ''}semsim {' '.join(argv)}\n")
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    sys.stderr.write(f"  ({time.perf_counter() - started:.0f} s)\n")
+    if done.returncode:
+        raise SystemExit(f"semsim {' '.join(argv)} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return done.stdout
+
+
+def tune_and_compare(faqs: Path, queries: Path, out: Path, collection: str, finetune: list[str]) -> dict[str, object]:
+    """accuracy@1 of the queries with the base model, then with a model tuned on the FAQ's phrasings."""
+    before = json.loads(semsim("-q", "eval", "faq", "--faqs", str(faqs), "--queries", str(queries), "--json"))
+    semsim("-q", "faq", "import", str(faqs), "-c", collection)
+    started = time.perf_counter()
+    record = json.loads(
+        semsim(
+            "-q",
+            "finetune",
+            "bi-encoder",
+            "-c",
+            collection,
+            "--faq",
+            "--out",
+            str(out),
+            "--overwrite",
+            "--json",
+            *finetune,
+        )
+    )
+    seconds = time.perf_counter() - started
+    after = json.loads(
+        semsim("-q", "eval", "faq", "--faqs", str(faqs), "--queries", str(queries), "--json", model=str(out))
+    )
+    keys = ("accuracy_at_1", "accuracy_at_5", "mrr_at_10")
+    return {
+        "queries": before.get("queries"),
+        "before": {k: before.get(k) for k in keys},
+        "after": {k: after.get(k) for k in keys},
+        "dev_before": record["before"],
+        "dev_after": record["after"],
+        "train_phrasings": record["data"].get("train_queries"),
+        "dev_phrasings": record["data"].get("dev_queries"),
+        "steps": record["steps"],
+        "train_seconds": record["seconds"],
+        "finetune_command_seconds": round(seconds, 1),
+        "finetune_options": finetune,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="BANKING77 train.csv (text,category)")
@@ -75,7 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-precision", type=float, default=0.9)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="write the two files here and keep them")
+    parser.add_argument("--faqs", type=Path, help="an FAQ file to use instead of BANKING77 (with --queries)")
+    parser.add_argument("--queries", type=Path, help="its judged queries")
+    parser.add_argument("--tune", type=Path, metavar="DIR", help="also tune on the FAQ's phrasings, save here, compare")
+    parser.add_argument("--collection", default="bench-faq-tuning", help="the FAQ collection tuned on (with --tune)")
+    parser.add_argument(
+        "finetune", nargs=argparse.REMAINDER, help="after --: options for `semsim finetune bi-encoder` (with --tune)"
+    )
     args = parser.parse_args(argv)
+    finetune = [a for a in args.finetune if a != "--"]
+    if args.tune and (args.faqs or args.queries):
+        if not (args.faqs and args.queries):
+            parser.error("--faqs and --queries go together")
+        print(json.dumps(tune_and_compare(args.faqs, args.queries, args.tune, args.collection, finetune), indent=2))
+        return 0
     if not args.csv.is_file():
         parser.error(f"{args.csv}: no such file (pass --csv PATH to BANKING77's train.csv)")
 
@@ -96,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             argv_eval += ["--rerank", args.rerank] if args.rerank else ["--rerank"]
         if args.json:
             argv_eval.append("--json")
+        if args.tune:
+            figures = tune_and_compare(faqs, queries, args.tune, args.collection, finetune)
+            print(json.dumps({"entries": entries, **figures}, indent=2))
+            return 0
         namespace = build_parser().parse_args(argv_eval)
         start = time.perf_counter()
         code = int(namespace.func(namespace))

@@ -145,6 +145,23 @@ def test_label_groups_keep_the_nearest_candidate_of_another_label() -> None:
     assert keys[row] == {f"label:{label}", f"label:{task.labels[others[0]]}"}
 
 
+def test_small_data_trains_enough_steps_and_keeps_a_dev_part() -> None:
+    from semsim_pg.finetune.common import MIN_STEPS, schedule
+
+    # BANKING77-sized: one epoch; a small FAQ (40 rows): more epochs, up to the minimum of steps
+    assert schedule(None, 7654, 32, None, 1) == (1.0, 240, 240)
+    epochs, total, eval_steps = schedule(None, 40, 32, None, 1)
+    assert total >= MIN_STEPS and epochs == MIN_STEPS / 2 and eval_steps == 2  # one dev evaluation an epoch
+    assert schedule(3, 40, 32, None, 1)[:2] == (3, 6)  # --epochs is obeyed
+    assert schedule(None, 40, 32, 5, 1)[1] == 5  # and --max-steps
+    with pytest.raises(InvalidInput, match="--epochs must be above 0"):
+        schedule(0, 40, 32, None, 1)
+    # an FAQ entry with three phrasings gives one to dev (a tenth of three would round to none)
+    items = [LabelledText(f"{e}-{i}", f"phrasing {i} of {e}", e) for e in "abcd" for i in range(3)]
+    task = task_from_labels(items, kind="faq")
+    assert len(task.dev_queries) == 4 and all(len(r) == 2 for r in task.dev_qrels.values())
+
+
 def test_threads_follow_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 

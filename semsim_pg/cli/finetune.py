@@ -116,7 +116,12 @@ def _training_options(
     sub: argparse.ArgumentParser, *, batch_size: int, learning_rate: float, candidates: int = 30, mined: bool = True
 ) -> None:
     sub.add_argument("--out", required=True, metavar="DIR", help="where to save the model (written atomically)")
-    sub.add_argument("--epochs", type=float, default=1.0, help="passes over the training data (default 1)")
+    sub.add_argument(
+        "--epochs",
+        type=float,
+        default=None,
+        help="passes over the training data (default 1; from a collection, more on little data: at least 20 steps)",
+    )
     sub.add_argument("--batch-size", type=int, default=batch_size, help=f"rows per step (default {batch_size})")
     sub.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
     sub.add_argument(
@@ -273,7 +278,7 @@ def _run_pairs(args: argparse.Namespace) -> int:
             args.base or "all-MiniLM-L6-v2",
             args.out,
             loss=args.loss,
-            epochs=args.epochs,
+            epochs=1.0 if args.epochs is None else args.epochs,
             batch_size=args.batch_size,
             max_steps=args.max_steps,
             learning_rate=args.learning_rate,

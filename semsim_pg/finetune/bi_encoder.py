@@ -10,7 +10,6 @@ when it beats the base on the dev part, together with its record.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -43,7 +42,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class BiEncoderOptions:
-    epochs: float = 1.0
+    #: None: one epoch, or enough for :data:`~semsim_pg.finetune.common.MIN_STEPS` steps on little data
+    epochs: float | None = None
     batch_size: int = 32
     learning_rate: float = 2e-5
     max_steps: int | None = None
@@ -145,14 +145,14 @@ def train_bi_encoder(
     started = time.perf_counter()
     before = common.plain_metrics(_before(evaluator, model, base, stored))
     logger.info("dev before: %s", before)
-    steps_per_epoch = math.ceil(len(columns["anchor"]) / options.batch_size)
-    total = options.max_steps or math.ceil(steps_per_epoch * options.epochs)
-    eval_steps = max(1, math.ceil(total / max(1, round(options.evals_per_epoch * options.epochs))))
+    epochs, _, eval_steps = common.schedule(
+        options.epochs, len(columns["anchor"]), options.batch_size, options.max_steps, options.evals_per_epoch
+    )
     with common.staged_model_dir(out) as tmp:
         args = common.training_args(
             SentenceTransformerTrainingArguments,
             tmp / "checkpoints",
-            epochs=options.epochs,
+            epochs=epochs,
             batch_size=options.batch_size,
             max_steps=options.max_steps,
             learning_rate=options.learning_rate,
@@ -183,7 +183,7 @@ def train_bi_encoder(
             data={**task.describe(), "mining": stats},
             hyperparameters={
                 "loss": "MultipleNegativesRankingLoss (one mined hard negative a row)",
-                "epochs": options.epochs,
+                "epochs": epochs,
                 "batch_size": options.batch_size,
                 "learning_rate": options.learning_rate,
                 "max_steps": options.max_steps,

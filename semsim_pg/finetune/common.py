@@ -4,6 +4,7 @@ threads, a progress bar with the loss and the dev metric, and saving the model a
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ __all__ = [
     "load_cross_encoder",
     "offline_location",
     "require_training",
+    "schedule",
     "staged_model_dir",
     "training_args",
     "use_all_cores",
@@ -99,6 +101,29 @@ def adaptive_threads(threads: int | None, every: float = 30.0) -> Any:
 
     fixed = threads is not None or get_settings().threads is not None
     return None if fixed else _Adaptive()
+
+
+#: a run on little data (a small FAQ) trains at least this many steps when no --epochs is given:
+#: one epoch of a few steps at a fine-tuning learning rate barely moves the weights
+MIN_STEPS = 20
+#: ... in at most this many epochs (the best dev checkpoint is kept, so more only costs time)
+MAX_AUTO_EPOCHS = 20.0
+
+
+def schedule(
+    epochs: float | None, rows: int, batch_size: int, max_steps: int | None, evals_per_epoch: float
+) -> tuple[float, int, int]:
+    """Epochs, total steps and steps between dev evaluations for ``rows`` training rows.
+
+    ``epochs`` None: one epoch, or as many as make :data:`MIN_STEPS` steps on little data."""
+    per_epoch = max(1, math.ceil(rows / batch_size))
+    if epochs is None:
+        epochs = float(min(MAX_AUTO_EPOCHS, max(1.0, MIN_STEPS / per_epoch)))
+    elif epochs <= 0:
+        raise InvalidInput(f"--epochs must be above 0, got {epochs}.")
+    total = max_steps or math.ceil(per_epoch * epochs)
+    eval_steps = max(1, math.ceil(total / max(1, round(evals_per_epoch * epochs))))
+    return epochs, total, eval_steps
 
 
 def offline_location(base: str) -> tuple[str, bool]:

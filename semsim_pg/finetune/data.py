@@ -209,8 +209,8 @@ def task_from_labels(
 ) -> RetrievalTask:
     """Label groups as a retrieval task: a text's relevant documents are the others with its label.
 
-    Without ``dev``, ``dev_fraction`` of each label's documents (seeded) is held out, keeping at
-    least two per label for training; dev texts are neither trained on nor searched as corpus.
+    Without ``dev``, ``dev_fraction`` of each label's documents (seeded) is held out, at least one
+    and keeping at least two per label for training; dev texts are neither trained on nor searched as corpus.
     """
     items = check_groups(items, what, singletons=singletons)
     if not 0 < dev_fraction < 1:
@@ -222,7 +222,9 @@ def task_from_labels(
         for _, members in sorted(_group(items).items()):
             members = members[:]
             rng.shuffle(members)
-            take = min(len(members) - 2, round(len(members) * dev_fraction)) if len(members) >= 3 else 0
+            # At least one of each label that keeps two to train on: an FAQ entry with three phrasings
+            # gives one to dev, where a tenth of three rounds to none.
+            take = min(len(members) - 2, max(1, round(len(members) * dev_fraction))) if len(members) >= 3 else 0
             held += members[:take]
             train += members[take:]
         if not held:

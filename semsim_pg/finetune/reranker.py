@@ -11,7 +11,6 @@ and its record says so (``rerank="auto"`` reads it).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,8 @@ DEFAULT_RERANK_CANDIDATES = 30
 
 @dataclass
 class RerankerOptions:
-    epochs: float = 1.0
+    #: None: one epoch, or enough for :data:`~semsim_pg.finetune.common.MIN_STEPS` steps on little data
+    epochs: float | None = None
     batch_size: int = 16
     learning_rate: float = 3e-5
     max_steps: int | None = None
@@ -116,13 +116,14 @@ def train_reranker(
     before = evaluator.first_stage()
     logger.info("dev, first stage: %s", before)
     started = time.perf_counter()
-    total = options.max_steps or math.ceil(math.ceil(len(columns["query"]) / options.batch_size) * options.epochs)
-    eval_steps = max(1, math.ceil(total / max(1, round(options.evals_per_epoch * options.epochs))))
+    epochs, _, eval_steps = common.schedule(
+        options.epochs, len(columns["query"]), options.batch_size, options.max_steps, options.evals_per_epoch
+    )
     with common.staged_model_dir(out) as tmp:
         args = common.training_args(
             CrossEncoderTrainingArguments,
             tmp / "checkpoints",
-            epochs=options.epochs,
+            epochs=epochs,
             batch_size=options.batch_size,
             max_steps=options.max_steps,
             learning_rate=options.learning_rate,
@@ -155,7 +156,7 @@ def train_reranker(
             data={**task.describe(), "pairs": stats, "rerank_candidates": options.candidates},
             hyperparameters={
                 "loss": "BinaryCrossEntropyLoss (positives weighted by negatives/positives)",
-                "epochs": options.epochs,
+                "epochs": epochs,
                 "batch_size": options.batch_size,
                 "learning_rate": options.learning_rate,
                 "max_steps": options.max_steps,

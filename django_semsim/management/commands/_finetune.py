@@ -15,7 +15,9 @@ def add_training_arguments(parser: CommandParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="where to save the model (written atomically)")
     parser.add_argument("--base", metavar="MODEL", help="model to start from (default: SEMSIM['MODEL'])")
     parser.add_argument("--dev-fraction", type=float, help="part of each label held out as dev (default 0.1)")
-    parser.add_argument("--epochs", type=float, default=1.0, help="passes over the training rows (default 1)")
+    parser.add_argument(
+        "--epochs", type=float, help="passes over the training rows (default 1; more on little data: at least 20 steps)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="rows per step (default 32)")
     parser.add_argument("--learning-rate", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (overrides --epochs)")
