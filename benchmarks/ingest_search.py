@@ -1,13 +1,18 @@
 """Ingest and search benchmark for the core DocumentStore.
 
-Ingests the first N lines of a text file and prints: encode rate, database write rate, end-to-end
-ingest rate, search latency p50/p95 (query embedding cold, cached, and a vector passed directly),
-and recall@10 of the HNSW index against an exact scan.
+Ingests the first N lines of a text file, once per encoder backend, and prints per backend the
+encoder-only rate (the same texts, the same batches, the model alone), the end-to-end ingest rate
+(text in, hashed, encoded, COPY'd, upserted, indexed) and their ratio; then, on the first
+backend's collection: the database write rate (vectors given), search latency p50/p95 (query
+embedding cold, cached, and a vector passed directly) and recall@10 of the HNSW index against an
+exact scan.
 
-    .venv/bin/python benchmarks/ingest_search.py --file ../shared/data/corpus/tatoeba-en-sentences.txt -n 20000
+    .venv/bin/python benchmarks/ingest_search.py --file ../shared/data/corpus/tatoeba-en-sentences.txt \\
+        -n 20000 --backends auto,torch
 
 Runs on the configured database (SEMSIM_DATABASE_URL, or the embedded server in SEMSIM_DATA_DIR).
-Machines here are shared: compare runs side by side and quote medians (PERFORMANCE.md).
+Machines here are shared: compare rows of one run and quote ratios (PERFORMANCE.md); the CPU
+model and the load average are printed with the figures.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -27,12 +33,28 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def encode_only(encoder, texts: list[str], batch_size: int) -> float:  # type: ignore[no-untyped-def]
+    """Texts per second of the model alone, in the batches the ingest hands it."""
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch_size):
+        encoder.encode(texts[i : i + batch_size], show_progress_bar=False)
+    return len(texts) / (time.perf_counter() - start)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", type=Path, default=Path("../shared/data/corpus/tatoeba-en-sentences.txt"))
     parser.add_argument("-n", type=int, default=20000, help="documents to ingest")
     parser.add_argument("--queries", type=int, default=200, help="queries (lines after the ingested ones)")
-    parser.add_argument("--encode-sample", type=int, default=2000, help="texts for the encode-only rate")
+    parser.add_argument("--backends", default="auto,torch", help="encoder backends to ingest with, comma-separated")
+    parser.add_argument("--batch-size", type=int, default=1000, help="documents per ingest batch")
+    parser.add_argument(
+        "--defer-index",
+        choices=("default", "yes", "no"),
+        default="default",
+        help="drop the index for the load and build it at the end (default: semsim's choice)",
+    )
+    parser.add_argument("--ingest-only", action="store_true", help="skip the write-only and search measures")
     parser.add_argument("--ef-search", type=int, default=40)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark collections")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -40,7 +62,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from semsim_pg import Document, DocumentStore
+    from semsim_pg import Document, DocumentStore, Encoder
+    from semsim_pg.backends import cpu_info
     from semsim_pg.errors import CollectionNotFound
 
     lines = [line.strip() for line in args.file.open(encoding="utf-8") if line.strip()]
@@ -48,30 +71,59 @@ def main() -> int:
         sys.exit(f"{args.file} has {len(lines)} lines; need n + queries = {args.n + args.queries}")
     texts, queries = lines[: args.n], lines[args.n : args.n + args.queries]
     docs = [Document(str(i), t) for i, t in enumerate(texts)]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    defer = {"default": None, "yes": True, "no": False}[args.defer_index]
 
     store = DocumentStore()
-    names = ("bench-ingest", "bench-write")
+    names = [f"bench-ingest-{b}" for b in backends] + ["bench-write"]
     for name in names:
         try:
             store.drop_collection(name)
         except CollectionNotFound:
             pass
-    coll = store.create_collection(names[0])
-    encoder = store.encoder_for(coll)
-    encoder.encode(["warm up"])
     figures: dict[str, float] = {}
+    ingest_rows: list[tuple[str, float, float]] = []
+    load_before = os.getloadavg()[0]
 
-    # 1. the model alone
-    sample = texts[: args.encode_sample]
-    start = time.perf_counter()
-    encoder.encode(sample, show_progress_bar=False)
-    figures["encode_per_s"] = len(sample) / (time.perf_counter() - start)
+    # 1. per backend: the model alone, then end to end (text in, hashed, encoded, COPY'd, indexed)
+    for backend, name in zip(backends, names, strict=False):
+        encoder = Encoder(backend=backend).load()
+        encoder.encode(["warm up"] * 8)
+        label = backend if backend == encoder.backend_name else f"{backend} ({encoder.backend_name})"
+        encode_rate = encode_only(encoder, texts, args.batch_size)
+        backend_store = DocumentStore(encoder=encoder)
+        coll = backend_store.create_collection(name)
+        start = time.perf_counter()
+        result = backend_store.upsert(
+            coll, docs, batch_size=args.batch_size, progress=True, total=len(docs), defer_index=defer
+        )
+        ingest_rate = len(docs) / (time.perf_counter() - start)
+        assert result.inserted == len(docs) and result.encoded == len(docs)
+        ingest_rows.append((label, encode_rate, ingest_rate))
+        figures[f"{backend}_encode_per_s"] = encode_rate
+        figures[f"{backend}_ingest_per_s"] = ingest_rate
+        figures[f"{backend}_ingest_over_encode"] = ingest_rate / encode_rate
+    load_after = os.getloadavg()[0]
 
-    # 2. end to end: text in, hashed, encoded, COPY'd, indexed
-    start = time.perf_counter()
-    result = store.upsert(coll, docs, batch_size=1000, progress=True, total=len(docs))
-    figures["ingest_per_s"] = len(docs) / (time.perf_counter() - start)
-    assert result.inserted == len(docs)
+    cpu = cpu_info()
+    print(f"\nsemsim ingest benchmark: {args.n} documents from {args.file.name}, batches of {args.batch_size}")
+    print(
+        f"CPU: {cpu.model}, {os.cpu_count()} cores; SEMSIM_THREADS={os.environ.get('SEMSIM_THREADS', 'unset')}; "
+        f"defer index: {args.defer_index}; load average {load_before:.1f} before, {load_after:.1f} after\n"
+    )
+    print(f"| {'backend':<22} | {'encoder only (docs/s)':>21} | {'end to end (docs/s)':>19} | {'ratio':>5} |")
+    print(f"|{'-' * 24}|{'-' * 23}|{'-' * 21}|{'-' * 7}|")
+    for label, encode_rate, ingest_rate in ingest_rows:
+        print(f"| {label:<22} | {encode_rate:>21.0f} | {ingest_rate:>19.0f} | {ingest_rate / encode_rate:>5.2f} |")
+    if args.ingest_only:
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        if not args.keep:
+            for name in names[: len(backends)]:
+                store.drop_collection(name)
+        return 0
+    coll = store.get_collection(names[0])
+    encoder = store.encoder_for(coll)
 
     # 3. the database alone: the same vectors into a second collection (COPY + upsert + HNSW insert)
     with store.engine.connect() as conn:
@@ -87,9 +139,9 @@ def main() -> int:
     vectors = np.array([json.loads(v) for _, v in rows], dtype=np.float32)
     by_id = {d.external_id: d for d in docs}
     ordered = [by_id[i] for i, _ in rows]
-    store.create_collection(names[1])
+    store.create_collection(names[-1])
     start = time.perf_counter()
-    store.upsert(names[1], ordered, vectors=vectors, batch_size=1000, progress=False)
+    store.upsert(names[-1], ordered, vectors=vectors, batch_size=args.batch_size, progress=False, defer_index=defer)
     figures["db_write_per_s"] = len(ordered) / (time.perf_counter() - start)
 
     # 4. search latency
@@ -133,14 +185,13 @@ def main() -> int:
         }
     )
 
-    print(f"\nsemsim ingest + search benchmark: {args.n} documents from {args.file.name}, {len(queries)} queries")
-    print(f"model {encoder.name} on {encoder.describe()['device']}, ef_search {args.ef_search}\n")
+    print(
+        f"\nsearch: {len(queries)} queries on {names[0]}, model {encoder.name} ({encoder.backend_name}), ef_search {args.ef_search}\n"
+    )
     print(f"| {'measure':<52} | {'value':>10} |")
     print(f"|{'-' * 54}|{'-' * 12}|")
     rows_out = [
-        ("encode rate (texts/s, model only)", figures["encode_per_s"], "{:.0f}"),
         ("database write rate (rows/s, COPY + upsert + HNSW)", figures["db_write_per_s"], "{:.0f}"),
-        ("end-to-end ingest rate (docs/s)", figures["ingest_per_s"], "{:.0f}"),
         ("search p50, query not cached (ms)", figures["search_cold_p50_ms"], "{:.2f}"),
         ("search p95, query not cached (ms)", figures["search_cold_p95_ms"], "{:.2f}"),
         ("search p50, query embedding cached (ms)", figures["search_cached_p50_ms"], "{:.2f}"),

@@ -14,17 +14,17 @@ def test_a_database_lost_during_a_cli_ingest_is_one_line_naming_what_was_committ
     from semsim_pg.cli.main import main
     from semsim_pg.store import ingest
 
-    write_batch = ingest._upsert_batch
+    write_batch = ingest.write_batch
     calls = []
 
-    def then_lose_the_server(store, coll, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def then_lose_the_server(store, batch):  # type: ignore[no-untyped-def]
         calls.append(1)
         if len(calls) == 2:  # the server ends this session, as a killed or restarted server does
             with store.engine.connect() as conn:
                 conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
-        return write_batch(store, coll, *args, **kwargs)
+        return write_batch(store, batch)
 
-    monkeypatch.setattr(ingest, "_upsert_batch", then_lose_the_server)
+    monkeypatch.setattr(ingest, "write_batch", then_lose_the_server)
     source = tmp_path / "docs.txt"
     source.write_text("".join(f"sentence number {i}\n" for i in range(6)), encoding="utf-8")
     assert main(["-q", "ingest", str(source), "-c", collection_name, "--batch-size", "2"]) == 1
@@ -33,7 +33,7 @@ def test_a_database_lost_during_a_cli_ingest_is_one_line_naming_what_was_committ
     assert "lost" in err and "first 2 documents were committed" in err and "run the same ingest again" in err
     assert store.count(collection_name) == 2
     # ... and running it again finishes the job, skipping what was stored.
-    monkeypatch.setattr(ingest, "_upsert_batch", write_batch)
+    monkeypatch.setattr(ingest, "write_batch", write_batch)
     assert main(["-q", "ingest", str(source), "-c", collection_name, "--batch-size", "2", "--json"]) == 0
     assert store.count(collection_name) == 6
     assert '"unchanged": 2' in capsys.readouterr().out

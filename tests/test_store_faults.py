@@ -112,7 +112,7 @@ import numpy as np
 from semsim_pg import DocumentStore
 from semsim_pg.store import ingest
 
-write_batch = ingest._upsert_batch
+write_batch = ingest.write_batch
 
 def then_hang(*args, **kwargs):  # the first batch commits, then the process is killed
     result = write_batch(*args, **kwargs)
@@ -120,7 +120,7 @@ def then_hang(*args, **kwargs):  # the first batch commits, then the process is 
     time.sleep(600)
     return result
 
-ingest._upsert_batch = then_hang
+ingest.write_batch = then_hang
 store = DocumentStore(migrate=True)
 name, dim = sys.argv[1], int(sys.argv[2])
 vectors = np.random.default_rng(0).normal(size=(300, dim)).astype(np.float32)
