@@ -16,6 +16,10 @@ The new model's vectors go into the same companion table, ``embeddings``, as row
 A run stopped anywhere resumes: each pass encodes only documents without a new vector for
 their current text, so finished batches are never encoded again. Re-embedding to the model the
 collection already uses removes rows other models left behind (an abandoned run).
+
+With a ``backend`` and the collection's own model, the vectors another encoder backend made
+(``embeddings.backend``, NULL when unknown) are re-encoded in place with that one: vectors of all
+backends of a model are comparable, this is for bit-identical ones.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from semsim_pg.db import connect
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model
 from semsim_pg.errors import DatabaseError, DimensionMismatch, InvalidInput
 from semsim_pg.progress import ProgressBar, progress_bar
+from semsim_pg.settings import BACKENDS
 from semsim_pg.store.encoding import encode_stale
 from semsim_pg.store.indexes import build_index, drop_index
 
@@ -61,11 +66,18 @@ class ReembedResult:
     switched: bool = False
     removed_old_rows: int = 0
     seconds: float = 0.0
+    #: the backend asked for (``--backend``), resolved (``auto`` -> what it chose); None: any
+    backend: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
+        if not self.switched and self.backend is not None:
+            return (
+                f"{self.collection}: {self.encoded} vectors of {self.new_model} made by another backend (or an "
+                f"unknown one) re-encoded with {self.backend}, in {self.seconds:.1f} s"
+            )
         if not self.switched:
             return (
                 f"{self.collection}: already on {self.new_model}; removed {self.removed_old_rows} rows of other models"
@@ -85,8 +97,9 @@ def stale_count(conn: sa.Connection, collection_id: int, model: str) -> int:
 def reembed(
     store: DocumentStore,
     collection: str | Collection,
-    model: str,
+    model: str | None = None,
     *,
+    backend: str | None = None,
     batch_size: int = 256,
     progress: bool | None = None,
     encoder: Encoder | None = None,
@@ -94,18 +107,30 @@ def reembed(
 ) -> ReembedResult:
     """Re-encode every document of ``collection`` with ``model`` and switch the collection to it.
 
-    ``encoder`` may be given for the new model (it must carry the name ``model`` resolves to);
-    ``on_batch(n_encoded_so_far)`` runs after each written batch (progress reporting, tests).
+    ``model`` None (or the collection's own) with a ``backend``: re-encode in place, with that
+    backend, only the vectors another backend made (or an unknown one). ``encoder`` may be given
+    for the new model (it must carry the name ``model`` resolves to, and run ``backend`` if one is
+    asked for); ``on_batch(n_encoded_so_far)`` runs after each written batch (progress reporting, tests).
     """
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
+    if backend is not None and backend not in BACKENDS:
+        raise InvalidInput(f"Unknown backend {backend!r}: use one of {', '.join(BACKENDS)}.")
     start = time.perf_counter()
     coll = store.get_collection(collection)
-    new = encoder if encoder is not None else get_encoder(model, device=store.settings.device)
-    wanted = resolve_model(model).name
+    if model is None and backend is None:
+        raise InvalidInput("Give the model to move the collection to, or a backend to re-encode its vectors with.")
+    new = encoder if encoder is not None else _encoder(store, model or coll.model_name, backend)
+    wanted = resolve_model(model).name if model is not None else coll.model_name
     if new.name != wanted:
         raise InvalidInput(f"The encoder given is for model {new.name}, not {wanted}.")
     result = ReembedResult(coll.name, coll.model_name, new.name, coll.dimension, coll.dimension)
+    if backend is not None:
+        result.backend = new.backend_name  # auto resolved; torch with SEMSIM_PRECISION=bfloat16 is torch-bf16
+    if new.name == coll.model_name and backend is not None:
+        _reencode(store, coll, new, batch_size, progress, on_batch, result)
+        result.seconds = time.perf_counter() - start
+        return result
     if new.name == coll.model_name:
         result.removed_old_rows = _remove_other_models(store, coll)
         result.seconds = time.perf_counter() - start
@@ -145,6 +170,33 @@ def reembed(
     return result
 
 
+def _encoder(store: DocumentStore, model: str, backend: str | None) -> Encoder:
+    """The process-wide encoder of ``model``, or one of its own when a backend is asked for."""
+    if backend is None:
+        return get_encoder(model, device=store.settings.device)
+    return Encoder(model, device=store.settings.device, backend=backend)
+
+
+def _reencode(
+    store: DocumentStore,
+    coll: Collection,
+    encoder: Encoder,
+    batch_size: int,
+    progress: bool | None,
+    on_batch: Callable[[int], None] | None,
+    result: ReembedResult,
+) -> None:
+    """Re-encode, in place, the collection's vectors another backend than ``encoder``'s made (and
+    stale ones): compare-and-set as reconcile does, so searches and writes go on meanwhile."""
+    with connect(store.engine) as conn:
+        todo = int(
+            conn.execute(queries.stale_count(coll.id, coll.model_name, backend=encoder.backend_name)).scalar_one()
+        )
+    logger.info("reembed %s: %d vectors to re-encode with backend %s", coll.name, todo, encoder.backend_name)
+    with progress_bar(progress, total=todo, desc=f"reencode {coll.name}", unit="doc") as bar:
+        _encode_pass(store, coll, encoder, batch_size, bar, on_batch, result, other_backends=True)
+
+
 def _encode_pass(
     store: DocumentStore,
     coll: Collection,
@@ -153,6 +205,8 @@ def _encode_pass(
     bar: ProgressBar,
     on_batch: Callable[[int], None] | None,
     result: ReembedResult,
+    *,
+    other_backends: bool = False,
 ) -> None:
     """One pass of the encoding reconcile also runs, counted into ``result``."""
     done = result.encoded
@@ -162,7 +216,13 @@ def _encode_pass(
             on_batch(done + encoded)
 
     result.encoded += encode_stale(
-        store.engine, coll.id, encoder, batch_size=batch_size, bar=bar, on_batch=report
+        store.engine,
+        coll.id,
+        encoder,
+        batch_size=batch_size,
+        bar=bar,
+        on_batch=report,
+        other_backends=other_backends,
     ).encoded
     result.passes += 1
 

@@ -88,6 +88,9 @@ class EmbeddingRow(Base):
     collection_id: Mapped[int] = mapped_column(sa.ForeignKey(CollectionRow.id, ondelete="CASCADE"))
     text_hash: Mapped[str] = mapped_column(sa.Text)
     embedding: Mapped[Any] = mapped_column(Vector())
+    #: the encoder backend that made the vector (``onnx-int8``, ``torch``, ...; migration 0006);
+    #: NULL: unknown (a vector from before 0006, or one the caller gave)
+    backend: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
 

@@ -30,6 +30,19 @@ def tables(engine) -> set[str]:  # type: ignore[no-untyped-def]
         return set(conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'semsim'")).scalars())
 
 
+def insert_old_collection(conn, encoder) -> int:  # type: ignore[no-untyped-def]
+    """A collection named ``old`` written with the columns every revision has (as an old semsim did)."""
+    return int(
+        conn.execute(
+            sa.text(
+                "INSERT INTO semsim.collections (name, model_name, dimension, metric, hnsw_m, hnsw_ef_construction)"
+                " VALUES ('old', :model, :dim, 'cosine', 16, 64) RETURNING id"
+            ),
+            {"model": encoder.name, "dim": encoder.dimension},
+        ).scalar_one()
+    )
+
+
 def test_upgrade_downgrade_upgrade(empty_database) -> None:  # type: ignore[no-untyped-def]
     engine = empty_database
     assert current_revision(engine) is None
@@ -65,13 +78,7 @@ def test_upgrade_to_lexical_search_keeps_rows_and_searches_them(empty_database, 
     store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
     docs = [("a", "Glaciers retreat as summers warm."), ("b", "The bakery sells rye bread.")]
     with engine.begin() as conn:
-        cid = conn.execute(
-            sa.text(
-                "INSERT INTO semsim.collections (name, model_name, dimension, metric, hnsw_m, hnsw_ef_construction)"
-                " VALUES ('old', :model, :dim, 'cosine', 16, 64) RETURNING id"
-            ),
-            {"model": encoder.name, "dim": encoder.dimension},
-        ).scalar_one()
+        cid = insert_old_collection(conn, encoder)
         for external_id, text in docs:
             conn.execute(
                 sa.text("INSERT INTO semsim.documents (collection_id, external_id, text) VALUES (:c, :x, :t)"),
@@ -89,3 +96,48 @@ def test_upgrade_to_lexical_search_keeps_rows_and_searches_them(empty_database, 
         assert conn.execute(sa.text("SELECT count(*) FROM semsim.documents")).scalar() == 2
     upgrade(engine)
     assert [h.external_id for h in store.search("old", "bread", 2, mode="lexical")] == ["b"]
+
+
+def test_upgrade_to_recorded_backends_keeps_old_vectors_as_unknown(empty_database, encoder) -> None:  # type: ignore[no-untyped-def]
+    """Vectors from before migration 0006 stay searchable with an unknown backend, and
+    `reembed --backend` re-encodes just them."""
+    from semsim_pg.db import migrations_dir
+    from semsim_pg.reembed import reembed
+    from semsim_pg.sql import vector_literal
+    from semsim_pg.store import DocumentStore
+
+    assert (migrations_dir() / "versions" / "0006_embedding_backend.py").is_file()  # this checkout's scripts
+    engine = empty_database
+    upgrade(engine, "0005")
+    store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
+    texts = {"a": "Glaciers retreat as summers warm.", "b": "The bakery sells rye bread."}
+    with engine.begin() as conn:
+        cid = insert_old_collection(conn, encoder)
+        for external_id, text in texts.items():
+            doc = conn.execute(
+                sa.text(
+                    "INSERT INTO semsim.documents (collection_id, external_id, text) VALUES (:c, :x, :t)"
+                    " RETURNING id, text_hash"
+                ),
+                {"c": cid, "x": external_id, "t": text},
+            ).one()
+            conn.execute(
+                sa.text(
+                    "INSERT INTO semsim.embeddings (document_id, model_name, collection_id, text_hash, embedding)"
+                    " VALUES (:d, :m, :c, :h, CAST(:v AS vector))"
+                ),
+                {"d": doc[0], "m": encoder.name, "c": cid, "h": doc[1], "v": vector_literal(encoder.encode([text])[0])},
+            )
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert store.list_collections()[0].backends == {"unknown": 2}
+    assert [h.external_id for h in store.search("old", "ice melting", 1, exact=True)] == ["a"]
+    store.upsert("old", [("c", "A new sentence about trains.")])
+    assert store.list_collections()[0].backends == {"torch": 1, "unknown": 2}
+    assert reembed(store, "old", backend="torch", encoder=encoder, progress=False).encoded == 2
+    assert store.list_collections()[0].backends == {"torch": 3}
+    downgrade(engine, "0005")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM semsim.embeddings")).scalar() == 3
+    upgrade(engine)
+    assert store.list_collections()[0].backends == {"unknown": 3}

@@ -214,3 +214,84 @@ def test_cli_reembed(store, collection_name, tiny_bi_encoder_path: Path, capsys)
     assert summary["switched"] and summary["encoded"] == 10 and summary["new_dimension"] == 32
     assert main(argv) == 0
     assert "already on" in capsys.readouterr().out
+
+
+def backends(store, name: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return next(c.backends for c in store.list_collections() if c.name == name)  # type: ignore[no-any-return]
+
+
+def test_reembed_with_a_backend_reencodes_only_the_vectors_another_backend_made(  # type: ignore[no-untyped-def]
+    store, collection_name, encoder, capsys
+) -> None:
+    from semsim_pg.cli.main import main
+    from semsim_pg.sql import to_array, vector_literal
+
+    name = collection_name
+    store.create_collection(name)
+    store.upsert(name, DOCS[:10], progress=False)
+    assert encoder.backend_name == "torch"  # the suite's backend (tests/conftest.py)
+    assert backends(store, name) == {"torch": 10}
+    # Three vectors as another backend would have made them (here: moved away on purpose, to see
+    # them rewritten), two of unknown origin, as rows from before semsim recorded the backend.
+    other = vector_literal(encoder.encode(["An unrelated sentence about tax forms."])[0])
+    coll = store.get_collection(name)
+    with store.engine.begin() as conn:
+        ids = (
+            conn.execute(
+                sa.text("SELECT id FROM semsim.documents WHERE collection_id = :c ORDER BY external_id"), {"c": coll.id}
+            )
+            .scalars()
+            .all()
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE semsim.embeddings SET backend = 'onnx-int8', embedding = CAST(:v AS vector) WHERE document_id = ANY(:ids)"
+            ),
+            {"v": other, "ids": list(ids[:3])},
+        )
+        conn.execute(
+            sa.text("UPDATE semsim.embeddings SET backend = NULL WHERE document_id = ANY(:ids)"),
+            {"ids": list(ids[3:5])},
+        )
+    assert backends(store, name) == {"onnx-int8": 3, "torch": 5, "unknown": 2}
+    assert store.stale_count(name) == 0  # a vector of another backend is not stale: it stays searchable
+
+    result = reembed(store, name, backend="torch", encoder=encoder, batch_size=4, progress=False)
+    assert (result.encoded, result.backend, result.switched) == (5, "torch", False)
+    assert "re-encoded with torch" in result.summary()
+    assert backends(store, name) == {"torch": 10}
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT d.text, e.embedding::text FROM semsim.embeddings e JOIN semsim.documents d ON d.id = e.document_id"
+                " WHERE e.document_id = ANY(:ids)"
+            ),
+            {"ids": list(ids[:3])},
+        ).all()
+    for text, stored in rows:
+        np.testing.assert_allclose(to_array(stored), encoder.encode([text])[0], atol=1e-5)
+
+    # Nothing left to do: the CLI re-encodes nothing, and without --model or --backend it says what it needs.
+    assert main(["-q", "reembed", "-c", name, "--backend", "torch", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["encoded"] == 0 and summary["backend"] == "torch"
+    assert main(["-q", "reembed", "-c", name]) == 1
+    assert "--model" in capsys.readouterr().err
+
+
+def test_every_write_path_records_the_backend(store, collection_name, encoder) -> None:  # type: ignore[no-untyped-def]
+    name = collection_name
+    store.create_collection(name)
+    given = encoder.encode([text for _, text in DOCS[:2]])
+    store.upsert(name, DOCS[:2], vectors=given, progress=False)  # vectors the caller made: unknown
+    store.upsert(name, DOCS[2:5], progress=False)  # encoded by the ingest
+    coll = store.get_collection(name)
+    with store.engine.begin() as conn:  # text changed outside semsim: reconcile encodes it
+        conn.execute(
+            sa.text(
+                "UPDATE semsim.documents SET text = text || ' Again.' WHERE collection_id = :c AND external_id = 'cat'"
+            ),
+            {"c": coll.id},
+        )
+    assert store.reconcile(name, progress=False) == 1
+    assert backends(store, name) == {"torch": 4, "unknown": 1}

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from semsim_pg.cli.common import open_store, out, progress_enabled
+from semsim_pg.errors import InvalidInput
+from semsim_pg.settings import BACKENDS
 from semsim_pg.sql import METRIC_NAMES
 
 __all__ = ["register"]
@@ -46,9 +48,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reconcile)
 
-    p = subparsers.add_parser("reembed", help="move a collection to another model without downtime")
+    p = subparsers.add_parser(
+        "reembed", help="move a collection to another model without downtime, or re-encode it with one backend"
+    )
     p.add_argument("-c", "--collection", required=True)
-    p.add_argument("--model", required=True, help="the new model (name or directory)")
+    p.add_argument("--model", help="the new model (name or directory)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="encode with this backend; without --model, re-encode only the vectors another backend made "
+        "(for bit-identical vectors: those of every backend are comparable already)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="documents encoded per batch (default 256)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_reembed)
@@ -67,11 +77,12 @@ def cmd_collections(args: argparse.Namespace) -> int:
     if not collections:
         out("no collections yet: `semsim ingest FILE -c NAME` creates one")
         return 0
-    out(f"{'name':<24} {'documents':>9} {'current':>9} {'dim':>5}  {'metric':<13} {'index':<8} model")
+    out(f"{'name':<24} {'documents':>9} {'current':>9} {'dim':>5}  {'metric':<13} {'index':<8} model (backends)")
     for c in collections:
+        made_by = ", ".join(f"{backend} {n}" for backend, n in (c.backends or {}).items())
         out(
             f"{c.name:<24} {c.documents:>9} {c.embedded:>9} {c.dimension:>5}  {c.metric:<13} {c.index or '':<8} "
-            f"{c.model_name}"
+            f"{c.model_name}" + (f" ({made_by})" if made_by else "")
         )
     if any(c.index in ("missing", "invalid") for c in collections):
         out("an index is missing: the next ingest rebuilds it, or `semsim index rebuild -c NAME` now")
@@ -122,8 +133,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_reembed(args: argparse.Namespace) -> int:
     from semsim_pg.reembed import reembed
 
+    if args.model is None and args.backend is None:
+        raise InvalidInput("semsim reembed needs --model (move to another model) or --backend (re-encode with one).")
     result = reembed(
-        open_store(), args.collection, args.model, batch_size=args.batch_size, progress=progress_enabled(args)
+        open_store(),
+        args.collection,
+        args.model,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        progress=progress_enabled(args),
     )
     if args.json:
         out(json.dumps(result.to_dict()))

@@ -15,6 +15,7 @@ from semsim_pg.queries.collections import (
     set_collection_model,
     set_index_parameters,
     set_text_search_config,
+    vector_backends,
 )
 from semsim_pg.queries.documents import (
     STAGING,
@@ -151,6 +152,7 @@ __all__ = [
     "unanswered_models",
     "unanswered_queries",
     "upsert_staged_documents",
+    "vector_backends",
     "vector_count",
     "window_summary",
     "write_staged_vectors",

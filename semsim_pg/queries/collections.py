@@ -18,6 +18,7 @@ __all__ = [
     "set_collection_model",
     "set_index_parameters",
     "set_text_search_config",
+    "vector_backends",
 ]
 
 c = collections.c
@@ -58,6 +59,18 @@ def list_collections() -> sa.Select[Any]:
         .scalar_subquery()
     )
     return sa.select(*COLLECTION_COLUMNS, n_documents, n_embedded, TEXT_SEARCH_CONFIG).order_by(c.name)
+
+
+def vector_backends() -> sa.Select[Any]:
+    """(collection id, backend or NULL, count) of every collection's vectors of its current model:
+    which encoder backends made them (migration 0006; NULL is unknown)."""
+    e = embeddings.c
+    return (
+        sa.select(e.collection_id, e.backend, sa.func.count())
+        .join_from(embeddings, collections, sa.and_(c.id == e.collection_id, c.model_name == e.model_name))
+        .group_by(e.collection_id, e.backend)
+        .order_by(e.collection_id, e.backend)
+    )
 
 
 def lock_collection_model(collection_id: int, *, exclusive: bool) -> sa.Select[Any]:

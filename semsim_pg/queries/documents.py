@@ -88,17 +88,21 @@ def stored_hashes(collection_id: int, model: str, external_ids: Sequence[str]) -
     )
 
 
-def _stale(collection_id: int, model: str) -> tuple[sa.FromClause, sa.ColumnElement[bool]]:
+def _stale(collection_id: int, model: str, backend: str | None = None) -> tuple[sa.FromClause, sa.ColumnElement[bool]]:
     # A document is stale when it has no vector of the model, or one of other text: one
     # anti-join finds them whoever changed the text (semsim, psql, another application).
     source = documents.outerjoin(embeddings, sa.and_(e.document_id == d.id, e.model_name == model))
-    condition = sa.and_(d.collection_id == collection_id, sa.or_(e.document_id.is_(None), e.text_hash != d.text_hash))
+    stale = [e.document_id.is_(None), e.text_hash != d.text_hash]
+    if backend is not None:  # re-encoding with one backend: another's vector (or an unknown one) is to redo
+        stale.append(e.backend.is_distinct_from(backend))
+    condition = sa.and_(d.collection_id == collection_id, sa.or_(*stale))
     return source, condition
 
 
-def stale_rows(collection_id: int, model: str, after: int, limit: int) -> sa.Select[Any]:
-    """(id, text, text hash) of the next ``limit`` stale documents with an id above ``after``."""
-    source, condition = _stale(collection_id, model)
+def stale_rows(collection_id: int, model: str, after: int, limit: int, *, backend: str | None = None) -> sa.Select[Any]:
+    """(id, text, text hash) of the next ``limit`` stale documents with an id above ``after``
+    (with ``backend``: also those whose vector another backend made)."""
+    source, condition = _stale(collection_id, model, backend)
     return (
         sa.select(d.id, d.text, d.text_hash)
         .select_from(source)
@@ -108,8 +112,8 @@ def stale_rows(collection_id: int, model: str, after: int, limit: int) -> sa.Sel
     )
 
 
-def stale_count(collection_id: int, model: str) -> sa.Select[Any]:
-    source, condition = _stale(collection_id, model)
+def stale_count(collection_id: int, model: str, *, backend: str | None = None) -> sa.Select[Any]:
+    source, condition = _stale(collection_id, model, backend)
     return sa.select(sa.func.count()).select_from(source).where(condition)
 
 
@@ -194,28 +198,41 @@ def upsert_staged_documents(collection_id: int) -> sa.Insert:
 
 def _upsert_vectors(source: sa.Select[Any]) -> sa.Insert:
     statement = insert(embeddings).from_select(
-        ["document_id", "model_name", "collection_id", "text_hash", "embedding"], source
+        ["document_id", "model_name", "collection_id", "text_hash", "embedding", "backend"], source
     )
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=[e.document_id, e.model_name],
-        set_={"text_hash": excluded.text_hash, "embedding": excluded.embedding, "created_at": sa.func.now()},
+        set_={
+            "text_hash": excluded.text_hash,
+            "embedding": excluded.embedding,
+            "backend": excluded.backend,
+            "created_at": sa.func.now(),
+        },
     ).execution_options(preserve_rowcount=True)  # how many landed: SQLAlchemy keeps it only when asked
 
 
-def write_staged_vectors(collection_id: int, model: str) -> sa.Insert:
-    """The staged vectors, each beside the document of its id if that holds the staged text."""
+def _backend(backend: str | None) -> sa.ColumnElement[Any]:
+    """The encoder backend that made a batch of vectors (None: unknown, e.g. vectors a caller gave)."""
+    return sa.literal(backend, sa.Text)
+
+
+def write_staged_vectors(collection_id: int, model: str, backend: str | None) -> sa.Insert:
+    """The staged vectors (made by ``backend``), each beside the document of its id if that holds
+    the staged text."""
     match = sa.and_(d.collection_id == collection_id, d.external_id == s.external_id, d.text_hash == s.text_hash)
     source = (
-        sa.select(d.id, sa.literal(model), d.collection_id, s.text_hash, s.embedding)
+        sa.select(d.id, sa.literal(model), d.collection_id, s.text_hash, s.embedding, _backend(backend))
         .select_from(STAGING.join(documents, match))
         .where(s.embedding.is_not(None))
     )
     return _upsert_vectors(source)
 
 
-def write_vectors_cas(model: str, ids: Sequence[int], hashes: Sequence[str], vectors: Sequence[str]) -> sa.Insert:
-    """Write ``vectors`` (pgvector text form) of ``model`` for documents ``ids``, each only if the
+def write_vectors_cas(
+    model: str, ids: Sequence[int], hashes: Sequence[str], vectors: Sequence[str], backend: str | None
+) -> sa.Insert:
+    """Write ``vectors`` (pgvector text form, made by ``backend``) of ``model`` for documents ``ids``, each only if the
     document still holds the text of ``hashes`` (compare-and-set): a document changed since it
     was read keeps its stale state and is found by the next pass."""
     given = (
@@ -224,7 +241,14 @@ def write_vectors_cas(model: str, ids: Sequence[int], hashes: Sequence[str], vec
         .render_derived(name="v")
     )
     source = (
-        sa.select(d.id, sa.literal(model), d.collection_id, d.text_hash, sa.cast(given.c.embedding, Vector()))
+        sa.select(
+            d.id,
+            sa.literal(model),
+            d.collection_id,
+            d.text_hash,
+            sa.cast(given.c.embedding, Vector()),
+            _backend(backend),
+        )
         .join_from(given, documents, sa.and_(d.id == given.c.id, d.text_hash == given.c.text_hash))
         # Share-lock the documents written for: their text cannot change before this commits, and
         # one a writer holds is skipped (that writer brings its vector; the next pass finds the rest).

@@ -55,6 +55,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: what list_collections calls the backend of a vector that does not record one
+UNKNOWN_BACKEND = "unknown"
+
 
 class DocumentStore:
     """Collections of documents and their embeddings in PostgreSQL.
@@ -176,7 +179,10 @@ class DocumentStore:
         """Every collection, with its counts and the state of its index."""
         with self._connect() as conn:
             found = [Collection(*row) for row in conn.execute(queries.list_collections()).all()]
-            return [dataclasses.replace(c, index=index_state(conn, c)) for c in found]
+            backends: dict[int, dict[str, int]] = {}
+            for cid, backend, n in conn.execute(queries.vector_backends()).all():
+                backends.setdefault(cid, {})[backend or UNKNOWN_BACKEND] = int(n)
+            return [dataclasses.replace(c, index=index_state(conn, c), backends=backends.get(c.id, {})) for c in found]
 
     def index_state(self, collection: str | Collection) -> str:
         """``valid``, ``loading`` (a bulk load builds it at its end), ``missing`` or ``invalid``."""

@@ -41,15 +41,18 @@ def encode_stale(
     batch_size: int,
     bar: ProgressBar | None = None,
     on_batch: Callable[[int], None] | None = None,
+    other_backends: bool = False,
 ) -> PassResult:
-    """One pass over the collection's documents lacking a current vector of ``encoder``'s model.
+    """One pass over the collection's documents lacking a current vector of ``encoder``'s model
+    (``other_backends``: or holding one that another backend than ``encoder``'s made).
 
     ``on_batch(encoded so far in this pass)`` runs after each written batch."""
     result = PassResult()
     after = 0
+    redo = encoder.backend_name if other_backends else None
     while True:
         with connect(engine) as conn:
-            rows = conn.execute(queries.stale_rows(collection_id, encoder.name, after, batch_size)).all()
+            rows = conn.execute(queries.stale_rows(collection_id, encoder.name, after, batch_size, backend=redo)).all()
         if not rows:
             return result
         vectors = encoder.encode(
@@ -62,6 +65,7 @@ def encode_stale(
                     [int(r[0]) for r in rows],
                     [r[2] for r in rows],
                     [vector_literal(v) for v in np.asarray(vectors, dtype=np.float32)],
+                    encoder.backend_name,
                 )
             ).rowcount
         result.encoded += len(rows)

@@ -277,7 +277,7 @@ def write_batch(store: DocumentStore, batch: PreparedBatch) -> UpsertResult:
         result.updated = len(flags) - result.inserted
         result.unchanged = len(docs) - len(flags)
         if vectors:
-            conn.execute(queries.write_staged_vectors(coll.id, coll.model_name))
+            conn.execute(queries.write_staged_vectors(coll.id, coll.model_name, _made_by(batch.encoder, batch.given)))
         result.encoded += _catch_up(conn, coll, batch.encoder, docs, hashes, batch.given)
     return result
 
@@ -317,9 +317,15 @@ def _catch_up(
             [doc_id for _, doc_id in stale],
             [hashes[i] for i, _ in stale],
             [vector_literal(v) for v in vectors],
+            _made_by(encoder, given),
         )
     )
     return len(stale)
+
+
+def _made_by(encoder: Encoder | None, given: npt.NDArray[np.float32] | None) -> str | None:
+    """The backend recorded with the batch's vectors: None (unknown) for vectors the caller gave."""
+    return encoder.backend_name if given is None and encoder is not None else None
 
 
 def _vector_count(store: DocumentStore, coll: Collection) -> int:

@@ -38,6 +38,9 @@ class Collection:
     text_search_config: str = "english"
     #: the HNSW index's state (semsim_pg.store.indexes.INDEX_STATES), filled by list_collections
     index: str | None = None
+    #: how many of its vectors each encoder backend made (``unknown``: from before semsim recorded
+    #: it, or given by the caller), filled by list_collections
+    backends: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
