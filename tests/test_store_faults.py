@@ -21,6 +21,7 @@ class PausingEncoder:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.name, self.dimension, self.batch_size = inner.name, inner.dimension, inner.batch_size
+        self.backend_name = inner.backend_name
         self.entered, self.resume = threading.Event(), threading.Event()
 
     def encode(self, texts: Sequence[str], **kwargs: Any) -> Any:
