@@ -18,6 +18,9 @@ that ``migrate`` itself or a re-index fixes are warnings, so that they never blo
 | semsim.W001 | the text is only known in Python: bulk and raw-SQL writes are found only by full scans |
 | semsim.W002 | the companion's vector column has another dimension than the configured model |
 | semsim.W003 | the companion holds vectors of another encoder model than the configured one |
+| semsim.E010 | ``search_config`` (or ``TEXT_SEARCH_CONFIG``) is not a text search configuration of the database |
+| semsim.E011 | ``search_config`` is set on a model whose text is only known in Python, or is not a name; or ``search_vector_field`` is not a SearchVectorField |
+| semsim.W004 | ``search_config`` is set but no GIN index on the model's search vector: lexical search reads every row |
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.apps import apps
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.core import checks
 from django.db import DatabaseError, connections, models
 
@@ -129,17 +134,89 @@ def check_semantic_model(model: type[models.Model]) -> list[checks.CheckMessage]
                 id="semsim.E006",
             )
         )
+    errors.extend(_check_search_config(model, overridden))
     if overridden and model.semantic_text_expression() is None:
         errors.append(
             checks.Warning(
                 f"The text of {model._meta.label} is only known in Python (semantic_text() is overridden).",
                 hint="Rows written by bulk_create, update() or raw SQL are found only by a full scan "
-                "(semsim_reindex --stale). Prefer semantic_fields, or also override semantic_text_expression().",
+                "(semsim_reindex --stale), and hybrid_search() is unavailable. Prefer semantic_fields, or also "
+                "override semantic_text_expression().",
                 obj=model,
                 id="semsim.W001",
             )
         )
     return errors
+
+
+def _check_search_config(model: type[SemanticModel], overridden: bool) -> list[checks.CheckMessage]:
+    """The model's own ``search_config``: a name, on a model whose words SQL can read, index-backed."""
+    own = model.__dict__.get("search_config")
+    if own is None:
+        return []
+    if not isinstance(own, str) or not own.strip():
+        return [
+            checks.Error(
+                f"search_config of {model._meta.label} is {own!r}, not the name of a text search configuration.",
+                hint='Use a PostgreSQL text search configuration such as "english" or "simple" (or None for '
+                "SEMSIM['TEXT_SEARCH_CONFIG']).",
+                obj=model,
+                id="semsim.E011",
+            )
+        ]
+    if overridden and model.semantic_text_expression() is None:
+        return [
+            checks.Error(
+                f"{model._meta.label} sets search_config, but its text is only known in Python, so hybrid_search() "
+                "cannot read its words in SQL.",
+                hint="Use semantic_fields, or also override semantic_text_expression().",
+                obj=model,
+                id="semsim.E011",
+            )
+        ]
+    stored = model.search_vector_field
+    if stored:
+        try:
+            field = model._meta.get_field(stored)
+        except Exception:
+            field = None
+        output = getattr(field, "output_field", field)  # a GeneratedField's type is its output field
+        if not isinstance(output, SearchVectorField):
+            return [
+                checks.Error(
+                    f"search_vector_field of {model._meta.label} is {stored!r}, which is not a SearchVectorField "
+                    "of the model.",
+                    hint='Add words = GeneratedField(expression=SearchVector("title", "body", config="english"), '
+                    "output_field=SearchVectorField(), db_persist=True), or set search_vector_field = None.",
+                    obj=model,
+                    id="semsim.E011",
+                )
+            ]
+    vector = model.semantic_search_vector()
+    indexed = any(
+        isinstance(index, GinIndex)
+        and (list(index.expressions) == [vector] or (stored is not None and list(index.fields) == [stored]))
+        for index in model._meta.indexes
+    )
+    if indexed or not model.semantic_fields:
+        return []
+    fields = ", ".join(f'"{name}"' for name in model.semantic_fields)
+    if stored:
+        hint = f'Add GinIndex(fields=["{stored}"], name="...") to Meta.indexes, then run makemigrations and migrate.'
+    else:
+        hint = (
+            f'Add GinIndex(SearchVector({fields}, config="{own}"), name="...") to Meta.indexes, then run '
+            "makemigrations and migrate."
+        )
+    return [
+        checks.Warning(
+            f"{model._meta.label} sets search_config but has no GIN index on its search vector: the lexical side "
+            "of hybrid_search() reads the words of every row.",
+            hint=hint,
+            obj=model,
+            id="semsim.W004",
+        )
+    ]
 
 
 @checks.register(checks.Tags.database)
@@ -210,6 +287,34 @@ def check_connection(connection: Any) -> list[checks.CheckMessage]:
             )
         )
     errors.extend(_check_companions(connection))
+    errors.extend(_check_text_search_configs(connection))
+    return errors
+
+
+def _check_text_search_configs(connection: Any) -> list[checks.CheckMessage]:
+    """Every semantic model's text search configuration exists in the database (pg_ts_config)."""
+    try:
+        config = get_config()
+    except ConfigurationError:
+        return []  # reported as semsim.E005
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT cfgname FROM pg_catalog.pg_ts_config ORDER BY cfgname")
+        known = [row[0] for row in cursor.fetchall()]
+    errors: list[checks.CheckMessage] = []
+    for model in semantic_models():
+        name = model.search_config or config.text_search_config
+        if not isinstance(name, str) or name in known:
+            continue  # not a name: semsim.E011
+        where = "its search_config" if model.search_config else "SEMSIM['TEXT_SEARCH_CONFIG']"
+        errors.append(
+            checks.Error(
+                f"{model._meta.label} searches words in text search configuration {name!r} ({where}), which database "
+                f"{connection.alias!r} does not have.",
+                hint=f"Use one of: {', '.join(known)}.",
+                obj=model,
+                id="semsim.E010",
+            )
+        )
     return errors
 
 

@@ -89,6 +89,13 @@ SETTINGS: tuple[Setting, ...] = (
         _CORE["iterative_scan"],
         "`hnsw.iterative_scan`: off, relaxed_order or strict_order (per query: `iterative_scan=`)",
     ),
+    Setting(
+        "TEXT_SEARCH_CONFIG",
+        "str",
+        _CORE["text_search_config"],
+        "PostgreSQL text search configuration of `hybrid_search()`'s words (`english`, `simple`, `italian`, ...); "
+        "a model's `search_config` overrides it",
+    ),
     Setting("HNSW_M", "int", 16, "HNSW `m` of generated companion indexes (a change needs makemigrations)"),
     Setting("HNSW_EF_CONSTRUCTION", "int", 64, "HNSW `ef_construction` of generated companion indexes"),
     Setting("WORKER_POLL_SECONDS", "float", 2.0, "seconds a worker sleeps when the queue is empty"),
@@ -164,6 +171,7 @@ class SemsimConfig:
     default_k: int
     ef_search: int
     iterative_scan: str
+    text_search_config: str
     hnsw_m: int
     hnsw_ef_construction: int
     worker_poll_seconds: float
@@ -258,6 +266,9 @@ def _load() -> SemsimConfig:
     encoder = values["CROSS_ENCODER"]
     if encoder is not None and (not isinstance(encoder, str) or not encoder.strip()):
         problems.append(f"CROSS_ENCODER must be None or a model name or directory, got {encoder!r}")
+    config_name = values["TEXT_SEARCH_CONFIG"]
+    if not isinstance(config_name, str) or not config_name.strip():
+        problems.append(f"TEXT_SEARCH_CONFIG must be the name of a text search configuration, got {config_name!r}")
     if not isinstance(values["MODEL"], str) or not values["MODEL"].strip():
         problems.append(f"MODEL must be a model name or directory, got {values['MODEL']!r}")
     if problems:

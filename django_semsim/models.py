@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from django.contrib.postgres.search import SearchVector
 from django.db import models
 from django.db.models import Func, TextField, Value
 from django.db.models.signals import class_prepared
@@ -73,6 +74,11 @@ class SemanticModel(models.Model):
     semantic_auto_update: ClassVar[bool] = True
     #: distance used by the companion's HNSW index and by semantic_search (see semsim_pg.sql.METRICS)
     semantic_metric: ClassVar[str] = "cosine"
+    #: PostgreSQL text search configuration of ``hybrid_search()``'s words (None: SEMSIM["TEXT_SEARCH_CONFIG"])
+    search_config: ClassVar[str | None] = None
+    #: a stored tsvector field of the model (e.g. a ``GeneratedField`` of ``SearchVector(...)``) that
+    #: ``hybrid_search()`` reads instead of computing the words of each row (None: computed)
+    search_vector_field: ClassVar[str | None] = None
     #: "app_label.model_name" that names the companion's index and constraint (default: the model's
     #: own); a model moved to another app keeps its old one so existing databases need no rename
     semantic_index_label: ClassVar[str | None] = None
@@ -113,6 +119,30 @@ class SemanticModel(models.Model):
             known = cls.semantic_text_expression() is not None
             cls._semsim_text_in_sql = known
         return bool(known)
+
+    @classmethod
+    def semantic_search_config(cls) -> str:
+        """The text search configuration of this model's lexical search (the option, else the setting)."""
+        return cls.search_config or get_config().text_search_config
+
+    @classmethod
+    def semantic_search_vector(cls) -> SearchVector | models.F | None:
+        """The tsvector of the text that ``hybrid_search()`` reads (None: the text is Python-only).
+
+        ``search_vector_field`` when set (a stored column: the words are read, not computed), else
+        ``SearchVector(*semantic_fields, config=search_config)``: a GIN index on that same
+        expression makes the lexical side index-backed; declare it in ``Meta.indexes`` as
+        ``GinIndex(SearchVector("title", "body", config="english"), name=...)``. Either way the
+        words come from the source columns when the row is written or read, so a changed text is
+        searched by its new words at once, before the vector is re-encoded.
+        """
+        if cls.search_vector_field:
+            return models.F(cls.search_vector_field)
+        config = cls.semantic_search_config()
+        if cls.semantic_text is SemanticModel.semantic_text and cls.semantic_fields:
+            return SearchVector(*cls.semantic_fields, config=config)
+        expression = cls.semantic_text_expression()
+        return None if expression is None else SearchVector(expression, config=config)
 
     # search ------------------------------------------------------------------------------
     def similar_objects(self, k: int | None = USE_DEFAULT_K, **options: Any) -> SemanticQuerySet[Any]:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
-from django.db import models
+from django.db import DatabaseError, models
 from django.db.models import Exists, F, FilteredRelation, Q, Subquery, Value
 from django.db.models.expressions import Expression
 from django.db.models.query import QuerySet
@@ -32,8 +32,11 @@ from pgvector.django import VectorField
 
 from django_semsim.encoding import resolve_reranker
 from django_semsim.expressions import MetricDistance, QueryVector, companion_model, max_distance, similarity_of
+from django_semsim.hybrid import HIT_COLUMNS, HitValue, HybridSource
 from django_semsim.session import search_marker, search_parameters
-from semsim_pg.errors import InvalidQuery
+from semsim_pg.errors import ConfigurationError, InvalidQuery
+from semsim_pg.queries.hybrid import RRF_K
+from semsim_pg.store.search import DEFAULT_CANDIDATES, DEFAULT_LEXICAL_CUTOFF
 from semsim_pg.validation import check_k
 
 __all__ = ["USE_DEFAULT_K", "SemanticManager", "SemanticQuerySet"]
@@ -44,6 +47,9 @@ _M = TypeVar("_M", bound=models.Model)
 COMPANION_ALIAS = "_semsim_vector"
 #: alias that marks a queryset holding a search (alias() names live in the query's annotations)
 SEARCH_MARK = "_semsim_search"
+#: documents a word must be found in to count as common when the words are computed per row (the
+#: core's cut-off, DEFAULT_LEXICAL_CUTOFF, applies to a stored tsvector: see hybrid_search)
+COMPUTED_WORDS_CUTOFF = 500
 #: the default of ``k``: SEMSIM["DEFAULT_K"] rows (None spelled out ranks every row)
 USE_DEFAULT_K: Any = object()
 
@@ -74,8 +80,8 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: (query text, k) of a text search, for the query log (django_semsim.insights)
-        self._semsim_log: tuple[str, int | None] | None = None
+        #: (query text, k, mode) of a text search, for the query log (django_semsim.insights)
+        self._semsim_log: tuple[str, int | None, str] | None = None
 
     def _clone(self) -> SemanticQuerySet[_M]:
         clone = super()._clone()
@@ -85,7 +91,11 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
     def _fetch_all(self) -> None:
         # A text search is logged when it runs (when SEMSIM["QUERY_LOG"] is on): it is lazy till then.
         started = time.perf_counter() if self._semsim_log is not None and self._result_cache is None else None
-        super()._fetch_all()
+        try:
+            super()._fetch_all()
+        except DatabaseError as exc:
+            _explain_config_error(self.model, exc)
+            raise
         if started is not None and self._semsim_log is not None:
             from django_semsim.insights.log import log_search
 
@@ -125,8 +135,94 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             exact=exact,
         )
         if isinstance(query, str):
-            found._semsim_log = (query, k)
+            found._semsim_log = (query, k, "semantic")
         return found
+
+    def hybrid_search(
+        self,
+        query: str,
+        *,
+        k: int | None = USE_DEFAULT_K,
+        candidates: int | None = None,
+        rrf_k: int = RRF_K,
+        weights: tuple[float, float] = (1.0, 1.0),
+        min_similarity: float | None = None,
+        ef_search: int | None = None,
+        iterative_scan: str | None = None,
+        exact: bool = False,
+    ) -> SemanticQuerySet[_M]:
+        """The ``k`` best rows for ``query`` by words and meaning, best first, in one statement.
+
+        The dense top ``candidates`` (HNSW; default max(k, 100)) and the lexical top ``candidates``
+        (BM25 over PostgreSQL full text search in the model's ``search_config``, rows holding any
+        of the query's words) are fused by reciprocal rank: ``weights[0] / (rrf_k + dense_rank) +
+        weights[1] / (rrf_k + lexical_rank)``. The queryset's filters apply to both sides. Each
+        row gets ``score`` (the fused score, what rows are ordered by), ``dense_rank`` and
+        ``lexical_rank`` (None where that side did not bring the row), ``similarity`` /
+        ``distance`` (dense; None for a row without a vector yet) and ``lexical_score`` (BM25, 0
+        without any of the words). ``min_similarity`` drops hits whose dense similarity is below
+        it from the k found. A query of stop words only is answered by meaning alone, as in the
+        core. Later ``order_by``, ``filter``, ``values``, slices, ... apply to the k hits.
+        """
+        from django_semsim.conf import get_config
+
+        config = get_config()
+        if not isinstance(query, str):
+            raise InvalidQuery(
+                f"hybrid_search() needs the query as text (its words are searched too); got {type(query).__name__}."
+            )
+        vector = QueryVector(query, dimensions=config.dimensions, model=config.model_name)
+        search_vector = getattr(self.model, "semantic_search_vector", lambda: None)()
+        if search_vector is None:
+            raise ConfigurationError(
+                f"hybrid_search() needs the text of {self.model._meta.label} in SQL, but it is only known in Python "
+                "(semantic_text() is overridden): use semantic_fields, or also override semantic_text_expression()."
+            )
+        k = _check_k(k)
+        n = max(k or 0, DEFAULT_CANDIDATES) if candidates is None else check_k(candidates, "candidates")
+        if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
+            raise InvalidQuery(f"rrf_k must be a whole number of at least 0, got {rrf_k!r}.")
+        if (
+            not isinstance(weights, tuple | list)
+            or len(weights) != 2
+            or not all(
+                isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights
+            )
+        ):
+            raise InvalidQuery(f"weights must be two numbers >= 0 (dense, lexical), got {weights!r}.")
+        self._check_searchable(min_similarity, exact)
+        dense = self._nearest(vector, exact=exact, params=search_parameters(ef_search, iterative_scan))
+        words = self.order_by().annotate(_semsim_tsv=search_vector).values_list("pk", "_semsim_tsv")
+        every = self.model._base_manager.using(self.db).annotate(_semsim_tsv=search_vector)
+        source = HybridSource(
+            dense=dense.values_list("pk", F("_semsim_distance"))[:n],
+            words=words,
+            every=every.values_list("pk", "_semsim_tsv"),
+            text=query,
+            config=self.model.semantic_search_config(),
+            candidates=n,
+            k=n if k is None else k,
+            rrf_k=rrf_k,
+            weights=(float(weights[0]), float(weights[1])),
+            # computed words cost a to_tsvector per candidate: fewer candidates than from a stored column
+            cutoff=DEFAULT_LEXICAL_CUTOFF
+            if getattr(self.model, "search_vector_field", None)
+            else COMPUTED_WORDS_CUTOFF,
+        )
+        tie_breakers = [*self.query.order_by] if self.query.order_by else []
+        metric = getattr(self.model, "semantic_metric", "cosine")
+        embedding = F(f"{COMPANION_ALIAS}__embedding")
+        outer = self.annotate(**{name: HitValue(source, name) for name in HIT_COLUMNS})
+        outer = outer.alias(**_companion(), **{SEARCH_MARK: Value(True)})
+        outer = outer.annotate(distance=MetricDistance(embedding, vector, metric=metric))
+        outer = outer.annotate(similarity=similarity_of(F("distance"), metric))
+        if min_similarity is not None:
+            bound = max_distance(float(min_similarity), metric)
+            if bound is not None:
+                outer = outer.filter(distance__lte=bound)
+        result: SemanticQuerySet[_M] = outer.order_by("-score", *tie_breakers, "pk")
+        result._semsim_log = (query, k, "hybrid")
+        return result
 
     def similar_to(
         self,
@@ -195,6 +291,36 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         return result
 
     # internals ------------------------------------------------------------------------------
+    def _check_searchable(self, min_similarity: float | None, exact: bool) -> None:
+        if min_similarity is not None and (
+            isinstance(min_similarity, bool)
+            or not isinstance(min_similarity, int | float)
+            or not math.isfinite(min_similarity)
+        ):
+            raise InvalidQuery(f"min_similarity must be a number, got {min_similarity!r}.")
+        if not isinstance(exact, bool):
+            raise InvalidQuery(f"exact must be True or False, got {exact!r}.")
+        # Query.is_sliced: Django has no QuerySet-level name for it
+        if self.query.is_sliced:
+            raise TypeError("Call the search before slicing the queryset, then slice the result.")
+        if SEARCH_MARK in self.query.annotations:
+            raise TypeError("A queryset can hold one search: start again from the manager.")
+
+    def _nearest(self, vector: Any, *, exact: bool, params: dict[str, str]) -> QuerySet[_M]:
+        """This queryset's rows that have a vector, ordered by ``_semsim_distance`` alone (what the
+        HNSW index answers; ``exact``: an order the index cannot serve, so every vector is compared)."""
+        from django_semsim.conf import get_config
+
+        metric = getattr(self.model, "semantic_metric", "cosine")
+        condition = Q(semsim_embeddings__model=get_config().model_name)
+        inner = self.order_by().alias(**{COMPANION_ALIAS: FilteredRelation("semsim_embeddings", condition=condition)})
+        # a non-null filter on the joined row makes the join INNER: rows without a vector drop out
+        inner = inner.filter(**{f"{COMPANION_ALIAS}__embedding__isnull": False})
+        distance: Any = _SearchDistance(F(f"{COMPANION_ALIAS}__embedding"), vector, metric=metric, params=params)
+        if exact:
+            distance = distance + Value(0.0)
+        return inner.alias(_semsim_distance=distance).order_by("_semsim_distance")
+
     def _semantic(
         self,
         vector: Any,
@@ -206,55 +332,49 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         exact: bool,
         candidates: QuerySet[_M] | None = None,
     ) -> SemanticQuerySet[_M]:
-        from django_semsim.conf import get_config
-
-        config = get_config()
         params = search_parameters(ef_search, iterative_scan)
-        if min_similarity is not None and (
-            isinstance(min_similarity, bool)
-            or not isinstance(min_similarity, int | float)
-            or not math.isfinite(min_similarity)
-        ):
-            raise InvalidQuery(f"min_similarity must be a number, got {min_similarity!r}.")
-        if not isinstance(exact, bool):
-            raise InvalidQuery(f"exact must be True or False, got {exact!r}.")
-        # Query.is_sliced and Query.order_by: Django has no QuerySet-level name for either
-        if self.query.is_sliced:
-            raise TypeError("Call semantic_search()/similar_to() before slicing the queryset, then slice the result.")
-        if SEARCH_MARK in self.query.annotations:
-            raise TypeError("A queryset can hold one semantic search: start again from the manager.")
+        self._check_searchable(min_similarity, exact)
         tie_breakers = [*self.query.order_by] if self.query.order_by else []
         metric = getattr(self.model, "semantic_metric", "cosine")
-        condition = Q(semsim_embeddings__model=config.model_name)
         embedding = F(f"{COMPANION_ALIAS}__embedding")
 
-        def companion() -> dict[str, FilteredRelation]:
-            # a FilteredRelation is bound to the query that resolves it: one per layer
-            return {COMPANION_ALIAS: FilteredRelation("semsim_embeddings", condition=condition)}
-
         # inside: the k nearest primary keys, ordered by the distance alone (what the index answers)
-        inner = (candidates if candidates is not None else self).alias(**companion())
-        # a non-null filter on the joined row makes the join INNER: rows without a vector drop out
-        inner = inner.filter(**{f"{COMPANION_ALIAS}__embedding__isnull": False})
-        distance: Any = _SearchDistance(embedding, vector, metric=metric, params=params)
-        if exact:
-            distance = distance + Value(0.0)  # an ORDER BY the index cannot serve: every vector is compared
-        inner = inner.alias(_semsim_distance=distance)
+        inner = (candidates if candidates is not None else self)._nearest(vector, exact=exact, params=params)
         if min_similarity is not None:
             bound = max_distance(float(min_similarity), metric)
             if bound is not None:
                 # applied next to ORDER BY ... LIMIT, never alone, so the index still serves the order
                 inner = inner.filter(_semsim_distance__lte=bound)
-        nearest = inner.order_by("_semsim_distance").values("pk")
+        nearest = inner.values("pk")
         if k is not None:
             nearest = nearest[:k]
 
         # outside: the caller's queryset (select_related, only(), annotations kept) on those keys
-        outer = self.filter(pk__in=nearest).alias(**companion(), **{SEARCH_MARK: Value(True)})
+        outer = self.filter(pk__in=nearest).alias(**_companion(), **{SEARCH_MARK: Value(True)})
         outer = outer.annotate(distance=MetricDistance(embedding, vector, metric=metric))
         outer = outer.annotate(similarity=similarity_of(F("distance"), metric))
         result: SemanticQuerySet[_M] = outer.order_by("distance", *tie_breakers, "pk")
         return result
+
+
+def _explain_config_error(model: type[models.Model], exc: Exception) -> None:
+    """An unknown text search configuration, as a ConfigurationError that names the option to fix."""
+    if "text search configuration" in str(exc) and "does not exist" in str(exc):
+        name = getattr(model, "semantic_search_config", lambda: "?")()
+        raise ConfigurationError(
+            f"{model._meta.label}'s text search configuration {name!r} does not exist in the database: set "
+            "search_config on the model (or SEMSIM['TEXT_SEARCH_CONFIG']) to one of SELECT cfgname FROM pg_ts_config "
+            "(e.g. 'english', 'simple'); `manage.py check --database default` lists them (semsim.E010)."
+        ) from exc
+
+
+def _companion() -> dict[str, FilteredRelation]:
+    """The companion row of the configured encoder model, as a FilteredRelation (one per query layer:
+    a FilteredRelation is bound to the query that resolves it)."""
+    from django_semsim.conf import get_config
+
+    condition = Q(semsim_embeddings__model=get_config().model_name)
+    return {COMPANION_ALIAS: FilteredRelation("semsim_embeddings", condition=condition)}
 
 
 class SemanticManager(models.Manager.from_queryset(SemanticQuerySet)):  # type: ignore[misc]

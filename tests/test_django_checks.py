@@ -185,3 +185,67 @@ def test_search_defaults_are_the_cores() -> None:
 
     core, config = Settings(), get_config()
     assert (config.ef_search, config.iterative_scan) == (core.ef_search, core.iterative_scan)
+
+
+@isolate_apps("tests.djangoapp")
+def test_search_config_checks() -> None:
+    from django.contrib.postgres.indexes import GinIndex
+    from django.contrib.postgres.search import SearchVector
+
+    class Indexed(SemanticModel):
+        class Meta:
+            app_label = "djangoapp"
+            indexes = [GinIndex(SearchVector("title", "body", config="simple"), name="indexed_search")]
+
+        title = models.CharField(max_length=10)
+        body = models.TextField()
+        semantic_fields = ["title", "body"]
+        search_config = "simple"
+
+    class Unindexed(SemanticModel):
+        class Meta:
+            app_label = "djangoapp"
+            # an index on other words than the search's: it does not serve it
+            indexes = [GinIndex(SearchVector("title", config="simple"), name="unindexed_search")]
+
+        title = models.CharField(max_length=10)
+        body = models.TextField()
+        semantic_fields = ["title", "body"]
+        search_config = "simple"
+
+    class PythonWords(SemanticModel):
+        class Meta:
+            app_label = "djangoapp"
+
+        title = models.CharField(max_length=10)
+        search_config = "english"
+
+        def semantic_text(self) -> str:
+            return str(self.title).upper()
+
+    class NotAName(SemanticModel):
+        class Meta:
+            app_label = "djangoapp"
+
+        title = models.CharField(max_length=10)
+        semantic_fields = ["title"]
+        search_config = ""
+
+    assert check_semantic_model(Indexed) == []
+    (warning,) = check_semantic_model(Unindexed)
+    assert warning.id == "semsim.W004" and 'SearchVector("title", "body", config="simple")' in warning.hint
+    assert _ids(check_semantic_model(PythonWords)) == {"semsim.E011", "semsim.W001"}
+    assert _ids(check_semantic_model(NotAName)) == {"semsim.E011"}
+
+
+@pytest.mark.django_db
+def test_e010_unknown_text_search_config(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(Article, "search_config", "klingon")
+    (error,) = check_connection(connection)
+    assert error.id == "semsim.E010" and "'klingon'" in error.msg and "its search_config" in error.msg
+    assert "english" in error.hint and "simple" in error.hint
+    monkeypatch.setattr(Article, "search_config", None)
+    with override_settings(SEMSIM={"SYNC": "inline", "TEXT_SEARCH_CONFIG": "elvish"}):
+        errors = check_connection(connection)
+    assert {e.id for e in errors} == {"semsim.E010"}
+    assert Article in {e.obj for e in errors} and all("TEXT_SEARCH_CONFIG" in e.msg for e in errors)

@@ -106,13 +106,13 @@ def log_faq_answer(answer: Any, started: float, *, k: int, reranked: bool) -> No
 LOGGED_RESULTS = 10
 
 
-def log_search(model: Any, search: tuple[str, int | None], rows: Sequence[Any], started: float) -> None:
-    """Log one ``semantic_search(text)`` as it runs (under the model's label); never raises."""
+def log_search(model: Any, search: tuple[str, int | None, str], rows: Sequence[Any], started: float) -> None:
+    """Log one ``semantic_search(text)`` / ``hybrid_search(text)`` as it runs (under the model's label); never raises."""
     try:
         settings = _enabled()
         if settings is None:
             return
-        text, k = search
+        text, k, mode = search
         kept = [r for r in rows[:LOGGED_RESULTS] if getattr(r, "similarity", None) is not None]
         scores = [float(r.similarity) for r in kept]
         record = LoggedQuery(
@@ -126,7 +126,7 @@ def log_search(model: Any, search: tuple[str, int | None], rows: Sequence[Any], 
             top_score=scores[0] if scores else None,
             answered=None,
             latency_ms=(time.perf_counter() - started) * 1000.0,
-            mode="semantic",
+            mode=mode,
             k=k,
         )
         log_query(settings, log_engine(), record, log_table())

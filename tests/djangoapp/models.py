@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 
 from django_semsim.models import SemanticModel
@@ -44,3 +46,25 @@ class Manual(SemanticModel):
 
     semantic_fields = ["text"]
     semantic_auto_update = False
+
+
+class Paper(SemanticModel):
+    """Words stored in a generated tsvector column with a GIN index: hybrid_search reads, not computes, them."""
+
+    title = models.CharField(max_length=300)
+    abstract = models.TextField(blank=True, default="")
+    words = models.GeneratedField(
+        expression=SearchVector("title", "abstract", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    semantic_fields = ["title", "abstract"]
+    search_config = "english"
+    search_vector_field = "words"
+
+    class Meta:
+        indexes = [GinIndex(fields=["words"], name="paper_words")]
+
+    def __str__(self) -> str:
+        return str(self.title)
