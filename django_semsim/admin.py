@@ -2,9 +2,12 @@
 
 ``class ArticleAdmin(SemanticAdminMixin, admin.ModelAdmin)`` gives:
 
-- a changelist search box that ranks by meaning (``semantic_search``, the ``semantic_search_k``
-  best, with a similarity column); ``?keywords=1`` (a link under the box) is Django's keyword
-  search over ``search_fields``;
+- a changelist search box with three modes, switched by links under the box (``?search_mode=``):
+  ``hybrid`` (words and meaning fused, ``hybrid_search``: the default, since it finds both a
+  paraphrase and an exact code or name), ``meaning`` (``semantic_search``) and ``keywords``
+  (Django's own search over ``search_fields``). The two ranked modes show the ``semantic_search_k``
+  best with a similarity column (hybrid also shows which side found each row); a model whose text
+  is only known in Python searches by meaning by default, since hybrid needs the words in SQL;
 - a "vector" column and filter: current, stale (made from older text) or missing;
 - a "Re-encode the selected ... now" action;
 - "Similar items" on the change page (``similar_items`` of them).
@@ -29,7 +32,12 @@ from django_semsim.models import companion_of
 
 __all__ = ["SemanticAdminMixin", "VectorStatusFilter"]
 
-#: GET parameter that switches the changelist search box to Django's keyword search
+#: GET parameter that chooses the changelist search box's mode
+MODE_PARAM = "search_mode"
+HYBRID, MEANING, KEYWORDS = "hybrid", "meaning", "keywords"
+#: the modes, with the label of the link that switches to each
+SEARCH_MODES = {HYBRID: "words + meaning", MEANING: "meaning", KEYWORDS: "keywords"}
+#: the GET parameter of earlier versions (``?keywords=1``), still understood
 KEYWORDS_PARAM = "keywords"
 CURRENT, STALE, MISSING = "current", "stale", "missing"
 
@@ -71,26 +79,38 @@ class VectorStatusFilter(admin.SimpleListFilter):
 class SemanticAdminMixin:
     """Mix into a ``ModelAdmin`` of a semantic model (before ``admin.ModelAdmin``)."""
 
-    #: how many results a search by meaning shows (best first)
+    #: how many results a ranked search shows (best first)
     semantic_search_k: int = 50
+    #: the search box's mode when the URL names none: "hybrid", "meaning" or "keywords"
+    semantic_search_mode: str = HYBRID
     #: how many similar items the change page lists (0: none)
     similar_items: int = 5
     change_list_template = "admin/django_semsim/change_list.html"
     change_form_template = "admin/django_semsim/change_form.html"
 
     # searching ------------------------------------------------------------------------------------
-    def _keywords(self, request: HttpRequest) -> bool:
-        return bool(getattr(request, "semsim_keywords", False))
+    def _default_mode(self) -> str:
+        mode = self.semantic_search_mode
+        if mode == HYBRID and self.model.semantic_search_vector() is None:  # type: ignore[attr-defined]
+            return MEANING  # the words of a Python-only text are not in SQL
+        return mode
 
-    def _searching_by_meaning(self, request: HttpRequest) -> bool:
-        return bool(request.GET.get("q", "").strip()) and not self._keywords(request)
+    def _mode(self, request: HttpRequest) -> str:
+        return str(getattr(request, "semsim_search_mode", None) or self._default_mode())
+
+    def _ranked(self, request: HttpRequest) -> bool:
+        return bool(request.GET.get("q", "").strip()) and self._mode(request) != KEYWORDS
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
-        if not search_term.strip() or self._keywords(request):
+        mode = self._mode(request)
+        if not search_term.strip() or mode == KEYWORDS:
             return super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
         # the changelist has ordered the queryset already: the search keeps that order as its tie-breaker,
         # and puts it first when a column header was clicked
-        results = queryset.semantic_search(search_term, k=self.semantic_search_k)
+        if mode == HYBRID:
+            results = queryset.hybrid_search(search_term, k=self.semantic_search_k)
+        else:
+            results = queryset.semantic_search(search_term, k=self.semantic_search_k)
         if ORDER_VAR in request.GET:
             results = results.order_by(*queryset.query.order_by)
         return results, False
@@ -100,23 +120,36 @@ class SemanticAdminMixin:
 
     def get_list_display(self, request: HttpRequest) -> Any:
         columns = [*super().get_list_display(request), "vector_status"]  # type: ignore[misc]
-        if self._searching_by_meaning(request):
+        if self._ranked(request):
             columns.insert(1, "search_similarity")
+            if self._mode(request) == HYBRID:
+                columns.insert(2, "search_found_by")
         return columns
 
     def get_list_filter(self, request: HttpRequest) -> Any:
         return [*super().get_list_filter(request), VectorStatusFilter]  # type: ignore[misc]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        if KEYWORDS_PARAM in request.GET:
-            # the changelist would read an unknown parameter as a field lookup: take it out first
+        if MODE_PARAM in request.GET or KEYWORDS_PARAM in request.GET:
+            # the changelist would read an unknown parameter as a field lookup: take them out first
             request.GET = request.GET.copy()
-            request.GET.pop(KEYWORDS_PARAM)
-            request.semsim_keywords = True
+            wanted = request.GET.pop(MODE_PARAM, [None])[-1]
+            if request.GET.pop(KEYWORDS_PARAM, None):
+                wanted = KEYWORDS
+            if wanted in SEARCH_MODES:
+                request.semsim_search_mode = wanted
+        mode = self._mode(request)
+        available = list(SEARCH_MODES)
+        if self.model.semantic_search_vector() is None:  # type: ignore[attr-defined]
+            available.remove(HYBRID)  # the words of a Python-only text are not in SQL
+            if mode == HYBRID:
+                request.semsim_search_mode = mode = MEANING
         context = {
             **(extra_context or {}),
-            "semsim_keywords": self._keywords(request),
-            "semsim_keywords_param": KEYWORDS_PARAM,
+            "semsim_search_mode": mode,
+            "semsim_search_mode_label": SEARCH_MODES.get(mode, mode),
+            "semsim_search_modes": [(m, SEARCH_MODES[m]) for m in available if m != mode],
+            "semsim_mode_param": MODE_PARAM,
             "semsim_search_k": self.semantic_search_k,
         }
         return super().changelist_view(request, context)  # type: ignore[misc]
@@ -125,6 +158,19 @@ class SemanticAdminMixin:
     def search_similarity(self, obj: Any) -> str:
         value = getattr(obj, "similarity", None)
         return "" if value is None else f"{value:.3f}"
+
+    @admin.display(description="found by", ordering="score")
+    def search_found_by(self, obj: Any) -> str:
+        """Which side of a hybrid search brought the row, with its rank there."""
+        sides = [
+            f"{label} #{rank}"
+            for label, rank in (
+                ("meaning", getattr(obj, "dense_rank", None)),
+                ("words", getattr(obj, "lexical_rank", None)),
+            )
+            if rank is not None
+        ]
+        return " · ".join(sides)
 
     @admin.display(description="vector")
     def vector_status(self, obj: Any) -> str:

@@ -163,10 +163,21 @@ def test_semantic_changelist_search(live_admin: str, browser: Any) -> None:
     ]
     assert similarities == sorted(similarities, reverse=True) and similarities[0] > 0.3
     assert browser.find_element(By.CSS_SELECTOR, "#result_list td.field-vector_status").text == "current"
+    # words and meaning by default: "card" is a word of the entry too, so both sides found it
+    assert browser.find_element(By.ID, "semsim-search-mode").get_attribute("data-mode") == "hybrid"
+    assert (
+        browser.find_element(By.CSS_SELECTOR, "#result_list td.field-search_found_by").text == "meaning #1 · words #1"
+    )
+
+    # by meaning alone: one click, the same best entry, no "found by" column
+    browser.find_element(By.LINK_TEXT, "Search by meaning instead").click()
+    wait_for_text(browser, 'data-mode="meaning"')
+    assert "My bank card has not arrived yet" in browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")[0].text
+    assert browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-search_found_by") == []
 
     # keyword search is one click away, and finds nothing for these words
     browser.find_element(By.LINK_TEXT, "Search by keywords instead").click()
-    wait_for_text(browser, "Search by meaning instead")
+    wait_for_text(browser, 'data-mode="keywords"')
     assert browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr") == []
 
     # the change page lists similar entries

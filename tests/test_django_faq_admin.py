@@ -158,9 +158,10 @@ def test_changelist_search_and_filter(editor, faqs) -> None:  # type: ignore[no-
 
 def test_changelist_searches_by_meaning_ranked_with_the_similarity(editor, faqs) -> None:  # type: ignore[no-untyped-def]
     url = reverse("admin:semsim_faq_faq_changelist")
-    response = editor.get(url, {"q": "I'd like my money back for this parcel"})  # no keyword in common
+    response = editor.get(url, {"q": "I'd like my money back for this parcel", "search_mode": "meaning"})
     page = response.content.decode()
     assert "Search by keywords instead" in page and "column-search_similarity" in page
+    assert "Search by words + meaning instead" in page and "column-search_found_by" not in page
     listed = [faq.question for faq in response.context["cl"].result_list]
     assert set(listed[:2]) == {"How do I return an item?", "How can I return an item?"}
     similarities = [faq.similarity for faq in response.context["cl"].result_list]
@@ -169,6 +170,27 @@ def test_changelist_searches_by_meaning_ranked_with_the_similarity(editor, faqs)
     # a click on a column header still sorts by it
     by_question = editor.get(url, {"q": "money back", "o": "1"}).context["cl"].result_list
     assert [f.question for f in by_question] == sorted(f.question for f in by_question)
+
+
+def test_changelist_searches_words_and_meaning_by_default(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    url = reverse("admin:semsim_faq_faq_changelist")
+    response = editor.get(url, {"q": "shipping"})
+    page = response.content.decode()
+    assert 'data-mode="hybrid"' in page and "words and meaning together" in page
+    assert "Search by meaning instead" in page and "Search by keywords instead" in page
+    assert "column-search_found_by" in page and "column-search_similarity" in page
+    listed = list(response.context["cl"].result_list)
+    assert listed[0].question == "How long does shipping take?"
+    assert (listed[0].dense_rank, listed[0].lexical_rank) == (1, 1)
+    assert "meaning #1 · words #1" in page
+    assert [f.score for f in listed] == sorted((f.score for f in listed), reverse=True)
+    assert all(f.lexical_rank is None for f in listed[1:])  # the only entry with the word
+    # the paraphrase without a shared word is still found: the dense side ranks it
+    paraphrase = editor.get(url, {"q": "I'd like my money back for this parcel"}).context["cl"].result_list
+    assert {f.question for f in list(paraphrase)[:2]} == {"How do I return an item?", "How can I return an item?"}
+    # an unknown mode is the default one; keywords by the new parameter too
+    assert 'data-mode="hybrid"' in editor.get(url, {"q": "shipping", "search_mode": "fuzzy"}).content.decode()
+    assert editor.get(url, {"q": "send a product back", "search_mode": "keywords"}).context["cl"].result_count == 1
 
 
 def test_vector_status_column_and_filter(editor, faqs) -> None:  # type: ignore[no-untyped-def]
@@ -221,7 +243,9 @@ def test_try_a_question_shows_matches_and_verdict(editor, faqs) -> None:  # type
     assert response.status_code == 200
     assert "Answered by" in page
     assert page.index("How do I return an item?") < page.index("How long does shipping take?")
-    assert "Rerank not available" in page  # no cross-encoder can be loaded in the suite's settings
+    # no cross-encoder is configured in the suite's settings: no rerank column, and the reason, not an error
+    assert 'id="rerank-off"' in page and "no cross-encoder is configured" in page
+    assert "rerank score" not in page and 'class="rerank"' not in page
     assert response.context["answer"].matches[0].similarity > 0.5
 
     off = editor.get(reverse("admin:semsim_faq_faq_try"), {"question": "what is the capital of Mongolia", "k": 3})
@@ -234,7 +258,34 @@ def test_try_a_question_with_a_cross_encoder(editor, faqs, tiny_cross_encoder_pa
     assert response.status_code == 200
     reranked = response.context["reranked"]
     assert reranked is not None and all(m.rerank_score is not None for m in reranked.matches)
-    assert "Rerank not available" not in response.content.decode()
+    page = response.content.decode()
+    assert 'id="rerank-off"' not in page and "rerank score (cross-encoder)" in page and 'class="rerank"' in page
+
+
+def test_try_a_question_with_a_cross_encoder_that_cannot_load(editor, faqs, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from django_semsim.faq import admin as faq_admin
+
+    faq_admin._reranker_failures.clear()
+    missing = str(tmp_path / "no-such-model")
+    with override_settings(SEMSIM={"SYNC": "inline", "CROSS_ENCODER": missing}):
+        response = editor.get(reverse("admin:semsim_faq_faq_try"), {"question": "send an item back", "k": 3})
+    page = response.content.decode()
+    assert response.status_code == 200 and response.context["answer"].matches
+    assert 'id="rerank-off"' in page and "could not be loaded" in page and 'class="rerank"' not in page
+    # the loading error itself is in the log, not on the page
+    assert any(missing in record.getMessage() for record in caplog.records)
+    faq_admin._reranker_failures.clear()
+
+
+def test_phrasing_inputs_are_wide(editor) -> None:  # type: ignore[no-untyped-def]
+    page = editor.get(reverse("admin:semsim_faq_faq_add")).content.decode()
+    phrasing = (
+        page.split('name="phrasings-0-text"')[0].rsplit("<input", 1)[1]
+        + page.split('name="phrasings-0-text"')[1].split(">", 1)[0]
+    )
+    assert "width: 40em" in phrasing
+    question = page.split('name="question"')[0].rsplit("<", 1)[1] + page.split('name="question"')[1].split(">", 1)[0]
+    assert "width: 40em" in question
 
 
 def test_import_upload_and_malformed_upload(editor, encoder) -> None:  # type: ignore[no-untyped-def]

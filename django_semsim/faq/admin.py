@@ -17,6 +17,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -30,7 +31,7 @@ from django_semsim.faq.models import FAQ, FAQPhrasing, faq_threshold
 from django_semsim.models import companion_of
 from semsim_pg.errors import SemsimError
 
-__all__ = ["FAQAdmin"]
+__all__ = ["FAQAdmin", "available_reranker", "configured_reranker"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,28 +40,46 @@ RERANKER_RETRY_SECONDS = 60.0
 _reranker_failures: dict[str, tuple[float, str]] = {}
 
 
-def available_reranker() -> tuple[Any, str | None]:
-    """(the configured cross-encoder, None) when it loads, else (None, why not): a missing model
-    is remembered for a minute so the page does not probe the hub on every question."""
-    from semsim_pg.rerank import get_reranker
-    from semsim_pg.settings import get_settings
+def configured_reranker() -> str | None:
+    """The cross-encoder the site chose: SEMSIM['CROSS_ENCODER'], else the core's SEMSIM_CROSS_ENCODER
+    when set to another than the built-in default (which would be downloaded on first use: the
+    admin never starts that on its own)."""
+    from semsim_pg.settings import DEFAULT_CROSS_ENCODER, get_settings
 
-    name = get_config().cross_encoder or get_settings().cross_encoder
+    core = get_settings().cross_encoder
+    return get_config().cross_encoder or (core if core and core != DEFAULT_CROSS_ENCODER else None)
+
+
+def available_reranker() -> tuple[Any, str | None]:
+    """(the configured cross-encoder, None) when it loads, else (None, why rerank is off, in words
+    for the page: the loading error goes to the log). A model that failed to load is remembered
+    for a minute so the page does not probe the hub on every question."""
+    from semsim_pg.rerank import get_reranker
+
+    name = configured_reranker()
     if not name:
-        return None, "no cross-encoder is configured (set SEMSIM['CROSS_ENCODER'] to a model directory)"
+        return None, "no cross-encoder is configured (set SEMSIM['CROSS_ENCODER'] to a model name or directory)"
     failed = _reranker_failures.get(name)
-    if failed is not None and time.monotonic() - failed[0] < RERANKER_RETRY_SECONDS:
-        return None, failed[1]
-    try:
-        return get_reranker(name).load(), None
-    except SemsimError as exc:
-        _reranker_failures[name] = (time.monotonic(), str(exc))
-        return None, str(exc)
+    if failed is None or time.monotonic() - failed[0] >= RERANKER_RETRY_SECONDS:
+        try:
+            return get_reranker(name).load(), None
+        except SemsimError as exc:
+            logger.warning("FAQ admin: cross-encoder %r could not be loaded, rerank is off: %s", name, exc)
+            _reranker_failures[name] = failed = (time.monotonic(), str(exc))
+    return None, (
+        f"the configured cross-encoder {name!r} could not be loaded (the server log says why; "
+        f"the page tries again after {RERANKER_RETRY_SECONDS:.0f} s)"
+    )
+
+
+#: text inputs wide enough to read a whole question or phrasing
+WIDE_TEXT = forms.TextInput(attrs={"style": "width: 40em; max-width: 100%"})
 
 
 class FAQPhrasingInline(admin.TabularInline):
     model = FAQPhrasing
     extra = 1
+    formfield_overrides = {models.CharField: {"widget": WIDE_TEXT}, models.TextField: {"widget": WIDE_TEXT}}
     verbose_name = "alternative phrasing"
     verbose_name_plural = "alternative phrasings (they match like the question)"
 
@@ -90,6 +109,10 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
     readonly_fields = ["created_at", "updated_at"]
     fields = ["question", "answer", "category", "published", "external_id", "created_at", "updated_at"]
     change_list_template = "admin/semsim_faq/faq/change_list.html"
+    formfield_overrides = {
+        models.CharField: {"widget": WIDE_TEXT},
+        models.TextField: {"widget": forms.Textarea(attrs={"rows": 4, "style": "width: 40em; max-width: 100%"})},
+    }
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[FAQ]:
         return super().get_queryset(request).prefetch_related("phrasings")
@@ -164,6 +187,7 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
                 context.update(
                     answer=answer,
                     reranked=reranked,
+                    rerank_configured=configured_reranker() is not None,
                     rerank_unavailable=why_not,
                     rerank_threshold=faq_threshold(reranked=True),
                 )
