@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -91,15 +92,24 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
     def _fetch_all(self) -> None:
         # A text search is logged when it runs (when SEMSIM["QUERY_LOG"] is on): it is lazy till then.
         started = time.perf_counter() if self._semsim_log is not None and self._result_cache is None else None
-        try:
+        with _config_errors(self.model):
             super()._fetch_all()
-        except DatabaseError as exc:
-            _explain_config_error(self.model, exc)
-            raise
         if started is not None and self._semsim_log is not None:
             from django_semsim.insights.log import log_search
 
             log_search(self.model, self._semsim_log, self._result_cache or [], started)
+
+    def count(self) -> int:
+        with _config_errors(self.model):
+            return super().count()  # type: ignore[no-any-return]
+
+    def exists(self) -> bool:
+        with _config_errors(self.model):
+            return super().exists()  # type: ignore[no-any-return]
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with _config_errors(self.model):
+            return super().aggregate(*args, **kwargs)  # type: ignore[no-any-return]
 
     def semantic_search(
         self,
@@ -357,9 +367,14 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         return result
 
 
-def _explain_config_error(model: type[models.Model], exc: Exception) -> None:
+@contextmanager
+def _config_errors(model: type[models.Model]) -> Iterator[None]:
     """An unknown text search configuration, as a ConfigurationError that names the option to fix."""
-    if "text search configuration" in str(exc) and "does not exist" in str(exc):
+    try:
+        yield
+    except DatabaseError as exc:
+        if "text search configuration" not in str(exc) or "does not exist" not in str(exc):
+            raise
         name = getattr(model, "semantic_search_config", lambda: "?")()
         raise ConfigurationError(
             f"{model._meta.label}'s text search configuration {name!r} does not exist in the database: set "

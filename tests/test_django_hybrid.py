@@ -172,6 +172,8 @@ def test_bad_input(articles, monkeypatch) -> None:  # type: ignore[no-untyped-de
     qs = Article.objects.hybrid_search(QUERY)  # lazy: found when it runs
     with pytest.raises(ConfigurationError, match="'klingon' does not exist"):
         list(qs)
+    with pytest.raises(ConfigurationError, match="'klingon' does not exist"):
+        qs.count()
 
 
 def test_stored_words_score_as_computed_ones(articles, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
