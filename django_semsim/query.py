@@ -163,7 +163,9 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
     ) -> SemanticQuerySet[_M]:
         """The ``k`` best rows for ``query`` by words and meaning, best first, in one statement.
 
-        The dense top ``candidates`` (HNSW; default max(k, 100)) and the lexical top ``candidates``
+        ``k`` defaults to SEMSIM["DEFAULT_K"]; ``k=None`` keeps every fused candidate (at most
+        2 x ``candidates``). The dense top ``candidates`` (HNSW; default max(k, 100)), searched with
+        the connection's ``ef_search`` and iterative scans unless ``ef_search=`` is given, and the lexical top ``candidates``
         (BM25 over PostgreSQL full text search in the model's ``search_config``, rows holding any
         of the query's words) are fused by reciprocal rank: ``weights[0] / (rrf_k + dense_rank) +
         weights[1] / (rrf_k + lexical_rank)``. The queryset's filters apply to both sides. Each
@@ -211,7 +213,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             text=query,
             config=self.model.semantic_search_config(),
             candidates=n,
-            k=n if k is None else k,
+            k=2 * n if k is None else k,  # None: every fused candidate
             rrf_k=rrf_k,
             weights=(float(weights[0]), float(weights[1])),
             # computed words cost a to_tsvector per candidate: fewer candidates than from a stored column

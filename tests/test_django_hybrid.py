@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Q
 
 from semsim_pg.errors import ConfigurationError, InvalidQuery
@@ -125,6 +126,10 @@ def test_ordering_before_breaks_ties_and_weights(articles) -> None:  # type: ign
     assert [r.lexical_rank for r in words_first] == [1, 2]
     wide = list(Article.objects.hybrid_search(QUERY, k=3, rrf_k=0))
     assert wide[0].score == pytest.approx(2.0)  # 1/(0+1) twice
+    # k=None: every fused candidate, the union of each side's top 1 (here they differ)
+    query = "what should I feed my kitten"
+    union = [r.pk for r in Article.objects.hybrid_search(query + " XR7734", k=None, candidates=1)]
+    assert len(union) == 2 and articles["Feeding cats"].pk in union
     tied = list(Article.objects.order_by("-title").hybrid_search(QUERY, k=12, weights=(0.0, 0.0)))
     assert [r.title for r in tied] == sorted((r.title for r in tied), reverse=True)  # all scores 0: the ordering
 
@@ -170,10 +175,10 @@ def test_bad_input(articles, monkeypatch) -> None:  # type: ignore[no-untyped-de
         Article.objects.hybrid_search(QUERY).semantic_search(QUERY)
     monkeypatch.setattr(Article, "search_config", "klingon")
     qs = Article.objects.hybrid_search(QUERY)  # lazy: found when it runs
-    with pytest.raises(ConfigurationError, match="'klingon' does not exist"):
-        list(qs)
-    with pytest.raises(ConfigurationError, match="'klingon' does not exist"):
-        qs.count()
+    for run in (list, lambda q: q.count()):
+        # a savepoint each: the failed statement aborts the test's transaction, as any SQL error would
+        with pytest.raises(ConfigurationError, match="'klingon' does not exist"), transaction.atomic():
+            run(qs)
 
 
 def test_stored_words_score_as_computed_ones(articles, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
