@@ -123,6 +123,12 @@ def main() -> int:
         for name, result in runs.items()
     }
 
+    if not args.json:
+        print(f"SciFact train: {len(chosen)} queries over {len(objs)} abstracts (encoded in {encode_s:.0f} s)")
+        print(f"{'search':52} {'nDCG@10':>8} {'recall@100':>10}")
+        for name, figures in quality.items():
+            print(f"{name:52} {figures['ndcg@10']:8.3f} {figures['recall@100']:10.3f}", flush=True)
+
     def latency(model: Any, queries_timed: int) -> dict[str, float]:
         times = []
         for q in chosen[:queries_timed]:
@@ -144,7 +150,7 @@ def main() -> int:
     ]
     Article.objects.bulk_create([Article(title=t, body=b) for t, b in texts[len(objs) :]], batch_size=2000)
     papers = Paper.objects.bulk_create([Paper(title=t, abstract=b) for t, b in texts], batch_size=2000)
-    vectors = companion_of(Article).objects.filter(source__in=[a.pk for a in objs]).in_bulk(field_name="source")
+    vectors = {v.source_id: v for v in companion_of(Article).objects.filter(source__in=[a.pk for a in objs])}
     companion_of(Paper).objects.bulk_create(
         [
             companion_of(Paper)(source=p, model_id=v.model_id, text_hash=v.text_hash, embedding=v.embedding)
@@ -181,10 +187,6 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"SciFact train: {len(chosen)} queries over {len(objs)} abstracts (encoded in {encode_s:.0f} s)")
-    print(f"{'search':52} {'nDCG@10':>8} {'recall@100':>10}")
-    for name, figures in quality.items():
-        print(f"{name:52} {figures['ndcg@10']:8.3f} {figures['recall@100']:10.3f}")
     heading = f"hybrid_search(k=10) over {result['rows']} rows, query vector cached"
     print(f"\n{heading:52} {'p50 ms':>8} {'p95 ms':>10}")
     for name, figures in timing.items():
