@@ -1,11 +1,14 @@
 """django_semsim figures: save() overhead, non-text updates vs index size, ORM vs raw search, draining.
 
-    SEMSIM_DATA_DIR=/tmp/bench-data .venv/bin/python benchmarks/django_bench.py [--rows 20000] [--drain 10000]
+    SEMSIM_DATA_DIR=/tmp/bench-data .venv/bin/python benchmarks/django_bench.py [--rows 20000] [--drain 10000] \
+        [--corpus ../shared/data/corpus/tatoeba-en-sentences.txt] [--only save,update,search,ratio,drain]
 
 Runs on the embedded PostgreSQL (or SEMSIM_DATABASE_URL) in a database of its own, ``semsim_bench``,
 recreated on each run, with the test app's models (tests/djangoapp). Vectors for the index-size and
 search figures are random and written in SQL (the encoder is not what they measure); the save()
-and drain figures use the real model. Timings on a shared 2-core machine vary from run to run:
+and drain figures use the real model. ``ratio`` (ORM against the same SQL through a cursor) uses
+the first ``--rows`` sentences of ``--corpus`` with their real vectors; ``drain`` compares lanes
+(1: one batch at a time, 2: the pipelined drain) and backends with the encoder alone, in one run. Timings on a shared 2-core machine vary from run to run:
 each figure is the median of many repetitions, printed next to the baseline it is compared with.
 """
 
@@ -262,31 +265,136 @@ def bench_search(rows: int, repeat: int) -> None:
 
 
 # 4. draining stale rows -------------------------------------------------------------------------------------
-def bench_drain(n: int, corpus: Path | None) -> None:
+def bench_drain(n: int, corpus: Path | None, backends: list[str], lanes: list[int], batch: int) -> None:
+    """Drain ``n`` stale rows per (backend, lanes), side by side with the encoder alone on the same texts."""
     from django_semsim import sync
+    from semsim_pg import Encoder
+    from semsim_pg.backends import cpu_info
     from tests.djangoapp.models import Article
 
     reset()
     if corpus is not None:
-        texts = [line.strip() for line in corpus.read_text().splitlines() if line.strip()][:n]
+        texts = [line.strip()[:200] for line in corpus.read_text().splitlines() if line.strip()][:n]
     else:
         words = "order delivery password account refund invoice garden recipe travel passport dog cat".split()
         texts = [f"Question {i} about {words[i % len(words)]} and {words[(i * 7) % len(words)]}" for i in range(n)]
     Article.objects.bulk_create([Article(title=t, body=None) for t in texts], batch_size=2000)
-    encoder = sync.get_model_encoder()
-    encoder.encode(["warm up"])
-    start = time.perf_counter()
-    result = sync.drain(Article, batch_size=256)
-    total = time.perf_counter() - start
-    enc_start = time.perf_counter()
-    encoder.encode(texts[:512], batch_size=256)
-    enc_rate = 512 / (time.perf_counter() - enc_start)
-    print(f"\n## Draining {n:,} stale rows (bulk_create, then one drain; batch 256; real model, CPU)")
-    print("| rows | total | rows/s | encoder alone | share of time in the encoder |\n|---|---|---|---|---|")
+    semantic_texts = [a.semantic_text() for a in Article.objects.order_by("pk")]
+    rows: list[tuple[str, int, float, float]] = []
+    load = [os.getloadavg()[0]]
+    for backend in backends:
+        encoder = Encoder(backend=backend).load()
+        encoder.encode(["warm up"] * 8)
+        start = time.perf_counter()
+        for i in range(0, len(semantic_texts), batch):
+            encoder.encode(semantic_texts[i : i + batch], batch_size=batch)
+        encode_rate = len(semantic_texts) / (time.perf_counter() - start)
+        for count in lanes:
+            sql("TRUNCATE djangoapp_article_embedding")  # every row stale again
+            sync.DRAIN_LANES = count
+            start = time.perf_counter()
+            result = sync.drain(Article, batch_size=batch, encoder=encoder)
+            total = time.perf_counter() - start
+            assert len(result.written) == n, (len(result.written), n)
+            rows.append((encoder.backend_name, count, n / total, encode_rate))
+            load.append(os.getloadavg()[0])
     print(
-        f"| {len(result.written):,} | {total:.1f} s | {len(result.written) / total:.0f} | {enc_rate:.0f} texts/s | "
-        f"{(n / enc_rate) / total:.0%} |"
+        f"\n## Draining {n:,} stale rows (batch {batch}; real model, CPU: {cpu_info().model}, {os.cpu_count()} cores)"
     )
+    print(f"load average {min(load):.1f} to {max(load):.1f} during the run; the report's baseline was 47 rows/s")
+    print("| backend | lanes | rows/s | encoder alone (texts/s) | drain / encoder | vs 47 rows/s |")
+    print("|---|---|---|---|---|---|")
+    for backend, count, rate, encode_rate in rows:
+        print(f"| {backend} | {count} | {rate:.0f} | {encode_rate:.0f} | {rate / encode_rate:.2f} | {rate / 47:.2f}x |")
+
+
+# 5. ORM against the same SQL through a cursor, real sentences -----------------------------------------------
+def bench_orm_ratio(rows: int, corpus: Path, queries: int, profile: bool) -> None:
+    """p50 of ``semantic_search(vector, k=10)`` evaluated against its own SQL through ``connection.cursor()``.
+
+    ``rows`` Tatoeba sentences with their real vectors (encoded once, outside the timing); the
+    query vectors are encoded beforehand, so neither side encodes. The two paths alternate query
+    by query (ABBA...), on the same connection, and the ratio of their medians is the figure."""
+    import cProfile
+    import pstats
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_semsim.conf import get_config
+    from django_semsim.encoding import get_model_encoder
+    from semsim_pg.backends import cpu_info
+    from semsim_pg.sql import vector_literal
+    from tests.djangoapp.models import Article
+
+    reset()
+    lines = [line.strip()[:200] for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts, query_texts = lines[:rows], lines[rows : rows + queries]
+    Article.objects.bulk_create([Article(title=t, body=None) for t in texts], batch_size=5000)
+    objects = list(Article.objects.order_by("pk"))
+    encoder = get_model_encoder()
+    start = time.perf_counter()
+    vectors = encoder.encode([o.semantic_text() for o in objects], batch_size=256)
+    print(f"\n(encoded {rows:,} rows in {time.perf_counter() - start:.0f} s with {encoder.backend_name})")
+    cfg = get_config()
+    sql(
+        "INSERT INTO django_semsim_embeddingmodel (name, dimension, created_at) VALUES (%s, %s, now()) "
+        "ON CONFLICT DO NOTHING",
+        [cfg.model_name, cfg.dimensions],
+    )
+    for i in range(0, len(objects), 2000):
+        chunk = objects[i : i + 2000]
+        sql(
+            "INSERT INTO djangoapp_article_embedding (source_id, model_name, text_hash, embedding, created_at, "
+            "updated_at) SELECT s, %s, h, e::vector, now(), now() FROM unnest(%s::bigint[], %s::text[], %s::text[]) "
+            "AS v(s, h, e)",
+            [
+                cfg.model_name,
+                [o.pk for o in chunk],
+                [o.semantic_text_hash() for o in chunk],
+                [vector_literal(v) for v in vectors[i : i + 2000]],
+            ],
+        )
+    sql("ANALYZE djangoapp_article, djangoapp_article_embedding")
+    query_vectors = [encoder.encode_query(q) for q in query_texts]
+
+    def orm(vector: Any) -> None:
+        list(Article.objects.semantic_search(vector, k=10))
+
+    def cursor(statement: tuple[str, tuple[Any, ...]]) -> None:
+        with connection.cursor() as c:
+            c.execute(*statement)
+            c.fetchall()
+
+    statements = [Article.objects.semantic_search(v, k=10).query.sql_with_params() for v in query_vectors]
+    for v, statement in zip(query_vectors[:20], statements[:20], strict=True):  # warm caches and the connection
+        orm(v)
+        cursor(statement)
+    with CaptureQueriesContext(connection) as captured:
+        orm(query_vectors[0])
+    orm_times: list[float] = []
+    cursor_times: list[float] = []
+    for i, (v, statement) in enumerate(zip(query_vectors, statements, strict=True)):
+        pair = [(orm_times, lambda v=v: orm(v)), (cursor_times, lambda s=statement: cursor(s))]
+        for out, fn in pair if i % 2 == 0 else reversed(pair):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    orm_p50, cursor_p50 = statistics.median(orm_times), statistics.median(cursor_times)
+    print(f"\n## ORM vs the same SQL through a cursor: {rows:,} Tatoeba rows, k=10, {len(query_vectors)} queries each")
+    print(f"CPU: {cpu_info().model}; load average {os.getloadavg()[0]:.1f}; statements per ORM search: {len(captured)}")
+    print("| path | p50 | p95 |\n|---|---|---|")
+    for name, values in (("ORM semantic_search(vector, k=10), evaluated", orm_times), ("cursor", cursor_times)):
+        p95 = sorted(values)[int(len(values) * 0.95) - 1]
+        print(f"| {name} | {statistics.median(values) * 1000:.3f} ms | {p95 * 1000:.3f} ms |")
+    print(f"| ratio ORM / cursor (target <= 1.3) | {orm_p50 / cursor_p50:.2f} | |")
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for v in query_vectors:
+            orm(v)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
 
 
 def main() -> None:
@@ -298,6 +406,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=50, help="repetitions per timing")
     parser.add_argument("--corpus", type=Path, default=None, help="text file, one sentence a line, for the drain")
     parser.add_argument("--only", default="save,update,search,drain", help="which figures")
+    parser.add_argument("--drain-backends", default="auto,torch", help="encoder backends for the drain figure")
+    parser.add_argument("--drain-lanes", default="1,2", help="lanes (batches in hand at once) for the drain figure")
+    parser.add_argument("--drain-batch", type=int, default=256, help="batch size of the drain")
+    parser.add_argument("--ratio-queries", type=int, default=300, help="queries for the ORM/cursor ratio")
+    parser.add_argument("--profile", action="store_true", help="cProfile the ORM path of the ratio figure")
     args = parser.parse_args()
     setup_django()
     only = set(args.only.split(","))
@@ -307,8 +420,18 @@ def main() -> None:
         bench_update([int(s) for s in args.sizes.split(",")], args.repeat)
     if "search" in only:
         bench_search(args.rows, args.repeat)
+    if "ratio" in only:
+        if args.corpus is None:
+            sys.exit("the ratio figure needs --corpus (e.g. ../shared/data/corpus/tatoeba-en-sentences.txt)")
+        bench_orm_ratio(args.rows, args.corpus, args.ratio_queries, args.profile)
     if "drain" in only:
-        bench_drain(args.drain, args.corpus)
+        bench_drain(
+            args.drain,
+            args.corpus,
+            [b for b in args.drain_backends.split(",") if b],
+            [int(x) for x in args.drain_lanes.split(",")],
+            args.drain_batch,
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ Draining, in batches:
    encoded. A row whose text changed meanwhile keeps its older vector (still searchable) and
    stays stale for the next pass.
 
+Immediate mode (``SYNC: "immediate"``) hands what a transaction changed to a background thread
+after commit (:mod:`django_semsim.background`; :func:`enqueue`, :func:`wait_idle` and
+:func:`stop_background` are imported from here).
+
 Models whose text is only known in Python (``semantic_text()`` overridden without
 ``semantic_text_expression()``) follow the same steps, with the staleness test and the
 compare-and-set done in Python on the loaded objects (the rows are share-locked for the write).
@@ -28,25 +32,24 @@ compare-and-set done in Python on the loaded objects (the rows are share-locked 
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, Subquery
 from django.db.models.sql import Query
 
+from django_semsim.background import enqueue, stop_background, wait_idle
 from django_semsim.conf import get_config
 from django_semsim.encoding import get_model_encoder
 from django_semsim.expressions import TextHash
 from django_semsim.models import EmbeddingModel, SemanticModel, companion_of
 from semsim_pg.encoder import text_hash
+from semsim_pg.pipeline import Lanes
 from semsim_pg.sql import vector_literal
 
 if TYPE_CHECKING:
@@ -55,6 +58,9 @@ if TYPE_CHECKING:
 __all__ = ["DrainResult", "add_placeholders", "drain", "drain_batch", "enqueue", "stop_background", "wait_idle"]
 
 logger = logging.getLogger(__name__)
+
+#: batches a drain has in hand at once: while one encodes, the other is claimed or written
+DRAIN_LANES = 2
 
 
 @dataclass
@@ -161,8 +167,12 @@ def drain_batch(
     pks: Sequence[Any] | None = None,
     batch_size: int | None = None,
     encoder: Encoder | None = None,
+    turn: AbstractContextManager[Any] | None = None,
 ) -> DrainResult:
-    """Claim, encode and write one batch of stale rows; raises if the encoder fails (rows stay stale)."""
+    """Claim, encode and write one batch of stale rows; raises if the encoder fails (rows stay stale).
+
+    ``turn`` is held while the batch encodes (:class:`semsim_pg.pipeline.Lanes`: one lane encodes
+    while the other claims and writes)."""
     config = get_config()
     size = batch_size or config.batch_size
     result = DrainResult(model=model._meta.label, batches=1)
@@ -177,7 +187,8 @@ def drain_batch(
         if not claimed:
             return result
         texts = [text for _, _, text in claimed]
-        vectors = (encoder or get_model_encoder()).encode(texts, batch_size=size, show_progress_bar=False)
+        with turn or nullcontext():
+            vectors = (encoder or get_model_encoder()).encode(texts, batch_size=size, show_progress_bar=False)
         result.encoded = len(texts)
         rows = [
             (cid, text_hash(text), vector_literal(vec)) for (cid, _, text), vec in zip(claimed, vectors, strict=True)
@@ -303,6 +314,11 @@ def drain(
 ) -> DrainResult:
     """Encode stale rows of ``model`` (all, or those in ``pks``) until none is left or claimable.
 
+    Two batches are in hand at once (:data:`DRAIN_LANES`, :class:`semsim_pg.pipeline.Lanes`):
+    while one encodes, the other is claimed or written, each in its own transaction, exactly as
+    two workers would. ``on_batch`` is called once per batch, from either lane, never twice at
+    once.
+
     A row whose text changed while it was encoded is claimed again with its new text: another
     process saving it meanwhile found it locked and skipped it, so this drain must finish it.
     After three batches in a row that wrote nothing, the drain stops (text rewritten faster than
@@ -311,197 +327,38 @@ def drain(
     size = batch_size or get_config().batch_size
     total = DrainResult(model=model._meta.label)
     add_placeholders(model, using=using, pks=pks)
+    encoder = encoder or get_model_encoder()
+    # Each extra lane's thread has its own connection (looked up in that thread): closed when it ends.
+    lanes = Lanes(DRAIN_LANES, name="semsim-drain", on_exit=lambda: connections[using].close())
+    state = threading.Lock()  # guards what the lanes share: the total, the counters, on_batch
+    started = 0
     stalls = 0
-    while max_batches is None or total.batches < max_batches:
-        result = drain_batch(model, using=using, pks=pks, batch_size=size, encoder=encoder)
-        if result.claimed == 0:
-            break
-        total.add(result)
-        if on_batch is not None:
-            on_batch(result)
-        stalls = 0 if result.written else stalls + 1
-        if stalls >= 3:
-            logger.warning(
-                "%s: rows keep changing while being encoded; leaving them for the next pass", model._meta.label
-            )
-            break
-        if result.claimed < size and not result.conflicts:
-            break  # a short batch: nothing else was claimable (rows locked by others are theirs to write)
-    return total
 
-
-# immediate mode: batch what a transaction changed, encode it after commit off the request thread ---------
-_local = threading.local()
-
-#: seconds the interpreter waits at exit for the background thread to finish what is queued
-SHUTDOWN_TIMEOUT = 60.0
-
-
-def enqueue(model: type[SemanticModel], pk: Any, using: str) -> None:
-    """Remember ``pk`` and hand it over after the current transaction commits (at once in autocommit).
-
-    Every save registers a commit hook, and the first hook to run takes everything the transaction
-    queued, in one batch; the others find nothing left. Keys queued by a transaction that rolled
-    back go with the next commit, where the staleness test skips them.
-    """
-    pending: dict[str, dict[type[SemanticModel], set[Any]]] = _local.__dict__.setdefault("pending", {})
-    pending.setdefault(using, {}).setdefault(model, set()).add(pk)
-    transaction.on_commit(partial(_committed, using), using=using)
-
-
-def _committed(using: str) -> None:
-    pending: dict[str, dict[type[SemanticModel], set[Any]]] = _local.__dict__.setdefault("pending", {})
-    batches = pending.pop(using, {})
-    if not batches:
-        return
-    if get_config().sync == "inline":
-        for model, pks in batches.items():
-            _drain_logged(model, pks, using)
-    else:
-        _background().submit(using, batches)
-
-
-def _drain_logged(model: type[SemanticModel], pks: set[Any], using: str) -> DrainResult | None:
-    """Drain ``pks``; an encoder or database failure is logged and the rows stay stale."""
-    try:
-        return drain(model, using=using, pks=sorted(pks, key=str))
-    except Exception:
-        # The user's transaction has committed; failing here would only hide the cause.
-        logger.exception(
-            "Could not encode %d changed %s row(s); they stay stale until the next drain "
-            "(manage.py semsim_reindex --stale, or semsim_worker).",
-            len(pks),
-            model._meta.label,
-        )
-        return None
-
-
-class _Background:
-    """One daemon thread per process encoding committed changes; a bounded queue counted in rows.
-
-    ``save()`` only appends to the queue. When the queue is full the rows are not queued (a warning
-    says so): their companion rows are stale in the database, which is what ``semsim_worker`` and
-    ``semsim_reindex --stale`` look for, so nothing is lost, not even when the process dies.
-    """
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self._cond = threading.Condition()
-        self._items: deque[tuple[str, dict[type[SemanticModel], set[Any]]]] = deque()
-        self._rows = 0  # rows queued or being encoded
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-
-    def submit(self, using: str, batches: dict[type[SemanticModel], set[Any]]) -> None:
-        rows = sum(len(pks) for pks in batches.values())
-        limit = get_config().queue_size
-        with self._cond:
-            if self._stopping or self._rows + rows > limit:
-                labels = ", ".join(sorted(m._meta.label for m in batches))
-                logger.warning(
-                    "Background encoder queue %s (%d row(s) waiting, SEMSIM['QUEUE_SIZE'] is %d): %d changed "
-                    "%s row(s) stay stale until semsim_worker or semsim_reindex --stale encodes them.",
-                    "stopped" if self._stopping else "full",
-                    self._rows,
-                    limit,
-                    rows,
-                    labels,
-                )
-                return
-            self._items.append((using, batches))
-            self._rows += rows
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="semsim-encoder", daemon=True)
-                self._thread.start()
-                atexit.register(self.stop, SHUTDOWN_TIMEOUT)
-            self._cond.notify_all()
-
-    def _take(self) -> list[tuple[str, dict[type[SemanticModel], set[Any]]]] | None:
-        with self._cond:
-            while not self._items and not self._stopping:
-                self._cond.wait()
-            if not self._items:
-                return None
-            items = list(self._items)
-            self._items.clear()
-            return items
-
-    def _run(self) -> None:
-        while True:
-            items = self._take()
-            if items is None:
-                break
-            # everything waiting, merged per database and model: one drain each, in full batches
-            merged: dict[tuple[str, type[SemanticModel]], set[Any]] = {}
-            for using, batches in items:
-                for model, pks in batches.items():
-                    merged.setdefault((using, model), set()).update(pks)
-            for (using, model), pks in merged.items():
-                _drain_logged(model, pks, using)
-            with self._cond:
-                self._rows -= sum(len(pks) for _, batches in items for pks in batches.values())
-                idle = not self._items
-                self._cond.notify_all()
-            if idle:
-                connections.close_all()  # this thread's own connections: none stays open while idle
-        connections.close_all()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self._rows == 0, timeout)
-
-    def stop(self, timeout: float | None = None) -> bool:
-        """Encode what is queued, then end the thread; False if it was still busy after ``timeout``."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.warning(
-                    "Background encoder still busy after %.0f s at shutdown; %d row(s) stay stale for "
-                    "semsim_worker or semsim_reindex --stale.",
-                    timeout or 0,
-                    self._rows,
-                )
+    def step() -> bool:
+        """One batch; whether this lane should take another."""
+        nonlocal started, stalls
+        with state:
+            if max_batches is not None and started >= max_batches:
                 return False
-        return True
+            started += 1
+        result = drain_batch(model, using=using, pks=pks, batch_size=size, encoder=encoder, turn=lanes.turn)
+        if result.claimed == 0:
+            return False
+        with state:
+            total.add(result)
+            if on_batch is not None:
+                on_batch(result)
+            stalls = 0 if result.written else stalls + 1
+            if stalls >= 3:
+                if not lanes.stop.is_set():
+                    logger.warning(
+                        "%s: rows keep changing while being encoded; leaving them for the next pass",
+                        model._meta.label,
+                    )
+                lanes.stop.set()
+                return False
+        # A short batch: nothing else was claimable (rows locked by others are theirs to write).
+        return result.claimed == size or bool(result.conflicts)
 
-
-_state_lock = threading.Lock()
-_state: _Background | None = None
-
-
-def _background() -> _Background:
-    """This process's queue; a forked child (gunicorn, multiprocessing) starts its own."""
-    global _state
-    with _state_lock:
-        if _state is None or _state.pid != os.getpid():
-            _state = _Background()
-        return _state
-
-
-def wait_idle(timeout: float | None = None) -> bool:
-    """Wait until the background thread has encoded everything queued so far; False on timeout.
-
-    For tests and management commands that need the vectors now; requests never call it.
-    """
-    with _state_lock:
-        state = _state
-    if state is None or state.pid != os.getpid():
-        return True
-    return state.wait_idle(timeout)
-
-
-def stop_background(timeout: float | None = SHUTDOWN_TIMEOUT) -> bool:
-    """Encode what is queued and end the background thread (done at interpreter exit too).
-
-    Later saves start a new thread. Returns False if it was still busy after ``timeout``.
-    """
-    global _state
-    with _state_lock:
-        state, _state = _state, None
-    if state is None or state.pid != os.getpid():
-        return True
-    return state.stop(timeout)
+    lanes.run(step)
+    return total

@@ -15,6 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
+from django_semsim import background as queue
 from django_semsim import sync
 from django_semsim.apps import _wants_preload
 from tests.djangoapp.models import Article
@@ -64,7 +65,7 @@ def test_row_not_queued_stays_stale_and_reindex_catches_it_up(background, monkey
     monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
     first = Article.objects.create(title="Reset your password", body="Use the link in the email.")
     assert spy.entered.wait(120)  # the thread holds the first row: the queue (one row) is full
-    with caplog.at_level(logging.WARNING, logger="django_semsim.sync"):
+    with caplog.at_level(logging.WARNING, logger="django_semsim.background"):
         second = Article.objects.create(title="Refund policy", body="Return items within 30 days.")
     assert "stay stale until semsim_worker or semsim_reindex --stale" in caplog.text
     assert not sync.wait_idle(timeout=0.2)  # still encoding the first row
@@ -77,8 +78,8 @@ def test_row_not_queued_stays_stale_and_reindex_catches_it_up(background, monkey
 
 @pytest.mark.django_db(transaction=True)
 def test_stopped_queue_loses_nothing_the_worker_finds_it(background, caplog) -> None:  # type: ignore[no-untyped-def]
-    sync._background().stop(timeout=120)  # what a dying process leaves behind: nothing queued
-    with caplog.at_level(logging.WARNING, logger="django_semsim.sync"):
+    queue._background().stop(timeout=120)  # what a dying process leaves behind: nothing queued
+    with caplog.at_level(logging.WARNING, logger="django_semsim.background"):
         article = Article.objects.create(title="Feeding cats", body="Cats need protein.")
     assert "queue stopped" in caplog.text
     assert vectors_match_text(Article) == {article.pk: False}

@@ -311,3 +311,107 @@ def test_update_fields_without_text_then_full_save(spy, django_capture_on_commit
         article.save()  # now the edited title reaches the database, and gets its vector
     assert spy.calls == [1, 1]
     assert all(vectors_match_text(Article).values())
+
+
+def _live_lanes() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("semsim-drain")]
+
+
+class LaneSpy(SpyEncoder):
+    """The real encoder, recording which thread encoded each batch and how many encoded at once.
+
+    The caller's second batch waits (bounded) until the extra lane has claimed a batch, so that
+    both lanes take part however the threads are scheduled."""
+
+    def __init__(self, real: Any, before: Any = None) -> None:
+        super().__init__(real, before)
+        self.threads: list[str] = []
+        self.lane_claimed = threading.Event()
+        self._lock = threading.Lock()
+        self._inside = 0
+        self.most_at_once = 0
+
+    def encode(self, texts: list[str], **kwargs: Any) -> Any:
+        name = threading.current_thread().name
+        with self._lock:
+            self.threads.append(name)
+            self._inside += 1
+            self.most_at_once = max(self.most_at_once, self._inside)
+        try:
+            if name == "MainThread" and self.threads.count(name) == 2:
+                self.lane_claimed.wait(60)
+            return super().encode(texts, **kwargs)
+        finally:
+            with self._lock:
+                self._inside -= 1
+
+
+def _watch_claims(monkeypatch: Any, spy: LaneSpy) -> None:
+    claim = sync._claim_sql
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        rows = claim(*args, **kwargs)
+        if rows and threading.current_thread().name.startswith("semsim-drain"):
+            spy.lane_claimed.set()
+        return rows
+
+    monkeypatch.setattr(sync, "_claim_sql", watched)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_drain_runs_in_two_lanes_that_encode_in_turns(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    Article.objects.bulk_create([Article(title=f"Stale article {i}", body="two lanes") for i in range(30)])
+    spy = LaneSpy(encoder)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
+    _watch_claims(monkeypatch, spy)
+    result = sync.drain(Article, batch_size=5)
+    assert set(spy.threads) == {"MainThread", "semsim-drain-1"}
+    assert spy.most_at_once == 1  # one batch encodes at a time; the other lane claims or writes
+    assert sorted(result.written) == sorted(Article.objects.values_list("pk", flat=True))  # each once
+    assert (result.batches, result.claimed, result.conflicts) == (6, 30, 0)
+    assert all(vectors_match_text(Article).values())
+    assert _live_lanes() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_text_changed_while_the_other_lane_encodes_is_not_written_with_the_old_vector(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    Article.objects.bulk_create([Article(title=f"Stale article {i}", body="two lanes") for i in range(20)])
+    edited: list[str] = []
+
+    def edit_meanwhile(texts: list[str]) -> None:
+        # another process saves new text while the extra lane encodes the old one
+        if threading.current_thread().name != "MainThread" and not edited:
+            title = texts[0].split("\n")[0]
+            edited.append(title)
+            _in_thread(lambda: Article.objects.filter(title=title).update(title=title + " (edited)"))
+
+    spy = LaneSpy(encoder, before=edit_meanwhile)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
+    _watch_claims(monkeypatch, spy)
+    result = sync.drain(Article, batch_size=5)
+    assert edited and result.conflicts == 1  # left stale by its batch, then claimed again with its new text
+    row = companion_of(Article).objects.get(source__title=edited[0] + " (edited)")
+    assert row.text_hash == text_hash(f"{edited[0]} (edited)\ntwo lanes")
+    assert all(vectors_match_text(Article).values())
+    assert _live_lanes() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_encoder_failing_in_one_lane_stops_the_drain_and_loses_no_row(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    Article.objects.bulk_create([Article(title=f"Stale article {i}", body="two lanes") for i in range(30)])
+
+    def crash_third(texts: list[str]) -> None:
+        if len(spy.calls) == 3:
+            _crash(texts)
+
+    spy = LaneSpy(encoder, before=crash_third)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
+    _watch_claims(monkeypatch, spy)
+    with pytest.raises(RuntimeError, match="crashed"):
+        sync.drain(Article, batch_size=5)
+    assert _live_lanes() == []
+    current = vectors_match_text(Article)
+    assert 0 < sum(current.values()) < 30  # the batches before the crash are written, its own is not
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: encoder)
+    sync.drain(Article, batch_size=5)
+    assert all(vectors_match_text(Article).values())

@@ -1,0 +1,210 @@
+"""Immediate mode: what a transaction changed is encoded after commit, off the request thread.
+
+``save()`` only remembers the primary key (:func:`enqueue`); after commit the keys go to one
+bounded in-process queue per process, drained by one daemon thread with
+:func:`django_semsim.sync.drain`. A row that cannot be queued (queue full, process stopping or
+dying) keeps its durable staleness mark in the database, where ``semsim_worker`` and
+``semsim_reindex --stale`` find it: nothing is lost.
+
+The public names (:func:`enqueue`, :func:`wait_idle`, :func:`stop_background`) are imported from
+:mod:`django_semsim.sync`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections import deque
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, transaction
+
+from django_semsim.conf import get_config
+from django_semsim.models import SemanticModel
+
+if TYPE_CHECKING:
+    from django_semsim.sync import DrainResult
+
+__all__ = ["SHUTDOWN_TIMEOUT", "enqueue", "stop_background", "wait_idle"]
+
+logger = logging.getLogger(__name__)
+
+_local = threading.local()
+
+#: seconds the interpreter waits at exit for the background thread to finish what is queued
+SHUTDOWN_TIMEOUT = 60.0
+
+
+def enqueue(model: type[SemanticModel], pk: Any, using: str) -> None:
+    """Remember ``pk`` and hand it over after the current transaction commits (at once in autocommit).
+
+    Every save registers a commit hook, and the first hook to run takes everything the transaction
+    queued, in one batch; the others find nothing left. Keys queued by a transaction that rolled
+    back go with the next commit, where the staleness test skips them.
+    """
+    pending: dict[str, dict[type[SemanticModel], set[Any]]] = _local.__dict__.setdefault("pending", {})
+    pending.setdefault(using, {}).setdefault(model, set()).add(pk)
+    transaction.on_commit(partial(_committed, using), using=using)
+
+
+def _committed(using: str) -> None:
+    pending: dict[str, dict[type[SemanticModel], set[Any]]] = _local.__dict__.setdefault("pending", {})
+    batches = pending.pop(using, {})
+    if not batches:
+        return
+    if get_config().sync == "inline":
+        for model, pks in batches.items():
+            _drain_logged(model, pks, using)
+    else:
+        _background().submit(using, batches)
+
+
+def _drain_logged(model: type[SemanticModel], pks: set[Any], using: str) -> DrainResult | None:
+    """Drain ``pks``; an encoder or database failure is logged and the rows stay stale."""
+    from django_semsim import sync  # at call time: sync imports this module
+
+    try:
+        return sync.drain(model, using=using, pks=sorted(pks, key=str))
+    except Exception:
+        # The user's transaction has committed; failing here would only hide the cause.
+        logger.exception(
+            "Could not encode %d changed %s row(s); they stay stale until the next drain "
+            "(manage.py semsim_reindex --stale, or semsim_worker).",
+            len(pks),
+            model._meta.label,
+        )
+        return None
+
+
+class _Background:
+    """One daemon thread per process encoding committed changes; a bounded queue counted in rows.
+
+    ``save()`` only appends to the queue. When the queue is full the rows are not queued (a warning
+    says so): their companion rows are stale in the database, which is what ``semsim_worker`` and
+    ``semsim_reindex --stale`` look for, so nothing is lost, not even when the process dies.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._cond = threading.Condition()
+        self._items: deque[tuple[str, dict[type[SemanticModel], set[Any]]]] = deque()
+        self._rows = 0  # rows queued or being encoded
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def submit(self, using: str, batches: dict[type[SemanticModel], set[Any]]) -> None:
+        rows = sum(len(pks) for pks in batches.values())
+        limit = get_config().queue_size
+        with self._cond:
+            if self._stopping or self._rows + rows > limit:
+                labels = ", ".join(sorted(m._meta.label for m in batches))
+                logger.warning(
+                    "Background encoder queue %s (%d row(s) waiting, SEMSIM['QUEUE_SIZE'] is %d): %d changed "
+                    "%s row(s) stay stale until semsim_worker or semsim_reindex --stale encodes them.",
+                    "stopped" if self._stopping else "full",
+                    self._rows,
+                    limit,
+                    rows,
+                    labels,
+                )
+                return
+            self._items.append((using, batches))
+            self._rows += rows
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="semsim-encoder", daemon=True)
+                self._thread.start()
+                atexit.register(self.stop, SHUTDOWN_TIMEOUT)
+            self._cond.notify_all()
+
+    def _take(self) -> list[tuple[str, dict[type[SemanticModel], set[Any]]]] | None:
+        with self._cond:
+            while not self._items and not self._stopping:
+                self._cond.wait()
+            if not self._items:
+                return None
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def _run(self) -> None:
+        while True:
+            items = self._take()
+            if items is None:
+                break
+            # everything waiting, merged per database and model: one drain each, in full batches
+            merged: dict[tuple[str, type[SemanticModel]], set[Any]] = {}
+            for using, batches in items:
+                for model, pks in batches.items():
+                    merged.setdefault((using, model), set()).update(pks)
+            for (using, model), pks in merged.items():
+                _drain_logged(model, pks, using)
+            with self._cond:
+                self._rows -= sum(len(pks) for _, batches in items for pks in batches.values())
+                idle = not self._items
+                self._cond.notify_all()
+            if idle:
+                connections.close_all()  # this thread's own connections: none stays open while idle
+        connections.close_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._rows == 0, timeout)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Encode what is queued, then end the thread; False if it was still busy after ``timeout``."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning(
+                    "Background encoder still busy after %.0f s at shutdown; %d row(s) stay stale for "
+                    "semsim_worker or semsim_reindex --stale.",
+                    timeout or 0,
+                    self._rows,
+                )
+                return False
+        return True
+
+
+_state_lock = threading.Lock()
+_state: _Background | None = None
+
+
+def _background() -> _Background:
+    """This process's queue; a forked child (gunicorn, multiprocessing) starts its own."""
+    global _state
+    with _state_lock:
+        if _state is None or _state.pid != os.getpid():
+            _state = _Background()
+        return _state
+
+
+def wait_idle(timeout: float | None = None) -> bool:
+    """Wait until the background thread has encoded everything queued so far; False on timeout.
+
+    For tests and management commands that need the vectors now; requests never call it.
+    """
+    with _state_lock:
+        state = _state
+    if state is None or state.pid != os.getpid():
+        return True
+    return state.wait_idle(timeout)
+
+
+def stop_background(timeout: float | None = SHUTDOWN_TIMEOUT) -> bool:
+    """Encode what is queued and end the background thread (done at interpreter exit too).
+
+    Later saves start a new thread. Returns False if it was still busy after ``timeout``.
+    """
+    global _state
+    with _state_lock:
+        state, _state = _state, None
+    if state is None or state.pid != os.getpid():
+        return True
+    return state.stop(timeout)
