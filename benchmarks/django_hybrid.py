@@ -163,8 +163,10 @@ def main() -> int:
         cursor.execute("ANALYZE")
     # the query vectors are cached by now (the runs above encoded every query): this times SQL
     # without an index every word's count reads every row: a few queries are enough to see it
+    (index,) = [i for i in Article._meta.indexes if isinstance(i, GinIndex)]  # the test app declares the recipe
+    with connection.schema_editor() as editor:
+        editor.remove_index(Article, index)
     timing = {"words computed, no GIN index": latency(Article, min(5, args.latency_queries))}
-    index = GinIndex(vector, name="bench_article_search")
     with connection.schema_editor() as editor:
         editor.add_index(Article, index)
     with connection.cursor() as cursor:
@@ -182,7 +184,7 @@ def main() -> int:
         "encode_seconds": encode_s,
         "quality": quality,
         "hybrid_latency": timing,
-        "gin_used": "bench_article_search" in plan,
+        "gin_used": index.name in plan,
     }
     if args.json:
         print(json.dumps(result, indent=2))

@@ -207,3 +207,17 @@ def test_a_changed_text_is_searched_by_its_new_words_at_once(articles) -> None: 
         )
     (hit,) = [r for r in Article.objects.hybrid_search("zymotic", k=3) if r.lexical_rank is not None]
     assert hit.pk == target.pk and hit.lexical_rank == 1
+
+
+def test_the_gin_index_recipes_serve_the_lexical_side(articles) -> None:  # type: ignore[no-untyped-def]
+    """Both README recipes (an expression index on the computed words, an index on stored ones) match
+    the SQL hybrid_search writes, so PostgreSQL can answer the words from them."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a 12-row table is scanned otherwise
+        for model, index in ((Article, "article_words"), (Paper, "paper_words")):
+            sql, params = model.objects.hybrid_search("password login").query.sql_with_params()
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert f"Bitmap Index Scan on {index}" in plan

@@ -25,6 +25,10 @@ class Article(SemanticModel):
 
     semantic_fields = ["title", "body"]
 
+    class Meta:
+        # the README's recipe: the expression hybrid_search computes the words with, GIN-indexed
+        indexes = [GinIndex(SearchVector("title", "body", config="english"), name="article_words")]
+
     def __str__(self) -> str:
         return str(self.title)
 
