@@ -137,6 +137,12 @@ def reembed(
         return result
     dimension = new.dimension
     result.new_dimension = dimension
+    if coll.chunk_size is not None and coll.chunk_size > new.max_seq_length:
+        raise InvalidInput(
+            f"Collection {coll.name!r} splits texts into passages of {coll.chunk_size} tokens, more than the "
+            f"{new.max_seq_length} model {new.name} reads. Choose a model that reads at least {coll.chunk_size}, "
+            "or ingest into a new collection with a smaller --chunk."
+        )
     if dimension > MAX_INDEXED_DIMENSION:
         raise DimensionMismatch(
             f"Model {new.name} makes {dimension}-dimensional vectors; pgvector's HNSW index takes at most "
@@ -223,6 +229,7 @@ def _encode_pass(
         bar=bar,
         on_batch=report,
         other_backends=other_backends,
+        chunking=coll.chunking,
     ).encoded
     result.passes += 1
 

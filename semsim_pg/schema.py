@@ -1,7 +1,7 @@
 """semsim's tables, as typed SQLAlchemy 2.0 models (the migrations create them).
 
 Decision 2 of ARCHITECTURE.md: vectors live in a companion table, ``embeddings``, one row per
-(document, model), so that an update of a document's metadata never touches the HNSW index.
+(document, model, passage) (decision 10: a long text may be split into passages), so that an update of a document's metadata never touches the HNSW index.
 Each (collection, model) has its own partial HNSW index on that table, on the vector cast to the
 model's dimension, so collections with different models and dimensions share one table.
 """
@@ -47,11 +47,20 @@ class CollectionRow(Base):
     hnsw_ef_construction: Mapped[int] = mapped_column(sa.Integer)
     #: the PostgreSQL text search configuration of lexical search (migration 0005)
     text_search_config: Mapped[str] = mapped_column(REGCONFIG, server_default=sa.text("'english'"))
+    #: passages of at most this many tokens, consecutive ones sharing up to ``chunk_overlap``
+    #: (NULL: texts are not split; migration 0007)
+    chunk_size: Mapped[int | None] = mapped_column(sa.Integer)
+    chunk_overlap: Mapped[int | None] = mapped_column(sa.Integer)
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
     __table_args__ = (
         sa.CheckConstraint(f"metric IN ({', '.join(repr(m) for m in METRIC_NAMES)})", name="metric"),
         sa.CheckConstraint("dimension BETWEEN 1 AND 2000", name="dimension"),
+        sa.CheckConstraint(
+            "(chunk_size IS NULL AND chunk_overlap IS NULL)"
+            " OR (chunk_size >= 16 AND chunk_overlap >= 0 AND chunk_overlap < chunk_size)",
+            name="chunk",
+        ),
     )
 
 
@@ -84,6 +93,11 @@ class EmbeddingRow(Base):
 
     document_id: Mapped[int] = mapped_column(sa.ForeignKey(DocumentRow.id, ondelete="CASCADE"), primary_key=True)
     model_name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    #: the passage of the document's text (0: the first, or the whole text when it is not split)
+    passage: Mapped[int] = mapped_column(sa.Integer, primary_key=True, server_default=sa.text("0"))
+    #: its character offsets in the text (``passage_end`` NULL: to the end of the text)
+    passage_start: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    passage_end: Mapped[int | None] = mapped_column(sa.Integer)
     # Copied from the document so that each (collection, model) partial index can name it.
     collection_id: Mapped[int] = mapped_column(sa.ForeignKey(CollectionRow.id, ondelete="CASCADE"))
     text_hash: Mapped[str] = mapped_column(sa.Text)

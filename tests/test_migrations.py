@@ -141,3 +141,51 @@ def test_upgrade_to_recorded_backends_keeps_old_vectors_as_unknown(empty_databas
         assert conn.execute(sa.text("SELECT count(*) FROM semsim.embeddings")).scalar() == 3
     upgrade(engine)
     assert store.list_collections()[0].backends == {"unknown": 3}
+
+
+def test_upgrade_to_passages_keeps_vectors_as_passage_0(empty_database, encoder) -> None:  # type: ignore[no-untyped-def]
+    """Vectors stored before passages (migration 0007) become passage 0 of their document: search
+    finds them with the whole text as their passage, and ingesting the same texts encodes nothing."""
+    from semsim_pg.sql import vector_literal
+    from semsim_pg.store import DocumentStore
+
+    engine = empty_database
+    upgrade(engine, "0006")
+    docs = [("a", "Glaciers retreat as summers warm."), ("b", "The bakery sells rye bread.")]
+    with engine.begin() as conn:
+        cid = insert_old_collection(conn, encoder)
+        for (external_id, text), vector in zip(docs, encoder.encode([t for _, t in docs]), strict=True):
+            conn.execute(
+                sa.text(
+                    "WITH d AS (INSERT INTO semsim.documents (collection_id, external_id, text) VALUES (:c, :x, :t)"
+                    " RETURNING id, text_hash)"
+                    " INSERT INTO semsim.embeddings (document_id, model_name, collection_id, text_hash, embedding)"
+                    " SELECT d.id, :m, :c, d.text_hash, CAST(:v AS vector) FROM d"
+                ),
+                {"c": cid, "x": external_id, "t": text, "m": encoder.name, "v": vector_literal(vector)},
+            )
+    upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT passage, passage_start, passage_end FROM semsim.embeddings")).all()
+    assert sorted(tuple(r) for r in rows) == [(0, 0, None), (0, 0, None)]
+    store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
+    coll = store.get_collection("old")
+    assert coll.chunk_size is None and store.stale_count(coll) == 0
+    before = encoder.encoded_count
+    assert store.upsert("old", docs).encoded == 0
+    assert encoder.encoded_count == before
+    (hit,) = store.search("old", "melting ice", 1)
+    assert (hit.external_id, hit.passage, hit.passage_start, hit.passage_end) == ("a", 0, 0, len(docs[0][1]))
+    downgrade(engine, "0006")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM semsim.embeddings")).scalar() == 2
+        assert (
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM semsim.search('old', (SELECT embedding FROM semsim.embeddings LIMIT 1), 2)"
+                )
+            ).scalar()
+            == 2
+        )
+    upgrade(engine)
+    assert [h.external_id for h in store.search("old", "bread", 1)] == ["b"]

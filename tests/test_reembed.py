@@ -295,3 +295,29 @@ def test_every_write_path_records_the_backend(store, collection_name, encoder) -
         )
     assert store.reconcile(name, progress=False) == 1
     assert backends(store, name) == {"torch": 4, "unknown": 1}
+
+
+def test_reembed_a_split_collection_splits_with_the_new_model(
+    store, collection_name, tiny_bi_encoder_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    long_text = " ".join(f"Sentence {i} of a long note about cats and the budget." for i in range(12))
+    store.create_collection(collection_name, chunk=32, chunk_overlap=4)
+    store.upsert(collection_name, [("long", long_text), *ANIMALS])
+    old_rows = vectors_by_model(store, collection_name)
+    reembed(store, collection_name, str(tiny_bi_encoder_path))
+    coll = store.get_collection(collection_name)
+    assert coll.dimension == 32 and coll.chunk_size == 32  # the setting stays with the collection
+    new_rows = vectors_by_model(store, collection_name)
+    assert set(new_rows) == {coll.model_name} and new_rows[coll.model_name] == sum(old_rows.values()) > 5
+    assert store.stale_count(collection_name) == 0
+    hits = store.search(collection_name, "cats", 5)
+    assert len({h.external_id for h in hits}) == len(hits) == 5
+
+    other = f"{collection_name}_x"
+    try:
+        store.create_collection(other, chunk=128)
+        store.upsert(other, ANIMALS[:1])
+        with pytest.raises(InvalidInput, match="passages of 128 tokens, more than the 64"):
+            reembed(store, other, str(tiny_bi_encoder_path))
+    finally:
+        store.drop_collection(other)

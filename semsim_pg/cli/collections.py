@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from semsim_pg.chunking import DEFAULT_CHUNK_TOKENS
 from semsim_pg.cli.common import open_store, out, progress_enabled
 from semsim_pg.errors import InvalidInput
 from semsim_pg.settings import BACKENDS
@@ -37,6 +38,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="CONFIG",
         help="text search configuration of a new collection's lexical search (english, simple, italian, ...; "
         "default SEMSIM_TEXT_SEARCH_CONFIG or english)",
+    )
+    p.add_argument(
+        "--chunk",
+        type=int,
+        nargs="?",
+        const=DEFAULT_CHUNK_TOKENS,
+        metavar="TOKENS",
+        help="split long texts into passages of at most TOKENS tokens of the model (16 to what it reads; "
+        f"alone: {DEFAULT_CHUNK_TOKENS}), at sentence starts where possible; search returns each document once, by "
+        "its best passage. Kept by the collection: later ingests split alike. Set only while the collection is empty",
+    )
+    p.add_argument(
+        "--chunk-overlap",
+        type=int,
+        metavar="TOKENS",
+        help="tokens consecutive passages share (default: an eighth of --chunk, at most 32)",
     )
     p.add_argument("--batch-size", type=int, default=512, help="documents per transaction (default 512)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -77,12 +94,16 @@ def cmd_collections(args: argparse.Namespace) -> int:
     if not collections:
         out("no collections yet: `semsim ingest FILE -c NAME` creates one")
         return 0
-    out(f"{'name':<24} {'documents':>9} {'current':>9} {'dim':>5}  {'metric':<13} {'index':<8} model (backends)")
+    out(
+        f"{'name':<24} {'documents':>9} {'current':>9} {'dim':>5}  {'metric':<13} {'index':<8} {'chunk':>5}  "
+        "model (backends)"
+    )
     for c in collections:
         made_by = ", ".join(f"{backend} {n}" for backend, n in (c.backends or {}).items())
+        chunk = "-" if c.chunk_size is None else str(c.chunk_size)
         out(
             f"{c.name:<24} {c.documents:>9} {c.embedded:>9} {c.dimension:>5}  {c.metric:<13} {c.index or '':<8} "
-            f"{c.model_name}" + (f" ({made_by})" if made_by else "")
+            f"{chunk:>5}  {c.model_name}" + (f" ({made_by})" if made_by else "")
         )
     if any(c.index in ("missing", "invalid") for c in collections):
         out("an index is missing: the next ingest rebuilds it, or `semsim index rebuild -c NAME` now")
@@ -97,7 +118,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     total = check_documents(args.file, **options)
     store = open_store()
     collection = store.create_collection(
-        args.collection, model=args.model, metric=args.metric, text_search_config=args.language
+        args.collection,
+        model=args.model,
+        metric=args.metric,
+        text_search_config=args.language,
+        chunk=args.chunk,
+        chunk_overlap=args.chunk_overlap,
     )
     start = time.perf_counter()
     result = store.upsert(

@@ -71,13 +71,13 @@ def parse_filters(items: Sequence[str]) -> dict[str, FilterValue] | None:
 
 
 def print_hits(hits: Sequence[Any], *, indent: str = "  ") -> None:
-    """One line per search hit: rank, similarity, id and the start of the text."""
+    """One line per search hit: rank, similarity, id and the start of the text (of its best passage)."""
     if not hits:
         out(f"{indent}(no hits)")
         return
     width = max(len(h.external_id) for h in hits)
     for rank, hit in enumerate(hits, start=1):
-        text = hit.text if len(hit.text) <= 100 else hit.text[:97] + "..."
+        text = hit_text(hit, 100)
         if getattr(hit, "lexical_score", None) is not None:
             # lexical or hybrid: the ranking score, then each side's rank ("-": not in its top N)
             ranks = "  ".join(
@@ -89,6 +89,14 @@ def print_hits(hits: Sequence[Any], *, indent: str = "  ") -> None:
             )
         else:
             out(f"{indent}{rank:>2}. {hit.similarity:6.3f}  {hit.external_id:<{width}}  {text}")
+
+
+def hit_text(hit: Any, width: int) -> str:
+    """The start of a hit's best passage (``[p2]`` before it when it is not the whole text), cut at ``width``."""
+    text = str(getattr(hit, "passage_text", hit.text))
+    if text != hit.text:
+        text = f"[p{hit.passage}] {text}"
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def add_rerank_option(p: argparse.ArgumentParser) -> None:

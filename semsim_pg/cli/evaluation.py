@@ -143,6 +143,12 @@ def _add_retrieval(evals: argparse._SubParsersAction[Any]) -> None:
         help="also evaluate lexical (BM25) or hybrid (RRF) search, beside semantic (default: semantic only)",
     )
     q.add_argument("--ef-search", type=int, help="HNSW ef_search (default SEMSIM_EF_SEARCH)")
+    q.add_argument(
+        "--chunk",
+        type=int,
+        metavar="TOKENS",
+        help="split the corpus into passages of TOKENS tokens (use a collection of its own, -c NAME)",
+    )
     q.add_argument("--limit-queries", type=int, metavar="N", help="evaluate only the first N judged queries")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_run_retrieval)
@@ -169,6 +175,7 @@ def _run_retrieval(args: argparse.Namespace) -> int:
         mode=args.mode,
         limit_queries=args.limit_queries,
         progress=progress_enabled(args),
+        chunk=args.chunk,
     )
     if args.json:
         out(json.dumps(report.to_dict()))

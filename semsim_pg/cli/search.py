@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from semsim_pg.cli.common import open_store, out, parse_filters, print_hits
+from semsim_pg.cli.common import hit_text, open_store, out, parse_filters, print_hits
 from semsim_pg.errors import InvalidInput
 
 __all__ = ["register"]
@@ -133,7 +133,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         elif not reranked:
             out("(no hits)")
         for rank, r in enumerate([] if args.json else reranked, start=1):
-            text = r.hit.text if len(r.hit.text) <= 90 else r.hit.text[:87] + "..."
+            text = hit_text(r.hit, 90)
             out(f"{rank:>2}. rerank {r.rerank_score:7.3f}  similarity {r.similarity:6.3f}  {r.hit.external_id}  {text}")
         return 0
     hits = store.search(args.collection, args.query, args.k, **options)

@@ -227,6 +227,7 @@ def evaluate_retrieval(
     mode: str = "semantic",
     limit_queries: int | None = None,
     progress: bool | None = None,
+    chunk: int | None = None,
 ) -> RetrievalReport:
     """Ingest ``corpus`` (re-using what is stored), search every judged query, score the rankings.
 
@@ -235,6 +236,7 @@ def evaluate_retrieval(
     cross-encoder name or directory) the first ``candidates`` hits are reordered; hits past
     ``candidates`` keep their order, so recall@100 stays comparable. ``mode`` lexical or hybrid
     adds a stage of that search beside the semantic one (the reranker then reorders its hits).
+    ``chunk`` splits the corpus into passages of that many tokens (a collection of its own).
     """
     corpus, queries, qrels = Path(corpus), Path(queries), Path(qrels)
     check_k(candidates, "--candidates")
@@ -250,7 +252,7 @@ def evaluate_retrieval(
     reranker = Reranker(rerank) if rerank else None
 
     name = collection or f"beir-{corpus.resolve().parent.name or corpus.stem}"
-    coll = store.create_collection(name, model=model)
+    coll = store.create_collection(name, model=model, chunk=chunk)
     ingest = store.upsert(coll, read_corpus(corpus), total=len(ids), progress=progress)
     extra = _ids_not_in(store, coll.id, ids)
     if extra:

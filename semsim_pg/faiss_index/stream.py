@@ -42,6 +42,7 @@ def stream_vectors(
     short query, nothing is held open between batches and memory is bounded by ``batch_size``.
     """
     coll = store.get_collection(collection)
+    refuse_passages(coll)
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
     after = 0
@@ -65,6 +66,18 @@ def stream_vectors(
         after = int(ids[-1])
 
 
+def refuse_passages(coll: Collection) -> None:
+    """A FAISS index holds one vector per document (its id is the document's); a collection
+    whose texts are split into passages has several, which a FAISS search would return as
+    duplicates. Its search belongs to PostgreSQL (each document once, by its best passage)."""
+    if coll.chunk_size is not None:
+        raise InvalidInput(
+            f"Collection {coll.name!r} splits its texts into passages ({coll.chunk_size} tokens): FAISS builds "
+            "hold one vector per document. Search it with semsim search, or build FAISS from a collection "
+            "ingested without --chunk."
+        )
+
+
 def normalised(vectors: Matrix) -> Matrix:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -74,6 +87,7 @@ def normalised(vectors: Matrix) -> Matrix:
 def sample_vectors(store: DocumentStore, coll: Collection, n: int, *, seed: str = "") -> tuple[Matrix, list[str]]:
     """Up to ``n`` stored vectors and their external ids, in a pseudo-random order that a ``seed``
     repeats (ordered by a hash of the id, not by insertion, so a sample spans the collection)."""
+    refuse_passages(coll)
     with connect(store.engine) as conn:
         vector_connection(conn)
         rows = conn.execute(queries.sample_embeddings(coll.id, coll.model_name, n, seed)).all()

@@ -12,6 +12,7 @@ from semsim_pg.queries.collections import (
     insert_collection,
     list_collections,
     lock_collection_model,
+    set_chunking,
     set_collection_model,
     set_index_parameters,
     set_text_search_config,
@@ -42,6 +43,7 @@ from semsim_pg.queries.documents import (
 )
 from semsim_pg.queries.faq import faq_entries, faq_phrasings
 from semsim_pg.queries.hybrid import (
+    PASSAGES_PER_DOCUMENT,
     RRF_K,
     hybrid_statement,
     lexical_statement,
@@ -87,6 +89,7 @@ from semsim_pg.queries.training import training_rows
 
 __all__ = [
     "LOG_COLUMNS",
+    "PASSAGES_PER_DOCUMENT",
     "RRF_K",
     "STAGING",
     "Explain",
@@ -138,6 +141,7 @@ __all__ = [
     "sample_embeddings",
     "search_settings",
     "search_statement",
+    "set_chunking",
     "set_collection_model",
     "set_index_parameters",
     "set_text_search_config",

@@ -15,6 +15,7 @@ __all__ = [
     "insert_collection",
     "list_collections",
     "lock_collection_model",
+    "set_chunking",
     "set_collection_model",
     "set_index_parameters",
     "set_text_search_config",
@@ -24,15 +25,25 @@ __all__ = [
 c = collections.c
 #: the columns of :class:`semsim_pg.store.Collection`, in its field order
 COLLECTION_COLUMNS = (c.id, c.name, c.model_name, c.dimension, c.metric, c.hnsw_m, c.hnsw_ef_construction, c.created_at)
-#: read last, after the counts (it is the last field of the Collection)
-TEXT_SEARCH_CONFIG = sa.cast(c.text_search_config, sa.Text).label("text_search_config")
+#: read last, after the counts (the Collection's fields after them, in their order)
+SEARCH_COLUMNS = (sa.cast(c.text_search_config, sa.Text).label("text_search_config"), c.chunk_size, c.chunk_overlap)
 
 
 def insert_collection(
-    name: str, model: str, dimension: int, metric: str, m: int, ef_construction: int, text_search_config: str
+    name: str,
+    model: str,
+    dimension: int,
+    metric: str,
+    m: int,
+    ef_construction: int,
+    text_search_config: str,
+    chunk: tuple[int, int] | None = None,
 ) -> sa.Insert:
-    """Insert a collection unless one has the name; RETURNING its id (no row when it existed)."""
+    """Insert a collection unless one has the name; RETURNING its id (no row when it existed).
+    ``chunk``: (size, overlap) in tokens of the texts' passages; None: texts are not split."""
     values = {
+        "chunk_size": chunk[0] if chunk else None,
+        "chunk_overlap": chunk[1] if chunk else None,
         "text_search_config": sa.cast(text_search_config, REGCONFIG),
         "name": name,
         "model_name": model,
@@ -45,7 +56,7 @@ def insert_collection(
 
 
 def find_collection(name: str) -> sa.Select[Any]:
-    return sa.select(*COLLECTION_COLUMNS, TEXT_SEARCH_CONFIG).where(c.name == name)
+    return sa.select(*COLLECTION_COLUMNS, *SEARCH_COLUMNS).where(c.name == name)
 
 
 def list_collections() -> sa.Select[Any]:
@@ -55,10 +66,10 @@ def list_collections() -> sa.Select[Any]:
     n_embedded = (
         sa.select(sa.func.count())
         .select_from(documents.join(embeddings, e.document_id == d.id))
-        .where(d.collection_id == c.id, e.model_name == c.model_name, e.text_hash == d.text_hash)
+        .where(d.collection_id == c.id, e.model_name == c.model_name, e.passage == 0, e.text_hash == d.text_hash)
         .scalar_subquery()
     )
-    return sa.select(*COLLECTION_COLUMNS, n_documents, n_embedded, TEXT_SEARCH_CONFIG).order_by(c.name)
+    return sa.select(*COLLECTION_COLUMNS, n_documents, n_embedded, *SEARCH_COLUMNS).order_by(c.name)
 
 
 def vector_backends() -> sa.Select[Any]:
@@ -90,6 +101,15 @@ def set_index_parameters(collection_id: int, m: int, ef_construction: int) -> sa
 def set_text_search_config(collection_id: int, config: str) -> sa.Update:
     """Change the collection's language; a trigger (migration 0005) re-derives its documents' tsvectors."""
     return sa.update(collections).where(c.id == collection_id).values(text_search_config=sa.cast(config, REGCONFIG))
+
+
+def set_chunking(collection_id: int, chunk: tuple[int, int] | None) -> sa.Update:
+    """How the collection splits its texts from now on (only while it holds no vectors)."""
+    return (
+        sa.update(collections)
+        .where(c.id == collection_id)
+        .values(chunk_size=chunk[0] if chunk else None, chunk_overlap=chunk[1] if chunk else None)
+    )
 
 
 def delete_collection(collection_id: int) -> sa.Delete:

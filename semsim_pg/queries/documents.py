@@ -51,6 +51,11 @@ STAGING = sa.Table(
     sa.Column("metadata", sa.Text),
     sa.Column("text_hash", sa.Text),
     sa.Column("embedding", Vector()),
+    # One row per passage: passage 0 carries the document (text, metadata), the others only
+    # their vector (text and metadata NULL).
+    sa.Column("passage", sa.Integer),
+    sa.Column("passage_start", sa.Integer),
+    sa.Column("passage_end", sa.Integer),
     prefixes=["TEMPORARY"],
     postgresql_on_commit="DELETE ROWS",
 )
@@ -79,11 +84,17 @@ def _raw(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
 
 
 # reading ----------------------------------------------------------------------------------------
+def _first_passage(model: str) -> sa.ColumnElement[bool]:
+    """The join of a document to its ``model`` vector: passage 0 stands for the document (all its
+    passages are written together, from one text)."""
+    return sa.and_(e.document_id == d.id, e.model_name == model, e.passage == 0)
+
+
 def stored_hashes(collection_id: int, model: str, external_ids: Sequence[str]) -> sa.Select[Any]:
     """(external id, hash of the text its ``model`` vector was made from, or NULL) of existing documents."""
     return (
         sa.select(d.external_id, e.text_hash)
-        .select_from(documents.outerjoin(embeddings, sa.and_(e.document_id == d.id, e.model_name == model)))
+        .select_from(documents.outerjoin(embeddings, _first_passage(model)))
         .where(d.collection_id == collection_id, d.external_id == sa.any_(_array(external_ids, sa.Text)))
     )
 
@@ -91,7 +102,7 @@ def stored_hashes(collection_id: int, model: str, external_ids: Sequence[str]) -
 def _stale(collection_id: int, model: str, backend: str | None = None) -> tuple[sa.FromClause, sa.ColumnElement[bool]]:
     # A document is stale when it has no vector of the model, or one of other text: one
     # anti-join finds them whoever changed the text (semsim, psql, another application).
-    source = documents.outerjoin(embeddings, sa.and_(e.document_id == d.id, e.model_name == model))
+    source = documents.outerjoin(embeddings, _first_passage(model))
     stale = [e.document_id.is_(None), e.text_hash != d.text_hash]
     if backend is not None:  # re-encoding with one backend: another's vector (or an unknown one) is to redo
         stale.append(e.backend.is_distinct_from(backend))
@@ -150,10 +161,10 @@ def external_ids(collection_id: int) -> sa.Select[Any]:
 
 
 def document_vector(collection_id: int, model: str, external_id: str) -> sa.Select[Any]:
-    """(document id, its ``model`` vector or NULL) of one document."""
+    """(document id, its ``model`` vector or NULL) of one document (of a split one, its first passage's)."""
     return (
         sa.select(d.id, sa.cast(e.embedding, sa.Text))
-        .select_from(documents.outerjoin(embeddings, sa.and_(e.document_id == d.id, e.model_name == model)))
+        .select_from(documents.outerjoin(embeddings, _first_passage(model)))
         .where(d.collection_id == collection_id, d.external_id == external_id)
     )
 
@@ -183,7 +194,7 @@ def upsert_staged_documents(collection_id: int) -> sa.Insert:
     """
     statement = insert(documents).from_select(
         ["collection_id", "external_id", "text", "metadata"],
-        sa.select(sa.literal(collection_id), s.external_id, s.text, sa.cast(s.metadata, JSONB)),
+        sa.select(sa.literal(collection_id), s.external_id, s.text, sa.cast(s.metadata, JSONB)).where(s.passage == 0),
     )
     excluded = statement.excluded
     return statement.on_conflict_do_update(
@@ -196,65 +207,137 @@ def upsert_staged_documents(collection_id: int) -> sa.Insert:
     )
 
 
-def _upsert_vectors(source: sa.Select[Any]) -> sa.Insert:
+def _upsert_vectors(model: str, source: sa.Subquery) -> sa.Select[Any]:
+    """Write the passages of ``source`` (document id, collection id, text hash, vector, passage,
+    start, end) and remove the document's passages beyond the last one written, in one statement:
+    a text split anew replaces all of its passages at once. Returns how many documents got vectors."""
     statement = insert(embeddings).from_select(
-        ["document_id", "model_name", "collection_id", "text_hash", "embedding", "backend"], source
+        [
+            "document_id",
+            "model_name",
+            "collection_id",
+            "text_hash",
+            "embedding",
+            "backend",
+            "passage",
+            "passage_start",
+            "passage_end",
+        ],
+        sa.select(
+            source.c.id,
+            sa.literal(model),
+            source.c.collection_id,
+            source.c.text_hash,
+            source.c.embedding,
+            source.c.backend,
+            source.c.passage,
+            source.c.passage_start,
+            source.c.passage_end,
+        ),
     )
     excluded = statement.excluded
-    return statement.on_conflict_do_update(
-        index_elements=[e.document_id, e.model_name],
-        set_={
-            "text_hash": excluded.text_hash,
-            "embedding": excluded.embedding,
-            "backend": excluded.backend,
-            "created_at": sa.func.now(),
-        },
-    ).execution_options(preserve_rowcount=True)  # how many landed: SQLAlchemy keeps it only when asked
+    written = (
+        statement.on_conflict_do_update(
+            index_elements=[e.document_id, e.model_name, e.passage],
+            set_={
+                "text_hash": excluded.text_hash,
+                "embedding": excluded.embedding,
+                "backend": excluded.backend,
+                "passage_start": excluded.passage_start,
+                "passage_end": excluded.passage_end,
+                "created_at": sa.func.now(),
+            },
+        )
+        .returning(e.document_id, e.passage)
+        .cte("written")
+    )
+    last = (
+        sa.select(written.c.document_id, sa.func.max(written.c.passage).label("last"))
+        .group_by(written.c.document_id)
+        .cte("last_passages")
+    )
+    # Rows of one statement's snapshot: the delete never sees the passages just written, and
+    # touches only those beyond them (an unsplit text has none: an index probe per document).
+    removed = (
+        sa.delete(embeddings)
+        .where(e.document_id == last.c.document_id, e.model_name == model, e.passage > last.c.last)
+        .cte("removed")
+    )
+    return sa.select(sa.func.count()).select_from(last).add_cte(removed)
 
 
 def _backend(backend: str | None) -> sa.ColumnElement[Any]:
     """The encoder backend that made a batch of vectors (None: unknown, e.g. vectors a caller gave)."""
-    return sa.literal(backend, sa.Text)
+    return sa.literal(backend, sa.Text).label("backend")
 
 
-def write_staged_vectors(collection_id: int, model: str, backend: str | None) -> sa.Insert:
+def write_staged_vectors(collection_id: int, model: str, backend: str | None) -> sa.Select[Any]:
     """The staged vectors (made by ``backend``), each beside the document of its id if that holds
     the staged text."""
     match = sa.and_(d.collection_id == collection_id, d.external_id == s.external_id, d.text_hash == s.text_hash)
     source = (
-        sa.select(d.id, sa.literal(model), d.collection_id, s.text_hash, s.embedding, _backend(backend))
+        sa.select(
+            d.id,
+            d.collection_id,
+            s.text_hash,
+            s.embedding,
+            _backend(backend),
+            s.passage,
+            s.passage_start,
+            s.passage_end,
+        )
         .select_from(STAGING.join(documents, match))
         .where(s.embedding.is_not(None))
+        .subquery("staged")
     )
-    return _upsert_vectors(source)
+    return _upsert_vectors(model, source)
 
 
 def write_vectors_cas(
-    model: str, ids: Sequence[int], hashes: Sequence[str], vectors: Sequence[str], backend: str | None
-) -> sa.Insert:
+    model: str,
+    ids: Sequence[int],
+    hashes: Sequence[str],
+    vectors: Sequence[str],
+    backend: str | None,
+    passages: Sequence[tuple[int, int, int | None]] | None = None,
+) -> sa.Select[Any]:
     """Write ``vectors`` (pgvector text form, made by ``backend``) of ``model`` for documents ``ids``, each only if the
     document still holds the text of ``hashes`` (compare-and-set): a document changed since it
-    was read keeps its stale state and is found by the next pass."""
+    was read keeps its stale state and is found by the next pass. ``passages``: (passage, start,
+    end) of each vector (default: passage 0, the whole text); a document's passages must all be
+    given together. Returns how many documents got vectors."""
+    if passages is None:
+        passages = [(0, 0, None)] * len(ids)
     given = (
-        sa.func.unnest(_array(ids, sa.BigInteger), _array(hashes, sa.Text), _array(vectors, sa.Text))
-        .table_valued("id", "text_hash", "embedding")
+        sa.func.unnest(
+            _array(ids, sa.BigInteger),
+            _array(hashes, sa.Text),
+            _array(vectors, sa.Text),
+            _array([p[0] for p in passages], sa.Integer),
+            _array([p[1] for p in passages], sa.Integer),
+            _array([p[2] for p in passages], sa.Integer),
+        )
+        .table_valued("id", "text_hash", "embedding", "passage", "passage_start", "passage_end")
         .render_derived(name="v")
     )
     source = (
         sa.select(
             d.id,
-            sa.literal(model),
             d.collection_id,
             d.text_hash,
-            sa.cast(given.c.embedding, Vector()),
+            sa.cast(given.c.embedding, Vector()).label("embedding"),
             _backend(backend),
+            given.c.passage,
+            given.c.passage_start,
+            given.c.passage_end,
         )
         .join_from(given, documents, sa.and_(d.id == given.c.id, d.text_hash == given.c.text_hash))
         # Share-lock the documents written for: their text cannot change before this commits, and
         # one a writer holds is skipped (that writer brings its vector; the next pass finds the rest).
         .with_for_update(read=True, skip_locked=True, of=documents)
+        .subquery("given_vectors")
     )
-    return _upsert_vectors(source)
+    return _upsert_vectors(model, source)
 
 
 def delete_documents(collection_id: int, external_ids: Sequence[str]) -> sa.Delete:
@@ -266,11 +349,11 @@ def delete_documents(collection_id: int, external_ids: Sequence[str]) -> sa.Dele
 def remove_model_rows(collection_id: int, model: str, limit: int) -> sa.Delete:
     """Delete up to ``limit`` of the collection's vectors of ``model`` (short transactions)."""
     batch = (
-        sa.select(e.document_id, e.model_name)
+        sa.select(e.document_id, e.model_name, e.passage)
         .where(e.collection_id == collection_id, e.model_name == model)
         .limit(limit)
     )
-    return sa.delete(embeddings).where(sa.tuple_(e.document_id, e.model_name).in_(batch))
+    return sa.delete(embeddings).where(sa.tuple_(e.document_id, e.model_name, e.passage).in_(batch))
 
 
 def lock_documents_share() -> sa.TextClause:

@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import TSQUERY
 
 from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexed_vectors
-from semsim_pg.queries.search import metadata_conditions
+from semsim_pg.queries.search import metadata_conditions, passage_columns
 from semsim_pg.queries.tables import collections, documents, embeddings
 from semsim_pg.sql import METRICS
 
@@ -42,6 +42,7 @@ __all__ = [
     "AVGDL_SAMPLE",
     "BM25_B",
     "BM25_K1",
+    "PASSAGES_PER_DOCUMENT",
     "RRF_K",
     "hybrid_statement",
     "lexical_statement",
@@ -63,6 +64,8 @@ ZETA_2 = 1.6449340668482264
 MAX_POSITIONS = 256
 #: documents read to estimate the average document length
 AVGDL_SAMPLE = 256
+#: a split collection's dense side reads this many passages per document it ranks
+PASSAGES_PER_DOCUMENT = 4
 
 Filter = Mapping[str, Sequence[Any]]
 
@@ -185,9 +188,12 @@ def _lexical_top(
     return ranked, terms, stats
 
 
-def _dense_top(coll: IndexedCollection, query: Any, n: int, filter: Filter | None, exact: bool) -> sa.CTE:
+def _dense_top(
+    coll: IndexedCollection, query: Any, n: int, filter: Filter | None, exact: bool, chunked: bool
+) -> sa.CTE:
     """The dense top ``n`` (id, distance, rank): the collection's HNSW index answers (``exact``: a
-    scan of every vector, as in :func:`~semsim_pg.queries.search.search_statement`)."""
+    scan of every vector, as in :func:`~semsim_pg.queries.search.search_statement`). ``chunked``:
+    the nearest :data:`PASSAGES_PER_DOCUMENT` * ``n`` passages, each document ranked by its best."""
     metric = METRICS[coll.metric]
     distance = metric.distance(e.embedding if exact else indexed_vectors(coll.dimension), query)
     hits = (
@@ -195,10 +201,19 @@ def _dense_top(coll: IndexedCollection, query: Any, n: int, filter: Filter | Non
         .select_from(embeddings.join(documents, d.id == e.document_id))
         .where(index_predicate(coll.id, coll.model_name), *metadata_conditions(filter))
         .order_by(sa.literal_column("distance"))
-        .limit(n)
+        .limit(n * PASSAGES_PER_DOCUMENT if chunked else n)
         .cte("dense_hits")
         .prefix_with("MATERIALIZED")
     )
+    if chunked:
+        best = sa.func.min(hits.c.distance).label("distance")
+        hits = (
+            sa.select(hits.c.id, best)
+            .group_by(hits.c.id)
+            .order_by(sa.literal_column("distance"))
+            .limit(n)
+            .cte("dense_best")
+        )
     return sa.select(
         hits.c.id, hits.c.distance, sa.func.row_number().over(order_by=(hits.c.distance, hits.c.id)).label("rank")
     ).cte("dense")
@@ -212,14 +227,32 @@ def _hits(
     stats: sa.CTE,
     k: int,
     min_similarity: float | None,
+    chunked: bool,
 ) -> sa.Select[Any]:
-    """The k best fused candidates with both scores (computed for those a side missed)."""
+    """The k best fused candidates with both scores (computed for those a side missed) and the
+    best passage of each (``chunked``: the passage nearest to the query, read for every hit)."""
     metric = METRICS[coll.metric]
-    distance = sa.func.coalesce(fused.c.distance, metric.distance(sa.cast(e.embedding, Vector(coll.dimension)), query))
+    if chunked:
+        nearest = metric.distance(sa.cast(e.embedding, Vector(coll.dimension)), query).label("distance")
+        best_passage = (
+            sa.select(e.passage, e.passage_start, e.passage_end, nearest)
+            .where(e.document_id == fused.c.id, e.model_name == coll.model_name)
+            .order_by(sa.literal_column("distance"), e.passage)
+            .limit(1)
+            .lateral("best_passage")
+        )
+        joined = fused.join(documents, d.id == fused.c.id).outerjoin(best_passage, sa.true())
+        distance: sa.ColumnElement[Any] = best_passage.c.distance
+        passage = [best_passage.c.passage, best_passage.c.passage_start, best_passage.c.passage_end]
+    else:
+        distance = sa.func.coalesce(
+            fused.c.distance, metric.distance(sa.cast(e.embedding, Vector(coll.dimension)), query)
+        )
+        joined = fused.join(documents, d.id == fused.c.id).outerjoin(
+            embeddings, sa.and_(e.document_id == fused.c.id, e.model_name == coll.model_name)
+        )
+        passage = [e.passage, e.passage_start, e.passage_end]
     lexical_score = sa.func.coalesce(fused.c.lexical_score, _bm25(d.tsv, terms, stats))
-    joined = fused.join(documents, d.id == fused.c.id).outerjoin(
-        embeddings, sa.and_(e.document_id == fused.c.id, e.model_name == coll.model_name)
-    )
     best = (
         sa.select(
             d.external_id,
@@ -230,6 +263,7 @@ def _hits(
             fused.c.dense_rank,
             fused.c.lexical_rank,
             lexical_score.label("lexical_score"),
+            *passage,
         )
         .select_from(joined)
         .order_by(fused.c.score.desc(), fused.c.id)
@@ -247,6 +281,7 @@ def _hits(
         best.c.dense_rank,
         best.c.lexical_rank,
         best.c.lexical_score,
+        *passage_columns(best),
     ).order_by(best.c.score.desc())
     if min_similarity is not None:
         statement = statement.where(similarity >= min_similarity)
@@ -262,11 +297,13 @@ def lexical_statement(
     filter: Filter | None = None,
     min_similarity: float | None = None,
     cutoff: int = 2000,
+    chunked: bool = False,
 ) -> sa.Select[Any]:
     """The k best documents by BM25, with their dense similarity to ``vector`` too.
 
     Columns: external id, text, metadata, similarity, distance, score (BM25), dense rank (None),
-    lexical rank, lexical score."""
+    lexical rank, lexical score, passage, passage start, passage end. ``chunked``: the texts are
+    split into passages; the hit's passage and similarity are its passage nearest to ``vector``."""
     query = sa.cast(sa.bindparam("q", vector, type_=sa.Text), Vector(coll.dimension))
     lexical, terms, stats = _lexical_top(coll, text, k, filter, cutoff)
     fused = sa.select(
@@ -277,7 +314,7 @@ def lexical_statement(
         lexical.c.rank.label("lexical_rank"),
         lexical.c.score.label("lexical_score"),
     ).cte("fused")
-    return _hits(coll, query, fused, terms, stats, k, min_similarity)
+    return _hits(coll, query, fused, terms, stats, k, min_similarity, chunked)
 
 
 def hybrid_statement(
@@ -294,11 +331,13 @@ def hybrid_statement(
     lexical_weight: float = 1.0,
     cutoff: int = 2000,
     exact: bool = False,
+    chunked: bool = False,
 ) -> sa.Select[Any]:
     """The k best documents by reciprocal rank fusion of the dense and the lexical top
-    ``candidates``, in one statement. Columns as :func:`lexical_statement`, score = RRF."""
+    ``candidates``, in one statement. Columns as :func:`lexical_statement`, score = RRF.
+    ``chunked``: the dense side ranks documents by their best passage."""
     query = sa.cast(sa.bindparam("q", vector, type_=sa.Text), Vector(coll.dimension))
-    dense = _dense_top(coll, query, candidates, filter, exact)
+    dense = _dense_top(coll, query, candidates, filter, exact, chunked)
     lexical, terms, stats = _lexical_top(coll, text, candidates, filter, cutoff)
 
     def part(weight: float, rank: Any) -> sa.ColumnElement[float]:
@@ -316,4 +355,4 @@ def hybrid_statement(
         .select_from(dense.join(lexical, dense.c.id == lexical.c.id, full=True))
         .cte("fused")
     )
-    return _hits(coll, query, fused, terms, stats, k, min_similarity)
+    return _hits(coll, query, fused, terms, stats, k, min_similarity, chunked)

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
@@ -23,7 +24,7 @@ from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexe
 from semsim_pg.queries.tables import documents, embeddings
 from semsim_pg.sql import METRICS
 
-__all__ = ["Explain", "metadata_conditions", "search_settings", "search_statement"]
+__all__ = ["Explain", "metadata_conditions", "passage_columns", "search_settings", "search_statement"]
 
 d, e = documents.c, embeddings.c
 
@@ -40,12 +41,20 @@ def search_statement(
     min_similarity: float | None = None,
     exact: bool = False,
     exclude_id: int | None = None,
+    passages: int | None = None,
 ) -> sa.Select[Any]:
-    """(external id, text, metadata, similarity, distance) of the k nearest documents, best first.
+    """(external id, text, metadata, similarity, distance, passage, passage start, passage end) of
+    the k nearest documents, best first.
 
     ``vector`` is pgvector's text form of the query (sent as text and cast: the fast path).
     ``exact`` compares the bare column, which does not match the index expression, so
     PostgreSQL scans and sorts every vector (to measure the index's recall).
+
+    ``passages`` (a collection whose texts are split): read the nearest ``passages`` passages,
+    keep each document's best, return the k best documents, and a last column ``complete``:
+    False when fewer than k documents came back although the index had more passages to give
+    (the caller asks again with more passages). None: one row per document, the k nearest rows
+    are the k documents (the statement of an unsplit collection, unchanged).
     """
     metric = METRICS[coll.metric]
     column = e.embedding if exact else indexed_vectors(coll.dimension)
@@ -54,22 +63,69 @@ def search_statement(
     conditions += metadata_conditions(filter)
     if exclude_id is not None:
         conditions.append(d.id != exclude_id)
-    hits = (
-        sa.select(d.external_id, d.text, d.metadata, metric.distance(column, query).label("distance"))
-        .select_from(embeddings.join(documents, d.id == e.document_id))
-        .where(*conditions)
-        .order_by(sa.literal_column("distance"))
-        .limit(k)
-        .cte("hits")
-        .prefix_with("MATERIALIZED")
-    )
+    distance = metric.distance(column, query).label("distance")
+    passage = (e.passage, e.passage_start, e.passage_end)
+    complete = None
+
+    def nearest_rows(name: str, limit: int, *columns: sa.ColumnElement[Any]) -> sa.CTE:
+        return (
+            sa.select(*columns, distance, *passage)
+            .select_from(embeddings.join(documents, d.id == e.document_id))
+            .where(*conditions)
+            .order_by(sa.literal_column("distance"))
+            .limit(limit)
+            .cte(name)
+            .prefix_with("MATERIALIZED")
+        )
+
+    if passages is None:
+        hits = nearest_rows("hits", k, d.external_id, d.text, d.metadata)
+    else:
+        nearest = nearest_rows("passage_hits", passages, e.document_id)
+        best = (
+            sa.select(nearest)
+            .ext(distinct_on(nearest.c.document_id))
+            .order_by(nearest.c.document_id, nearest.c.distance, nearest.c.passage)
+            .cte("best_passages")
+        )
+        hits = (
+            sa.select(
+                d.external_id,
+                d.text,
+                d.metadata,
+                best.c.distance,
+                best.c.passage,
+                best.c.passage_start,
+                best.c.passage_end,
+            )
+            .join_from(best, documents, d.id == best.c.document_id)
+            .order_by(best.c.distance)
+            .limit(k)
+            .cte("hits")
+        )
+        read = sa.select(sa.func.count()).select_from(nearest).scalar_subquery()
+        found = sa.select(sa.func.count()).select_from(best).scalar_subquery()
+        complete = sa.or_(read < passages, found >= k).label("complete")
     similarity = metric.similarity(hits.c.distance)
     statement = sa.select(
-        hits.c.external_id, hits.c.text, hits.c.metadata, similarity.label("similarity"), hits.c.distance
+        hits.c.external_id,
+        hits.c.text,
+        hits.c.metadata,
+        similarity.label("similarity"),
+        hits.c.distance,
+        *passage_columns(hits),
     ).order_by(hits.c.distance)
+    if complete is not None:
+        statement = statement.add_columns(complete)
     if min_similarity is not None:
         statement = statement.where(similarity >= min_similarity)
     return statement
+
+
+def passage_columns(hits: sa.CTE) -> list[sa.ColumnElement[Any]]:
+    """The hit's passage, start and end (a NULL end, the whole text's, read as its length)."""
+    end = sa.func.coalesce(hits.c.passage_end, sa.func.char_length(hits.c.text))
+    return [hits.c.passage, hits.c.passage_start, end.label("passage_end")]
 
 
 def metadata_conditions(filter: Filter | None) -> list[sa.ColumnElement[bool]]:

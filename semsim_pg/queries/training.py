@@ -18,7 +18,7 @@ def training_rows(collection_id: int, model: str, label_field: str | None = None
     """(external id, text, metadata ``label_field`` as text or NULL, current ``model`` vector or NULL)
     of every document, in id order. A vector of older text (another hash) counts as missing."""
     label = d.metadata[label_field].astext if label_field else sa.null()
-    current = sa.and_(e.document_id == d.id, e.model_name == model, e.text_hash == d.text_hash)
+    current = sa.and_(e.document_id == d.id, e.model_name == model, e.passage == 0, e.text_hash == d.text_hash)
     return (
         sa.select(d.external_id, d.text, label, _raw(e.embedding))
         .select_from(documents.outerjoin(embeddings, current))

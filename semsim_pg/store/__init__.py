@@ -19,6 +19,7 @@ import numpy.typing as npt
 from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import queries
+from semsim_pg.chunking import check_chunking
 from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model
 from semsim_pg.errors import CollectionExists, CollectionNotFound, DocumentNotFound, InvalidInput, InvalidQuery
@@ -110,18 +111,32 @@ class DocumentStore:
         m: int | None = None,
         ef_construction: int | None = None,
         text_search_config: str | None = None,
+        chunk: int | None = None,
+        chunk_overlap: int | None = None,
         exist_ok: bool = True,
     ) -> Collection:
         """Create a collection (and its HNSW index); return the existing one when it matches.
 
         ``text_search_config`` is the PostgreSQL text search configuration of its lexical search
         (``english`` by default, ``simple`` for no stemming and no stop words, ``italian``, ...).
+
+        ``chunk`` splits each text into passages of at most that many tokens of the model (its
+        special tokens included; from 16 to the model's ``max_seq_length``), at sentence starts
+        where possible, consecutive passages sharing up to ``chunk_overlap`` tokens (default: an
+        eighth, at most 32). Each passage gets its own vector and a search ranks documents by their
+        best passage. The setting belongs to the collection: later upserts, ``reconcile`` and
+        ``reembed`` split alike. It can be given (or changed) only while the collection holds no
+        documents: a collection's vectors all come from one way of splitting.
         """
         name = check_name(name)
         if metric is not None and metric not in METRICS:
             raise InvalidInput(f"Unknown metric {metric!r}: use one of {', '.join(METRICS)}.")
         existing = self._find_collection(name)
+        if chunk_overlap is not None and chunk is None:
+            raise InvalidInput("chunk_overlap needs chunk, the passage size in tokens (e.g. chunk=200).")
         if existing is not None:
+            if chunk is not None:
+                existing = self._set_chunking(existing, chunk, chunk_overlap)
             if not exist_ok:
                 raise CollectionExists(f"Collection {name!r} exists already. Pick another name or drop it first.")
             wanted_model = resolve_model(model).name if model is not None else existing.model_name
@@ -145,7 +160,19 @@ class DocumentStore:
         m = m or self.settings.hnsw_m
         ef_construction = ef_construction or self.settings.hnsw_ef_construction
         config = self._check_text_search_config(text_search_config or self.settings.text_search_config)
-        statement = queries.insert_collection(name, encoder.name, encoder.dimension, metric, m, ef_construction, config)
+        chunking = (
+            None if chunk is None else check_chunking(chunk, chunk_overlap, max_seq_length=encoder.max_seq_length)
+        )
+        statement = queries.insert_collection(
+            name,
+            encoder.name,
+            encoder.dimension,
+            metric,
+            m,
+            ef_construction,
+            config,
+            None if chunking is None else (chunking.size, chunking.overlap),
+        )
         with self._connect() as conn, conn.begin():
             created = conn.execute(statement).scalar()
             if created is not None:  # the row and its index commit together
@@ -154,13 +181,42 @@ class DocumentStore:
                 logger.info("created collection %s (model %s, %d dims)", name, encoder.name, encoder.dimension)
         return self.get_collection(name)
 
+    def _set_chunking(self, coll: Collection, chunk: int, overlap: int | None) -> Collection:
+        """``coll`` splitting texts by ``chunk`` / ``overlap``: unchanged when it does already, set
+        when it holds no documents yet; otherwise an error (its vectors were split another way)."""
+        wanted = check_chunking(chunk, overlap, max_seq_length=self.encoder_for(coll).max_seq_length)
+        if coll.chunking == wanted:
+            return coll
+        with self._connect() as conn, conn.begin():
+            # Exclusive: an ingest's batch (which share-locks the row) cannot add documents meanwhile.
+            conn.execute(queries.lock_collection_model(coll.id, exclusive=True))
+            held = int(conn.execute(queries.count_documents(coll.id)).scalar_one())
+            if held == 0:
+                conn.execute(queries.set_chunking(coll.id, (wanted.size, wanted.overlap)))
+        if held:
+            now = (
+                "does not split its texts"
+                if coll.chunking is None
+                else f"splits its texts into passages of {coll.chunk_size} tokens (overlap {coll.chunk_overlap})"
+            )
+            raise InvalidInput(
+                f"Collection {coll.name!r} {now}, and its {held} documents were encoded that way; it cannot "
+                f"switch to chunk {wanted.size} (overlap {wanted.overlap}). Ingest into a new collection "
+                f"(-c {coll.name}_{wanted.size}), or drop this one first; without --chunk it keeps its own setting."
+            )
+        logger.info("collection %s: passages of %d tokens (overlap %d)", coll.name, wanted.size, wanted.overlap)
+        return dataclasses.replace(coll, chunk_size=wanted.size, chunk_overlap=wanted.overlap)
+
     def _find_collection(self, name: str) -> Collection | None:
         with self._connect() as conn:
             row = conn.execute(queries.find_collection(name)).first()
         if row is None:
             return None
-        *fields, config = row  # the configuration comes last, after the counts list_collections adds
-        return dataclasses.replace(Collection(*fields), text_search_config=config)
+        # the search columns come last, after the counts list_collections adds
+        fields, (config, chunk_size, chunk_overlap) = row[:-3], row[-3:]
+        return dataclasses.replace(
+            Collection(*fields), text_search_config=config, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        )
 
     def get_collection(self, name: str | Collection) -> Collection:
         if isinstance(name, Collection):
@@ -303,7 +359,7 @@ class DocumentStore:
             raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
         encoder = self.encoder_for(coll)
         with progress_bar(progress, total=self.stale_count(coll), desc=f"reconcile {coll.name}", unit="doc") as bar:
-            result = encode_stale(self.engine, coll.id, encoder, batch_size=batch_size, bar=bar)
+            result = encode_stale(self.engine, coll.id, encoder, batch_size=batch_size, bar=bar, chunking=coll.chunking)
         logger.info("reconciled %s: %d vectors written", coll.name, result.written)
         return result.written
 

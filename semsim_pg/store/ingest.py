@@ -28,7 +28,7 @@ from semsim_pg.encoder import Encoder, text_hash
 from semsim_pg.errors import CollectionNotFound, DatabaseUnavailable, DimensionMismatch, InvalidInput, ModelMismatch
 from semsim_pg.pipeline import Prefetch
 from semsim_pg.progress import progress_bar
-from semsim_pg.sql import vector_literal
+from semsim_pg.store.encoding import PassageVector, encode_passages, passage_arrays
 from semsim_pg.store.indexes import bulk_load, ensure_index
 from semsim_pg.store.types import Collection, Document, DocumentLike, UpsertResult
 from semsim_pg.validation import check_id, check_text, check_vectors
@@ -83,6 +83,11 @@ def upsert(
     encoder = None if vectors is not None else store.encoder_for(coll)
     matrix = None
     if vectors is not None:
+        if coll.chunking is not None:
+            raise InvalidInput(
+                f"Collection {coll.name!r} splits its texts into passages of {coll.chunk_size} tokens, each with its "
+                "own vector: vectors= gives one per document. Leave vectors out and let semsim encode the passages."
+            )
         matrix = np.asarray(vectors, dtype=np.float32)
         if matrix.ndim != 2 or matrix.shape[1] != coll.dimension:
             raise DimensionMismatch(
@@ -205,8 +210,9 @@ class PreparedBatch:
     docs: list[Document]
     #: ``text_hash`` of each document's text
     hashes: list[str]
-    #: the vector of each document whose stored hash differed, by position in ``docs``
-    vectors: dict[int, npt.NDArray[np.float32]]
+    #: the passages (one, the whole text, unless the collection splits texts) with their vectors
+    #: of each document whose stored hash differed, by position in ``docs``
+    vectors: dict[int, list[PassageVector]]
     #: the caller's vectors for this batch (``upsert(vectors=...)``), else None
     given: npt.NDArray[np.float32] | None
 
@@ -237,16 +243,16 @@ def prepare_batch(
         rows = conn.execute(queries.stored_hashes(coll.id, coll.model_name, list(seen))).all()
     stored = {row[0]: row[1] for row in rows}
     to_encode = [i for i, doc in enumerate(docs) if stored.get(doc.external_id) != hashes[i]]
-    vectors: dict[int, npt.NDArray[np.float32]] = {}
+    vectors: dict[int, list[PassageVector]] = {}
     if to_encode and given is not None:
-        vectors = {i: given[i] for i in to_encode}
+        vectors = {i: [(0, 0, None, given[i])] for i in to_encode}
     elif to_encode and encoder is not None:
         if encoder.dimension != coll.dimension:
             raise ModelMismatch(
                 f"Model {encoder.name} makes {encoder.dimension}-dimensional vectors but collection "
                 f"{coll.name!r} holds {coll.dimension}."
             )
-        encoded = encoder.encode([docs[i].text for i in to_encode], show_progress_bar=False)
+        encoded = encode_passages(encoder, [docs[i].text for i in to_encode], coll.chunking)
         vectors = dict(zip(to_encode, encoded, strict=True))
     return PreparedBatch(coll, encoder, start, docs, hashes, vectors, given)
 
@@ -269,9 +275,10 @@ def write_batch(store: DocumentStore, batch: PreparedBatch) -> UpsertResult:
         conn.execute(queries.create_staging())
         raw = vector_connection(conn)
         with raw.cursor() as cur, cur.copy(queries.copy_staging()) as copy:
-            copy.set_types(["text", "text", "text", "text", "vector"])
+            copy.set_types(["text", "text", "text", "text", "vector", "int4", "int4", "int4"])
             for i, doc in enumerate(docs):
-                copy.write_row((doc.external_id, doc.text, json.dumps(doc.metadata), hashes[i], vectors.get(i)))
+                for row in _staged_rows(doc, hashes[i], vectors.get(i)):
+                    copy.write_row(row)
         flags = conn.execute(queries.upsert_staged_documents(coll.id)).scalars().all()
         result.inserted = sum(1 for inserted in flags if inserted)
         result.updated = len(flags) - result.inserted
@@ -280,6 +287,18 @@ def write_batch(store: DocumentStore, batch: PreparedBatch) -> UpsertResult:
             conn.execute(queries.write_staged_vectors(coll.id, coll.model_name, _made_by(batch.encoder, batch.given)))
         result.encoded += _catch_up(conn, coll, batch.encoder, docs, hashes, batch.given)
     return result
+
+
+def _staged_rows(doc: Document, hash: str, passages: list[PassageVector] | None) -> Iterator[tuple[Any, ...]]:
+    """The staging rows of one document: passage 0 carries the document, the others their vector."""
+    if not passages:  # unchanged: the document only, its vectors stay
+        yield (doc.external_id, doc.text, json.dumps(doc.metadata), hash, None, 0, 0, None)
+        return
+    for number, start, end, vector in passages:
+        if number == 0:
+            yield (doc.external_id, doc.text, json.dumps(doc.metadata), hash, vector, number, start, end)
+        else:
+            yield (doc.external_id, None, None, hash, vector, number, start, end)
 
 
 def _catch_up(
@@ -305,20 +324,18 @@ def _catch_up(
     if not stale:
         return 0
     logger.info("%d documents of %s changed under a concurrent write; encoding them again", len(stale), coll.name)
+    encoded: list[list[PassageVector]]
     if given is not None:
-        vectors = [given[i] for i, _ in stale]
+        encoded = [[(0, 0, None, given[i])] for i, _ in stale]
     elif encoder is not None:
-        vectors = list(encoder.encode([docs[i].text for i, _ in stale], show_progress_bar=False))
+        encoded = encode_passages(encoder, [docs[i].text for i, _ in stale], coll.chunking)
     else:  # pragma: no cover - one of the two is always set
         return 0
+    ids, stale_hashes, vectors, passages = passage_arrays(
+        [doc_id for _, doc_id in stale], [hashes[i] for i, _ in stale], encoded
+    )
     conn.execute(
-        queries.write_vectors_cas(
-            coll.model_name,
-            [doc_id for _, doc_id in stale],
-            [hashes[i] for i, _ in stale],
-            [vector_literal(v) for v in vectors],
-            _made_by(encoder, given),
-        )
+        queries.write_vectors_cas(coll.model_name, ids, stale_hashes, vectors, _made_by(encoder, given), passages)
     )
     return len(stale)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,16 @@ from semsim_pg.sql import vector_literal
 from semsim_pg.store.types import Collection, FilterValue, QueryVector, SearchHit
 from semsim_pg.validation import check_json_value, check_k, check_text, check_vectors
 
-__all__ = ["DEFAULT_CANDIDATES", "MODES", "SearchArgs", "check_query_vector", "check_words", "explain", "run_search"]
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "MAX_PASSAGES",
+    "MODES",
+    "SearchArgs",
+    "check_query_vector",
+    "check_words",
+    "explain",
+    "run_search",
+]
 
 
 def check_query_vector(coll: Collection, query: Any) -> npt.NDArray[np.float32]:
@@ -101,8 +110,15 @@ class SearchArgs:
         return args
 
     def statement(
-        self, coll: Collection, vector: npt.NDArray[np.float32], exclude_id: int | None = None
+        self,
+        coll: Collection,
+        vector: npt.NDArray[np.float32],
+        exclude_id: int | None = None,
+        passages: int | None = None,
     ) -> sa.Select[Any]:
+        """The statement of this search; ``passages``: how many passages a semantic search of a
+        split collection reads (default: :data:`~semsim_pg.queries.PASSAGES_PER_DOCUMENT` * k)."""
+        chunked = coll.chunk_size is not None
         if self.mode != "semantic":
             if self.text is None:
                 raise InvalidQuery(f"{self.mode.capitalize()} search needs the query as text, not a vector.")
@@ -117,6 +133,7 @@ class SearchArgs:
                 filter=self.filter,
                 min_similarity=self.min_similarity,
                 cutoff=DEFAULT_LEXICAL_CUTOFF,
+                chunked=chunked,
             )
         if self.mode == "hybrid":
             return queries.hybrid_statement(
@@ -132,6 +149,7 @@ class SearchArgs:
                 lexical_weight=self.weights[1],
                 cutoff=DEFAULT_LEXICAL_CUTOFF,
                 exact=self.exact,
+                chunked=chunked,
             )
         return queries.search_statement(
             coll,
@@ -141,6 +159,7 @@ class SearchArgs:
             min_similarity=self.min_similarity,
             exact=self.exact,
             exclude_id=exclude_id,
+            passages=(passages or queries.PASSAGES_PER_DOCUMENT * self.k) if chunked else None,
         )
 
 
@@ -168,10 +187,16 @@ def run_search(
     """One search in its own transaction (the settings end with it)."""
     with conn.begin():
         check_words(conn, coll, args)
-        _set_search_params(conn, settings, _ef_search(settings, args, ef_search), args.force_index)
-        rows = conn.execute(args.statement(coll, vector, exclude_id)).all()
+        _set_search_params(conn, settings, _ef_search(settings, coll, args, ef_search), args.force_index)
+        if args.mode == "semantic" and coll.chunk_size is not None:
+            rows: Sequence[Any] = _passage_search(conn, settings, coll, vector, args, ef_search, exclude_id)
+        else:
+            rows = conn.execute(args.statement(coll, vector, exclude_id)).all()
     if args.mode == "semantic":
-        return [SearchHit(r[0], r[1], r[2], float(r[3]), float(r[4]), float(r[3]), i) for i, r in enumerate(rows, 1)]
+        return [
+            SearchHit(r[0], r[1], r[2], float(r[3]), float(r[4]), float(r[3]), i, None, None, r[5], r[6], r[7])
+            for i, r in enumerate(rows, 1)
+        ]
     return [
         SearchHit(
             r[0],
@@ -183,17 +208,49 @@ def run_search(
             None if r[6] is None else int(r[6]),
             None if r[7] is None else int(r[7]),
             float(r[8]),
+            0 if r[9] is None else int(r[9]),
+            0 if r[10] is None else int(r[10]),
+            r[11],
         )
         for r in rows
     ]
 
 
-def _ef_search(settings: Settings, args: SearchArgs, ef_search: int | None) -> int:
+#: the most passages a semantic search of a split collection reads to find k documents
+MAX_PASSAGES = 100_000
+
+
+def _passage_search(
+    conn: Connection,
+    settings: Settings,
+    coll: Collection,
+    vector: npt.NDArray[np.float32],
+    args: SearchArgs,
+    ef_search: int | None,
+    exclude_id: int | None,
+) -> Sequence[Any]:
+    """The nearest passages, each document once: 4k passages first, then 4 times more while
+    fewer than k documents came back and the index had more passages to give (the passages of
+    a few long documents can fill the first read)."""
+    passages = queries.PASSAGES_PER_DOCUMENT * args.k
+    while True:
+        rows = conn.execute(args.statement(coll, vector, exclude_id, passages)).all()
+        if not rows or rows[0][-1] or passages >= MAX_PASSAGES:
+            return rows
+        passages *= 4
+        if ef_search is None:  # the graph explores at least as many candidates as are read
+            _set_search_params(conn, settings, min(1000, max(settings.ef_search, passages)), args.force_index)
+
+
+def _ef_search(settings: Settings, coll: Collection, args: SearchArgs, ef_search: int | None) -> int:
     """The hybrid dense side reads ``candidates`` rows: give HNSW at least that many to explore."""
     if ef_search is not None:
         return ef_search
+    per_document = 1 if coll.chunk_size is None else queries.PASSAGES_PER_DOCUMENT
     if args.mode == "hybrid":
-        return min(1000, max(settings.ef_search, args.candidates))
+        return min(1000, max(settings.ef_search, per_document * args.candidates))
+    if per_document > 1:  # a split collection reads 4k passages for k documents
+        return min(1000, max(settings.ef_search, per_document * args.k))
     return settings.ef_search
 
 
@@ -208,7 +265,7 @@ def explain(
 ) -> str:
     with conn.begin():
         check_words(conn, coll, args)
-        _set_search_params(conn, settings, _ef_search(settings, args, ef_search), args.force_index)
+        _set_search_params(conn, settings, _ef_search(settings, coll, args, ef_search), args.force_index)
         lines = conn.execute(queries.Explain(args.statement(coll, vector), analyze=analyze)).scalars().all()
     return "\n".join(lines)
 

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from semsim_pg.chunking import Chunking
+
 __all__ = [
     "Collection",
     "Document",
@@ -36,11 +38,22 @@ class Collection:
     embedded: int | None = None
     #: the PostgreSQL text search configuration of lexical search (``english``, ``simple``, ...)
     text_search_config: str = "english"
+    #: passages of at most this many tokens of the model, consecutive ones sharing up to
+    #: ``chunk_overlap`` (None: texts are not split)
+    chunk_size: int | None = None
+    chunk_overlap: int | None = None
     #: the HNSW index's state (semsim_pg.store.indexes.INDEX_STATES), filled by list_collections
     index: str | None = None
     #: how many of its vectors each encoder backend made (``unknown``: from before semsim recorded
     #: it, or given by the caller), filled by list_collections
     backends: dict[str, int] | None = None
+
+    @property
+    def chunking(self) -> Chunking | None:
+        """How the collection splits its texts into passages (None: one passage per text)."""
+        if self.chunk_size is None:
+            return None
+        return Chunking(self.chunk_size, self.chunk_overlap or 0)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -79,9 +92,23 @@ class SearchHit:
     lexical_rank: int | None = None
     #: BM25 of the hit's text for the query (lexical and hybrid; 0 when it holds none of the words)
     lexical_score: float | None = None
+    #: the document's passage nearest to the query (0, the whole text, in a collection that does
+    #: not split texts) and its character offsets in ``text``
+    passage: int = 0
+    passage_start: int = 0
+    passage_end: int | None = None
+
+    @property
+    def passage_text(self) -> str:
+        """The text of the hit's best passage: ``text[passage_start:passage_end]``."""
+        return self.text[self.passage_start : self.passage_end]
+
+    def semantic_text(self) -> str:
+        """The text the hit's vector was made from (its best passage): what a reranker reads."""
+        return self.passage_text
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "passage_text": self.passage_text}
 
 
 @dataclass
