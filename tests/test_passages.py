@@ -213,9 +213,12 @@ def test_an_empty_collection_takes_a_chunk_setting(store, collection_name) -> No
     assert store.create_collection(collection_name).chunk_size == 48  # kept without chunk=
 
 
-def test_faiss_refuses_a_split_collection(store, chunked, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_index_check_and_rebuild_work_faiss_refuses(store, chunked) -> None:  # type: ignore[no-untyped-def]
     from semsim_pg.faiss_index.stream import stream_vectors
 
+    store.build_index(chunked, rebuild=True)
+    check = store.check_index(chunked, sample=5, k=3)
+    assert check.state == "valid" and check.recall is not None and check.recall > 0.9
     with pytest.raises(InvalidInput, match="one vector per document"):
         next(stream_vectors(store, chunked))
 
