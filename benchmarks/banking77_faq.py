@@ -16,12 +16,15 @@ the same queries against the bare questions).
 Every query of BANKING77 (~9,900) takes a couple of minutes to encode on a shared 2-core machine;
 ``--per-intent N`` keeps the first N queries of each intent.
 
-``--tune DIR`` also tunes the model on the FAQ's own phrasings (questions and alternatives, never
-the queries) and evaluates the same queries again with it: the user's commands, run one by one
+``--tune DIR`` also tunes the model on the FAQ's own phrasings (questions and alternatives) and
+compares accuracy@1 before and after on held-out queries. A seeded part of the judged queries
+(``--dev-share``) is the dev part that picks the checkpoint and decides whether the model is
+saved; the rest, which neither training nor that choice saw, is the test. The user's commands,
+run one by one:
 
     semsim faq import faqs.tsv -c NAME
-    semsim finetune bi-encoder -c NAME --faq --out DIR [--dev-fraction F --epochs E ...]
-    SEMSIM_MODEL=DIR semsim eval faq --faqs faqs.tsv --queries queries.tsv
+    semsim finetune bi-encoder -c NAME --faq --dev dev.tsv --text-field query --out DIR
+    SEMSIM_MODEL=DIR semsim eval faq --faqs faqs.tsv --queries test.tsv
 
 ``--faqs FILE --queries FILE`` evaluate (and tune on) given files instead of BANKING77, e.g. the
 shipped FAQ: ``--faqs semsim_pg/data/faq_entries.tsv --queries semsim_pg/data/faq_queries.tsv``.
@@ -91,33 +94,45 @@ def semsim(*argv: str, model: str | None = None) -> str:
     return done.stdout
 
 
-def tune_and_compare(faqs: Path, queries: Path, out: Path, collection: str, finetune: list[str]) -> dict[str, object]:
-    """accuracy@1 of the queries with the base model, then with a model tuned on the FAQ's phrasings."""
+def split_queries(queries: Path, folder: Path, dev_share: float, seed: int = 0) -> tuple[Path, Path, int]:
+    """A seeded ``dev_share`` of the judged queries as a dev file; the rest (and the questions
+    nothing should answer) as the test file."""
+    import random
+
+    with queries.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t" if queries.suffix == ".tsv" else ","))
+    judged = [r for r in rows if (r.get("faq_id") or "").strip()]
+    random.Random(seed).shuffle(judged)
+    cut = round(len(judged) * dev_share)
+    dev, test = folder / "dev.tsv", folder / "test.tsv"
+    for path, part in ((dev, judged[:cut]), (test, judged[cut:] + [r for r in rows if r not in judged])):
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(["query", "faq_id"])
+            writer.writerows([r["query"], r.get("faq_id") or ""] for r in part)
+    return dev, test, cut
+
+
+def tune_and_compare(
+    faqs: Path, queries: Path, out: Path, collection: str, finetune: list[str], dev_share: float
+) -> dict[str, object]:
+    """accuracy@1 of held-out queries with the base model, then with a model tuned on the FAQ's phrasings."""
+    folder = out.parent / f"{out.name}-queries"  # the split beside the model, for a later look
+    folder.mkdir(parents=True, exist_ok=True)
+    dev, queries, dev_count = split_queries(queries, folder, dev_share)
     before = json.loads(semsim("-q", "eval", "faq", "--faqs", str(faqs), "--queries", str(queries), "--json"))
     semsim("-q", "faq", "import", str(faqs), "-c", collection)
     started = time.perf_counter()
-    record = json.loads(
-        semsim(
-            "-q",
-            "finetune",
-            "bi-encoder",
-            "-c",
-            collection,
-            "--faq",
-            "--out",
-            str(out),
-            "--overwrite",
-            "--json",
-            *finetune,
-        )
-    )
+    argv = ["-q", "finetune", "bi-encoder", "-c", collection, "--faq", "--dev", str(dev), "--text-field", "query"]
+    record = json.loads(semsim(*argv, "--out", str(out), "--overwrite", "--json", *finetune))
     seconds = time.perf_counter() - started
     after = json.loads(
         semsim("-q", "eval", "faq", "--faqs", str(faqs), "--queries", str(queries), "--json", model=str(out))
     )
     keys = ("accuracy_at_1", "accuracy_at_5", "mrr_at_10")
     return {
-        "queries": before.get("queries"),
+        "test_queries": before.get("queries"),
+        "dev_queries": dev_count,
         "before": {k: before.get(k) for k in keys},
         "after": {k: after.get(k) for k in keys},
         "dev_before": record["before"],
@@ -145,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=Path, help="its judged queries")
     parser.add_argument("--tune", type=Path, metavar="DIR", help="also tune on the FAQ's phrasings, save here, compare")
     parser.add_argument("--collection", default="bench-faq-tuning", help="the FAQ collection tuned on (with --tune)")
+    parser.add_argument("--dev-share", type=float, default=0.5, help="share of the queries used as dev (with --tune)")
     parser.add_argument(
         "finetune", nargs=argparse.REMAINDER, help="after --: options for `semsim finetune bi-encoder` (with --tune)"
     )
@@ -153,7 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.tune and (args.faqs or args.queries):
         if not (args.faqs and args.queries):
             parser.error("--faqs and --queries go together")
-        print(json.dumps(tune_and_compare(args.faqs, args.queries, args.tune, args.collection, finetune), indent=2))
+        print(
+            json.dumps(
+                tune_and_compare(args.faqs, args.queries, args.tune, args.collection, finetune, args.dev_share),
+                indent=2,
+            )
+        )
         return 0
     if not args.csv.is_file():
         parser.error(f"{args.csv}: no such file (pass --csv PATH to BANKING77's train.csv)")
@@ -176,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             argv_eval.append("--json")
         if args.tune:
-            figures = tune_and_compare(faqs, queries, args.tune, args.collection, finetune)
+            figures = tune_and_compare(faqs, queries, args.tune, args.collection, finetune, args.dev_share)
             print(json.dumps({"entries": entries, **figures}, indent=2))
             return 0
         namespace = build_parser().parse_args(argv_eval)

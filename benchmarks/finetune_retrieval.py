@@ -33,7 +33,15 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, help="stop each training after this many steps")
     parser.add_argument("--batch-size", type=int, help="rows per step (default: the commands' defaults)")
     parser.add_argument("--candidates", type=int, default=30, help="first-stage hits the reranker reorders")
+    parser.add_argument("--negatives", type=int, help="reranker: mined negatives per query (default: the command's)")
+    parser.add_argument("--max-length", type=int, help="reranker: tokens of (query, document) read (default 256)")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate of both (default: the commands')")
+    parser.add_argument("--dev-fraction", type=float, help="judged train queries each command holds out as dev")
+    parser.add_argument("--limit-test", type=int, help="score only the first N unseen queries (a quicker run)")
     args = parser.parse_args()
+    from finetune_intents import machine  # the same machine description in both benchmarks
+
+    started_on = machine()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from semsim_pg.evaluation.retrieval import evaluate_retrieval, format_report, read_qrels
@@ -71,6 +79,7 @@ def main() -> None:
             model=model,
             rerank=rerank,
             candidates=args.candidates,
+            limit_queries=args.limit_test,
             progress=False,
         )
         print(format_report(report), flush=True)
@@ -93,7 +102,9 @@ def main() -> None:
                 max_anchors=args.max_anchors,
                 max_steps=args.max_steps,
                 batch_size=args.batch_size or BiEncoderOptions.batch_size,
+                learning_rate=args.learning_rate or BiEncoderOptions.learning_rate,
             ),
+            dev_fraction=args.dev_fraction,
             overwrite=True,
         )
         figures["bi_encoder_record"] = {**record.to_dict(), "wall_seconds": round(time.perf_counter() - start, 1)}
@@ -115,12 +126,17 @@ def main() -> None:
                 threads=args.threads,
                 max_steps=args.max_steps,
                 batch_size=args.batch_size or RerankerOptions.batch_size,
+                learning_rate=args.learning_rate or RerankerOptions.learning_rate,
+                negatives=args.negatives or RerankerOptions.negatives,
+                max_length=args.max_length or RerankerOptions.max_length,
             ),
+            dev_fraction=args.dev_fraction,
             overwrite=True,
         )
         figures["reranker_record"] = {**record.to_dict(), "wall_seconds": round(time.perf_counter() - start, 1)}
         print(json.dumps(figures["reranker_record"], indent=2), flush=True)
         figures["reranked"] = evaluate("bench-scifact", rerank=str(args.work / "ce"))
+    figures["machine_at_start"], figures["machine_at_end"] = started_on, machine()
     (args.work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(figures, indent=2))
 
