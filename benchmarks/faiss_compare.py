@@ -11,6 +11,15 @@ Run it on a collection ingested beforehand, e.g. 50,000 short sentences::
     SEMSIM_DATA_DIR=/tmp/bench python benchmarks/faiss_compare.py -c tatoeba50k --out /tmp/bench/faiss \\
         --sample 500 --reindex --plot /tmp/bench/faiss-compare.png
 
+The pgvector rows split their latency: ``p50 ms`` is ``DocumentStore.search`` with the vector
+given, as an application calls it, ``server`` PostgreSQL's execution time of the same statement
+(EXPLAIN ANALYZE), ``client`` the rest (round trip, driver, Python). A summary then sets each
+pgvector HNSW row against FAISS HNSW at the same ef_search (the issue's bar: within 5x, with
+recall@10 >= 0.98). For the query path alone, ``--indexes hnsw`` skips the other FAISS builds::
+
+    SEMSIM_DATA_DIR=/tmp/bench python benchmarks/faiss_compare.py -c tatoeba20k --out /tmp/bench/f20k \
+        --indexes hnsw --sample 300 --ef-search 40,64,100 --json /tmp/bench/f20k.json
+
 Never run by the test suite: on two shared cores it takes minutes.
 """
 
@@ -19,11 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from semsim_pg.faiss_index import (
+    CompareRow,
     build_index,
     compare,
     format_table,
@@ -59,6 +72,7 @@ def main() -> int:
     parser.add_argument("--reindex", action="store_true", help="time a rebuild of the pgvector HNSW index")
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--no-server-time", action="store_true", help="skip the EXPLAIN ANALYZE pass")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -89,6 +103,7 @@ def main() -> int:
         indexes=indexes,
         pg_build_seconds=pg_build,
         progress=True,
+        server_time=not args.no_server_time,
     )
     print(
         f"\n{coll.name}: {store.count(coll)} documents, model {coll.model_name}, {coll.metric}; "
@@ -96,12 +111,44 @@ def main() -> int:
         f"measured in {time.perf_counter() - start:.0f} s\n"
     )
     print(format_table(rows, args.k))
+    print(f"\nCPU: {cpu_model()}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    summary = against_faiss(rows, args.k)
+    if summary:
+        print("\n" + "\n".join(summary))
     if args.json:
         args.json.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
     if args.plot:
         plot(rows, args.plot, k=args.k, title=f"{coll.name}: {len(own)} queries, k={args.k}")
         print(f"\nplot: {args.plot}")
     return 0
+
+
+def against_faiss(rows: Sequence[CompareRow], k: int) -> list[str]:
+    """Each pgvector HNSW row against the FAISS HNSW row of the same ef_search."""
+    faiss = {r.setting.split("=")[-1]: r for r in rows if r.method.startswith("faiss") and "hnsw" in r.method}
+    lines = []
+    for r in rows:
+        if r.method != "pgvector hnsw":
+            continue
+        other = faiss.get(r.setting.split("=")[-1])
+        if other is None:
+            continue
+        server = "" if r.server_p50_ms is None else f" (server {r.server_p50_ms:.2f})"
+        lines.append(
+            f"{r.setting}: pgvector p50 {r.p50_ms:.2f} ms{server}, recall@{k} {r.recall:.3f}; FAISS HNSW "
+            f"{other.p50_ms:.2f} ms, recall@{k} {other.recall:.3f}: pgvector/FAISS {r.p50_ms / other.p50_ms:.1f}x"
+        )
+    return lines
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -37,6 +39,8 @@ __all__ = [
     "parse_url",
     "pgvector_too_old",
     "pgvector_version",
+    "read",
+    "read_connection",
     "safe_url",
     "server_info",
     "upgrade",
@@ -51,6 +55,13 @@ MIN_PGVECTOR = (0, 8, 0)
 MIN_PGVECTOR_TEXT = ".".join(str(part) for part in MIN_PGVECTOR)
 # Any number: held while migrations run, so that two processes never migrate at once.
 _MIGRATION_LOCK_KEY = 0x53454D53494D
+
+#: a pooled connection used this recently is handed out without a ping (HikariCP's
+#: aliveBypassWindowMs, 500 ms): under steady load no query pays a round trip for its check
+PING_AFTER_IDLE_S = 0.5
+_LAST_USE = "semsim_last_use"
+
+T = TypeVar("T")
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -108,20 +119,47 @@ def get_engine(settings: Settings | None = None, *, url: str | None = None) -> E
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            # pool_pre_ping: a connection the server dropped (restart, failover) is replaced, not handed out.
             engine = sa.create_engine(
                 url,
-                pool_pre_ping=True,
                 pool_size=5,
                 max_overflow=10,
+                # the connection used last is handed out first: it skips the ping and holds the
+                # search settings already (and idle extras can be closed by the server's timeouts)
+                pool_use_lifo=True,
                 connect_args={"connect_timeout": 10, "application_name": "semsim"},
             )
+            _ping_idle_connections(engine)
             if embedded:
                 from semsim_pg.server import watch_engine
 
                 watch_engine(engine, settings.data_dir)  # a server that died is started again
             _engines[url] = engine
         return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """A connection the server dropped (restart, failover) is replaced, not handed out: like
+    ``pool_pre_ping``, but without the ping's round trip for a connection used moments ago (it
+    would double a search's). A read that still meets a dead one is retried (:func:`read`)."""
+    dialect = engine.dialect
+
+    def used(dbapi_connection: Any, record: Any, *args: Any) -> None:
+        record.info[_LAST_USE] = time.monotonic()
+
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_LAST_USE, 0.0) < PING_AFTER_IDLE_S:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                # every connection of the pool is as old: replace them all, as pool_pre_ping does
+                raise sa.exc.InvalidatePoolError(str(exc)) from exc
+            raise
+
+    sa.event.listen(engine, "connect", used)
+    sa.event.listen(engine, "checkin", used)
+    sa.event.listen(engine, "checkout", ping_if_idle)
 
 
 def connect(engine: Engine) -> Connection:
@@ -135,6 +173,26 @@ def connect(engine: Engine) -> Connection:
             "Check that the server runs and SEMSIM_DATABASE_URL is right, or unset SEMSIM_DATABASE_URL "
             "to use the embedded server."
         ) from None
+
+
+def read_connection(engine: Engine) -> Connection:
+    """A connection in autocommit, for reads of one statement each: no BEGIN and COMMIT around
+    them (two round trips saved per read); the pool restores the isolation level at checkin."""
+    return connect(engine).execution_options(isolation_level="AUTOCOMMIT")
+
+
+def read(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """``work`` on a :func:`read_connection`, once more on a fresh connection if the server had
+    dropped the one it got (``work`` must only read: it may run twice)."""
+    try:
+        with read_connection(engine) as conn:
+            return work(conn)
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        logger.info("a pooled connection was dead (%s); reading again on a new one", exc.orig)
+    with read_connection(engine) as conn:
+        return work(conn)
 
 
 def vector_connection(conn: Connection) -> Any:

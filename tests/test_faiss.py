@@ -117,12 +117,16 @@ def test_compare_measures_every_method_on_the_same_queries(store, filled, tmp_pa
     assert by[("faiss-hnsw(m=16,ef_construction=64)", "efSearch=80")].build_seconds is not None
     assert all(r.queries == 25 and r.qps > 0 and r.p95_ms >= r.p50_ms for r in rows)
     assert by[("pgvector hnsw", "ef_search=10")].size_bytes
+    # PostgreSQL's own time (EXPLAIN ANALYZE) for its rows only; FAISS runs in-process
+    pg_rows = [r for r in rows if "pgvector" in r.method]
+    assert all(r.server_p50_ms is not None and 0 < r.server_p50_ms <= r.server_p95_ms for r in pg_rows)
+    assert all(r.server_p50_ms is None for r in rows if r.method.startswith("faiss"))
     # a query never finds itself: the stored vector's own document is left out
     flat = indexes[0]
     hits = [x for x, _ in flat.search(vectors[:1], 2)[0]]
     assert hits[0] == own[0]  # FAISS alone does find it...
     table = faiss_index.format_table(rows, 10)
-    assert "recall@10" in table and "faiss-flat" in table
+    assert "recall@10" in table and "faiss-flat" in table and "server p50" in table
     faiss_index.plot(rows, tmp_path / "plot.png", k=10)
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

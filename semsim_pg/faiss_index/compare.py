@@ -1,9 +1,15 @@
 """The comparison benchmark (``semsim faiss compare``): exact search, pgvector's HNSW at several
 ``ef_search`` values and saved FAISS indexes, measured on the same queries (recall@k against the
-exact search, latency per query, build time, size), as a table or a plot."""
+exact search, latency per query, build time, size), as a table or a plot.
+
+For PostgreSQL the latency is split: ``p50 ms`` is the whole search as an application sees it
+(``DocumentStore.search`` with the vector given: the round trip and Python included), ``server``
+is what PostgreSQL spends executing the statement (``EXPLAIN ANALYZE``'s execution time for the
+same query and settings, measured right after it), and the difference is the client's share."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -58,6 +64,9 @@ class CompareRow:
     build_seconds: float | None
     size_bytes: int | None
     queries: int
+    #: PostgreSQL's own execution time (EXPLAIN ANALYZE), p50 and p95; None for FAISS
+    server_p50_ms: float | None = None
+    server_p95_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +100,7 @@ def compare(
     nprobe: Sequence[int] = (1, 4, 16, 64),
     pg_build_seconds: float | None = None,
     progress: bool | None = None,
+    server_time: bool = True,
 ) -> list[CompareRow]:
     """Exact search, pgvector HNSW at each ``ef_search`` and each FAISS index, on the same queries.
 
@@ -98,6 +108,8 @@ def compare(
     sequential scan in PostgreSQL). Latencies are per query, one query at a time, from Python:
     for PostgreSQL they include the round trip, as an application sees it; for FAISS they are
     in-process, on one thread. ``exclude[i]`` is an external id to leave out of query i's results (itself).
+    ``server_time`` also runs each PostgreSQL query under EXPLAIN ANALYZE (after the timed search,
+    so it does not warm the cache for it) for PostgreSQL's own share of the time.
     """
 
     coll = store.get_collection(collection)
@@ -112,10 +124,18 @@ def compare(
     for index in indexes:
         check_manifest(index.manifest, coll, None, index.path)
     fetch = k + (1 if any(x is not None for x in skip) else 0)
-    # Every method at every setting, as (label, setting, prepare, search, build seconds, size).
+    # Every method at every setting, as (label, setting, prepare, search, build seconds, size, server time).
     pg_size = _pg_index_size(store, coll)
-    methods: list[tuple[str, str, Any, Any, float | None, int | None]] = [
-        ("exact (pgvector scan)", "-", None, _pg_search(store, coll, fetch, True, None), None, None)
+    methods: list[tuple[str, str, Any, Any, float | None, int | None, Any]] = [
+        (
+            "exact (pgvector scan)",
+            "-",
+            None,
+            _pg_search(store, coll, fetch, True, None),
+            None,
+            None,
+            _pg_server_time(store, coll, fetch, True, None) if server_time else None,
+        )
     ]
     for ef in ef_search:
         methods.append(
@@ -126,6 +146,7 @@ def compare(
                 _pg_search(store, coll, fetch, False, ef),
                 pg_build_seconds,
                 pg_size,
+                _pg_server_time(store, coll, fetch, False, ef) if server_time else None,
             )
         )
     for index in indexes:
@@ -139,10 +160,12 @@ def compare(
                     _faiss_search(index, fetch),
                     index.manifest.build_seconds,
                     index.size_bytes,
+                    None,
                 )
             )
     found: list[list[list[str]]] = [[] for _ in methods]
     times: list[list[float]] = [[] for _ in methods]
+    server: list[list[float]] = [[] for _ in methods]
     bar = progress_bar(progress, total=len(vectors), desc=f"compare {coll.name} ({len(methods)} methods)", unit="query")
     # One query at a time on one thread, like a PostgreSQL backend: FAISS's OpenMP threads add
     # nothing to a single query and, on a busy machine, their barriers cost tens of milliseconds.
@@ -154,13 +177,15 @@ def compare(
         # Query by query, every method in turn: on a shared machine a busy spell then slows all
         # methods alike instead of whichever happened to run during it.
         for vector, own in zip(vectors, skip, strict=True):
-            for m, (_, _, prepare, search, _, _) in enumerate(methods):
+            for m, (_, _, prepare, search, _, _, server_ms) in enumerate(methods):
                 if prepare is not None:
                     prepare()
                 start = time.perf_counter()
                 ids = search(vector)
                 times[m].append(time.perf_counter() - start)
                 found[m].append([x for x in ids if x != own][:k])
+                if server_ms is not None:
+                    server[m].append(server_ms(vector))
             bar.update(1)
     finally:
         if faiss is not None:
@@ -168,8 +193,8 @@ def compare(
         bar.close()
     truth = found[0]
     return [
-        _row(label, setting, found[m], truth, times[m], build, size)
-        for m, (label, setting, _, _, build, size) in enumerate(methods)
+        _row(label, setting, found[m], truth, times[m], build, size, server[m])
+        for m, (label, setting, _, _, build, size, _) in enumerate(methods)
     ]
 
 
@@ -196,6 +221,20 @@ def _pg_search(store: DocumentStore, coll: Collection, fetch: int, exact: bool, 
     return search
 
 
+_EXECUTION_TIME = re.compile(r"Execution Time: ([0-9.]+) ms")
+
+
+def _pg_server_time(store: DocumentStore, coll: Collection, fetch: int, exact: bool, ef: int | None) -> Any:
+    from semsim_pg.store import QueryVector
+
+    def server_ms(vector: Matrix) -> float:
+        plan = store.explain(coll, QueryVector(vector, coll.model_name), fetch, exact=exact, ef_search=ef)
+        found = _EXECUTION_TIME.search(plan)
+        return float(found.group(1)) if found else float("nan")
+
+    return server_ms
+
+
 def _settings_for(index: FaissIndex, ef_search: Sequence[int], nprobe: Sequence[int]) -> list[tuple[str, int]]:
     kind = index.manifest.index_type
     if kind == "hnsw":
@@ -214,9 +253,11 @@ def _row(
     times: list[float],
     build_seconds: float | None,
     size_bytes: int | None,
+    server_ms: list[float],
 ) -> CompareRow:
     recalls = [len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True) if t]
     ms = np.asarray(times) * 1000.0
+    server = np.asarray(server_ms) if server_ms else None
     return CompareRow(
         method=method,
         setting=setting,
@@ -227,6 +268,8 @@ def _row(
         build_seconds=build_seconds,
         size_bytes=size_bytes,
         queries=len(times),
+        server_p50_ms=float(np.percentile(server, 50)) if server is not None else None,
+        server_p95_ms=float(np.percentile(server, 95)) if server is not None else None,
     )
 
 
@@ -247,7 +290,19 @@ def rebuild_pg_index(store: DocumentStore, collection: str | Collection) -> floa
 
 
 def format_table(rows: Sequence[CompareRow], k: int) -> str:
-    header = ("method", "setting", f"recall@{k}", "p50 ms", "p95 ms", "QPS", "build s", "size MB")
+    header = (
+        "method",
+        "setting",
+        f"recall@{k}",
+        "p50 ms",
+        "p95 ms",
+        "server p50",
+        "server p95",
+        "client p50",
+        "QPS",
+        "build s",
+        "size MB",
+    )
     lines = [header]
     for r in rows:
         lines.append(
@@ -257,6 +312,9 @@ def format_table(rows: Sequence[CompareRow], k: int) -> str:
                 f"{r.recall:.3f}",
                 f"{r.p50_ms:.2f}",
                 f"{r.p95_ms:.2f}",
+                "-" if r.server_p50_ms is None else f"{r.server_p50_ms:.2f}",
+                "-" if r.server_p95_ms is None else f"{r.server_p95_ms:.2f}",
+                "-" if r.server_p50_ms is None else f"{r.p50_ms - r.server_p50_ms:.2f}",
                 f"{r.qps:.0f}",
                 "-" if r.build_seconds is None else f"{r.build_seconds:.1f}",
                 "-" if r.size_bytes is None else f"{r.size_bytes / 1e6:.1f}",

@@ -7,6 +7,7 @@ transaction.
 """
 
 from semsim_pg.queries.collections import (
+    collection_current,
     delete_collection,
     find_collection,
     insert_collection,
@@ -95,6 +96,7 @@ __all__ = [
     "Explain",
     "IndexedCollection",
     "bulk_load_running",
+    "collection_current",
     "collection_indexes",
     "copy_log",
     "copy_staging",

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import REGCONFIG, insert
 from semsim_pg.queries.tables import collections, documents, embeddings
 
 __all__ = [
+    "collection_current",
     "delete_collection",
     "find_collection",
     "insert_collection",
@@ -57,6 +58,31 @@ def insert_collection(
 
 def find_collection(name: str) -> sa.Select[Any]:
     return sa.select(*COLLECTION_COLUMNS, *SEARCH_COLUMNS).where(c.name == name)
+
+
+def collection_current(
+    collection_id: int,
+    name: str,
+    model: str,
+    dimension: int,
+    metric: str,
+    text_search_config: str,
+    chunk_size: int | None,
+) -> sa.ColumnElement[bool]:
+    """Whether the collection still has the row a statement was built from (a store remembers
+    collections: semsim_pg.store.catalog). Added to a search as a column, it is evaluated once,
+    in the search's own snapshot: a primary-key lookup, no round trip of its own."""
+    same = sa.select(sa.literal(1)).where(
+        c.id == collection_id,
+        c.name == name,
+        c.model_name == model,
+        c.dimension == dimension,
+        c.metric == metric,
+        sa.cast(c.text_search_config, sa.Text) == text_search_config,
+        c.chunk_size.is_not_distinct_from(chunk_size),  # split into passages or not: another statement
+    )
+    # Never correlated with a statement that reads collections itself (hybrid reads the language).
+    return same.correlate(None).exists().label("collection_current")
 
 
 def list_collections() -> sa.Select[Any]:

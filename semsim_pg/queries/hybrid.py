@@ -33,7 +33,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import TSQUERY
 
-from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexed_vectors
+from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexed_vectors, query_vector
 from semsim_pg.queries.search import metadata_conditions, passage_columns
 from semsim_pg.queries.tables import collections, documents, embeddings
 from semsim_pg.sql import METRICS
@@ -304,7 +304,7 @@ def lexical_statement(
     Columns: external id, text, metadata, similarity, distance, score (BM25), dense rank (None),
     lexical rank, lexical score, passage, passage start, passage end. ``chunked``: the texts are
     split into passages; the hit's passage and similarity are its passage nearest to ``vector``."""
-    query = sa.cast(sa.bindparam("q", vector, type_=sa.Text), Vector(coll.dimension))
+    query = query_vector(vector, coll.dimension)
     lexical, terms, stats = _lexical_top(coll, text, k, filter, cutoff)
     fused = sa.select(
         lexical.c.id,
@@ -336,7 +336,7 @@ def hybrid_statement(
     """The k best documents by reciprocal rank fusion of the dense and the lexical top
     ``candidates``, in one statement. Columns as :func:`lexical_statement`, score = RRF.
     ``chunked``: the dense side ranks documents by their best passage."""
-    query = sa.cast(sa.bindparam("q", vector, type_=sa.Text), Vector(coll.dimension))
+    query = query_vector(vector, coll.dimension)
     dense = _dense_top(coll, query, candidates, filter, exact, chunked)
     lexical, terms, stats = _lexical_top(coll, text, candidates, filter, cutoff)
 

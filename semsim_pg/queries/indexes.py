@@ -28,7 +28,9 @@ __all__ = [
     "index_size",
     "index_validity",
     "indexed_vectors",
+    "inline",
     "lock_index_build",
+    "query_vector",
     "reindex",
     "release_bulk_load",
 ]
@@ -54,14 +56,29 @@ def index_name(collection_id: int, model_name: str) -> str:
     return f"embeddings_hnsw_c{collection_id}_{digest}"
 
 
-def _inline(value: Any) -> sa.BindParameter[Any]:
-    # Rendered as a literal at execution: a generic plan of a prepared statement, where the
-    # value is unknown, could not prove the partial index's predicate.
+def inline(value: Any) -> sa.BindParameter[Any]:
+    """A value rendered as a literal at execution, not sent as a parameter.
+
+    psycopg prepares a statement it has run 5 times, and PostgreSQL then plans it once (a
+    generic plan) if that plan is no worse than the ones made for each value. Where a value
+    decides the plan, the generic plan must see it: a partial index's predicate can only be
+    proven with the literal values, and ``LIMIT k`` makes the ordered index scan cheap (with an
+    unknown limit the generic plan looks costlier, and every search would be planned again)."""
     return sa.bindparam(None, value, literal_execute=True)
 
 
+def query_vector(vector: str, dimension: int) -> sa.ColumnElement[Any]:
+    """The query vector as the statement's parameter ``q``, cast to the model's dimension.
+
+    ``vector`` is pgvector's text form; a caller may bind ``q`` to a NumPy array at execution
+    instead, which psycopg sends in pgvector's binary form once pgvector's types are registered
+    on the connection (semsim_pg.db.vector_connection). Untyped, so that no cast to text is
+    written around it (the binary form would be turned to text and parsed back)."""
+    return sa.cast(sa.bindparam("q", vector, type_=sa.types.NullType()), Vector(int(dimension)))
+
+
 def index_predicate(collection_id: int, model_name: str) -> sa.ColumnElement[bool]:
-    return sa.and_(e.collection_id == _inline(int(collection_id)), e.model_name == _inline(model_name))
+    return sa.and_(e.collection_id == inline(int(collection_id)), e.model_name == inline(model_name))
 
 
 def indexed_vectors(dimension: int) -> sa.ColumnElement[Any]:

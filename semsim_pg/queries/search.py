@@ -14,13 +14,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexed_vectors
+from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexed_vectors, inline, query_vector
 from semsim_pg.queries.tables import documents, embeddings
 from semsim_pg.sql import METRICS
 
@@ -58,7 +57,7 @@ def search_statement(
     """
     metric = METRICS[coll.metric]
     column = e.embedding if exact else indexed_vectors(coll.dimension)
-    query = sa.cast(sa.bindparam("q", vector, type_=sa.Text), Vector(coll.dimension))
+    query = query_vector(vector, coll.dimension)
     conditions: list[sa.ColumnElement[bool]] = [index_predicate(coll.id, coll.model_name)]
     conditions += metadata_conditions(filter)
     if exclude_id is not None:
@@ -73,7 +72,7 @@ def search_statement(
             .select_from(embeddings.join(documents, d.id == e.document_id))
             .where(*conditions)
             .order_by(sa.literal_column("distance"))
-            .limit(limit)
+            .limit(inline(int(limit)))
             .cte(name)
             .prefix_with("MATERIALIZED")
         )
@@ -100,7 +99,7 @@ def search_statement(
             )
             .join_from(best, documents, d.id == best.c.document_id)
             .order_by(best.c.distance)
-            .limit(k)
+            .limit(inline(int(k)))
             .cte("hits")
         )
         read = sa.select(sa.func.count()).select_from(nearest).scalar_subquery()
@@ -136,18 +135,21 @@ def metadata_conditions(filter: Filter | None) -> list[sa.ColumnElement[bool]]:
     ]
 
 
-def search_settings(ef_search: int, iterative_scan: str, *, force_index: bool = False) -> sa.Select[Any]:
-    """pgvector's search settings for the current transaction only, in one round trip.
+def search_settings(
+    ef_search: int, iterative_scan: str, *, force_index: bool = False, local: bool = True
+) -> sa.Select[Any]:
+    """pgvector's search settings for the current transaction only (``local``; else for the
+    session: a pooled connection keeps them, see semsim_pg.store.search), in one round trip.
 
     ``force_index`` keeps the planner from scanning and sorting, which it may prefer for a small
     collection: to measure the HNSW index itself (``semsim index check``)."""
     settings = [
-        sa.func.set_config("hnsw.ef_search", str(int(ef_search)), True),
-        sa.func.set_config("hnsw.iterative_scan", iterative_scan, True),
+        sa.func.set_config("hnsw.ef_search", str(int(ef_search)), local),
+        sa.func.set_config("hnsw.iterative_scan", iterative_scan, local),
     ]
     if force_index:
         settings += [
-            sa.func.set_config(name, "off", True) for name in ("enable_seqscan", "enable_bitmapscan", "enable_sort")
+            sa.func.set_config(name, "off", local) for name in ("enable_seqscan", "enable_bitmapscan", "enable_sort")
         ]
     return sa.select(*settings)
 

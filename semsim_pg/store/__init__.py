@@ -2,7 +2,8 @@
 
 The facade over the store's parts: :mod:`~semsim_pg.store.types` (what goes in and out),
 :mod:`~semsim_pg.store.ingest` (batches, staging COPY, hash skip), :mod:`~semsim_pg.store.search`
-(one statement, a ready vector), :mod:`~semsim_pg.store.indexes` (HNSW build and drop) and
+(one statement, a ready vector), :mod:`~semsim_pg.store.catalog` (collections looked up, and
+remembered for searches), :mod:`~semsim_pg.store.indexes` (HNSW build and drop) and
 :mod:`~semsim_pg.store.encoding` (the encode pass reconcile and reembed share). The SQL itself
 lives in :mod:`semsim_pg.queries`.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -20,14 +22,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import queries
 from semsim_pg.chunking import check_chunking
-from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url
+from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url, read
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model
-from semsim_pg.errors import CollectionExists, CollectionNotFound, DocumentNotFound, InvalidInput, InvalidQuery
+from semsim_pg.errors import CollectionExists, DatabaseError, DocumentNotFound, InvalidInput, InvalidQuery
 from semsim_pg.insights.log import log_search
 from semsim_pg.progress import progress_bar
 from semsim_pg.settings import Settings, get_settings
 from semsim_pg.sql import METRICS, to_array
-from semsim_pg.store import ingest, search
+from semsim_pg.store import catalog, ingest, search
 from semsim_pg.store.check import IndexCheck, check_index
 from semsim_pg.store.encoding import encode_stale
 from semsim_pg.store.indexes import build_index, drop_collection_indexes, drop_index, index_state
@@ -56,8 +58,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: what list_collections calls the backend of a vector that does not record one
-UNKNOWN_BACKEND = "unknown"
+T = TypeVar("T")
+#: searches of a collection that changed under each (another process busy re-creating it) before giving up
+STALE_RETRIES = 3
 
 
 class DocumentStore:
@@ -82,6 +85,7 @@ class DocumentStore:
         self._encoder = encoder
         self._migrate = self.settings.embedded if migrate is None else migrate
         self._engine: Engine | None = None
+        self._catalog = catalog.Catalog()
 
     # plumbing -------------------------------------------------------------------------------
     @property
@@ -208,37 +212,45 @@ class DocumentStore:
         return dataclasses.replace(coll, chunk_size=wanted.size, chunk_overlap=wanted.overlap)
 
     def _find_collection(self, name: str) -> Collection | None:
-        with self._connect() as conn:
-            row = conn.execute(queries.find_collection(name)).first()
-        if row is None:
+        found = read(self.engine, lambda conn: catalog.find_collection(conn, name))
+        if found is None:
+            self._catalog.forget(name)
             return None
-        # the search columns come last, after the counts list_collections adds
-        fields, (config, chunk_size, chunk_overlap) = row[:-3], row[-3:]
-        return dataclasses.replace(
-            Collection(*fields), text_search_config=config, chunk_size=chunk_size, chunk_overlap=chunk_overlap
-        )
+        return self._catalog.remember(found)
 
     def get_collection(self, name: str | Collection) -> Collection:
+        """The collection's current row (read afresh: searches use the one remembered)."""
         if isinstance(name, Collection):
             return name
         found = self._find_collection(check_text(name, "collection name"))
         if found is None:
-            known = [c.name for c in self.list_collections()]
-            listing = ", ".join(known) if known else "none yet"
-            raise CollectionNotFound(
-                f"No collection named {name!r} (collections: {listing}). Create it with "
-                f"`semsim ingest FILE -c {name}` or DocumentStore.create_collection({name!r})."
-            )
+            raise catalog.not_found(name, [c.name for c in self.list_collections()])
         return found
 
+    def _remembered(self, collection: str | Collection) -> Collection:
+        """For a search: the collection as last read, which the search statement checks."""
+        if isinstance(collection, Collection):
+            return collection
+        return self._catalog.get(collection) or self.get_collection(collection)
+
+    def _on_current(self, collection: str | Collection, work: Callable[[Collection], T]) -> T:
+        """``work(collection)``, again with the current row while it says the one it had changed."""
+        coll = self._remembered(collection)
+        for _attempt in range(STALE_RETRIES):
+            try:
+                return work(coll)
+            except catalog.StaleCollection:
+                logger.info("collection %s changed since it was read; searching it again", coll.name)
+                coll = self.get_collection(coll.name)
+        raise DatabaseError(
+            f"Collection {coll.name!r} changed under {STALE_RETRIES} searches in a row (dropped and created "
+            "again, or re-embedded). Search again when it is stable."
+        )
+
     def list_collections(self) -> list[Collection]:
-        """Every collection, with its counts and the state of its index."""
+        """Every collection, with its counts, the state of its index and its vectors per backend."""
         with self._connect() as conn:
-            found = [Collection(*row) for row in conn.execute(queries.list_collections()).all()]
-            backends: dict[int, dict[str, int]] = {}
-            for cid, backend, n in conn.execute(queries.vector_backends()).all():
-                backends.setdefault(cid, {})[backend or UNKNOWN_BACKEND] = int(n)
-            return [dataclasses.replace(c, index=index_state(conn, c), backends=backends.get(c.id, {})) for c in found]
+            return [dataclasses.replace(c, index=index_state(conn, c)) for c in catalog.list_collections(conn)]
 
     def index_state(self, collection: str | Collection) -> str:
         """``valid``, ``loading`` (a bulk load builds it at its end), ``missing`` or ``invalid``."""
@@ -268,6 +280,7 @@ class DocumentStore:
         with self._connect() as conn, conn.begin():
             drop_collection_indexes(conn, collection.id)
             conn.execute(queries.delete_collection(collection.id))
+        self._catalog.forget(collection.name)
         logger.info("dropped collection %s", collection.name)
 
     # writing --------------------------------------------------------------------------------
@@ -423,15 +436,18 @@ class DocumentStore:
         ``text`` gives the words when ``query`` is a vector encoded already (lexical and hybrid).
         """
         started = time.perf_counter()
-        coll = self.get_collection(collection)
         args = search.SearchArgs(
             k, min_similarity, filter, exact, mode=mode, candidates=candidates, rrf_k=rrf_k, weights=weights
         )
         if text is not None or isinstance(query, str):
             args = args.with_text(text if text is not None else str(query))
-        vector = self.query_vector(coll, query)
-        with self._connect() as conn:
-            hits = search.run_search(conn, self.settings, coll, vector, args, ef_search)
+
+        def run(coll: Collection) -> tuple[Collection, npt.NDArray[np.float32], list[SearchHit]]:
+            vector = self.query_vector(coll, query)
+            hits = read(self.engine, lambda conn: search.run_search(conn, self.settings, coll, vector, args, ef_search))
+            return coll, vector, hits
+
+        coll, vector, hits = self._on_current(collection, run)
         if self.settings.query_log:  # off by default: then this costs one attribute read
             log_search(self.settings, self.engine, coll, query, vector, hits, k, mode, started)
         return hits
@@ -449,18 +465,23 @@ class DocumentStore:
         candidates: int | None = None,
     ) -> list[list[SearchHit]]:
         """Search many queries: encoded in one batch, searched on one connection."""
-        coll = self.get_collection(collection)
         args = search.SearchArgs(k, min_similarity, filter, mode=mode, candidates=candidates)
         for i, q in enumerate(queries):
             if not isinstance(q, str) or not q.strip():
                 raise InvalidQuery(f"Query #{i + 1} is empty. Give a text with at least one word.")
             check_text(q, f"query #{i + 1}", InvalidQuery)
-        vectors = list(self.encoder_for(coll).encode(list(queries))) if queries else []
-        with self._connect() as conn:
-            return [
-                search.run_search(conn, self.settings, coll, v, args.with_text(q), ef_search)
-                for q, v in zip(queries, vectors, strict=True)
-            ]
+
+        def run(coll: Collection) -> list[list[SearchHit]]:
+            vectors = list(self.encoder_for(coll).encode(list(queries))) if queries else []
+            return read(
+                self.engine,
+                lambda conn: [
+                    search.run_search(conn, self.settings, coll, v, args.with_text(q), ef_search)
+                    for q, v in zip(queries, vectors, strict=True)
+                ],
+            )
+
+        return self._on_current(collection, run)
 
     def similar(
         self,
@@ -473,11 +494,13 @@ class DocumentStore:
         ef_search: int | None = None,
     ) -> list[SearchHit]:
         """More like this: the k documents nearest to a stored one (no model needed)."""
-        coll = self.get_collection(collection)
         args = search.SearchArgs(k, min_similarity, filter)
         check_id(external_id)
-        with self._connect() as conn:
+
+        def work(conn: Connection, coll: Collection) -> list[SearchHit]:
             row = conn.execute(queries.document_vector(coll.id, coll.model_name, external_id)).first()
+            if row is None or row[1] is None:
+                search.check_current(conn, coll)  # the collection remembered may be another by now
             if row is None:
                 raise DocumentNotFound(f"Collection {coll.name!r} has no document with id {external_id!r}.")
             if row[1] is None:
@@ -485,9 +508,10 @@ class DocumentStore:
                     f"Document {external_id!r} in {coll.name!r} has no vector for model {coll.model_name} yet: "
                     "ingest it again to encode it."
                 )
-            conn.rollback()
             vector = to_array(row[1])
             return search.run_search(conn, self.settings, coll, vector, args, ef_search, exclude_id=int(row[0]))
+
+        return self._on_current(collection, lambda coll: read(self.engine, lambda conn: work(conn, coll)))
 
     def explain(
         self,

@@ -2,12 +2,22 @@
 
 Nothing here encodes text: the facade turns a text into a vector first, so a search with a
 vector (or :meth:`DocumentStore.similar` with a stored one) never needs the model.
+
+One round trip per search in the common case. On a connection in autocommit
+(:func:`semsim_pg.db.read_connection`) the statement runs alone: no BEGIN or COMMIT, no
+collection lookup (the store remembers collections; the statement checks the one it was built
+from, see semsim_pg.store.catalog), and no statement for pgvector's settings: they are set for
+the session, once per pooled connection, and again only when a search wants other values (each
+connection remembers what it holds in its ``info``). On a connection inside a transaction (and
+for ``force_index``) they are set for that transaction only, as before.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,9 +27,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from semsim_pg import queries
+from semsim_pg.db import vector_connection
 from semsim_pg.errors import DimensionMismatch, InvalidQuery, ModelMismatch
 from semsim_pg.settings import Settings
 from semsim_pg.sql import vector_literal
+from semsim_pg.store.catalog import StaleCollection
 from semsim_pg.store.types import Collection, FilterValue, QueryVector, SearchHit
 from semsim_pg.validation import check_json_value, check_k, check_text, check_vectors
 
@@ -28,10 +40,12 @@ __all__ = [
     "MAX_PASSAGES",
     "MODES",
     "SearchArgs",
+    "check_current",
     "check_query_vector",
     "check_words",
     "explain",
     "run_search",
+    "session_settings",
 ]
 
 
@@ -109,15 +123,34 @@ class SearchArgs:
         args.text = text
         return args
 
+    def key(self) -> tuple[Any, ...]:
+        """What the statement is built from (the vector aside): equal keys, equal statements."""
+        # A value's type belongs to the key: 1, 1.0 and True are equal in Python, not in JSON.
+        frozen = tuple((key, tuple((type(v).__name__, v) for v in values)) for key, values in self.filter.items())
+        return (
+            self.k,
+            self.min_similarity,
+            frozen,
+            self.exact,
+            self.force_index,
+            self.mode,
+            self.candidates,
+            self.rrf_k,
+            self.weights,
+            self.text,
+        )
+
     def statement(
         self,
         coll: Collection,
-        vector: npt.NDArray[np.float32],
+        vector: npt.NDArray[np.float32] | str,
         exclude_id: int | None = None,
         passages: int | None = None,
     ) -> sa.Select[Any]:
-        """The statement of this search; ``passages``: how many passages a semantic search of a
-        split collection reads (default: :data:`~semsim_pg.queries.PASSAGES_PER_DOCUMENT` * k)."""
+        """The statement of this search; ``vector`` is the query or its pgvector text form (bound
+        as ``q``); ``passages``: how many passages a semantic search of a split collection reads
+        (default: :data:`~semsim_pg.queries.PASSAGES_PER_DOCUMENT` * k)."""
+        literal = vector if isinstance(vector, str) else vector_literal(vector)
         chunked = coll.chunk_size is not None
         if self.mode != "semantic":
             if self.text is None:
@@ -128,7 +161,7 @@ class SearchArgs:
             return queries.lexical_statement(
                 coll,
                 self.text or "",
-                vector_literal(vector),
+                literal,
                 self.k,
                 filter=self.filter,
                 min_similarity=self.min_similarity,
@@ -139,7 +172,7 @@ class SearchArgs:
             return queries.hybrid_statement(
                 coll,
                 self.text or "",
-                vector_literal(vector),
+                literal,
                 self.k,
                 candidates=self.candidates,
                 filter=self.filter,
@@ -153,7 +186,7 @@ class SearchArgs:
             )
         return queries.search_statement(
             coll,
-            vector_literal(vector),
+            literal,
             self.k,
             filter=self.filter,
             min_similarity=self.min_similarity,
@@ -164,7 +197,8 @@ class SearchArgs:
 
 
 def check_words(conn: Connection, coll: Collection, args: SearchArgs) -> None:
-    """Lexical search needs at least one word that is not a stop word of the collection's language."""
+    """Lexical search needs at least one word that is not a stop word of the collection's language
+    (asked only when it found nothing: a hit proves a word)."""
     if args.mode != "lexical" or args.text is None:
         return
     if conn.execute(queries.query_lexemes(coll.id, args.text)).first() is None:
@@ -184,14 +218,24 @@ def run_search(
     *,
     exclude_id: int | None = None,
 ) -> list[SearchHit]:
-    """One search in its own transaction (the settings end with it)."""
-    with conn.begin():
-        check_words(conn, coll, args)
-        _set_search_params(conn, settings, _ef_search(settings, coll, args, ef_search), args.force_index)
-        if args.mode == "semantic" and coll.chunk_size is not None:
-            rows: Sequence[Any] = _passage_search(conn, settings, coll, vector, args, ef_search, exclude_id)
-        else:
-            rows = conn.execute(args.statement(coll, vector, exclude_id)).all()
+    """One search: one statement on a connection in autocommit, else in a transaction of its own
+    (the settings end with it). :class:`StaleCollection` when ``coll`` is not the collection's
+    current row: look it up again and search again."""
+    ef = _check_ef(_ef_search(settings, coll, args, ef_search))
+    # The vector travels in pgvector's binary form (psycopg's dumper, registered once per
+    # connection): formatting 384 floats as text cost more client time than the rest of the search.
+    query = np.asarray(vector, dtype=np.float32)
+    if _autocommit(conn) and not args.force_index:
+        vector_connection(conn)
+        session_settings(conn, ef, settings.iterative_scan)
+        rows = _rows(conn, coll, query, args, exclude_id, None if ef_search is not None else settings, ef)
+    else:
+        with conn.begin():
+            vector_connection(conn)
+            conn.execute(queries.search_settings(ef, settings.iterative_scan, force_index=args.force_index))
+            rows = _rows(conn, coll, query, args, exclude_id, None if ef_search is not None else settings, ef)
+    if rows and not rows[0][-1]:
+        raise StaleCollection(coll)
     if args.mode == "semantic":
         return [
             SearchHit(r[0], r[1], r[2], float(r[3]), float(r[4]), float(r[3]), i, None, None, r[5], r[6], r[7])
@@ -220,26 +264,64 @@ def run_search(
 MAX_PASSAGES = 100_000
 
 
-def _passage_search(
+def _rows(
     conn: Connection,
-    settings: Settings,
     coll: Collection,
     vector: npt.NDArray[np.float32],
     args: SearchArgs,
-    ef_search: int | None,
     exclude_id: int | None,
+    grow_ef: Settings | None,
+    ef: int,
+) -> Sequence[Any]:
+    """The search's rows (a split collection's: through :func:`_passage_search`); an empty
+    result also checks that ``coll`` is current and, for lexical search, that it had a word."""
+    if args.mode == "semantic" and coll.chunk_size is not None:
+        rows = _passage_search(conn, coll, vector, args, exclude_id, grow_ef, ef)
+    else:
+        rows = _execute(conn, coll, vector, args, exclude_id, None)
+    if not rows:
+        _check_empty(conn, coll, args)
+    return rows
+
+
+def _execute(
+    conn: Connection,
+    coll: Collection,
+    vector: npt.NDArray[np.float32],
+    args: SearchArgs,
+    exclude_id: int | None,
+    passages: int | None,
+) -> Sequence[Any]:
+    compiled = _statement(args, coll, exclude_id, passages, conn.dialect)
+    return conn.exec_driver_sql(compiled.sql, {**compiled.params, "q": vector}).all()
+
+
+def _passage_search(
+    conn: Connection,
+    coll: Collection,
+    vector: npt.NDArray[np.float32],
+    args: SearchArgs,
+    exclude_id: int | None,
+    grow_ef: Settings | None,
+    ef: int,
 ) -> Sequence[Any]:
     """The nearest passages, each document once: 4k passages first, then 4 times more while
     fewer than k documents came back and the index had more passages to give (the passages of
-    a few long documents can fill the first read)."""
+    a few long documents can fill the first read). ``grow_ef``: the settings, when ef_search
+    was not given, so that it grows with the passages read."""
     passages = queries.PASSAGES_PER_DOCUMENT * args.k
     while True:
-        rows = conn.execute(args.statement(coll, vector, exclude_id, passages)).all()
-        if not rows or rows[0][-1] or passages >= MAX_PASSAGES:
+        rows = _execute(conn, coll, vector, args, exclude_id, passages)
+        # rows end with (complete, collection_current): see search_statement and _current
+        if not rows or rows[0][-2] or not rows[0][-1] or passages >= MAX_PASSAGES:
             return rows
         passages *= 4
-        if ef_search is None:  # the graph explores at least as many candidates as are read
-            _set_search_params(conn, settings, min(1000, max(settings.ef_search, passages)), args.force_index)
+        if grow_ef is not None:  # the graph explores at least as many candidates as are read
+            wider = max(ef, min(1000, max(grow_ef.ef_search, passages)))
+            if _autocommit(conn):
+                session_settings(conn, wider, grow_ef.iterative_scan)
+            else:
+                conn.execute(queries.search_settings(wider, grow_ef.iterative_scan, force_index=args.force_index))
 
 
 def _ef_search(settings: Settings, coll: Collection, args: SearchArgs, ef_search: int | None) -> int:
@@ -275,6 +357,100 @@ def _set_search_params(conn: Connection, settings: Settings, ef_search: int | No
     if not 1 <= int(ef) <= 1000:
         raise InvalidQuery(f"ef_search must be between 1 and 1000, got {ef}.")
     conn.execute(queries.search_settings(int(ef), settings.iterative_scan, force_index=force_index))
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """A search statement compiled for the driver: its SQL and the values of every parameter
+    but the vector ``q``, processed as SQLAlchemy would (JSON filters serialised)."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+#: compiled statements, by what they were built from: a search repeats an earlier one's
+#: statement with another vector, so it pays neither the building of the expressions nor their
+#: compilation (together about as much client time as the round trip), only the execution
+_STATEMENTS: dict[tuple[Any, ...], Compiled] = {}
+_STATEMENTS_MAX = 256
+_statements_lock = threading.Lock()
+
+
+def _statement(
+    args: SearchArgs, coll: Collection, exclude_id: int | None, passages: int | None, dialect: sa.Dialect
+) -> Compiled:
+    key = (
+        args.key(),
+        (coll.id, coll.name, coll.model_name, coll.dimension, coll.metric, coll.text_search_config, coll.chunk_size),
+        exclude_id,
+        passages,
+        dialect.name,
+        dialect.driver,
+    )
+    compiled = _STATEMENTS.get(key)
+    if compiled is None:
+        compiled = _compile(args.statement(coll, "", exclude_id, passages).add_columns(_current(coll)), dialect)
+        with _statements_lock:
+            while len(_STATEMENTS) >= _STATEMENTS_MAX:
+                _STATEMENTS.pop(next(iter(_STATEMENTS)))  # the oldest
+            _STATEMENTS[key] = compiled
+    return compiled
+
+
+def _compile(statement: sa.Select[Any], dialect: sa.Dialect) -> Compiled:
+    # render_postcompile writes the literal_execute values (collection, model, k) into the SQL.
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    params: dict[str, Any] = {}
+    for name, value in compiled.params.items():
+        if name == "q":
+            continue
+        processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        params[name] = processor(value) if processor is not None else value
+    return Compiled(str(compiled), params)
+
+
+def _check_ef(ef: int) -> int:
+    if not 1 <= int(ef) <= 1000:
+        raise InvalidQuery(f"ef_search must be between 1 and 1000, got {ef}.")
+    return int(ef)
+
+
+def _current(coll: Collection) -> sa.ColumnElement[bool]:
+    return queries.collection_current(
+        coll.id, coll.name, coll.model_name, coll.dimension, coll.metric, coll.text_search_config, coll.chunk_size
+    )
+
+
+def check_current(conn: Connection, coll: Collection) -> None:
+    """:class:`StaleCollection` unless ``coll`` is the collection's current row (a round trip)."""
+    if not conn.execute(sa.select(_current(coll))).scalar():
+        raise StaleCollection(coll)
+
+
+def _check_empty(conn: Connection, coll: Collection, args: SearchArgs) -> None:
+    """No hits, so no row said whether ``coll`` is current: ask (a round trip only for an empty
+    result), and whether a lexical query had a word to look for."""
+    check_current(conn, coll)
+    check_words(conn, coll, args)
+
+
+#: the key of a pooled connection's ``info`` that holds the search settings of its session
+_SESSION_SETTINGS = "semsim_search_settings"
+
+
+def _autocommit(conn: Connection) -> bool:
+    return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+
+def session_settings(conn: Connection, ef_search: int, iterative_scan: str) -> None:
+    """Set pgvector's settings for the session unless the connection holds them already.
+
+    Only on a connection in autocommit: a session setting made inside a transaction that rolls
+    back would revert while ``info`` still claimed it."""
+    wanted = (ef_search, iterative_scan)
+    if conn.info.get(_SESSION_SETTINGS) != wanted:
+        conn.execute(queries.search_settings(ef_search, iterative_scan, local=False))
+        conn.info[_SESSION_SETTINGS] = wanted
 
 
 def _check_filter(filter: Mapping[str, FilterValue] | None) -> dict[str, list[Any]]:

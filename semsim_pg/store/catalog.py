@@ -1,0 +1,94 @@
+"""The collections a store knows: looked up in the collections table, and remembered for searches.
+
+A search must not pay a round trip to learn the collection's id, model and dimension before it
+can search, so the store remembers each collection it has looked up, by name. A remembered
+collection may go stale behind the store's back (another process drops and recreates it,
+``semsim reembed`` switches its model, its language changes), so the search statement checks it:
+it carries :func:`semsim_pg.queries.collection_current`, an ``EXISTS`` on the collection's row
+with every value the statement was built from, evaluated once in the statement's own snapshot.
+Its rows always belong to the collection of the remembered id (ids are never reused), and when
+the check says the collection changed, :class:`StaleCollection` sends the store back here for
+the current row and the search runs again. A search that finds nothing asks separately (one
+more round trip, only then), since there is no row to carry the answer.
+
+Lookups that are not searches (:meth:`DocumentStore.get_collection`, writes) always read the
+row afresh, and refresh what is remembered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from sqlalchemy.engine import Connection
+
+from semsim_pg import queries
+from semsim_pg.errors import CollectionNotFound
+from semsim_pg.store.types import Collection
+
+__all__ = ["UNKNOWN_BACKEND", "Catalog", "StaleCollection", "find_collection", "list_collections", "not_found"]
+
+#: what list_collections calls the backend of a vector that does not record one
+UNKNOWN_BACKEND = "unknown"
+
+
+class StaleCollection(Exception):
+    """A remembered collection no longer matches its row: look it up again and retry.
+
+    Never leaves the store (not a SemsimError): it is how a search learns its metadata changed."""
+
+    def __init__(self, collection: Collection) -> None:
+        super().__init__(f"collection {collection.name!r} (id {collection.id}) changed")
+        self.collection = collection
+
+
+class Catalog:
+    """Collections by name, as last read from the database (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Collection | None:
+        return self._by_name.get(name)
+
+    def remember(self, collection: Collection) -> Collection:
+        # Only what a search needs: counts and index state change all the time and are not kept.
+        kept = dataclasses.replace(collection, documents=None, embedded=None, index=None, backends=None)
+        with self._lock:
+            self._by_name[collection.name] = kept
+        return collection
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._by_name.pop(name, None)
+
+
+def find_collection(conn: Connection, name: str) -> Collection | None:
+    """The collection's current row, or None."""
+    row = conn.execute(queries.find_collection(name)).first()
+    if row is None:
+        return None
+    # the search columns come last, after the counts list_collections adds
+    fields, (config, chunk_size, chunk_overlap) = row[:-3], row[-3:]
+    return dataclasses.replace(
+        Collection(*fields), text_search_config=config, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+    )
+
+
+def list_collections(conn: Connection) -> list[Collection]:
+    """Every collection with its counts and how many of its vectors each backend made (the
+    index state is the store's to add)."""
+    found = [Collection(*row) for row in conn.execute(queries.list_collections()).all()]
+    backends: dict[int, dict[str, int]] = {}
+    for cid, backend, n in conn.execute(queries.vector_backends()).all():
+        backends.setdefault(cid, {})[backend or UNKNOWN_BACKEND] = int(n)
+    return [dataclasses.replace(c, backends=backends.get(c.id, {})) for c in found]
+
+
+def not_found(name: str, known: list[str]) -> CollectionNotFound:
+    listing = ", ".join(known) if known else "none yet"
+    return CollectionNotFound(
+        f"No collection named {name!r} (collections: {listing}). Create it with "
+        f"`semsim ingest FILE -c {name}` or DocumentStore.create_collection({name!r})."
+    )
