@@ -134,10 +134,18 @@ def against_faiss(rows: Sequence[CompareRow], k: int) -> list[str]:
         if other is None:
             continue
         server = "" if r.server_p50_ms is None else f" (server {r.server_p50_ms:.2f})"
-        lines.append(
+        line = (
             f"{r.setting}: pgvector p50 {r.p50_ms:.2f} ms{server}, recall@{k} {r.recall:.3f}; FAISS HNSW "
             f"{other.p50_ms:.2f} ms, recall@{k} {other.recall:.3f}: pgvector/FAISS {r.p50_ms / other.p50_ms:.1f}x"
         )
+        if r.server_p50_ms is not None and r.client_cpu_p50_ms is not None and other.client_cpu_p50_ms:
+            # What each query costs in CPU, without the waits for a CPU a shared machine adds.
+            cost = r.server_p50_ms + r.client_cpu_p50_ms
+            line += (
+                f"; CPU cost (server + client {r.client_cpu_p50_ms:.2f}) {cost:.2f} ms vs FAISS "
+                f"{other.client_cpu_p50_ms:.2f} ms: {cost / other.client_cpu_p50_ms:.1f}x"
+            )
+        lines.append(line)
     return lines
 
 

@@ -67,6 +67,10 @@ class CompareRow:
     #: PostgreSQL's own execution time (EXPLAIN ANALYZE), p50 and p95; None for FAISS
     server_p50_ms: float | None = None
     server_p95_ms: float | None = None
+    #: CPU time of this (the client) process per query, p50: the whole cost for FAISS; for
+    #: PostgreSQL the client's share, which with ``server_p50_ms`` is the query's cost without
+    #: the waits for a CPU a busy machine adds to the wall-clock figures
+    client_cpu_p50_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,7 +134,7 @@ def compare(
         (
             "exact (pgvector scan)",
             "-",
-            None,
+            _pg_prepare(store, None),
             _pg_search(store, coll, fetch, True, None),
             None,
             None,
@@ -142,7 +146,7 @@ def compare(
             (
                 "pgvector hnsw",
                 f"ef_search={ef}",
-                None,
+                _pg_prepare(store, ef),
                 _pg_search(store, coll, fetch, False, ef),
                 pg_build_seconds,
                 pg_size,
@@ -166,6 +170,7 @@ def compare(
     found: list[list[list[str]]] = [[] for _ in methods]
     times: list[list[float]] = [[] for _ in methods]
     server: list[list[float]] = [[] for _ in methods]
+    cpu: list[list[float]] = [[] for _ in methods]
     bar = progress_bar(progress, total=len(vectors), desc=f"compare {coll.name} ({len(methods)} methods)", unit="query")
     # One query at a time on one thread, like a PostgreSQL backend: FAISS's OpenMP threads add
     # nothing to a single query and, on a busy machine, their barriers cost tens of milliseconds.
@@ -180,9 +185,10 @@ def compare(
             for m, (_, _, prepare, search, _, _, server_ms) in enumerate(methods):
                 if prepare is not None:
                     prepare()
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 ids = search(vector)
                 times[m].append(time.perf_counter() - start)
+                cpu[m].append(time.process_time() - start_cpu)
                 found[m].append([x for x in ids if x != own][:k])
                 if server_ms is not None:
                     server[m].append(server_ms(vector))
@@ -193,9 +199,20 @@ def compare(
         bar.close()
     truth = found[0]
     return [
-        _row(label, setting, found[m], truth, times[m], build, size, server[m])
+        _row(label, setting, found[m], truth, times[m], build, size, server[m], cpu[m])
         for m, (label, setting, _, _, build, size, _) in enumerate(methods)
     ]
+
+
+def _pg_prepare(store: DocumentStore, ef: int | None) -> Any:
+    """Give the pooled connection this row's ef_search before the timed search: interleaved rows
+    of several ef_search values would otherwise each pay the statement that changes it, which an
+    application with one setting pays once per connection."""
+    from semsim_pg.db import read
+    from semsim_pg.store.search import session_settings
+
+    value = store.settings.ef_search if ef is None else ef
+    return lambda: read(store.engine, lambda conn: session_settings(conn, value, store.settings.iterative_scan))
 
 
 def _faiss_prepare(index: FaissIndex, name: str, value: int) -> Any:
@@ -254,6 +271,7 @@ def _row(
     build_seconds: float | None,
     size_bytes: int | None,
     server_ms: list[float],
+    cpu_seconds: list[float],
 ) -> CompareRow:
     recalls = [len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True) if t]
     ms = np.asarray(times) * 1000.0
@@ -270,6 +288,7 @@ def _row(
         queries=len(times),
         server_p50_ms=float(np.percentile(server, 50)) if server is not None else None,
         server_p95_ms=float(np.percentile(server, 95)) if server is not None else None,
+        client_cpu_p50_ms=float(np.percentile(np.asarray(cpu_seconds) * 1000.0, 50)) if cpu_seconds else None,
     )
 
 
@@ -299,6 +318,7 @@ def format_table(rows: Sequence[CompareRow], k: int) -> str:
         "server p50",
         "server p95",
         "client p50",
+        "client CPU",
         "QPS",
         "build s",
         "size MB",
@@ -315,6 +335,7 @@ def format_table(rows: Sequence[CompareRow], k: int) -> str:
                 "-" if r.server_p50_ms is None else f"{r.server_p50_ms:.2f}",
                 "-" if r.server_p95_ms is None else f"{r.server_p95_ms:.2f}",
                 "-" if r.server_p50_ms is None else f"{r.p50_ms - r.server_p50_ms:.2f}",
+                "-" if r.client_cpu_p50_ms is None else f"{r.client_cpu_p50_ms:.2f}",
                 f"{r.qps:.0f}",
                 "-" if r.build_seconds is None else f"{r.build_seconds:.1f}",
                 "-" if r.size_bytes is None else f"{r.size_bytes / 1e6:.1f}",
