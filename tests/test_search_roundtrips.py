@@ -89,7 +89,7 @@ def test_a_search_with_a_given_vector_is_one_round_trip(store, filled, encoder) 
     store.search(name, query, 3)  # the first search reads the collection and sets the session up
     with wire.count():
         hits = store.search(name, query, 3)
-    assert [h.external_id for h in hits][0] == "cat"
+    assert hits[0].external_id == "cat"
     assert wire.round_trips == 1, wire.statements
     assert len(wire.statements) == 1
 
@@ -200,6 +200,8 @@ def test_a_changed_language_or_model_is_seen_by_the_next_search(store, collectio
     from semsim_pg.errors import ModelMismatch
 
     with store.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE semsim.collections SET model_name = 'another/model' WHERE id = :c"), {"c": coll.id})
+        conn.execute(
+            sa.text("UPDATE semsim.collections SET model_name = 'another/model' WHERE id = :c"), {"c": coll.id}
+        )
     with pytest.raises(ModelMismatch):
         store.search(name, QueryVector(np.asarray(encoder.encode_query("cat")), encoder.name), 1)
