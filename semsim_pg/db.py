@@ -7,6 +7,7 @@ One SQLAlchemy engine per database URL and process. The URL comes from the setti
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -140,14 +141,17 @@ def get_engine(settings: Settings | None = None, *, url: str | None = None) -> E
 def _ping_idle_connections(engine: Engine) -> None:
     """A connection the server dropped (restart, failover) is replaced, not handed out: like
     ``pool_pre_ping``, but without the ping's round trip for a connection used moments ago (it
-    would double a search's). A read that still meets a dead one is retried (:func:`read`)."""
+    would double a search's) unless the server has written to it since, which an idle
+    connection only sees when the server closed it (a stop, a restart). A read that still meets
+    a dead one is retried (:func:`read`)."""
     dialect = engine.dialect
 
     def used(dbapi_connection: Any, record: Any, *args: Any) -> None:
         record.info[_LAST_USE] = time.monotonic()
 
     def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if time.monotonic() - record.info.get(_LAST_USE, 0.0) < PING_AFTER_IDLE_S:
+        recent = time.monotonic() - record.info.get(_LAST_USE, 0.0) < PING_AFTER_IDLE_S
+        if recent and not _server_wrote(dbapi_connection):
             return
         try:
             dialect.do_ping(dbapi_connection)
@@ -160,6 +164,18 @@ def _ping_idle_connections(engine: Engine) -> None:
     sa.event.listen(engine, "connect", used)
     sa.event.listen(engine, "checkin", used)
     sa.event.listen(engine, "checkout", ping_if_idle)
+
+
+def _server_wrote(dbapi_connection: Any) -> bool:
+    """Whether an idle connection's socket has something to read (a zero-timeout poll, no round
+    trip): the end of the stream when the server closed it, else a notice. True when unsure."""
+    try:
+        if dbapi_connection.closed:
+            return True
+        readable, _, _ = select.select([dbapi_connection.pgconn.socket], [], [], 0)
+    except Exception:  # a connection psycopg calls bad, or no socket: let the ping decide
+        return True
+    return bool(readable)
 
 
 def connect(engine: Engine) -> Connection:
