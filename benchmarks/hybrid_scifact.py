@@ -57,6 +57,9 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the table as JSON to this file")
     parser.add_argument(
+        "--passages-only", action="store_true", help="only the --chunk collections (e.g. one process per size)"
+    )
+    parser.add_argument(
         "--no-exact", action="store_true", help="skip the exact scan (slow on a shared CPU; HNSW's cost known already)"
     )
     args = parser.parse_args()
@@ -88,6 +91,8 @@ def main() -> int:
     ]
     if args.no_exact:
         modes = [(name, options) for name, options in modes if not options.get("exact")]
+    if args.passages_only:
+        modes = []
     searches = [(name, coll, options) for name, options in modes]
     for size in [int(x) for x in args.chunk.split(",") if x.strip()]:
         passages = store.create_collection(f"{args.collection}_c{size}", chunk=size)
@@ -114,20 +119,21 @@ def main() -> int:
         )
 
     # Fusion settings tuned on the first half, reported on the second.
-    best: tuple[float, int, tuple[float, float], int] | None = None
-    for k in (10, 30, 60, 100):
-        for weights in ((1.0, 1.0), (1.0, 0.7), (0.7, 1.0), (1.0, 1.5), (1.5, 1.0)):
-            for n in (50, 100):
-                run = {q: rrf(runs["semantic (HNSW)"][q], runs["lexical (BM25)"][q], k, weights, n) for q in dev}
-                value = scores(run, dev)[0]
-                if best is None or value > best[0]:
-                    best = (value, k, weights, n)
-    assert best is not None
-    _, tuned_k, tuned_w, tuned_n = best
-    tuned_name = f"hybrid tuned (k={tuned_k}, w={tuned_w[0]}/{tuned_w[1]}, N={tuned_n})"
-    runs[tuned_name] = {
-        q: rrf(runs["semantic (HNSW)"][q], runs["lexical (BM25)"][q], tuned_k, tuned_w, tuned_n) for q in query_ids
-    }
+    if not args.passages_only:
+        best: tuple[float, int, tuple[float, float], int] | None = None
+        for k in (10, 30, 60, 100):
+            for weights in ((1.0, 1.0), (1.0, 0.7), (0.7, 1.0), (1.0, 1.5), (1.5, 1.0)):
+                for n in (50, 100):
+                    run = {q: rrf(runs["semantic (HNSW)"][q], runs["lexical (BM25)"][q], k, weights, n) for q in dev}
+                    value = scores(run, dev)[0]
+                    if best is None or value > best[0]:
+                        best = (value, k, weights, n)
+        assert best is not None
+        _, tuned_k, tuned_w, tuned_n = best
+        tuned_name = f"hybrid tuned (k={tuned_k}, w={tuned_w[0]}/{tuned_w[1]}, N={tuned_n})"
+        runs[tuned_name] = {
+            q: rrf(runs["semantic (HNSW)"][q], runs["lexical (BM25)"][q], tuned_k, tuned_w, tuned_n) for q in query_ids
+        }
 
     if args.rankers:
         compare_rankers(store, coll, queries, query_ids, runs, latency)
