@@ -13,13 +13,14 @@ from semsim_pg.finetune.data import (
     DEFAULT_DEV_FRACTION,
     CollectionTexts,
     LabelledText,
+    RetrievalTask,
     labelled_texts,
     read_collection,
     read_labelled_file,
     task_from_labels,
     task_from_qrels,
 )
-from semsim_pg.finetune.mining import Searcher, store_searcher, task_candidates
+from semsim_pg.finetune.mining import Encode, Searcher, store_searcher, task_candidates
 from semsim_pg.finetune.records import TrainingRecord
 from semsim_pg.finetune.reranker import RerankerOptions, train_reranker
 
@@ -41,10 +42,55 @@ DEFAULT_RERANK_BASE = "all-MiniLM-L6-v2"
 FAQ_FIELD = "faq_id"
 
 
-def _bi_encoder(base: str) -> Any:
-    """Load the base before any work: a base that cannot load fails at once, nothing written."""
+def _qrels_task(
+    texts: CollectionTexts,
+    queries: str | Path,
+    qrels: str | Path,
+    dev: str | Path | None,
+    dev_fraction: float | None,
+    seed: int,
+) -> RetrievalTask:
+    """BEIR queries and qrels over the collection's documents, for both kinds of model; without a dev
+    qrels file twice the labels' default share of queries is held out."""
+    return task_from_qrels(
+        texts,
+        queries,
+        qrels,
+        dev_qrels_path=dev,
+        dev_fraction=dev_fraction or 2 * DEFAULT_DEV_FRACTION,
+        seed=seed,
+    )
+
+
+def _mine_and_train(
+    task: RetrievalTask,
+    search: Searcher,
+    encode: Encode | None,
+    texts: CollectionTexts,
+    *,
+    base: str,
+    out: Path,
+    options: BiEncoderOptions,
+    progress: bool,
+    overwrite: bool,
+) -> TrainingRecord:
+    """Load the base before any mining, so that a base that cannot load fails at once with nothing
+    written; then mine the candidates and train."""
     common.require_training()
-    return common.load_bi_encoder(base)
+    model = common.load_bi_encoder(base)
+    candidates = task_candidates(search, encode, texts, task, k=options.candidates, progress=progress)
+    return train_bi_encoder(
+        task,
+        candidates,
+        model=model,
+        base=base,
+        out=out,
+        options=options,
+        progress=progress,
+        overwrite=overwrite,
+        collection=texts.collection,
+        stored=texts,
+    )
 
 
 def finetune_labelled_bi_encoder(
@@ -68,30 +114,18 @@ def finetune_labelled_bi_encoder(
     options = options or BiEncoderOptions()
     out = Path(out).expanduser().resolve()
     common.check_out(out, overwrite)
-    name = texts.collection
     task = task_from_labels(
         items,
         dev=dev,
         dev_fraction=dev_fraction or DEFAULT_DEV_FRACTION,
         seed=options.seed,
         kind="faq" if faq else "labels",
-        what=f"{name!r}",
+        what=f"{texts.collection!r}",
         singletons="keep" if faq else "error",
         source=source,
     ).limit_training(options.max_anchors, options.seed)
-    model = _bi_encoder(base)
-    candidates = task_candidates(search, None, texts, task, k=options.candidates, progress=progress)
-    return train_bi_encoder(
-        task,
-        candidates,
-        model=model,
-        base=base,
-        out=out,
-        options=options,
-        progress=progress,
-        overwrite=overwrite,
-        collection=name,
-        stored=texts,
+    return _mine_and_train(
+        task, search, None, texts, base=base, out=out, options=options, progress=progress, overwrite=overwrite
     )
 
 
@@ -150,27 +184,11 @@ def finetune_collection_bi_encoder(
     if queries is None or qrels is None:
         raise InvalidInput("--queries and --qrels go together: give both.")
     texts = read_collection(store, coll.name)
-    task = task_from_qrels(
-        texts,
-        queries,
-        qrels,
-        dev_qrels_path=dev,
-        dev_fraction=dev_fraction or 2 * DEFAULT_DEV_FRACTION,
-        seed=options.seed,
-    ).limit_training(options.max_anchors, options.seed)
-    model = _bi_encoder(base)
-    candidates = task_candidates(search, encode, texts, task, k=options.candidates, progress=progress)
-    return train_bi_encoder(
-        task,
-        candidates,
-        model=model,
-        base=base,
-        out=out,
-        options=options,
-        progress=progress,
-        overwrite=overwrite,
-        collection=coll.name,
-        stored=texts,
+    task = _qrels_task(texts, queries, qrels, dev, dev_fraction, options.seed).limit_training(
+        options.max_anchors, options.seed
+    )
+    return _mine_and_train(
+        task, search, encode, texts, base=base, out=out, options=options, progress=progress, overwrite=overwrite
     )
 
 
@@ -195,14 +213,7 @@ def finetune_collection_reranker(
     common.check_out(out, overwrite)
     coll = store.get_collection(collection)
     texts = read_collection(store, coll.name)
-    task = task_from_qrels(
-        texts,
-        queries,
-        qrels,
-        dev_qrels_path=dev,
-        dev_fraction=dev_fraction or 2 * DEFAULT_DEV_FRACTION,
-        seed=options.seed,
-    )
+    task = _qrels_task(texts, queries, qrels, dev, dev_fraction, options.seed)
     base = base or DEFAULT_RERANK_BASE
     common.require_training()
     model = common.load_cross_encoder(base)  # before any work: a base that cannot load fails at once
