@@ -19,6 +19,7 @@ import dataclasses
 import math
 import threading
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -225,15 +226,10 @@ def run_search(
     # The vector travels in pgvector's binary form (psycopg's dumper, registered once per
     # connection): formatting 384 floats as text cost more client time than the rest of the search.
     query = np.asarray(vector, dtype=np.float32)
-    if _autocommit(conn) and not args.force_index:
+    with nullcontext() if _in_session(conn, args) else conn.begin():
         vector_connection(conn)
-        session_settings(conn, ef, settings.iterative_scan)
+        _apply_settings(conn, args, ef, settings.iterative_scan)
         rows = _rows(conn, coll, query, args, exclude_id, None if ef_search is not None else settings, ef)
-    else:
-        with conn.begin():
-            vector_connection(conn)
-            conn.execute(queries.search_settings(ef, settings.iterative_scan, force_index=args.force_index))
-            rows = _rows(conn, coll, query, args, exclude_id, None if ef_search is not None else settings, ef)
     if rows and not rows[0][-1]:
         raise StaleCollection(coll)
     if args.mode == "semantic":
@@ -318,10 +314,7 @@ def _passage_search(
         passages *= 4
         if grow_ef is not None:  # the graph explores at least as many candidates as are read
             wider = max(ef, min(1000, max(grow_ef.ef_search, passages)))
-            if _autocommit(conn):
-                session_settings(conn, wider, grow_ef.iterative_scan)
-            else:
-                conn.execute(queries.search_settings(wider, grow_ef.iterative_scan, force_index=args.force_index))
+            _apply_settings(conn, args, wider, grow_ef.iterative_scan)
 
 
 def _ef_search(settings: Settings, coll: Collection, args: SearchArgs, ef_search: int | None) -> int:
@@ -347,16 +340,10 @@ def explain(
 ) -> str:
     with conn.begin():
         check_words(conn, coll, args)
-        _set_search_params(conn, settings, _ef_search(settings, coll, args, ef_search), args.force_index)
+        ef = _check_ef(_ef_search(settings, coll, args, ef_search))
+        conn.execute(queries.search_settings(ef, settings.iterative_scan, force_index=args.force_index))
         lines = conn.execute(queries.Explain(args.statement(coll, vector), analyze=analyze)).scalars().all()
     return "\n".join(lines)
-
-
-def _set_search_params(conn: Connection, settings: Settings, ef_search: int | None, force_index: bool = False) -> None:
-    ef = settings.ef_search if ef_search is None else ef_search
-    if not 1 <= int(ef) <= 1000:
-        raise InvalidQuery(f"ef_search must be between 1 and 1000, got {ef}.")
-    conn.execute(queries.search_settings(int(ef), settings.iterative_scan, force_index=force_index))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -438,8 +425,19 @@ def _check_empty(conn: Connection, coll: Collection, args: SearchArgs) -> None:
 _SESSION_SETTINGS = "semsim_search_settings"
 
 
-def _autocommit(conn: Connection) -> bool:
-    return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+def _in_session(conn: Connection, args: SearchArgs) -> bool:
+    """Whether this search runs without a transaction (a connection in autocommit), its settings
+    held by the session; ``force_index`` is set for a transaction only."""
+    return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT" and not args.force_index
+
+
+def _apply_settings(conn: Connection, args: SearchArgs, ef_search: int, iterative_scan: str) -> None:
+    """pgvector's settings for this search: the session's (:func:`session_settings`) or the
+    transaction's, as :func:`_in_session` decides."""
+    if _in_session(conn, args):
+        session_settings(conn, ef_search, iterative_scan)
+    else:
+        conn.execute(queries.search_settings(ef_search, iterative_scan, force_index=args.force_index))
 
 
 def session_settings(conn: Connection, ef_search: int, iterative_scan: str) -> None:
