@@ -89,14 +89,14 @@ class SemanticAdminMixin:
     change_form_template = "admin/django_semsim/change_form.html"
 
     # searching ------------------------------------------------------------------------------------
-    def _default_mode(self) -> str:
-        mode = self.semantic_search_mode
-        if mode == HYBRID and self.model.semantic_search_vector() is None:  # type: ignore[attr-defined]
-            return MEANING  # the words of a Python-only text are not in SQL
-        return mode
+    def _hybrid_available(self) -> bool:
+        return self.model.semantic_search_vector() is not None  # type: ignore[attr-defined]
 
     def _mode(self, request: HttpRequest) -> str:
-        return str(getattr(request, "semsim_search_mode", None) or self._default_mode())
+        mode = str(getattr(request, "semsim_search_mode", None) or self.semantic_search_mode)
+        if mode == HYBRID and not self._hybrid_available():
+            return MEANING  # the words of a Python-only text are not in SQL
+        return mode
 
     def _ranked(self, request: HttpRequest) -> bool:
         return bool(request.GET.get("q", "").strip()) and self._mode(request) != KEYWORDS
@@ -139,11 +139,7 @@ class SemanticAdminMixin:
             if wanted in SEARCH_MODES:
                 request.semsim_search_mode = wanted
         mode = self._mode(request)
-        available = list(SEARCH_MODES)
-        if self.model.semantic_search_vector() is None:  # type: ignore[attr-defined]
-            available.remove(HYBRID)  # the words of a Python-only text are not in SQL
-            if mode == HYBRID:
-                request.semsim_search_mode = mode = MEANING
+        available = [m for m in SEARCH_MODES if m != HYBRID or self._hybrid_available()]
         context = {
             **(extra_context or {}),
             "semsim_search_mode": mode,

@@ -294,7 +294,7 @@ def check_connection(connection: Any) -> list[checks.CheckMessage]:
 def _check_text_search_configs(connection: Any) -> list[checks.CheckMessage]:
     """Every semantic model's text search configuration exists in the database (pg_ts_config)."""
     try:
-        config = get_config()
+        get_config()  # each model's default configuration comes from it
     except ConfigurationError:
         return []  # reported as semsim.E005
     with connection.cursor() as cursor:
@@ -302,7 +302,7 @@ def _check_text_search_configs(connection: Any) -> list[checks.CheckMessage]:
         known = [row[0] for row in cursor.fetchall()]
     errors: list[checks.CheckMessage] = []
     for model in semantic_models():
-        name = model.search_config or config.text_search_config
+        name = model.semantic_search_config()
         if not isinstance(name, str) or name in known:
             continue  # not a name: semsim.E011
         where = "its search_config" if model.search_config else "SEMSIM['TEXT_SEARCH_CONFIG']"

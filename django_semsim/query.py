@@ -38,7 +38,7 @@ from django_semsim.session import search_marker, search_parameters
 from semsim_pg.errors import ConfigurationError, InvalidQuery
 from semsim_pg.queries.hybrid import RRF_K
 from semsim_pg.store.search import DEFAULT_CANDIDATES, DEFAULT_LEXICAL_CUTOFF
-from semsim_pg.validation import check_k
+from semsim_pg.validation import check_fusion, check_k
 
 __all__ = ["USE_DEFAULT_K", "SemanticManager", "SemanticQuerySet"]
 
@@ -192,16 +192,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             )
         k = _check_k(k)
         n = max(k or 0, DEFAULT_CANDIDATES) if candidates is None else check_k(candidates, "candidates")
-        if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
-            raise InvalidQuery(f"rrf_k must be a whole number of at least 0, got {rrf_k!r}.")
-        if (
-            not isinstance(weights, tuple | list)
-            or len(weights) != 2
-            or not all(
-                isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights
-            )
-        ):
-            raise InvalidQuery(f"weights must be two numbers >= 0 (dense, lexical), got {weights!r}.")
+        rrf_k, fusion_weights = check_fusion(rrf_k, weights)
         self._check_searchable(min_similarity, exact)
         dense = self._nearest(vector, exact=exact, params=search_parameters(ef_search, iterative_scan))
         words = self.order_by().annotate(_semsim_tsv=search_vector).values_list("pk", "_semsim_tsv")
@@ -215,7 +206,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             candidates=n,
             k=2 * n if k is None else k,  # None: every fused candidate
             rrf_k=rrf_k,
-            weights=(float(weights[0]), float(weights[1])),
+            weights=fusion_weights,
             # computed words cost a to_tsvector per candidate: fewer candidates than from a stored column
             cutoff=DEFAULT_LEXICAL_CUTOFF
             if getattr(self.model, "search_vector_field", None)
@@ -223,11 +214,9 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         )
         tie_breakers = [*self.query.order_by] if self.query.order_by else []
         metric = getattr(self.model, "semantic_metric", "cosine")
-        embedding = F(f"{COMPANION_ALIAS}__embedding")
-        outer = self.annotate(**{name: HitValue(source, name) for name in HIT_COLUMNS})
-        outer = outer.alias(**_companion(), **{SEARCH_MARK: Value(True)})
-        outer = outer.annotate(distance=MetricDistance(embedding, vector, metric=metric))
-        outer = outer.annotate(similarity=similarity_of(F("distance"), metric))
+        outer = _with_similarity(
+            self.annotate(**{name: HitValue(source, name) for name in HIT_COLUMNS}), vector, metric
+        )
         if min_similarity is not None:
             bound = max_distance(float(min_similarity), metric)
             if bound is not None:
@@ -348,7 +337,6 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         self._check_searchable(min_similarity, exact)
         tie_breakers = [*self.query.order_by] if self.query.order_by else []
         metric = getattr(self.model, "semantic_metric", "cosine")
-        embedding = F(f"{COMPANION_ALIAS}__embedding")
 
         # inside: the k nearest primary keys, ordered by the distance alone (what the index answers)
         inner = (candidates if candidates is not None else self)._nearest(vector, exact=exact, params=params)
@@ -362,9 +350,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             nearest = nearest[:k]
 
         # outside: the caller's queryset (select_related, only(), annotations kept) on those keys
-        outer = self.filter(pk__in=nearest).alias(**_companion(), **{SEARCH_MARK: Value(True)})
-        outer = outer.annotate(distance=MetricDistance(embedding, vector, metric=metric))
-        outer = outer.annotate(similarity=similarity_of(F("distance"), metric))
+        outer = _with_similarity(self.filter(pk__in=nearest), vector, metric)
         result: SemanticQuerySet[_M] = outer.order_by("distance", *tie_breakers, "pk")
         return result
 
@@ -383,6 +369,14 @@ def _config_errors(model: type[models.Model]) -> Iterator[None]:
             "search_config on the model (or SEMSIM['TEXT_SEARCH_CONFIG']) to one of SELECT cfgname FROM pg_ts_config "
             "(e.g. 'english', 'simple'); `manage.py check --database default` lists them (semsim.E010)."
         ) from exc
+
+
+def _with_similarity(outer: QuerySet[_M], vector: Any, metric: str) -> QuerySet[_M]:
+    """The outer layer of a search: marked as one, with each row's ``distance`` and ``similarity``
+    (None for a row without a vector yet) from its companion row."""
+    outer = outer.alias(**_companion(), **{SEARCH_MARK: Value(True)})
+    outer = outer.annotate(distance=MetricDistance(F(f"{COMPANION_ALIAS}__embedding"), vector, metric=metric))
+    return outer.annotate(similarity=similarity_of(F("distance"), metric))
 
 
 def _companion() -> dict[str, FilteredRelation]:

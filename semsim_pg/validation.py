@@ -7,6 +7,7 @@ with a message that names the argument, the value received and what would be acc
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ __all__ = [
     "MAX_ID_BYTES",
     "MAX_K",
     "MAX_NAME_LENGTH",
+    "check_fusion",
     "check_id",
     "check_json_value",
     "check_k",
@@ -39,6 +41,26 @@ def check_k(k: Any, name: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InvalidQuery(f"{name} must be a whole number from 1 to {MAX_K}, got {k!r}.")
     return k
+
+
+def check_fusion(rrf_k: Any, weights: Any) -> tuple[int, tuple[float, float]]:
+    """The reciprocal-rank fusion's ``rrf_k`` (a whole number >= 0) and ``weights`` (two finite
+    numbers >= 0: dense, lexical), as (rrf_k, weights as floats), else :class:`InvalidQuery`."""
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
+        raise InvalidQuery(f"rrf_k must be a whole number of at least 0, got {rrf_k!r}.")
+    if (
+        not isinstance(weights, tuple | list)
+        or len(weights) != 2
+        or not all(
+            isinstance(w, int | float | np.integer | np.floating)
+            and not isinstance(w, bool)
+            and math.isfinite(float(w))
+            and float(w) >= 0
+            for w in weights
+        )
+    ):
+        raise InvalidQuery(f"weights must be two numbers >= 0 (dense, lexical), got {weights!r}.")
+    return rrf_k, (float(weights[0]), float(weights[1]))
 
 
 def check_text(value: str, what: str, error: type[InvalidInput] = InvalidInput) -> str:

@@ -34,7 +34,7 @@ from semsim_pg.settings import Settings
 from semsim_pg.sql import vector_literal
 from semsim_pg.store.catalog import StaleCollection
 from semsim_pg.store.types import Collection, FilterValue, QueryVector, SearchHit
-from semsim_pg.validation import check_json_value, check_k, check_text, check_vectors
+from semsim_pg.validation import check_fusion, check_json_value, check_k, check_text, check_vectors
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -110,12 +110,7 @@ class SearchArgs:
             raise InvalidQuery(f"Unknown search mode {mode!r}: use one of {', '.join(MODES)}.")
         self.mode = mode
         self.candidates = max(self.k, DEFAULT_CANDIDATES) if candidates is None else check_k(candidates, "candidates")
-        if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
-            raise InvalidQuery(f"rrf_k must be a whole number of at least 0, got {rrf_k!r}.")
-        self.rrf_k = rrf_k
-        if len(weights) != 2 or not all(math.isfinite(float(w)) and float(w) >= 0 for w in weights):
-            raise InvalidQuery(f"weights must be two numbers >= 0 (dense, lexical), got {weights!r}.")
-        self.weights = (float(weights[0]), float(weights[1]))
+        self.rrf_k, self.weights = check_fusion(rrf_k, weights)
         self.text: str | None = None
 
     def with_text(self, text: str) -> SearchArgs:
