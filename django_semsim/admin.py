@@ -9,6 +9,8 @@
   best with a similarity column (hybrid also shows which side found each row); a model whose text
   is only known in Python searches by meaning by default, since hybrid needs the words in SQL;
 - a "vector" column and filter: current, stale (made from older text) or missing;
+- for a model that splits its texts (``semantic_chunking``), a "passages" column and the count on
+  the change page (how many passages, each with its own vector, the object's text became);
 - a "Re-encode the selected ... now" action;
 - "Similar items" on the change page (``similar_items`` of them).
 
@@ -22,13 +24,14 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ORDER_VAR
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 
 from django_semsim.conf import get_config
-from django_semsim.expressions import TextHash
 from django_semsim.models import companion_of
+from django_semsim.passages import chunking_of
 
 __all__ = ["SemanticAdminMixin", "VectorStatusFilter"]
 
@@ -46,14 +49,30 @@ def with_vector_status(queryset: QuerySet[Any]) -> QuerySet[Any]:
     """``queryset`` with ``_semsim_has_vector`` and ``_semsim_current`` annotated, computed by PostgreSQL."""
     model = queryset.model
     vectors = companion_of(model)._base_manager.filter(
-        source=OuterRef("pk"), model_id=get_config().model_name, embedding__isnull=False
+        source=OuterRef("pk"), model_id=get_config().model_name, passage=0, embedding__isnull=False
     )
     queryset = queryset.annotate(_semsim_has_vector=Exists(vectors))
-    expression = model.semantic_text_expression()
+    expression = model.semantic_hash_expression()
     if expression is None:  # text known in Python only: a vector counts as current
         return queryset.alias(_semsim_current=Exists(vectors))
     current = vectors.filter(text_hash=OuterRef("_semsim_text_hash"))
-    return queryset.alias(_semsim_text_hash=TextHash(expression)).annotate(_semsim_current=Exists(current))
+    return queryset.alias(_semsim_text_hash=expression).annotate(_semsim_current=Exists(current))
+
+
+def _vectors_of(model: Any) -> QuerySet[Any]:
+    return companion_of(model)._base_manager.filter(model_id=get_config().model_name, embedding__isnull=False)
+
+
+def with_passage_count(queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """``queryset`` with ``_semsim_passages``: how many passages with a vector each row has (one subquery)."""
+    rows = _vectors_of(queryset.model).filter(source=OuterRef("pk")).order_by().values("source")
+    count = Subquery(rows.annotate(n=Count("pk")).values("n")[:1], output_field=IntegerField())
+    return queryset.annotate(_semsim_passages=Coalesce(count, 0))
+
+
+def passage_count(obj: Any) -> int:
+    """How many passages with a vector ``obj`` has."""
+    return int(_vectors_of(type(obj)).filter(source=obj.pk).count())
 
 
 class VectorStatusFilter(admin.SimpleListFilter):
@@ -116,10 +135,13 @@ class SemanticAdminMixin:
         return results, False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return with_vector_status(super().get_queryset(request))  # type: ignore[misc]
+        queryset = with_vector_status(super().get_queryset(request))  # type: ignore[misc]
+        return with_passage_count(queryset) if chunking_of(self.model) is not None else queryset  # type: ignore[attr-defined]
 
     def get_list_display(self, request: HttpRequest) -> Any:
         columns = [*super().get_list_display(request), "vector_status"]  # type: ignore[misc]
+        if chunking_of(self.model) is not None:  # type: ignore[attr-defined]
+            columns.append("vector_passages")
         if self._ranked(request):
             columns.insert(1, "search_similarity")
             if self._mode(request) == HYBRID:
@@ -168,6 +190,12 @@ class SemanticAdminMixin:
         ]
         return " · ".join(sides)
 
+    @admin.display(description="passages", ordering="_semsim_passages")
+    def vector_passages(self, obj: Any) -> int:
+        """How many passages (each with a vector of the configured encoder) the object's text became."""
+        count = getattr(obj, "_semsim_passages", None)
+        return int(count) if count is not None else passage_count(obj)
+
     @admin.display(description="vector")
     def vector_status(self, obj: Any) -> str:
         if not getattr(obj, "_semsim_has_vector", False):
@@ -213,4 +241,8 @@ class SemanticAdminMixin:
                     url = None
                 similar.append((item, url))
         context = {**(extra_context or {}), "semsim_similar": similar}
+        if obj is None and chunking_of(self.model) is not None:  # type: ignore[attr-defined]
+            obj = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
+        if obj is not None and chunking_of(self.model) is not None:  # type: ignore[attr-defined]
+            context["semsim_passages"] = passage_count(obj)
         return super().change_view(request, object_id, form_url, context)  # type: ignore[misc]

@@ -21,6 +21,8 @@ that ``migrate`` itself or a re-index fixes are warnings, so that they never blo
 | semsim.E010 | ``search_config`` (or ``TEXT_SEARCH_CONFIG``) is not a text search configuration of the database |
 | semsim.E011 | ``search_config`` is set on a model whose text is only known in Python, or is not a name; or ``search_vector_field`` is not a SearchVectorField |
 | semsim.W004 | ``search_config`` is set but no GIN index on the model's search vector: lexical search reads every row |
+| semsim.E012 | ``semantic_chunking`` / ``semantic_chunk_overlap`` is invalid: not a whole number, below 16 tokens, above what the model reads, or an overlap not below the size |
+| semsim.W005 | ``semantic_chunk_overlap`` is set without ``semantic_chunking`` (it does nothing) |
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from django.db import DatabaseError, connections, models
 
 from django_semsim.conf import get_config, reset_config
 from django_semsim.models import TEXT_FIELD_TYPES, SemanticModel, companion_of, semantic_models
+from django_semsim.passages import model_max_tokens
+from semsim_pg.chunking import check_chunking
 from semsim_pg.db import MIN_PGVECTOR, MIN_PGVECTOR_TEXT
-from semsim_pg.errors import ConfigurationError
+from semsim_pg.errors import ConfigurationError, InvalidInput
 from semsim_pg.sql import METRICS
 
 __all__ = ["check_connection", "check_semantic_model"]
@@ -135,6 +139,7 @@ def check_semantic_model(model: type[models.Model]) -> list[checks.CheckMessage]
             )
         )
     errors.extend(_check_search_config(model, overridden))
+    errors.extend(_check_chunking(model))
     if overridden and model.semantic_text_expression() is None:
         errors.append(
             checks.Warning(
@@ -147,6 +152,45 @@ def check_semantic_model(model: type[models.Model]) -> list[checks.CheckMessage]
             )
         )
     return errors
+
+
+def _check_chunking(model: type[SemanticModel]) -> list[checks.CheckMessage]:
+    """``semantic_chunking``: the core's rules (at least 16 tokens, at most what the model reads, an
+    overlap below the size), checked without loading the model (its limit read from its files)."""
+    if model.semantic_chunking is None:
+        if model.semantic_chunk_overlap is None:
+            return []
+        return [
+            checks.Warning(
+                f"{model._meta.label} sets semantic_chunk_overlap but not semantic_chunking, so its texts are not split.",
+                hint="Set semantic_chunking = 256 (tokens per passage) too, or remove semantic_chunk_overlap.",
+                obj=model,
+                id="semsim.W005",
+            )
+        ]
+    hint = "Set semantic_chunking to a number of tokens from 16 to what the model reads (e.g. 256), and " + (
+        "semantic_chunk_overlap below it (or None: an eighth, at most 32)."
+    )
+    try:
+        chunking = model.semantic_passages()
+        config = get_config()
+        limit = model_max_tokens(config.model_name)
+        if chunking is not None and limit is not None:
+            check_chunking(chunking.size, chunking.overlap, max_seq_length=limit)
+    except ConfigurationError as exc:
+        if "semantic_chunking" not in str(exc):
+            return []  # invalid settings: reported as semsim.E005
+        return [checks.Error(str(exc), hint=hint, obj=model, id="semsim.E012")]
+    except InvalidInput as exc:
+        return [
+            checks.Error(
+                f"{model._meta.label}.semantic_chunking: {exc} (model {config.model_name})",
+                hint=hint,
+                obj=model,
+                id="semsim.E012",
+            )
+        ]
+    return []
 
 
 def _check_search_config(model: type[SemanticModel], overridden: bool) -> list[checks.CheckMessage]:

@@ -196,6 +196,8 @@ class Distance(Expression):
         source = OuterRef(f"{self.through}__pk" if self.through else "pk")
         rows = companion._base_manager.filter(source_id=source, model_id=config.model_name)
         rows = rows.annotate(_distance=MetricDistance(F("embedding"), vector, metric=metric))
+        if getattr(target, "semantic_chunking", None) is not None:
+            rows = rows.order_by("_distance")  # a model that splits its texts: its best passage
         return Subquery(rows.values("_distance")[:1], output_field=FloatField()), metric
 
     def resolve_expression(self, query: Any = None, *args: Any, **kwargs: Any) -> Any:

@@ -29,6 +29,7 @@ from django.db.models.query import QuerySet
 from django.db.models.sql.constants import INNER
 from sqlalchemy.dialects import postgresql
 
+from django_semsim.passages import BestDocuments
 from semsim_pg.queries.hybrid import AVGDL_SAMPLE, BM25_B, BM25_K1, term_frequency
 
 __all__ = ["HIT_COLUMNS", "HitValue", "HybridSource"]
@@ -64,12 +65,13 @@ def _bm25(v: str) -> str:
 class HybridSource:
     """What one hybrid search joins: the querysets of both sides and the fusion's numbers.
 
-    ``dense``: ``values_list(pk, distance)`` of the k-nearest side, ordered and limited;
+    ``dense``: ``values_list(pk, distance)`` of the k-nearest side, ordered and limited (of a model
+    that splits its texts, :class:`~django_semsim.passages.BestDocuments` of its passages);
     ``words``: ``values_list(pk, tsvector)`` of the candidate rows (the caller's filters);
     ``every``: the same over the whole table (term statistics, as the core's per collection).
     """
 
-    dense: QuerySet[Any]
+    dense: QuerySet[Any] | BestDocuments
     words: QuerySet[Any]
     every: QuerySet[Any]
     text: str
@@ -81,7 +83,10 @@ class HybridSource:
     cutoff: int
 
     def as_sql(self, connection: Any) -> tuple[str, list[Any]]:
-        def compiled(queryset: QuerySet[Any]) -> tuple[str, tuple[Any, ...]]:
+        def compiled(queryset: QuerySet[Any] | BestDocuments) -> tuple[str, tuple[Any, ...]]:
+            if isinstance(queryset, BestDocuments):  # a model that splits: objects by their best passage
+                sql, params = queryset.sql(connection)
+                return sql[1:-1], tuple(params)
             sql, params = queryset.query.get_compiler(connection=connection).as_sql()
             return sql, tuple(params)
 

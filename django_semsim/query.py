@@ -34,6 +34,7 @@ from pgvector.django import VectorField
 from django_semsim.encoding import resolve_reranker
 from django_semsim.expressions import MetricDistance, QueryVector, companion_model, max_distance, similarity_of
 from django_semsim.hybrid import HIT_COLUMNS, HitValue, HybridSource
+from django_semsim.passages import BestDocuments, chunking_of, passage_text_of, with_best_passage
 from django_semsim.session import search_marker, search_parameters
 from semsim_pg.errors import ConfigurationError, InvalidQuery
 from semsim_pg.queries.hybrid import RRF_K
@@ -194,11 +195,14 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         n = max(k or 0, DEFAULT_CANDIDATES) if candidates is None else check_k(candidates, "candidates")
         rrf_k, fusion_weights = check_fusion(rrf_k, weights)
         self._check_searchable(min_similarity, exact)
+        split = chunking_of(self.model) is not None  # objects ranked by their best passage (passages.py)
         dense = self._nearest(vector, exact=exact, params=search_parameters(ef_search, iterative_scan))
         words = self.order_by().annotate(_semsim_tsv=search_vector).values_list("pk", "_semsim_tsv")
         every = self.model._base_manager.using(self.db).annotate(_semsim_tsv=search_vector)
         source = HybridSource(
-            dense=dense.values_list("pk", F("_semsim_distance"))[:n],
+            dense=BestDocuments(dense.values_list("pk", F("_semsim_distance")), n, with_distance=True)
+            if split
+            else dense.values_list("pk", F("_semsim_distance"))[:n],
             words=words,
             every=every.values_list("pk", "_semsim_tsv"),
             text=query,
@@ -214,7 +218,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         )
         tie_breakers = [*self.query.order_by] if self.query.order_by else []
         metric = getattr(self.model, "semantic_metric", "cosine")
-        outer = _with_similarity(
+        outer = (with_best_passage if split else _with_similarity)(
             self.annotate(**{name: HitValue(source, name) for name in HIT_COLUMNS}), vector, metric
         )
         if min_similarity is not None:
@@ -248,6 +252,8 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         config = get_config()
         companion = companion_model(self.model)
         own = companion._base_manager.filter(source_id=pk, model_id=config.model_name, embedding__isnull=False)
+        if chunking_of(self.model) is not None:
+            own = own.filter(passage=0)  # the object's first passage stands for it
         vector = Subquery(own.values("embedding")[:1], output_field=VectorField(dimensions=config.dimensions))
         # an uncorrelated EXISTS is a one-time filter: no vector, no index scan, no rows
         candidates = self.exclude(pk=pk).filter(Exists(own))
@@ -284,7 +290,9 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             raise InvalidQuery(f"candidates must be a whole number of at least 1, got {candidates!r}.")
         rows = list(self if candidates is None or self.query.is_sliced else self[:candidates])
         result = []
-        for item in model.rerank(query, rows, top_k=top_k, candidates=candidates):
+        # a model that splits: the cross-encoder reads the best passage, the text its vector came from
+        text_of = passage_text_of if chunking_of(self.model) is not None else None
+        for item in model.rerank(query, rows, top_k=top_k, candidates=candidates, text_of=text_of):
             instance = item.hit
             instance.rerank_score = item.rerank_score
             instance.rerank_original_rank = item.original_rank
@@ -333,6 +341,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         exact: bool,
         candidates: QuerySet[_M] | None = None,
     ) -> SemanticQuerySet[_M]:
+        split = chunking_of(self.model) is not None  # objects ranked by their best passage (passages.py)
         params = search_parameters(ef_search, iterative_scan)
         self._check_searchable(min_similarity, exact)
         tie_breakers = [*self.query.order_by] if self.query.order_by else []
@@ -345,12 +354,14 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             if bound is not None:
                 # applied next to ORDER BY ... LIMIT, never alone, so the index still serves the order
                 inner = inner.filter(_semsim_distance__lte=bound)
-        nearest = inner.values("pk")
-        if k is not None:
+        nearest: Any = inner.values("pk")
+        if split:
+            nearest = BestDocuments(inner.values_list("pk", F("_semsim_distance")), k)
+        elif k is not None:
             nearest = nearest[:k]
 
         # outside: the caller's queryset (select_related, only(), annotations kept) on those keys
-        outer = _with_similarity(self.filter(pk__in=nearest), vector, metric)
+        outer = (with_best_passage if split else _with_similarity)(self.filter(pk__in=nearest), vector, metric)
         result: SemanticQuerySet[_M] = outer.order_by("distance", *tie_breakers, "pk")
         return result
 

@@ -15,7 +15,6 @@ from django.db import DEFAULT_DB_ALIAS
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, FilteredRelation, Q
 
 from django_semsim.conf import get_config
-from django_semsim.expressions import TextHash
 from django_semsim.models import SemanticModel, companion_of, semantic_models
 from semsim_pg.errors import InvalidInput
 
@@ -62,7 +61,8 @@ def remove_other_models(model: type[SemanticModel], *, using: str = DEFAULT_DB_A
 
 def with_vector_row(model: type[SemanticModel], *, using: str = DEFAULT_DB_ALIAS) -> Any:
     """``model``'s rows LEFT JOINed (as ``_semsim_row``) to their companion row of the configured encoder."""
-    condition = Q(semsim_embeddings__model_id=get_config().model_name)
+    # passage 0 stands for the object: a model that splits has one row per passage, all written together
+    condition = Q(semsim_embeddings__model_id=get_config().model_name, semsim_embeddings__passage=0)
     return model._base_manager.using(using).alias(**{_ROW: FilteredRelation("semsim_embeddings", condition=condition)})
 
 
@@ -75,7 +75,10 @@ def model_status(model: type[SemanticModel], *, using: str = DEFAULT_DB_ALIAS) -
         counts = rows.aggregate(
             rows=Count("pk"),
             current=Count(
-                "pk", filter=Q(**{f"{_ROW}__embedding__isnull": False, f"{_ROW}__text_hash": TextHash(expression)})
+                "pk",
+                filter=Q(
+                    **{f"{_ROW}__embedding__isnull": False, f"{_ROW}__text_hash": model.semantic_hash_expression()}
+                ),
             ),
             missing=Count("pk", filter=Q(**{f"{_ROW}__embedding__isnull": True})),
         )

@@ -46,13 +46,13 @@ from django.db.models.sql import Query
 from django_semsim.background import enqueue, stop_background, wait_idle
 from django_semsim.conf import get_config
 from django_semsim.encoding import get_model_encoder
-from django_semsim.expressions import TextHash
 from django_semsim.models import EmbeddingModel, SemanticModel, companion_of
-from semsim_pg.encoder import text_hash
+from django_semsim.passages import encode_passages, stored_hash, write_passages_sql
 from semsim_pg.pipeline import Lanes
 from semsim_pg.sql import vector_literal
 
 if TYPE_CHECKING:
+    from semsim_pg.chunking import Passage
     from semsim_pg.encoder import Encoder
 
 __all__ = ["DrainResult", "add_placeholders", "drain", "drain_batch", "enqueue", "stop_background", "wait_idle"]
@@ -94,6 +94,8 @@ class _Tables:
     companion_pk: str
     source_fk: str
     model_col: str
+    #: the source key's SQL type (an array of them carries a batch's keys)
+    pk_type: str
     hash_sql: str | None
     hash_params: tuple[Any, ...]
 
@@ -104,9 +106,9 @@ def _tables(model: type[SemanticModel], connection: Any) -> _Tables:
     copts, sopts = companion._meta, model._meta
     hash_sql = None
     hash_params: tuple[Any, ...] = ()
-    expression = model.semantic_text_expression()
+    expression = model.semantic_hash_expression()
     if expression is not None:
-        hash_sql, hash_params = _compile(model, TextHash(expression), connection)
+        hash_sql, hash_params = _compile(model, expression, connection)
     return _Tables(
         source=quote(sopts.db_table),
         source_pk=f"{quote(sopts.db_table)}.{quote(sopts.pk.column)}",
@@ -114,6 +116,7 @@ def _tables(model: type[SemanticModel], connection: Any) -> _Tables:
         companion_pk=quote(copts.pk.column),
         source_fk=quote(copts.get_field("source").column),
         model_col=quote(copts.get_field("model").column),
+        pk_type=sopts.pk.rel_db_type(connection),
         hash_sql=hash_sql,
         hash_params=hash_params,
     )
@@ -144,11 +147,12 @@ def add_placeholders(
     t = _tables(model, connections[using])
     restrict = f" AND {t.source_pk} = ANY(%s)" if pks is not None else ""
     sql = (
-        f"INSERT INTO {t.companion} ({t.source_fk}, {t.model_col}, text_hash, embedding, created_at, updated_at) "
-        f"SELECT {t.source_pk}, %s, NULL, NULL, now(), now() FROM {t.source} "
+        f"INSERT INTO {t.companion} ({t.source_fk}, {t.model_col}, passage, passage_start, text_hash, embedding, "
+        "created_at, updated_at) "
+        f"SELECT {t.source_pk}, %s, 0, 0, NULL, NULL, now(), now() FROM {t.source} "
         f"WHERE NOT EXISTS (SELECT 1 FROM {t.companion} e WHERE e.{t.source_fk} = {t.source_pk} "
         f"AND e.{t.model_col} = %s){restrict} "
-        f"ON CONFLICT ({t.source_fk}, {t.model_col}) DO NOTHING"
+        f"ON CONFLICT ({t.source_fk}, {t.model_col}, passage) DO NOTHING"
     )
     params: list[Any] = [config.model_name, config.model_name]
     if pks is not None:
@@ -187,15 +191,24 @@ def drain_batch(
         if not claimed:
             return result
         texts = [text for _, _, text in claimed]
+        chunking = model.semantic_passages()
         with turn or nullcontext():
-            vectors = (encoder or get_model_encoder()).encode(texts, batch_size=size, show_progress_bar=False)
+            if chunking is None:
+                encoded: Any = (encoder or get_model_encoder()).encode(texts, batch_size=size, show_progress_bar=False)
+            else:  # each text's passages, each with its vector
+                encoded = encode_passages(texts, encoder or get_model_encoder(), chunking, size)
         result.encoded = len(texts)
-        rows = [
-            (cid, text_hash(text), vector_literal(vec)) for (cid, _, text), vec in zip(claimed, vectors, strict=True)
+        rows: list[tuple[Any, str, Any]] = [
+            (cid, stored_hash(model, text), value if chunking is not None else vector_literal(value))
+            for (cid, _, text), value in zip(claimed, encoded, strict=True)
         ]
         if t.hash_sql is None:
             rows = _still_current_python(model, claimed, rows, t, using)
-        written = _write(t, rows, config.dimensions, connection)
+        if chunking is None:
+            written = _write(t, rows, config.dimensions, connection)
+        else:
+            sources = {cid: spk for cid, spk, _ in claimed}
+            written = _write_passages(t, [(sources[cid], h, p) for cid, h, p in rows], config, connection)
         result.written = written
         result.conflicts = len(claimed) - len(written)
     if result.conflicts:
@@ -217,11 +230,11 @@ def _claim_sql(
     """
     expression = model.semantic_text_expression()
     sources = model._base_manager.using(using).filter(pk=OuterRef("source_id"))
-    current = sources.alias(_hash=TextHash(expression)).filter(_hash=OuterRef("text_hash"))
+    current = sources.alias(_hash=model.semantic_hash_expression()).filter(_hash=OuterRef("text_hash"))
     claim = (
         companion_of(model)
         ._base_manager.using(using)
-        .filter(model_id=model_name)
+        .filter(model_id=model_name, passage=0)  # passage 0 stands for the object (all are written together)
         .filter(Q(embedding__isnull=True) | ~Exists(current))
     )
     if pks is not None:
@@ -235,7 +248,7 @@ def _claim_python(
     model: type[SemanticModel], t: _Tables, model_name: str, size: int, pks: Sequence[Any] | None, using: str
 ) -> list[tuple[Any, Any, str]]:
     """Scan companion rows in key order, locking them, until ``size`` stale ones are found."""
-    companions = companion_of(model)._base_manager.using(using).filter(model_id=model_name)
+    companions = companion_of(model)._base_manager.using(using).filter(model_id=model_name, passage=0)
     if pks is not None:
         companions = companions.filter(source_id__in=list(pks))
     companions = companions.annotate(
@@ -251,12 +264,12 @@ def _claim_python(
             break
         last = rows[-1][0]
         objects = model._base_manager.using(using).in_bulk([spk for _, spk, _, _ in rows])
-        for cid, spk, stored_hash, no_vector in rows:
+        for cid, spk, stored, no_vector in rows:
             obj = objects.get(spk)
             if obj is None:
                 continue
             text = obj.semantic_text()
-            if no_vector or stored_hash != text_hash(text):
+            if no_vector or stored != stored_hash(model, text):
                 claimed.append((cid, spk, text))
                 if len(claimed) == size:
                     break
@@ -266,10 +279,10 @@ def _claim_python(
 def _still_current_python(
     model: type[SemanticModel],
     claimed: list[tuple[Any, Any, str]],
-    rows: list[tuple[Any, str, str]],
+    rows: list[tuple[Any, str, Any]],
     t: _Tables,
     using: str,
-) -> list[tuple[Any, str, str]]:
+) -> list[tuple[Any, str, Any]]:
     """Compare-and-set for Python-only text: share-lock the sources, recompute, keep the unchanged."""
     source_pks = [spk for _, spk, _ in claimed]
     # FOR SHARE: the ORM's select_for_update() has no share lock (no_key=True is still exclusive)
@@ -284,21 +297,60 @@ def _still_current_python(
     return keep
 
 
-def _write(t: _Tables, rows: list[tuple[Any, str, str]], dimensions: int, connection: Any) -> list[Any]:
+def _write(t: _Tables, rows: list[tuple[Any, str, Any]], dimensions: int, connection: Any) -> list[Any]:
     """One compare-and-set ``UPDATE ... FROM unnest(...)`` for the batch: the ORM's bulk_update()
-    can neither join the source row for the hash check nor return the rows it wrote."""
+    can neither join the source row for the hash check nor return the rows it wrote. The row is
+    passage 0, the whole text; passages left from a model that used to split are removed."""
     if not rows:
         return []
     check = f" AND {t.source_pk} = e.{t.source_fk} AND {t.hash_sql} = v.h" if t.hash_sql is not None else ""
     source = f", {t.source}" if t.hash_sql is not None else ""
     sql = (
-        f"UPDATE {t.companion} AS e SET embedding = v.emb::vector({int(dimensions)}), text_hash = v.h, "
+        f"WITH w AS (UPDATE {t.companion} AS e SET embedding = v.emb::vector({int(dimensions)}), text_hash = v.h, "
+        "passage_start = 0, passage_end = NULL, "
         f"updated_at = now() FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(id, h, emb){source} "
-        f"WHERE e.{t.companion_pk} = v.id{check} RETURNING e.{t.source_fk}"
+        f"WHERE e.{t.companion_pk} = v.id{check} RETURNING e.{t.source_fk} AS sid, e.{t.model_col} AS m), "
+        f"removed AS (DELETE FROM {t.companion} AS d USING w WHERE d.{t.source_fk} = w.sid "
+        f"AND d.{t.model_col} = w.m AND d.passage > 0) "
+        "SELECT sid FROM w"
     )
     ids, hashes, literals = (list(column) for column in zip(*rows, strict=True))
     with connection.cursor() as cursor:
         cursor.execute(sql, [ids, hashes, literals, *(t.hash_params if t.hash_sql is not None else ())])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _write_passages(
+    t: _Tables, rows: list[tuple[Any, str, list[tuple[Passage, str]]]], config: Any, connection: Any
+) -> list[Any]:
+    """The passages of each (source key, stored hash, passages) in one statement
+    (:func:`django_semsim.passages.write_passages_sql`): compare-and-set per object."""
+    if not rows:
+        return []
+    sql = write_passages_sql(
+        companion=t.companion,
+        source_fk=t.source_fk,
+        model_col=t.model_col,
+        source=t.source,
+        source_pk=t.source_pk,
+        pk_type=t.pk_type,
+        hash_sql=t.hash_sql,
+        dimensions=config.dimensions,
+    )
+    flat = [(spk, h, p, vec) for spk, h, passages in rows for p, vec in passages]
+    params: list[Any] = [
+        [spk for spk, _, _, _ in flat],
+        [h for _, h, _, _ in flat],
+        [vec for _, _, _, vec in flat],
+        [p.index for _, _, p, _ in flat],
+        [p.start for _, _, p, _ in flat],
+        [p.end for _, _, p, _ in flat],
+        config.model_name,
+        *(t.hash_params if t.hash_sql is not None else ()),
+        config.model_name,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()]
 
 

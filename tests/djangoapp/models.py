@@ -1,4 +1,5 @@
-"""Test models: SQL-computable text (Article), Python-only text (Note), a related model for joins."""
+"""Test models: SQL-computable text (Article), Python-only text (Note), long texts split into passages
+(Report), a related model for joins."""
 
 from __future__ import annotations
 
@@ -69,6 +70,23 @@ class Paper(SemanticModel):
 
     class Meta:
         indexes = [GinIndex(fields=["words"], name="paper_words")]
+
+    def __str__(self) -> str:
+        return str(self.title)
+
+
+class Report(SemanticModel):
+    """Long texts split into passages of 32 tokens: searches rank reports by their best passage."""
+
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True, default="")
+    published = models.BooleanField(default=True)
+
+    semantic_fields = ["title", "body"]
+    semantic_chunking = 32
+
+    class Meta:
+        indexes = [GinIndex(SearchVector("title", "body", config="english"), name="report_words")]
 
     def __str__(self) -> str:
         return str(self.title)
