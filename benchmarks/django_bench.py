@@ -3,6 +3,10 @@
     SEMSIM_DATA_DIR=/tmp/bench-data .venv/bin/python benchmarks/django_bench.py [--rows 20000] [--drain 10000] \
         [--corpus ../shared/data/corpus/tatoeba-en-sentences.txt] [--only save,update,search,ratio,drain]
 
+    # the ORM/cursor ratio alone, in one run (--reuse keeps the encoded rows of the previous run)
+    SEMSIM_DATA_DIR=/tmp/bench-data .venv/bin/python benchmarks/django_bench.py --only ratio --rows 20000 \
+        --corpus ../shared/data/corpus/tatoeba-en-sentences.txt [--reuse] [--json] [--profile]
+
 Runs on the embedded PostgreSQL (or SEMSIM_DATABASE_URL) in a database of its own, ``semsim_bench``,
 recreated on each run, with the test app's models (tests/djangoapp). Vectors for the index-size and
 search figures are random and written in SQL (the encoder is not what they measure); the save()
@@ -31,14 +35,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 BENCH_DB = "semsim_bench"
 
 
-def setup_django() -> None:
+def setup_django(recreate: bool = True) -> None:
     import django
     from django.conf import settings
 
     from django_semsim.database import database_config
 
     base = database_config()
-    _recreate_database(base)
+    _recreate_database(base, keep=not recreate)
     settings.configure(
         SECRET_KEY="bench",
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.postgres", "django_semsim", "tests.djangoapp"],
@@ -53,7 +57,7 @@ def setup_django() -> None:
     call_command("migrate", verbosity=0)
 
 
-def _recreate_database(base: dict[str, Any]) -> None:
+def _recreate_database(base: dict[str, Any], keep: bool = False) -> None:
     import psycopg
 
     kwargs = {
@@ -64,6 +68,8 @@ def _recreate_database(base: dict[str, Any]) -> None:
         "port": base["PORT"] or None,
     }
     with psycopg.connect(**{k: v for k, v in kwargs.items() if v}, autocommit=True) as conn:
+        if keep and conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone():
+            return
         conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
 
@@ -309,28 +315,24 @@ def bench_drain(n: int, corpus: Path | None, backends: list[str], lanes: list[in
 
 
 # 5. ORM against the same SQL through a cursor, real sentences -----------------------------------------------
-def bench_orm_ratio(rows: int, corpus: Path, queries: int, profile: bool) -> None:
-    """p50 of ``semantic_search(vector, k=10)`` evaluated against its own SQL through ``connection.cursor()``.
-
-    ``rows`` Tatoeba sentences with their real vectors (encoded once, outside the timing); the
-    query vectors are encoded beforehand, so neither side encodes. The two paths alternate query
-    by query (ABBA...), on the same connection, and the ratio of their medians is the figure."""
-    import cProfile
-    import pstats
-
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
+def load_sentences(rows: int, corpus: Path, queries: int, reuse: bool) -> list[str]:
+    """The first ``rows`` sentences of ``corpus`` as Articles (every other one published) with their real
+    vectors; the next ``queries`` sentences are returned as queries. ``reuse``: keep the rows of an
+    earlier run when they are these very sentences (encoding 20,000 of them takes minutes)."""
     from django_semsim.conf import get_config
     from django_semsim.encoding import get_model_encoder
-    from semsim_pg.backends import cpu_info
     from semsim_pg.sql import vector_literal
     from tests.djangoapp.models import Article
 
-    reset()
     lines = [line.strip()[:200] for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     texts, query_texts = lines[:rows], lines[rows : rows + queries]
-    Article.objects.bulk_create([Article(title=t, body=None) for t in texts], batch_size=5000)
+    if reuse and _holds(texts):
+        print(f"\n(reusing the {rows:,} encoded rows of an earlier run)")
+        return query_texts
+    reset()
+    Article.objects.bulk_create(
+        [Article(title=t, body=None, published=i % 2 == 0) for i, t in enumerate(texts)], batch_size=5000
+    )
     objects = list(Article.objects.order_by("pk"))
     encoder = get_model_encoder()
     start = time.perf_counter()
@@ -356,45 +358,143 @@ def bench_orm_ratio(rows: int, corpus: Path, queries: int, profile: bool) -> Non
             ],
         )
     sql("ANALYZE djangoapp_article, djangoapp_article_embedding")
-    query_vectors = [encoder.encode_query(q) for q in query_texts]
+    return query_texts
 
-    def orm(vector: Any) -> None:
-        list(Article.objects.semantic_search(vector, k=10))
+
+def _holds(texts: list[str]) -> bool:
+    """Whether the benchmark database already holds ``texts`` as Articles, each with a current vector."""
+    from tests.djangoapp.models import Article
+
+    try:
+        rows = list(Article.objects.order_by("pk").values_list("title", "published"))
+    except Exception:
+        return False
+    vectors = sql("SELECT count(*) FROM djangoapp_article_embedding")[0][0]
+    return rows == [(t, i % 2 == 0) for i, t in enumerate(texts)] and vectors == len(texts)
+
+
+def bench_orm_ratio(
+    rows: int, corpus: Path, queries: int, *, profile: bool, reuse: bool, as_json: bool
+) -> dict[str, Any]:
+    """p50 of ``semantic_search(vector, k=10)`` evaluated against its own SQL through ``connection.cursor()``.
+
+    ``rows`` Tatoeba sentences with their real vectors (encoded once, outside the timing); the
+    query vectors are encoded beforehand, so neither side encodes. The cursor runs the statement
+    the ORM sends for that very query (``.query.sql_with_params()``, built beforehand: its time is
+    the database's and psycopg's alone). The two paths alternate query by query (ABBA...), on the
+    same connection, and the ratio of their medians is the figure; it is measured for the plain
+    search and for a filtered one (``filter(published=True)``, half the rows)."""
+    import cProfile
+    import json
+    import pstats
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_semsim import prepared
+    from django_semsim.encoding import get_model_encoder
+    from semsim_pg.backends import cpu_info
+    from tests.djangoapp.models import Article
+
+    query_texts = load_sentences(rows, corpus, queries, reuse)
+    encoder = get_model_encoder()
+    query_vectors = [encoder.encode_query(q) for q in query_texts]
+    cases = {
+        "plain": ("Article.objects.semantic_search(vector, k=10)", Article.objects.all),
+        "filtered": (
+            "Article.objects.filter(published=True).semantic_search(vector, k=10)",
+            lambda: Article.objects.filter(published=True),
+        ),
+    }
 
     def cursor(statement: tuple[str, tuple[Any, ...]]) -> None:
         with connection.cursor() as c:
             c.execute(*statement)
             c.fetchall()
 
-    statements = [Article.objects.semantic_search(v, k=10).query.sql_with_params() for v in query_vectors]
-    for v, statement in zip(query_vectors[:20], statements[:20], strict=True):  # warm caches and the connection
-        orm(v)
-        cursor(statement)
-    with CaptureQueriesContext(connection) as captured:
-        orm(query_vectors[0])
-    orm_times: list[float] = []
-    cursor_times: list[float] = []
-    for i, (v, statement) in enumerate(zip(query_vectors, statements, strict=True)):
-        pair = [(orm_times, lambda v=v: orm(v)), (cursor_times, lambda s=statement: cursor(s))]
-        for out, fn in pair if i % 2 == 0 else reversed(pair):
-            t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
-    orm_p50, cursor_p50 = statistics.median(orm_times), statistics.median(cursor_times)
-    print(f"\n## ORM vs the same SQL through a cursor: {rows:,} Tatoeba rows, k=10, {len(query_vectors)} queries each")
-    print(f"CPU: {cpu_info().model}; load average {os.getloadavg()[0]:.1f}; statements per ORM search: {len(captured)}")
-    print("| path | p50 | p95 |\n|---|---|---|")
-    for name, values in (("ORM semantic_search(vector, k=10), evaluated", orm_times), ("cursor", cursor_times)):
-        p95 = sorted(values)[int(len(values) * 0.95) - 1]
-        print(f"| {name} | {statistics.median(values) * 1000:.3f} ms | {p95 * 1000:.3f} ms |")
-    print(f"| ratio ORM / cursor (target <= 1.3) | {orm_p50 / cursor_p50:.2f} | |")
+    load = [os.getloadavg()[0]]
+    figures: dict[str, Any] = {
+        "rows": rows,
+        "queries": len(query_vectors),
+        "k": 10,
+        "cpu": cpu_info().model,
+        "cores": os.cpu_count(),
+        "cases": {},
+    }
+    for name, (label, base) in cases.items():
+
+        def orm(vector: Any, base: Callable[[], Any] = base) -> None:
+            list(base().semantic_search(vector, k=10))
+
+        statements = [base().semantic_search(v, k=10).query.sql_with_params() for v in query_vectors]
+        for v, statement in zip(query_vectors[:20], statements[:20], strict=True):  # warm caches and the connection
+            orm(v)
+            cursor(statement)
+        with CaptureQueriesContext(connection) as captured:
+            orm(query_vectors[0])
+        same_sql = captured.captured_queries[-1]["sql"] == _mogrify(*statements[0])
+        orm_times: list[float] = []
+        cursor_times: list[float] = []
+        for i, (v, statement) in enumerate(zip(query_vectors, statements, strict=True)):
+            pair = [(orm_times, lambda v=v: orm(v)), (cursor_times, lambda s=statement: cursor(s))]
+            for out, fn in pair if i % 2 == 0 else reversed(pair):
+                t = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t)
+        load.append(os.getloadavg()[0])
+        figures["cases"][name] = {
+            "orm": label,
+            "statements_per_search": len(captured),
+            "same_sql": same_sql,
+            "orm_p50_ms": statistics.median(orm_times) * 1000,
+            "orm_p95_ms": _p95(orm_times) * 1000,
+            "cursor_p50_ms": statistics.median(cursor_times) * 1000,
+            "cursor_p95_ms": _p95(cursor_times) * 1000,
+            "ratio": statistics.median(orm_times) / statistics.median(cursor_times),
+        }
+    figures["load_average"] = [min(load), max(load)]
+    figures["compiled_searches"] = prepared.cache_info()
+    if as_json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(
+            f"\n## ORM vs the same SQL through a cursor: {rows:,} Tatoeba rows, k=10, {len(query_vectors)} queries each"
+        )
+        print(
+            f"CPU: {figures['cpu']} ({figures['cores']} cores); load average {min(load):.1f} to {max(load):.1f} during the run"
+        )
+        print(
+            "| search | statements | ORM p50 | ORM p95 | cursor p50 | cursor p95 | ratio ORM / cursor (target <= 1.3) |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for case in figures["cases"].values():
+            print(
+                f"| `{case['orm']}` | {case['statements_per_search']} | {case['orm_p50_ms']:.3f} ms | "
+                f"{case['orm_p95_ms']:.3f} ms | {case['cursor_p50_ms']:.3f} ms | {case['cursor_p95_ms']:.3f} ms | "
+                f"**{case['ratio']:.2f}** |"
+            )
+        if not all(case["same_sql"] for case in figures["cases"].values()):
+            print("WARNING: the cursor's SQL is not the SQL the ORM sent")
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()
         for v in query_vectors:
-            orm(v)
+            list(Article.objects.semantic_search(v, k=10))
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+        pstats.Stats(profiler, stream=sys.stderr if as_json else sys.stdout).sort_stats("tottime").print_stats(20)
+    return figures
+
+
+def _p95(values: list[float]) -> float:
+    return sorted(values)[max(0, int(len(values) * 0.95) - 1)]
+
+
+def _mogrify(statement: str, params: Any) -> str:
+    """The statement as psycopg sends it with its parameters (what CaptureQueriesContext records)."""
+    from django.db import connection
+
+    with connection.cursor() as c:
+        return str(c.mogrify(statement, params))
 
 
 def main() -> None:
@@ -411,8 +511,14 @@ def main() -> None:
     parser.add_argument("--drain-batch", type=int, default=256, help="batch size of the drain")
     parser.add_argument("--ratio-queries", type=int, default=300, help="queries for the ORM/cursor ratio")
     parser.add_argument("--profile", action="store_true", help="cProfile the ORM path of the ratio figure")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="ratio: keep the database of an earlier run when it holds the same sentences (no re-encoding)",
+    )
+    parser.add_argument("--json", action="store_true", help="ratio: print the figures as JSON instead of a table")
     args = parser.parse_args()
-    setup_django()
+    setup_django(recreate=not (args.reuse and set(args.only.split(",")) == {"ratio"}))
     only = set(args.only.split(","))
     if "save" in only:
         bench_save(args.saves)
@@ -423,7 +529,9 @@ def main() -> None:
     if "ratio" in only:
         if args.corpus is None:
             sys.exit("the ratio figure needs --corpus (e.g. ../shared/data/corpus/tatoeba-en-sentences.txt)")
-        bench_orm_ratio(args.rows, args.corpus, args.ratio_queries, args.profile)
+        bench_orm_ratio(
+            args.rows, args.corpus, args.ratio_queries, profile=args.profile, reuse=args.reuse, as_json=args.json
+        )
     if "drain" in only:
         bench_drain(
             args.drain,

@@ -14,23 +14,32 @@
 
 The search parameters (``hnsw.ef_search``, ``hnsw.iterative_scan``) are the connection's, set once
 when it opens; a search with other values gets them for its own statement (:mod:`django_semsim.session`).
+
+A text or vector search over a plain queryset (filters on its own columns, an ordering) stays a
+*recipe* until something needs its ``Query``: evaluated as it is, its statement comes compiled
+from :mod:`django_semsim.prepared` (Django compiles each shape once); chained, counted, sliced or
+inspected (``.query``), it is built as above first, so everything Django does with a queryset
+applies unchanged.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 from django.db import DatabaseError, models
 from django.db.models import Exists, F, FilteredRelation, Q, Subquery, Value
 from django.db.models.expressions import Expression
-from django.db.models.query import QuerySet
+from django.db.models.query import ModelIterable, QuerySet
+from django.db.models.sql import Query
 from pgvector.django import VectorField
 
+from django_semsim import prepared
 from django_semsim.encoding import resolve_reranker
 from django_semsim.expressions import MetricDistance, QueryVector, companion_model, max_distance, similarity_of
 from django_semsim.hybrid import HIT_COLUMNS, HitValue, HybridSource
@@ -38,6 +47,7 @@ from django_semsim.passages import BestDocuments, chunking_of, passage_text_of, 
 from django_semsim.session import search_marker, search_parameters
 from semsim_pg.errors import ConfigurationError, InvalidQuery
 from semsim_pg.queries.hybrid import RRF_K
+from semsim_pg.sql import METRICS
 from semsim_pg.store.search import DEFAULT_CANDIDATES, DEFAULT_LEXICAL_CUTOFF
 from semsim_pg.validation import check_fusion, check_k
 
@@ -69,6 +79,16 @@ class _SearchDistance(MetricDistance):
         return f"{sql} {search_marker(self.params)}", params
 
 
+@dataclass(frozen=True)
+class _Recipe:
+    """A text or vector search not built yet: its arguments (checked) and the key of its SQL."""
+
+    vector: QueryVector
+    #: semantic_search()'s k, min_similarity, ef_search, iterative_scan and exact, checked
+    arguments: dict[str, Any]
+    key: Hashable
+
+
 def _check_k(k: Any) -> int | None:
     from django_semsim.conf import get_config
 
@@ -80,13 +100,29 @@ def _check_k(k: Any) -> int | None:
 class SemanticQuerySet(QuerySet[_M], Generic[_M]):
     """A QuerySet with ``semantic_search()`` and ``similar_to()``; both return lazy querysets."""
 
+    #: a search kept as a recipe until its Query is needed (see the module's docstring)
+    _semsim_recipe: _Recipe | None = None
+    _result_cache: list[Any] | None
+    _query: Query
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: (query text, k, mode) of a text search, for the query log (django_semsim.insights)
         self._semsim_log: tuple[str, int | None, str] | None = None
 
+    @property
+    def query(self) -> Query:
+        if self._semsim_recipe is not None:
+            self._build_recipe()
+        return QuerySet.query.fget(self)
+
+    @query.setter
+    def query(self, value: Query) -> None:
+        self._semsim_recipe = None
+        QuerySet.query.fset(self, value)
+
     def _clone(self) -> SemanticQuerySet[_M]:
-        clone = super()._clone()
+        clone = super()._clone()  # reads self.query: a recipe is built first, the clone gets the Query
         clone._semsim_log = self._semsim_log
         return clone  # type: ignore[no-any-return]
 
@@ -94,6 +130,8 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         # A text search is logged when it runs (when SEMSIM["QUERY_LOG"] is on): it is lazy till then.
         started = time.perf_counter() if self._semsim_log is not None and self._result_cache is None else None
         with _config_errors(self.model):
+            if self._result_cache is None and self._semsim_recipe is not None and self._iterable_class is ModelIterable:
+                self._result_cache = self._run_recipe()  # None: compiled by Django below
             super()._fetch_all()
         if started is not None and self._semsim_log is not None:
             from django_semsim.insights.log import log_search
@@ -137,14 +175,16 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         else:
             vector = QueryVector(query, dimensions=config.dimensions, model=config.model_name)
         k = _check_k(k)
-        found = self._semantic(
-            vector,
-            k=k,
-            min_similarity=min_similarity,
-            ef_search=ef_search,
-            iterative_scan=iterative_scan,
-            exact=exact,
-        )
+        arguments: dict[str, Any] = {
+            "k": k,
+            "min_similarity": min_similarity,
+            "ef_search": ef_search,
+            "iterative_scan": iterative_scan,
+            "exact": exact,
+        }
+        found = self._recipe(vector, arguments) if isinstance(vector, QueryVector) else None
+        if found is None:
+            found = self._semantic(vector, **arguments)
         if isinstance(query, str):
             found._semsim_log = (query, k, "semantic")
         return found
@@ -315,6 +355,49 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         if SEARCH_MARK in self.query.annotations:
             raise TypeError("A queryset can hold one search: start again from the manager.")
 
+    def _recipe(self, vector: QueryVector, arguments: dict[str, Any]) -> SemanticQuerySet[_M] | None:
+        """This search as a recipe (a clone of this queryset that builds it when its Query is
+        needed); None when the SQL of this queryset's search has no key (:func:`prepared.base_shape`)."""
+        k, min_similarity, exact = arguments["k"], arguments["min_similarity"], arguments["exact"]
+        params = search_parameters(arguments["ef_search"], arguments["iterative_scan"])
+        self._check_searchable(min_similarity, exact)  # the errors of a search come when it is called
+        metric = getattr(self.model, "semantic_metric", "cosine")
+        if metric not in METRICS or self._sticky_filter or not _has_companion(self.model):
+            return None  # built now, to fail now (or join as Django does for a sticky filter)
+        shape = prepared.base_shape(self.query)
+        if shape is None:
+            return None
+        bound = None if min_similarity is None else max_distance(float(min_similarity), metric)
+        key = (shape, k, metric, tuple(params.items()), exact, bound, vector.model, vector.dimensions)
+        clone = self._chain()
+        clone._semsim_recipe = _Recipe(vector, arguments, key)
+        return clone  # type: ignore[no-any-return]
+
+    def _build_recipe(self) -> None:
+        """Replace the recipe by the search's Query (the base queryset's, as semantic_search() got it)."""
+        recipe, self._semsim_recipe = self._semsim_recipe, None
+        if recipe is None:
+            return
+        self._query = self._semantic(recipe.vector, **recipe.arguments)._query
+
+    def _run_recipe(self) -> list[_M] | None:
+        """The rows of the recipe's search, by its compiled statement (compiled by Django the first
+        time its key is seen); None when Django must compile it."""
+        recipe = self._semsim_recipe
+        if recipe is None:
+            return None
+        using = self.db
+        key = (recipe.key, using)
+        compiled = prepared.lookup(key)
+        if compiled is None:
+            self._build_recipe()
+            compiled = prepared.CompiledSearch.compile(self._query, using, recipe.vector.vector_literal())
+            if compiled is None:
+                return None
+            prepared.remember(key, compiled)
+        compiler = compiled.compiler(using, recipe.vector.vector_literal())
+        return list(ModelIterable(prepared.WithCompiler(self, compiler)))
+
     def _nearest(self, vector: Any, *, exact: bool, params: dict[str, str]) -> QuerySet[_M]:
         """This queryset's rows that have a vector, ordered by ``_semsim_distance`` alone (what the
         HNSW index answers; ``exact``: an order the index cannot serve, so every vector is compared)."""
@@ -364,6 +447,14 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         outer = (with_best_passage if split else _with_similarity)(self.filter(pk__in=nearest), vector, metric)
         result: SemanticQuerySet[_M] = outer.order_by("distance", *tie_breakers, "pk")
         return result
+
+
+def _has_companion(model: type[models.Model]) -> bool:
+    try:
+        companion_model(model)
+    except TypeError:
+        return False
+    return True
 
 
 @contextmanager
