@@ -33,7 +33,7 @@ from django.db import connections
 from django.db.models.expressions import Col
 from django.db.models.lookups import Lookup
 from django.db.models.sql import Query
-from django.db.models.sql.datastructures import BaseTable
+from django.db.models.sql.datastructures import BaseTable, Join
 from django.db.models.sql.where import WhereNode
 
 __all__ = ["CompiledSearch", "base_shape", "cache_info", "clear", "lookup", "remember"]
@@ -67,7 +67,8 @@ _pristine: dict[type, dict[str, Any]] = {}
 
 def base_shape(query: Any) -> Hashable | None:
     """A key for the SQL a search over ``query`` compiles to, or None when ``query`` holds anything
-    but plain filters on the model's own columns (constants) and an ordering by field names."""
+    but plain filters on the model's own columns (constants) and an ordering by field names, i.e.
+    anything the key would not describe exactly."""
     if type(query) is not Query:
         return None
     model = query.model
@@ -81,21 +82,32 @@ def base_shape(query: Any) -> Hashable | None:
         if value is not default and (default is _MISSING or value != default):
             return None
     table = model._meta.db_table
-    aliases = query.alias_map
-    if aliases and (
-        len(aliases) != 1
-        or type(aliases.get(table)) is not BaseTable
-        or aliases[table].table_name != table
-        or query.table_map != {table: [table]}
-    ):
-        return None
+    aliases = _aliases_key(query, table)
     ordering = query.order_by
-    if not all(type(item) is str for item in ordering):
+    if aliases is None or not all(type(item) is str for item in ordering):
         return None
     where = _node_key(query.where, table)
     if where is None:
         return None
-    return (model, where, tuple(ordering), tuple(query.alias_refcount.items()))
+    return (model, where, tuple(ordering), aliases)
+
+
+def _aliases_key(query: Any, table: str) -> Hashable | None:
+    """The model's table, and joins no clause uses any more (a related manager's filter on its
+    foreign key joins the other table, then trims the join: refcount 0, absent from the SQL)."""
+    parts: list[Hashable] = []
+    for alias, join in query.alias_map.items():
+        count = query.alias_refcount.get(alias)
+        if alias == table:
+            if type(join) is not BaseTable or join.table_name != table:
+                return None
+            parts.append((alias, count))
+        elif type(join) is Join and not count and join.filtered_relation is None:
+            parts.append((alias, count, join.identity, join.join_type, join.nullable))
+        else:
+            return None
+    tables = tuple((name, tuple(names)) for name, names in query.table_map.items())
+    return (tuple(parts), tables)
 
 
 def _node_key(node: Any, table: str) -> Hashable | None:

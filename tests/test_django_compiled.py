@@ -158,6 +158,24 @@ def test_a_search_is_built_only_when_its_query_is_needed(rows, django_assert_num
     assert [a.pk for a in again] == [a.pk for a in first]
 
 
+def test_related_manager_and_prefetch(rows, encoder, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
+    kitten = encoder.encode_query(KITTEN)
+    help_desk = Category.objects.get(name="help")
+    for _ in range(2):  # compiled, then from the cache
+        with django_assert_num_queries(1):
+            found = list(help_desk.article_set.semantic_search(kitten, k=3))
+            assert all(a.category is help_desk for a in found)  # the related manager's instance, no query
+        expected = Article.objects.filter(category=help_desk).semantic_search(kitten, k=3).all()
+        assert [a.pk for a in found] == [a.pk for a in expected]
+        with django_assert_num_queries(2):  # the search, then the categories
+            prefetched = list(Article.objects.prefetch_related("category").semantic_search(kitten, k=4))
+            assert {a.category.name if a.category else None for a in prefetched} <= {"help", None}
+    assert prepared.cache_info()["hits"] == 2 and prepared.cache_info()["shapes"] == 2
+    other = Category.objects.create(name="other")
+    Article.objects.filter(pk=rows[0].pk).update(category=other)
+    assert [a.pk for a in other.article_set.semantic_search(kitten, k=3)] == [rows[0].pk]  # its own statement
+
+
 def test_empty_pickled_and_changed_settings(rows, encoder) -> None:  # type: ignore[no-untyped-def]
     kitten = encoder.encode_query(KITTEN)
     assert list(Article.objects.filter(pk__in=[]).semantic_search(kitten, k=3)) == []
@@ -186,6 +204,8 @@ def test_base_shapes() -> None:
     # operands are told apart by type, not only by Python equality (1 == 1.0 == True)
     keys = {prepared._constant_key(value) for value in (1, 1.0, True)}
     assert len(keys) == 3
+    help_desk, other = Category.objects.create(name="help"), Category.objects.create(name="other")
+    assert shape(help_desk.article_set.all().query) != shape(other.article_set.all().query)
     for unsupported in (
         Article.objects.filter(category__name="help"),
         Article.objects.select_related("category"),
