@@ -368,7 +368,9 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         if shape is None:
             return None
         bound = None if min_similarity is None else max_distance(float(min_similarity), metric)
-        key = (shape, k, metric, tuple(params.items()), exact, bound, vector.model, vector.dimensions)
+        # a model split into passages is searched by its best passage: another statement
+        split = chunking_of(self.model)
+        key = (shape, k, metric, tuple(params.items()), exact, bound, vector.model, vector.dimensions, split)
         clone = self._chain()
         clone._semsim_recipe = _Recipe(vector, arguments, key)
         return clone  # type: ignore[no-any-return]

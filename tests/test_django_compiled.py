@@ -16,7 +16,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from django_semsim import prepared
-from tests.djangoapp.models import Article, Category
+from tests.djangoapp.models import Article, Category, Report
 from tests.djangoapp.testing import CORPUS
 
 pytestmark = pytest.mark.django_db
@@ -174,6 +174,28 @@ def test_related_manager_and_prefetch(rows, encoder, django_assert_num_queries) 
     other = Category.objects.create(name="other")
     Article.objects.filter(pk=rows[0].pk).update(category=other)
     assert [a.pk for a in other.article_set.semantic_search(kitten, k=3)] == [rows[0].pk]  # its own statement
+
+
+def test_a_model_split_into_passages_and_a_changed_split(
+    django_capture_on_commit_callbacks, encoder, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    with django_capture_on_commit_callbacks(execute=True):
+        for title, body, _ in CORPUS:
+            Report.objects.create(title=title, body=" ".join([body] * 6))  # several passages each
+    prepared.clear()
+    kitten, password = encoder.encode_query(KITTEN), encoder.encode_query(PASSWORD)
+
+    def search(q: Any) -> Any:
+        return Report.objects.semantic_search(q, k=3)
+
+    by_passage = _check(search, password)
+    _check(search, kitten)
+    assert "MATERIALIZED" in by_passage  # the best-passage reads (django_semsim.passages)
+    assert next(iter(search(kitten))).title == "Feeding cats"
+    monkeypatch.setattr(Report, "semantic_chunking", None)  # no split: the whole-text statement
+    whole = _check(search, password)
+    assert "MATERIALIZED" not in whole
+    assert prepared.cache_info()["shapes"] == 2
 
 
 def test_empty_pickled_and_changed_settings(rows, encoder) -> None:  # type: ignore[no-untyped-def]
