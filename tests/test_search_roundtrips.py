@@ -4,12 +4,15 @@ that changed behind the store's back is never searched as it was.
 Round trips are counted on the wire: libpq's trace of every pooled connection the store checks
 out (psycopg's ``PGconn.trace``), where each message batch the client sends ends in a ``Sync``
 (extended protocol: a statement with parameters) or is a ``Query`` (simple protocol: BEGIN,
-COMMIT, a pool's ping). Nothing here depends on timing.
+COMMIT, a pool's ping). Statements too: a search runs on the driver's connection, past
+SQLAlchemy's events, so each ``Bind`` (a statement executed) or ``Query`` counts one. Nothing
+here depends on timing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +33,8 @@ DOCS = [
     ("tax", "File your tax return before the end of April.", {"kind": "office"}),
 ]
 _SENT = re.compile(r"^F\t\d+\t(Query|Sync)\b", re.MULTILINE)
+_STATEMENT = re.compile(r"^F\t\d+\t(Query|Bind)\b(.*)$", re.MULTILINE)
+_PARSE = re.compile(r"^F\t\d+\tParse\b", re.MULTILINE)
 
 
 class Wire:
@@ -38,7 +43,6 @@ class Wire:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.file = tempfile.TemporaryFile()
-        self.statements: list[str] = []
 
     def _checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
         from psycopg import pq
@@ -50,29 +54,36 @@ class Wire:
         if dbapi_connection is not None:
             dbapi_connection.pgconn.untrace()
 
-    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
-
     @contextlib.contextmanager
     def count(self) -> Iterator[Wire]:
         self.file.seek(0)
         self.file.truncate()
-        self.statements.clear()
         # First among the checkout listeners, so that a ping of the pool is counted too.
         sa.event.listen(self.engine, "checkout", self._checkout, insert=True)
         sa.event.listen(self.engine, "checkin", self._checkin)
-        sa.event.listen(self.engine, "before_cursor_execute", self._statement)
         try:
             yield self
         finally:
             sa.event.remove(self.engine, "checkout", self._checkout)
             sa.event.remove(self.engine, "checkin", self._checkin)
-            sa.event.remove(self.engine, "before_cursor_execute", self._statement)
+
+    def _trace(self) -> str:
+        self.file.seek(0)
+        return self.file.read().decode("utf-8", "replace")
 
     @property
     def round_trips(self) -> int:
-        self.file.seek(0)
-        return len(_SENT.findall(self.file.read().decode("utf-8", "replace")))
+        return len(_SENT.findall(self._trace()))
+
+    @property
+    def statements(self) -> list[str]:
+        """What was sent for each statement executed (a ``Bind`` names a prepared statement)."""
+        return [m.group(0) for m in _STATEMENT.finditer(self._trace())]
+
+    @property
+    def parsed(self) -> int:
+        """Statements the server parsed (and planned): none for a prepared statement run again."""
+        return len(_PARSE.findall(self._trace()))
 
 
 @pytest.fixture()
@@ -91,7 +102,7 @@ def test_a_search_with_a_given_vector_is_one_round_trip(store, filled, encoder) 
         hits = store.search(name, query, 3)
     assert hits[0].external_id == "cat"
     assert wire.round_trips == 1, wire.statements
-    assert len(wire.statements) == 1
+    assert len(wire.statements) == 1, wire.statements
 
     # Every kind of search that finds something: one statement each, and the same hits as before.
     cases: list[dict[str, Any]] = [
@@ -146,6 +157,7 @@ def test_empty_results_and_similar_cost_one_more_round_trip(store, filled, encod
     with wire.count():  # nothing found: is the collection still the one remembered? (one more question)
         assert store.search(name, query, 3, filter={"kind": "nothing"}) == []
     assert wire.round_trips == 2
+    store.similar(name, "cat", 2)  # the first on a connection prepares its statement (once)
     with wire.count():  # the stored vector, then the search
         assert store.similar(name, "dog", 2)[0].external_id in {"cat", "fish"}
     assert wire.round_trips == 2
@@ -205,3 +217,129 @@ def test_a_changed_language_or_model_is_seen_by_the_next_search(store, collectio
         )
     with pytest.raises(ModelMismatch):
         store.search(name, QueryVector(np.asarray(encoder.encode_query("cat")), encoder.name), 1)
+
+
+def _search_statements(conn: sa.Connection) -> list[tuple[str, int, int]]:
+    """The search statements prepared on this session: (text, generic plans, custom plans)."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%hits%'"
+        )
+    ).all()
+    return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+
+def test_the_search_statement_is_prepared_once_and_its_generic_plan_uses_the_index(store, filled, encoder) -> None:  # type: ignore[no-untyped-def]
+    name = filled
+    query = QueryVector(encoder.encode_query("a kitten naps in the sun"), encoder.name)
+    wire = Wire(store.engine)
+    store.search(name, query, 3)
+    for _ in range(8):  # past PostgreSQL's five custom plans: the generic plan is cached from here
+        with wire.count():
+            hits = store.search(name, query, 3)
+        assert wire.round_trips == 1
+        assert wire.parsed == 0, wire.statements  # executed by name: no Parse, no planning
+        assert hits[0].external_id == "cat"
+    with store.engine.connect() as conn:  # the pool is LIFO: the connection the searches used
+        prepared = _search_statements(conn)
+        assert len(prepared) == 1, prepared
+        text, generic, custom = prepared[0]
+        assert generic + custom >= 9
+        # The generic plan (the vector a parameter) can still be answered by the HNSW index: shown
+        # with sequential scans off, since for six rows the planner rightly prefers to scan.
+        conn.execute(sa.text("SET enable_seqscan = off"))
+        plan = "\n".join(conn.exec_driver_sql(f"EXPLAIN (GENERIC_PLAN) {text}").scalars())
+        conn.execute(sa.text("RESET enable_seqscan"))
+        conn.rollback()
+    assert "embeddings_hnsw" in plan and "Order By" in plan, plan
+
+
+def test_a_filtered_search_is_planned_for_its_values(store, filled, encoder) -> None:  # type: ignore[no-untyped-def]
+    """A metadata filter's selectivity decides whether the index or a scan is best: a generic
+    plan (estimated for any value) would choose once for all; such statements are never prepared."""
+    name = filled
+    query = encoder.encode_query("weather tomorrow")
+    for kind in ["weather", "pet", "office"] * 3:
+        assert store.search(name, query, 2, filter={"kind": kind})[0].metadata["kind"] == kind
+    with store.engine.connect() as conn:
+        assert not [s for s in _search_statements(conn) if "@>" in s[0]]
+
+
+def test_schema_and_index_changes_between_searches_never_leak_a_stale_plan(store, filled, encoder, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A prepared statement outlives what it was planned for: an index dropped and built again,
+    a column's type changed by a migration (PostgreSQL then refuses the cached plan: "cached plan
+    must not change result type"), the collection dropped and created again. Each search after
+    gives the right hits."""
+    name = filled
+    query = QueryVector(encoder.encode_query("a kitten naps in the sun"), encoder.name)
+    for _ in range(7):
+        assert store.search(name, query, 2)[0].external_id == "cat"
+
+    store.build_index(name, rebuild=True)  # the plan's index is dropped and another one built
+    assert store.search(name, query, 2)[0].external_id == "cat"
+
+    # Another process's migration changes the type of a column the search returns (another
+    # engine: on the search's own connection psycopg would forget its statements at the ALTER).
+    migrator = sa.create_engine(store.engine.url)
+    try:
+        with migrator.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE semsim.embeddings ALTER COLUMN passage TYPE bigint"))
+        with caplog.at_level(logging.INFO, logger="semsim_pg.store.search"):
+            hits = store.search(name, query, 2)
+        assert hits[0].external_id == "cat" and hits[0].passage == 0
+        assert "preparing it again" in caplog.text
+    finally:
+        with migrator.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE semsim.embeddings ALTER COLUMN passage TYPE integer"))
+        migrator.dispose()
+    assert store.search(name, query, 2)[0].external_id == "cat"
+
+    other = DocumentStore(encoder=encoder, migrate=True)
+    other.drop_collection(name)
+    other.create_collection(name)
+    other.upsert(name, DOCS[3:5])
+    assert {h.external_id for h in store.search(name, query, 2)} == {"rain", "sun"}
+
+
+def test_a_connection_lost_under_a_search_is_replaced_and_the_search_runs_again(  # type: ignore[no-untyped-def]
+    store, filled, encoder, monkeypatch
+) -> None:
+    """The search runs on the driver's connection: its errors still reach SQLAlchemy's pool (the
+    dead connection invalidated) and the store's retry, as a SQLAlchemy error would."""
+    from semsim_pg import db
+
+    name = filled
+    query = QueryVector(encoder.encode_query("a kitten naps in the sun"), encoder.name)
+    store.search(name, query, 2)
+    # The pool must hand out the dead connection unchecked, so that the search itself meets it.
+    monkeypatch.setattr(db, "_server_wrote", lambda dbapi_connection: False)
+    with db.read_connection(store.engine) as conn:
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        with store.engine.connect() as killer:  # another connection; conn goes back last, comes out first
+            killer.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            killer.commit()
+    hits = store.search(name, query, 2)
+    assert hits[0].external_id == "cat"
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid
+
+
+def test_search_errors_are_sqlalchemy_errors_as_before(store, filled, encoder) -> None:  # type: ignore[no-untyped-def]
+    name = filled
+    query = QueryVector(encoder.encode_query("a kitten"), encoder.name)
+    store.search(name, query, 2)
+    with store.engine.connect() as conn:  # the session the next search gets: waits for a lock 50 ms at most
+        conn.execute(sa.text("SET lock_timeout = '50ms'"))
+        conn.commit()
+        with store.engine.connect() as blocker:  # holds the vectors' table meanwhile
+            blocker.execute(sa.text("LOCK TABLE semsim.embeddings IN ACCESS EXCLUSIVE MODE"))
+            conn.close()
+            try:
+                with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                    store.search(name, query, 2)
+            finally:
+                blocker.rollback()
+    with store.engine.connect() as conn:
+        conn.execute(sa.text("RESET lock_timeout"))
+        conn.commit()
+    assert store.search(name, query, 2)[0].external_id == "cat"

@@ -60,8 +60,8 @@ def search_statement(
     query = query_vector(vector, coll.dimension)
     conditions: list[sa.ColumnElement[bool]] = [index_predicate(coll.id, coll.model_name)]
     conditions += metadata_conditions(filter)
-    if exclude_id is not None:
-        conditions.append(d.id != exclude_id)
+    if exclude_id is not None:  # a named parameter: one statement (and one prepared plan) for every id
+        conditions.append(d.id != sa.bindparam("exclude_id", exclude_id, type_=sa.BigInteger))
     distance = metric.distance(column, query).label("distance")
     passage = (e.passage, e.passage_start, e.passage_end)
     complete = None

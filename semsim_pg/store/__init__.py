@@ -247,16 +247,20 @@ class DocumentStore:
             "again, or re-embedded). Search again when it is stable."
         )
 
+    # Reads of one statement run in autocommit (semsim_pg.db.read): no BEGIN, and no ROLLBACK when
+    # the connection goes back to the pool, which would also make psycopg drop the connection's
+    # prepared search statements (each search after would prepare its statement again).
     def list_collections(self) -> list[Collection]:
         """Every collection, with its counts, the state of its index and its vectors per backend."""
-        with self._connect() as conn:
-            return [dataclasses.replace(c, index=index_state(conn, c)) for c in catalog.list_collections(conn)]
+        return read(
+            self.engine,
+            lambda conn: [dataclasses.replace(c, index=index_state(conn, c)) for c in catalog.list_collections(conn)],
+        )
 
     def index_state(self, collection: str | Collection) -> str:
         """``valid``, ``loading`` (a bulk load builds it at its end), ``missing`` or ``invalid``."""
         coll = self.get_collection(collection)
-        with self._connect() as conn:
-            return index_state(conn, coll)
+        return read(self.engine, lambda conn: index_state(conn, coll))
 
     def set_text_search_config(self, collection: str | Collection, config: str) -> Collection:
         """Change the language of the collection's lexical search; its documents' tsvectors are
@@ -269,8 +273,7 @@ class DocumentStore:
         return self.get_collection(coll.name)
 
     def _check_text_search_config(self, config: str) -> str:
-        with self._connect() as conn:
-            known = list(conn.execute(queries.text_search_configs()).scalars())
+        known = read(self.engine, lambda conn: list(conn.execute(queries.text_search_configs()).scalars()))
         if config not in known:
             raise InvalidInput(f"Unknown text search configuration {config!r}: this PostgreSQL has {', '.join(known)}.")
         return config
@@ -358,8 +361,9 @@ class DocumentStore:
     def stale_count(self, collection: str | Collection) -> int:
         """How many documents lack a vector of their current text."""
         coll = self.get_collection(collection)
-        with self._connect() as conn:
-            return int(conn.execute(queries.stale_count(coll.id, coll.model_name)).scalar_one())
+        return int(
+            read(self.engine, lambda conn: conn.execute(queries.stale_count(coll.id, coll.model_name)).scalar_one())
+        )
 
     def reconcile(self, collection: str | Collection, *, batch_size: int = 256, progress: bool | None = None) -> int:
         """Re-encode every stale document (see :meth:`stale_count`); returns how many were written.
@@ -386,16 +390,15 @@ class DocumentStore:
 
     def get(self, collection: str | Collection, external_id: str) -> Document:
         coll = self.get_collection(collection)
-        with self._connect() as conn:
-            row = conn.execute(queries.get_document(coll.id, check_id(external_id))).first()
+        key = check_id(external_id)
+        row = read(self.engine, lambda conn: conn.execute(queries.get_document(coll.id, key)).first())
         if row is None:
             raise DocumentNotFound(f"Collection {coll.name!r} has no document with id {external_id!r}.")
         return Document(row[0], row[1], row[2])
 
     def count(self, collection: str | Collection) -> int:
         coll = self.get_collection(collection)
-        with self._connect() as conn:
-            return int(conn.execute(queries.count_documents(coll.id)).scalar_one())
+        return int(read(self.engine, lambda conn: conn.execute(queries.count_documents(coll.id)).scalar_one()))
 
     # searching ------------------------------------------------------------------------------
     def query_vector(self, collection: str | Collection, query: Query) -> npt.NDArray[np.float32]:

@@ -110,6 +110,48 @@ class SearchHit:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passage_text": self.passage_text}
 
+    @classmethod
+    def from_values(
+        cls,
+        external_id: str,
+        text: str,
+        metadata: dict[str, Any],
+        similarity: float,
+        distance: float,
+        score: float | None,
+        dense_rank: int | None,
+        lexical_rank: int | None,
+        lexical_score: float | None,
+        passage: int,
+        passage_start: int,
+        passage_end: int | None,
+    ) -> SearchHit:
+        """A hit from every field, in order, as a search reads them from its rows: the same
+        object as ``SearchHit(...)``, made about five times faster (a frozen dataclass's
+        ``__init__`` sets each field through ``object.__setattr__``; this sets its ``__dict__``
+        once), which is a tenth of a search's client time at k=10. Nothing is checked: for
+        values the store produced."""
+        hit = object.__new__(cls)
+        object.__setattr__(
+            hit,
+            "__dict__",
+            {
+                "external_id": external_id,
+                "text": text,
+                "metadata": metadata,
+                "similarity": similarity,
+                "distance": distance,
+                "score": score,
+                "dense_rank": dense_rank,
+                "lexical_rank": lexical_rank,
+                "lexical_score": lexical_score,
+                "passage": passage,
+                "passage_start": passage_start,
+                "passage_end": passage_end,
+            },
+        )
+        return hit
+
 
 @dataclass
 class UpsertResult:
