@@ -30,7 +30,7 @@ from semsim_pg.backends import (
     model_hash,
 )
 from semsim_pg.backends.auto import AUTO_RECORD, fingerprint, read_choice
-from semsim_pg.backends.cpu import parse_cpuinfo
+from semsim_pg.backends.cpu import encoder_threads, parse_cpuinfo
 from semsim_pg.backends.export import backends_dir
 from semsim_pg.encoder import Encoder
 from semsim_pg.errors import BackendUnavailable, ConfigurationError
@@ -111,6 +111,26 @@ def test_backend_and_threads_settings() -> None:
         Settings.from_env({"SEMSIM_THREADS": "0"})
     with pytest.raises(ConfigurationError, match="SEMSIM_THREADS must be a whole number"):
         Settings.from_env({"SEMSIM_THREADS": "many"})
+
+
+def test_default_threads_follow_the_load_when_the_model_loads(
+    encoder, export_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Unset SEMSIM_THREADS: the library's default on an idle machine, the free cores on a busy
+    one (two busy intra-op threads were slower than one, measured); a set value always wins. The
+    auto record stays keyed by the setting, so a busier moment does not measure again."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert encoder_threads(None) is None and encoder_threads(3) == 3
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.7, 2.0, 1.0))
+    assert encoder_threads(None) == 1 and encoder_threads(3) == 3
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    assert encoder_threads(None) == 1
+    runner = _runner(encoder, "onnx-int8", export_dir)
+    assert runner.session.get_session_options().intra_op_num_threads == 1
+    assert fingerprint("digest", None)["threads"] == "default"
+    runner = _runner(encoder, "onnx-int8", export_dir, threads=2)
+    assert runner.session.get_session_options().intra_op_num_threads == 2
 
 
 # exports and the gate ---------------------------------------------------------------------------

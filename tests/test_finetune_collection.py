@@ -165,12 +165,13 @@ def test_small_data_trains_enough_steps_and_keeps_a_dev_part() -> None:
 def test_threads_follow_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
+    from semsim_pg.backends.cpu import free_cores
     from semsim_pg.finetune import common
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     for load, own, expected in [(0.2, 0, 2), (0.6, 0, 1), (7.0, 1, 1), (2.1, 2, 2), (3.0, 2, 1)]:
         monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
-        assert common.free_cores(own=own) == (expected, 2), (load, own)
+        assert free_cores(own=own) == (expected, 2), (load, own)
     import torch
 
     before = torch.get_num_threads()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semsim_pg.backends.auto import BackendChoice, choose_backend
-from semsim_pg.backends.cpu import cpu_info
+from semsim_pg.backends.cpu import cpu_info, encoder_threads
 from semsim_pg.backends.export import ONNX_BACKENDS, ensure_export, remove_export
 from semsim_pg.backends.runners import ExportCorrupted, OnnxRunner, Runner, TorchRunner
 from semsim_pg.errors import BackendUnavailable
@@ -46,9 +46,14 @@ def load_runner(
     threads: int | None,
     load_torch: LoadTorch,
 ) -> tuple[Runner, BackendChoice | None]:
-    """The runner for ``backend`` (one of :data:`BACKENDS`) and, for ``auto``, what it chose."""
+    """The runner for ``backend`` (one of :data:`BACKENDS`) and, for ``auto``, what it chose.
+
+    ``threads`` is ``SEMSIM_THREADS``: None lets :func:`~semsim_pg.backends.cpu.encoder_threads`
+    choose from the machine's load now; ``auto``'s record stays keyed by the setting, not by
+    that choice (a busier moment must not measure the backends again)."""
+    run_threads = encoder_threads(threads)
     make = functools.partial(
-        _make, name=name, location=location, data_dir=data_dir, threads=threads, load_torch=load_torch
+        _make, name=name, location=location, data_dir=data_dir, threads=run_threads, load_torch=load_torch
     )
     if backend == "auto":
         if not _on_cpu(device):  # onnx runs on the CPU here: on an accelerator torch is the fast path
@@ -65,7 +70,7 @@ def load_runner(
             logger.warning(
                 "SEMSIM_BACKEND=auto cannot choose a backend for %s (%s); encoding with torch fp32", name, exc
             )
-            return TorchRunner(load_torch("float32"), threads=threads), None
+            return TorchRunner(load_torch("float32"), threads=run_threads), None
         return runner, choice
     if backend in ONNX_BACKENDS and not _on_cpu(device):
         raise BackendUnavailable(

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from semsim_pg.backends.cpu import free_cores
 from semsim_pg.errors import ConfigurationError, InvalidInput, ModelLoadError
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 __all__ = [
     "adaptive_threads",
     "check_out",
-    "free_cores",
     "load_bi_encoder",
     "load_cross_encoder",
     "offline_location",
@@ -41,21 +40,6 @@ def require_training() -> None:
             "Fine-tuning needs the `datasets` and `accelerate` packages, which sentence-transformers' trainers "
             "use: pip install datasets accelerate."
         )
-
-
-def free_cores(own: float = 0.0) -> tuple[int, int]:
-    """How many torch threads to run now, and how many cores there are: all cores when the rest
-    of the machine is idle, one fewer for each core other processes keep busy, at least one.
-
-    ``own`` is what this process adds to the 1-minute load average itself (its running threads).
-    A core counts as busy from half a core of other load: torch's threads wait on each other when
-    one of them shares its core. Measured on a 2-core AMD EPYC, all-MiniLM-L6-v2, MNRL with hard
-    negatives, batch 32 of BANKING77 texts: idle, 2 threads took 2.0 s a step and 1 thread 3.3 s;
-    at a load average of 4-13 (other jobs), 2 threads took 22-25 s a step and 1 thread 6 s.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    other = max(0.0, os.getloadavg()[0] - own) if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, int(cores - other + 0.5))), cores
 
 
 def use_all_cores(threads: int | None = None) -> int:
