@@ -10,8 +10,11 @@ What it keeps from a plain loop:
 
 * **order**: results come back in input order, and an error in preparing batch n+1 is raised
   only after batch n was handed back (the batches before a bad one are written, as before);
-* **one batch ahead**: at most one batch is prepared while the caller works (bounded memory,
-  and at most one batch of encoding is wasted when the caller stops);
+* **a bounded lead**: at most ``ahead`` batches (one by default) are prepared or queued while
+  the caller works (bounded memory, and at most that many batches of encoding are wasted when
+  the caller stops). The core's ingest keeps two: then the encoder waits for the writer only
+  when a write takes longer than two encodes (the first batches into a fresh index, a load
+  spike), instead of whenever one write takes longer than one encode;
 * **a clean stop**: leaving the ``with`` block (normally, on an error, on KeyboardInterrupt)
   cancels what has not started and waits for the preparation running (it is never cut in half),
   so no thread outlives the job.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
@@ -44,7 +48,7 @@ R = TypeVar("R")
 
 
 class Prefetch(Generic[T, R]):
-    """``prepare`` applied to each item one item ahead, in a background thread.
+    """``prepare`` applied to each item ``ahead`` items ahead (default one), in a background thread.
 
     Use it as a context manager; :meth:`map` yields ``prepare(item)`` in order::
 
@@ -53,9 +57,12 @@ class Prefetch(Generic[T, R]):
                 write(prepared)  # the next batch encodes meanwhile
     """
 
-    def __init__(self, prepare: Callable[[T], R], *, name: str = "semsim-prefetch") -> None:
+    def __init__(self, prepare: Callable[[T], R], *, name: str = "semsim-prefetch", ahead: int = 1) -> None:
+        if ahead < 1:
+            raise InvalidInput(f"Prefetch needs ahead >= 1, got {ahead}.")
         self._prepare = prepare
         self._name = name
+        self._ahead = ahead
         self._executor: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> Prefetch[T, R]:
@@ -75,18 +82,18 @@ class Prefetch(Generic[T, R]):
         executor.shutdown(wait=True, cancel_futures=True)
 
     def map(self, items: Iterable[T]) -> Iterator[R]:
-        """``prepare(item)`` for each item, in order; item n+1 is prepared while the caller has n."""
+        """``prepare(item)`` for each item, in order; items n+1 to n+ahead are prepared (one at
+        a time, in order) while the caller has n."""
         executor = self._executor
         if executor is None:
             raise RuntimeError("Prefetch.map() runs inside `with Prefetch(...)`, which stops its thread")
-        pending: Future[R] | None = None
+        pending: deque[Future[R]] = deque()
         for item in items:
-            submitted = executor.submit(self._prepare, item)
-            if pending is not None:
-                yield pending.result()
-            pending = submitted
-        if pending is not None:
-            yield pending.result()
+            pending.append(executor.submit(self._prepare, item))
+            if len(pending) > self._ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 class Lanes:

@@ -84,6 +84,28 @@ def test_a_caller_that_stops_stops_the_thread_and_nothing_more_is_prepared() -> 
     assert max(prepared) <= 2  # one item ahead at most
 
 
+def test_prefetch_keeps_the_lead_it_is_given() -> None:
+    """``ahead=2``: while the caller holds item 0, items 1 and 2 are both prepared; no more."""
+    started = {i: threading.Event() for i in range(6)}
+    prepared = []
+
+    def prepare(i: int) -> int:
+        prepared.append(i)
+        started[i].set()
+        return i
+
+    with Prefetch(prepare, name="test-prefetch", ahead=2) as ahead:
+        for result in ahead.map(range(6)):
+            if result == 0:
+                assert started[2].wait(WAIT), "item 2 was not prepared while item 0 was handled"
+                assert not started[3].is_set()
+                break
+    assert live_threads("test-prefetch") == []
+    assert prepared == [0, 1, 2]
+    with pytest.raises(Exception, match="ahead >= 1"):
+        Prefetch(prepare, ahead=0)
+
+
 def test_map_outside_the_block_is_refused() -> None:
     with pytest.raises(RuntimeError, match="inside `with Prefetch"):
         next(Prefetch(lambda i: i).map([1]))

@@ -56,6 +56,10 @@ DEFER_INDEX_MIN_ROWS = 5000
 #: ~10% of a 20,000-document load on 2 cores), inserting every row into the graph costs ~7x
 #: the build's time per row.
 EARLY_BUILD_SHARE = 0.9
+#: batches encoded ahead of the one being written (semsim_pg.pipeline.Prefetch): with one, the
+#: encoder idles whenever a single write outlasts a single encode (the first batches into a fresh
+#: graph, the early index build competing for the cores, a load spike on a shared machine)
+PREFETCH_BATCHES = 2
 
 
 class CollectionChanged(Exception):
@@ -124,7 +128,7 @@ def upsert(
     ):
         try:
             with (
-                Prefetch(prepare, name="semsim-ingest") as ahead,
+                Prefetch(prepare, name="semsim-ingest", ahead=PREFETCH_BATCHES) as ahead,
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="semsim-index") as builder,
             ):
                 build: Future[None] | None = None
