@@ -20,6 +20,9 @@ recall@10 >= 0.98). For the query path alone, ``--indexes hnsw`` skips the other
     SEMSIM_DATA_DIR=/tmp/bench python benchmarks/faiss_compare.py -c tatoeba20k --out /tmp/bench/f20k \
         --indexes hnsw --sample 300 --ef-search 40,64,100 --json /tmp/bench/f20k.json
 
+``--runs 3`` measures three times in a row and lists each run's summary at the end: on a shared
+machine the load drifts between runs, the ratios within one run are what compare.
+
 Never run by the test suite: on two shared cores it takes minutes.
 """
 
@@ -73,6 +76,9 @@ def main() -> int:
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--no-server-time", action="store_true", help="skip the EXPLAIN ANALYZE pass")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="measure this many times in a row (a shared machine drifts); one table each"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -91,32 +97,40 @@ def main() -> int:
         pg_build = rebuild_pg_index(store, coll)
         print(f"pgvector REINDEX: {pg_build:.1f} s", flush=True)
     vectors, own = sample_queries(store, coll, args.sample)
-    start = time.perf_counter()
-    rows = compare(
-        store,
-        coll,
-        vectors,
-        exclude=own,
-        k=args.k,
-        ef_search=parse_int_list(args.ef_search, "--ef-search"),
-        nprobe=parse_int_list(args.nprobe, "--nprobe"),
-        indexes=indexes,
-        pg_build_seconds=pg_build,
-        progress=True,
-        server_time=not args.no_server_time,
-    )
-    print(
-        f"\n{coll.name}: {store.count(coll)} documents, model {coll.model_name}, {coll.metric}; "
-        f"{len(own)} stored vectors as queries (each excluding itself), k={args.k}; "
-        f"measured in {time.perf_counter() - start:.0f} s\n"
-    )
-    print(format_table(rows, args.k))
-    print(f"\nCPU: {cpu_model()}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    summary = against_faiss(rows, args.k)
-    if summary:
-        print("\n" + "\n".join(summary))
+    runs: list[list[dict[str, object]]] = []
+    summaries: list[str] = []
+    for run in range(1, args.runs + 1):
+        start = time.perf_counter()
+        rows = compare(
+            store,
+            coll,
+            vectors,
+            exclude=own,
+            k=args.k,
+            ef_search=parse_int_list(args.ef_search, "--ef-search"),
+            nprobe=parse_int_list(args.nprobe, "--nprobe"),
+            indexes=indexes,
+            pg_build_seconds=pg_build,
+            progress=True,
+            server_time=not args.no_server_time,
+        )
+        print(
+            f"\n{coll.name} (run {run} of {args.runs}): {store.count(coll)} documents, model {coll.model_name}, "
+            f"{coll.metric}; {len(own)} stored vectors as queries (each excluding itself), k={args.k}; "
+            f"measured in {time.perf_counter() - start:.0f} s\n"
+        )
+        print(format_table(rows, args.k))
+        load = f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        print(f"\nCPU: {cpu_model()}; {load}")
+        summary = against_faiss(rows, args.k)
+        if summary:
+            print("\n" + "\n".join(summary))
+            summaries += [f"run {run} ({load}): {line}" for line in summary]
+        runs.append([r.to_dict() for r in rows])
+    if args.runs > 1 and summaries:
+        print("\nevery run:\n" + "\n".join(summaries))
     if args.json:
-        args.json.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
+        args.json.write_text(json.dumps(runs[0] if args.runs == 1 else runs, indent=2))
     if args.plot:
         plot(rows, args.plot, k=args.k, title=f"{coll.name}: {len(own)} queries, k={args.k}")
         print(f"\nplot: {args.plot}")
