@@ -464,6 +464,8 @@ def bench_orm_ratio(
             "cursor_p50_ms": statistics.median(cursor_times) * 1000,
             "cursor_p95_ms": _p95(cursor_times) * 1000,
             "ratio": statistics.median(orm_times) / statistics.median(cursor_times),
+            # each search over the cursor run next to it (same moment of the machine's load)
+            "paired_ratio": statistics.median(o / c for o, c in zip(orm_times, cursor_times, strict=True)),
             "orm_client_cpu_ms": statistics.median(orm_cpu) * 1000,
             "cursor_client_cpu_ms": statistics.median(cursor_cpu) * 1000,
         }
@@ -480,14 +482,15 @@ def bench_orm_ratio(
         )
         print(
             "| search | statements | ORM p50 | ORM p95 | cursor p50 | cursor p95 | client CPU p50, ORM / cursor "
-            "| ratio ORM / cursor (target <= 1.3) |"
+            "| median of paired ratios | ratio ORM / cursor (target <= 1.3) |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for case in figures["cases"].values():
             print(
                 f"| `{case['orm']}` | {case['statements_per_search']} | {case['orm_p50_ms']:.3f} ms | "
                 f"{case['orm_p95_ms']:.3f} ms | {case['cursor_p50_ms']:.3f} ms | {case['cursor_p95_ms']:.3f} ms | "
-                f"{case['orm_client_cpu_ms']:.3f} / {case['cursor_client_cpu_ms']:.3f} ms | **{case['ratio']:.2f}** |"
+                f"{case['orm_client_cpu_ms']:.3f} / {case['cursor_client_cpu_ms']:.3f} ms | {case['paired_ratio']:.2f} | "
+                f"**{case['ratio']:.2f}** |"
             )
         if not all(case["same_sql"] for case in figures["cases"].values()):
             print("WARNING: the cursor's SQL is not the SQL the ORM sent")

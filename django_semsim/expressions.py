@@ -109,11 +109,19 @@ def _vector_field(dimensions: int) -> VectorField:
     return VectorField(dimensions=dimensions)
 
 
-class MetricDistance(Func):
+class _Double(Func):
+    """A ``double precision`` result (pgvector's distances and the similarity formulas over them):
+    psycopg reads it as a float already, so rows need no converter (Django's would call float()
+    on every value of every row)."""
+
+    output_field = FloatField()
+    convert_value = staticmethod(Func._convert_value_noop)
+
+
+class MetricDistance(_Double):
     """``lhs <op> rhs`` for a metric of :data:`semsim_pg.sql.METRICS` (the operator joins the two arguments)."""
 
     function = ""
-    output_field = FloatField()
 
     def __init__(self, expression: Any, vector: Any, *, metric: str = "cosine") -> None:
         try:
@@ -127,7 +135,7 @@ class MetricDistance(Func):
 def similarity_of(distance: Any, metric: str) -> Func:
     """The similarity of a distance expression, by the metric's formula (higher is closer)."""
     template = METRICS[metric].similarity_sql.format(d="(%(expressions)s)")
-    return Func(distance, template=template, output_field=FloatField())
+    return _Double(distance, template=template, output_field=FloatField())
 
 
 def max_distance(min_similarity: float, metric: str) -> float | None:
