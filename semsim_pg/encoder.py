@@ -229,7 +229,8 @@ class Encoder(LazyModel["SentenceTransformer"]):
             logger.warning(
                 "%d of %d texts are longer than the %d tokens model %s reads and will be truncated "
                 "(first: text #%d, %d tokens). Split long documents into passages to search all of them: "
-                "`semsim ingest FILE -c NAME --chunk 200` (create_collection(..., chunk=200)).",
+                "`semsim ingest FILE -c NAME --chunk 200` (create_collection(..., chunk=200); a Django model: "
+                "semantic_chunking = 200).",
                 len(long),
                 len(texts),
                 limit,

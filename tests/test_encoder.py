@@ -56,6 +56,7 @@ def test_warns_when_text_will_be_truncated(encoder, caplog) -> None:  # type: ig
     with caplog.at_level(logging.WARNING, logger="semsim_pg.encoder"):
         encoder.encode(["short text", long_text])
     assert "truncated" in caplog.text and "text #1" in caplog.text and "--chunk" in caplog.text
+    assert "semantic_chunking" in caplog.text  # the Django option too
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="semsim_pg.encoder"):
         encoder.encode(["short text"])
