@@ -284,7 +284,7 @@ def test_schema_and_index_changes_between_searches_never_leak_a_stale_plan(store
     try:
         with migrator.begin() as conn:
             conn.execute(sa.text("ALTER TABLE semsim.embeddings ALTER COLUMN passage TYPE bigint"))
-        with caplog.at_level(logging.INFO, logger="semsim_pg.store.search"):
+        with caplog.at_level(logging.INFO, logger="semsim_pg.store.statements"):
             hits = store.search(name, query, 2)
         assert hits[0].external_id == "cat" and hits[0].passage == 0
         assert "preparing it again" in caplog.text

@@ -2,7 +2,8 @@
 
 The facade over the store's parts: :mod:`~semsim_pg.store.types` (what goes in and out),
 :mod:`~semsim_pg.store.ingest` (batches, staging COPY, hash skip), :mod:`~semsim_pg.store.search`
-(one statement, a ready vector), :mod:`~semsim_pg.store.catalog` (collections looked up, and
+(one statement, a ready vector; compiled once and run on the driver by
+:mod:`~semsim_pg.store.statements`), :mod:`~semsim_pg.store.catalog` (collections looked up, and
 remembered for searches), :mod:`~semsim_pg.store.indexes` (HNSW build and drop) and
 :mod:`~semsim_pg.store.encoding` (the encode pass reconcile and reembed share). The SQL itself
 lives in :mod:`semsim_pg.queries`.

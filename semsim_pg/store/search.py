@@ -11,35 +11,20 @@ the session, once per pooled connection, and again only when a search wants othe
 connection remembers what it holds in its ``info``). On a connection inside a transaction (and
 for ``force_index``) they are set for that transaction only, as before.
 
-The statement itself runs on the psycopg connection under the pooled SQLAlchemy one
-(:func:`_fetch`): SQLAlchemy checks the connection out and back in, owns the transaction and
-its settings, but its result machinery (cursor metadata, row objects) cost more client CPU than
-the driver's whole execution. The plain semantic statement is a server-side prepared statement
-(parsed and planned once per connection; its generic plan still orders by the HNSW index, the
-vector being a parameter of the ``ORDER BY``) and its rows come back in binary (no text
-formatting of floats on the server, no parsing here). A statement whose best plan depends on
-its values (a metadata filter, the words of a lexical search) is planned for its values each
-time instead.
+The statements themselves are compiled once and run on the driver: :mod:`semsim_pg.store.statements`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
-import logging
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
 import sqlalchemy as sa
-from psycopg.abc import Buffer
-from psycopg.types.json import JsonbBinaryLoader
 from sqlalchemy.engine import Connection
 
 from semsim_pg import queries
@@ -47,11 +32,10 @@ from semsim_pg.db import vector_connection
 from semsim_pg.errors import DimensionMismatch, InvalidQuery, ModelMismatch
 from semsim_pg.settings import Settings
 from semsim_pg.sql import vector_literal
+from semsim_pg.store import statements
 from semsim_pg.store.catalog import StaleCollection
 from semsim_pg.store.types import Collection, FilterValue, QueryVector, SearchHit
 from semsim_pg.validation import check_fusion, check_json_value, check_k, check_text, check_vectors
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -291,6 +275,27 @@ def _rows(
     return rows
 
 
+def _statement(
+    args: SearchArgs, coll: Collection, exclude_id: int | None, passages: int | None, dialect: sa.Dialect
+) -> statements.Compiled:
+    key = (
+        args.key(),
+        (coll.id, coll.name, coll.model_name, coll.dimension, coll.metric, coll.text_search_config, coll.chunk_size),
+        exclude_id is not None,  # its value is a parameter, set by _execute
+        passages,
+        dialect.name,
+        dialect.driver,
+    )
+    # Prepared (one plan for every vector) unless the best plan depends on the values: a filter's
+    # selectivity, the words of a lexical or hybrid search.
+    return statements.compiled(
+        key,
+        lambda: args.statement(coll, "", exclude_id, passages).add_columns(_current(coll)),
+        dialect,
+        prepare=args.mode == "semantic" and not args.filter,
+    )
+
+
 def _execute(
     conn: Connection,
     coll: Collection,
@@ -304,72 +309,7 @@ def _execute(
     params["q"] = vector
     if exclude_id is not None:
         params["exclude_id"] = exclude_id
-    return _fetch(conn, compiled, params)
-
-
-def _fetch(conn: Connection, compiled: Compiled, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """The statement's rows, run by psycopg on ``conn``'s own DBAPI connection (inside the
-    transaction ``conn`` holds, if any); errors come out as SQLAlchemy's would
-    (:func:`_as_sqlalchemy_error`), so callers, :func:`semsim_pg.db.read`'s retry and the pool
-    see no difference."""
-    raw = _search_connection(conn)
-    sql = compiled.sql
-    try:
-        try:
-            rows: list[tuple[Any, ...]] = raw.execute(sql, params, prepare=compiled.prepare, binary=True).fetchall()
-            return rows
-        except psycopg.errors.FeatureNotSupported as exc:
-            # "cached plan must not change result type": a column the statement reads changed
-            # its type (a migration) since the statement was prepared on this connection. Forget
-            # the connection's prepared statements (psycopg sees the DEALLOCATE ALL and forgets
-            # them too) and run it again, prepared afresh; inside a transaction the failure has
-            # aborted it, and the caller must start again.
-            if not raw.autocommit or "cached plan" not in str(exc):
-                raise
-            logger.info("search statement prepared before a schema change: preparing it again")
-            raw.execute("DEALLOCATE ALL")
-            rows = raw.execute(sql, params, prepare=compiled.prepare, binary=True).fetchall()
-            return rows
-    except psycopg.Error as exc:
-        raise _as_sqlalchemy_error(conn, raw, sql, exc) from exc
-
-
-_JSON_DECODE = json.JSONDecoder().decode
-
-
-class _JsonbBinaryLoader(JsonbBinaryLoader):
-    """jsonb in binary (a version byte, then the text), decoded as UTF-8 (PostgreSQL's JSON
-    always is) without ``json.loads``' guess of the encoding, which cost as much as the decoding
-    of a hit's metadata."""
-
-    def load(self, data: Buffer) -> Any:
-        if data and data[0] != 1:
-            return super().load(data)  # a format this loader does not know: psycopg's error
-        return _JSON_DECODE(bytes(data[1:]).decode("utf-8"))
-
-
-def _search_connection(conn: Connection) -> Any:
-    """The psycopg connection under ``conn`` with pgvector's types, and the jsonb loader of the
-    search's binary rows (only binary results use it: SQLAlchemy's reads stay in text)."""
-    raw = vector_connection(conn)
-    if not getattr(raw, "_semsim_search", False):
-        raw.adapters.register_loader("jsonb", _JsonbBinaryLoader)
-        raw._semsim_search = True
-    return raw
-
-
-def _as_sqlalchemy_error(conn: Connection, raw: Any, sql: str, exc: Exception) -> sa.exc.StatementError:
-    """``exc`` as SQLAlchemy reports a driver's error (``OperationalError`` and so on, ``orig``
-    the driver's); a lost connection is invalidated first, so that the pool replaces it and
-    :func:`semsim_pg.db.read` reads again on a fresh one."""
-    dialect = conn.dialect
-    lost = bool(dialect.is_disconnect(cast(Any, exc), raw, None))
-    if lost:
-        conn.invalidate(exc)
-    # hide_parameters: the vector (384 numbers or so) stays out of the message
-    return sa.exc.DBAPIError.instance(
-        sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, connection_invalidated=lost, dialect=dialect
-    )
+    return statements.fetch(conn, compiled, params)
 
 
 def _passage_search(
@@ -424,61 +364,6 @@ def explain(
         conn.execute(queries.search_settings(ef, settings.iterative_scan, force_index=args.force_index))
         lines = conn.execute(queries.Explain(args.statement(coll, vector), analyze=analyze)).scalars().all()
     return "\n".join(lines)
-
-
-@dataclasses.dataclass(frozen=True)
-class Compiled:
-    """A search statement compiled for the driver: its SQL, the values of every parameter but
-    the vector ``q``, processed as SQLAlchemy would (JSON filters serialised), and whether to
-    prepare it (see the module's notes): True for a statement whose parameters are only the
-    vector and values that do not change its best plan, False (planned for its values each
-    time) when a filter or the query's words are parameters."""
-
-    sql: str
-    params: dict[str, Any]
-    prepare: bool
-
-
-#: compiled statements, by what they were built from: a search repeats an earlier one's
-#: statement with another vector, so it pays neither the building of the expressions nor their
-#: compilation (together about as much client time as the round trip), only the execution
-_STATEMENTS: dict[tuple[Any, ...], Compiled] = {}
-_STATEMENTS_MAX = 256
-_statements_lock = threading.Lock()
-
-
-def _statement(
-    args: SearchArgs, coll: Collection, exclude_id: int | None, passages: int | None, dialect: sa.Dialect
-) -> Compiled:
-    key = (
-        args.key(),
-        (coll.id, coll.name, coll.model_name, coll.dimension, coll.metric, coll.text_search_config, coll.chunk_size),
-        exclude_id is not None,  # its value is a parameter, set by _execute
-        passages,
-        dialect.name,
-        dialect.driver,
-    )
-    compiled = _STATEMENTS.get(key)
-    if compiled is None:
-        statement = args.statement(coll, "", exclude_id, passages).add_columns(_current(coll))
-        compiled = _compile(statement, dialect, prepare=args.mode == "semantic" and not args.filter)
-        with _statements_lock:
-            while len(_STATEMENTS) >= _STATEMENTS_MAX:
-                _STATEMENTS.pop(next(iter(_STATEMENTS)))  # the oldest
-            _STATEMENTS[key] = compiled
-    return compiled
-
-
-def _compile(statement: sa.Select[Any], dialect: sa.Dialect, *, prepare: bool) -> Compiled:
-    # render_postcompile writes the literal_execute values (collection, model, k) into the SQL.
-    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    params: dict[str, Any] = {}
-    for name, value in compiled.params.items():
-        if name == "q":
-            continue
-        processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-        params[name] = processor(value) if processor is not None else value
-    return Compiled(str(compiled), params, prepare)
 
 
 def _check_ef(ef: int) -> int:
