@@ -328,3 +328,47 @@ def test_checks_report_bad_split_settings() -> None:
     (warning,) = check_semantic_model(model("OverlapOnly", semantic_chunk_overlap=8))
     assert warning.id == "semsim.W005"
     assert check_semantic_model(model("Good", semantic_chunking=256, semantic_chunk_overlap=16)) == []
+
+
+def test_admin_pages_show_the_passage_count(reports) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib import admin
+    from django.contrib.auth.models import User
+    from django.test import Client, override_settings
+    from django.urls import clear_url_caches, reverse
+
+    from django_semsim.admin import SemanticAdminMixin
+    from tests.test_django_faq_admin import ADMIN_SETTINGS, create_admin_log_table
+
+    class ReportAdmin(SemanticAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+        list_display = ["title"]
+
+    with override_settings(**ADMIN_SETTINGS):
+        create_admin_log_table()
+        admin.site.register(Report, ReportAdmin)
+        clear_url_caches()
+        try:
+            client = Client()
+            client.force_login(User.objects.create_superuser("boss", password="pw"))
+            report = reports["Password help"]
+            count = len(_passages(report))
+            page = client.get(reverse("admin:djangoapp_report_changelist")).content.decode()
+            assert "column-vector_passages" in page and f'<td class="field-vector_passages">{count}</td>' in page
+            page = client.get(reverse("admin:djangoapp_report_change", args=[report.pk])).content.decode()
+            assert 'id="semsim-passages"' in page and f"split into {count} passages" in page
+        finally:
+            admin.site.unregister(Report)
+            clear_url_caches()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_background_queue_writes_passages(monkeypatch, encoder) -> None:  # type: ignore[no-untyped-def]
+    from django.test import override_settings
+
+    with override_settings(SEMSIM={"SYNC": "immediate", "BATCH_SIZE": 64}):
+        try:
+            report = Report.objects.create(title="Kitchen notes", body=LONG["Kitchen notes"])
+            assert sync.wait_idle(timeout=120)
+        finally:
+            assert sync.stop_background(timeout=120)
+    expected = split_passages(report.semantic_text(), encoder, SIZE)
+    assert [(p, s, e) for p, s, e, _ in _passages(report)] == [(p.index, p.start, p.end) for p in expected]
