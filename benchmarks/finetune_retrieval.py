@@ -27,8 +27,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--skip", choices=("bi-encoder", "reranker"), action="append", default=[])
-    parser.add_argument("--bi-epochs", type=float, default=1.0)
-    parser.add_argument("--rerank-epochs", type=float, default=1.0)
+    parser.add_argument("--bi-epochs", type=float, help="default: the command's (one epoch, at least 20 steps)")
+    parser.add_argument("--rerank-epochs", type=float, help="default: the command's (one epoch, at least 20 steps)")
     parser.add_argument("--max-anchors", type=int, help="bi-encoder: train on a sample of this many queries")
     parser.add_argument("--max-steps", type=int, help="stop each training after this many steps")
     parser.add_argument("--batch-size", type=int, help="rows per step (default: the commands' defaults)")
@@ -102,7 +102,7 @@ def main() -> None:
                 max_anchors=args.max_anchors,
                 max_steps=args.max_steps,
                 batch_size=args.batch_size or BiEncoderOptions.batch_size,
-                learning_rate=args.learning_rate or BiEncoderOptions.learning_rate,
+                learning_rate=args.learning_rate,
             ),
             dev_fraction=args.dev_fraction,
             overwrite=True,

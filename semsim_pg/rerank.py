@@ -9,6 +9,14 @@ The reranker is generic over what it reranks: a core :class:`~semsim_pg.store.Se
 Django model instance, a string, anything from which ``text_of`` gets a text. It keeps both
 scores: ``similarity`` from the bi-encoder and ``rerank_score`` from the cross-encoder.
 
+**Never below the candidates by construction.** The order follows ``score``, a blend of the
+cross-encoder's score and the first stage's (:func:`fuse`): ``(1 - w) x first + w x cross-encoder``.
+At ``w = 0`` it is exactly the candidates' own order; a reranker tuned by ``semsim finetune
+reranker`` carries the ``w`` that did best on its dev queries in its record (0 is among the
+choices, and a reranker whose best is 0 is refused), and every use of it (the CLI, the API,
+Django, the FAQ, ``semsim eval``) applies that weight. A cross-encoder without such a record reorders
+by its own score alone (``w = 1``).
+
 Models load lazily, once per process and name (:func:`get_reranker`), never at import. A hub name
 that is neither cached locally nor downloadable fails at once with :class:`ModelLoadError`
 instead of waiting through the hub client's retries (about 25 s without a network).
@@ -41,6 +49,9 @@ __all__ = [
     "DEFAULT_TOP_K",
     "RerankedHit",
     "Reranker",
+    "first_stage_scores",
+    "fuse",
+    "fused_order",
     "get_reranker",
     "search_and_rerank",
 ]
@@ -72,6 +83,9 @@ class RerankedHit(Generic[H]):
     rerank_score: float
     #: the item's position before reranking (0 = the bi-encoder's best)
     original_rank: int
+    #: what the order follows: the cross-encoder's score blended with the first stage's by the
+    #: reranker's weight (:func:`fuse`); None: ``rerank_score`` alone
+    score: float | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Reach through to the hit (external_id, text, metadata, a model's fields) so templates
@@ -84,8 +98,45 @@ class RerankedHit(Generic[H]):
         data: dict[str, Any]
         to_dict = getattr(self.hit, "to_dict", None)
         data = dict(to_dict()) if callable(to_dict) else {"hit": str(self.hit)}
-        data.update(similarity=self.similarity, rerank_score=self.rerank_score, original_rank=self.original_rank)
+        data.update(
+            similarity=self.similarity,
+            rerank_score=self.rerank_score,
+            original_rank=self.original_rank,
+            score=self.rerank_score if self.score is None else self.score,
+        )
         return data
+
+
+#: similarities that rise by less than this along the candidates still count as their order
+_ORDER_TOLERANCE = 1e-6
+
+
+def first_stage_scores(similarities: Sequence[float | None]) -> npt.NDArray[np.float64]:
+    """The first stage's score of each candidate, given in the first stage's order; never rising.
+
+    The bi-encoder's similarity when every candidate has one and they come in its order (a
+    semantic search); otherwise (a hybrid or lexical search, plain texts) a score that falls with
+    the rank, from 1 for the first to 1/n for the last, on the same scale as a similarity.
+    """
+    n = len(similarities)
+    values = [s for s in similarities if s is not None]
+    if n and len(values) == n:
+        first = np.asarray(values, dtype=np.float64)
+        if bool(np.all(np.diff(first) <= _ORDER_TOLERANCE)):
+            # A rise within the tolerance is rounding: flattened, so that weight 0 keeps the order.
+            return np.minimum.accumulate(first)
+    return 1.0 - np.arange(n, dtype=np.float64) / max(n, 1)
+
+
+def fuse(first: npt.NDArray[np.float64], scores: npt.NDArray[Any], weight: float) -> npt.NDArray[np.float64]:
+    """``(1 - weight) x first + weight x scores``: 0 is the first stage's order, 1 the cross-encoder's."""
+    return (1.0 - weight) * first + weight * np.asarray(scores, dtype=np.float64)
+
+
+def fused_order(first: npt.NDArray[np.float64], scores: npt.NDArray[Any], weight: float) -> npt.NDArray[np.intp]:
+    """Candidate positions, best first, by :func:`fuse`; equal scores keep the first stage's order
+    (so weight 0 gives exactly ``0, 1, ..., n-1``)."""
+    return np.argsort(-fuse(first, scores, weight), kind="stable")
 
 
 def _default_text_of(item: Any) -> str:
@@ -130,6 +181,7 @@ class Reranker(LazyModel["CrossEncoder"]):
         batch_size: int | None = None,
         max_length: int | None = None,
         precision: str | None = None,
+        weight: float | None = None,
     ) -> None:
         settings = get_settings()
         super().__init__(
@@ -144,6 +196,29 @@ class Reranker(LazyModel["CrossEncoder"]):
         self.max_length = max_length
         #: how many pairs went through the model (tests and benchmarks count it)
         self.scored_count = 0
+        if weight is not None:
+            _check_weight(weight, "weight")
+        self._weight = weight
+
+    @property
+    def weight(self) -> float:
+        """The cross-encoder's share of the score the order follows (:func:`fuse`): given, or the one
+        the model's fine-tuning record chose on its dev queries, or 1 (its own order) without one."""
+        if self._weight is None:
+            self._weight = self._recorded_weight()
+        return self._weight
+
+    def _recorded_weight(self) -> float:
+        if self.source.kind != "path":
+            return 1.0
+        from semsim_pg.finetune.records import read_record
+
+        record = read_record(self.source.location)
+        weight = record.fusion.get("weight") if record is not None and record.kind == "reranker" else None
+        if weight is None:
+            return 1.0
+        _check_weight(weight, f"the fusion weight in {self.source.location}'s record")
+        return float(weight)
 
     def _load(self) -> CrossEncoder:
         local_only = self.source.local
@@ -220,12 +295,13 @@ class Reranker(LazyModel["CrossEncoder"]):
         text_of: Callable[[H], str] | None = None,
         similarity_of: Callable[[H], float | None] | None = None,
     ) -> list[RerankedHit[H]]:
-        """Reorder ``hits`` by the cross-encoder's score for (query, text of hit), best first.
+        """Reorder ``hits`` by the cross-encoder's score for (query, text of hit) blended with the
+        first stage's by :attr:`weight` (:func:`fuse`), best first.
 
-        Only the first ``candidates`` hits are read (all when None): pass the bi-encoder's
-        order. Returns at most ``top_k`` (all when None); fewer hits than ``top_k`` simply give
-        fewer results, and no hits give an empty list without loading the model. Ties keep the
-        bi-encoder's order.
+        Only the first ``candidates`` hits are read (all when None): pass them in the first
+        stage's order. Returns at most ``top_k`` (all when None); fewer hits than ``top_k`` simply
+        give fewer results, and no hits give an empty list without loading the model. Ties keep the
+        first stage's order.
         """
         _check_query(query)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
@@ -240,13 +316,20 @@ class Reranker(LazyModel["CrossEncoder"]):
         get_text = text_of or _default_text_of
         get_similarity = similarity_of or _default_similarity_of
         scores = self.score(query, [get_text(item) for item in items])
-        # Stable sort on the negated score: equal scores keep the bi-encoder's order.
-        order = np.argsort(-scores, kind="stable")
+        similarities = [get_similarity(item) for item in items]
+        first = first_stage_scores(similarities)
+        weight = self.weight
+        blended = fuse(first, scores, weight)
+        order = fused_order(first, scores, weight)
         if top_k is not None:
             order = order[:top_k]
         return [
             RerankedHit(
-                hit=items[i], similarity=get_similarity(items[i]), rerank_score=float(scores[i]), original_rank=i
+                hit=items[i],
+                similarity=similarities[i],
+                rerank_score=float(scores[i]),
+                original_rank=i,
+                score=float(blended[i]),
             )
             for i in order.tolist()
         ]
@@ -257,7 +340,13 @@ class Reranker(LazyModel["CrossEncoder"]):
             "loaded_from": self.source.location,
             "source": self.source.kind,
             "precision": self.precision,
+            "weight": self.weight,
         }
+
+
+def _check_weight(weight: object, what: str) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= float(weight) <= 1.0:
+        raise InvalidInput(f"{what} must be a number from 0 (the first stage's order) to 1, got {weight!r}.")
 
 
 def _check_query(query: object) -> None:
@@ -347,7 +436,9 @@ def search_and_rerank(
         logger.info("%s", decision.reason)
         if not decision.use:
             hits = store.search(collection, query, k=top_k, filter=filter, ef_search=ef_search)
-            return [RerankedHit(hit, hit.similarity, hit.similarity, rank) for rank, hit in enumerate(hits)]
+            return [
+                RerankedHit(hit, hit.similarity, hit.similarity, rank, hit.similarity) for rank, hit in enumerate(hits)
+            ]
         reranker = decision.model
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InvalidQuery(f"top_k must be a whole number of at least 1, got {top_k!r}.")

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("datasets", reason="fine-tuning needs the datasets package (sentence-transformers' trainers)")
@@ -362,6 +363,38 @@ def test_reranker_never_saved_below_the_candidates(
         assert (by_text[str(document)] in task.train_qrels[query_id]) == (label == 1.0)
 
 
+def test_the_rerank_weight_is_chosen_on_dev(tiny_cross_encoder_path: Path) -> None:
+    """The dev metric at the best blend of the reranker's and the first stage's scores, 0 (the
+    candidates' own order) among the weights: a reranker that only hurts gets weight 0."""
+    from sentence_transformers import CrossEncoder
+
+    from semsim_pg.finetune.evaluators import RerankEvaluator
+
+    model = CrossEncoder(str(tiny_cross_encoder_path))
+    query = "how do I get my money back"
+    corpus = {f"d{i}": text for i, text in enumerate(TOPICS["card"] + TOPICS["transfer"])}
+    scores = dict(zip(corpus, model.predict([(query, text) for text in corpus.values()]), strict=True))
+    favourite, least = max(scores, key=scores.__getitem__), min(scores, key=scores.__getitem__)
+    falling = [0.9 - i / 100 for i in range(len(corpus))]
+
+    # the reranker's favourite is the relevant one, last of the candidates: a weight above 0 finds it
+    last = [d for d in corpus if d != favourite] + [favourite]
+    found = RerankEvaluator({"q": query}, {"q": last}, corpus, {"q": {favourite}}, similarities={"q": falling})
+    assert found.first_stage()["ndcg@10"] < 100
+    metrics = found(model)
+    assert 0 < metrics["dev_weight"] <= 1 and metrics["dev_ndcg@10"] == 100 and metrics["dev_alone_ndcg@10"] == 100
+    # the smallest weight that does it: the one below it leaves the favourite lower
+    below = round(metrics["dev_weight"] - 0.05, 2)
+    blocks = [np.asarray([scores[d] for d in last])]
+    assert found.at_weight(blocks, below)["ndcg@10"] < 100
+
+    # the reranker's least liked is the relevant one, first: weight 0, the first stage's order
+    first = [least] + [d for d in corpus if d != least]
+    kept = RerankEvaluator({"q": query}, {"q": first}, corpus, {"q": {least}}, similarities={"q": falling})
+    metrics = kept(model)
+    assert metrics["dev_weight"] == 0 and metrics["dev_ndcg@10"] == 100 and metrics["dev_alone_ndcg@10"] < 100
+
+
 def save_reranker(folder: Path, source: Path, **record: Any) -> Path:
     shutil.copytree(source, folder)
     data = {"kind": "reranker", "base": "all-MiniLM-L6-v2", "metric": "ndcg@10", "data": {"dev_queries": 20}}
@@ -423,6 +456,25 @@ def test_rerank_auto_uses_only_a_reranker_that_helped_this_collection(
         plain = search_and_rerank(store, intents, "my card was declined", top_k=3, reranker="auto")
         assert [r.original_rank for r in plain] == [0, 1, 2]
         assert [r.rerank_score for r in plain] == [r.similarity for r in plain]
+
+        # the record's weight applies wherever the reranker is used: at 0, the first stage's order
+        first_only = save_reranker(
+            tmp_path / "first-only",
+            tiny_cross_encoder_path,
+            collection=intents,
+            before={"ndcg@10": 60.0},
+            after={"ndcg@10": 61.0},
+            fusion={"weight": 0.0},
+        )
+        configure(dataclasses.replace(previous, cross_encoder=str(first_only)))
+        assert "weight 0.00" in decide_rerank(intents).reason
+        kept = search_and_rerank(store, intents, "my card was declined", top_k=5, reranker="auto")
+        assert [r.original_rank for r in kept] == [0, 1, 2, 3, 4] and kept[0].rerank_score != kept[0].similarity
+        plain_ids = [h.external_id for h in store.search(intents, "my card was declined", k=5)]
+        assert (
+            main(["-q", "search", "my card was declined", "-c", intents, "-k", "5", "--rerank", "auto", "--json"]) == 0
+        )
+        assert [h["external_id"] for h in json.loads(capsys.readouterr().out)["hits"]] == plain_ids
     finally:
         configure(previous)
 
@@ -470,3 +522,24 @@ def test_faq_rerank_auto(store: Any, collection_name: str, tiny_cross_encoder_pa
     chosen = tuned.reranker_for("auto")
     assert chosen is not None and chosen.name == str(helped.resolve())
     assert tuned.match("I lost my PIN", k=1, rerank="auto")[0].rerank_score is not None
+
+    # at the record's weight 0 the FAQ's own order and scores stand (the similarity), reranked or not
+    matcher.load(
+        [
+            FAQEntry("card", "My card was declined", "Call us.", alternatives=("card refused",)),
+            FAQEntry("rate", "What is the exchange rate?", "See the rates page."),
+        ]
+    )
+    first_only = save_reranker(
+        tmp_path / "faq-first-only",
+        tiny_cross_encoder_path,
+        collection=collection_name,
+        before={"ndcg@10": 50.0},
+        after={"ndcg@10": 60.0},
+        fusion={"weight": 0.0},
+    )
+    plain = matcher.match("I lost my PIN", k=3)
+    kept = FAQMatcher(store, collection_name, reranker=str(first_only)).match("I lost my PIN", k=3, rerank="auto")
+    assert [m.entry.faq_id for m in kept] == [m.entry.faq_id for m in plain]
+    assert [m.score for m in kept] == pytest.approx([m.score for m in plain])
+    assert all(m.rerank_score is not None for m in kept)

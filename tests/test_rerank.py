@@ -215,3 +215,56 @@ def test_bfloat16_precision(tiny_cross_encoder_path: Path, reranker: Reranker) -
     np.testing.assert_allclose(scores, reranker.score(QUERY, TEXTS), atol=1e-2)
     with pytest.raises(InvalidInput, match="precision"):
         Reranker(str(tiny_cross_encoder_path), precision="int4")
+
+
+def test_weight_zero_is_exactly_the_candidates_order(
+    tiny_cross_encoder_path: Path, reference_scores: np.ndarray
+) -> None:
+    zero = Reranker(str(tiny_cross_encoder_path), weight=0.0)
+    hits = _hits(TEXTS)
+    assert [r.original_rank for r in zero.rerank(QUERY, hits, top_k=None)] == list(range(len(TEXTS)))
+    # hits not in similarity order (a hybrid search) or without one (texts): their rank is the first stage
+    rising = list(reversed(hits))
+    assert [r.hit for r in zero.rerank(QUERY, rising, top_k=None)] == rising
+    assert [r.hit for r in zero.rerank(QUERY, TEXTS, top_k=3)] == TEXTS[:3]
+    # ties in similarity keep their order too
+    tied = [SearchHit(f"d{i}", t, {}, 0.5, 0.5) for i, t in enumerate(TEXTS)]
+    assert [r.hit for r in zero.rerank(QUERY, tied, top_k=None)] == tied
+
+    # a weight between: the order of the blended scores, computed here by hand
+    half = Reranker(str(tiny_cross_encoder_path), weight=0.3)
+    similarities = np.array([h.similarity for h in hits])
+    blended = 0.7 * similarities + 0.3 * reference_scores.astype(np.float64)
+    result = half.rerank(QUERY, hits, top_k=None)
+    assert [r.original_rank for r in result] == list(np.argsort(-blended, kind="stable"))
+    np.testing.assert_allclose([r.score for r in result], np.sort(blended)[::-1], rtol=1e-5)
+    np.testing.assert_allclose(
+        [r.rerank_score for r in result], reference_scores[[r.original_rank for r in result]], rtol=1e-5
+    )
+    # by rank when there is no similarity: 1 - rank/n
+    by_rank = 0.7 * (1 - np.arange(len(TEXTS)) / len(TEXTS)) + 0.3 * reference_scores.astype(np.float64)
+    assert [r.original_rank for r in half.rerank(QUERY, TEXTS, top_k=None)] == list(np.argsort(-by_rank, kind="stable"))
+
+
+def test_the_weight_comes_from_the_record(tiny_cross_encoder_path: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from semsim_pg.finetune import RECORD_NAME
+
+    folder = tmp_path / "tuned"
+    shutil.copytree(tiny_cross_encoder_path, folder)
+    record = {"kind": "reranker", "base": "x", "collection": "c", "metric": "ndcg@10", "before": {}, "after": {}}
+    (folder / RECORD_NAME).write_text(json.dumps({**record, "fusion": {"weight": 0.0}}), encoding="utf-8")
+    tuned = Reranker(str(folder))
+    assert tuned.weight == 0.0 and tuned.describe()["weight"] == 0.0
+    assert [r.original_rank for r in tuned.rerank(QUERY, _hits(TEXTS), top_k=4)] == [0, 1, 2, 3]
+    # no record, or a record without a weight: the cross-encoder's own order (weight 1)
+    assert Reranker(str(tiny_cross_encoder_path)).weight == 1.0
+    (folder / RECORD_NAME).write_text(json.dumps(record), encoding="utf-8")
+    assert Reranker(str(folder)).weight == 1.0
+    (folder / RECORD_NAME).write_text(json.dumps({**record, "fusion": {"weight": 1.5}}), encoding="utf-8")
+    with pytest.raises(InvalidInput, match="fusion weight"):
+        Reranker(str(folder)).rerank(QUERY, _hits(TEXTS), top_k=1)
+    with pytest.raises(InvalidInput, match="from 0"):
+        Reranker(str(folder), weight=-0.1)

@@ -18,10 +18,14 @@ from typing import Any
 __all__ = ["register"]
 
 BASE_HELP = "model to start from: a name or a directory"
+#: pair files (STS-style scores or (query, positive) pairs) train at this rate unless told
+PAIRS_LEARNING_RATE = 2e-5
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add ``semsim finetune`` and its subcommands."""
+    from semsim_pg.finetune.reranker import RerankerOptions  # the defaults live there, once
+
     parser = subparsers.add_parser(
         "finetune",
         help="tune a bi-encoder or a reranker on a collection's labels, FAQ phrasings or queries",
@@ -57,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=None,
         help="pair files only: cosine for scored pairs, mnrl for (query, positive)",
     )
-    _training_options(bi, batch_size=32, learning_rate=2e-5)
+    _training_options(bi, batch_size=32, learning_rate=None, rate_help="5e-5; 1e-4 for --faq; 2e-5 for pair files")
     bi.set_defaults(func=_run_bi_encoder)
 
     rr = kinds.add_parser(
@@ -72,9 +76,24 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     rr.add_argument(
         "--base", default="all-MiniLM-L6-v2", metavar="MODEL", help=f"{BASE_HELP} (default all-MiniLM-L6-v2)"
     )
-    rr.add_argument("--negatives", type=int, default=4, help="mined negatives per training query (default 4)")
-    rr.add_argument("--max-length", type=int, default=256, help="tokens of query+document read (default 256)")
-    _training_options(rr, batch_size=16, learning_rate=3e-5, candidates=30)
+    rr.add_argument(
+        "--negatives",
+        type=int,
+        default=RerankerOptions.negatives,
+        help=f"mined negatives per training query (default {RerankerOptions.negatives})",
+    )
+    rr.add_argument(
+        "--max-length",
+        type=int,
+        default=RerankerOptions.max_length,
+        help=f"tokens of query+document read (default {RerankerOptions.max_length})",
+    )
+    _training_options(
+        rr,
+        batch_size=RerankerOptions.batch_size,
+        learning_rate=RerankerOptions.learning_rate,
+        candidates=RerankerOptions.candidates,
+    )
     rr.set_defaults(func=_run_reranker)
 
     ce = kinds.add_parser(
@@ -87,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--base", default="all-MiniLM-L6-v2", metavar="MODEL", help=f"{BASE_HELP} (default all-MiniLM-L6-v2)"
     )
     ce.add_argument("--loss", choices=("cosine",), default=None, help=argparse.SUPPRESS)
-    _training_options(ce, batch_size=16, learning_rate=2e-5, mined=False)
+    _training_options(ce, batch_size=16, learning_rate=PAIRS_LEARNING_RATE, mined=False)
     ce.set_defaults(func=_run_pairs, kind="cross-encoder")
 
 
@@ -113,7 +132,13 @@ def _pair_options(sub: argparse.ArgumentParser, *, required: bool = False) -> No
 
 
 def _training_options(
-    sub: argparse.ArgumentParser, *, batch_size: int, learning_rate: float, candidates: int = 30, mined: bool = True
+    sub: argparse.ArgumentParser,
+    *,
+    batch_size: int,
+    learning_rate: float | None,
+    candidates: int = 30,
+    mined: bool = True,
+    rate_help: str | None = None,
 ) -> None:
     sub.add_argument("--out", required=True, metavar="DIR", help="where to save the model (written atomically)")
     sub.add_argument(
@@ -125,7 +150,10 @@ def _training_options(
     sub.add_argument("--batch-size", type=int, default=batch_size, help=f"rows per step (default {batch_size})")
     sub.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
     sub.add_argument(
-        "--learning-rate", type=float, default=learning_rate, help=f"peak learning rate (default {learning_rate:g})"
+        "--learning-rate",
+        type=float,
+        default=learning_rate,
+        help=f"peak learning rate (default {rate_help or f'{learning_rate:g}'})",
     )
     if mined:
         sub.add_argument(
@@ -281,7 +309,7 @@ def _run_pairs(args: argparse.Namespace) -> int:
             epochs=1.0 if args.epochs is None else args.epochs,
             batch_size=args.batch_size,
             max_steps=args.max_steps,
-            learning_rate=args.learning_rate,
+            learning_rate=args.learning_rate or PAIRS_LEARNING_RATE,
             seed=args.seed,
             progress=not args.quiet,
             overwrite=args.overwrite,

@@ -127,7 +127,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
         if args.json:
             rows = [
-                {**r.hit.to_dict(), "rerank_score": r.rerank_score, "rank_before": r.original_rank} for r in reranked
+                {**r.hit.to_dict(), "rerank_score": r.rerank_score, "score": r.score, "rank_before": r.original_rank}
+                for r in reranked
             ]
             out(json.dumps({"query": args.query, "hits": rows}))
         elif not reranked:

@@ -217,7 +217,8 @@ def rank_entries(
     scored: list[tuple[C, float | None, float]] = []  # (candidate, rerank score, score)
     if reranker is not None and candidates:
         for item in reranker.rerank(question, candidates, top_k=None, text_of=text_of, similarity_of=similarity_of):
-            scored.append((item.hit, item.rerank_score, item.rerank_score))
+            # The order and the threshold follow the blended score (the reranker's record's weight).
+            scored.append((item.hit, item.rerank_score, item.rerank_score if item.score is None else item.score))
     else:
         scored = [(c, None, float(similarity_of(c))) for c in candidates]
     kept = best_per_entry(scored, key=lambda item: key_of(entry_of(item[0])), score=lambda item: item[2], k=k)

@@ -5,7 +5,9 @@ them, keep the best checkpoint and stop early.
 * :class:`RetrievalEvaluator` (bi-encoder): dev queries against the corpus, exact cosine (one
   matrix product, offline): accuracy@1 (for label groups: 1-NN accuracy), nDCG@10, MRR@10.
 * :class:`RerankEvaluator` (cross-encoder): each dev query's first-stage candidates reordered by
-  the model's scores; candidates past the list keep their order.
+  the model's scores blended with the first stage's (:func:`semsim_pg.rerank.fuse`) at each weight
+  of :data:`WEIGHTS`; the metrics of the best weight are reported (0, the candidates' own order,
+  is among them), with the weight and the reranker's own order's metrics beside them.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import numpy as np
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
 from semsim_pg.evaluation.metrics import accuracy_at_k, mrr_at_k, ndcg_at_k
+from semsim_pg.rerank import first_stage_scores, fused_order
 
-__all__ = ["RerankEvaluator", "RetrievalEvaluator", "ranking_metrics"]
+__all__ = ["WEIGHTS", "RerankEvaluator", "RetrievalEvaluator", "ranking_metrics"]
 
 #: the metrics every evaluator reports, x100 like the rest of ``semsim finetune``
 METRICS = ("accuracy@1", "ndcg@10", "mrr@10")
+#: the reranker's share of the score tried on dev, from 0 (the first stage's order) to 1 (its own)
+WEIGHTS = tuple(round(i / 20, 2) for i in range(21))
 
 
 def ranking_metrics(ranked: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> dict[str, float]:
@@ -95,6 +100,7 @@ class RerankEvaluator(BaseEvaluator):
         corpus: Mapping[str, str],
         qrels: Mapping[str, set[str]],
         *,
+        similarities: Mapping[str, Sequence[float]] | None = None,
         primary: str = "ndcg@10",
         name: str = "dev",
         batch_size: int = 32,
@@ -103,6 +109,12 @@ class RerankEvaluator(BaseEvaluator):
         self.query_ids = [q for q in queries if candidates.get(q)]
         self.queries = dict(queries)
         self.candidates = {q: list(candidates[q]) for q in self.query_ids}
+        # The first stage's score of each candidate, as the reranker sees it when it is used.
+        given = similarities or {}
+        self.first = {
+            q: first_stage_scores(list(given[q]) if q in given else [None] * len(self.candidates[q]))
+            for q in self.query_ids
+        }
         self.corpus = corpus
         self.relevant = [qrels[q] for q in self.query_ids]
         self.name = name
@@ -121,13 +133,26 @@ class RerankEvaluator(BaseEvaluator):
         scores = np.asarray(
             model.predict(pairs, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
         ).reshape(-1)
-        ranked: list[list[str]] = []
+        blocks: list[np.ndarray] = []
         start = 0
         for q in self.query_ids:
-            ids = self.candidates[q]
-            block = scores[start : start + len(ids)]
-            start += len(ids)
-            ranked.append([ids[i] for i in np.argsort(-block, kind="stable")])
-        metrics = ranking_metrics(ranked, self.relevant)
+            blocks.append(scores[start : start + len(self.candidates[q])])
+            start += len(self.candidates[q])
+        by_weight = {weight: self.at_weight(blocks, weight) for weight in WEIGHTS}
+        # The best weight; on a tie the smaller one, the nearer the candidates' own order.
+        weight = max(WEIGHTS, key=lambda w: (by_weight[w][self.primary], -w))
+        metrics = {
+            **by_weight[weight],
+            "weight": weight,
+            **{f"alone_{name}": value for name, value in by_weight[1.0].items()},
+        }
         self.primary_metric = self.primary  # prefix_name_to_metrics prefixes it again
         return dict(self.prefix_name_to_metrics(metrics, self.name))
+
+    def at_weight(self, scores: Sequence[np.ndarray], weight: float) -> dict[str, float]:
+        """The metrics with each query's candidates ordered by the blended score at ``weight``."""
+        ranked = [
+            [self.candidates[q][i] for i in fused_order(self.first[q], block, weight)]
+            for q, block in zip(self.query_ids, scores, strict=True)
+        ]
+        return ranking_metrics(ranked, self.relevant)

@@ -63,6 +63,14 @@ class Candidates:
     #: the full ranked candidate ids per query (relevant ones included): the first stage of a rerank
     ranked: dict[str, list[str]] = field(default_factory=dict)
 
+    def ranked_cosines(self) -> dict[str, list[float]]:
+        """Each query's cosine of its ranked candidates, in their order (the first stage's scores)."""
+        found = {}
+        for query_id, ids in self.ranked.items():
+            cosine = {**dict(self.negatives.get(query_id, [])), **self.positives.get(query_id, {})}
+            found[query_id] = [cosine[doc] for doc in ids]
+        return found
+
 
 #: nearest documents of a vector, best first: ``(vector, k) -> ids`` (an index search)
 Searcher = Callable[[npt.NDArray[np.float32], int], list[str]]

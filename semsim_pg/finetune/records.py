@@ -2,7 +2,9 @@
 
 ``semsim-finetune.json`` in the model directory says what the model was made from (base model,
 collection, data, hyper-parameters) and what it did on held-out data (the dev metric before and
-after). A reranker is used by ``rerank="auto"`` only when its record shows that it raised the dev
+after). A reranker's record also holds the weight of its score against the first stage's
+(``fusion``, chosen on the dev queries, applied wherever it reranks: :func:`semsim_pg.rerank.fuse`).
+A reranker is used by ``rerank="auto"`` only when its record shows that it raised the dev
 metric on the very collection being searched: a cross-encoder tuned on one collection, or one
 with no record at all, can make another collection worse (an STS-B cross-encoder took FAQ
 accuracy from 0.904 to 0.731), so "auto" leaves it off and says why.
@@ -49,6 +51,9 @@ class TrainingRecord:
     out: str = ""
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     versions: dict[str, str] = field(default_factory=dict)
+    #: reranker: ``weight`` (the cross-encoder's share of the score, 0-1, chosen on dev), how the
+    #: score is blended (``score``) and the dev metrics of the reranker's own order (``alone``)
+    fusion: dict[str, Any] = field(default_factory=dict)
 
     @property
     def gain(self) -> float:
@@ -80,6 +85,13 @@ def format_record(record: TrainingRecord) -> str:
         after = record.after.get(name, float("nan"))
         mark = "  <- decides" if name == record.metric else ""
         lines.append(f"  {name:<{width}}  {before:11.2f}  {after:8.2f}  {after - before:+8.2f}{mark}")
+    if record.fusion:
+        alone = record.fusion.get("alone", {}).get(record.metric)
+        lines.append(
+            f"  order: {1 - record.fusion['weight']:.2f} x first stage + {record.fusion['weight']:.2f} x reranker "
+            f"(weight chosen on dev; the reranker's own order: {record.metric} "
+            f"{'?' if alone is None else f'{alone:.2f}'})"
+        )
     lines.append(f"saved to {record.out} (with its record, {RECORD_NAME})")
     return "\n".join(lines)
 
@@ -149,6 +161,8 @@ def decide_rerank(collection: str, reranker: str | None = None) -> RerankDecisio
         f"{record.metric} {record.before.get(record.metric, 0):.2f} -> {record.after.get(record.metric, 0):.2f} "
         f"on {record.data.get('dev_queries', '?')} held-out queries"
     )
+    if "weight" in record.fusion:
+        change += f", weight {record.fusion['weight']:.2f}"
     if record.gain <= 0:
         return RerankDecision(False, None, f"rerank off: {path} did not help on {collection!r} ({change}).", record)
     return RerankDecision(True, str(path.resolve()), f"rerank on: {path} helps {collection!r} ({change}).", record)
