@@ -4,7 +4,8 @@ candidates, on judged queries that no training step (nor its dev part) saw.
 A seeded part of the judged queries (--test-fraction) is set aside as the unseen test; the rest
 is written to a train qrels file that ``finetune_collection_bi_encoder`` and
 ``finetune_collection_reranker`` use (each holds out its own dev part from it). The test queries
-are then scored with ``evaluate_retrieval``, the product's own path (ingest, HNSW search, rerank):
+are then scored with ``evaluate_retrieval``, the product's own path (ingest, HNSW search, rerank
+with the blend weight the reranker's record chose on its dev part):
 
     SEMSIM_DATA_DIR=/tmp/semsim-bench python benchmarks/finetune_retrieval.py ../shared/data/scifact --work /tmp/scifact-tuning
 """
