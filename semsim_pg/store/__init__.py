@@ -25,7 +25,7 @@ from semsim_pg import queries
 from semsim_pg.chunking import check_chunking
 from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url, read
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model
-from semsim_pg.errors import CollectionExists, DatabaseError, DocumentNotFound, InvalidInput, InvalidQuery
+from semsim_pg.errors import DatabaseError, DocumentNotFound, InvalidInput, InvalidQuery
 from semsim_pg.insights.log import log_search
 from semsim_pg.progress import progress_bar
 from semsim_pg.settings import Settings, get_settings
@@ -141,22 +141,9 @@ class DocumentStore:
             raise InvalidInput("chunk_overlap needs chunk, the passage size in tokens (e.g. chunk=200).")
         if existing is not None:
             if chunk is not None:
-                existing = self._set_chunking(existing, chunk, chunk_overlap)
-            if not exist_ok:
-                raise CollectionExists(f"Collection {name!r} exists already. Pick another name or drop it first.")
-            wanted_model = resolve_model(model).name if model is not None else existing.model_name
-            if wanted_model != existing.model_name or (metric is not None and metric != existing.metric):
-                raise CollectionExists(
-                    f"Collection {name!r} exists with model {existing.model_name} and metric {existing.metric}, "
-                    f"not {wanted_model} and {metric or existing.metric}. Use another name, or "
-                    "`semsim reembed` to move it to another model."
-                )
-            if text_search_config is not None and text_search_config != existing.text_search_config:
-                raise CollectionExists(
-                    f"Collection {name!r} exists with text search configuration {existing.text_search_config!r}, "
-                    f"not {text_search_config!r}. Change it with DocumentStore.set_text_search_config."
-                )
-            return existing
+                wanted = check_chunking(chunk, chunk_overlap, max_seq_length=self.encoder_for(existing).max_seq_length)
+                existing = catalog.set_chunking(self.engine, existing, wanted)
+            return catalog.check_existing(existing, model, metric, text_search_config, exist_ok=exist_ok)
         if self._encoder is not None and (model is None or resolve_model(model).name == self._encoder.name):
             encoder = self._encoder
         else:
@@ -185,32 +172,6 @@ class DocumentStore:
                 conn.exec_driver_sql(queries.create_index(new, m, ef_construction))
                 logger.info("created collection %s (model %s, %d dims)", name, encoder.name, encoder.dimension)
         return self.get_collection(name)
-
-    def _set_chunking(self, coll: Collection, chunk: int, overlap: int | None) -> Collection:
-        """``coll`` splitting texts by ``chunk`` / ``overlap``: unchanged when it does already, set
-        when it holds no documents yet; otherwise an error (its vectors were split another way)."""
-        wanted = check_chunking(chunk, overlap, max_seq_length=self.encoder_for(coll).max_seq_length)
-        if coll.chunking == wanted:
-            return coll
-        with self._connect() as conn, conn.begin():
-            # Exclusive: an ingest's batch (which share-locks the row) cannot add documents meanwhile.
-            conn.execute(queries.lock_collection_model(coll.id, exclusive=True))
-            held = int(conn.execute(queries.count_documents(coll.id)).scalar_one())
-            if held == 0:
-                conn.execute(queries.set_chunking(coll.id, (wanted.size, wanted.overlap)))
-        if held:
-            now = (
-                "does not split its texts"
-                if coll.chunking is None
-                else f"splits its texts into passages of {coll.chunk_size} tokens (overlap {coll.chunk_overlap})"
-            )
-            raise InvalidInput(
-                f"Collection {coll.name!r} {now}, and its {held} documents were encoded that way; it cannot "
-                f"switch to chunk {wanted.size} (overlap {wanted.overlap}). Ingest into a new collection "
-                f"(-c {coll.name}_{wanted.size}), or drop this one first; without --chunk it keeps its own setting."
-            )
-        logger.info("collection %s: passages of %d tokens (overlap %d)", coll.name, wanted.size, wanted.overlap)
-        return dataclasses.replace(coll, chunk_size=wanted.size, chunk_overlap=wanted.overlap)
 
     def _find_collection(self, name: str) -> Collection | None:
         found = read(self.engine, lambda conn: catalog.find_collection(conn, name))

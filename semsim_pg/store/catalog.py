@@ -12,21 +12,37 @@ the current row and the search runs again. A search that finds nothing asks sepa
 more round trip, only then), since there is no row to carry the answer.
 
 Lookups that are not searches (:meth:`DocumentStore.get_collection`, writes) always read the
-row afresh, and refresh what is remembered.
+row afresh, and refresh what is remembered. What an existing collection must match when it is
+created again, and a change of its split into passages, are checked here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import queries
-from semsim_pg.errors import CollectionNotFound
+from semsim_pg.chunking import Chunking
+from semsim_pg.db import connect
+from semsim_pg.encoder import resolve_model
+from semsim_pg.errors import CollectionExists, CollectionNotFound, InvalidInput
 from semsim_pg.store.types import Collection
 
-__all__ = ["UNKNOWN_BACKEND", "Catalog", "StaleCollection", "find_collection", "list_collections", "not_found"]
+__all__ = [
+    "UNKNOWN_BACKEND",
+    "Catalog",
+    "StaleCollection",
+    "check_existing",
+    "find_collection",
+    "list_collections",
+    "not_found",
+    "set_chunking",
+]
+
+logger = logging.getLogger(__name__)
 
 #: what list_collections calls the backend of a vector that does not record one
 UNKNOWN_BACKEND = "unknown"
@@ -92,3 +108,52 @@ def not_found(name: str, known: list[str]) -> CollectionNotFound:
         f"No collection named {name!r} (collections: {listing}). Create it with "
         f"`semsim ingest FILE -c {name}` or DocumentStore.create_collection({name!r})."
     )
+
+
+def check_existing(
+    existing: Collection, model: str | None, metric: str | None, text_search_config: str | None, *, exist_ok: bool
+) -> Collection:
+    """``existing``, when creating it again with these arguments is what it already is
+    (:meth:`DocumentStore.create_collection`); else :class:`CollectionExists` saying what differs."""
+    name = existing.name
+    if not exist_ok:
+        raise CollectionExists(f"Collection {name!r} exists already. Pick another name or drop it first.")
+    model = resolve_model(model).name if model is not None else existing.model_name
+    if model != existing.model_name or (metric is not None and metric != existing.metric):
+        raise CollectionExists(
+            f"Collection {name!r} exists with model {existing.model_name} and metric {existing.metric}, "
+            f"not {model} and {metric or existing.metric}. Use another name, or "
+            "`semsim reembed` to move it to another model."
+        )
+    if text_search_config is not None and text_search_config != existing.text_search_config:
+        raise CollectionExists(
+            f"Collection {name!r} exists with text search configuration {existing.text_search_config!r}, "
+            f"not {text_search_config!r}. Change it with DocumentStore.set_text_search_config."
+        )
+    return existing
+
+
+def set_chunking(engine: Engine, coll: Collection, wanted: Chunking) -> Collection:
+    """``coll`` splitting texts as ``wanted``: unchanged when it does already, set when it holds
+    no documents yet; otherwise an error (its vectors were split another way)."""
+    if coll.chunking == wanted:
+        return coll
+    with connect(engine) as conn, conn.begin():
+        # Exclusive: an ingest's batch (which share-locks the row) cannot add documents meanwhile.
+        conn.execute(queries.lock_collection_model(coll.id, exclusive=True))
+        held = int(conn.execute(queries.count_documents(coll.id)).scalar_one())
+        if held == 0:
+            conn.execute(queries.set_chunking(coll.id, (wanted.size, wanted.overlap)))
+    if held:
+        now = (
+            "does not split its texts"
+            if coll.chunking is None
+            else f"splits its texts into passages of {coll.chunk_size} tokens (overlap {coll.chunk_overlap})"
+        )
+        raise InvalidInput(
+            f"Collection {coll.name!r} {now}, and its {held} documents were encoded that way; it cannot "
+            f"switch to chunk {wanted.size} (overlap {wanted.overlap}). Ingest into a new collection "
+            f"(-c {coll.name}_{wanted.size}), or drop this one first; without --chunk it keeps its own setting."
+        )
+    logger.info("collection %s: passages of %d tokens (overlap %d)", coll.name, wanted.size, wanted.overlap)
+    return dataclasses.replace(coll, chunk_size=wanted.size, chunk_overlap=wanted.overlap)
