@@ -214,6 +214,8 @@ class Distance(Expression):
         rows = rows.annotate(_distance=MetricDistance(F("embedding"), vector, metric=metric))
         if getattr(target, "semantic_chunking", None) is not None:
             rows = rows.order_by("_distance")  # a model that splits its texts: its best passage
+        else:
+            rows = rows.filter(passage=0)  # the whole text (passages left from an earlier split wait for the drain)
         return Subquery(rows.values("_distance")[:1], output_field=FloatField()), metric
 
     def resolve_expression(self, query: Any = None, *args: Any, **kwargs: Any) -> Any:

@@ -406,7 +406,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         from django_semsim.conf import get_config
 
         metric = getattr(self.model, "semantic_metric", "cosine")
-        condition = Q(semsim_embeddings__model=get_config().model_name)
+        condition = _companion_condition(self.model, get_config().model_name)
         inner = self.order_by().alias(**{COMPANION_ALIAS: FilteredRelation("semsim_embeddings", condition=condition)})
         # a non-null filter on the joined row makes the join INNER: rows without a vector drop out
         inner = inner.filter(**{f"{COMPANION_ALIAS}__embedding__isnull": False})
@@ -478,18 +478,27 @@ def _config_errors(model: type[models.Model]) -> Iterator[None]:
 def _with_similarity(outer: QuerySet[_M], vector: Any, metric: str) -> QuerySet[_M]:
     """The outer layer of a search: marked as one, with each row's ``distance`` and ``similarity``
     (None for a row without a vector yet) from its companion row."""
-    outer = outer.alias(**_companion(), **{SEARCH_MARK: Value(True)})
+    outer = outer.alias(**_companion(outer.model), **{SEARCH_MARK: Value(True)})
     outer = outer.annotate(distance=MetricDistance(F(f"{COMPANION_ALIAS}__embedding"), vector, metric=metric))
     return outer.annotate(similarity=similarity_of(F("distance"), metric))
 
 
-def _companion() -> dict[str, FilteredRelation]:
+def _companion(model: type[models.Model]) -> dict[str, FilteredRelation]:
     """The companion row of the configured encoder model, as a FilteredRelation (one per query layer:
     a FilteredRelation is bound to the query that resolves it)."""
     from django_semsim.conf import get_config
 
-    condition = Q(semsim_embeddings__model=get_config().model_name)
+    condition = _companion_condition(model, get_config().model_name)
     return {COMPANION_ALIAS: FilteredRelation("semsim_embeddings", condition=condition)}
+
+
+def _companion_condition(model: type[models.Model], model_name: str) -> Q:
+    """The companion rows a search of ``model`` reads: every passage of a model that splits its texts;
+    passage 0 alone otherwise. A model whose ``semantic_chunking`` was just removed keeps its other
+    passages until the drain re-encodes it: without this they would return an object once a passage."""
+    if chunking_of(model) is not None:
+        return Q(semsim_embeddings__model=model_name)
+    return Q(semsim_embeddings__model=model_name, semsim_embeddings__passage=0)
 
 
 class SemanticManager(models.Manager.from_queryset(SemanticQuerySet)):  # type: ignore[misc]
