@@ -168,6 +168,18 @@ def _live_handles(paths: _Paths) -> list[list[float]]:
     return live
 
 
+def shared_buffers() -> str:
+    """The embedded server's ``shared_buffers``: an eighth of the machine's memory, from
+    PostgreSQL's default 128MB to 1GB. With the default, a search of a 100,000-row collection
+    (its HNSW index 205 MB) read 45% of its pages from outside PostgreSQL's buffers (a system
+    call each), which made it about twice as slow as at 20,000 rows."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: keep PostgreSQL's default
+        return "128MB"
+    return f"{max(128, min(1024, memory // 8 // 2**20))}MB"
+
+
 def _start(paths: _Paths, user: OsUser) -> _Postmaster:
     """Under the lock: initialise, close and start the server unless it runs as it should."""
     pgdata = paths.pgdata
@@ -188,7 +200,9 @@ def _start(paths: _Paths, user: OsUser) -> _Postmaster:
         logger.warning("restarting the embedded server in %s: its socket was in %s", pgdata, running.socket_dir)
         _stop(pgdata, user)
     logger.info("starting the embedded PostgreSQL server in %s", pgdata)
-    options = f"-h '' -k {shlex.quote(str(socket_dir))} -c unix_socket_permissions=0700"
+    options = (
+        f"-h '' -k {shlex.quote(str(socket_dir))} -c unix_socket_permissions=0700 -c shared_buffers={shared_buffers()}"
+    )
     start = ("-w", "-t", "60", "-D", str(pgdata), "-l", str(pgdata / "log"), "-o", options, "start")
     for attempt in range(3):
         try:

@@ -344,3 +344,19 @@ def test_search_errors_are_sqlalchemy_errors_as_before(store, filled, encoder) -
         conn.execute(sa.text("RESET lock_timeout"))
         conn.commit()
     assert store.search(name, query, 2)[0].external_id == "cat"
+
+
+def test_the_embedded_server_keeps_an_eighth_of_memory_for_its_buffers(store) -> None:  # type: ignore[no-untyped-def]
+    """A 100,000-row collection's graph (about 200 MB) fits: with PostgreSQL's 128MB a search read
+    nearly half its pages from outside the buffers."""
+    from semsim_pg.server import shared_buffers
+
+    wanted = shared_buffers()
+    assert 128 <= int(wanted.removesuffix("MB")) <= 1024
+    if not store.settings.embedded:
+        pytest.skip("the suite runs on a PostgreSQL of its own (SEMSIM_TEST_DATABASE_URL)")
+    with store.engine.connect() as conn:
+        held = conn.execute(
+            sa.text("SELECT setting::bigint * 8192 / 1048576 FROM pg_settings WHERE name = 'shared_buffers'")
+        )
+        assert f"{held.scalar()}MB" == wanted
