@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from semsim_pg.backends import cpu_info
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from django_bench import setup_django  # benchmarks/ is not a package
 
@@ -132,7 +134,7 @@ def main() -> int:
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE")  # VACUUM: flush the GIN pending lists the bulk loads left
         timing.update(timings(args.rows))
-    machine = {"cpu": _cpu(), "load_average": os.getloadavg()[0], "python": platform.python_version()}
+    machine = {"cpu": cpu_info().model, "load_average": os.getloadavg()[0], "python": platform.python_version()}
     if args.json:
         print(json.dumps({"quality": quality, "latency": timing, "vectors": vectors, "machine": machine}, indent=2))
         return 0
@@ -172,16 +174,6 @@ def _copy_rows(model: Any, extra: int) -> None:
             f"e.passage_end, e.text_hash, e.embedding, now(), now() FROM copies c JOIN {companion} e ON e.source_id = c.of"
         )
         cursor.execute("DROP TABLE copies")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

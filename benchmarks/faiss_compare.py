@@ -32,12 +32,12 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from semsim_pg.backends import cpu_info
 from semsim_pg.faiss_index import (
     CompareRow,
     build_index,
@@ -121,7 +121,7 @@ def main() -> int:
         )
         print(format_table(rows, args.k))
         load = f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
-        print(f"\nCPU: {cpu_model()}; {load}")
+        print(f"\nCPU: {cpu_info().model}; {load}")
         summary = against_faiss(rows, args.k)
         if summary:
             print("\n" + "\n".join(summary))
@@ -161,16 +161,6 @@ def against_faiss(rows: Sequence[CompareRow], k: int) -> list[str]:
             )
         lines.append(line)
     return lines
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -17,21 +17,20 @@ import json
 import logging
 import os
 import random
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from semsim_pg.backends import cpu_info
+
 
 def machine() -> dict[str, Any]:
     """The CPU and the load average now: figures from a shared machine are read with these."""
-    model = ""
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "")
-    except OSError:
-        pass
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "load_average": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpu": cpu_info().model,
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from semsim_pg.backends import cpu_info
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,7 +104,7 @@ def main() -> int:
         "documents": len(keep),
         "passages": len(passages),
         "chunk": args.chunk,
-        "cpu": _cpu(),
+        "cpu": cpu_info().model,
         "load_average": os.getloadavg()[0],
         "methods": {m: {k: statistics.fmean(v) for k, v in f.items()} for m, f in figures.items()},
     }
@@ -122,13 +124,6 @@ def main() -> int:
 def _normalised(vectors: Any) -> np.ndarray[Any, Any]:
     array = np.asarray(vectors, dtype=np.float64)
     return array / np.linalg.norm(array, axis=1, keepdims=True)
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
