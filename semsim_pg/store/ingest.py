@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sized
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,15 +49,9 @@ logger = logging.getLogger(__name__)
 
 #: loads of at least this many documents into a smaller collection build the index afterwards
 DEFER_INDEX_MIN_ROWS = 5000
-#: a deferred index of an encoding load is built once this share of the documents is written,
-#: while the model encodes the rest; the last batches then go into the built graph row by row.
-#: Building it after the last batch would add its whole build time to the load (measured:
-#: ~10% of a 20,000-document load on 2 cores), inserting every row into the graph costs ~7x
-#: the build's time per row.
-EARLY_BUILD_SHARE = 0.9
 #: batches encoded ahead of the one being written (semsim_pg.pipeline.Prefetch): with one, the
 #: encoder idles whenever a single write outlasts a single encode (the first batches into a fresh
-#: graph, the early index build competing for the cores, a load spike on a shared machine)
+#: graph, a load spike on a shared machine)
 PREFETCH_BATCHES = 2
 
 
@@ -118,20 +111,12 @@ def upsert(
         given = None if matrix is None else matrix[start : start + len(batch)]
         return prepare_batch(store, target.coll, target.encoder, batch, start, given)
 
-    # A deferred index is built while the last batches are still encoding (see EARLY_BUILD_SHARE).
-    early_build_at = (
-        int(expected * EARLY_BUILD_SHARE) if defer_index and matrix is None and expected is not None else None
-    )
     with (
         bulk_load(store.engine, coll) if defer_index else nullcontext(),
         progress_bar(progress, total=expected, desc=f"ingest {coll.name}", unit="doc") as bar,
     ):
         try:
-            with (
-                Prefetch(prepare, name="semsim-ingest", ahead=PREFETCH_BATCHES) as ahead,
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="semsim-index") as builder,
-            ):
-                build: Future[None] | None = None
+            with Prefetch(prepare, name="semsim-ingest", ahead=PREFETCH_BATCHES) as ahead:
                 for prepared in ahead.map(_batches(documents, batch_size)):
                     try:
                         result += write_batch(store, prepared)
@@ -149,16 +134,16 @@ def upsert(
                         result += write_batch(store, prepared)
                     committed += len(prepared.docs)
                     bar.update(len(prepared.docs))
-                    if build is None and early_build_at is not None and committed >= early_build_at:
-                        build = builder.submit(store.build_index, coll.name)
-                if build is not None:
-                    build.result()
         except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable) as exc:
             raise _database_lost(coll, committed, exc) from None
         finally:
             if defer_index:
-                # Even after a failed load: a collection is never left without its index
-                # (a no-op when the early build made it).
+                # After the last batch, from every row at once, and even after a failed load (a
+                # collection is never left without its index). Built earlier, while the last
+                # batches encoded, it took those into the graph row by row (~7x the build's cost
+                # per row) and slowed the load on an idle machine (AMD EPYC, 2 cores, 20,000
+                # Tatoeba sentences, onnx-int8: 1,179 against 1,382 docs/s with two encoder
+                # threads, 884 against 963 with one; within 2% under two busy processes).
                 try:
                     store.build_index(coll.name)  # by name: the model may have changed meanwhile
                 except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable) as exc:
