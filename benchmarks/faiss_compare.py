@@ -73,6 +73,9 @@ def main() -> int:
     parser.add_argument("--nprobe", default="1,4,16,64")
     parser.add_argument("--reuse", action="store_true", help="load indexes already in --out instead of rebuilding")
     parser.add_argument("--reindex", action="store_true", help="time a rebuild of the pgvector HNSW index")
+    parser.add_argument(
+        "--recall-floor", type=float, default=0.98, help="also compare the fastest settings with at least this recall"
+    )
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--no-server-time", action="store_true", help="skip the EXPLAIN ANALYZE pass")
@@ -123,6 +126,9 @@ def main() -> int:
         load = f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
         print(f"\nCPU: {cpu_info().model}; {load}")
         summary = against_faiss(rows, args.k)
+        matched = at_recall(rows, args.k, args.recall_floor)
+        if matched:
+            summary.append(matched)
         if summary:
             print("\n" + "\n".join(summary))
             summaries += [f"run {run} ({load}): {line}" for line in summary]
@@ -161,6 +167,24 @@ def against_faiss(rows: Sequence[CompareRow], k: int) -> list[str]:
             )
         lines.append(line)
     return lines
+
+
+def at_recall(rows: Sequence[CompareRow], k: int, floor: float) -> str | None:
+    """The fastest pgvector HNSW setting against the fastest FAISS HNSW setting, each among its
+    settings with recall@k at least ``floor`` (an ANN comparison at equal quality: the same
+    ef_search is not the same recall in the two implementations)."""
+
+    def best(method: str) -> CompareRow | None:
+        good = [r for r in rows if method in r.method and r.recall >= floor]
+        return min(good, key=lambda r: r.p50_ms) if good else None
+
+    pg, faiss = best("pgvector hnsw"), best("faiss-hnsw")
+    if pg is None or faiss is None:
+        return None
+    return (
+        f"at recall@{k} >= {floor}: pgvector {pg.setting} p50 {pg.p50_ms:.2f} ms (recall {pg.recall:.3f}), FAISS HNSW "
+        f"{faiss.setting} {faiss.p50_ms:.2f} ms (recall {faiss.recall:.3f}): pgvector/FAISS {pg.p50_ms / faiss.p50_ms:.1f}x"
+    )
 
 
 if __name__ == "__main__":

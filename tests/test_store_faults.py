@@ -269,3 +269,33 @@ def test_cli_filter_nan_is_a_one_line_error(store, collection_name, capsys) -> N
         assert main(["search", "dogs", "-c", collection_name, "--filter", f"year={value}"]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "filter on 'year'" in err and "Traceback" not in err
+
+
+def test_warm_index_reads_the_whole_graph_and_says_when_there_is_none(store, collection_name, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from semsim_pg import queries
+    from semsim_pg.cli.main import main
+    from semsim_pg.errors import InvalidInput
+
+    coll = store.create_collection(collection_name)
+    store.upsert(collection_name, [(str(i), f"doc {i}") for i in range(1500)], vectors=clustered(1500, coll.dimension))
+    warmed = store.warm_index(collection_name)
+    assert warmed.index == queries.index_name(coll.id, coll.model_name) and warmed.vectors == 1500
+    assert warmed.index_bytes > 1500 * coll.dimension * 4 and warmed.shared_buffers_bytes > 0
+    if warmed.method == "index scan":  # a server without pg_prewarm (the embedded one)
+        assert warmed.visited is not None and warmed.visited >= 0.99 * 1500
+        # ... read through the HNSW index itself, not a table scan that counts the same rows
+        with store.engine.connect() as conn, conn.begin():
+            conn.execute(queries.traversal_settings())
+            plan = "\n".join(conn.execute(queries.Explain(queries.index_traversal(coll, 1500), analyze=False)).scalars())
+        assert f"Index Scan using {warmed.index}" in plan, plan
+    assert main(["-q", "warmup", "--collections", collection_name, "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["indexes"]
+    assert listed["collection"] == collection_name and listed["vectors"] == 1500 and listed["fits"] is True
+    # no index (a dead bulk load's leftover): a one-line error that says how to build it
+    from semsim_pg.store.indexes import drop_index
+
+    drop_index(store.engine, coll)
+    with pytest.raises(InvalidInput, match=f"semsim index rebuild {collection_name}"):
+        store.warm_index(collection_name)

@@ -76,11 +76,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     warm.add_argument(
         "--model", default=None, metavar="M", help="model name or directory (default: the configured one)"
     )
+    warm.add_argument(
+        "--collections",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="also read these collections' HNSW indexes into PostgreSQL's memory (no name: every collection); "
+        "once after each database restart",
+    )
     warm.add_argument("--json", action="store_true", help="print what was loaded as JSON")
     warm.set_defaults(func=_run_warmup)
 
 
 def _run_warmup(args: argparse.Namespace) -> int:
+    import dataclasses
     import time
 
     from semsim_pg.encoder import get_encoder
@@ -89,15 +98,42 @@ def _run_warmup(args: argparse.Namespace) -> int:
     encoder = get_encoder(args.model)
     encoder.encode(["warm up"], show_progress_bar=False)
     info = encoder.describe() | {"warmup_seconds": round(time.perf_counter() - start, 3)}
+    warmed = _warm_indexes(args.collections) if args.collections is not None else None
     if args.json:
+        if warmed is not None:
+            info["indexes"] = [dataclasses.asdict(w) | {"fits": w.fits} for w in warmed]
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
-    else:
+        return 0
+    sys.stdout.write(
+        f"{info['name']} ready in {info['warmup_seconds']:.1f} s: backend {info['backend']}"
+        + (f" ({info['backend_choice']})" if info["backend_choice"] else "")
+        + "\n"
+    )
+    for w in warmed or []:
+        read = f"{w.visited:,} of {w.vectors:,} vectors" if w.visited is not None else f"{w.vectors:,} vectors"
+        room = "" if w.fits else f"; larger than shared_buffers ({w.shared_buffers_bytes >> 20} MB), partly kept"
         sys.stdout.write(
-            f"{info['name']} ready in {info['warmup_seconds']:.1f} s: backend {info['backend']}"
-            + (f" ({info['backend_choice']})" if info["backend_choice"] else "")
-            + "\n"
+            f"index of {w.collection} ({w.index_bytes >> 20} MB, {read}) in memory in {w.seconds:.1f} s "
+            f"by {w.method}{room}\n"
         )
     return 0
+
+
+def _warm_indexes(names: list[str]) -> list[Any]:
+    """Each named collection's index warmed (every collection's with a valid index when no
+    name is given: a named one without an index is an error)."""
+    from semsim_pg.store import DocumentStore
+
+    store = DocumentStore()
+    if names:
+        return [store.warm_index(name) for name in names]
+    warmed = []
+    for coll in store.list_collections():
+        if coll.index != "valid":
+            sys.stderr.write(f"skipped {coll.name}: its index is {coll.index} (semsim index rebuild {coll.name})\n")
+            continue
+        warmed.append(store.warm_index(coll))
+    return warmed
 
 
 def _run_encoders(args: argparse.Namespace) -> int:

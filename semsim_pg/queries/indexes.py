@@ -26,13 +26,18 @@ __all__ = [
     "index_name",
     "index_predicate",
     "index_size",
+    "index_traversal",
     "index_validity",
     "indexed_vectors",
     "inline",
     "lock_index_build",
+    "pg_prewarm",
+    "pg_prewarm_installed",
     "query_vector",
     "reindex",
     "release_bulk_load",
+    "shared_buffers_bytes",
+    "traversal_settings",
 ]
 
 e = embeddings.c
@@ -178,3 +183,55 @@ def collection_indexes(collection_id: int) -> sa.Select[Any]:
         pg_indexes.c.schemaname == embeddings.schema,
         pg_indexes.c.indexname.like(f"embeddings\\_hnsw\\_c{int(collection_id)}\\_%"),
     )
+
+
+def pg_prewarm_installed() -> sa.Select[Any]:
+    """Whether the database has the pg_prewarm extension (contrib; ``CREATE EXTENSION pg_prewarm``)."""
+    pg_extension = sa.table("pg_extension", sa.column("extname"), schema="pg_catalog")
+    return sa.select(sa.select(sa.literal(1)).where(pg_extension.c.extname == "pg_prewarm").exists())
+
+
+def pg_prewarm(name: str) -> sa.Select[Any]:
+    """Read every block of the index into shared buffers; the number of blocks read."""
+    return sa.select(sa.func.pg_prewarm(sa.func.to_regclass(qualified(name))))
+
+
+def shared_buffers_bytes() -> sa.Select[Any]:
+    """The server's shared_buffers, in bytes."""
+    pg_settings = sa.table("pg_settings", sa.column("name"), sa.column("setting"), schema="pg_catalog")
+    block = sa.cast(sa.func.current_setting("block_size"), sa.BigInteger)
+    return sa.select(sa.cast(pg_settings.c.setting, sa.BigInteger) * block).where(
+        pg_settings.c.name == "shared_buffers"
+    )
+
+
+def traversal_settings() -> sa.Select[Any]:
+    """For :func:`index_traversal`, this transaction only: the ordered index scan whatever its
+    cost (no scan and sort, no bitmap), and pgvector's iterative scan let run through the whole
+    graph (relaxed order, no cap on the tuples; its visited set may take up to 1 GB, 16x a
+    64 MB work_mem, before it stops early)."""
+    settings = {
+        "enable_seqscan": "off",
+        "enable_bitmapscan": "off",
+        "enable_sort": "off",
+        "hnsw.iterative_scan": "relaxed_order",
+        "hnsw.max_scan_tuples": "2147483647",
+        "hnsw.scan_mem_multiplier": "16",
+        "work_mem": "64MB",
+    }
+    return sa.select(*(sa.func.set_config(name, value, True) for name, value in settings.items()))
+
+
+def index_traversal(coll: IndexedCollection, vectors: int) -> sa.Select[Any]:
+    """How many of the collection's ``vectors`` an ordered scan of its HNSW index returns, asked
+    for all of them: the scan visits every element of the graph, reading each page of the index
+    (what pg_prewarm does, where it is not installed). Run under :func:`traversal_settings`."""
+    metric = METRICS[coll.metric]
+    axis = "[" + ",".join(["1"] + ["0"] * (int(coll.dimension) - 1)) + "]"  # any vector with a direction
+    scan = (
+        sa.select(sa.literal(1))
+        .where(index_predicate(coll.id, coll.model_name))
+        .order_by(metric.distance(indexed_vectors(coll.dimension), query_vector(axis, coll.dimension)))
+        .limit(inline(max(1, int(vectors))))
+    )
+    return sa.select(sa.func.count()).select_from(scan.subquery())

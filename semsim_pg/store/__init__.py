@@ -33,7 +33,14 @@ from semsim_pg.sql import METRICS, to_array
 from semsim_pg.store import catalog, ingest, search
 from semsim_pg.store.check import IndexCheck, check_index
 from semsim_pg.store.encoding import encode_stale
-from semsim_pg.store.indexes import build_index, drop_collection_indexes, drop_index, index_state
+from semsim_pg.store.indexes import (
+    IndexWarmup,
+    build_index,
+    drop_collection_indexes,
+    drop_index,
+    index_state,
+    warm_index,
+)
 from semsim_pg.store.types import (
     Collection,
     Document,
@@ -312,6 +319,12 @@ class DocumentStore:
         if rebuild or self.index_state(coll) == "invalid":
             drop_index(self.engine, coll)
         build_index(self.engine, coll)
+
+    def warm_index(self, collection: str | Collection) -> IndexWarmup:
+        """Read the collection's HNSW index into PostgreSQL's shared buffers (``semsim warmup
+        --collections``): after a server restart the first searches otherwise read it from
+        disk page by page. Once per server start is enough: the buffers are the server's."""
+        return warm_index(self.engine, self.get_collection(collection))
 
     def check_index(
         self, collection: str | Collection, *, sample: int = 200, k: int = 10, ef_search: int | None = None

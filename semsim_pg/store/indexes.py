@@ -1,5 +1,5 @@
-"""Index management: build, drop, inspect and restore a collection's HNSW index (the store and
-reembed share it).
+"""Index management: build, drop, inspect, restore and warm a collection's HNSW index (the
+store and reembed share it).
 
 A large load drops the index and builds it at the end (faster than growing the graph row by
 row). A load killed in between (kill -9, a lost machine) leaves the collection without its
@@ -20,17 +20,20 @@ from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import queries
 from semsim_pg.db import connect
+from semsim_pg.errors import InvalidInput
 from semsim_pg.store.types import Collection
 
 __all__ = [
     "INDEX_BUILD_MEMORY",
     "INDEX_STATES",
+    "IndexWarmup",
     "build_index",
     "bulk_load",
     "drop_collection_indexes",
     "drop_index",
     "ensure_index",
     "index_state",
+    "warm_index",
 ]
 
 logger = logging.getLogger(__name__)
@@ -142,3 +145,75 @@ def drop_collection_indexes(conn: Connection, collection_id: int) -> None:
     """Drop every model's index of a collection, inside the caller's transaction."""
     for name in conn.execute(queries.collection_indexes(collection_id)).scalars().all():
         conn.exec_driver_sql(queries.drop_index(name))
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexWarmup:
+    """What :func:`warm_index` read into PostgreSQL's shared buffers."""
+
+    collection: str
+    index: str
+    #: ``pg_prewarm`` where the database has the extension, else ``index scan``
+    method: str
+    #: the index's size in bytes, and the server's shared_buffers: an index larger than those
+    #: cannot stay whole in PostgreSQL's own memory (the operating system's cache still helps)
+    index_bytes: int
+    shared_buffers_bytes: int
+    #: vectors the index scan returned, of ``vectors`` (None for pg_prewarm, which reads blocks)
+    visited: int | None
+    vectors: int
+    seconds: float
+
+    @property
+    def fits(self) -> bool:
+        return self.index_bytes <= self.shared_buffers_bytes
+
+
+def warm_index(engine: Engine, coll: Collection) -> IndexWarmup:
+    """Read the collection's HNSW index into PostgreSQL's shared buffers, so that the first
+    searches after a server restart do not read it from disk page by page (at 100,000 vectors
+    that doubled the first searches' p50 and tripled their p95). With pg_prewarm when the
+    database has it, else by an ordered scan of the whole index (:func:`queries.index_traversal`,
+    about 1 s per 100,000 vectors on 2 cores)."""
+    name = queries.index_name(coll.id, coll.model_name)
+    start = time.perf_counter()
+    with connect(engine) as conn, conn.begin():
+        state = index_state(conn, coll)
+        if state != "valid":
+            how = (
+                "a bulk load is building it: warm it when the load has ended"
+                if state == "loading"
+                else f"build it first with `semsim index rebuild {coll.name}`"
+            )
+            raise InvalidInput(f"Collection {coll.name!r} has no valid HNSW index to warm ({state}): {how}.")
+        size = int(conn.execute(queries.index_size(name)).scalar_one())
+        buffers = int(conn.execute(queries.shared_buffers_bytes()).scalar_one())
+        vectors = int(conn.execute(queries.vector_count(coll.id, coll.model_name)).scalar_one())
+        visited: int | None = None
+        if conn.execute(queries.pg_prewarm_installed()).scalar():
+            method = "pg_prewarm"
+            conn.execute(queries.pg_prewarm(name))
+        else:
+            method = "index scan"
+            conn.execute(queries.traversal_settings())
+            visited = int(conn.execute(queries.index_traversal(coll, vectors)).scalar_one())
+    warmed = IndexWarmup(coll.name, name, method, size, buffers, visited, vectors, time.perf_counter() - start)
+    if not warmed.fits:
+        logger.warning(
+            "the HNSW index of %s (%d MB) is larger than shared_buffers (%d MB): only part of it stays in "
+            "PostgreSQL's memory; raise shared_buffers to keep it all",
+            coll.name,
+            size >> 20,
+            buffers >> 20,
+        )
+    # An HNSW graph may leave a few elements unreachable: only a scan cut short by its memory
+    # cap leaves many.
+    if visited is not None and visited < 0.99 * vectors:
+        logger.warning(
+            "warming %s: the index scan stopped after %d of %d vectors (its memory cap); the rest is read on use",
+            coll.name,
+            visited,
+            vectors,
+        )
+    logger.info("warmed the HNSW index of %s (%s) in %.1f s", coll.name, method, warmed.seconds)
+    return warmed
