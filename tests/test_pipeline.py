@@ -239,7 +239,9 @@ def test_an_interrupted_ingest_keeps_the_batches_written_and_leaves_no_thread(
     assert (result.unchanged, result.inserted, result.encoded) == (4, 6, 6)
 
 
-def test_a_deferred_index_is_built_once_after_the_last_batch_from_every_row(store, collection_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_deferred_index_is_built_once_after_the_last_batch_from_every_row(
+    store, collection_name, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     from semsim_pg.store import ingest
 
     builds: list[tuple[str, int]] = []

@@ -288,7 +288,9 @@ def test_warm_index_reads_the_whole_graph_and_says_when_there_is_none(store, col
         # ... read through the HNSW index itself, not a table scan that counts the same rows
         with store.engine.connect() as conn, conn.begin():
             conn.execute(queries.traversal_settings())
-            plan = "\n".join(conn.execute(queries.Explain(queries.index_traversal(coll, 1500), analyze=False)).scalars())
+            plan = "\n".join(
+                conn.execute(queries.Explain(queries.index_traversal(coll, 1500), analyze=False)).scalars()
+            )
         assert f"Index Scan using {warmed.index}" in plan, plan
     assert main(["-q", "warmup", "--collections", collection_name, "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)["indexes"]
