@@ -48,3 +48,37 @@ def test_index_check_measures_recall_of_the_companion_index_and_sees_it_missing(
     code, (gone,) = _check()
     assert gone["state"] == "missing" and gone["recall"] is None and code == 3
     assert "migrate" in gone["suggestion"]
+
+
+def test_warmup_reads_the_companion_index_through_the_graph_and_reports_a_missing_one() -> None:
+    insert_random_rows(300, published_every=3)
+    companion = companion_of(Article)
+    index = companion._meta.indexes[0].name
+
+    def scans() -> int:  # this transaction's scans of the index (the command runs in a savepoint of it)
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_stat_get_xact_numscans(%s::regclass)", [index])
+            return int(cur.fetchone()[0])
+
+    before = scans()
+    out = StringIO()
+    call_command("semsim_warmup", "djangoapp.Article", "--no-model", "--json", stdout=out)
+    report = json.loads(out.getvalue())
+    assert "model" not in report
+    (warmed,) = report["indexes"]
+    assert warmed["model"] == "djangoapp.Article" and warmed["state"] == "valid" and warmed["fits"] is True
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {companion._meta.db_table} WHERE embedding IS NOT NULL")
+        assert warmed["vectors"] == cur.fetchone()[0] > 0
+    if warmed["method"] == "index scan":  # a server without pg_prewarm (the embedded one)
+        assert warmed["visited"] >= 0.99 * warmed["vectors"]
+        assert scans() == before + 1  # one ordered scan of the HNSW index itself, not a table scan
+    out = StringIO()
+    call_command("semsim_warmup", "djangoapp.Article", "--no-model", stdout=out)
+    assert f"index {index}" in out.getvalue() and "in memory" in out.getvalue()
+    with connection.schema_editor() as editor:
+        editor.remove_index(companion, companion._meta.indexes[0])
+    out = StringIO()
+    call_command("semsim_warmup", "djangoapp.Article", "--no-model", "--json", stdout=out)
+    (gone,) = json.loads(out.getvalue())["indexes"]
+    assert gone["state"] == "missing" and "migrate" in gone["suggestion"]

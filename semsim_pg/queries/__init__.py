@@ -52,7 +52,9 @@ from semsim_pg.queries.hybrid import (
     text_search_configs,
 )
 from semsim_pg.queries.indexes import (
+    TRAVERSAL_SETTINGS,
     IndexedCollection,
+    axis_vector,
     bulk_load_running,
     collection_indexes,
     create_index,
@@ -98,8 +100,10 @@ __all__ = [
     "PASSAGES_PER_DOCUMENT",
     "RRF_K",
     "STAGING",
+    "TRAVERSAL_SETTINGS",
     "Explain",
     "IndexedCollection",
+    "axis_vector",
     "bulk_load_running",
     "collection_current",
     "collection_indexes",

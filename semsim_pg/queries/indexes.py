@@ -17,7 +17,9 @@ from semsim_pg.queries.tables import embeddings, qualified
 from semsim_pg.sql import METRICS
 
 __all__ = [
+    "TRAVERSAL_SETTINGS",
     "IndexedCollection",
+    "axis_vector",
     "bulk_load_running",
     "collection_indexes",
     "create_index",
@@ -205,21 +207,31 @@ def shared_buffers_bytes() -> sa.Select[Any]:
     )
 
 
+#: pgvector and planner settings under which an ordered scan of an HNSW index reads all of it:
+#: the index scan whatever its cost (no scan and sort, no bitmap) and pgvector's iterative scan
+#: let run through the whole graph (relaxed order, no cap on the tuples; its visited set may take
+#: up to 1 GB, 16x a 64 MB work_mem, before it stops early). For one transaction (set_config's
+#: is_local); the Django app sets the same for its companion tables.
+TRAVERSAL_SETTINGS = {
+    "enable_seqscan": "off",
+    "enable_bitmapscan": "off",
+    "enable_sort": "off",
+    "hnsw.iterative_scan": "relaxed_order",
+    "hnsw.max_scan_tuples": "2147483647",
+    "hnsw.scan_mem_multiplier": "16",
+    "work_mem": "64MB",
+}
+
+
 def traversal_settings() -> sa.Select[Any]:
-    """For :func:`index_traversal`, this transaction only: the ordered index scan whatever its
-    cost (no scan and sort, no bitmap), and pgvector's iterative scan let run through the whole
-    graph (relaxed order, no cap on the tuples; its visited set may take up to 1 GB, 16x a
-    64 MB work_mem, before it stops early)."""
-    settings = {
-        "enable_seqscan": "off",
-        "enable_bitmapscan": "off",
-        "enable_sort": "off",
-        "hnsw.iterative_scan": "relaxed_order",
-        "hnsw.max_scan_tuples": "2147483647",
-        "hnsw.scan_mem_multiplier": "16",
-        "work_mem": "64MB",
-    }
-    return sa.select(*(sa.func.set_config(name, value, True) for name, value in settings.items()))
+    """:data:`TRAVERSAL_SETTINGS` for this transaction, in one round trip (for :func:`index_traversal`)."""
+    return sa.select(*(sa.func.set_config(name, value, True) for name, value in TRAVERSAL_SETTINGS.items()))
+
+
+def axis_vector(dimension: int) -> str:
+    """A unit vector along the first axis in pgvector's text form: a query with a direction for
+    any metric (cosine has none for a zero vector), whose neighbours do not matter."""
+    return "[" + ",".join(["1"] + ["0"] * (int(dimension) - 1)) + "]"
 
 
 def index_traversal(coll: IndexedCollection, vectors: int) -> sa.Select[Any]:
@@ -227,11 +239,11 @@ def index_traversal(coll: IndexedCollection, vectors: int) -> sa.Select[Any]:
     for all of them: the scan visits every element of the graph, reading each page of the index
     (what pg_prewarm does, where it is not installed). Run under :func:`traversal_settings`."""
     metric = METRICS[coll.metric]
-    axis = "[" + ",".join(["1"] + ["0"] * (int(coll.dimension) - 1)) + "]"  # any vector with a direction
+    axis = query_vector(axis_vector(coll.dimension), coll.dimension)
     scan = (
         sa.select(sa.literal(1))
         .where(index_predicate(coll.id, coll.model_name))
-        .order_by(metric.distance(indexed_vectors(coll.dimension), query_vector(axis, coll.dimension)))
+        .order_by(metric.distance(indexed_vectors(coll.dimension), axis))
         .limit(inline(max(1, int(vectors))))
     )
     return sa.select(sa.func.count()).select_from(scan.subquery())

@@ -1,0 +1,112 @@
+"""``manage.py semsim_warmup [app.Model ...] [--no-model] [--json]``.
+
+The Django side of ``semsim warmup --collections``: load the configured model and encode once
+(what ``SEMSIM['PRELOAD']`` does in each process), and read each semantic model's companion HNSW
+index into PostgreSQL's shared buffers, so that the first searches after a database restart do
+not read the index from disk page by page. The buffers are the server's: once per database start
+(a deploy script, a container's start) is enough, for every web and worker process.
+
+With pg_prewarm where the database has it, else by an ordered scan of the whole index under the
+core's settings (:data:`semsim_pg.queries.TRAVERSAL_SETTINGS`): the companion is not a core
+collection, so the statements are plain SQL here, as in ``semsim_index_check``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections, transaction
+
+from semsim_pg.errors import SemsimError
+from semsim_pg.queries import TRAVERSAL_SETTINGS, axis_vector
+from semsim_pg.sql import METRICS
+
+
+class Command(BaseCommand):
+    help = "Load the model and encode once, and read semantic models' HNSW indexes into PostgreSQL's memory."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("models", nargs="*", metavar="app_label.Model", help="models to warm (default: all)")
+        parser.add_argument("--no-model", action="store_true", help="warm the indexes only, not the encoder")
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument("--database", default="default", help="database alias (default: default)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from django_semsim.apps import preload
+        from django_semsim.conf import get_config
+        from django_semsim.status import iter_models
+
+        report: dict[str, Any] = {}
+        try:
+            if not options["no_model"]:
+                start = time.perf_counter()
+                preload()
+                report["model"] = {"name": get_config().model_name, "seconds": round(time.perf_counter() - start, 3)}
+            report["indexes"] = [warm_model(model, options["database"]) for model in iter_models(options["models"])]
+        except SemsimError as exc:
+            raise CommandError(str(exc)) from None
+        if options["json"]:
+            self.stdout.write(json.dumps(report, indent=2))
+            return
+        if "model" in report:
+            self.stdout.write(f"model {report['model']['name']} ready in {report['model']['seconds']:.1f} s")
+        for w in report["indexes"]:
+            if w["state"] != "valid":
+                self.stdout.write(f"{w['model']}: index {w['index']} is {w['state']}: {w['suggestion']}")
+                continue
+            room = "" if w["fits"] else f"; larger than shared_buffers ({w['shared_buffers_bytes'] >> 20} MB)"
+            self.stdout.write(
+                f"{w['model']}: index {w['index']} ({w['index_bytes'] >> 20} MB, {w['vectors']:,} vectors) "
+                f"in memory in {w['seconds']:.1f} s by {w['method']}{room}"
+            )
+
+
+def warm_model(model: Any, using: str) -> dict[str, Any]:
+    """Read ``model``'s companion HNSW index into shared buffers; what was read (or why not)."""
+    from django_semsim.models import companion_of
+
+    companion = companion_of(model)
+    index = companion._meta.indexes[0].name
+    connection = connections[using]
+    table = connection.ops.quote_name(companion._meta.db_table)
+    found: dict[str, Any] = {"model": model._meta.label, "index": index}
+    start = time.perf_counter()
+    with transaction.atomic(using=using), connection.cursor() as cur:
+        cur.execute(
+            "SELECT i.indisvalid, pg_relation_size(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = %s",
+            [index],
+        )
+        row = cur.fetchone()
+        if row is None or not row[0]:
+            found["state"] = "missing" if row is None else "invalid"
+            found["suggestion"] = f"build it with python manage.py migrate ({index}); searches scan meanwhile"
+            return found
+        found["state"], found["index_bytes"] = "valid", int(row[1])
+        cur.execute(
+            "SELECT setting::bigint * current_setting('block_size')::bigint FROM pg_settings "
+            "WHERE name = 'shared_buffers'"
+        )
+        found["shared_buffers_bytes"] = int(cur.fetchone()[0])
+        found["fits"] = found["index_bytes"] <= found["shared_buffers_bytes"]
+        cur.execute(f"SELECT count(*) FROM {table} WHERE embedding IS NOT NULL")
+        found["vectors"] = int(cur.fetchone()[0])
+        cur.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_prewarm')")
+        if cur.fetchone()[0]:
+            found["method"], found["visited"] = "pg_prewarm", None
+            cur.execute("SELECT pg_prewarm(%s::regclass)", [connection.ops.quote_name(index)])
+        else:
+            found["method"] = "index scan"
+            for name, value in TRAVERSAL_SETTINGS.items():
+                cur.execute("SELECT set_config(%s, %s, true)", [name, value])
+            cur.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {table} "
+                f"ORDER BY embedding {METRICS[model.semantic_metric].operator} %s::vector LIMIT %s) s",
+                [axis_vector(companion._meta.get_field("embedding").dimensions), max(1, found["vectors"])],
+            )
+            found["visited"] = int(cur.fetchone()[0])
+    found["seconds"] = round(time.perf_counter() - start, 3)
+    return found
