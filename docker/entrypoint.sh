@@ -1,6 +1,7 @@
 #!/bin/sh
-# Start the example site the production way: migrate, load the sample data (idempotent), then
-# gunicorn. Any other command (e.g. the worker's) runs as given after the same preparation.
+# Start the example site the production way: migrate, load the sample data (idempotent), read
+# the HNSW indexes into PostgreSQL's memory (after a database restart the first searches would
+# read them from disk page by page), then gunicorn. Any other command (e.g. the worker's) runs as given after the same preparation.
 set -eu
 
 if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
@@ -17,6 +18,7 @@ fi
 
 python manage.py migrate --noinput
 python manage.py load_sample_data
+python manage.py semsim_warmup --no-model
 exec gunicorn production_wsgi:application \
     --bind "0.0.0.0:${PORT:-8000}" \
     --workers "${WEB_CONCURRENCY:-2}" \

@@ -65,5 +65,6 @@ def test_the_image_serves_with_gunicorn_and_collected_static_files(tmp_path: Pat
     assert "semsim-example-entrypoint" in entrypoint
     script = (DOCKER / "entrypoint.sh").read_text()
     assert "exec gunicorn production_wsgi:application" in script and "runserver" not in script
+    assert "manage.py semsim_warmup" in script  # the HNSW indexes read into memory before serving
     subprocess.run(["sh", "-n", str(DOCKER / "entrypoint.sh")], check=True)  # shell syntax
     py_compile.compile(str(DOCKER / "production_wsgi.py"), cfile=str(tmp_path / "wsgi.pyc"), doraise=True)
