@@ -84,7 +84,8 @@ class DocumentRow(Base):
         sa.Index(
             "ix_documents_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}
         ),
-        sa.Index("ix_documents_tsv", "tsv", postgresql_using="gin"),
+        # tsv's GIN indexes are one per collection, partial on collection_id, made with the
+        # collection (semsim_pg.queries.create_text_index; migration 0008), like the HNSW ones.
     )
 
 

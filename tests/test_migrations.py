@@ -189,3 +189,64 @@ def test_upgrade_to_passages_keeps_vectors_as_passage_0(empty_database, encoder)
         )
     upgrade(engine)
     assert [h.external_id for h in store.search("old", "bread", 1)] == ["b"]
+
+
+def doc_indexes(engine) -> set[str]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                sa.text("SELECT indexname FROM pg_indexes WHERE schemaname = 'semsim' AND tablename = 'documents'")
+            ).scalars()
+        )
+
+
+def test_words_index_becomes_one_per_collection_and_back(empty_database, encoder) -> None:  # type: ignore[no-untyped-def]
+    """0008: the GIN index over every collection's words becomes one partial index per existing
+    collection (new collections get theirs when created, lose it when dropped); lexical search
+    reads it."""
+    from semsim_pg.store import DocumentStore
+
+    engine = empty_database
+    upgrade(engine, "0007")
+    with engine.begin() as conn:
+        cid = insert_old_collection(conn, encoder)
+        conn.execute(
+            sa.text("INSERT INTO semsim.documents (collection_id, external_id, text) VALUES (:c, 'a', :t)"),
+            {"c": cid, "t": "Glaciers retreat as summers warm."},
+        )
+    assert "ix_documents_tsv" in doc_indexes(engine) and f"documents_tsv_c{cid}" not in doc_indexes(engine)
+    upgrade(engine)
+    assert f"documents_tsv_c{cid}" in doc_indexes(engine) and "ix_documents_tsv" not in doc_indexes(engine)
+    store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
+    (hit,) = store.search("old", "glaciers", 1, mode="lexical")
+    assert hit.external_id == "a"
+    # The lexical statement reads the collection's own index (its predicate is proven) for a word
+    # few of many documents hold (table scans and plain index scans off: a test database is
+    # small enough to scan).
+    from semsim_pg import queries
+    from semsim_pg.sql import vector_literal
+
+    coll = store.get_collection("old")
+    statement = queries.lexical_statement(coll, "glaciers", vector_literal(encoder.encode(["glaciers"])[0]), 1)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO semsim.documents (collection_id, external_id, text)"
+                " SELECT :c, 'n' || i, 'note ' || i || ' on rivers and lakes' FROM generate_series(1, 3000) i"
+            ),
+            {"c": cid},
+        )
+        conn.execute(sa.text("ANALYZE semsim.documents"))
+        conn.execute(sa.text("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off"))
+        plan = "\n".join(conn.execute(queries.Explain(statement, analyze=False)).scalars())
+    assert f"Bitmap Index Scan on documents_tsv_c{cid}" in plan, plan
+    new = store.create_collection("new")
+    assert f"documents_tsv_c{new.id}" in doc_indexes(engine)
+    store.drop_collection("new")
+    assert f"documents_tsv_c{new.id}" not in doc_indexes(engine)
+    downgrade(engine, "0007")
+    assert doc_indexes(engine) >= {"ix_documents_tsv"} and not any(
+        i.startswith("documents_tsv_c") for i in doc_indexes(engine)
+    )
+    upgrade(engine)
+    assert f"documents_tsv_c{cid}" in doc_indexes(engine)

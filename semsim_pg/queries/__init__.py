@@ -58,6 +58,7 @@ from semsim_pg.queries.indexes import (
     bulk_load_running,
     collection_indexes,
     create_index,
+    create_text_index,
     drop_index,
     hold_bulk_load,
     index_name,
@@ -72,6 +73,7 @@ from semsim_pg.queries.indexes import (
     reindex,
     release_bulk_load,
     shared_buffers_bytes,
+    text_index_name,
     traversal_settings,
 )
 from semsim_pg.queries.insights import (
@@ -113,6 +115,7 @@ __all__ = [
     "count_documents",
     "create_index",
     "create_staging",
+    "create_text_index",
     "daily_series",
     "delete_collection",
     "delete_documents",
@@ -165,6 +168,7 @@ __all__ = [
     "stale_rows",
     "stored_hashes",
     "stream_embeddings",
+    "text_index_name",
     "text_search_configs",
     "top_scores",
     "training_rows",

@@ -33,7 +33,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import TSQUERY
 
-from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexed_vectors, query_vector
+from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexed_vectors, inline, query_vector
 from semsim_pg.queries.search import metadata_conditions, passage_columns
 from semsim_pg.queries.tables import collections, documents, embeddings
 from semsim_pg.sql import METRICS
@@ -98,7 +98,7 @@ def _terms(coll: IndexedCollection, text: str, cutoff: int) -> tuple[sa.CTE, sa.
     holding = (
         sa.select(sa.literal(1))
         .select_from(documents)
-        .where(d.collection_id == coll.id, d.tsv.op("@@")(raw.c.query))
+        .where(d.collection_id == inline(int(coll.id)), d.tsv.op("@@")(raw.c.query))
         .limit(cutoff)
         .correlate(raw)
         .subquery()
@@ -169,7 +169,11 @@ def _lexical_top(
     )
     candidates = (
         sa.select(d.id, d.tsv)
-        .where(d.collection_id == coll.id, d.tsv.op("@@")(bring.scalar_subquery()), *metadata_conditions(filter))
+        .where(
+            d.collection_id == inline(int(coll.id)),
+            d.tsv.op("@@")(bring.scalar_subquery()),
+            *metadata_conditions(filter),
+        )
         .limit(2 * cutoff)
         .cte("candidates")
     )

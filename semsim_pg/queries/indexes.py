@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
 
-from semsim_pg.queries.tables import embeddings, qualified
+from semsim_pg.queries.tables import documents, embeddings, qualified
 from semsim_pg.sql import METRICS
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "bulk_load_running",
     "collection_indexes",
     "create_index",
+    "create_text_index",
     "drop_index",
     "hold_bulk_load",
     "index_name",
@@ -39,6 +40,7 @@ __all__ = [
     "reindex",
     "release_bulk_load",
     "shared_buffers_bytes",
+    "text_index_name",
     "traversal_settings",
 ]
 
@@ -113,6 +115,27 @@ def create_index(
         f"USING hnsw ((embedding::vector({int(coll.dimension)})) {METRICS[coll.metric].opclass}) "
         f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
         f"WHERE collection_id = {int(coll.id)} AND model_name = {_literal(model)}"
+    )
+
+
+def text_index_name(collection_id: int) -> str:
+    return f"documents_tsv_c{int(collection_id)}"
+
+
+def create_text_index(collection_id: int) -> str:
+    """CREATE INDEX of the collection's words: GIN over ``documents.tsv``, partial on the collection.
+
+    One per collection, as the HNSW indexes are. One GIN index over every collection's documents
+    also held the other collections' matches, each rechecked against the table: counting the
+    documents of four query words among 5,183 SciFact abstracts beside 125,000 other documents
+    took 4.8 ms through it, 1.4 ms through the collection's own; and the planner, misjudging the
+    shared index, at times read the collection's rows one by one through the unique index
+    instead (39 ms for the four words, 153 ms a lexical search). Lexical statements write the
+    collection id as a literal, so the planner proves the predicate."""
+    name = text_index_name(collection_id)
+    return (
+        f"CREATE INDEX IF NOT EXISTS {name} ON {qualified(documents.name)} USING gin (tsv) "
+        f"WHERE collection_id = {int(collection_id)}"
     )
 
 

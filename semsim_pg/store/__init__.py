@@ -177,6 +177,7 @@ class DocumentStore:
             if created is not None:  # the row and its index commit together
                 new = Collection(created, name, encoder.name, encoder.dimension, metric, m, ef_construction)
                 conn.exec_driver_sql(queries.create_index(new, m, ef_construction))
+                conn.exec_driver_sql(queries.create_text_index(created))
                 logger.info("created collection %s (model %s, %d dims)", name, encoder.name, encoder.dimension)
         return self.get_collection(name)
 

@@ -142,9 +142,11 @@ def drop_index(engine: Engine, coll: Collection, *, model: str | None = None, co
 
 
 def drop_collection_indexes(conn: Connection, collection_id: int) -> None:
-    """Drop every model's index of a collection, inside the caller's transaction."""
+    """Drop every model's index of a collection and the index of its words, inside the caller's
+    transaction."""
     for name in conn.execute(queries.collection_indexes(collection_id)).scalars().all():
         conn.exec_driver_sql(queries.drop_index(name))
+    conn.exec_driver_sql(queries.drop_index(queries.text_index_name(collection_id)))
 
 
 @dataclasses.dataclass(frozen=True)
