@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--test-fraction", type=float, default=0.15)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: the product's for labels (5e-5)")
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--limit", type=int, help="use only this many rows (a quick run)")
     parser.add_argument("--seed", type=int, default=0)
