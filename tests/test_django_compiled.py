@@ -86,7 +86,9 @@ def _check(search: Search, query: Any) -> str:
     """Evaluate ``search(query)``: the statement sent is Django's for it, the rows are the built path's."""
     found, statement = _evaluated(search(query))
     assert statement == _compiled_by_django(search(query))
-    built = [(row.pk, row.similarity) for row in search(query).all()]  # all(): a clone, so built and compiled
+    rebuilt = search(query)
+    assert rebuilt.query is not None  # the Query built: Django compiles it when evaluated
+    built = [(row.pk, row.similarity) for row in rebuilt]
     assert [pk for pk, _ in found] == [pk for pk, _ in built]
     assert [s for _, s in found] == pytest.approx([s for _, s in built], abs=1e-6)
     return statement
@@ -122,6 +124,24 @@ def test_each_shape_gets_its_own_statement(rows, encoder) -> None:  # type: igno
     assert all(row.views < 5 for row in SHAPES["excluded"](kitten))
     assert all(row.similarity >= 0.4 for row in SHAPES["other min_similarity"](kitten))
     assert len(list(SHAPES["every row"](kitten))) == len(CORPUS)
+
+
+def test_all_keeps_a_search_a_recipe(rows, encoder) -> None:  # type: ignore[no-untyped-def]
+    """Generic views call all() on the queryset they get: the copy sends the compiled statement too."""
+    password, kitten = encoder.encode_query(PASSWORD), encoder.encode_query(KITTEN)
+    statement = _check(SHAPES["published"], password)
+    assert prepared.cache_info()["shapes"] == 1
+    hits = prepared.cache_info()["hits"]
+    search = SHAPES["published"](kitten)
+    copy = search.all().all()
+    found, sent = _evaluated(copy)
+    assert prepared.cache_info()["hits"] == hits + 1 and prepared.cache_info()["shapes"] == 1
+    assert sent == _compiled_by_django(SHAPES["published"](kitten)) != statement
+    assert found[0][0] == Article.objects.get(title="Feeding cats").pk
+    assert search._result_cache is None  # the original is untouched and evaluates alike
+    assert [(pk, pytest.approx(s)) for pk, s in found] == [(row.pk, row.similarity) for row in search]
+    # a text search stays lazy through all() and is logged as one (its log survives the copy)
+    assert SHAPES["plain"](KITTEN).all()._semsim_log == (KITTEN, 3, "semantic")
 
 
 def test_chained_searches_and_bases_without_a_key_are_compiled_by_django(rows, encoder) -> None:  # type: ignore[no-untyped-def]
@@ -165,7 +185,8 @@ def test_related_manager_and_prefetch(rows, encoder, django_assert_num_queries) 
         with django_assert_num_queries(1):
             found = list(help_desk.article_set.semantic_search(kitten, k=3))
             assert all(a.category is help_desk for a in found)  # the related manager's instance, no query
-        expected = Article.objects.filter(category=help_desk).semantic_search(kitten, k=3).all()
+        expected = Article.objects.filter(category=help_desk).semantic_search(kitten, k=3)
+        assert expected.query is not None  # built, so compiled by Django: the reference
         assert [a.pk for a in found] == [a.pk for a in expected]
         with django_assert_num_queries(2):  # the search, then the categories
             prefetched = list(Article.objects.prefetch_related("category").semantic_search(kitten, k=4))
