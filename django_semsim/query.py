@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -87,6 +87,8 @@ class _Recipe:
     #: semantic_search()'s k, min_similarity, ef_search, iterative_scan and exact, checked
     arguments: dict[str, Any]
     key: Hashable
+    #: slices taken of the search, in order (each as QuerySet.__getitem__ gives set_limits)
+    limits: tuple[tuple[int | None, int | None], ...] = ()
 
 
 def _check_k(k: Any) -> int | None:
@@ -141,6 +143,24 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         clone._semsim_recipe = recipe
         return clone  # type: ignore[no-any-return]
 
+    def __getitem__(self, k: Any) -> Any:
+        """A slice of a search stays a recipe, its limits part of its key (a paginator's page, a
+        template's ``|slice``); an index runs the sliced search. Anything else as Django does."""
+        recipe = self._semsim_recipe
+        plain = isinstance(k, int) or (isinstance(k, slice) and k.step is None)
+        if recipe is None or self._result_cache is not None or not plain or isinstance(k, bool):
+            return super().__getitem__(k)
+        start, stop = (k, k + 1) if isinstance(k, int) else (k.start, k.stop)
+        if any(v is not None and (not isinstance(v, int) or v < 0) for v in (start, stop)):
+            return super().__getitem__(k)  # Django's errors (negative indexing, bad types)
+        clone = self.all()
+        limits = (*recipe.limits, (start, stop))
+        clone._semsim_recipe = replace(recipe, key=(recipe.key, limits), limits=limits)
+        if isinstance(k, slice):
+            return clone
+        clone._fetch_all()
+        return clone._result_cache[0]  # type: ignore[index]
+
     def _fetch_all(self) -> None:
         # A text search is logged when it runs (when SEMSIM["QUERY_LOG"] is on): it is lazy till then.
         started = time.perf_counter() if self._semsim_log is not None and self._result_cache is None else None
@@ -153,9 +173,20 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
 
             log_search(self.model, self._semsim_log, self._result_cache or [], started)
 
+    @property
+    def ordered(self) -> bool:
+        """A search is ordered (by its distance): known without building it (Paginator asks)."""
+        return self._semsim_recipe is not None or bool(QuerySet.ordered.fget(self))
+
     def count(self) -> int:
+        """Counted on a copy when this is a recipe, so that it stays one for what comes next (a
+        paginator counts, then slices)."""
         with _config_errors(self.model):
-            return super().count()  # type: ignore[no-any-return]
+            if self._semsim_recipe is None or self._result_cache is not None:
+                return super().count()  # type: ignore[no-any-return]
+            copy = self.all()
+            copy._build_recipe()
+            return copy.count()
 
     def exists(self) -> bool:
         with _config_errors(self.model):
@@ -396,6 +427,8 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         if recipe is None:
             return
         self._query = self._semantic(recipe.vector, **recipe.arguments)._query
+        for start, stop in recipe.limits:
+            self._query.set_limits(start, stop)
 
     def _run_recipe(self) -> list[_M] | None:
         """The rows of the recipe's search, by its compiled statement (compiled by Django the first

@@ -43,13 +43,15 @@ SHAPES: dict[str, Search] = {
     "ef_search": lambda q: Article.objects.semantic_search(q, k=3, ef_search=77),
     "exact": lambda q: Article.objects.semantic_search(q, k=3, exact=True),
     "every row": lambda q: Article.objects.semantic_search(q, k=None),
+    "sliced": lambda q: Article.objects.semantic_search(q, k=4)[1:3],
+    "sliced twice": lambda q: Article.objects.semantic_search(q, k=4)[1:][:1],
+    "page": lambda q: Article.objects.filter(published=True).semantic_search(q, k=None)[2:4],
 }
 #: searches Django builds and compiles: chained after the search, or over a base with no key
 BUILT: dict[str, Search] = {
     "order_by after": lambda q: Article.objects.semantic_search(q, k=4).order_by("title"),
     "filter after": lambda q: Article.objects.semantic_search(q, k=4).filter(published=True),
     "reverse after": lambda q: Article.objects.semantic_search(q, k=4).reverse(),
-    "sliced after": lambda q: Article.objects.semantic_search(q, k=4)[1:3],
     "join first": lambda q: Article.objects.filter(category__name="help").semantic_search(q, k=3),
     "select_related first": lambda q: Article.objects.select_related("category").semantic_search(q, k=3),
 }
@@ -126,6 +128,12 @@ def test_each_shape_gets_its_own_statement(rows, encoder) -> None:  # type: igno
     assert len(list(SHAPES["every row"](kitten))) == len(CORPUS)
 
 
+def found_plain_second(vector: Any) -> Any:
+    built = SHAPES["plain"](vector)
+    assert built.query is not None  # built: Django compiles it
+    return list(built)[1].pk
+
+
 def test_all_keeps_a_search_a_recipe(rows, encoder) -> None:  # type: ignore[no-untyped-def]
     """Generic views call all() on the queryset they get: the copy sends the compiled statement too."""
     password, kitten = encoder.encode_query(PASSWORD), encoder.encode_query(KITTEN)
@@ -140,6 +148,21 @@ def test_all_keeps_a_search_a_recipe(rows, encoder) -> None:  # type: ignore[no-
     assert found[0][0] == Article.objects.get(title="Feeding cats").pk
     assert search._result_cache is None  # the original is untouched and evaluates alike
     assert [(pk, pytest.approx(s)) for pk, s in found] == [(row.pk, row.similarity) for row in search]
+    # a paginator counts (on a copy), then takes its page as a sliced recipe
+    from django.core.paginator import Paginator
+
+    shapes = prepared.cache_info()["shapes"]
+    paginated = Article.objects.semantic_search(kitten, k=5)
+    page = Paginator(paginated, 2).page(2)
+    assert paginated._semsim_recipe is not None and page.paginator.count == 5
+    reference = Article.objects.semantic_search(kitten, k=5)
+    assert reference.query is not None  # built: Django compiles it
+    assert [a.pk for a in page] == [a.pk for a in reference][2:4]
+    assert prepared.cache_info()["shapes"] == shapes + 1  # the [2:4] shape
+    # an index runs the sliced search through its compiled statement too; negative ones fail as in Django
+    assert SHAPES["plain"](kitten)[1].pk == found_plain_second(kitten)
+    with pytest.raises(ValueError, match="Negative indexing"):
+        SHAPES["plain"](kitten)[-1]
     # a text search stays lazy through all() and is logged as one (its log survives the copy)
     assert SHAPES["plain"](KITTEN).all()._semsim_log == (KITTEN, 3, "semantic")
 
