@@ -13,6 +13,9 @@ collection's rows one by one through the unique (collection_id, external_id) ind
 ``documents_tsv_c<id>``; semsim creates it with the collection and drops it with it. The lexical
 statements (and the SQL functions, whose dynamic SQL writes the collection id as a literal)
 name the collection as a literal, so the planner proves the predicate.
+
+Each index is built by one read of the documents table, during which writes to the table wait:
+on a large database, upgrade at a quiet moment (creating a collection does the same once).
 """
 
 from __future__ import annotations
