@@ -167,6 +167,17 @@ def test_all_keeps_a_search_a_recipe(rows, encoder) -> None:  # type: ignore[no-
     assert SHAPES["plain"](KITTEN).all()._semsim_log == (KITTEN, 3, "semantic")
 
 
+def test_slices_at_the_edges_behave_as_in_django(rows, encoder) -> None:  # type: ignore[no-untyped-def]
+    kitten = encoder.encode_query(KITTEN)
+    assert list(SHAPES["plain"](kitten)[2:2]) == [] and list(SHAPES["plain"](kitten)[5:2]) == []
+    assert list(SHAPES["plain"](kitten)[5:]) == []
+    with pytest.raises(IndexError):
+        SHAPES["plain"](kitten)[7]
+    assert SHAPES["plain"](kitten)[:2].count() == 2
+    first = SHAPES["plain"](kitten).first()
+    assert first is not None and first.title == "Feeding cats"
+
+
 def test_chained_searches_and_bases_without_a_key_are_compiled_by_django(rows, encoder) -> None:  # type: ignore[no-untyped-def]
     password, kitten = encoder.encode_query(PASSWORD), encoder.encode_query(KITTEN)
     for search in BUILT.values():
