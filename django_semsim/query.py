@@ -16,10 +16,10 @@ The search parameters (``hnsw.ef_search``, ``hnsw.iterative_scan``) are the conn
 when it opens; a search with other values gets them for its own statement (:mod:`django_semsim.session`).
 
 A text or vector search over a plain queryset (filters on its own columns, an ordering) stays a
-*recipe* until something needs its ``Query``: evaluated as it is, its statement comes compiled
-from :mod:`django_semsim.prepared` (Django compiles each shape once); chained, counted, sliced or
-inspected (``.query``), it is built as above first, so everything Django does with a queryset
-applies unchanged.
+*recipe* until something needs its ``Query``: evaluated as it is, copied (``all()``) or sliced
+(the limits join its key), its statement comes compiled from :mod:`django_semsim.prepared`
+(Django compiles each shape once); chained, inspected (``.query``) or counted (on a copy), it is
+built as above first, so everything Django does with a queryset applies unchanged.
 """
 
 from __future__ import annotations
