@@ -93,6 +93,17 @@ def test_info_and_db_commands(capsys, engine) -> None:  # type: ignore[no-untype
     with engine.connect() as conn:
         installed = conn.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
     assert code == 0 and info["pgvector"] == installed and info["schema_revision"] == info["schema_head"]
+    with engine.connect() as conn:
+        hnsw = conn.execute(
+            sa.text(
+                "SELECT coalesce(sum(pg_relation_size(indexrelid)), 0) FROM pg_stat_user_indexes"
+                " WHERE schemaname = 'semsim' AND indexrelname LIKE 'embeddings\\_hnsw\\_%'"
+            )
+        ).scalar()
+    assert info["shared_buffers_bytes"] >= 128 << 20 and info["hnsw_index_bytes"] == hnsw
+    assert info["pg_prewarm"] is False  # the embedded server has no pg_prewarm
+    code, out, _ = run(capsys, "info", "--no-model")
+    assert code == 0 and "shared_buffers" in out and "HNSW indexes" in out
     code, out, _ = run(capsys, "db", "current")
     assert code == 0 and "up to date" in out
 

@@ -53,6 +53,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("PostgreSQL", info["postgresql"]),
         ("pgvector", info["pgvector"] or f"not installed ({info['pgvector_available'] or 'not available'})"),
         ("schema", f"{info['schema_revision'] or 'not installed'} (this semsim: {info['schema_head']})"),
+        ("memory", _memory(info)),
         ("model", model["name"]),
     ]
     if "dimension" in model:
@@ -66,6 +67,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     for label, value in rows:
         out(f"{label:<12} {value}")
     return 0
+
+
+def _memory(info: dict[str, Any]) -> str:
+    """shared_buffers against semsim's HNSW indexes, which searches want in it."""
+    buffers, hnsw = info["shared_buffers_bytes"] >> 20, info["hnsw_index_bytes"] >> 20
+    fit = (
+        "they fit"
+        if info["hnsw_index_bytes"] <= info["shared_buffers_bytes"]
+        else "they do not fit: raise shared_buffers, or searches read index pages from outside it"
+    )
+    warm = "pg_prewarm installed" if info["pg_prewarm"] else "no pg_prewarm (semsim warmup scans the indexes)"
+    return f"shared_buffers {buffers} MB, HNSW indexes {hnsw} MB ({fit}); {warm}"
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
