@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import URL, make_url
 
+from semsim_pg import queries
 from semsim_pg.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -260,23 +261,10 @@ def server_info(engine: Engine) -> dict[str, Any]:
         version = conn.execute(sa.text("SHOW server_version")).scalar_one()
         installed, available = pgvector_version(conn)
         revision = _current_revision(conn)
-        buffers = conn.execute(
-            sa.text(
-                "SELECT setting::bigint * current_setting('block_size')::bigint FROM pg_settings"
-                " WHERE name = 'shared_buffers'"
-            )
-        ).scalar_one()
+        buffers = conn.execute(queries.shared_buffers_bytes()).scalar_one()
         # semsim's HNSW indexes together: what searches want in shared_buffers (semsim warmup)
-        hnsw = conn.execute(
-            sa.text(
-                "SELECT coalesce(sum(pg_relation_size(i.indexrelid)), 0) FROM pg_index i"
-                " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam"
-                " WHERE a.amname = 'hnsw' AND i.indrelid = to_regclass('semsim.embeddings')"
-            )
-        ).scalar_one()
-        prewarm = conn.execute(
-            sa.text("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_prewarm')")
-        ).scalar()
+        hnsw = conn.execute(queries.hnsw_index_bytes()).scalar_one()
+        prewarm = conn.execute(queries.pg_prewarm_installed()).scalar()
     return {
         "database_url": safe_url(str(engine.url)),
         "postgresql": str(version),

@@ -25,6 +25,7 @@ __all__ = [
     "create_index",
     "create_text_index",
     "drop_index",
+    "hnsw_index_bytes",
     "hold_bulk_load",
     "index_name",
     "index_predicate",
@@ -219,6 +220,20 @@ def pg_prewarm_installed() -> sa.Select[Any]:
 def pg_prewarm(name: str) -> sa.Select[Any]:
     """Read every block of the index into shared buffers; the number of blocks read."""
     return sa.select(sa.func.pg_prewarm(sa.func.to_regclass(qualified(name))))
+
+
+def hnsw_index_bytes() -> sa.Select[Any]:
+    """The size of semsim's HNSW indexes together (0 before the schema exists)."""
+    pg_index = sa.table("pg_index", sa.column("indexrelid"), sa.column("indrelid"), schema="pg_catalog")
+    pg_class = sa.table("pg_class", sa.column("oid"), sa.column("relam"), schema="pg_catalog")
+    pg_am = sa.table("pg_am", sa.column("oid"), sa.column("amname"), schema="pg_catalog")
+    size = sa.func.coalesce(sa.func.sum(sa.func.pg_relation_size(pg_index.c.indexrelid)), 0)
+    return (
+        sa.select(size)
+        .select_from(pg_index.join(pg_class, pg_class.c.oid == pg_index.c.indexrelid))
+        .join(pg_am, pg_am.c.oid == pg_class.c.relam)
+        .where(pg_am.c.amname == "hnsw", pg_index.c.indrelid == sa.func.to_regclass(qualified(embeddings.name)))
+    )
 
 
 def shared_buffers_bytes() -> sa.Select[Any]:
