@@ -96,6 +96,8 @@ class HybridSource:
         every = f"({every_sql}) AS a(id, v)"
         cutoff = int(self.cutoff)
         dense_weight, lexical_weight = (float(w) for w in self.weights)
+        # candidates: `v || ''` is a plain copy of a stored tsvector, made once per candidate (BM25
+        # reads it once per query word, and a long text's is kept compressed), as in the core.
         sql = f"""WITH raw_terms AS (
   SELECT w.lexeme, array_to_tsvector(ARRAY[w.lexeme])::text::tsquery AS query
   FROM unnest(strip(to_tsvector(%s::regconfig, %s))) AS w
@@ -112,7 +114,7 @@ class HybridSource:
       < {cutoff} AS brings
   FROM counted c CROSS JOIN stats st WHERE c.df > 0
 ), candidates AS MATERIALIZED (
-  SELECT f.id, f.v FROM ({words_sql}) AS f(id, v)
+  SELECT f.id, f.v || ''::tsvector AS v FROM ({words_sql}) AS f(id, v)
   WHERE f.v @@ (SELECT string_agg(t.query::text, ' | ')::tsquery FROM terms t WHERE t.brings)
   LIMIT {2 * cutoff}
 ), lexical AS (

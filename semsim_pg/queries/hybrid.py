@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import TSQUERY
+from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 
 from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexed_vectors, inline, query_vector
 from semsim_pg.queries.search import metadata_conditions, passage_columns
@@ -167,8 +167,13 @@ def _lexical_top(
     bring = sa.select(sa.cast(sa.func.string_agg(sa.cast(terms.c.query, sa.Text), " | "), TSQUERY)).where(
         terms.c.brings
     )
+    # Each candidate's tsvector is decompressed once, here (`|| ''` makes a plain copy, and the
+    # MATERIALIZED CTE keeps it): BM25 reads it once per query word and for its length, and each
+    # read of the stored value decompressed it again (a long abstract's tsvector is kept
+    # compressed). Six ts_rank calls over 1,000 SciFact abstracts: 6.4 ms, 3.9 ms on copies.
+    plain = d.tsv.op("||")(sa.cast(sa.literal(""), TSVECTOR))
     candidates = (
-        sa.select(d.id, d.tsv)
+        sa.select(d.id, plain.label("tsv"))
         .where(
             d.collection_id == inline(int(coll.id)),
             d.tsv.op("@@")(bring.scalar_subquery()),
@@ -176,6 +181,7 @@ def _lexical_top(
         )
         .limit(2 * cutoff)
         .cte("candidates")
+        .prefix_with("MATERIALIZED")
     )
     score = _bm25(candidates.c.tsv, terms, stats).label("score")
     scored = sa.select(candidates.c.id, score).cte("scored")
