@@ -250,3 +250,17 @@ def test_words_index_becomes_one_per_collection_and_back(empty_database, encoder
     )
     upgrade(engine)
     assert f"documents_tsv_c{cid}" in doc_indexes(engine)
+
+
+def test_hybrid_function_reads_plain_tsvectors_from_0009(empty_database) -> None:  # type: ignore[no-untyped-def]
+    def source(engine) -> str:  # type: ignore[no-untyped-def]
+        with engine.connect() as conn:
+            return str(conn.execute(sa.text("SELECT prosrc FROM pg_proc WHERE proname = 'hybrid_search'")).scalar())
+
+    engine = empty_database
+    upgrade(engine)
+    assert "candidates AS MATERIALIZED" in source(engine) and "d.tsv || ''::tsvector AS tsv" in source(engine)
+    downgrade(engine, "0008")
+    assert "candidates AS (" in source(engine) and "''::tsvector" not in source(engine)
+    upgrade(engine)
+    assert "d.tsv || ''::tsvector AS tsv" in source(engine)
