@@ -34,12 +34,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from semsim_pg.backends import cpu_info
 from semsim_pg.faiss_index import (
-    CompareRow,
     build_index,
     compare,
     format_table,
@@ -48,6 +46,7 @@ from semsim_pg.faiss_index import (
     plot,
     rebuild_pg_index,
     sample_queries,
+    summarize,
 )
 from semsim_pg.store import DocumentStore
 
@@ -125,10 +124,7 @@ def main() -> int:
         print(format_table(rows, args.k))
         load = f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
         print(f"\nCPU: {cpu_info().model}; {load}")
-        summary = against_faiss(rows, args.k)
-        matched = at_recall(rows, args.k, args.recall_floor)
-        if matched:
-            summary.append(matched)
+        summary = summarize(rows, args.k, args.recall_floor)
         if summary:
             print("\n" + "\n".join(summary))
             summaries += [f"run {run} ({load}): {line}" for line in summary]
@@ -141,50 +137,6 @@ def main() -> int:
         plot(rows, args.plot, k=args.k, title=f"{coll.name}: {len(own)} queries, k={args.k}")
         print(f"\nplot: {args.plot}")
     return 0
-
-
-def against_faiss(rows: Sequence[CompareRow], k: int) -> list[str]:
-    """Each pgvector HNSW row against the FAISS HNSW row of the same ef_search."""
-    faiss = {r.setting.split("=")[-1]: r for r in rows if r.method.startswith("faiss") and "hnsw" in r.method}
-    lines = []
-    for r in rows:
-        if r.method != "pgvector hnsw":
-            continue
-        other = faiss.get(r.setting.split("=")[-1])
-        if other is None:
-            continue
-        server = "" if r.server_p50_ms is None else f" (server {r.server_p50_ms:.2f})"
-        line = (
-            f"{r.setting}: pgvector p50 {r.p50_ms:.2f} ms{server}, recall@{k} {r.recall:.3f}; FAISS HNSW "
-            f"{other.p50_ms:.2f} ms, recall@{k} {other.recall:.3f}: pgvector/FAISS {r.p50_ms / other.p50_ms:.1f}x"
-        )
-        if r.server_p50_ms is not None and r.client_cpu_p50_ms is not None and other.client_cpu_p50_ms:
-            # What each query costs in CPU, without the waits for a CPU a shared machine adds.
-            cost = r.server_p50_ms + r.client_cpu_p50_ms
-            line += (
-                f"; CPU cost (server + client {r.client_cpu_p50_ms:.2f}) {cost:.2f} ms vs FAISS "
-                f"{other.client_cpu_p50_ms:.2f} ms: {cost / other.client_cpu_p50_ms:.1f}x"
-            )
-        lines.append(line)
-    return lines
-
-
-def at_recall(rows: Sequence[CompareRow], k: int, floor: float) -> str | None:
-    """The fastest pgvector HNSW setting against the fastest FAISS HNSW setting, each among its
-    settings with recall@k at least ``floor`` (an ANN comparison at equal quality: the same
-    ef_search is not the same recall in the two implementations)."""
-
-    def best(method: str) -> CompareRow | None:
-        good = [r for r in rows if method in r.method and r.recall >= floor]
-        return min(good, key=lambda r: r.p50_ms) if good else None
-
-    pg, faiss = best("pgvector hnsw"), best("faiss-hnsw")
-    if pg is None or faiss is None:
-        return None
-    return (
-        f"at recall@{k} >= {floor}: pgvector {pg.setting} p50 {pg.p50_ms:.2f} ms (recall {pg.recall:.3f}), FAISS HNSW "
-        f"{faiss.setting} {faiss.p50_ms:.2f} ms (recall {faiss.recall:.3f}): pgvector/FAISS {pg.p50_ms / faiss.p50_ms:.1f}x"
-    )
 
 
 if __name__ == "__main__":

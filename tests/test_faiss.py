@@ -251,8 +251,37 @@ def test_cli_build_and_compare(store, filled, tmp_path: Path, capsys) -> None:  
     report = json.loads(capsys.readouterr().out)
     methods = {(r["method"], r["setting"]) for r in report["rows"]}
     assert ("pgvector hnsw", "ef_search=40") in methods and report["k"] == 10
+    # pgvector against FAISS HNSW at each ef_search, with the ratio of the p50s
+    by = {(r["method"], r["setting"]): r for r in report["rows"]}
+    pg, fa = by[("pgvector hnsw", "ef_search=40")], by[("faiss-hnsw(m=16,ef_construction=64)", "efSearch=40")]
+    (line,) = [x for x in report["summary"] if x.startswith("ef_search=40:")]
+    assert f"pgvector/FAISS {pg['p50_ms'] / fa['p50_ms']:.1f}x" in line
     assert (tmp_path / "p.png").exists()
     assert main([*args]) == 0
     assert "recall@10" in capsys.readouterr().out
     assert main(["-q", "faiss", "compare", "-c", name, "--ef-search", "ten"]) == 1
     assert "whole numbers" in capsys.readouterr().err
+
+
+def test_summary_compares_same_settings_and_equal_recall() -> None:
+    from semsim_pg.faiss_index import CompareRow, summarize
+
+    def row(method: str, setting: str, recall: float, p50: float) -> CompareRow:
+        return CompareRow(method, setting, recall, p50, p50, 1000 / p50, None, None, 100)
+
+    hnsw = "faiss-hnsw(m=16,ef_construction=64)"
+    rows = [
+        row("exact (pgvector scan)", "-", 1.0, 30.0),
+        row("pgvector hnsw", "ef_search=10", 0.99, 1.0),
+        row("pgvector hnsw", "ef_search=20", 0.995, 1.2),
+        row(hnsw, "efSearch=10", 0.95, 0.1),
+        row(hnsw, "efSearch=20", 0.985, 0.2),
+    ]
+    same, matched = summarize(rows, 10), summarize(rows, 10)[-1]
+    assert same[0].startswith("ef_search=10:") and "pgvector/FAISS 10.0x" in same[0]
+    assert same[1].startswith("ef_search=20:") and "pgvector/FAISS 6.0x" in same[1]
+    # the fastest of each side with recall >= 0.98: pgvector at ef 10, FAISS at ef 20 (ef 10 misses)
+    assert "pgvector ef_search=10 p50 1.00 ms" in matched and "efSearch=20 0.20 ms" in matched
+    assert matched.endswith("pgvector/FAISS 5.0x")
+    # no FAISS setting reaches the floor: no equal-recall line
+    assert len(summarize(rows, 10, recall_floor=0.999)) == 2

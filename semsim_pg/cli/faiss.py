@@ -54,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="also time a rebuild of the pgvector index (REINDEX: writes wait meanwhile)",
     )
+    q.add_argument(
+        "--recall-floor",
+        type=float,
+        default=0.98,
+        help="also compare each side's fastest setting with at least this recall@k (default 0.98)",
+    )
     q.add_argument("--seed", type=int, default=0, help="seed of the query sample")
     q.add_argument("--plot", type=Path, metavar="FILE.png", help="write a recall-versus-QPS plot")
     q.add_argument("--json", action="store_true", help="print JSON")
@@ -89,7 +95,15 @@ def cmd_faiss_build(args: argparse.Namespace) -> int:
 
 def cmd_faiss_compare(args: argparse.Namespace) -> int:
     from semsim_pg.errors import InvalidInput
-    from semsim_pg.faiss_index import compare, format_table, load_index, parse_int_list, plot, rebuild_pg_index
+    from semsim_pg.faiss_index import (
+        compare,
+        format_table,
+        load_index,
+        parse_int_list,
+        plot,
+        rebuild_pg_index,
+        summarize,
+    )
     from semsim_pg.faiss_index import sample_queries as sample
     from semsim_pg.validation import check_k
 
@@ -128,11 +142,15 @@ def cmd_faiss_compare(args: argparse.Namespace) -> int:
     )
     if args.plot:
         plot(rows, args.plot, k=args.k, title=f"{coll.name}: {source}")
+    summary = summarize(rows, args.k, args.recall_floor)
     if args.json:
-        out(json.dumps({"collection": coll.name, "k": args.k, "queries": source, "rows": [r.to_dict() for r in rows]}))
+        report = {"collection": coll.name, "k": args.k, "queries": source, "rows": [r.to_dict() for r in rows]}
+        out(json.dumps({**report, "summary": summary}))
     else:
         out(f"{coll.name} ({coll.model_name}, {coll.metric}): {source}, k={args.k}")
         out(format_table(rows, args.k))
+        for line in summary:
+            out(line)
         if args.plot:
             out(f"plot: {args.plot}")
     return 0

@@ -21,6 +21,7 @@ from semsim_pg.faiss_index.compare import (
     plot,
     rebuild_pg_index,
     sample_queries,
+    summarize,
 )
 from semsim_pg.faiss_index.format import INDEX_TYPES, FaissManifest, check_manifest, read_manifest
 from semsim_pg.faiss_index.index import FaissIndex, load_index
@@ -42,4 +43,5 @@ __all__ = [
     "rebuild_pg_index",
     "sample_queries",
     "stream_vectors",
+    "summarize",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "plot",
     "rebuild_pg_index",
     "sample_queries",
+    "summarize",
 ]
 
 
@@ -418,3 +419,55 @@ def plot(rows: Sequence[CompareRow], path: str | Path, *, k: int, title: str = "
     fig.tight_layout()
     fig.savefig(str(path), dpi=120)
     plt.close(fig)
+
+
+def against_faiss(rows: Sequence[CompareRow], k: int) -> list[str]:
+    """Each pgvector HNSW row against the FAISS HNSW row of the same ef_search."""
+    faiss = {r.setting.split("=")[-1]: r for r in rows if r.method.startswith("faiss") and "hnsw" in r.method}
+    lines = []
+    for r in rows:
+        if r.method != "pgvector hnsw":
+            continue
+        other = faiss.get(r.setting.split("=")[-1])
+        if other is None:
+            continue
+        server = "" if r.server_p50_ms is None else f" (server {r.server_p50_ms:.2f})"
+        line = (
+            f"{r.setting}: pgvector p50 {r.p50_ms:.2f} ms{server}, recall@{k} {r.recall:.3f}; FAISS HNSW "
+            f"{other.p50_ms:.2f} ms, recall@{k} {other.recall:.3f}: pgvector/FAISS {r.p50_ms / other.p50_ms:.1f}x"
+        )
+        if r.server_p50_ms is not None and r.client_cpu_p50_ms is not None and other.client_cpu_p50_ms:
+            # What each query costs in CPU, without the waits for a CPU a shared machine adds.
+            cost = r.server_p50_ms + r.client_cpu_p50_ms
+            line += (
+                f"; CPU cost (server + client {r.client_cpu_p50_ms:.2f}) {cost:.2f} ms vs FAISS "
+                f"{other.client_cpu_p50_ms:.2f} ms: {cost / other.client_cpu_p50_ms:.1f}x"
+            )
+        lines.append(line)
+    return lines
+
+
+def at_recall(rows: Sequence[CompareRow], k: int, floor: float) -> str | None:
+    """The fastest pgvector HNSW setting against the fastest FAISS HNSW setting, each among its
+    settings with recall@k at least ``floor`` (an ANN comparison at equal quality: the same
+    ef_search is not the same recall in the two implementations)."""
+
+    def best(method: str) -> CompareRow | None:
+        good = [r for r in rows if method in r.method and r.recall >= floor]
+        return min(good, key=lambda r: r.p50_ms) if good else None
+
+    pg, faiss = best("pgvector hnsw"), best("faiss-hnsw")
+    if pg is None or faiss is None:
+        return None
+    return (
+        f"at recall@{k} >= {floor}: pgvector {pg.setting} p50 {pg.p50_ms:.2f} ms (recall {pg.recall:.3f}), FAISS HNSW "
+        f"{faiss.setting} {faiss.p50_ms:.2f} ms (recall {faiss.recall:.3f}): pgvector/FAISS {pg.p50_ms / faiss.p50_ms:.1f}x"
+    )
+
+
+def summarize(rows: Sequence[CompareRow], k: int, recall_floor: float = 0.98) -> list[str]:
+    """What a reader wants of the table: each pgvector HNSW row against FAISS HNSW at the same
+    ef_search, then each side's fastest setting with recall@k at least ``recall_floor``."""
+    lines = against_faiss(rows, k)
+    matched = at_recall(rows, k, recall_floor)
+    return [*lines, matched] if matched else lines
