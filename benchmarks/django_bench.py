@@ -315,9 +315,31 @@ def bench_drain(n: int, corpus: Path | None, backends: list[str], lanes: list[in
 
 
 # 5. ORM against the same SQL through a cursor, real sentences -----------------------------------------------
+def scifact_sample(
+    data: Path, n_queries: int, n_docs: int
+) -> tuple[dict[str, str], dict[str, Any], list[str], list[Any]]:
+    """(queries, qrels, chosen, kept) of SciFact's train split: the first ``n_queries`` train
+    queries with judgements, every abstract relevant to them, then other abstracts (shuffled,
+    seed 0) up to ``n_docs``: a search over distractors that fits a shared CPU."""
+    import json
+    import random
+
+    from semsim_pg.evaluation.retrieval import read_qrels, read_queries
+
+    queries = read_queries(data / "queries.jsonl")
+    qrels = read_qrels(data / "qrels/train.tsv")
+    chosen = sorted(q for q in qrels if q in queries)[:n_queries]
+    wanted = {doc for q in chosen for doc in qrels[q]}
+    records = [json.loads(line) for line in (data / "corpus.jsonl").read_text().splitlines() if line.strip()]
+    random.Random(0).shuffle(records)
+    kept = [r for r in records if str(r["_id"]) in wanted]
+    kept += [r for r in records if str(r["_id"]) not in wanted][: max(0, n_docs - len(kept))]
+    return queries, qrels, chosen, kept, records
+
+
 def _built(queryset: Any) -> Any:
     """``queryset`` with its Query built (reading ``.query`` does it): Django compiles it when it runs."""
-    assert queryset.query is not None
+    queryset.query  # noqa: B018 - read for its effect, not in an assert (python -O drops those)
     return queryset
 
 

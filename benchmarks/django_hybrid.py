@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from django_bench import setup_django  # benchmarks/ is not a package
+from django_bench import scifact_sample, setup_django  # benchmarks/ is not a package
 
 
 def main() -> int:
@@ -57,7 +56,6 @@ def main() -> int:
 
     from django_semsim.models import companion_of
     from semsim_pg.evaluation.metrics import ndcg_at_k, recall_at_k
-    from semsim_pg.evaluation.retrieval import read_qrels, read_queries
     from tests.djangoapp.models import Article, Paper
 
     settings.SEMSIM = {**settings.SEMSIM, "SYNC": "worker"}
@@ -65,14 +63,7 @@ def main() -> int:
 
     reset_config()
 
-    queries = read_queries(args.data / "queries.jsonl")
-    qrels = read_qrels(args.data / "qrels/train.tsv")
-    chosen = sorted(q for q in qrels if q in queries)[: args.queries]
-    wanted = {doc for q in chosen for doc in qrels[q]}
-    records = [json.loads(line) for line in (args.data / "corpus.jsonl").read_text().splitlines() if line.strip()]
-    random.Random(0).shuffle(records)
-    keep = [r for r in records if str(r["_id"]) in wanted]
-    keep += [r for r in records if str(r["_id"]) not in wanted][: max(0, args.docs - len(keep))]
+    queries, qrels, chosen, keep, records = scifact_sample(args.data, args.queries, args.docs)
     objs = Article.objects.bulk_create(
         [Article(title=(r.get("title") or "")[:200], body=r["text"]) for r in keep], batch_size=1000
     )

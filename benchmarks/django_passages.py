@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ from typing import Any
 from semsim_pg.backends import cpu_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from django_bench import setup_django  # benchmarks/ is not a package
+from django_bench import scifact_sample, setup_django  # benchmarks/ is not a package
 
 
 def main() -> int:
@@ -56,21 +55,13 @@ def main() -> int:
     from django_semsim.conf import reset_config
     from django_semsim.models import companion_of
     from semsim_pg.evaluation.metrics import ndcg_at_k, recall_at_k
-    from semsim_pg.evaluation.retrieval import read_qrels, read_queries
     from tests.djangoapp.models import Article, Report
 
     settings.SEMSIM = {**settings.SEMSIM, "SYNC": "worker"}
     reset_config()
     Report.semantic_chunking = args.chunk  # the test app splits at 32 tokens for its tests
 
-    queries = read_queries(args.data / "queries.jsonl")
-    qrels = read_qrels(args.data / "qrels/train.tsv")
-    chosen = sorted(q for q in qrels if q in queries)[: args.queries]
-    wanted = {doc for q in chosen for doc in qrels[q]}
-    records = [json.loads(line) for line in (args.data / "corpus.jsonl").read_text().splitlines() if line.strip()]
-    random.Random(0).shuffle(records)
-    keep = [r for r in records if str(r["_id"]) in wanted]
-    keep += [r for r in records if str(r["_id"]) not in wanted][: max(0, args.docs - len(keep))]
+    queries, qrels, chosen, keep, _ = scifact_sample(args.data, args.queries, args.docs)
     doc_of: dict[tuple[str, Any], str] = {}
     encode_s: dict[str, float] = {}
     for model in (Article, Report):

@@ -451,11 +451,8 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
     def _nearest(self, vector: Any, *, exact: bool, params: dict[str, str]) -> QuerySet[_M]:
         """This queryset's rows that have a vector, ordered by ``_semsim_distance`` alone (what the
         HNSW index answers; ``exact``: an order the index cannot serve, so every vector is compared)."""
-        from django_semsim.conf import get_config
-
         metric = getattr(self.model, "semantic_metric", "cosine")
-        condition = _companion_condition(self.model, get_config().model_name)
-        inner = self.order_by().alias(**{COMPANION_ALIAS: FilteredRelation("semsim_embeddings", condition=condition)})
+        inner = self.order_by().alias(**_companion(self.model))
         # a non-null filter on the joined row makes the join INNER: rows without a vector drop out
         inner = inner.filter(**{f"{COMPANION_ALIAS}__embedding__isnull": False})
         distance: Any = _SearchDistance(F(f"{COMPANION_ALIAS}__embedding"), vector, metric=metric, params=params)

@@ -19,7 +19,7 @@ from django.db.backends.signals import connection_created
 from semsim_pg.errors import InvalidQuery
 from semsim_pg.settings import ITERATIVE_SCAN_MODES
 
-__all__ = ["connect_session_defaults", "search_marker", "search_parameters"]
+__all__ = ["connect_session_defaults", "search_marker", "search_parameters", "set_config"]
 
 _MARKER = re.compile(r"/\* semsim ef_search=(\d+) iterative_scan=(\w+) \*/")
 #: the values set on each connection, by the connection wrapper (set when the connection opens)
@@ -45,7 +45,7 @@ def search_marker(params: dict[str, str]) -> str:
     return f"/* semsim ef_search={int(params['hnsw.ef_search'])} iterative_scan={params['hnsw.iterative_scan']} */"
 
 
-def _set(connection: Any, params: dict[str, str], *, local: bool) -> None:
+def set_config(connection: Any, params: dict[str, str], *, local: bool) -> None:
     """Set ``params`` through a cursor of its own (the statement's cursor keeps its results)."""
     calls = ", ".join(f"set_config(%s, %s, {'true' if local else 'false'})" for _ in params)
     with connection.cursor() as cursor:
@@ -64,16 +64,16 @@ def _wrapper(execute: Any, sql: str, params: Any, many: bool, context: dict[str,
     if wanted == defaults:
         return execute(sql, params, many, context)
     if connection.in_atomic_block:
-        _set(connection, wanted, local=True)
+        set_config(connection, wanted, local=True)
         try:
             return execute(sql, params, many, context)
         finally:
             if defaults:
-                _set(connection, defaults, local=True)
+                set_config(connection, defaults, local=True)
     # autocommit: the values last until this statement's own transaction ends. A server-side
     # cursor (iterator()) was declared WITH HOLD in autocommit, so it outlives the commit.
     with transaction.atomic(using=connection.alias, savepoint=False):
-        _set(connection, wanted, local=True)
+        set_config(connection, wanted, local=True)
         return execute(sql, params, many, context)
 
 

@@ -136,7 +136,12 @@ def fuse(first: npt.NDArray[np.float64], scores: npt.NDArray[Any], weight: float
 def fused_order(first: npt.NDArray[np.float64], scores: npt.NDArray[Any], weight: float) -> npt.NDArray[np.intp]:
     """Candidate positions, best first, by :func:`fuse`; equal scores keep the first stage's order
     (so weight 0 gives exactly ``0, 1, ..., n-1``)."""
-    return np.argsort(-fuse(first, scores, weight), kind="stable")
+    return _best_first(fuse(first, scores, weight))
+
+
+def _best_first(fused: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+    """Positions by fused score, best first; ties keep the first stage's order (a stable sort)."""
+    return np.argsort(-fused, kind="stable")
 
 
 def _default_text_of(item: Any) -> str:
@@ -320,7 +325,7 @@ class Reranker(LazyModel["CrossEncoder"]):
         first = first_stage_scores(similarities)
         weight = self.weight
         blended = fuse(first, scores, weight)
-        order = fused_order(first, scores, weight)
+        order = _best_first(blended)
         if top_k is not None:
             order = order[:top_k]
         return [

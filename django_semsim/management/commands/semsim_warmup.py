@@ -7,22 +7,35 @@ not read the index from disk page by page. The buffers are the server's: once pe
 (a deploy script, a container's start) is enough, for every web and worker process.
 
 With pg_prewarm where the database has it, else by an ordered scan of the whole index under the
-core's settings (:data:`semsim_pg.queries.TRAVERSAL_SETTINGS`): the companion is not a core
-collection, so the statements are plain SQL here, as in ``semsim_index_check``.
+core's settings (:data:`semsim_pg.queries.TRAVERSAL_SETTINGS`). The companion is not a core
+collection: the scan is plain SQL here, as in ``semsim_index_check``; the server-wide questions
+(shared_buffers, pg_prewarm) are the core's statements, compiled for the cursor.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
+import sqlalchemy as sa
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections, transaction
+from sqlalchemy.dialects import postgresql
 
+from django_semsim.session import set_config
+from semsim_pg import queries
 from semsim_pg.errors import SemsimError
-from semsim_pg.queries import TRAVERSAL_SETTINGS, axis_vector
 from semsim_pg.sql import METRICS
+
+logger = logging.getLogger(__name__)
+
+
+def _sql(statement: sa.Select[Any]) -> str:
+    """A core statement without parameters, as SQL for a Django cursor."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 class Command(BaseCommand):
@@ -86,27 +99,30 @@ def warm_model(model: Any, using: str) -> dict[str, Any]:
             found["suggestion"] = f"build it with python manage.py migrate ({index}); searches scan meanwhile"
             return found
         found["state"], found["index_bytes"] = "valid", int(row[1])
-        cur.execute(
-            "SELECT setting::bigint * current_setting('block_size')::bigint FROM pg_settings "
-            "WHERE name = 'shared_buffers'"
-        )
+        cur.execute(_sql(queries.shared_buffers_bytes()))
         found["shared_buffers_bytes"] = int(cur.fetchone()[0])
         found["fits"] = found["index_bytes"] <= found["shared_buffers_bytes"]
         cur.execute(f"SELECT count(*) FROM {table} WHERE embedding IS NOT NULL")
         found["vectors"] = int(cur.fetchone()[0])
-        cur.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_prewarm')")
+        cur.execute(_sql(queries.pg_prewarm_installed()))
         if cur.fetchone()[0]:
             found["method"], found["visited"] = "pg_prewarm", None
             cur.execute("SELECT pg_prewarm(%s::regclass)", [connection.ops.quote_name(index)])
         else:
             found["method"] = "index scan"
-            for name, value in TRAVERSAL_SETTINGS.items():
-                cur.execute("SELECT set_config(%s, %s, true)", [name, value])
+            set_config(connection, queries.TRAVERSAL_SETTINGS, local=True)
             cur.execute(
                 f"SELECT count(*) FROM (SELECT 1 FROM {table} "
                 f"ORDER BY embedding {METRICS[model.semantic_metric].operator} %s::vector LIMIT %s) s",
-                [axis_vector(companion._meta.get_field("embedding").dimensions), max(1, found["vectors"])],
+                [queries.axis_vector(companion._meta.get_field("embedding").dimensions), max(1, found["vectors"])],
             )
             found["visited"] = int(cur.fetchone()[0])
+    if found["visited"] is not None and found["visited"] < 0.99 * found["vectors"]:  # as the core warns
+        logger.warning(
+            "warming %s: the index scan stopped after %d of %d vectors (its memory cap); the rest is read on use",
+            found["model"],
+            found["visited"],
+            found["vectors"],
+        )
     found["seconds"] = round(time.perf_counter() - start, 3)
     return found
