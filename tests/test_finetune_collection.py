@@ -155,8 +155,21 @@ def test_small_data_trains_enough_steps_and_keeps_a_dev_part() -> None:
     assert total >= MIN_STEPS and epochs == MIN_STEPS / 2 and eval_steps == 2  # one dev evaluation an epoch
     assert schedule(3, 40, 32, None, 1)[:2] == (3, 6)  # --epochs is obeyed
     assert schedule(None, 40, 32, 5, 1)[1] == 5  # and --max-steps
+    # options no run could use are refused when they are given, before any model loads
+    from semsim_pg.finetune import BiEncoderOptions, RerankerOptions
+
     with pytest.raises(InvalidInput, match="--epochs must be above 0"):
-        schedule(0, 40, 32, None, 1)
+        BiEncoderOptions(epochs=0)
+    with pytest.raises(InvalidInput, match="--epochs must be above 0"):
+        RerankerOptions(epochs=float("nan"))
+    with pytest.raises(InvalidInput, match="--batch-size must be at least 1, got 0"):
+        BiEncoderOptions(batch_size=0)
+    for rate in (0.0, -1e-5, 2.0, float("inf")):
+        with pytest.raises(InvalidInput, match="--learning-rate must be a number between 0 and 1"):
+            RerankerOptions(learning_rate=rate)
+    with pytest.raises(InvalidInput, match="--max-steps must be at least 1, got -3"):
+        BiEncoderOptions(max_steps=-3)
+    assert BiEncoderOptions(learning_rate=1e-4, max_steps=5).learning_rate == 1e-4
     # an FAQ entry with three phrasings gives one to dev (a tenth of three would round to none)
     items = [LabelledText(f"{e}-{i}", f"phrasing {i} of {e}", e) for e in "abcd" for i in range(3)]
     task = task_from_labels(items, kind="faq")

@@ -360,3 +360,19 @@ def test_the_embedded_server_keeps_an_eighth_of_memory_for_its_buffers(store) ->
             sa.text("SELECT setting::bigint * 8192 / 1048576 FROM pg_settings WHERE name = 'shared_buffers'")
         )
         assert f"{held.scalar()}MB" == wanted
+
+
+def test_a_hit_made_from_its_row_values_is_the_hit_the_constructor_makes() -> None:
+    """SearchHit.from_values lists the fields by hand for speed: a field added to SearchHit and
+    forgotten there would leave hits without it."""
+    import dataclasses
+
+    from semsim_pg.store import SearchHit
+
+    values = ("d1", "a text", {"k": 1}, 0.9, 0.1, 0.8, 1, 2, 3.5, 1, 2, 6)
+    names = [f.name for f in dataclasses.fields(SearchHit)]
+    assert len(names) == len(values), f"SearchHit has fields {names}: list them in from_values too"
+    made = SearchHit.from_values(*values)
+    assert made == SearchHit(*values)
+    assert vars(made) == dict(zip(names, values, strict=True))
+    assert made.passage_text == "text"

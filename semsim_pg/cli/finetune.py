@@ -309,7 +309,7 @@ def _run_pairs(args: argparse.Namespace) -> int:
             epochs=1.0 if args.epochs is None else args.epochs,
             batch_size=args.batch_size,
             max_steps=args.max_steps,
-            learning_rate=args.learning_rate or PAIRS_LEARNING_RATE,
+            learning_rate=PAIRS_LEARNING_RATE if args.learning_rate is None else args.learning_rate,
             seed=args.seed,
             progress=not args.quiet,
             overwrite=args.overwrite,

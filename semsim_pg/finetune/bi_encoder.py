@@ -68,6 +68,11 @@ class BiEncoderOptions:
     #: train on a seeded sample of this many anchors (None: all)
     max_anchors: int | None = None
 
+    def __post_init__(self) -> None:
+        common.check_training(
+            epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, max_steps=self.max_steps
+        )
+
 
 def build_triples(
     task: RetrievalTask, candidates: Candidates, *, ratio: float | None, seed: int
@@ -146,7 +151,9 @@ def train_bi_encoder(
     from semsim_pg.finetune.sampler import disjoint_keys_sampler
 
     cores = common.use_all_cores(options.threads)
-    learning_rate = options.learning_rate or (FAQ_LEARNING_RATE if task.kind == "faq" else LEARNING_RATE)
+    learning_rate = options.learning_rate
+    if learning_rate is None:
+        learning_rate = FAQ_LEARNING_RATE if task.kind == "faq" else LEARNING_RATE
     columns, keys, stats = build_triples(task, candidates, ratio=options.negative_ratio, seed=options.seed)
     if not columns["anchor"]:
         raise NotImproved("No training rows could be built from the data; nothing was trained.")

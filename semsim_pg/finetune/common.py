@@ -94,6 +94,22 @@ MIN_STEPS = 20
 MAX_AUTO_EPOCHS = 20.0
 
 
+def check_training(
+    *, epochs: float | None, batch_size: int, learning_rate: float | None, max_steps: int | None
+) -> None:
+    """Refuse training options no run could use, before a model loads or a negative is mined."""
+    if epochs is not None and not (math.isfinite(epochs) and epochs > 0):
+        raise InvalidInput(f"--epochs must be above 0, got {epochs}.")
+    if batch_size < 1:
+        raise InvalidInput(f"--batch-size must be at least 1, got {batch_size}.")
+    if learning_rate is not None and not (math.isfinite(learning_rate) and 0 < learning_rate < 1):
+        raise InvalidInput(
+            f"--learning-rate must be a number between 0 and 1 (fine-tuning uses 1e-5 to 1e-4), got {learning_rate}."
+        )
+    if max_steps is not None and max_steps < 1:
+        raise InvalidInput(f"--max-steps must be at least 1, got {max_steps}.")
+
+
 def schedule(
     epochs: float | None, rows: int, batch_size: int, max_steps: int | None, evals_per_epoch: float
 ) -> tuple[float, int, int]:
@@ -103,8 +119,6 @@ def schedule(
     per_epoch = max(1, math.ceil(rows / batch_size))
     if epochs is None:
         epochs = float(min(MAX_AUTO_EPOCHS, max(1.0, MIN_STEPS / per_epoch)))
-    elif epochs <= 0:
-        raise InvalidInput(f"--epochs must be above 0, got {epochs}.")
     total = max_steps or math.ceil(per_epoch * epochs)
     eval_steps = max(1, math.ceil(total / max(1, round(evals_per_epoch * epochs))))
     return epochs, total, eval_steps

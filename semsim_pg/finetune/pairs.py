@@ -111,6 +111,7 @@ def finetune_bi_encoder(
 
     ``loss`` defaults to ``cosine`` when the training pairs are scored and ``mnrl`` when not.
     """
+    common.check_training(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_steps=max_steps)
     out = Path(out).expanduser().resolve()
     train_pairs, dev_pairs = _load_pairs(train, "train"), _load_pairs(dev, "dev")
     scored = train_pairs[0].score is not None
@@ -219,6 +220,7 @@ def finetune_cross_encoder(
     ``base`` is a saved CrossEncoder, or a plain transformer (such as all-MiniLM-L6-v2): its body
     loads and a new one-logit head is added.
     """
+    common.check_training(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_steps=max_steps)
     out = Path(out).expanduser().resolve()
     if loss not in (None, "cosine"):
         raise InvalidInput(

@@ -58,6 +58,11 @@ class RerankerOptions:
     #: torch threads (None: every core that is not busy)
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        common.check_training(
+            epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, max_steps=self.max_steps
+        )
+
 
 def build_pairs(
     task: RetrievalTask, candidates: Candidates, *, negatives: int, ratio: float
