@@ -264,3 +264,76 @@ def test_hybrid_function_reads_plain_tsvectors_from_0009(empty_database) -> None
     assert "candidates AS (" in source(engine) and "''::tsvector" not in source(engine)
     upgrade(engine)
     assert "d.tsv || ''::tsvector AS tsv" in source(engine)
+
+
+def test_sql_function_checks_from_0010_answer_good_calls_as_before(empty_database, encoder) -> None:  # type: ignore[no-untyped-def]
+    """0010 adds the Python API's checks to the SQL functions: good calls return exactly the rows
+    of 0009's functions, bad ones an invalid_parameter_value; downgrade restores 0009's text."""
+    from semsim_pg.db import migrations_dir
+    from semsim_pg.sql import vector_literal
+    from semsim_pg.store import DocumentStore
+
+    assert (migrations_dir() / "versions" / "0010_sql_function_checks.py").is_file()  # this checkout's scripts
+    engine = empty_database
+    upgrade(engine)  # the store needs the head revision; 0010 changes functions, not rows
+    store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
+    docs = [
+        ("a", "Glaciers retreat as summers warm and the ice melts."),
+        ("b", "The bakery sells rye bread and sourdough every morning."),
+        ("c", " ".join(["The train to Vienna leaves at ten from platform four."] * 8) + " Glaciers melt."),
+    ]
+    store.create_collection("whole")
+    store.create_collection("split", chunk=16, chunk_overlap=0)
+    store.upsert("whole", docs)
+    store.upsert("split", docs)
+    vector = vector_literal(encoder.encode(["melting ice"])[0])
+    good = [
+        "SELECT * FROM semsim.search(:c, CAST(:v AS vector), 2)",
+        "SELECT * FROM semsim.search(:c, CAST(:v AS vector), 1000, '{}')",
+        "SELECT * FROM semsim.similar(:c, 'a', 3)",
+        "SELECT * FROM semsim.hybrid_search(:c, 'ice glaciers', CAST(:v AS vector), 3)",
+        "SELECT * FROM semsim.hybrid_search(:c, 'bread', CAST(:v AS vector), 2, NULL, 1, 0, 0.5, 2)",
+        "SELECT * FROM semsim.hybrid_search(:c, 'train', CAST(:v AS vector), 1000, NULL, 1000, 60, 0, 0)",
+    ]
+
+    def answers() -> list[list[tuple[object, ...]]]:
+        with engine.connect() as conn:
+            return [
+                [tuple(r) for r in conn.execute(sa.text(sql), {"c": c, "v": vector})]
+                for c in ("whole", "split")
+                for sql in good
+            ]
+
+    def sources() -> dict[str, str]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT p.oid::regprocedure::text, p.prosrc FROM pg_proc p JOIN pg_namespace n"
+                    " ON n.oid = p.pronamespace WHERE n.nspname = 'semsim'"
+                )
+            ).all()
+        return {r[0]: r[1] for r in rows}
+
+    def error(sql: str) -> tuple[str, str]:
+        with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
+            conn.execute(sa.text(sql), {"v": vector})
+        orig = caught.value.orig
+        return orig.sqlstate, orig.diag.message_primary  # type: ignore[union-attr]
+
+    huge_k = "SELECT count(*) FROM semsim.search('whole', CAST(:v AS vector), 600000000)"
+    negative_rrf = "SELECT * FROM semsim.hybrid_search('whole', 'ice', CAST(:v AS vector), 3, NULL, 100, -1)"
+    downgrade(engine, "0009")
+    before, before_sources = answers(), sources()
+    assert all(before) and error(huge_k) == ("22003", "integer out of range")
+    assert error(negative_rrf) == ("22012", "division by zero")
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert answers() == before
+    assert set(sources()) == set(before_sources)  # the same functions, by signature
+    assert error(huge_k) == ("22023", "semsim: k must be a whole number from 1 to 1000, got 600000000")
+    assert error(negative_rrf) == ("22023", "semsim: rrf_k must be a whole number of at least 0, got -1")
+    downgrade(engine, "0009")
+    assert sources() == before_sources
+    assert answers() == before and error(huge_k)[0] == "22003"
+    upgrade(engine)
+    assert error(huge_k)[0] == "22023"
