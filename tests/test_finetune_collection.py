@@ -164,8 +164,8 @@ def test_small_data_trains_enough_steps_and_keeps_a_dev_part() -> None:
         RerankerOptions(epochs=float("nan"))
     with pytest.raises(InvalidInput, match="--batch-size must be at least 1, got 0"):
         BiEncoderOptions(batch_size=0)
-    for rate in (0.0, -1e-5, 2.0, float("inf")):
-        with pytest.raises(InvalidInput, match="--learning-rate must be a number between 0 and 1"):
+    for rate in (-1e-5, 1.0, 2.0, float("inf"), float("nan")):
+        with pytest.raises(InvalidInput, match="--learning-rate must be a number from 0 to below 1"):
             RerankerOptions(learning_rate=rate)
     with pytest.raises(InvalidInput, match="--max-steps must be at least 1, got -3"):
         BiEncoderOptions(max_steps=-3)

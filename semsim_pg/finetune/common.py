@@ -102,9 +102,9 @@ def check_training(
         raise InvalidInput(f"--epochs must be above 0, got {epochs}.")
     if batch_size < 1:
         raise InvalidInput(f"--batch-size must be at least 1, got {batch_size}.")
-    if learning_rate is not None and not (math.isfinite(learning_rate) and 0 < learning_rate < 1):
+    if learning_rate is not None and not (math.isfinite(learning_rate) and 0 <= learning_rate < 1):
         raise InvalidInput(
-            f"--learning-rate must be a number between 0 and 1 (fine-tuning uses 1e-5 to 1e-4), got {learning_rate}."
+            f"--learning-rate must be a number from 0 to below 1 (fine-tuning uses 1e-5 to 1e-4), got {learning_rate}."
         )
     if max_steps is not None and max_steps < 1:
         raise InvalidInput(f"--max-steps must be at least 1, got {max_steps}.")
