@@ -51,9 +51,13 @@ _ENCODING_COMMANDS = frozenset({"runserver", "semsim_worker", "semsim_reindex", 
 
 def _wants_preload(argv: list[str] | None = None) -> bool:
     from django_semsim.conf import get_config
+    from semsim_pg.errors import ConfigurationError
 
-    if not get_config().preload:
-        return False
+    try:
+        if not get_config().preload:
+            return False
+    except ConfigurationError:
+        return False  # check semsim.E005 reports the settings, with the other checks
     argv = sys.argv if argv is None else argv
     program = os.path.basename(argv[0]) if argv else ""
     if program in ("manage.py", "django-admin", "django-admin.py", "__main__.py"):

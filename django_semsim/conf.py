@@ -248,6 +248,11 @@ def _load() -> SemsimConfig:
     dims = values["DIMENSIONS"]
     if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 16_000):
         problems.append(f"DIMENSIONS must be None or a whole number between 1 and 16000, got {dims!r}")
+    for key, floor, ceiling in (("WORKER_POLL_SECONDS", 0.01, 3600.0), ("WORKER_MAX_BACKOFF_SECONDS", 0.01, 86_400.0)):
+        # a worker that polls every 0 s spins a core on an empty queue
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not floor <= value <= ceiling:
+            problems.append(f"{key} must be a number of seconds between {floor:g} and {ceiling:g}, got {value!r}")
     for key in ("FAQ_THRESHOLD", "FAQ_RERANK_THRESHOLD"):
         value = values[key]
         if value is not None and (

@@ -26,10 +26,11 @@ from django.db.models import Func, TextField, Value
 from django.db.models.signals import class_prepared
 from pgvector.django import HnswIndex, VectorField
 
-from django_semsim.conf import get_config
+from django_semsim.conf import DEFAULTS, get_config
 from django_semsim.expressions import companion_model
 from django_semsim.passages import chunking_of, stored_hash, stored_hash_expression
 from django_semsim.query import USE_DEFAULT_K, SemanticManager, SemanticQuerySet
+from semsim_pg.errors import ConfigurationError
 from semsim_pg.sql import METRICS
 
 if TYPE_CHECKING:
@@ -213,9 +214,24 @@ def _short_hash(*parts: str) -> str:
     return hashlib.sha1(".".join(parts).encode()).hexdigest()[:10]
 
 
+def _companion_settings() -> tuple[int | None, int, int]:
+    """The vector size and HNSW parameters of a companion, from ``settings.SEMSIM``.
+
+    Companions are built while Django imports the models, before the system checks run: invalid
+    settings must not crash every ``manage.py`` command with a traceback there. They get
+    placeholders instead (no fixed size, the default graph), and check ``semsim.E005`` reports the
+    settings and stops ``migrate``, ``makemigrations`` and ``runserver`` before a placeholder
+    could reach the database."""
+    try:
+        config = get_config()
+    except ConfigurationError:
+        return None, DEFAULTS["HNSW_M"], DEFAULTS["HNSW_EF_CONSTRUCTION"]
+    return config.dimensions, config.hnsw_m, config.hnsw_ef_construction
+
+
 def _make_companion(source: type[SemanticModel]) -> type[models.Model]:
     """Build ``<Source>Embedding`` in the source's app: FK to source (cascade), model, hash, vector."""
-    config = get_config()
+    dimensions, hnsw_m, hnsw_ef_construction = _companion_settings()
     opts = source._meta
     metric = METRICS.get(source.semantic_metric)
     opclass = metric.opclass if metric is not None else "vector_cosine_ops"  # a bad metric is reported by a check
@@ -233,8 +249,8 @@ def _make_companion(source: type[SemanticModel]) -> type[models.Model]:
                     name=f"semsim_{tag}_hnsw",
                     fields=["embedding"],
                     opclasses=[opclass],
-                    m=config.hnsw_m,
-                    ef_construction=config.hnsw_ef_construction,
+                    m=hnsw_m,
+                    ef_construction=hnsw_ef_construction,
                 )
             ],
         },
@@ -256,7 +272,7 @@ def _make_companion(source: type[SemanticModel]) -> type[models.Model]:
         # hash of the text the vector was computed from (with the split, for a model that splits:
         # passages.stored_hash); NULL with a NULL vector marks a row not encoded yet
         "text_hash": models.CharField(max_length=64, null=True, blank=True),
-        "embedding": VectorField(dimensions=config.dimensions, null=True, blank=True),
+        "embedding": VectorField(dimensions=dimensions, null=True, blank=True),
         "created_at": models.DateTimeField(auto_now_add=True),
         "updated_at": models.DateTimeField(auto_now=True),
         "Meta": meta,

@@ -32,7 +32,14 @@ def test_e001_contrib_postgres_missing() -> None:
 
 @pytest.mark.parametrize(
     ("semsim", "needle"),
-    [({"SYNC": "later"}, "SYNC"), ({"EF_SEARCH": 0}, "EF_SEARCH"), ({"MODLE": "x"}, "Unknown key")],
+    [
+        ({"SYNC": "later"}, "SYNC"),
+        ({"EF_SEARCH": 0}, "EF_SEARCH"),
+        ({"MODLE": "x"}, "Unknown key"),
+        ({"WORKER_POLL_SECONDS": 0}, "WORKER_POLL_SECONDS must be a number of seconds between 0.01 and 3600, got 0"),
+        ({"WORKER_POLL_SECONDS": "2"}, "WORKER_POLL_SECONDS"),
+        ({"WORKER_MAX_BACKOFF_SECONDS": float("nan")}, "WORKER_MAX_BACKOFF_SECONDS"),
+    ],
 )
 def test_e005_invalid_settings(semsim: dict[str, object], needle: str) -> None:
     with override_settings(SEMSIM=semsim):
@@ -249,3 +256,31 @@ def test_e010_unknown_text_search_config(monkeypatch) -> None:  # type: ignore[n
         errors = check_connection(connection)
     assert {e.id for e in errors} == {"semsim.E010"}
     assert Article in {e.obj for e in errors} and all("TEXT_SEARCH_CONFIG" in e.msg for e in errors)
+
+
+@pytest.mark.parametrize("semsim", ['{"SYNC": "later"}', '{"HNSW_M": 0}', '"not a dict"'])
+def test_invalid_settings_are_a_check_error_not_a_crash_at_import(semsim: str) -> None:
+    """Semantic models build their companions while Django imports them, before any check runs:
+    invalid settings there must reach ``manage.py check`` as semsim.E005, not a traceback from
+    django.setup() (the FAQ app's models alone are enough to hit it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys\n"
+        "from django.conf import settings\n"
+        "import tests.django_settings as base\n"
+        "values = {k: getattr(base, k) for k in dir(base) if k.isupper()}\n"
+        f"values['SEMSIM'] = {semsim}\n"
+        "settings.configure(**values)\n"
+        "from django.core.management import execute_from_command_line\n"
+        "execute_from_command_line(['manage.py', 'check'])\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "(semsim.E005) Invalid settings.SEMSIM" in done.stderr or "(semsim.E005) settings.SEMSIM" in done.stderr, (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr, done.stderr
