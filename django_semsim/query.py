@@ -332,6 +332,12 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         """
         from django_semsim.conf import get_config
 
+        if isinstance(obj_or_pk, models.Model) and not _same_rows(obj_or_pk, self.model):
+            # its pk would silently pick the row of this model that happens to share it
+            raise InvalidQuery(
+                f"similar_to() searches {self.model._meta.object_name} objects: give one of them or its primary "
+                f"key, not a {type(obj_or_pk)._meta.object_name} (search through that model's own manager)."
+            )
         pk = obj_or_pk.pk if isinstance(obj_or_pk, models.Model) else obj_or_pk
         if pk is None:
             raise InvalidQuery("similar_to() needs a saved object or a primary key; got an object without a pk.")
@@ -548,3 +554,9 @@ def _companion_condition(model: type[models.Model], model_name: str) -> Q:
 
 class SemanticManager(models.Manager.from_queryset(SemanticQuerySet)):  # type: ignore[misc]
     """The default manager of semantic models (``Model.objects``)."""
+
+
+def _same_rows(obj: models.Model, model: type[models.Model]) -> bool:
+    """Whether ``obj`` is a row of ``model``'s table: an instance of it, of a proxy of it, or of a
+    child in multi-table inheritance (whose pk is its parent row's)."""
+    return isinstance(obj, model) or obj._meta.concrete_model is model._meta.concrete_model

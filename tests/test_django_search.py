@@ -126,6 +126,12 @@ def test_similar_to_excludes_itself(articles, django_assert_num_queries) -> None
     assert [a.pk for a in Article.objects.similar_to(reset.pk, k=3)] == [a.pk for a in similar]
     no_vector = Article.objects.bulk_create([Article(title="no vector yet")])[0]
     assert list(Article.objects.similar_to(no_vector, k=3)) == []
+    # an object of another model is refused, not read as "this model's row with the same pk"
+    category = Category.objects.create(name="another table")
+    with pytest.raises(
+        InvalidQuery, match="searches Article objects: give one of them or its primary key, not a Category"
+    ):
+        Article.objects.similar_to(category, k=3)
 
 
 def test_min_similarity(articles) -> None:  # type: ignore[no-untyped-def]
