@@ -73,6 +73,9 @@ def test_bad_arguments() -> None:
         call_command("semsim_status", "nope.Nothing")
     with pytest.raises(CommandError, match="batch-size"):
         call_command("semsim_reindex", "--batch-size", "0")
+    for command in ("semsim_reindex", "semsim_status", "semsim_index_check", "semsim_warmup", "semsim_worker"):
+        with pytest.raises(CommandError, match=r"unknown database alias 'nope'; settings\.DATABASES has: default"):
+            call_command(command, "--database", "nope")
 
 
 def test_companion_migrations_are_current() -> None:

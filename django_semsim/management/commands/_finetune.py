@@ -10,6 +10,8 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
+from django_semsim.management.commands._options import add_database_option
+
 
 def add_training_arguments(parser: CommandParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="where to save the model (written atomically)")
@@ -26,7 +28,7 @@ def add_training_arguments(parser: CommandParser) -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: every core that is not busy)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds something")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
-    parser.add_argument("--database", default="default", help="database alias (default: default)")
+    add_database_option(parser)
 
 
 def train(

@@ -15,6 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections, transaction
 
+from django_semsim.management.commands._options import add_database_option
 from semsim_pg.errors import SemsimError
 from semsim_pg.sql import METRICS
 from semsim_pg.store.check import EF_SEARCH_STEPS, RECALL_TARGET, IndexCheck, suggestion
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("-k", type=int, default=10, help="recall@k (default 10)")
         parser.add_argument("--ef-search", type=int, default=None, help="hnsw.ef_search (default: SEMSIM)")
         parser.add_argument("--json", action="store_true", help="print JSON")
-        parser.add_argument("--database", default="default", help="database alias (default: default)")
+        add_database_option(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_semsim.conf import get_config

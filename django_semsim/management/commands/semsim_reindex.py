@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_semsim.management.commands._options import add_database_option
 from semsim_pg.errors import SemsimError
 from semsim_pg.progress import progress_bar
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
         mode.add_argument("--stale", action="store_true", help="only rows whose vector is missing or out of date")
         mode.add_argument("--all", action="store_true", help="re-encode every row, then drop other models' vectors")
         parser.add_argument("--batch-size", type=int, default=None, help="rows per encoder call (default: SEMSIM)")
-        parser.add_argument("--database", default="default", help="database alias (default: default)")
+        add_database_option(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_semsim.status import iter_models, mark_all_stale, model_status, remove_other_models

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_semsim.management.commands._options import add_database_option
 from semsim_pg.errors import SemsimError
 
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("models", nargs="*", metavar="app_label.Model", help="models (default: all)")
         parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
-        parser.add_argument("--database", default="default", help="database alias (default: default)")
+        add_database_option(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_semsim.conf import get_config

@@ -24,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections, transaction
 from sqlalchemy.dialects import postgresql
 
+from django_semsim.management.commands._options import add_database_option
 from django_semsim.session import set_config
 from semsim_pg import queries
 from semsim_pg.errors import SemsimError
@@ -45,7 +46,7 @@ class Command(BaseCommand):
         parser.add_argument("models", nargs="*", metavar="app_label.Model", help="models to warm (default: all)")
         parser.add_argument("--no-model", action="store_true", help="warm the indexes only, not the encoder")
         parser.add_argument("--json", action="store_true", help="print JSON")
-        parser.add_argument("--database", default="default", help="database alias (default: default)")
+        add_database_option(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_semsim.apps import preload

@@ -16,6 +16,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
+from django_semsim.management.commands._options import add_database_option
+
 logger = logging.getLogger("django_semsim.worker")
 
 
@@ -25,7 +27,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="drain what is stale now, then exit")
         parser.add_argument("--batch-size", type=int, default=None, help="rows per claim (default: SEMSIM)")
-        parser.add_argument("--database", default="default", help="database alias (default: default)")
+        add_database_option(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_semsim.conf import get_config
