@@ -82,3 +82,12 @@ def test_warmup_reads_the_companion_index_through_the_graph_and_reports_a_missin
     call_command("semsim_warmup", "djangoapp.Article", "--no-model", "--json", stdout=out)
     (gone,) = json.loads(out.getvalue())["indexes"]
     assert gone["state"] == "missing" and "migrate" in gone["suggestion"]
+
+
+def test_a_model_with_no_rows_yet_is_healthy() -> None:
+    """A site whose model is still empty: the index is valid, there is nothing to miss, and the
+    exit status stays 0 (a cron job alerting on 3 would alert for ever)."""
+    code, (empty,) = _check()
+    assert empty["state"] == "valid" and empty["sample"] == 0 and empty["recall"] is None
+    assert "no vectors yet" in empty["suggestion"]
+    assert code == 0

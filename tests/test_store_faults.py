@@ -192,6 +192,8 @@ def test_index_check_measures_recall_and_says_what_would_reach_the_target(store,
     from semsim_pg.sql import to_array, vector_literal
 
     coll = store.create_collection(collection_name, m=4, ef_construction=8)  # a sparse graph: it misses
+    empty = store.check_index(collection_name, sample=40)  # nothing stored yet: nothing to miss
+    assert empty.state == "valid" and empty.sample == 0 and empty.recall is None and empty.ok
     vectors = clustered(3000, coll.dimension)
     store.upsert(collection_name, [(str(i), f"doc {i}") for i in range(3000)], vectors=vectors, batch_size=1000)
     weak = store.check_index(collection_name, sample=40, ef_search=10)
