@@ -24,6 +24,7 @@ __all__ = [
     "check_id",
     "check_json_value",
     "check_k",
+    "check_many",
     "check_name",
     "check_text",
     "check_vectors",
@@ -61,6 +62,13 @@ def check_fusion(rrf_k: Any, weights: Any) -> tuple[int, tuple[float, float]]:
     ):
         raise InvalidQuery(f"weights must be two numbers >= 0 (dense, lexical), got {weights!r}.")
     return rrf_k, (float(weights[0]), float(weights[1]))
+
+
+def check_many(values: Any, what: str, error: type[InvalidInput] = InvalidInput) -> None:
+    """Refuse one text where a collection of them is asked for: iterated, it is its characters
+    (``delete(coll, "abc")`` deleted the documents "a", "b" and "c")."""
+    if isinstance(values, str | bytes):
+        raise error(f"{what} takes a list of them, not one text: pass [{values!r}].")
 
 
 def check_text(value: str, what: str, error: type[InvalidInput] = InvalidInput) -> str:

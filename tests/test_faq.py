@@ -210,6 +210,10 @@ def test_reload_is_incremental_and_removes_stale_phrasings(store, collection_nam
     last = matcher.load(changed[:2], replace=True)
     assert last.encoded == 0
     assert {e.faq_id for e in matcher.entries()} == {e0.faq_id, e1.faq_id}
+    with pytest.raises(InvalidInput, match="not one text"):  # iterated, its characters were ids
+        matcher.remove(e1.faq_id)
+    with pytest.raises(InvalidQuery, match="not one text"):
+        matcher.match_many("how do I reset my password")
     assert matcher.remove([e1.faq_id]) == len(e1.phrasings())
     assert [e.faq_id for e in matcher.entries()] == [e0.faq_id]
 

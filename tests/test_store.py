@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -109,6 +111,12 @@ def test_filters_compose_with_search(store, corpus) -> None:  # type: ignore[no-
     assert {h.external_id for h in hits} == {"feline", "password", "pasta", "rocket"}
     hits = store.search(corpus, "anything", k=10, filter={"topic": "animals", "year": 2020})
     assert [h.external_id for h in hits] == ["dog-cat"]
+    # an object value matches by containment, as jsonb's @> does
+    store.upsert(corpus, [("nested", "a document with nested metadata", {"tags": {"kind": "pet", "n": [1, 2]}})])
+    hits = store.search(corpus, "anything", k=10, filter={"tags": {"kind": "pet"}})
+    assert [h.external_id for h in hits] == ["nested"]
+    assert store.search(corpus, "anything", k=10, filter={"tags": {"n": [1]}})[0].external_id == "nested"
+    assert store.search(corpus, "anything", k=10, filter={"tags": {"kind": "car"}}) == []
 
 
 def test_min_similarity_drops_weak_hits(store, corpus) -> None:  # type: ignore[no-untyped-def]
@@ -176,6 +184,11 @@ def test_sql_functions_for_psql_users(store, corpus) -> None:  # type: ignore[no
 
 
 def test_delete_removes_documents_and_vectors(store, corpus) -> None:  # type: ignore[no-untyped-def]
+    # one id as a plain text is refused: iterated, it was its characters, each a document id
+    store.upsert(corpus, [("r", "a document named r"), ("o", "a document named o")])
+    with pytest.raises(InvalidInput, match=r"not one text: pass \['rocket'\]"):
+        store.delete(corpus, "rocket")
+    assert store.delete(corpus, ["r", "o"]) == 2
     assert store.delete(corpus, ["rocket", "not-there"]) == 1
     assert table_counts(store, corpus) == (len(CORPUS) - 1, len(CORPUS) - 1)
     with pytest.raises(DocumentNotFound):
@@ -224,18 +237,52 @@ def test_bad_queries_raise_clear_errors(store, corpus) -> None:  # type: ignore[
         store.similar(corpus, "no-such-id")
     with pytest.raises(InvalidQuery, match="filter"):
         store.search(corpus, "dogs", filter={"topic": []})
+    with pytest.raises(InvalidQuery, match="not one text"):
+        store.search_many(corpus, "dogs")
 
 
 def test_failed_batch_writes_nothing(store, corpus) -> None:  # type: ignore[no-untyped-def]
     before = table_counts(store, corpus)
-    # PostgreSQL's jsonb refuses \u0000: the batch fails in the database, after a good document.
-    bad = [("new-1", "A perfectly good new document", {}), ("new-2", "Another one", {"x": "a\x00b"})]
-    with pytest.raises(sa.exc.DBAPIError):
-        store.upsert(corpus, bad)
-    assert table_counts(store, corpus) == before
-    with pytest.raises(sa.exc.DBAPIError):
-        store.upsert(corpus, bad, defer_index=True)
-    assert index_exists(store, store.get_collection(corpus))  # rebuilt after the failed load
+    # A batch that fails in the database, after a good document: a trigger refuses the second.
+    bad = [("new-1", "A perfectly good new document", {}), ("new-2", "Another one", {})]
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION public.semsim_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.external_id = 'new-2' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER semsim_test_refuse BEFORE INSERT ON semsim.documents "
+            "FOR EACH ROW EXECUTE FUNCTION public.semsim_test_refuse()"
+        )
+    try:
+        with pytest.raises(sa.exc.DBAPIError, match="refused by the test"):
+            store.upsert(corpus, bad)
+        assert table_counts(store, corpus) == before
+        with pytest.raises(sa.exc.DBAPIError, match="refused by the test"):
+            store.upsert(corpus, bad, defer_index=True)
+        assert index_exists(store, store.get_collection(corpus))  # rebuilt after the failed load
+    finally:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER semsim_test_refuse ON semsim.documents")
+            conn.exec_driver_sql("DROP FUNCTION public.semsim_test_refuse()")
+    # Metadata PostgreSQL's jsonb cannot hold is refused before the first batch is written (it
+    # used to fail at the COPY of the batch that held it, the batches before committed).
+    many = [(f"m{i}", f"document number {i}", {"n": i}) for i in range(30)]
+    for value, needle in ((math.nan, "nan"), (math.inf, "inf"), ("a\x00b", "NUL"), ("\udc80", "UTF-8")):
+        last = (many[-1][0], many[-1][1], {"n": 29, "score": value})
+        with pytest.raises(InvalidInput, match=f"metadata field 'score' of document 'm29' \\(#29\\).*{needle}"):
+            store.upsert(corpus, [*many[:-1], last], batch_size=10)
+        assert table_counts(store, corpus) == before
+    # a stream is checked batch by batch: the error says what its earlier batches stored
+    stream = (d if d[0] != "m25" else (d[0], d[1], {"score": math.nan}) for d in many)
+    with pytest.raises(InvalidInput, match="Nothing of its batch was written; the 20 documents before it were"):
+        store.upsert(corpus, stream, batch_size=10)
+    assert table_counts(store, corpus) == (before[0] + 20, before[1] + 20)
+    before = table_counts(store, corpus)
+    with pytest.raises(InvalidInput, match="NUL"):
+        store.upsert(corpus, [("k", "text", {"a\x00b": 1})])
+    with pytest.raises(InvalidInput, match="keys must be texts"):
+        store.upsert(corpus, [("k", "text", {1: 1})])
     with pytest.raises(InvalidInput, match="appears twice"):
         store.upsert(corpus, [("dup", "first text", {}), ("dup", "second text", {})])
     with pytest.raises(InvalidInput, match="no text"):

@@ -29,7 +29,7 @@ from semsim_pg.faq.ranking import (
 )
 from semsim_pg.insights.log import log_answer, not_logged
 from semsim_pg.store import Document
-from semsim_pg.validation import MAX_K, check_k
+from semsim_pg.validation import MAX_K, check_k, check_many
 
 if TYPE_CHECKING:
     from semsim_pg.rerank import Reranker
@@ -145,6 +145,7 @@ class FAQMatcher:
 
     def remove(self, faq_ids: Iterable[str]) -> int:
         """Remove entries (all their phrasings); returns how many phrasings went."""
+        check_many(faq_ids, "remove(): the FAQ ids")
         collection = self.store.get_collection(self.collection)
         ids = set(faq_ids)
         stale = [external_id for external_id, faq_id in self._stored_ids(collection) if faq_id in ids]
@@ -227,6 +228,7 @@ class FAQMatcher:
         candidates: int | None = None,
     ) -> list[list[FAQMatch[FAQEntry]]]:
         """:meth:`match` for many questions: encoded in one batch, searched on one connection."""
+        check_many(questions, "match_many(): the questions", InvalidQuery)
         check_k(k)
         for i, question in enumerate(questions):
             if not isinstance(question, str) or not question.strip():

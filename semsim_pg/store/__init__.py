@@ -51,7 +51,7 @@ from semsim_pg.store.types import (
     SearchHit,
     UpsertResult,
 )
-from semsim_pg.validation import MAX_K, check_id, check_k, check_name, check_text
+from semsim_pg.validation import MAX_K, check_id, check_k, check_many, check_name, check_text
 
 __all__ = [
     "MAX_K",
@@ -358,6 +358,7 @@ class DocumentStore:
 
     def delete(self, collection: str | Collection, external_ids: Iterable[str]) -> int:
         """Delete documents (and their vectors); returns how many existed."""
+        check_many(external_ids, "delete(): the document ids")
         coll = self.get_collection(collection)
         with self._connect() as conn, conn.begin():
             ids = [check_id(str(x)) for x in external_ids]
@@ -444,6 +445,7 @@ class DocumentStore:
         candidates: int | None = None,
     ) -> list[list[SearchHit]]:
         """Search many queries: encoded in one batch, searched on one connection."""
+        check_many(queries, "search_many(): the queries", InvalidQuery)
         args = search.SearchArgs(k, min_similarity, filter, mode=mode, candidates=candidates)
         for i, q in enumerate(queries):
             if not isinstance(q, str) or not q.strip():

@@ -30,7 +30,7 @@ from semsim_pg.progress import progress_bar
 from semsim_pg.store.encoding import PassageVector, encode_passages, passage_arrays
 from semsim_pg.store.indexes import bulk_load, ensure_index
 from semsim_pg.store.types import Collection, Document, DocumentLike, UpsertResult
-from semsim_pg.validation import check_id, check_text, check_vectors
+from semsim_pg.validation import check_id, check_json_value, check_text, check_vectors
 
 if TYPE_CHECKING:
     from semsim_pg.store import DocumentStore
@@ -96,6 +96,11 @@ def upsert(
             raise InvalidInput(f"{len(documents)} documents but {len(matrix)} vectors: give one vector per document.")
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
+    checked = isinstance(documents, Sized)
+    if checked:
+        # A list is checked whole before its first batch is written: a bad document at its end
+        # leaves the collection as it was. A stream (a generator) is checked batch by batch.
+        documents = [coerce_document(doc, i) for i, doc in enumerate(documents)]
     expected = total if total is not None else (len(documents) if isinstance(documents, Sized) else None)
     if defer_index is None:
         defer_index = _defer_index(store, coll, expected)
@@ -109,7 +114,7 @@ def upsert(
     def prepare(item: tuple[int, list[Any]]) -> PreparedBatch:
         start, batch = item
         given = None if matrix is None else matrix[start : start + len(batch)]
-        return prepare_batch(store, target.coll, target.encoder, batch, start, given)
+        return prepare_batch(store, target.coll, target.encoder, batch, start, given, checked=checked)
 
     with (
         bulk_load(store.engine, coll) if defer_index else nullcontext(),
@@ -136,6 +141,14 @@ def upsert(
                     bar.update(len(prepared.docs))
         except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable) as exc:
             raise _database_lost(coll, committed, exc) from None
+        except InvalidInput as exc:
+            if not committed:
+                raise
+            # a stream's bad document, met after earlier batches committed: say what is stored
+            raise type(exc)(
+                f"{exc} Nothing of its batch was written; the {committed} documents before it were. Fix it and "
+                "run the same ingest again: documents already stored with the same text are not encoded again."
+            ) from None
         finally:
             if defer_index:
                 # After the last batch, from every row at once, and even after a failed load (a
@@ -213,12 +226,15 @@ def prepare_batch(
     batch: list[Any],
     start: int,
     given: npt.NDArray[np.float32] | None,
+    *,
+    checked: bool = False,
 ) -> PreparedBatch:
-    """Check a batch, read its stored hashes and encode what changed; writes nothing.
+    """Check a batch (unless ``checked``: its items are :func:`coerce_document`'s already), read
+    its stored hashes and encode what changed; writes nothing.
 
     Encoding happens here, before the write transaction, so no lock is held while the model runs.
     """
-    docs = [coerce_document(doc, start + i) for i, doc in enumerate(batch)]
+    docs = batch if checked else [coerce_document(doc, start + i) for i, doc in enumerate(batch)]
     seen: dict[str, int] = {}
     for i, doc in enumerate(docs):
         if doc.external_id in seen:
@@ -367,10 +383,15 @@ def coerce_document(doc: DocumentLike, index: int) -> Document:
         raise InvalidInput(
             f"The metadata of document {external_id!r} (#{index}) must be a mapping, got {type(metadata).__name__}."
         )
-    try:
-        json.dumps(metadata)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"The metadata of document {external_id!r} (#{index}) is not JSON: {exc}.") from None
+    # Checked here, before any batch is written: PostgreSQL's jsonb refused NaN, infinity, NUL and
+    # lone surrogates only at the COPY, after the batches before had committed.
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise InvalidInput(
+                f"The metadata of document {external_id!r} (#{index}) has the key {key!r}: keys must be texts."
+            )
+        check_text(key, f"metadata key {key[:40]!r} of document {external_id!r} (#{index})")
+        check_json_value(value, f"metadata field {key!r} of document {external_id!r} (#{index})")
     return Document(external_id, text, dict(metadata))
 
 

@@ -17,6 +17,7 @@ The statements themselves are compiled once and run on the driver: :mod:`semsim_
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -122,8 +123,18 @@ class SearchArgs:
 
     def key(self) -> tuple[Any, ...]:
         """What the statement is built from (the vector aside): equal keys, equal statements."""
-        # A value's type belongs to the key: 1, 1.0 and True are equal in Python, not in JSON.
-        frozen = tuple((key, tuple((type(v).__name__, v) for v in values)) for key, values in self.filter.items())
+        # A value's type belongs to the key: 1, 1.0 and True are equal in Python, not in JSON. An
+        # object or array value (matched by containment, as jsonb's @> does) is keyed by its JSON.
+        frozen = tuple(
+            (
+                key,
+                tuple(
+                    (type(v).__name__, json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v)
+                    for v in values
+                ),
+            )
+            for key, values in self.filter.items()
+        )
         return (
             self.k,
             self.min_similarity,
