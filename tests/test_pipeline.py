@@ -192,8 +192,8 @@ def test_ingest_encodes_the_next_batch_while_it_writes_this_one(store, collectio
     overlapped = []
     prepare, write = ingest.prepare_batch, ingest.write_batch
 
-    def spy_prepare(store, coll, encoder, batch, start, given):  # type: ignore[no-untyped-def]
-        result = prepare(store, coll, encoder, batch, start, given)
+    def spy_prepare(store, coll, encoder, batch, start, given, **options):  # type: ignore[no-untyped-def]
+        result = prepare(store, coll, encoder, batch, start, given, **options)
         if start == 2:
             prepared_second.set()
         return result
