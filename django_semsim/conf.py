@@ -97,7 +97,12 @@ SETTINGS: tuple[Setting, ...] = (
         "a model's `search_config` overrides it",
     ),
     Setting("HNSW_M", "int", 16, "HNSW `m` of generated companion indexes (a change needs makemigrations)"),
-    Setting("HNSW_EF_CONSTRUCTION", "int", 64, "HNSW `ef_construction` of generated companion indexes"),
+    Setting(
+        "HNSW_EF_CONSTRUCTION",
+        "int",
+        64,
+        "HNSW `ef_construction` of generated companion indexes (at least twice `HNSW_M`)",
+    ),
     Setting("WORKER_POLL_SECONDS", "float", 2.0, "seconds a worker sleeps when the queue is empty"),
     Setting("WORKER_MAX_BACKOFF_SECONDS", "float", 60.0, "longest back-off of a worker after encoder failures"),
     Setting(
@@ -245,6 +250,12 @@ def _load() -> SemsimConfig:
     ):
         if not isinstance(values[key], int) or not low <= values[key] <= high:
             problems.append(f"{key} must be a whole number between {low} and {high}, got {values[key]!r}")
+    m, ef_construction = values["HNSW_M"], values["HNSW_EF_CONSTRUCTION"]
+    if isinstance(m, int) and isinstance(ef_construction, int) and ef_construction < 2 * m:
+        problems.append(
+            f"HNSW_EF_CONSTRUCTION ({ef_construction}) must be at least twice HNSW_M ({m}), as pgvector requires: "
+            f"raise it to {2 * m} or more, or lower HNSW_M"
+        )
     dims = values["DIMENSIONS"]
     if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 16_000):
         problems.append(f"DIMENSIONS must be None or a whole number between 1 and 16000, got {dims!r}")

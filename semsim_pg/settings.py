@@ -103,6 +103,11 @@ class Settings:
                 4 <= self.hnsw_ef_construction <= 1000,
                 f"hnsw_ef_construction must be between 4 and 1000, got {self.hnsw_ef_construction}",
             ),
+            (
+                self.hnsw_ef_construction >= 2 * self.hnsw_m,
+                f"hnsw_ef_construction ({self.hnsw_ef_construction}) must be at least twice hnsw_m ({self.hnsw_m}), "
+                f"as pgvector requires: raise it to {2 * self.hnsw_m} or more, or lower m",
+            ),
             (self.metric in METRIC_NAMES, f"metric must be one of {', '.join(METRIC_NAMES)}, got {self.metric!r}"),
             (bool(self.model.strip()), "model must not be empty"),
             (

@@ -36,6 +36,7 @@ def test_e001_contrib_postgres_missing() -> None:
         ({"SYNC": "later"}, "SYNC"),
         ({"EF_SEARCH": 0}, "EF_SEARCH"),
         ({"MODLE": "x"}, "Unknown key"),
+        ({"HNSW_M": 40}, "HNSW_EF_CONSTRUCTION (64) must be at least twice HNSW_M (40)"),
         ({"WORKER_POLL_SECONDS": 0}, "WORKER_POLL_SECONDS must be a number of seconds between 0.01 and 3600, got 0"),
         ({"WORKER_POLL_SECONDS": "2"}, "WORKER_POLL_SECONDS"),
         ({"WORKER_MAX_BACKOFF_SECONDS": float("nan")}, "WORKER_MAX_BACKOFF_SECONDS"),

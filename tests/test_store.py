@@ -221,6 +221,23 @@ def test_create_collection_conflicts(store, corpus) -> None:  # type: ignore[no-
         store.create_collection(corpus, exist_ok=False)
 
 
+def test_graph_parameters_pgvector_refuses_are_refused_before_anything_changes(store, corpus, collection_name) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.errors import ConfigurationError
+
+    # pgvector wants ef_construction >= 2 * m: a rebuild asked for less dropped the index, saved
+    # the parameters, then failed, and every later build failed with them
+    before = store.get_collection(corpus)
+    with pytest.raises(ConfigurationError, match=r"hnsw_ef_construction \(20\) must be at least twice hnsw_m \(16\)"):
+        store.build_index(corpus, m=16, ef_construction=20)
+    after = store.get_collection(corpus)
+    assert (after.hnsw_m, after.hnsw_ef_construction) == (before.hnsw_m, before.hnsw_ef_construction)
+    assert store.index_state(corpus) == "valid"
+    with pytest.raises(ConfigurationError, match="at least twice"):
+        store.create_collection(collection_name + "_g", m=16, ef_construction=20)
+    with pytest.raises(CollectionNotFound):
+        store.get_collection(collection_name + "_g")
+
+
 # bad input -------------------------------------------------------------------------------------
 def test_bad_queries_raise_clear_errors(store, corpus) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidQuery, match="empty"):

@@ -156,8 +156,11 @@ class DocumentStore:
         else:
             encoder = get_encoder(model or self.settings.model, device=self.settings.device)
         metric = metric or self.settings.metric
-        m = m or self.settings.hnsw_m
-        ef_construction = ef_construction or self.settings.hnsw_ef_construction
+        graph = self.settings.replace(  # checked as the settings are, before anything is written
+            hnsw_m=self.settings.hnsw_m if m is None else m,
+            hnsw_ef_construction=self.settings.hnsw_ef_construction if ef_construction is None else ef_construction,
+        )
+        m, ef_construction = graph.hnsw_m, graph.hnsw_ef_construction
         config = self._check_text_search_config(text_search_config or self.settings.text_search_config)
         chunking = (
             None if chunk is None else check_chunking(chunk, chunk_overlap, max_seq_length=encoder.max_seq_length)
