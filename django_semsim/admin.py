@@ -19,12 +19,13 @@ django_semsim registers nothing with the admin site itself.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ORDER_VAR
-from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
@@ -43,6 +44,40 @@ SEARCH_MODES = {HYBRID: "words + meaning", MEANING: "meaning", KEYWORDS: "keywor
 #: the GET parameter of earlier versions (``?keywords=1``), still understood
 KEYWORDS_PARAM = "keywords"
 CURRENT, STALE, MISSING = "current", "stale", "missing"
+#: what the "similarity" and "found by" columns sort by: values a ranked search annotates
+SIMILARITY, SCORE = "similarity", "score"
+SEARCH_ORDERING = frozenset({SIMILARITY, SCORE})
+
+
+def _is_search_ordering(item: Any) -> bool:
+    return isinstance(item, str) and item.removeprefix("-") in SEARCH_ORDERING
+
+
+def _search_order(item: Any) -> Any:
+    """An ordering item as the search's results take it: a search column's name as an expression that
+    puts rows without the value (no vector yet) last in either direction."""
+    if not _is_search_ordering(item):
+        return item
+    name = item.removeprefix("-")
+    return F(name).desc(nulls_last=True) if item.startswith("-") else F(name).asc(nulls_last=True)
+
+
+@cache
+def _search_ordered(changelist: type[ChangeList]) -> type[ChangeList]:
+    """``changelist`` (Django's or the admin's own) that keeps the search columns' ordering for the search.
+
+    Django's ChangeList orders the base queryset *before* ``get_search_results``, and that queryset
+    has no ``similarity`` or ``score`` yet (ordering by them is a FieldError, a 500): the ordering
+    goes to the base queryset without them, and whole to the request, for the search to apply.
+    """
+
+    class SearchOrderedChangeList(changelist):
+        def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
+            ordering = super().get_ordering(request, queryset)
+            request.semsim_ordering = ordering
+            return [item for item in ordering if not _is_search_ordering(item)]
+
+    return SearchOrderedChangeList
 
 
 def with_vector_status(queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -125,14 +160,20 @@ class SemanticAdminMixin:
         if not search_term.strip() or mode == KEYWORDS:
             return super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
         # the changelist has ordered the queryset already: the search keeps that order as its tie-breaker,
-        # and puts it first when a column header was clicked
+        # and puts it first when a column header was clicked (the search's own columns included, which
+        # the changelist left out of the queryset's order: see _search_ordered)
         if mode == HYBRID:
             results = queryset.hybrid_search(search_term, k=self.semantic_search_k)
         else:
             results = queryset.semantic_search(search_term, k=self.semantic_search_k)
         if ORDER_VAR in request.GET:
-            results = results.order_by(*queryset.query.order_by)
+            ordering = getattr(request, "semsim_ordering", None)
+            ordering = queryset.query.order_by if ordering is None else ordering
+            results = results.order_by(*(_search_order(item) for item in ordering))
         return results, False
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return _search_ordered(super().get_changelist(request, **kwargs))  # type: ignore[misc]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset = with_vector_status(super().get_queryset(request))  # type: ignore[misc]
@@ -172,12 +213,12 @@ class SemanticAdminMixin:
         }
         return super().changelist_view(request, context)  # type: ignore[misc]
 
-    @admin.display(description="similarity", ordering="similarity")
+    @admin.display(description="similarity", ordering=SIMILARITY)
     def search_similarity(self, obj: Any) -> str:
         value = getattr(obj, "similarity", None)
         return "" if value is None else f"{value:.3f}"
 
-    @admin.display(description="found by", ordering="score")
+    @admin.display(description="found by", ordering=SCORE)
     def search_found_by(self, obj: Any) -> str:
         """Which side of a hybrid search brought the row, with its rank there."""
         sides = [

@@ -362,3 +362,69 @@ def test_reencode_action(editor, faqs) -> None:  # type: ignore[no-untyped-def]
     from semsim_pg.encoder import text_hash
 
     assert row.text_hash == text_hash("How do I send an item back?")
+
+
+# sorting a search by its own columns ------------------------------------------------------------
+def _column_values(response: Any, name: str) -> list[Any]:
+    assert response.status_code == 200, response.content.decode()[:2000]
+    return [getattr(row, name) for row in response.context["cl"].result_list]
+
+
+def _assert_sorts_by_search_columns(client: Client, url: str, query: str, similarity: int, found_by: int) -> None:
+    """A click on the "similarity" or "found by" header (``o=N``, ``o=-N`` on the second click) sorts
+    the search's hits by it, in both ranked modes, and lists the same hits as the unsorted search."""
+    for mode, columns in (
+        ("hybrid", {similarity: "similarity", found_by: "score"}),
+        ("meaning", {similarity: "similarity"}),
+    ):
+        hits = {row.pk for row in client.get(url, {"q": query, "search_mode": mode}).context["cl"].result_list}
+        assert len(hits) > 2
+        for index, name in columns.items():
+            for sign, descending in (("", False), ("-", True)):
+                response = client.get(url, {"q": query, "search_mode": mode, "o": f"{sign}{index}"})
+                values = _column_values(response, name)
+                known = [v for v in values if v is not None]  # a row without a vector has no similarity: last
+                assert values == sorted(known, reverse=descending) + [None] * (len(values) - len(known)), values
+                assert len(set(known)) > 1  # an order that can be wrong
+                assert {row.pk for row in response.context["cl"].result_list} == hits
+                # the header shows the order and toggles it, as for any sortable column
+                assert response.context["cl"].get_ordering_field_columns() == {index: "desc" if descending else "asc"}
+                assert f"o={'' if descending else '-'}{index}" in response.content.decode()
+    # without a search the columns are not there, and a stale o= in the URL is no error
+    for order in (str(similarity), f"-{found_by}"):
+        assert client.get(url, {"o": order}).status_code == 200
+        assert client.get(url, {"q": query, "search_mode": "keywords", "o": order}).status_code == 200
+
+
+def test_faq_changelist_sorts_a_search_by_similarity_and_found_by(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    FAQ.objects.create(question="Can I get a refund?", answer="Yes.")  # a word match without a vector yet
+    # columns: 0 the checkbox, 1 question, 2 similarity, 3 found by
+    _assert_sorts_by_search_columns(editor, reverse("admin:semsim_faq_faq_changelist"), "refund", 2, 3)
+
+
+def test_model_admin_sorts_a_search_by_similarity_and_found_by(
+    admin_site, encoder, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib import admin
+    from django.urls import clear_url_caches
+
+    from django_semsim.admin import SemanticAdminMixin
+    from tests.djangoapp.models import Article
+    from tests.djangoapp.testing import CORPUS
+
+    class ArticleAdmin(SemanticAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+        search_fields = ["title"]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        for title, body, published in CORPUS:
+            Article.objects.create(title=title, body=body, published=published)
+    admin.site.register(Article, ArticleAdmin)
+    clear_url_caches()
+    try:
+        client = Client()
+        client.force_login(User.objects.create_superuser("boss", password="pw"))
+        # columns: 0 the checkbox, 1 the object, 2 similarity, 3 found by
+        _assert_sorts_by_search_columns(client, reverse("admin:djangoapp_article_changelist"), "stem cells", 2, 3)
+    finally:
+        admin.site.unregister(Article)
+        clear_url_caches()
