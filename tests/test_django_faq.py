@@ -299,6 +299,74 @@ def test_import_without_faq_id_keys_by_question(tmp_path: Path) -> None:
     assert FAQ.objects.get().external_id is None
 
 
+def _faq_state() -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """Every entry, phrasing and vector row, with its primary key (a re-created row gets a new one)."""
+    from django_semsim.models import companion_of
+
+    entries = list(FAQ.objects.order_by("pk").values_list("pk", "external_id", "question", "answer", "category"))
+    phrasings = list(FAQPhrasing.objects.order_by("pk").values_list("pk", "faq_id", "text"))
+    vectors = [
+        tuple(companion_of(model).objects.order_by("pk").values_list("pk", "source_id", "text_hash"))
+        for model in (FAQ, FAQPhrasing)
+    ]
+    return entries, phrasings, vectors
+
+
+def _import(path: Path, *options: str) -> str:
+    import io
+
+    out = io.StringIO()
+    call_command("semsim_faq_import", str(path), *options, stdout=out)
+    return out.getvalue()
+
+
+def test_import_export_import_gives_back_the_same_entries(  # type: ignore[no-untyped-def]
+    tmp_path: Path, django_capture_on_commit_callbacks, monkeypatch, encoder
+) -> None:
+    from django_semsim import sync
+    from tests.test_django_passages import Spy
+
+    source = tmp_path / "faq.csv"
+    source.write_text(
+        "question,answer,category,alternatives\n"
+        "How do I return an item?,Within 30 days.,orders,Can I send a product back?\n"
+        "How long does shipping take?,3-5 days.,delivery,\n"
+        "Do you sell gift cards?,Yes.,payments,Can I buy a voucher?|Are gift vouchers available?\n"
+        "When is customer service open?,Monday to Friday.,,\n",
+        encoding="utf-8",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        _import(source)
+    # an entry given an id by hand that is another entry's key: the two must stay apart in the file
+    taken = FAQ.objects.get(question="How long does shipping take?").pk
+    with django_capture_on_commit_callbacks(execute=True):
+        FAQ.objects.create(question="Where is my parcel?", answer="Track it.", external_id=str(taken))
+    before = _faq_state()
+    assert len(before[0]) == 5 and len(before[1]) == 3 and all(before[2])
+    spy = Spy(encoder)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
+
+    first = tmp_path / "e1.csv"
+    call_command("semsim_faq_export", str(first), verbosity=0)
+    for options in ((), ("--replace",)):
+        with django_capture_on_commit_callbacks(execute=True):
+            report = _import(first, *options)
+        assert "0 new, 5 updated, 0 removed" in report, (options, report)
+        assert _faq_state() == before, options  # same entries, same keys, same vectors
+        assert spy.texts == [], options  # nothing encoded again
+        again = tmp_path / "again.csv"
+        call_command("semsim_faq_export", str(again), verbosity=0)
+        assert again.read_text(encoding="utf-8") == first.read_text(encoding="utf-8")
+    # the entry with the id and the entry whose key that is: each updated, neither mistaken for the other
+    first.write_text(
+        first.read_text(encoding="utf-8").replace("Track it.", "Track it online.").replace("3-5 days.", "3-4 days."),
+        encoding="utf-8",
+    )
+    assert "0 new, 5 updated" in _import(first)
+    assert FAQ.objects.get(external_id=str(taken)).answer == "Track it online."
+    assert FAQ.objects.get(pk=taken).answer == "3-4 days." and FAQ.objects.count() == 5
+
+
 @pytest.mark.parametrize(
     ("content", "line", "message"),
     [

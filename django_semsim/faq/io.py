@@ -5,6 +5,11 @@ Exported cells that a spreadsheet would run as a formula (starting with ``=``, `
 injection" advice and spreadsheet-safe exporters use; the import removes exactly that one quote,
 so import -> export -> import gives back the same entries. A cell that already starts with
 quotes before such a character gets one more, so the round trip stays lossless for it too.
+
+Which entry a ``faq_id`` names: the export writes :attr:`FAQ.faq_id` (the entry's ``external_id``,
+or for an entry without one its primary key), and the import reads an id back the same way, so
+importing one's own export updates the entries in place (same keys, same phrasings, nothing
+encoded again) instead of adding a copy of each. See :func:`_by_faq_id` and :func:`export_rows`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.db import models, transaction
+from django.db.models import Q
 
 from django_semsim.faq.models import FAQ, FAQPhrasing
 from semsim_pg.errors import InputFileError, InvalidInput
@@ -111,24 +117,60 @@ def read_entries(path: str | Path) -> list[FAQEntry]:
     return entries
 
 
+#: entries with no external_id (the admin and models.FAQ.faq_id take an empty one for none)
+_WITHOUT_EXTERNAL_ID = Q(external_id__isnull=True) | Q(external_id="")
+#: the largest primary key PostgreSQL's bigint holds: a longer number in a file names no entry
+_MAX_KEY = 2**63 - 1
+
+
+def _as_key(faq_id: str) -> int | None:
+    """The primary key ``faq_id`` is written as (``str(pk)`` exactly), else None."""
+    if not (faq_id.isascii() and faq_id.isdigit()) or str(int(faq_id)) != faq_id or int(faq_id) > _MAX_KEY:
+        return None
+    return int(faq_id)
+
+
+def _by_faq_id(faqs: models.QuerySet[FAQ], ids: Sequence[str]) -> dict[str, FAQ]:
+    """faq_id -> the entry it names: the one with that external_id, else (the id being a primary key
+    written as the export writes it) the entry with that key if it has no external_id.
+
+    Why this and not another fix of the round trip: the export writes FAQ.faq_id, the id the CLI, the
+    evaluation files and ``to_dict()`` show, and the core's FAQ files need one; an id read back the way
+    it was written keeps an edited question the same entry. An external_id comes first because a file
+    gave it on purpose; a key names only an entry without one, whose faq_id it is. The one id that
+    could name two entries (a key that is also another entry's external_id) is never written:
+    :func:`export_rows` keys such an entry by its question instead. So a faq_id from this site's export
+    names one entry; a file from elsewhere whose numeric ids are not external ids here would update the
+    entries with those keys, as it names them.
+    """
+    found: dict[str, FAQ] = faqs.in_bulk(ids, field_name="external_id")
+    keys = {key: faq_id for faq_id in ids if faq_id not in found and (key := _as_key(faq_id)) is not None}
+    if keys:
+        for faq in faqs.filter(_WITHOUT_EXTERNAL_ID, pk__in=keys):
+            found[keys[faq.pk]] = faq
+    return found
+
+
 def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using: str = "default") -> ImportResult:
     """Write entries in one transaction (their vectors follow after commit); all are checked first.
 
-    An entry whose ``faq_id`` exists is updated (its phrasings replaced); with ``replace``,
-    entries absent from ``entries`` are deleted.
+    An entry whose ``faq_id`` names an existing one (:func:`_by_faq_id`) updates it (its phrasings
+    replaced), an entry without one the entry with its question; with ``replace``, entries absent from
+    ``entries`` are deleted.
     """
     for entry in entries:
         check_entry(entry)
     created = updated = removed = 0
     with transaction.atomic(using=using):
+        faqs = FAQ.objects.using(using)
         ids = [e.faq_id for e in entries if not e.faq_id.startswith(QUESTION_KEY)]
         questions = [e.question for e in entries if e.faq_id.startswith(QUESTION_KEY)]
+        existing = _by_faq_id(faqs, ids)
         if replace:
-            stale = FAQ.objects.using(using).exclude(external_id__in=ids).exclude(question__in=questions)
+            stale = faqs.exclude(pk__in=[faq.pk for faq in existing.values()]).exclude(question__in=questions)
             removed = stale.count()
             stale.delete()
-        existing = FAQ.objects.using(using).in_bulk(ids, field_name="external_id")
-        by_question = {f.question: f for f in FAQ.objects.using(using).filter(question__in=questions)}
+        by_question = {f.question: f for f in faqs.filter(question__in=questions)}
         for entry in entries:
             keyed_by_question = entry.faq_id.startswith(QUESTION_KEY)
             faq = by_question.get(entry.question) if keyed_by_question else existing.get(entry.faq_id)
@@ -151,11 +193,20 @@ def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using:
 
 
 def export_rows(queryset: Iterable[FAQ]) -> list[list[str]]:
-    """One row of :data:`EXPORT_COLUMNS` per entry, each cell guarded against formula injection."""
+    """One row of :data:`EXPORT_COLUMNS` per entry, each cell guarded against formula injection.
+
+    The faq_id is FAQ.faq_id, which the import reads back (:func:`_by_faq_id`); for an entry without
+    an external_id whose key some entry (exported or not) has as its external_id, that id would name
+    the other entry, so it is left empty: the import then keys the entry by its question."""
+    faqs = list(queryset)
+    keys = {str(faq.pk) for faq in faqs if not faq.external_id}
+    using = queryset.db if isinstance(queryset, models.QuerySet) else None
+    taken = set(FAQ.objects.db_manager(using).filter(external_id__in=keys).values_list("external_id", flat=True))
     rows = []
-    for faq in queryset:
+    for faq in faqs:
         alternatives = ALTERNATIVES_SEPARATOR.join(p.text for p in faq.phrasings.all())
-        cells = [faq.faq_id, faq.question, faq.answer, faq.category, alternatives]
+        faq_id = "" if not faq.external_id and faq.faq_id in taken else faq.faq_id
+        cells = [faq_id, faq.question, faq.answer, faq.category, alternatives]
         rows.append([guard_cell(cell) for cell in cells])
     return rows
 

@@ -158,6 +158,7 @@ class FAQ(SemanticModel):
 
     @property
     def faq_id(self) -> str:
+        """The entry's id in FAQ files: its external_id, else its primary key (the import reads both: faq/io.py)."""
         return self.external_id or str(self.pk)
 
     def alternatives(self) -> list[str]:
