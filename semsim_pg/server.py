@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,12 @@ EMBEDDED_DATABASE = "semsim"
 _lock = threading.RLock()
 _urls: dict[Path, str] = {}
 _joined: dict[Path, int] = {}  # pgdata -> the pid that registered its handle (a forked child is not it)
+#: work that still needs the database at exit (the query log's last rows), run before this process
+#: leaves the server: atexit runs handlers last-registered first, so one registered at import ran
+#: after the last process out had stopped the server, and started it again for no one
+_before_leave: list[Callable[[], None]] = []
+#: servers this process stopped on its way out: never started again by it (see ensure_running)
+_stopped_at_exit: set[Path] = set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,10 +329,22 @@ def _ensure_database(socket_dir: Path) -> None:
                 pass  # another process created it in between (the catalog's unique index reports the race)
 
 
+def before_leave(callback: Callable[[], None]) -> None:
+    """Run ``callback`` at exit while the embedded server still runs, before this process leaves
+    it (and, the last one out, stops it)."""
+    if callback not in _before_leave:
+        _before_leave.append(callback)
+
+
 def _leave(paths: _Paths) -> None:
     """At exit: drop this process from the handle list; the last live process out stops the server."""
     if _joined.get(paths.pgdata) != os.getpid():
         return  # a forked child (gunicorn worker, multiprocessing) exits; its parent still uses the server
+    for callback in _before_leave:
+        try:
+            callback()
+        except Exception:  # at exit there is no one left to tell but the log
+            logger.exception("at exit, before leaving the embedded server")
     if not paths.data_dir.is_dir():
         return  # removed while we ran (a test's temporary directory): nothing left to stop
     try:
@@ -336,6 +354,7 @@ def _leave(paths: _Paths) -> None:
             if handles or _postmaster(paths.pgdata) is None:
                 return
             logger.info("last process out: stopping the embedded server in %s", paths.pgdata)
+            _stopped_at_exit.add(paths.pgdata)
             _stop(paths.pgdata, server_user())
     except Exception:  # at exit there is no one left to tell but the log
         logger.exception("could not stop the embedded server in %s", paths.pgdata)
@@ -348,6 +367,10 @@ def ensure_running(data_dir: Path) -> Path:
     is not stopped under it, and so that it stops the server if it is the last one out.
     """
     paths = _paths(data_dir)
+    if paths.pgdata in _stopped_at_exit:
+        # an atexit handler after ours wants the database: starting the server now would leave it
+        # running with no process to stop it
+        raise EmbeddedServerError(f"The embedded server in {paths.pgdata} was stopped as this process exits.")
     running = _postmaster(paths.pgdata)
     if running is not None and running.socket_dir is not None and _joined.get(paths.pgdata) == os.getpid():
         return running.socket_dir

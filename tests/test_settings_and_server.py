@@ -312,3 +312,38 @@ def test_default_data_dir_is_reachable_by_the_server_user_as_root(monkeypatch: p
     assert default_data_dir() == Path.home() / ".local" / "share" / "semsim"
     monkeypatch.setenv("XDG_DATA_HOME", "/srv/data")
     assert default_data_dir() == Path("/srv/data/semsim")
+
+
+_LOGGED_SEARCH = textwrap.dedent(
+    """
+    import numpy as np
+    from semsim_pg.store import DocumentStore, QueryVector
+    store = DocumentStore(migrate=True)
+    coll = store.create_collection("logged")
+    vectors = np.eye(2, coll.dimension, dtype=np.float32)
+    store.upsert("logged", [("a", "first"), ("b", "second")], vectors=vectors)
+    store.search("logged", QueryVector(vectors[0], coll.model_name), 1)
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_query_log_is_written_before_the_last_process_out_stops_the_server(data_dir: Path) -> None:
+    """The log's exit hook ran after the server's (atexit runs the last registered first): it
+    found the server stopped, started it again, and left it running for no one."""
+    env = {**os.environ, "SEMSIM_DATA_DIR": str(data_dir), "SEMSIM_QUERY_LOG": "1"}
+    env.pop("SEMSIM_DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-c", _LOGGED_SEARCH], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "not running: starting it" not in done.stderr, done.stderr
+    assert _server_pid(data_dir) is None  # stopped by the last process out, and not started again
+    from semsim_pg.db import get_engine
+    from semsim_pg.queries import tables
+    from semsim_pg.settings import Settings
+
+    engine = get_engine(Settings(data_dir=data_dir))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(tables.query_log)).scalar() == 1
+    finally:
+        engine.dispose()

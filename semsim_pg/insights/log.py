@@ -32,7 +32,7 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from semsim_pg import queries
+from semsim_pg import queries, server
 from semsim_pg.db import vector_connection
 from semsim_pg.queries import tables
 from semsim_pg.settings import Settings
@@ -407,5 +407,6 @@ def _after_fork() -> None:
     _writers_lock = threading.Lock()
 
 
-atexit.register(_at_exit)
+atexit.register(_at_exit)  # a database of the user's own
+server.before_leave(_at_exit)  # the embedded server: written before the last process out stops it
 os.register_at_fork(after_in_child=_after_fork)
