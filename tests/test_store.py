@@ -219,6 +219,11 @@ def test_create_collection_conflicts(store, corpus) -> None:  # type: ignore[no-
         store.create_collection(corpus, metric="l2")
     with pytest.raises(CollectionExists):
         store.create_collection(corpus, exist_ok=False)
+    # a graph other than the one it has: said, not ignored (as a metric or a language is)
+    coll = store.get_collection(corpus)
+    assert store.create_collection(corpus, m=coll.hnsw_m, ef_construction=coll.hnsw_ef_construction).name == corpus
+    with pytest.raises(CollectionExists, match=f"semsim index rebuild -c {corpus} --m 32 --ef-construction"):
+        store.create_collection(corpus, m=32, ef_construction=200)
 
 
 def test_graph_parameters_pgvector_refuses_are_refused_before_anything_changes(store, corpus, collection_name) -> None:  # type: ignore[no-untyped-def]

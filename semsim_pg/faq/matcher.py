@@ -271,8 +271,11 @@ class FAQMatcher:
         ``threshold`` None: this matcher's, else the setting, else the default for the score
         in use (bi-encoder similarity, or the cross-encoder's score when reranking).
         """
-        started = time.perf_counter()
         reranker = self.reranker_for(rerank)
+        if self.store.settings.query_log:
+            # the logged latency is the answer's, not a fresh process's one-time load of the model
+            self.store.encoder_for(self.store.get_collection(self.collection)).load()
+        started = time.perf_counter()
         limit = resolve_threshold(threshold if threshold is not None else self.threshold, reranked=reranker is not None)
         with not_logged():  # the question is logged once, with its answer, not as its searches
             matches = self.match(question, k, rerank=reranker or False, category=category)

@@ -150,7 +150,9 @@ class DocumentStore:
             if chunk is not None:
                 wanted = check_chunking(chunk, chunk_overlap, max_seq_length=self.encoder_for(existing).max_seq_length)
                 existing = catalog.set_chunking(self.engine, existing, wanted)
-            return catalog.check_existing(existing, model, metric, text_search_config, exist_ok=exist_ok)
+            return catalog.check_existing(
+                existing, model, metric, text_search_config, exist_ok=exist_ok, m=m, ef_construction=ef_construction
+            )
         if self._encoder is not None and (model is None or resolve_model(model).name == self._encoder.name):
             encoder = self._encoder
         else:
@@ -418,6 +420,9 @@ class DocumentStore:
         ``exact`` scans every vector instead of using the index (to measure the index's recall).
         ``text`` gives the words when ``query`` is a vector encoded already (lexical and hybrid).
         """
+        if self.settings.query_log and isinstance(query, str):
+            # the logged latency is the search's, not a fresh process's one-time load of the model
+            self.encoder_for(self.get_collection(collection)).load()
         started = time.perf_counter()
         args = search.SearchArgs(
             k, min_similarity, filter, exact, mode=mode, candidates=candidates, rrf_k=rrf_k, weights=weights

@@ -111,7 +111,14 @@ def not_found(name: str, known: list[str]) -> CollectionNotFound:
 
 
 def check_existing(
-    existing: Collection, model: str | None, metric: str | None, text_search_config: str | None, *, exist_ok: bool
+    existing: Collection,
+    model: str | None,
+    metric: str | None,
+    text_search_config: str | None,
+    *,
+    exist_ok: bool,
+    m: int | None = None,
+    ef_construction: int | None = None,
 ) -> Collection:
     """``existing``, when creating it again with these arguments is what it already is
     (:meth:`DocumentStore.create_collection`); else :class:`CollectionExists` saying what differs."""
@@ -129,6 +136,16 @@ def check_existing(
         raise CollectionExists(
             f"Collection {name!r} exists with text search configuration {existing.text_search_config!r}, "
             f"not {text_search_config!r}. Change it with DocumentStore.set_text_search_config."
+        )
+    if (m is not None and m != existing.hnsw_m) or (
+        ef_construction is not None and ef_construction != existing.hnsw_ef_construction
+    ):
+        raise CollectionExists(
+            f"Collection {name!r} exists with an HNSW graph of m {existing.hnsw_m} and ef_construction "
+            f"{existing.hnsw_ef_construction}, not {m or existing.hnsw_m} and "
+            f"{ef_construction or existing.hnsw_ef_construction}. Rebuild it with those: "
+            f"`semsim index rebuild -c {name} --m {m or existing.hnsw_m} --ef-construction "
+            f"{ef_construction or existing.hnsw_ef_construction}` (DocumentStore.build_index(..., m=, ef_construction=))."
         )
     return existing
 
