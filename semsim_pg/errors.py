@@ -23,10 +23,12 @@ __all__ = [
     "InvalidQuery",
     "ModelLoadError",
     "ModelMismatch",
+    "NotAnFAQCollection",
     "NotImproved",
     "QueryLogEmpty",
     "SchemaNotInstalled",
     "SemsimError",
+    "WrongCollection",
 ]
 
 
@@ -89,6 +91,15 @@ class CollectionNotFound(SemsimError, LookupError):
 
 class CollectionExists(SemsimError):
     """A collection with that name exists already, with other parameters."""
+
+
+class WrongCollection(InvalidInput):
+    """The named collection holds documents that the operation did not write and must not replace
+    (plain documents where FAQ entries or an evaluation corpus would be loaded); nothing was written."""
+
+
+class NotAnFAQCollection(WrongCollection):
+    """FAQ matching or loading was asked of a collection whose documents are not FAQ entries."""
 
 
 class DocumentNotFound(SemsimError, LookupError):

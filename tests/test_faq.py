@@ -437,3 +437,50 @@ def test_unloadable_reranker_fails_before_any_search(store: Any, monkeypatch: py
     matcher = FAQMatcher(store, f"nope_{uuid.uuid4().hex[:8]}")
     with pytest.raises(ModelLoadError, match="semsim finetune cross-encoder"):
         matcher.answer("where is my order", rerank="cross-encoder/not-cached-anywhere-semsim-test")
+
+
+# a collection of other documents is never an FAQ's ----------------------------------------------
+PLAIN = [
+    ("p1", "The museum opens at nine on weekdays."),
+    ("p2", "Return tickets are cheaper than two singles."),
+    ("p3", "Send the form back before the end of the month."),
+]
+
+
+def _plain_collection(store: Any, name: str) -> dict[str, str]:
+    """A collection of plain documents (as `semsim ingest` makes), with its texts by id."""
+    from semsim_pg.store import Document
+
+    store.create_collection(name)
+    store.upsert(name, [Document(i, text, {"source": "handbook"}) for i, text in PLAIN])
+    return {i: store.get(name, i).text for i, _ in PLAIN}
+
+
+def test_loading_faq_entries_never_touches_a_collection_of_other_documents(
+    store: Any, collection_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from semsim_pg.errors import NotAnFAQCollection
+
+    before = _plain_collection(store, collection_name)
+    entries = read_faq_file(FAQ_FILE)[:3]
+    for replace in (True, False):  # replace removed the 3 documents; without it they were mixed with entries
+        with pytest.raises(NotAnFAQCollection, match=f"semsim collections --drop {collection_name}"):
+            FAQMatcher(store, collection_name).load(entries, replace=replace)
+    assert _run_cli(["-q", "faq", "import", str(FAQ_FILE), "-c", collection_name, "--replace"]) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # one line (the model's loading bar may come before it)
+    assert f"'{collection_name}' is not an FAQ collection" in last and "--drop" in last and "Traceback" not in err
+    # eval faq --collection: the same refusal, before any query is asked
+    with pytest.raises(NotAnFAQCollection):
+        evaluate_faq(store, entries, [FAQQuery("where is my order", None)], collection=collection_name)
+    assert store.count(collection_name) == len(PLAIN)
+    assert {i: store.get(collection_name, i).text for i, _ in PLAIN} == before
+
+
+def test_eval_faq_reuses_its_own_collection(store: Any, collection_name: str) -> None:
+    entries = read_faq_file(FAQ_FILE)[:5]
+    queries = [FAQQuery("I want to send an item back", "return-how"), FAQQuery("tell me a joke", None)]
+    first = evaluate_faq(store, entries, queries, collection=collection_name)
+    again = evaluate_faq(store, entries[:4], queries, collection=collection_name)  # replaces its own entries
+    assert (first.entries, again.entries) == (5, 4)
+    assert {e.faq_id for e in FAQMatcher(store, collection_name).entries()} == {e.faq_id for e in entries[:4]}

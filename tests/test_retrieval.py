@@ -173,3 +173,54 @@ def test_cli_eval_retrieval(store, collection_name, tmp_path: Path, capsys) -> N
     qrels.write_text(QRELS + "q1\tnope\t1\n")
     assert main(argv) == 1
     assert "corpus-id 'nope' is not in the corpus" in capsys.readouterr().err
+
+
+# a collection of other documents is never the evaluation's ----------------------------------------
+def _plain(store, name: str, docs: list[tuple[str, str]]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    from semsim_pg.store import Document
+
+    store.create_collection(name)
+    store.upsert(name, [Document(i, text) for i, text in docs])
+    return {i: store.get(name, i).text for i, _ in docs}
+
+
+@pytest.mark.parametrize(
+    "docs",
+    [
+        [("line-1", "The museum opens at nine."), ("line-2", "Tickets are half price on Sundays.")],
+        # ids the corpus also has, other texts: the upsert would have overwritten them
+        [("d1", "Our own text about something else."), ("d2", "Another document of ours.")],
+    ],
+)
+def test_never_loads_a_corpus_into_a_collection_of_other_documents(  # type: ignore[no-untyped-def]
+    store, collection_name, tmp_path: Path, capsys, docs: list[tuple[str, str]]
+) -> None:
+    from semsim_pg.cli.main import main
+    from semsim_pg.errors import WrongCollection
+
+    before = _plain(store, collection_name, docs)
+    corpus, queries, qrels = write_beir(tmp_path)
+    with pytest.raises(WrongCollection, match=f"semsim collections --drop {collection_name}"):
+        evaluate_retrieval(store, corpus=corpus, queries=queries, qrels=qrels, collection=collection_name)
+    argv = ["-q", "eval", "retrieval", "--corpus", str(corpus), "--queries", str(queries), "--qrels", str(qrels)]
+    assert main([*argv, "-c", collection_name]) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # one line (the model's loading bar may come before it)
+    assert "not this evaluation's" in last and "another -c name" in last and "Traceback" not in err
+    assert store.count(collection_name) == len(docs)
+    assert {i: store.get(collection_name, i).text for i, _ in docs} == before
+
+
+@pytest.mark.slow
+def test_a_collection_holding_this_corpus_unmarked_is_reused(store, collection_name, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # As an evaluation before the corpus marker left it: the corpus's own documents, nothing else.
+    from semsim_pg.evaluation.retrieval import read_corpus
+
+    corpus, queries, qrels = write_beir(tmp_path)
+    store.create_collection(collection_name)
+    store.upsert(collection_name, list(read_corpus(corpus)))
+    report = evaluate_retrieval(store, corpus=corpus, queries=queries, qrels=qrels, collection=collection_name)
+    assert report.ingest["encoded"] == 0 and report.ingest["updated"] == 10  # marked, nothing re-encoded
+    corpus2, _, _ = write_beir(tmp_path / "v2", corpus=CORPUS[:9])
+    third = evaluate_retrieval(store, corpus=corpus2, queries=queries, qrels=qrels, collection=collection_name)
+    assert third.ingest["removed"] == 1 and store.count(collection_name) == 9

@@ -107,7 +107,8 @@ def evaluate_faq(
     """Load ``entries`` into a collection, ask every query and measure.
 
     Without ``collection`` a temporary one is made and dropped afterwards; a named one is kept
-    (loading it again later encodes only what changed).
+    (loading it again later encodes only what changed); one holding other documents than FAQ
+    entries is refused (:class:`~semsim_pg.errors.NotAnFAQCollection`) with nothing written.
     """
     if not 0.0 < target_precision <= 1.0:
         raise InvalidInput(f"target_precision must be in (0, 1], got {target_precision}.")

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from semsim_pg.errors import InputFileError, InvalidInput
+from semsim_pg.errors import InputFileError, InvalidInput, WrongCollection
 from semsim_pg.progress import progress_bar
 from semsim_pg.rerank import Reranker
 from semsim_pg.store import Document, QueryVector
 from semsim_pg.validation import check_k
 
 if TYPE_CHECKING:
-    from semsim_pg.store import DocumentStore, SearchHit
+    from semsim_pg.store import Collection, DocumentStore, SearchHit
 
 __all__ = [
     "RetrievalReport",
@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: the metadata key an evaluation marks its corpus's documents with: a collection holding others
+#: is not its own, and is refused rather than overwritten
+CORPUS_MARKER = "eval_corpus"
 
 METRIC_NAMES = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
 
@@ -237,6 +241,9 @@ def evaluate_retrieval(
     ``candidates`` keep their order, so recall@100 stays comparable. ``mode`` lexical or hybrid
     adds a stage of that search beside the semantic one (the reranker then reorders its hits).
     ``chunk`` splits the corpus into passages of that many tokens (a collection of its own).
+
+    The collection is the evaluation's: its documents carry ``CORPUS_MARKER``, and one holding
+    any other document is refused (:class:`WrongCollection`) before anything is written.
     """
     corpus, queries, qrels = Path(corpus), Path(queries), Path(qrels)
     check_k(candidates, "--candidates")
@@ -253,10 +260,13 @@ def evaluate_retrieval(
 
     name = collection or f"beir-{corpus.resolve().parent.name or corpus.stem}"
     coll = store.create_collection(name, model=model, chunk=chunk)
-    ingest = store.upsert(coll, read_corpus(corpus), total=len(ids), progress=progress)
+    _check_own(store, coll, corpus, ids)
+    marked = (Document(d.external_id, d.text, {**d.metadata, CORPUS_MARKER: True}) for d in read_corpus(corpus))
+    ingest = store.upsert(coll, marked, total=len(ids), progress=progress)
     extra = _ids_not_in(store, coll.id, ids)
     if extra:
-        # The collection held documents of another version of the corpus: they would be found and count as misses.
+        # Documents of another version of the corpus (_check_own let no other through): they
+        # would be found and count as misses.
         logger.info("removing %d documents of %s that are not in %s", len(extra), coll.name, corpus)
         store.delete(coll, extra)
     ingest_summary = {**ingest.to_dict(), "removed": len(extra)}
@@ -311,6 +321,33 @@ def evaluate_retrieval(
                 bar.update(1)
         report.stages.append(_stage(f"+ rerank top {candidates}", reranked, judged, rerank_times))
     return report
+
+
+def _check_own(store: DocumentStore, coll: Collection, corpus: Path, ids: dict[str, int]) -> None:
+    """Refuse, before anything is written, a collection holding a document that an evaluation did
+    not load: the corpus's upsert would overwrite it, or its clean-up remove it. An evaluation
+    marks its documents (CORPUS_MARKER); an unmarked one counts as its own only when it is the
+    corpus's document, same id and same text (as evaluations stored them before the marker)."""
+    from semsim_pg import queries
+    from semsim_pg.db import connect
+    from semsim_pg.encoder import text_hash
+
+    hashes: dict[str, str] | None = None
+    with connect(store.engine) as conn:
+        unmarked = conn.execution_options(stream_results=True, yield_per=1000).execute(
+            queries.documents_lacking(coll.id, [CORPUS_MARKER])
+        )
+        for external_id, stored_hash in unmarked:
+            if external_id in ids:
+                if hashes is None:
+                    hashes = {doc.external_id: text_hash(doc.text) for doc in read_corpus(corpus)}
+                if hashes[external_id] == stored_hash:
+                    continue
+            raise WrongCollection(
+                f"Collection {coll.name!r} holds documents that are not this evaluation's (e.g. {external_id!r}): "
+                "loading the corpus would overwrite or remove them. Give the evaluation a collection of its own "
+                f"(another -c name), or drop this one first with `semsim collections --drop {coll.name}`."
+            )
 
 
 def _ids_not_in(store: DocumentStore, collection_id: int, ids: dict[str, int]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from semsim_pg import queries
 from semsim_pg.encoder import text_hash
-from semsim_pg.errors import InvalidInput, InvalidQuery
+from semsim_pg.errors import InvalidInput, InvalidQuery, NotAnFAQCollection
 from semsim_pg.faq.ranking import (
     KIND_QUESTION,
     MIN_CANDIDATES,
@@ -132,10 +132,16 @@ class FAQMatcher:
         documents = [doc for entry in entries for doc in _documents(entry)]
         collection = self.store.create_collection(self.collection, model=self.model)
         wanted = {doc.external_id for doc in documents}
+        stored = self._stored_ids(collection)
+        foreign = next((external_id for external_id, faq_id in stored if faq_id is None), None)
+        if foreign is not None:
+            # Never mix entries with (or, replacing, delete) documents another command wrote.
+            raise NotAnFAQCollection(
+                f"{self._not_faq(foreign)}: FAQ entries go in a collection of their own. Give another "
+                f"collection name, or drop this one first with `semsim collections --drop {self.collection}`."
+            )
         stale = [
-            external_id
-            for external_id, faq_id in self._stored_ids(collection)
-            if external_id not in wanted and (replace or faq_id in seen)
+            external_id for external_id, faq_id in stored if external_id not in wanted and (replace or faq_id in seen)
         ]
         upserted = self.store.upsert(collection, documents, progress=progress, total=len(documents))
         removed = self.store.delete(collection, stale) if stale else 0
@@ -152,9 +158,14 @@ class FAQMatcher:
         return self.store.delete(collection, stale) if stale else 0
 
     def _stored_ids(self, collection: Collection) -> list[tuple[str, str | None]]:
+        """(external id, faq id) of every document; the faq id is None for one that is no phrasing."""
         with self.store.engine.connect() as conn:
             rows = conn.execute(queries.faq_phrasings(collection.id)).all()
         return [(str(row[0]), row[1]) for row in rows]
+
+    def _not_faq(self, external_id: str) -> str:
+        keys = ", ".join(queries.PHRASING_KEYS)
+        return f"{self.collection!r} is not an FAQ collection (its document {external_id!r} has no {keys})"
 
     def entries(self) -> list[FAQEntry]:
         """Every entry in the collection, by id."""

@@ -26,6 +26,7 @@ from semsim_pg.queries.documents import (
     create_staging,
     delete_documents,
     document_vector,
+    documents_lacking,
     external_ids,
     get_document,
     lock_documents_share,
@@ -42,7 +43,7 @@ from semsim_pg.queries.documents import (
     write_staged_vectors,
     write_vectors_cas,
 )
-from semsim_pg.queries.faq import faq_entries, faq_phrasings
+from semsim_pg.queries.faq import PHRASING_KEYS, faq_entries, faq_phrasings
 from semsim_pg.queries.hybrid import (
     PASSAGES_PER_DOCUMENT,
     RRF_K,
@@ -101,6 +102,7 @@ from semsim_pg.queries.training import training_rows
 __all__ = [
     "LOG_COLUMNS",
     "PASSAGES_PER_DOCUMENT",
+    "PHRASING_KEYS",
     "RRF_K",
     "STAGING",
     "TRAVERSAL_SETTINGS",
@@ -121,6 +123,7 @@ __all__ = [
     "delete_collection",
     "delete_documents",
     "document_vector",
+    "documents_lacking",
     "drop_index",
     "external_ids",
     "faq_entries",

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, array, insert
 from sqlalchemy.schema import CreateTable
 
 from semsim_pg.queries.tables import documents, embeddings, qualified
@@ -23,6 +23,7 @@ __all__ = [
     "create_staging",
     "delete_documents",
     "document_vector",
+    "documents_lacking",
     "external_ids",
     "get_document",
     "lock_documents_share",
@@ -154,6 +155,19 @@ def get_document(collection_id: int, external_id: str) -> sa.Select[Any]:
     return sa.select(d.external_id, d.text, d.metadata).where(
         d.collection_id == collection_id, d.external_id == external_id
     )
+
+
+def has_keys(keys: Sequence[str]) -> sa.ColumnElement[bool]:
+    """Whether a document's metadata has every one of ``keys`` (``metadata ?& keys``)."""
+    has_all: sa.ColumnElement[bool] = d.metadata.has_all(sa.cast(array(list(keys)), ARRAY(sa.Text)))
+    return has_all
+
+
+def documents_lacking(collection_id: int, keys: Sequence[str]) -> sa.Select[Any]:
+    """(external id, text hash) of the collection's documents whose metadata lacks one of ``keys``:
+    those another command wrote, where a command marks what it owns by a key (an FAQ entry's
+    phrasings carry ``faq_id``, an evaluation's corpus its marker)."""
+    return sa.select(d.external_id, d.text_hash).where(d.collection_id == collection_id, sa.not_(has_keys(keys)))
 
 
 def external_ids(collection_id: int) -> sa.Select[Any]:

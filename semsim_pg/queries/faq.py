@@ -7,16 +7,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import distinct_on
 
+from semsim_pg.queries.documents import has_keys
 from semsim_pg.queries.tables import documents
 
-__all__ = ["faq_entries", "faq_phrasings"]
+__all__ = ["PHRASING_KEYS", "faq_entries", "faq_phrasings"]
 
 d = documents.c
 
+#: the metadata every phrasing of an FAQ entry carries (the matcher writes them): a document
+#: without them is not an FAQ's, and makes its collection no FAQ collection
+PHRASING_KEYS = ("faq_id", "question", "answer")
+
 
 def faq_phrasings(collection_id: int) -> sa.Select[Any]:
-    """(external id, faq id or NULL) of every document of the collection."""
-    return sa.select(d.external_id, d.metadata["faq_id"].astext).where(d.collection_id == collection_id)
+    """(external id, faq id) of every document of the collection; the faq id is NULL for a
+    document that is no FAQ entry's phrasing."""
+    faq_id = sa.case((has_keys(PHRASING_KEYS), d.metadata["faq_id"].astext), else_=sa.null())
+    return sa.select(d.external_id, faq_id).where(d.collection_id == collection_id)
 
 
 def faq_entries(collection_id: int) -> sa.Select[Any]:
@@ -24,7 +31,7 @@ def faq_entries(collection_id: int) -> sa.Select[Any]:
     faq_id = d.metadata["faq_id"].astext
     return (
         sa.select(d.metadata)
-        .where(d.collection_id == collection_id, d.metadata.has_key("faq_id"))
+        .where(d.collection_id == collection_id, has_keys(PHRASING_KEYS))
         .ext(distinct_on(faq_id))
         .order_by(faq_id, d.external_id)
     )
