@@ -484,3 +484,39 @@ def test_eval_faq_reuses_its_own_collection(store: Any, collection_name: str) ->
     again = evaluate_faq(store, entries[:4], queries, collection=collection_name)  # replaces its own entries
     assert (first.entries, again.entries) == (5, 4)
     assert {e.faq_id for e in FAQMatcher(store, collection_name).entries()} == {e.faq_id for e in entries[:4]}
+
+
+def test_asking_a_collection_that_is_no_faq_says_so(
+    store: Any, collection_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from semsim_pg.errors import NotAnFAQCollection
+
+    _plain_collection(store, collection_name)
+    question = "I want to send an item back"
+    assert _run_cli(["-q", "faq", "ask", question, "-c", collection_name]) == 1  # was KeyError: 'faq_id'
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"'{collection_name}' is not an FAQ collection" in last and "semsim faq import" in last
+    assert _run_cli(["-q", "faq", "list", "-c", collection_name]) == 1  # was "no FAQ entries"
+    assert "is not an FAQ collection" in capsys.readouterr().err
+    matcher = FAQMatcher(store, collection_name)
+    for call in (
+        lambda: matcher.match(question),
+        lambda: matcher.answer(question),
+        lambda: matcher.match_many([question, "opening hours"]),
+        matcher.entries,
+        lambda: matcher.remove(["p1"]),
+    ):
+        with pytest.raises(NotAnFAQCollection, match="semsim faq import"):
+            call()
+    assert store.count(collection_name) == len(PLAIN)
+
+
+def test_documents_with_an_faq_id_alone_are_no_faq(store: Any, collection_name: str) -> None:
+    # `semsim ingest faq.csv --text-field question` keeps faq_id in the metadata, not question or answer
+    from semsim_pg.errors import NotAnFAQCollection
+    from semsim_pg.store import Document
+
+    store.create_collection(collection_name)
+    store.upsert(collection_name, [Document("k1", "How do I send an item back?", {"faq_id": "returns"})])
+    with pytest.raises(NotAnFAQCollection, match="has no faq_id, question, answer"):  # was KeyError: 'question'
+        FAQMatcher(store, collection_name).match("I want to send an item back")

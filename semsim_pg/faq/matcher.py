@@ -91,6 +91,10 @@ def _entry_from_metadata(metadata: dict[str, Any]) -> FAQEntry:
     )
 
 
+#: what to do about a collection that is no FAQ's, when asking it
+_IMPORT_ONE = "import one with `semsim faq import FILE -c NAME`."
+
+
 class FAQMatcher:
     """FAQ matching over a core collection: one document per question or alternative phrasing.
 
@@ -132,14 +136,12 @@ class FAQMatcher:
         documents = [doc for entry in entries for doc in _documents(entry)]
         collection = self.store.create_collection(self.collection, model=self.model)
         wanted = {doc.external_id for doc in documents}
-        stored = self._stored_ids(collection)
-        foreign = next((external_id for external_id, faq_id in stored if faq_id is None), None)
-        if foreign is not None:
-            # Never mix entries with (or, replacing, delete) documents another command wrote.
-            raise NotAnFAQCollection(
-                f"{self._not_faq(foreign)}: FAQ entries go in a collection of their own. Give another "
-                f"collection name, or drop this one first with `semsim collections --drop {self.collection}`."
-            )
+        # Never mix entries with (or, replacing, delete) documents another command wrote.
+        stored = self._stored_ids(
+            collection,
+            fix="FAQ entries go in a collection of their own. Give another collection name, or drop this "
+            f"one first with `semsim collections --drop {self.collection}`.",
+        )
         stale = [
             external_id for external_id, faq_id in stored if external_id not in wanted and (replace or faq_id in seen)
         ]
@@ -157,20 +159,34 @@ class FAQMatcher:
         stale = [external_id for external_id, faq_id in self._stored_ids(collection) if faq_id in ids]
         return self.store.delete(collection, stale) if stale else 0
 
-    def _stored_ids(self, collection: Collection) -> list[tuple[str, str | None]]:
-        """(external id, faq id) of every document; the faq id is None for one that is no phrasing."""
+    def _stored_ids(self, collection: Collection, fix: str = _IMPORT_ONE) -> list[tuple[str, str]]:
+        """(external id, faq id) of every phrasing; a document that is no phrasing is refused."""
         with self.store.engine.connect() as conn:
             rows = conn.execute(queries.faq_phrasings(collection.id)).all()
-        return [(str(row[0]), row[1]) for row in rows]
+        foreign = next((row[0] for row in rows if row[1] is None), None)
+        if foreign is not None:
+            raise self._not_faq(foreign, fix)
+        return [(str(row[0]), str(row[1])) for row in rows]
 
-    def _not_faq(self, external_id: str) -> str:
+    def _not_faq(self, external_id: str, fix: str = _IMPORT_ONE) -> NotAnFAQCollection:
         keys = ", ".join(queries.PHRASING_KEYS)
-        return f"{self.collection!r} is not an FAQ collection (its document {external_id!r} has no {keys})"
+        return NotAnFAQCollection(
+            f"{self.collection!r} is not an FAQ collection (its document {external_id!r} has no {keys}): {fix}"
+        )
+
+    def _check_phrasings(self, hits: Sequence[SearchHit]) -> None:
+        # A hit tells, at no cost, that the collection holds other documents than phrasings.
+        foreign = next((h for h in hits if not all(key in h.metadata for key in queries.PHRASING_KEYS)), None)
+        if foreign is not None:
+            raise self._not_faq(foreign.external_id)
 
     def entries(self) -> list[FAQEntry]:
         """Every entry in the collection, by id."""
         collection = self.store.get_collection(self.collection)
         with self.store.engine.connect() as conn:
+            foreign = conn.execute(queries.documents_lacking(collection.id, queries.PHRASING_KEYS).limit(1)).first()
+            if foreign is not None:
+                raise self._not_faq(foreign[0])
             rows = conn.execute(queries.faq_entries(collection.id)).scalars()
             return [_entry_from_metadata(metadata) for metadata in rows]
 
@@ -260,11 +276,13 @@ class FAQMatcher:
         results = []
         for question, hits in zip(questions, all_hits, strict=True):
             size = wanted
+            self._check_phrasings(hits)
             # Many phrasings of a few entries can crowd the candidates: widen until k entries
             # survive or the collection has no more.
             while len({h.metadata.get("faq_id") for h in hits}) < k and len(hits) == size and size < MAX_K:
                 size = min(MAX_K, size * 4)
                 hits = self.store.search(collection, question, k=size, filter=filters)
+                self._check_phrasings(hits)
             results.append(self._rank(question, hits, k, reranker))
         return results
 
