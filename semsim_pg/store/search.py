@@ -212,7 +212,8 @@ def check_words(conn: Connection, coll: Collection, args: SearchArgs) -> None:
     if conn.execute(queries.query_lexemes(coll.id, args.text)).first() is None:
         raise InvalidQuery(
             f"The query {args.text!r} holds no searchable word for lexical search in {coll.text_search_config!r} "
-            "(empty, or only stop words): add a word, or search with mode='semantic' or 'hybrid'."
+            "(empty, or only stop words): add a word, or search by meaning (mode='semantic' or 'hybrid'; "
+            "`--mode semantic` or `--hybrid` on the command line)."
         )
 
 
