@@ -241,7 +241,9 @@ def _switch(store: DocumentStore, coll: Collection, model: str, dimension: int) 
         if current != coll.model_name:
             raise DatabaseError(
                 f"Collection {coll.name!r} moved from {coll.model_name} to {current} while this run went on "
-                "(another reembed?). Nothing was switched; check `semsim collections`."
+                f"(another reembed?). Nothing was switched. The {model} vectors this run wrote are kept: "
+                f"`semsim reembed -c {coll.name} --model {model}` reuses them, "
+                f"`semsim reembed -c {coll.name} --model {current}` removes them and their index."
             )
         # SHARE blocks writers of documents (their text could change under the check), not readers.
         conn.execute(queries.lock_documents_share())
