@@ -156,3 +156,64 @@ def test_search_with_rerank(capsys, store, collection_name, docs_file, tiny_cros
     best = sorted(zip(scores, texts, strict=True), reverse=True)[:2]
     assert [h["text"] for h in hits] == [t for _, t in best]
     assert hits[0]["rerank_score"] >= hits[1]["rerank_score"]
+
+
+def _lines(out: str) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_batch_search_applies_exact_explain_and_rerank(  # type: ignore[no-untyped-def]
+    capsys, settings, store, collection_name, docs_file, tmp_path, tiny_cross_encoder_path
+) -> None:
+    """--queries FILE honours --exact, --explain and --rerank as a single query does (they were ignored)."""
+    from sentence_transformers import CrossEncoder
+
+    from semsim_pg.settings import configure
+
+    run(capsys, "ingest", str(docs_file), "-c", collection_name)
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a puppy chasing a kitten\nforgot my password\n")
+    batch = ["search", "--queries", str(queries), "-c", collection_name]
+    # Without iterative scans the HNSW index returns at most ef_search rows; an exact scan returns k.
+    configure(settings.replace(iterative_scan="off"))
+    try:
+        code, out, err = run(capsys, *batch, "-k", "3", "--ef-search", "1")
+        assert code == 0, err
+        assert [len(line["hits"]) for line in _lines(out)] == [1, 1]
+        code, out, err = run(capsys, *batch, "-k", "3", "--ef-search", "1", "--exact")
+        assert code == 0, err
+        assert [len(line["hits"]) for line in _lines(out)] == [3, 3]
+    finally:
+        configure(settings)
+
+    code, out, err = run(capsys, *batch, "--explain")
+    plans = _lines(out)
+    assert code == 0, err
+    assert [p["query"] for p in plans] == ["a puppy chasing a kitten", "forgot my password"]
+    assert all(any("embeddings_hnsw" in line for line in p["plan"]) for p in plans)
+    code, out, _ = run(capsys, *batch, "--explain", "--exact")
+    assert code == 0 and not any("embeddings_hnsw" in line for p in _lines(out) for line in p["plan"])
+
+    code, out, err = run(capsys, *batch, "-k", "2", "--candidates", "4", "--rerank", str(tiny_cross_encoder_path))
+    assert code == 0, err
+    texts = [d["text"] for d in DOCS]
+    model = CrossEncoder(str(tiny_cross_encoder_path))
+    for line in _lines(out):
+        scores = model.predict([(line["query"], t) for t in texts])
+        best = sorted(zip(scores, texts, strict=True), reverse=True)[:2]
+        assert [h["text"] for h in line["hits"]] == [t for _, t in best]
+        assert all("rerank_score" in h for h in line["hits"])
+
+
+def test_rerank_keeps_min_similarity_and_exact(  # type: ignore[no-untyped-def]
+    capsys, store, collection_name, docs_file, tiny_cross_encoder_path
+) -> None:
+    """--rerank's first stage is the search the other flags describe (--min-similarity was dropped)."""
+    run(capsys, "ingest", str(docs_file), "-c", collection_name)
+    query = "a puppy chasing a kitten"
+    plain = store.search(collection_name, query, 4, exact=True)
+    floor = (plain[1].similarity + plain[2].similarity) / 2  # keeps the two animal texts only
+    reranked = ["search", query, "-c", collection_name, "-k", "4", "--rerank", str(tiny_cross_encoder_path)]
+    code, out, err = run(capsys, *reranked, "--min-similarity", str(floor), "--exact", "--json")
+    assert code == 0, err
+    assert {h["external_id"] for h in json.loads(out)["hits"]} == {h.external_id for h in plain[:2]}

@@ -49,8 +49,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         type=int,
         help="hits the first stage returns for --rerank (default 50); hits per side of a hybrid search (default 100)",
     )
-    p.add_argument("--queries", type=Path, metavar="FILE", help="one query a line; prints one JSON line per query")
-    p.add_argument("--explain", action="store_true", help="print the query plan (EXPLAIN ANALYZE) instead")
+    p.add_argument(
+        "--queries",
+        type=Path,
+        metavar="FILE",
+        help="one query a line, searched as one batch; prints one JSON line per query",
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the query plan (EXPLAIN ANALYZE) instead (JSON lines with --queries)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_search)
 
@@ -68,81 +77,87 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.mode not in MODES:
         raise InvalidInput(f"Unknown --mode {args.mode!r}: use one of {', '.join(MODES)}.")
+    texts = _query_texts(args)
     store = open_store()
-    filters = parse_filters(args.filter)
-    if args.queries is not None:
-        if args.query:
-            raise InvalidInput("Give either a QUERY or --queries FILE, not both.")
-        from semsim_pg.inputs import read_lines
-
-        lines = list(read_lines(args.queries))
-        if not lines:
-            raise InvalidInput(f"{args.queries}: holds no queries.")
-        results = store.search_many(
-            args.collection,
-            [text for _, text in lines],
-            args.k,
-            mode=args.mode,
-            min_similarity=args.min_similarity,
-            filter=filters,
-            ef_search=args.ef_search,
-            candidates=None if args.rerank is not None else args.candidates,
-        )
-        for (_, query), hits in zip(lines, results, strict=True):
-            out(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}))
-        return 0
-    if not args.query:
-        raise InvalidInput("Give a query text, e.g. semsim search 'how do I reset my password' -c NAME.")
-    options = {
+    options: dict[str, Any] = {
         "mode": args.mode,
         "min_similarity": args.min_similarity,
-        "filter": filters,
+        "filter": parse_filters(args.filter),
         "ef_search": args.ef_search,
         "exact": args.exact,
     }
+    as_lines = args.json or args.queries is not None
     if args.explain:
-        out(store.explain(args.collection, args.query, args.k, **options))
+        for text in texts:
+            plan = store.explain(args.collection, text, args.k, candidates=args.candidates, **options)
+            out(json.dumps({"query": text, "plan": plan.splitlines()}) if args.queries is not None else plan)
         return 0
-    if args.rerank == "auto":
-        from semsim_pg.finetune.records import decide_rerank
+    from semsim_pg.rerank import DEFAULT_CANDIDATES, get_reranker
 
-        decision = decide_rerank(args.collection)
-        sys.stderr.write(f"semsim: {decision.reason}\n")
-        args.rerank = decision.model if decision.use else None
-    if args.candidates is not None and args.rerank is None:
-        options["candidates"] = args.candidates
-    if args.rerank is not None:
-        from semsim_pg.rerank import search_and_rerank
-
-        reranked = search_and_rerank(
-            store,
-            args.collection,
-            args.query,
-            candidates=50 if args.candidates is None else args.candidates,
-            top_k=args.k,
-            reranker=args.rerank or None,
-            filter=filters,
-            ef_search=args.ef_search,
-            mode=args.mode,
-        )
-        if args.json:
+    reranker = _reranker(args)
+    if reranker is None:
+        k, options["candidates"] = args.k, args.candidates
+    else:
+        # The first stage returns the candidates; --candidates is their number, not each
+        # hybrid side's (which then defaults from it).
+        k = DEFAULT_CANDIDATES if args.candidates is None else args.candidates
+    if args.queries is not None:
+        results = store.search_many(args.collection, texts, k, **options)
+    else:
+        results = [store.search(args.collection, texts[0], k, **options)]
+    if reranker is None:
+        for text, hits in zip(texts, results, strict=True):
+            if as_lines:
+                out(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}))
+            else:
+                print_hits(hits, indent="")
+        return 0
+    model = get_reranker(reranker or None).load()
+    for text, hits in zip(texts, results, strict=True):
+        reranked = model.rerank(text, hits, top_k=args.k)
+        if as_lines:
             rows = [
                 {**r.hit.to_dict(), "rerank_score": r.rerank_score, "score": r.score, "rank_before": r.original_rank}
                 for r in reranked
             ]
-            out(json.dumps({"query": args.query, "hits": rows}))
-        elif not reranked:
+            out(json.dumps({"query": text, "hits": rows}))
+            continue
+        if not reranked:
             out("(no hits)")
-        for rank, r in enumerate([] if args.json else reranked, start=1):
-            text = hit_text(r.hit, 90)
-            out(f"{rank:>2}. rerank {r.rerank_score:7.3f}  similarity {r.similarity:6.3f}  {r.hit.external_id}  {text}")
-        return 0
-    hits = store.search(args.collection, args.query, args.k, **options)
-    if args.json:
-        out(json.dumps({"query": args.query, "hits": [h.to_dict() for h in hits]}))
-    else:
-        print_hits(hits, indent="")
+        for rank, r in enumerate(reranked, start=1):
+            out(
+                f"{rank:>2}. rerank {r.rerank_score:7.3f}  similarity {r.similarity:6.3f}  {r.hit.external_id}  "
+                f"{hit_text(r.hit, 90)}"
+            )
     return 0
+
+
+def _query_texts(args: argparse.Namespace) -> list[str]:
+    """The query, or the lines of ``--queries FILE``."""
+    if args.queries is None:
+        if not args.query:
+            raise InvalidInput("Give a query text, e.g. semsim search 'how do I reset my password' -c NAME.")
+        return [args.query]
+    if args.query:
+        raise InvalidInput("Give either a QUERY or --queries FILE, not both.")
+    from semsim_pg.inputs import read_lines
+
+    texts = [text for _, text in read_lines(args.queries)]
+    if not texts:
+        raise InvalidInput(f"{args.queries}: holds no queries.")
+    return texts
+
+
+def _reranker(args: argparse.Namespace) -> str | None:
+    """The cross-encoder ``--rerank`` asks for ('' the configured one), None for no rerank;
+    ``auto`` decided once from the collection's fine-tuning record, the reason on stderr."""
+    if args.rerank != "auto":
+        return str(args.rerank) if args.rerank is not None else None
+    from semsim_pg.finetune.records import decide_rerank
+
+    decision = decide_rerank(args.collection)
+    sys.stderr.write(f"semsim: {decision.reason}\n")
+    return decision.model if decision.use else None
 
 
 def cmd_similar(args: argparse.Namespace) -> int:

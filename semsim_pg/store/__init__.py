@@ -450,11 +450,13 @@ class DocumentStore:
         min_similarity: float | None = None,
         filter: Mapping[str, FilterValue] | None = None,
         ef_search: int | None = None,
+        exact: bool = False,
         candidates: int | None = None,
     ) -> list[list[SearchHit]]:
-        """Search many queries: encoded in one batch, searched on one connection."""
+        """Search many queries: encoded in one batch, searched on one connection (the arguments
+        as in :meth:`search`)."""
         check_many(queries, "search_many(): the queries", InvalidQuery)
-        args = search.SearchArgs(k, min_similarity, filter, mode=mode, candidates=candidates)
+        args = search.SearchArgs(k, min_similarity, filter, exact, mode=mode, candidates=candidates)
         for i, q in enumerate(queries):
             if not isinstance(q, str) or not q.strip():
                 raise InvalidQuery(f"Query #{i + 1} is empty. Give a text with at least one word.")
@@ -513,6 +515,7 @@ class DocumentStore:
         filter: Mapping[str, FilterValue] | None = None,
         ef_search: int | None = None,
         exact: bool = False,
+        candidates: int | None = None,
         analyze: bool = True,
         force_index: bool = False,
     ) -> str:
@@ -520,7 +523,9 @@ class DocumentStore:
         the planner from scanning and sorting (which it may prefer for a small collection), to
         show that the statement is one the HNSW index can answer."""
         coll = self.get_collection(collection)
-        args = search.SearchArgs(k, min_similarity, filter, exact, mode=mode, force_index=force_index)
+        args = search.SearchArgs(
+            k, min_similarity, filter, exact, mode=mode, candidates=candidates, force_index=force_index
+        )
         if isinstance(query, str):
             args = args.with_text(query)
         vector = self.query_vector(coll, query)
