@@ -217,3 +217,21 @@ def test_rerank_keeps_min_similarity_and_exact(  # type: ignore[no-untyped-def]
     code, out, err = run(capsys, *reranked, "--min-similarity", str(floor), "--exact", "--json")
     assert code == 0, err
     assert {h["external_id"] for h in json.loads(out)["hits"]} == {h.external_id for h in plain[:2]}
+
+
+def test_search_refuses_conflicting_flags(capsys, store, collection_name, docs_file) -> None:  # type: ignore[no-untyped-def]
+    run(capsys, "ingest", str(docs_file), "-c", collection_name)
+    search = ["search", "reset password", "-c", collection_name]
+    for mode in ("lexical", "semantic"):
+        code, out, err = run(capsys, *search, "--hybrid", "--mode", mode)
+        assert code == 1 and out == "" and err.count("\n") == 1 and "not both" in err, err
+    code, out, err = run(capsys, *search, "--hybrid", "--mode", "hybrid", "--json")  # they agree
+    assert code == 0 and all(h["lexical_score"] is not None for h in json.loads(out)["hits"][:1]), err
+
+    code, out, err = run(capsys, *search, "--explain", "--json")
+    assert code == 0, err
+    explained = json.loads(out)
+    assert explained["query"] == "reset password" and any("Limit" in line for line in explained["plan"])
+
+    code, out, err = run(capsys, *search, "--explain", "--rerank")
+    assert code == 1 and out == "" and err.count("\n") == 1 and "--rerank" in err

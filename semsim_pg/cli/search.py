@@ -21,10 +21,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("-c", "--collection", required=True)
     p.add_argument(
         "--mode",
-        default="semantic",
         help="semantic (by meaning, default), lexical (BM25 over the words) or hybrid (both, fused by rank)",
     )
-    p.add_argument("--hybrid", action="store_const", const="hybrid", dest="mode", help="same as --mode hybrid")
+    p.add_argument("--hybrid", action="store_true", help="same as --mode hybrid")
     p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
     p.add_argument(
         "--filter",
@@ -58,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--explain",
         action="store_true",
-        help="print the query plan (EXPLAIN ANALYZE) instead (JSON lines with --queries)",
+        help="print the query plan (EXPLAIN ANALYZE) instead of the hits (JSON with --json or --queries)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_search)
@@ -73,14 +72,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from semsim_pg.store.search import MODES
-
-    if args.mode not in MODES:
-        raise InvalidInput(f"Unknown --mode {args.mode!r}: use one of {', '.join(MODES)}.")
+    mode = _mode(args)
+    if args.explain and args.rerank is not None:
+        # EXPLAIN shows one SQL statement; the cross-encoder runs after it, in Python.
+        raise InvalidInput(
+            "--explain shows the SQL plan and --rerank runs after the SQL: drop --rerank to see the plan of "
+            "its first stage (the same search with -k CANDIDATES)."
+        )
     texts = _query_texts(args)
     store = open_store()
     options: dict[str, Any] = {
-        "mode": args.mode,
+        "mode": mode,
         "min_similarity": args.min_similarity,
         "filter": parse_filters(args.filter),
         "ef_search": args.ef_search,
@@ -90,7 +92,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.explain:
         for text in texts:
             plan = store.explain(args.collection, text, args.k, candidates=args.candidates, **options)
-            out(json.dumps({"query": text, "plan": plan.splitlines()}) if args.queries is not None else plan)
+            out(json.dumps({"query": text, "plan": plan.splitlines()}) if as_lines else plan)
         return 0
     from semsim_pg.rerank import DEFAULT_CANDIDATES, get_reranker
 
@@ -130,6 +132,18 @@ def cmd_search(args: argparse.Namespace) -> int:
                 f"{hit_text(r.hit, 90)}"
             )
     return 0
+
+
+def _mode(args: argparse.Namespace) -> str:
+    """The search mode from ``--mode`` and ``--hybrid``, which must agree."""
+    from semsim_pg.store.search import MODES
+
+    if args.hybrid and args.mode not in (None, "hybrid"):
+        raise InvalidInput(f"--hybrid means --mode hybrid: give --hybrid or --mode {args.mode}, not both.")
+    mode = str(args.mode or ("hybrid" if args.hybrid else "semantic"))
+    if mode not in MODES:
+        raise InvalidInput(f"Unknown --mode {mode!r}: use one of {', '.join(MODES)}.")
+    return mode
 
 
 def _query_texts(args: argparse.Namespace) -> list[str]:
