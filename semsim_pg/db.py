@@ -23,6 +23,7 @@ from semsim_pg.errors import (
     ConfigurationError,
     DatabaseUnavailable,
     ExtensionMissing,
+    InvalidInput,
     SchemaNotInstalled,
 )
 from semsim_pg.settings import Settings, get_settings
@@ -316,6 +317,13 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
+def _revisions() -> list[str]:
+    """semsim's schema revisions, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    return [script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()][::-1]
+
+
 def _current_revision(conn: Connection) -> str | None:
     exists = conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"public.{VERSION_TABLE}"}).scalar()
     if exists is None:
@@ -330,6 +338,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def _run_alembic(engine: Engine, action: str, revision: str) -> None:
     from alembic import command
+    from alembic.util import CommandError
 
     with connect(engine) as conn:
         require_pgvector(conn)
@@ -337,10 +346,19 @@ def _run_alembic(engine: Engine, action: str, revision: str) -> None:
         conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
         try:
             config = _alembic_config(conn)
-            if action == "upgrade":
-                command.upgrade(config, revision)
-            else:
-                command.downgrade(config, revision)
+            try:
+                if action == "upgrade":
+                    command.upgrade(config, revision)
+                else:
+                    command.downgrade(config, revision)
+            except CommandError as exc:
+                # Alembic's word for a revision it cannot find or cannot go to from here.
+                conn.rollback()
+                raise InvalidInput(
+                    f"Cannot {action} semsim's schema to {revision!r}: {exc}. Give head, base, a step such as "
+                    f"-1, or one of the revisions {', '.join(_revisions())} (semsim db current shows the "
+                    "installed one)."
+                ) from exc
             conn.commit()
         finally:
             conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})

@@ -235,3 +235,11 @@ def test_search_refuses_conflicting_flags(capsys, store, collection_name, docs_f
 
     code, out, err = run(capsys, *search, "--explain", "--rerank")
     assert code == 1 and out == "" and err.count("\n") == 1 and "--rerank" in err
+
+
+def test_unknown_schema_revision_is_a_one_line_error(capsys, engine) -> None:  # type: ignore[no-untyped-def]
+    for action in ("upgrade", "downgrade"):
+        code, _, err = run(capsys, "db", action, "bogus")
+        assert code == 1 and err.count("\n") == 1 and "'bogus'" in err and "head" in err, err
+    code, out, _ = run(capsys, "db", "current")
+    assert code == 0 and "up to date" in out
