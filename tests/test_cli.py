@@ -243,3 +243,15 @@ def test_unknown_schema_revision_is_a_one_line_error(capsys, engine) -> None:  #
         assert code == 1 and err.count("\n") == 1 and "'bogus'" in err and "head" in err, err
     code, out, _ = run(capsys, "db", "current")
     assert code == 0 and "up to date" in out
+
+
+def test_faiss_ivfpq_on_too_few_vectors_says_what_to_use(  # type: ignore[no-untyped-def]
+    capsys, store, collection_name, docs_file, tmp_path
+) -> None:
+    run(capsys, "ingest", str(docs_file), "-c", collection_name)
+    build = ["faiss", "build", "-c", collection_name, "--out", str(tmp_path / "pq"), "--index", "ivfpq"]
+    code, _, err = run(capsys, *build)
+    assert code == 1 and err.count("\n") == 1 and "256" in err and "4 vectors" in err and "--index hnsw" in err, err
+    assert not (tmp_path / "pq").exists()
+    code, _, err = run(capsys, *build, "--pq-bits", "2")  # the way out the message offers works
+    assert code == 0, err

@@ -130,6 +130,14 @@ def build_index(
             params["nlist"] = max(1, min(int(4 * np.sqrt(total)), total // 39 or 1))
         if params["nlist"] > total:
             raise InvalidInput(f"--nlist {params['nlist']} is larger than the {total} vectors of {coll.name!r}.")
+    if index_type == "ivfpq" and total < 2 ** params["pq_bits"]:
+        # FAISS trains 2**pq_bits centroids per sub-quantizer and needs a training point for each.
+        fits = total.bit_length() - 1
+        raise InvalidInput(
+            f"--index ivfpq with --pq-bits {params['pq_bits']} needs at least {2 ** params['pq_bits']} vectors to "
+            f"train, and {coll.name!r} holds {total} vectors: use --index hnsw or flat (exact, quick at this size)"
+            + ("." if fits < 1 else f", or --pq-bits {fits}." if fits == 1 else f", or --pq-bits {fits} or less.")
+        )
     start = time.perf_counter()
     inner = faiss.index_factory(coll.dimension, _factory_string(index_type, params), metric)
     if index_type == "hnsw":
