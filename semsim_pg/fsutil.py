@@ -12,6 +12,9 @@ rename is atomic). When the block ends normally every file under ``tmp`` is fsyn
 directory is renamed to ``out``: an existing ``out`` is first renamed aside and removed only after
 the new one is in place (a reader sees the old directory, for an instant nothing, then the new
 one). When the block raises, ``tmp`` is removed and ``out`` is untouched.
+
+:func:`check_output_path` refuses, before any work, a destination that cannot be written, so a
+long job never ends in a traceback over a typo in ``--plot`` or ``--out``.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from semsim_pg.errors import InvalidInput
 
-__all__ = ["atomic_directory", "fsync_path"]
+__all__ = ["atomic_directory", "check_output_path", "fsync_path"]
 
 
 @contextlib.contextmanager
@@ -48,6 +52,30 @@ def atomic_directory(out: str | Path, *, overwrite: bool = False) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_path(path: str | Path, what: str, *, directory: bool = False) -> Path:
+    """``path`` if something can be written there, else InvalidInput naming ``what`` (an option
+    such as ``--plot``) and the fix. Its parent must be an existing directory that takes a new
+    file; a file destination (``directory`` False) must not be a directory. Writing is tried,
+    with a probe file removed at once: access rights alone are not the answer (root may write
+    anywhere by them, yet not into /proc or a read-only mount)."""
+    path = Path(path)
+    parent = path.parent
+    if not directory and path.is_dir():
+        raise InvalidInput(f"{what} {path} is a directory: give a file name in it, e.g. {path / 'out.png'}.")
+    if not parent.is_dir():
+        problem = "is not a directory" if parent.exists() else "does not exist"
+        raise InvalidInput(f"{what} {path}: {parent} {problem}. Create the directory first or choose another path.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe-", dir=parent)
+    except OSError as exc:
+        raise InvalidInput(
+            f"{what} {path}: cannot write in {parent} ({exc.strerror or exc}). Choose a writable directory."
+        ) from exc
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 def fsync_path(path: str | Path) -> None:

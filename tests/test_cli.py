@@ -255,3 +255,23 @@ def test_faiss_ivfpq_on_too_few_vectors_says_what_to_use(  # type: ignore[no-unt
     assert not (tmp_path / "pq").exists()
     code, _, err = run(capsys, *build, "--pq-bits", "2")  # the way out the message offers works
     assert code == 0, err
+
+
+def test_unwritable_output_paths_are_refused_first(  # type: ignore[no-untyped-def]
+    capsys, store, collection_name, docs_file, tmp_path
+) -> None:
+    run(capsys, "ingest", str(docs_file), "-c", collection_name)
+    missing = tmp_path / "nonexistent" / "x.png"
+    for args in (
+        # checked before anything else: the collection does not even exist
+        ("faiss", "compare", "-c", "no_such_collection", "--plot", str(missing)),
+        ("faiss", "compare", "-c", collection_name, "--sample", "2", "--plot", str(missing)),
+        ("faiss", "compare", "-c", collection_name, "--sample", "2", "--plot", str(tmp_path)),  # a directory
+        ("bench", "encoders", "--backends", "torch", "--rounds", "1", "--plot", str(missing)),
+        ("faiss", "build", "-c", collection_name, "--out", "/proc/nope"),
+        ("faiss", "build", "-c", collection_name, "--out", str(tmp_path / "a" / "b" / "c")),
+    ):
+        code, out, err = run(capsys, *args)
+        assert code == 1 and out == "" and err.count("\n") == 1, (args, err)
+        assert args[-1] in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]  # no probe or half-written file left

@@ -262,6 +262,10 @@ def test_stats_command(capsys, engine, tmp_path) -> None:  # type: ignore[no-unt
     data = json.loads(out)
     assert code == 0 and data["drift"]["flagged"] and data["window"]["queries"] >= 1990
     assert (tmp_path / "s.png").stat().st_size > 1000
+    missing = tmp_path / "missing" / "s.png"  # refused before the statistics, not by a traceback after them
+    code = main(["-q", "stats", "-c", name, "--plot", str(missing)])
+    _, err = capsys.readouterr()
+    assert code == 1 and err.count("\n") == 1 and str(missing) in err and not missing.parent.exists()
     code = main(["-q", "stats", "-c", name])
     out, _ = capsys.readouterr()
     assert code == 0 and "DRIFT: PSI" in out and "latency p50" in out

@@ -138,8 +138,11 @@ def _warm_indexes(names: list[str]) -> list[Any]:
 
 def _run_encoders(args: argparse.Namespace) -> int:
     from semsim_pg.bench import benchmark_backends, load_texts
+    from semsim_pg.fsutil import check_output_path
     from semsim_pg.settings import get_settings
 
+    if args.plot:  # before the benchmark, not after it
+        check_output_path(args.plot, "--plot")
     texts = load_texts(args.file, args.limit)
     pairs = None
     if args.sts:

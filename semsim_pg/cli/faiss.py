@@ -105,8 +105,11 @@ def cmd_faiss_compare(args: argparse.Namespace) -> int:
         summarize,
     )
     from semsim_pg.faiss_index import sample_queries as sample
+    from semsim_pg.fsutil import check_output_path
     from semsim_pg.validation import check_k
 
+    if args.plot:  # before the comparison, which may take minutes
+        check_output_path(args.plot, "--plot")
     ef_values = parse_int_list(args.ef_search, "--ef-search")
     nprobe = parse_int_list(args.nprobe, "--nprobe")
     check_k(args.k, "-k")

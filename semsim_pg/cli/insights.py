@@ -82,8 +82,11 @@ def _group_options(q: argparse.ArgumentParser) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from semsim_pg.fsutil import check_output_path
     from semsim_pg.insights import parse_duration, parse_since, plot_stats, query_stats
 
+    if args.plot:
+        check_output_path(args.plot, "--plot")
     start = parse_since(args.since)
     baseline = parse_duration(args.baseline, "--baseline") if args.baseline else None
     store = open_store()

@@ -30,7 +30,7 @@ from semsim_pg.faiss_index.format import (
     load_faiss,
 )
 from semsim_pg.faiss_index.stream import count_vectors, stream_vectors, training_sample
-from semsim_pg.fsutil import atomic_directory
+from semsim_pg.fsutil import atomic_directory, check_output_path
 from semsim_pg.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -205,5 +205,4 @@ def _check_target(out: Path, overwrite: bool) -> None:
             )
         if not overwrite:
             raise InvalidInput(f"{out} holds an index already. Remove it or allow overwriting.")
-    if not out.parent.exists():
-        raise InvalidInput(f"The parent directory of {out} does not exist: create {out.parent} first.")
+    check_output_path(out, "FAISS index directory", directory=True)
