@@ -296,6 +296,11 @@ def test_bad_input_is_one_line_and_writes_nothing(
     queries, qrels = write_beir(tmp_path, unknown_query=True)
     fails("--queries", str(queries), "--qrels", str(qrels), match="'no-such-query' is not in the queries file")
     fails("--label-field", "category", "--queries", str(queries), match="one of the two")
+    # an --out that cannot be written is found before a model loads (it failed with mkdir's traceback)
+    unwritable = [*base[:6], "/proc/semsim-no/model", *base[7:], "--label-field", "category"]
+    assert main(unwritable) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("semsim: error: --out /proc/semsim-no: cannot write in /proc"), err
     fails("--label-field", "category", "--base", "no-such-org/no-such-model", match="Cannot load the base model")
     one = f"{intents}-one"
     store.create_collection(one)

@@ -184,6 +184,12 @@ def check_out(out: Path, overwrite: bool) -> None:
         raise InvalidInput(
             f"{out} exists and is not empty; fine-tuning would replace it. Choose another --out or pass --overwrite."
         )
+    # Where the model will be written must take it, found before a model loads or a step runs:
+    # the first folder of ``out`` that does not exist yet is the one made.
+    from semsim_pg.fsutil import check_output_path
+
+    made = next((p for p in (out, *out.parents) if p.parent.exists()), out)
+    check_output_path(made, "--out", directory=True)
 
 
 @contextmanager
