@@ -440,10 +440,9 @@ def search_and_rerank(
         decision = decide_rerank(name)
         logger.info("%s", decision.reason)
         if not decision.use:
-            hits = store.search(collection, query, k=top_k, filter=filter, ef_search=ef_search)
-            return [
-                RerankedHit(hit, hit.similarity, hit.similarity, rank, hit.similarity) for rank, hit in enumerate(hits)
-            ]
+            # the first stage's own top_k, in its own order (a hybrid's fused score, a lexical BM25)
+            hits = store.search(collection, query, k=top_k, filter=filter, ef_search=ef_search, mode=mode)
+            return [RerankedHit(hit, hit.similarity, hit.similarity, rank, hit.score) for rank, hit in enumerate(hits)]
         reranker = decision.model
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InvalidQuery(f"top_k must be a whole number of at least 1, got {top_k!r}.")

@@ -474,6 +474,11 @@ def test_rerank_auto_uses_only_a_reranker_that_helped_this_collection(
         plain = search_and_rerank(store, intents, "my card was declined", top_k=3, reranker="auto")
         assert [r.original_rank for r in plain] == [0, 1, 2]
         assert [r.rerank_score for r in plain] == [r.similarity for r in plain]
+        # in the mode asked for: a hybrid first stage's top 3, in its fused order
+        fused = search_and_rerank(store, intents, "my card was declined", top_k=3, reranker="auto", mode="hybrid")
+        hybrid = store.search(intents, "my card was declined", k=3, mode="hybrid")
+        assert [r.external_id for r in fused] == [h.external_id for h in hybrid]
+        assert [r.to_dict()["score"] for r in fused] == [h.score for h in hybrid]
 
         # the record's weight applies wherever the reranker is used: at 0, the first stage's order
         first_only = save_reranker(
