@@ -1,5 +1,5 @@
-"""Replacing a directory atomically: readers find the old complete one or the new complete one,
-never a half-written mix, and a failed write leaves nothing behind.
+"""Replacing a directory or a file atomically: readers find the old complete one or the new
+complete one, never a half-written mix, and a failed write leaves nothing behind.
 
 Used by FAISS index saves and fine-tuned model saves::
 
@@ -15,6 +15,9 @@ one). When the block raises, ``tmp`` is removed and ``out`` is untouched.
 
 :func:`check_output_path` refuses, before any work, a destination that cannot be written, so a
 long job never ends in a traceback over a typo in ``--plot`` or ``--out``.
+
+A single file (an exported FAQ, say) is :func:`atomic_write_text`: written beside its path,
+fsynced, then put in place with one rename or link.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 
 from semsim_pg.errors import InvalidInput
 
-__all__ = ["atomic_directory", "check_output_path", "fsync_path"]
+__all__ = ["atomic_directory", "atomic_write_text", "check_output_path", "fsync_path"]
 
 
 @contextlib.contextmanager
@@ -40,10 +43,7 @@ def atomic_directory(out: str | Path, *, overwrite: bool = False) -> Iterator[Pa
     Missing parent directories are created.
     """
     out = Path(out)
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise InvalidInput(f"{out} exists already: remove it, choose another path, or allow overwriting.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _temporary_beside(out, overwrite)
     tmp.mkdir()
     try:
         yield tmp
@@ -76,6 +76,49 @@ def check_output_path(path: str | Path, what: str, *, directory: bool = False) -
     os.close(fd)
     os.unlink(probe)
     return path
+
+
+def atomic_write_text(path: str | Path, text: str, *, overwrite: bool = False) -> None:
+    """Write ``text`` (UTF-8, line endings as given) to ``path`` whole or not at all.
+
+    ``overwrite`` False refuses an existing ``path`` (InvalidInput), also one that appears while
+    writing: the finished file is hard-linked into place, which fails rather than replace a file.
+    Missing parent directories are created.
+    """
+    path = Path(path)
+    tmp = _temporary_beside(path, overwrite)
+    # os.open with a mode (not mkstemp's 0600) gives the file the permissions the umask allows
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise _exists(path) from None
+            tmp.unlink()
+        fsync_path(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _temporary_beside(out: Path, overwrite: bool) -> Path:
+    """A fresh name beside ``out`` (same file system: the final rename is atomic), its parents
+    made; an existing ``out`` is refused first unless ``overwrite``."""
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise _exists(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+def _exists(path: Path) -> InvalidInput:
+    return InvalidInput(f"{path} exists already: remove it, choose another path, or allow overwriting.")
 
 
 def fsync_path(path: str | Path) -> None:

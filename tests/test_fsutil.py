@@ -54,3 +54,19 @@ def test_creates_missing_parents(tmp_path: Path) -> None:
     with atomic_directory(out) as tmp:
         (tmp / "x").write_text("x", encoding="utf-8")
     assert (out / "x").is_file()
+
+
+def test_atomic_write_text_writes_whole_or_not_at_all(tmp_path: Path) -> None:
+    from semsim_pg.fsutil import atomic_write_text
+
+    path = tmp_path / "sub" / "faqs.tsv"
+    atomic_write_text(path, "one\r\ntwo\n")
+    assert path.read_bytes() == b"one\r\ntwo\n"  # line endings as given
+    with pytest.raises(InvalidInput, match="exists already"):
+        atomic_write_text(path, "other")
+    with pytest.raises(UnicodeEncodeError):  # fails halfway through: the old file stays whole
+        atomic_write_text(path, "three" + "\ud800", overwrite=True)
+    assert path.read_bytes() == b"one\r\ntwo\n"
+    atomic_write_text(path, "four", overwrite=True)
+    assert path.read_text(encoding="utf-8") == "four"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["faqs.tsv"]
