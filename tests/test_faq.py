@@ -276,6 +276,69 @@ def test_faq_file_formats(tmp_path: Path) -> None:
     assert read_faq_queries(queries)[1] == FAQQuery("hello", None, 3)
 
 
+def test_write_faq_file_writes_what_read_faq_file_reads(tmp_path: Path) -> None:
+    from semsim_pg.faq import write_faq_file
+
+    entries = [
+        FAQEntry("a,b", 'Say "hi"?', "Line one.\nLine two,\tthen a tab.", None, ("One?", "Two; three?")),
+        FAQEntry("plain", "Q?", "A.", "cat", ()),
+    ]
+    for name in ("faqs.tsv", "faqs.csv"):
+        path = tmp_path / name
+        assert write_faq_file(path, entries) == 2
+        assert read_faq_file(path) == entries
+        with pytest.raises(InvalidInput, match="exists already"):
+            write_faq_file(path, entries[:1])
+        assert read_faq_file(path) == entries  # untouched
+        write_faq_file(path, entries[:1], overwrite=True)
+        assert read_faq_file(path) == entries[:1]
+    # what the format cannot hold is refused, and nothing is written
+    piped = [FAQEntry("pay", "Which cards?", "Visa.", alternatives=("paypal | apple pay?",))]
+    with pytest.raises(InvalidInput, match=r"'pay'.*'paypal \| apple pay\?'.*\|"):
+        write_faq_file(tmp_path / "piped.tsv", piped)
+    with pytest.raises(InvalidInput, match="no FAQ entries"):
+        write_faq_file(tmp_path / "empty.tsv", [])
+    with pytest.raises(InputFileError, match="extension"):
+        write_faq_file(tmp_path / "faqs.txt", entries)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faqs.csv", "faqs.tsv"]
+
+
+def test_phrasings_stored_without_promotion_carry_no_new_metadata(store: Any, collection_name: str) -> None:
+    # documents written before promoted phrasings were marked compare unchanged: nothing is rewritten
+    import sqlalchemy as sa
+
+    FAQMatcher(store, collection_name).load([FAQEntry("x", "Q?", "A.", alternatives=("Other?",))])
+    table = sa.table("documents", sa.column("metadata"), sa.column("collection_id"), schema="semsim")
+    collection = store.get_collection(collection_name)
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.metadata).where(table.c.collection_id == collection.id)).scalars()
+        keys = [sorted(metadata) for metadata in rows]
+    assert keys == [["alternatives", "answer", "category", "faq_id", "kind", "question"]] * 2
+
+
+def test_cli_export_then_import_encodes_nothing(
+    collection_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run_cli(["-q", "faq", "import", str(FAQ_FILE), "-c", collection_name]) == 0
+    capsys.readouterr()
+    shipped = sorted(read_faq_file(FAQ_FILE), key=lambda e: e.faq_id)
+    for name in ("out.tsv", "out.csv"):
+        path = tmp_path / name
+        assert _run_cli(["-q", "faq", "export", str(path), "-c", collection_name, "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        phrasings = sum(len(e.phrasings()) for e in shipped)
+        assert summary == {"collection": collection_name, "file": str(path), "entries": 20, "phrasings": phrasings}
+        assert read_faq_file(path) == shipped
+        assert _run_cli(["-q", "faq", "import", str(path), "-c", collection_name, "--json"]) == 0
+        again = json.loads(capsys.readouterr().out)
+        assert (again["encoded"], again["unchanged"], again["removed"]) == (0, phrasings, 0)
+    assert _run_cli(["-q", "faq", "export", str(tmp_path / "out.xlsx"), "-c", collection_name]) == 1
+    assert "name it .tsv or .csv" in capsys.readouterr().err
+    assert _run_cli(["-q", "faq", "export", str(tmp_path / "x.tsv"), "-c", f"{collection_name}_none"]) == 1
+    assert "No collection named" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.tsv"]
+
+
 # pure logic shared with Django ---------------------------------------------------------------------
 def test_best_per_entry_keeps_each_entry_once() -> None:
     rows = [("a", 0.5), ("b", 0.9), ("a", 0.95), ("c", 0.1), ("b", 0.2), ("d", 0.9)]

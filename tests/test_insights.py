@@ -387,3 +387,96 @@ def test_cli_search_and_ask_log_when_turned_on(capsys, engine, logged, faq: FAQM
     rows = _rows(engine, faq.collection)
     assert [(r.kind, r.k, r.answered) for r in rows] == [("search", 2, None), ("faq", 3, True)]
     assert all(r.query_text == "sending an item back" for r in rows)
+
+
+# promoted phrasings and the FAQ file -------------------------------------------------------------
+def _faq_file(path: Any, entries: list[FAQEntry]) -> Any:
+    lines = ["faq_id\tquestion\tanswer\tcategory\talternatives"]
+    lines += [f"{e.faq_id}\t{e.question}\t{e.answer}\t{e.category or ''}\t{'|'.join(e.alternatives)}" for e in entries]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_import_keeps_the_phrasings_promotion_added(engine, encoder, store, collection_name, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # the reported sequence: import a file, promote a group as a phrasing, import the same file again
+    faqs = _faq_file(tmp_path / "faqs.tsv", ENTRIES)
+    assert main(["-q", "faq", "import", str(faqs), "-c", collection_name]) == 0
+    faq = FAQMatcher(store, collection_name)
+    _unanswered_log(engine, encoder, collection_name)
+    since = NOW - dt.timedelta(days=30)
+    paypal = insights.unanswered_groups(engine, collection_name, since)[1]
+    insights.promote_group(faq, paypal, faq_id="cards", question="Can I pay with PayPal?")
+    assert {e.faq_id: e for e in faq.entries()}["cards"].alternatives == ("Can I pay with PayPal?",)
+    capsys.readouterr()
+
+    assert main(["-q", "faq", "import", str(faqs), "-c", collection_name]) == 0
+    line = capsys.readouterr().out
+    assert "0 removed" in line, line
+    cards = {e.faq_id: e for e in faq.entries()}["cards"]
+    assert cards.alternatives == ("Can I pay with PayPal?",)
+    best = faq.match("Can I pay with PayPal?", k=1)[0]
+    assert best.entry.faq_id == "cards" and best.matched_text == "Can I pay with PayPal?" and best.score > 0.99
+    assert "kept 1 promoted phrasing not in the file: `semsim faq export` saves them" in line, line
+    assert cards.promoted == ("Can I pay with PayPal?",)  # marked in its document's metadata
+    assert main(["-q", "faq", "list", "-c", collection_name]) == 0
+    assert "(+1 phrasings, 1 promoted)" in capsys.readouterr().out
+    # its questions were resolved at promotion: losing the phrasing would lose them for good
+    assert [g.size for g in insights.unanswered_groups(engine, collection_name, since)] == [14, 4, 1]
+
+    assert main(["-q", "faq", "import", str(faqs), "-c", collection_name, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["kept_promoted"], summary["removed"], summary["encoded"]) == (1, 0, 0)
+    assert summary["unchanged"] == summary["phrasings"] == len(ENTRIES) + 1  # the kept one too: nothing rewritten
+
+    # editing the entry in the file keeps the promoted phrasing (and its mark) beside the new text
+    edited = [e if e.faq_id != "cards" else FAQEntry("cards", e.question, "Visa, Mastercard, Amex.") for e in ENTRIES]
+    result = faq.load(edited)
+    assert (result.kept_promoted, result.removed, result.encoded) == (1, 0, 0)
+    cards = {e.faq_id: e for e in faq.entries()}["cards"]
+    assert cards.answer == "Visa, Mastercard, Amex." and cards.promoted == ("Can I pay with PayPal?",)
+
+    # --replace: the file is the whole truth, the promoted phrasing goes and is counted as removed
+    assert main(["-q", "faq", "import", str(faqs), "-c", collection_name, "--replace", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["kept_promoted"], summary["removed"]) == (0, 1)
+    cards = {e.faq_id: e for e in faq.entries()}["cards"]
+    assert cards.alternatives == cards.promoted == ()
+    assert store.count(collection_name) == len(ENTRIES)
+
+
+def test_import_promote_export_import_round_trips(engine, encoder, store, collection_name, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.faq import read_faq_file
+
+    faqs = _faq_file(tmp_path / "faqs.tsv", ENTRIES)
+    assert main(["-q", "faq", "import", str(faqs), "-c", collection_name]) == 0
+    faq = FAQMatcher(store, collection_name)
+    _unanswered_log(engine, encoder, collection_name)
+    password, paypal, *_ = insights.unanswered_groups(engine, collection_name, NOW - dt.timedelta(days=30))
+    insights.promote_group(faq, paypal, faq_id="cards", question="Can I pay with PayPal?")
+    insights.promote_group(faq, password, faq_id="password", answer="Use the 'forgot password' link.")
+    before = {e.faq_id: e for e in faq.entries()}
+    capsys.readouterr()
+
+    exported = tmp_path / "export.tsv"
+    assert main(["-q", "faq", "export", str(exported), "-c", collection_name]) == 0
+    assert f"{len(ENTRIES) + 1} entries" in capsys.readouterr().out
+    read = {e.faq_id: e for e in read_faq_file(exported)}
+    assert set(read) == set(before)  # the entry promotion created too
+    assert read["cards"].alternatives == ("Can I pay with PayPal?",)  # the phrasing promotion added
+    assert all(read[k].question == e.question and read[k].answer == e.answer for k, e in before.items())
+
+    assert main(["-q", "faq", "import", str(exported), "-c", collection_name, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["encoded"], summary["inserted"], summary["updated"], summary["removed"]) == (0, 0, 0, 0)
+    assert summary["kept_promoted"] == 0  # the file lists it now
+    assert {e.faq_id: e for e in faq.entries()} == before  # marks kept: the phrasing was promoted
+
+    # the export is refused over an existing file (which stays as it was) unless --overwrite
+    text = exported.read_text(encoding="utf-8")
+    assert main(["-q", "faq", "export", str(exported), "-c", collection_name]) == 1
+    _, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "exists" in err and "--overwrite" in err
+    assert exported.read_text(encoding="utf-8") == text
+    assert main(["-q", "faq", "export", str(exported), "-c", collection_name, "--overwrite"]) == 0
+    assert exported.read_text(encoding="utf-8") == text  # same collection, same file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.tsv", "faqs.tsv"]  # no temporary file left

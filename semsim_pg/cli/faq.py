@@ -1,4 +1,5 @@
-"""``semsim faq import|ask|list``: load FAQ entries into a collection and ask it questions."""
+"""``semsim faq import|export|ask|list``: load FAQ entries into a collection, save them to a file,
+and ask the collection questions."""
 
 from __future__ import annotations
 
@@ -23,14 +24,34 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "import",
         help="add or update FAQ entries from a .tsv/.csv file",
         description="Columns: faq_id, question, answer[, category][, alternatives separated by '|']. "
-        "The whole file is checked first: a malformed line imports nothing.",
+        "The whole file is checked first: a malformed line imports nothing. An entry in the file replaces "
+        "the stored one's question, answer and phrasings, but keeps the phrasings `semsim faq promote` "
+        "added that the file does not list (save them to a file with `semsim faq export`).",
     )
     q.add_argument("file", type=Path)
     q.add_argument("-c", "--collection", required=True, help="collection name (created if missing)")
-    q.add_argument("--replace", action="store_true", help="also remove entries that are not in the file")
+    q.add_argument(
+        "--replace",
+        action="store_true",
+        help="make the collection hold exactly the file: also remove the entries, and the promoted phrasings, "
+        "that it does not list",
+    )
     q.add_argument("--model", help="model for a new collection (default: SEMSIM_MODEL)")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(func=cmd_faq_import)
+
+    q = faq.add_parser(
+        "export",
+        help="write a collection's FAQ entries to a .tsv/.csv file that `faq import` reads",
+        description="Every entry with all its alternative phrasings, those `semsim faq promote` added too, in the "
+        "format `semsim faq import` reads: importing the file back changes and encodes nothing. Written "
+        "atomically; an existing file is refused unless --overwrite.",
+    )
+    q.add_argument("file", type=Path, help="the .tsv or .csv file to write")
+    q.add_argument("-c", "--collection", required=True)
+    q.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.set_defaults(func=cmd_faq_export)
 
     q = faq.add_parser("ask", help="find the FAQ entries that answer a question")
     q.add_argument("question", nargs="?", help="the question (omit with --interactive)")
@@ -54,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_faq_import(args: argparse.Namespace) -> int:
-    from semsim_pg.faq import FAQMatcher, read_faq_file
+    from semsim_pg.faq import FAQMatcher, kept_promoted_note, read_faq_file
 
     entries = read_faq_file(args.file)  # everything checked before anything is written
     matcher = FAQMatcher(open_store(), args.collection, model=args.model)
@@ -66,8 +87,29 @@ def cmd_faq_import(args: argparse.Namespace) -> int:
         out(
             f"{args.collection}: {result.entries} entries ({result.phrasings} phrasings): {result.inserted} inserted, "
             f"{result.updated} updated, {result.unchanged} unchanged, {result.encoded} encoded, "
-            f"{result.removed} removed"
+            f"{result.removed} removed" + kept_promoted_note(result.kept_promoted, "`semsim faq export`")
         )
+    return 0
+
+
+def cmd_faq_export(args: argparse.Namespace) -> int:
+    from semsim_pg.faq import FAQMatcher, write_faq_file
+
+    entries = FAQMatcher(open_store(), args.collection).entries()
+    if not entries:
+        raise InvalidInput(f"{args.collection!r} holds no FAQ entries: nothing to export.")
+    write_faq_file(args.file, entries, overwrite=args.overwrite)
+    phrasings = sum(len(entry.phrasings()) for entry in entries)
+    if args.json:
+        out(
+            json.dumps(
+                {"collection": args.collection, "file": str(args.file), "entries": len(entries), "phrasings": phrasings}
+            )
+        )
+    else:
+        promoted = sum(len(entry.promoted) for entry in entries)
+        note = f", {promoted} of them added by promotion" if promoted else ""
+        out(f"{args.collection}: {len(entries)} entries ({phrasings} phrasings{note}) written to {args.file}")
     return 0
 
 
@@ -128,6 +170,7 @@ def cmd_faq_list(args: argparse.Namespace) -> int:
     if not entries:
         out(f"{args.collection}: no FAQ entries")
     for e in entries:
-        extra = f" (+{len(e.alternatives)} phrasings)" if e.alternatives else ""
+        promoted = f", {len(e.promoted)} promoted" if e.promoted else ""
+        extra = f" (+{len(e.alternatives)} phrasings{promoted})" if e.alternatives else ""
         out(f"{e.faq_id:<24} {e.category or '-':<12} {short(e.question, 70)}{extra}")
     return 0

@@ -210,4 +210,8 @@ def cmd_faq_promote(args: argparse.Namespace) -> int:
         out(json.dumps({"group": group.id, "resolved": group.size, "entry": entry.to_dict()}))
     else:
         out(f"group {group.id} ({group.size} questions) -> FAQ entry {entry.faq_id}: {short(entry.question, 70)}")
+        if entry.promoted:  # a phrasing: kept by `faq import` without --replace, saved by `faq export`
+            out(
+                f"  promoted phrasings of {entry.faq_id}: {len(entry.promoted)}; `semsim faq export` saves them to a file"
+            )
     return 0

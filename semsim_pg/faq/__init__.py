@@ -3,7 +3,7 @@
 * :mod:`semsim_pg.faq.ranking`: pure logic shared with the Django FAQ manager (one result per
   entry, best phrasing wins; the threshold and the "no answer" decision).
 * :mod:`semsim_pg.faq.matcher`: :class:`FAQMatcher`, over a core collection.
-* :mod:`semsim_pg.faq.files`: reading FAQ and query files.
+* :mod:`semsim_pg.faq.files`: reading FAQ and query files, writing FAQ files.
 
 Measuring a FAQ (accuracy, MRR, the threshold for a target precision) is
 :func:`semsim_pg.evaluation.faq.evaluate_faq`, beside the other evaluations.
@@ -11,7 +11,15 @@ Measuring a FAQ (accuracy, MRR, the threshold for a target precision) is
 
 from __future__ import annotations
 
-from semsim_pg.faq.files import FAQQuery, read_faq_file, read_faq_queries, read_rows
+from semsim_pg.faq.files import (
+    FAQ_COLUMNS,
+    FAQQuery,
+    kept_promoted_note,
+    read_faq_file,
+    read_faq_queries,
+    read_rows,
+    write_faq_file,
+)
 from semsim_pg.faq.matcher import FAQLoadResult, FAQMatcher
 from semsim_pg.faq.ranking import (
     ALTERNATIVES_SEPARATOR,
@@ -37,6 +45,7 @@ __all__ = [
     "ALTERNATIVES_SEPARATOR",
     "DEFAULT_RERANK_THRESHOLD",
     "DEFAULT_THRESHOLD",
+    "FAQ_COLUMNS",
     "KIND_ALTERNATIVE",
     "KIND_QUESTION",
     "MIN_CANDIDATES",
@@ -49,9 +58,11 @@ __all__ = [
     "FAQQuery",
     "best_per_entry",
     "decide",
+    "kept_promoted_note",
     "rank_entries",
     "read_faq_file",
     "read_faq_queries",
     "read_rows",
     "resolve_threshold",
+    "write_faq_file",
 ]

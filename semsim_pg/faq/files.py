@@ -1,21 +1,37 @@
 """FAQ files: entries (``faq_id, question, answer[, category][, alternatives]``) and evaluation
-queries (``query, faq_id``) from .tsv/.csv, checked whole, with the line of each error."""
+queries (``query, faq_id``) from .tsv/.csv, checked whole, with the line of each error; entries
+written back in the same format (:func:`write_faq_file`, what ``semsim faq export`` writes)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from semsim_pg.errors import InputFileError
+from semsim_pg.errors import InputFileError, InvalidInput
 from semsim_pg.faq.ranking import ALTERNATIVES_SEPARATOR, FAQEntry
+from semsim_pg.fsutil import atomic_write_text
 
-__all__ = ["FAQQuery", "read_faq_file", "read_faq_queries", "read_rows"]
+__all__ = [
+    "FAQ_COLUMNS",
+    "FAQQuery",
+    "kept_promoted_note",
+    "read_faq_file",
+    "read_faq_queries",
+    "read_rows",
+    "write_faq_file",
+]
 
 # An FAQ answer can be long: lift the csv module's 128 KiB field limit.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+#: the columns of an FAQ file, in the order :func:`write_faq_file` writes them; the first three
+#: are required, alternatives are separated by :data:`ALTERNATIVES_SEPARATOR`
+FAQ_COLUMNS = ("faq_id", "question", "answer", "category", "alternatives")
+_REQUIRED, _OPTIONAL = FAQ_COLUMNS[:3], FAQ_COLUMNS[3:]
 
 
 @dataclass(frozen=True)
@@ -91,8 +107,8 @@ def read_faq_file(path: str | Path) -> list[FAQEntry]:
     so a caller that loads the result imports nothing from a malformed file."""
     entries: list[FAQEntry] = []
     lines: dict[str, int] = {}
-    for line, row in read_rows(path, ("faq_id", "question", "answer"), ("category", "alternatives")):
-        for name in ("faq_id", "question", "answer"):
+    for line, row in read_rows(path, _REQUIRED, _OPTIONAL):
+        for name in _REQUIRED:
             if not row[name]:
                 raise InputFileError(f"{path}, line {line}: the {name} is empty.")
         faq_id = row["faq_id"]
@@ -107,6 +123,44 @@ def read_faq_file(path: str | Path) -> list[FAQEntry]:
     if not entries:
         raise InputFileError(f"{path}: holds no FAQ entries, only a header.")
     return entries
+
+
+def write_faq_file(path: str | Path, entries: Sequence[FAQEntry], *, overwrite: bool = False) -> int:
+    """Write entries to a .tsv/.csv that :func:`read_faq_file` reads back as the same entries
+    (every alternative, promoted ones too; the file does not say which were promoted). Checked
+    whole, then written atomically; an existing file is refused unless ``overwrite``. Returns how
+    many entries were written."""
+    path = Path(path)
+    delimiter = _delimiter(path)
+    if not entries:
+        raise InvalidInput(f"{path}: no FAQ entries to write (a file of a header alone imports nothing).")
+    for entry in entries:
+        for alternative in entry.alternatives:
+            if ALTERNATIVES_SEPARATOR in alternative:
+                raise InvalidInput(
+                    f"FAQ {entry.faq_id!r}: the alternative {alternative!r} holds {ALTERNATIVES_SEPARATOR!r}, which "
+                    "separates alternatives in FAQ files; reword it (load the entry again without it), then export."
+                )
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise InvalidInput(f"{path} exists already: choose another file, or overwrite it (--overwrite).")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(FAQ_COLUMNS)
+    for entry in entries:
+        alternatives = ALTERNATIVES_SEPARATOR.join(entry.alternatives)
+        writer.writerow([entry.faq_id, entry.question, entry.answer, entry.category or "", alternatives])
+    atomic_write_text(path, buffer.getvalue(), overwrite=overwrite)
+    return len(entries)
+
+
+def kept_promoted_note(kept: int, export: str, replace: str = "--replace") -> str:
+    """What an import's summary adds when it kept ``kept`` promoted phrasings that the file did
+    not list ("" for none); ``export`` and ``replace`` name the command that saves them to a file
+    and the option that would have removed them."""
+    if not kept:
+        return ""
+    plural = "" if kept == 1 else "s"
+    return f"; kept {kept} promoted phrasing{plural} not in the file: {export} saves them ({replace} removes them)"
 
 
 def read_faq_queries(path: str | Path, known_ids: Iterable[str] | None = None) -> list[FAQQuery]:

@@ -7,11 +7,12 @@ questions through the store's search; ranking and the answer decision are
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from semsim_pg import queries
 from semsim_pg.encoder import text_hash
@@ -42,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FAQLoadResult:
-    """What :meth:`FAQMatcher.load` did: the upsert's counts plus phrasings removed."""
+    """What :meth:`FAQMatcher.load` did: the upsert's counts, phrasings removed, and promoted
+    phrasings kept although the entries given did not list them (counted in ``phrasings`` too)."""
 
     entries: int = 0
     phrasings: int = 0
@@ -51,10 +53,22 @@ class FAQLoadResult:
     unchanged: int = 0
     encoded: int = 0
     removed: int = 0
+    kept_promoted: int = 0
 
     @classmethod
-    def from_upsert(cls, entries: int, phrasings: int, upsert: UpsertResult, removed: int) -> FAQLoadResult:
-        return cls(entries, phrasings, upsert.inserted, upsert.updated, upsert.unchanged, upsert.encoded, removed)
+    def from_upsert(
+        cls, entries: int, phrasings: int, upsert: UpsertResult, removed: int, kept_promoted: int = 0
+    ) -> FAQLoadResult:
+        return cls(
+            entries,
+            phrasings,
+            upsert.inserted,
+            upsert.updated,
+            upsert.unchanged,
+            upsert.encoded,
+            removed,
+            kept_promoted,
+        )
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -66,19 +80,31 @@ def _document_id(faq_id: str, kind: str, text: str) -> str:
     return f"{faq_id}#q" if kind == KIND_QUESTION else f"{faq_id}#alt-{text_hash(text)[:16]}"
 
 
+#: the entry's promoted alternatives, in every phrasing's metadata (only when it has some)
+_PROMOTED_LIST = "promoted_alternatives"
+
+
 def _documents(entry: FAQEntry) -> list[Document]:
     # Every phrasing carries the whole entry, so a hit turns into an FAQEntry without a query.
-    base = {
+    base: dict[str, Any] = {
         "faq_id": entry.faq_id,
         "question": entry.question,
         "answer": entry.answer,
         "category": entry.category,
         "alternatives": list(entry.alternatives),
     }
-    return [
-        Document(_document_id(entry.faq_id, kind, text), text, {**base, "kind": kind})
-        for kind, text in entry.phrasings()
-    ]
+    # The promotion marks are written only where there are some: an entry without promoted
+    # phrasings stores the metadata it always did, so collections loaded before stay unchanged.
+    promoted = {text.casefold() for text in entry.promoted}
+    if promoted:
+        base[_PROMOTED_LIST] = list(entry.promoted)
+    documents = []
+    for kind, text in entry.phrasings():
+        metadata = {**base, "kind": kind}
+        if kind != KIND_QUESTION and text.casefold() in promoted:
+            metadata[queries.PROMOTED_KEY] = True
+        documents.append(Document(_document_id(entry.faq_id, kind, text), text, metadata))
+    return documents
 
 
 def _entry_from_metadata(metadata: dict[str, Any]) -> FAQEntry:
@@ -88,7 +114,35 @@ def _entry_from_metadata(metadata: dict[str, Any]) -> FAQEntry:
         answer=str(metadata["answer"]),
         category=metadata.get("category"),
         alternatives=tuple(metadata.get("alternatives") or ()),
+        promoted=tuple(metadata.get(_PROMOTED_LIST) or ()),
     )
+
+
+class _Stored(NamedTuple):
+    """A stored phrasing: its document's id, its entry's id, its text if promotion added it."""
+
+    external_id: str
+    faq_id: str
+    promoted: str | None
+
+
+def _with_stored_promotions(entry: FAQEntry, stored: Sequence[str], *, keep: bool) -> tuple[FAQEntry, int]:
+    """``entry`` as loading it leaves it, given the texts of its stored promoted phrasings, and
+    how many of those it did not list but keeps (``keep``; none without it).
+
+    The phrasings promotion added live only in the database until an export writes them to a
+    file, so a file that does not list them (written before the promotion) must not remove them:
+    only ``replace`` (the file is the whole truth) does. Whatever stays keeps its mark."""
+    if not stored:
+        return entry, 0
+    listed = {text.casefold() for _, text in entry.phrasings()}
+    missing = [text for text in stored if text.casefold() not in listed] if keep else []
+    alternatives = (*entry.alternatives, *missing)
+    marked = {text.casefold() for text in (*entry.promoted, *stored)}
+    promoted = tuple(text for text in alternatives if text.casefold() in marked)
+    if not missing and promoted == entry.promoted:
+        return entry, 0
+    return dataclasses.replace(entry, alternatives=alternatives, promoted=promoted), len(missing)
 
 
 #: what to do about a collection that is no FAQ's, when asking it
@@ -121,8 +175,10 @@ class FAQMatcher:
         self, entries: Iterable[FAQEntry], *, replace: bool = False, progress: bool | None = None
     ) -> FAQLoadResult:
         """Add or update entries. Unchanged phrasings are not re-encoded (the store compares text
-        hashes); phrasings an entry no longer has are removed. ``replace`` also removes entries
-        that are not in ``entries``, so the collection ends up holding exactly them."""
+        hashes); phrasings an entry no longer has are removed, except those that promoting
+        unanswered questions added (:func:`semsim_pg.insights.promote_group`): they are kept, and
+        counted in ``kept_promoted``. ``replace`` removes those too, and the entries that are not
+        in ``entries``, so the collection ends up holding exactly them."""
         entries = list(entries)
         seen: dict[str, int] = {}
         for i, entry in enumerate(entries):
@@ -133,21 +189,29 @@ class FAQMatcher:
                     f"FAQ id {entry.faq_id!r} appears twice (items #{seen[entry.faq_id]} and #{i}): ids must be unique."
                 )
             seen[entry.faq_id] = i
-        documents = [doc for entry in entries for doc in _documents(entry)]
         collection = self.store.create_collection(self.collection, model=self.model)
-        wanted = {doc.external_id for doc in documents}
         # Never mix entries with (or, replacing, delete) documents another command wrote.
-        stored = self._stored_ids(
+        stored = self._stored(
             collection,
             fix="FAQ entries go in a collection of their own. Give another collection name, or drop this "
             f"one first with `semsim collections --drop {self.collection}`.",
         )
-        stale = [
-            external_id for external_id, faq_id in stored if external_id not in wanted and (replace or faq_id in seen)
-        ]
+        promoted: dict[str, list[str]] = {}
+        for row in stored:
+            if row.promoted is not None and row.faq_id in seen:
+                promoted.setdefault(row.faq_id, []).append(row.promoted)
+        kept = 0
+        for i, entry in enumerate(entries):
+            entries[i], count = _with_stored_promotions(entry, promoted.get(entry.faq_id, ()), keep=not replace)
+            if count:
+                kept += count
+                logger.info("FAQ entry %r keeps %d promoted phrasing(s) it did not list", entry.faq_id, count)
+        documents = [doc for entry in entries for doc in _documents(entry)]
+        wanted = {doc.external_id for doc in documents}
+        stale = [row.external_id for row in stored if row.external_id not in wanted and (replace or row.faq_id in seen)]
         upserted = self.store.upsert(collection, documents, progress=progress, total=len(documents))
         removed = self.store.delete(collection, stale) if stale else 0
-        result = FAQLoadResult.from_upsert(len(entries), len(documents), upserted, removed)
+        result = FAQLoadResult.from_upsert(len(entries), len(documents), upserted, removed, kept)
         logger.info("loaded %d FAQ entries into %s: %s", len(entries), collection.name, result.to_dict())
         return result
 
@@ -156,17 +220,17 @@ class FAQMatcher:
         check_many(faq_ids, "remove(): the FAQ ids")
         collection = self.store.get_collection(self.collection)
         ids = set(faq_ids)
-        stale = [external_id for external_id, faq_id in self._stored_ids(collection) if faq_id in ids]
+        stale = [row.external_id for row in self._stored(collection) if row.faq_id in ids]
         return self.store.delete(collection, stale) if stale else 0
 
-    def _stored_ids(self, collection: Collection, fix: str = _IMPORT_ONE) -> list[tuple[str, str]]:
-        """(external id, faq id) of every phrasing; a document that is no phrasing is refused."""
+    def _stored(self, collection: Collection, fix: str = _IMPORT_ONE) -> list[_Stored]:
+        """Every phrasing, oldest first; a document that is no phrasing is refused."""
         with self.store.engine.connect() as conn:
             rows = conn.execute(queries.faq_phrasings(collection.id)).all()
         foreign = next((row[0] for row in rows if row[1] is None), None)
         if foreign is not None:
             raise self._not_faq(foreign, fix)
-        return [(str(row[0]), str(row[1])) for row in rows]
+        return [_Stored(str(row[0]), str(row[1]), row[2]) for row in rows]
 
     def _not_faq(self, external_id: str, fix: str = _IMPORT_ONE) -> NotAnFAQCollection:
         keys = ", ".join(queries.PHRASING_KEYS)

@@ -64,13 +64,16 @@ ALTERNATIVES_SEPARATOR = "|"
 
 @dataclass(frozen=True)
 class FAQEntry:
-    """One FAQ entry. ``alternatives`` are other phrasings of the question that also match."""
+    """One FAQ entry. ``alternatives`` are other phrasings of the question that also match;
+    ``promoted`` names those of them that promoting unanswered questions added (a file import
+    without ``replace`` keeps them when the file does not list them)."""
 
     faq_id: str
     question: str
     answer: str
     category: str | None = None
     alternatives: tuple[str, ...] = ()
+    promoted: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("faq_id", "question", "answer"):
@@ -85,6 +88,15 @@ class FAQEntry:
                 raise InvalidInput(f"FAQ {self.faq_id!r}: alternative phrasings must be texts, got {alternative!r}.")
         object.__setattr__(self, "alternatives", tuple(a.strip() for a in alternatives if a.strip()))
         object.__setattr__(self, "category", self.category.strip() or None if self.category else None)
+        promoted = (self.promoted,) if isinstance(self.promoted, str) else tuple(self.promoted)
+        known = {a.casefold() for a in self.alternatives}
+        for text in promoted:
+            if not isinstance(text, str) or text.strip().casefold() not in known:
+                raise InvalidInput(
+                    f"FAQ {self.faq_id!r}: promoted phrasing {text!r} is not one of its alternatives; "
+                    "list it in the alternatives too."
+                )
+        object.__setattr__(self, "promoted", tuple(dict.fromkeys(t.strip() for t in promoted)))
 
     def phrasings(self) -> list[tuple[str, str]]:
         """(kind, text) for the question and each distinct alternative, question first."""
@@ -100,6 +112,7 @@ class FAQEntry:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["alternatives"] = list(self.alternatives)
+        data["promoted"] = list(self.promoted)
         return data
 
 

@@ -254,8 +254,9 @@ def promote_group(
     """Turn a group into the FAQ of a core collection: a new entry ``faq_id`` (``answer``
     required; the question defaults to the representative's text), or, when ``faq_id`` exists,
     a new alternative phrasing of it (``phrasing``, default the representative's text). The
-    change is encoded like any other load; the group's log rows are marked resolved."""
-    from semsim_pg.faq import FAQEntry
+    change is encoded like any other load; the group's log rows are marked resolved. A phrasing
+    is marked promoted: importing a file that does not list it keeps it (``replace`` excepted)."""
+    from semsim_pg.faq import ALTERNATIVES_SEPARATOR, FAQEntry
 
     existing = {entry.faq_id: entry for entry in matcher.entries()} if _has_collection(matcher) else {}
     text = (question or phrasing or group.representative.text or "").strip()
@@ -272,7 +273,14 @@ def promote_group(
         entry = existing[faq_id]
         if text == entry.question or text in entry.alternatives:
             raise InvalidInput(f"{text!r} is already a phrasing of FAQ entry {faq_id!r}.")
-        entry = FAQEntry(entry.faq_id, entry.question, entry.answer, entry.category, (*entry.alternatives, text))
+        if ALTERNATIVES_SEPARATOR in text:
+            # FAQ files separate alternatives with it: the phrasing could not be exported
+            raise InvalidInput(
+                f"{text!r} holds {ALTERNATIVES_SEPARATOR!r}, which separates alternatives in FAQ files: "
+                "give the phrasing to add without it (--question)."
+            )
+        alternatives, promoted = (*entry.alternatives, text), (*entry.promoted, text)
+        entry = FAQEntry(entry.faq_id, entry.question, entry.answer, entry.category, alternatives, promoted)
         resolved_as = f"phrasing of {faq_id}"
     else:
         if not answer or not answer.strip():

@@ -43,7 +43,7 @@ from semsim_pg.queries.documents import (
     write_staged_vectors,
     write_vectors_cas,
 )
-from semsim_pg.queries.faq import PHRASING_KEYS, faq_entries, faq_phrasings
+from semsim_pg.queries.faq import PHRASING_KEYS, PROMOTED_KEY, faq_entries, faq_phrasings
 from semsim_pg.queries.hybrid import (
     PASSAGES_PER_DOCUMENT,
     RRF_K,
@@ -103,6 +103,7 @@ __all__ = [
     "LOG_COLUMNS",
     "PASSAGES_PER_DOCUMENT",
     "PHRASING_KEYS",
+    "PROMOTED_KEY",
     "RRF_K",
     "STAGING",
     "TRAVERSAL_SETTINGS",
