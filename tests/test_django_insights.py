@@ -156,6 +156,18 @@ def test_search_insights_page(site) -> None:  # type: ignore[no-untyped-def]
     assert "--since takes a length of time" in bad.content.decode()
 
 
+def _add_phrasing(group: dict[str, Any], text: str) -> dict[str, Any]:
+    """The form data of "Add as alternative phrasing of this entry" for the group's nearest entry."""
+    match, phrasing = group["phrasings"][0]
+    return {
+        "action": "phrasing",
+        "prefix": phrasing.prefix,
+        f"{phrasing.prefix}-group": phrasing.initial["group"],
+        f"{phrasing.prefix}-faq": match.entry.pk,
+        f"{phrasing.prefix}-text": text,
+    }
+
+
 def test_unanswered_questions_page_and_promotion(site, faqs, encoder, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
     vectors = dict(zip(PAYPAL + PASSWORD, encoder.encode(PAYPAL + PASSWORD), strict=True))
     rows = []
@@ -196,14 +208,7 @@ def test_unanswered_questions_page_and_promotion(site, faqs, encoder, django_cap
     again = editor.post(url, data, follow=True).content.decode()
     assert "already promoted, as FAQ entry" in again and FAQ.objects.filter(answer__startswith="Use the").count() == 1
 
-    match, phrasing = paypal["phrasings"][0]
-    data = {
-        "action": "phrasing",
-        "prefix": phrasing.prefix,
-        f"{phrasing.prefix}-group": phrasing.initial["group"],
-        f"{phrasing.prefix}-faq": match.entry.pk,
-        f"{phrasing.prefix}-text": "Can I pay with PayPal?",
-    }
+    data = _add_phrasing(paypal, "Can I pay with PayPal?")
     with django_capture_on_commit_callbacks(execute=True):
         editor.post(url, data)
     assert [p.text for p in FAQPhrasing.objects.filter(faq=faqs["cards"])] == ["Can I pay with PayPal?"]
@@ -236,3 +241,42 @@ def test_a_text_search_is_logged_when_it_runs(log_rows, django_capture_on_commit
     assert search.result_ids == [str(a.pk) for a in found]
     assert search.result_scores == pytest.approx([a.similarity for a in found])
     assert search.embedding is not None
+
+
+def test_import_keeps_the_phrasings_promotion_added(
+    site, faqs, encoder, tmp_path, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from django.core.management import call_command
+
+    vectors = dict(zip(PAYPAL, encoder.encode(PAYPAL), strict=True))
+    _insert(
+        [_row(NOW - dt.timedelta(days=1, minutes=i), 0.3, text, vectors[text], False) for i, text in enumerate(PAYPAL)]
+    )
+    editor = _user("editor", "semsim_insights.view_querylog", "semsim_faq.add_faqphrasing", "semsim_faq.view_faq")
+    url = reverse("admin:semsim_insights_querylog_unanswered")
+    [paypal] = editor.get(url).context["groups"]
+    assert paypal["phrasings"][0][0].entry == faqs["cards"]
+    with django_capture_on_commit_callbacks(execute=True):
+        editor.post(url, _add_phrasing(paypal, "Can I pay with PayPal?"))
+    cards = faqs["cards"]
+    # the site's FAQ file, written before the promotion (the entry without the phrasing), imported again
+    path = tmp_path / "faq.csv"
+    path.write_text(f'faq_id,question,answer\n{cards.faq_id},{cards.question},"{cards.answer}"\n', encoding="utf-8")
+
+    def run(*options: str) -> str:
+        out = io.StringIO()
+        with django_capture_on_commit_callbacks(execute=True):
+            call_command("semsim_faq_import", str(path), *options, stdout=out)
+        return out.getvalue()
+
+    line = run()
+    assert [p.text for p in FAQPhrasing.objects.filter(faq=cards)] == ["Can I pay with PayPal?"]
+    assert FAQ.objects.answer("do you take paypal").entry == cards
+    assert "kept 1 promoted phrasing not in the file: `manage.py semsim_faq_export` saves them" in line, line
+    assert FAQPhrasing.objects.get(faq=cards).promoted
+    assert editor.get(url).context["groups"] == []  # its questions stay resolved: the phrasing answers them
+    # --replace: the file is the whole truth
+    line = run("--replace")
+    assert "kept" not in line and not FAQPhrasing.objects.filter(faq=cards).exists()

@@ -94,7 +94,11 @@ class ImportForm(forms.Form):
     file = forms.FileField(
         help_text='A .csv or .tsv with header [faq_id,] question, answer[, category][, alternatives ("|"-separated)].'
     )
-    replace = forms.BooleanField(required=False, help_text="delete the entries the file does not hold")
+    replace = forms.BooleanField(
+        required=False,
+        help_text="delete the entries the file does not hold, and the phrasings added from unanswered questions "
+        "that it does not list (without it they are kept)",
+    )
 
 
 class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
@@ -219,7 +223,9 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
                         self.message_user(
                             request,
                             f"Imported {len(entries)} FAQ entries from {upload.name}: {result.created} new, "
-                            f"{result.updated} updated, {result.removed} removed.",
+                            f"{result.updated} updated, {result.removed} removed"
+                            + result.kept_note('"Export CSV"', 'importing with "replace"')
+                            + ".",
                             messages.SUCCESS,
                         )
                         return HttpResponseRedirect(reverse("admin:semsim_faq_faq_changelist"))

@@ -10,6 +10,10 @@ Which entry a ``faq_id`` names: the export writes :attr:`FAQ.faq_id` (the entry'
 or for an entry without one its primary key), and the import reads an id back the same way, so
 importing one's own export updates the entries in place (same keys, same phrasings, nothing
 encoded again) instead of adding a copy of each. See :func:`_by_faq_id` and :func:`export_rows`.
+
+Phrasings the admin added from unanswered questions (``FAQPhrasing.promoted``) exist only in the
+database until an export writes them out, so an import of a file that does not list them keeps
+them (:attr:`ImportResult.kept`); only ``replace`` (the file is the whole truth) removes them.
 """
 
 from __future__ import annotations
@@ -26,12 +30,18 @@ from django.db.models import Q
 
 from django_semsim.faq.models import FAQ, FAQPhrasing
 from semsim_pg.errors import InputFileError, InvalidInput
-from semsim_pg.faq import ALTERNATIVES_SEPARATOR, FAQEntry, read_rows  # the core reader names lines in errors
+from semsim_pg.faq import (  # the core reader names lines in errors
+    ALTERNATIVES_SEPARATOR,
+    FAQ_COLUMNS,
+    FAQEntry,
+    kept_promoted_note,
+    read_rows,
+)
 
 __all__ = ["EXPORT_COLUMNS", "ImportResult", "export_csv", "guard_cell", "import_entries", "read_entries"]
 
-#: columns of the CSV written by export (read back by import)
-EXPORT_COLUMNS = ("faq_id", "question", "answer", "category", "alternatives")
+#: columns of the CSV written by export (read back by import): the core's FAQ file columns
+EXPORT_COLUMNS = FAQ_COLUMNS
 #: prefix of the key of an imported entry that has no faq_id (it is matched by its question)
 QUESTION_KEY = "question:"
 
@@ -51,9 +61,16 @@ def unguard_cell(value: str) -> str:
 
 @dataclass(frozen=True)
 class ImportResult:
+    """Entries created, updated and (``replace``) removed; promoted phrasings the file did not list, kept."""
+
     created: int
     updated: int
     removed: int
+    kept: int = 0
+
+    def kept_note(self, export: str, replace: str = "--replace") -> str:
+        """The words that say what was kept, how to save it (``export``) and what removes it (``replace``)."""
+        return kept_promoted_note(self.kept, export, replace)
 
 
 def _limits() -> dict[str, tuple[str, int | None]]:
@@ -155,12 +172,13 @@ def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using:
     """Write entries in one transaction (their vectors follow after commit); all are checked first.
 
     An entry whose ``faq_id`` names an existing one (:func:`_by_faq_id`) updates it (its phrasings
-    replaced), an entry without one the entry with its question; with ``replace``, entries absent from
-    ``entries`` are deleted.
+    replaced, except promoted ones it does not list: those are kept), an entry without one the entry
+    with its question; with ``replace``, entries absent from ``entries`` are deleted, and so are
+    promoted phrasings the entries do not list.
     """
     for entry in entries:
         check_entry(entry)
-    created = updated = removed = 0
+    created = updated = removed = kept = 0
     with transaction.atomic(using=using):
         faqs = FAQ.objects.using(using)
         ids = [e.faq_id for e in entries if not e.faq_id.startswith(QUESTION_KEY)]
@@ -181,15 +199,19 @@ def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using:
                 updated += 1
             faq.question, faq.answer, faq.category = entry.question, entry.answer, entry.category or ""
             faq.save(using=using)
-            kept = {text.casefold() for _, text in entry.phrasings()[1:]}
+            listed = {text.casefold() for _, text in entry.phrasings()[1:]}
             current = {p.text.casefold(): p for p in faq.phrasings.all()}
             for folded, phrasing in current.items():
-                if folded not in kept:
+                if folded in listed:
+                    continue
+                if phrasing.promoted and not replace and folded != entry.question.casefold():
+                    kept += 1
+                else:
                     phrasing.delete()
             for _, text in entry.phrasings()[1:]:
                 if text.casefold() not in current:
                     FAQPhrasing.objects.using(using).create(faq=faq, text=text)
-    return ImportResult(created, updated, removed)
+    return ImportResult(created, updated, removed, kept)
 
 
 def export_rows(queryset: Iterable[FAQ]) -> list[list[str]]:

@@ -179,6 +179,13 @@ class FAQPhrasing(SemanticModel):
 
     faq = models.ForeignKey(FAQ, on_delete=models.CASCADE, related_name="phrasings")
     text = models.CharField(max_length=500)
+    # Set by the admin's promotion of unanswered questions: such a phrasing exists only in the
+    # database, so an import of a file that does not list it keeps it (--replace excepted).
+    promoted = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="added from unanswered questions; an import without --replace keeps it",
+    )
 
     semantic_fields = ["text"]
     semantic_index_label = "django_semsim.faqphrasing"

@@ -222,7 +222,8 @@ class QueryLogAdmin(admin.ModelAdmin):
                 entry = FAQ.objects.filter(pk=data["faq"]).first()
                 if entry is None:
                     raise SemsimError(f"FAQ entry {data['faq']} no longer exists: list the groups again.")
-                FAQPhrasing.objects.create(faq=entry, text=data["text"])
+                # marked: an FAQ import of a file that does not list it keeps it
+                FAQPhrasing.objects.create(faq=entry, text=data["text"], promoted=True)
                 return entry
 
         def described(entry: Any) -> str:

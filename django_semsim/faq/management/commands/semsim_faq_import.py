@@ -18,12 +18,17 @@ from semsim_pg.errors import SemsimError
 class Command(BaseCommand):
     help = (
         "Import FAQ entries from a .csv/.tsv with header [faq_id,] question, answer[, category][, alternatives] "
-        '(alternatives separated by "|"). Existing entries (same faq_id, else same question) are updated.'
+        '(alternatives separated by "|"). Existing entries (same faq_id, else same question) are updated; '
+        "phrasings added from unanswered questions that the file does not list are kept (see --replace)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path, help="a .csv or .tsv file")
-        parser.add_argument("--replace", action="store_true", help="delete entries the file does not hold")
+        parser.add_argument(
+            "--replace",
+            action="store_true",
+            help="make the FAQ hold exactly the file: delete the entries, and the promoted phrasings, it does not list",
+        )
         parser.add_argument("--database", default="default", help="database alias (default: default)")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -39,5 +44,6 @@ class Command(BaseCommand):
                 self.style.SUCCESS(
                     f"{len(entries)} FAQ entries from {options['file'].name}: {result.created} new, "
                     f"{result.updated} updated, {result.removed} removed"
+                    + result.kept_note("`manage.py semsim_faq_export`")
                 )
             )
