@@ -336,6 +336,8 @@ def test_cli_export_then_import_encodes_nothing(
     assert "name it .tsv or .csv" in capsys.readouterr().err
     assert _run_cli(["-q", "faq", "export", str(tmp_path / "x.tsv"), "-c", f"{collection_name}_none"]) == 1
     assert "No collection named" in capsys.readouterr().err
+    assert _run_cli(["-q", "faq", "export", str(tmp_path / "no" / "x.tsv"), "-c", collection_name]) == 1
+    assert "does not exist" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.tsv"]
 
 

@@ -94,7 +94,9 @@ def cmd_faq_import(args: argparse.Namespace) -> int:
 
 def cmd_faq_export(args: argparse.Namespace) -> int:
     from semsim_pg.faq import FAQMatcher, write_faq_file
+    from semsim_pg.fsutil import check_output_path
 
+    check_output_path(args.file, "FILE")  # before the database is asked anything
     entries = FAQMatcher(open_store(), args.collection).entries()
     if not entries:
         raise InvalidInput(f"{args.collection!r} holds no FAQ entries: nothing to export.")
