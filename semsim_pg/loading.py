@@ -4,6 +4,8 @@ cross-encoder (:mod:`semsim_pg.rerank`) share.
 * :func:`resolve_model`: a model name to the packaged weights, a local directory or a hub name.
 * :class:`LazyModel`: a model loaded on first use, once, under a lock, never at import.
 * :class:`SharedModels`: one instance per (model, device) in a process.
+* :func:`check_hub_model`: before a hub name loads, whether it is cached, downloadable, or
+  neither (then it fails at once instead of waiting through the hub client's retries).
 
 Loading never changes the process environment: local weights are loaded with
 ``local_files_only=True`` instead of setting ``HF_HUB_OFFLINE`` for everyone after.
@@ -12,6 +14,8 @@ Loading never changes the process environment: local weights are loaded with
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -19,14 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, Self, TypeVar
+from urllib.parse import urlparse
 
 from semsim_pg.errors import InvalidInput, ModelLoadError
 
 __all__ = [
+    "HUB_PROBE_TIMEOUT_S",
     "LazyModel",
     "ModelSource",
     "SharedModels",
+    "check_hub_model",
     "dtype_kwargs",
+    "one_line",
     "resolve_model",
     "sentence_transformers",
 ]
@@ -84,6 +92,62 @@ def resolve_model(name: str) -> ModelSource:
             "model (a folder with modules.json) or a model name."
         )
     return ModelSource(name=name, location=name, kind="hub")
+
+
+# How long to wait for the hub's TCP port before calling it unreachable. Connection refused and
+# unknown host answer at once; this bounds a black-holed network.
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        # sentence-transformers keeps its downloads under SENTENCE_TRANSFORMERS_HOME when it is set.
+        cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=os.environ.get("SENTENCE_TRANSFORMERS_HOME"))
+    except Exception as exc:  # an invalid repo id, or no huggingface_hub: not cached either way
+        logger.debug("cache lookup for %s failed: %s", repo_id, exc)
+        return False
+    return isinstance(cached, str)
+
+
+def check_hub_model(repo_id: str, *, what: str, organization: str | None, fix: str) -> bool:
+    """Whether the hub name ``repo_id`` can be loaded, decided before the hub client is called.
+
+    True: it is in the local Hugging Face cache (load it with ``local_files_only=True``, asking
+    the network nothing); False: it is not, but the hub answers (let the client download it).
+    Neither: :class:`ModelLoadError` at once, "Cannot load ``what``" (``model 'x'``) with the
+    ``fix``, instead of the client's retries (about 80 s without a network). ``organization`` is the one
+    sentence-transformers puts before a name without one ("sentence-transformers" for a
+    bi-encoder): such a name may be cached under either form.
+    """
+    names = [repo_id] if organization is None or "/" in repo_id else [repo_id, f"{organization}/{repo_id}"]
+    if any(_in_hub_cache(name) for name in names):
+        return True
+    missing = f"Cannot load {what}: it is not a local directory nor in the local Hugging Face cache"
+    if _hub_offline():
+        raise ModelLoadError(f"{missing}, and HF_HUB_OFFLINE is set, so it cannot be downloaded. {fix}")
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parsed = urlparse(endpoint)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ModelLoadError(
+            f"{missing}, and it cannot be downloaded ({host}:{port} is unreachable: {one_line(exc)}). {fix}"
+        ) from None
+    return False
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, without a closing period (the caller's sentence goes on)."""
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
 
 
 def sentence_transformers() -> ModuleType:

@@ -19,24 +19,29 @@ by its own score alone (``w = 1``).
 
 Models load lazily, once per process and name (:func:`get_reranker`), never at import. A hub name
 that is neither cached locally nor downloadable fails at once with :class:`ModelLoadError`
-instead of waiting through the hub client's retries (about 25 s without a network).
+instead of waiting through the hub client's retries (:func:`~semsim_pg.loading.check_hub_model`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
 
 from semsim_pg.errors import InvalidInput, InvalidQuery, ModelLoadError
-from semsim_pg.loading import LazyModel, SharedModels, dtype_kwargs, resolve_model, sentence_transformers
+from semsim_pg.loading import (
+    LazyModel,
+    SharedModels,
+    check_hub_model,
+    dtype_kwargs,
+    one_line,
+    resolve_model,
+    sentence_transformers,
+)
 from semsim_pg.settings import get_settings
 
 if TYPE_CHECKING:
@@ -62,10 +67,6 @@ H = TypeVar("H")
 
 DEFAULT_CANDIDATES = 50
 DEFAULT_TOP_K = 5
-# How long to wait for the hub's TCP port before calling it unreachable. Connection refused and
-# unknown host answer at once; this bounds a black-holed network.
-HUB_PROBE_TIMEOUT_S = 3.0
-
 _HOW_TO_GET_ONE = (
     "Train one locally with `semsim finetune cross-encoder --train PAIRS.csv --dev DEV.csv --out DIR` (or copy a "
     "saved cross-encoder folder here) and pass its directory: SEMSIM_CROSS_ENCODER=DIR, Reranker('DIR') or "
@@ -229,7 +230,12 @@ class Reranker(LazyModel["CrossEncoder"]):
         local_only = self.source.local
         if not local_only:
             # Decide before importing torch whether the name can be loaded at all.
-            local_only = _check_hub_model(self.source.location)
+            local_only = check_hub_model(
+                self.source.location,
+                what=f"cross-encoder {self.name!r}",
+                organization="cross-encoder",
+                fix=_HOW_TO_GET_ONE,
+            )
         module = sentence_transformers()
         logger.info("loading cross-encoder %s from %s (%s)", self.name, self.source.location, self.precision)
         try:
@@ -247,7 +253,7 @@ class Reranker(LazyModel["CrossEncoder"]):
                 else _HOW_TO_GET_ONE
             )
             raise ModelLoadError(
-                f"Cannot load cross-encoder {self.name!r} from {self.source.location}: {exc}. {hint}"
+                f"Cannot load cross-encoder {self.name!r} from {self.source.location}: {one_line(exc)}. {hint}"
             ) from exc
         if model.num_labels != 1:
             raise ModelLoadError(
@@ -359,42 +365,6 @@ def _check_query(query: object) -> None:
         raise InvalidQuery(
             f"A cross-encoder reads the query as text: got {query!r}. Give a text with at least one word."
         )
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _check_hub_model(repo_id: str) -> bool:
-    """Return True when ``repo_id`` is in the local Hugging Face cache (load it without the network);
-    raise :class:`ModelLoadError` at once when it is not and cannot be downloaded; False: download."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(repo_id, "config.json")
-    except Exception as exc:  # an invalid repo id, or no huggingface_hub: not cached either way
-        logger.debug("cache lookup for %s failed: %s", repo_id, exc)
-        cached = None
-    if isinstance(cached, str):
-        return True
-    if _hub_offline():
-        raise ModelLoadError(
-            f"Cannot load cross-encoder {repo_id!r}: it is not in the local Hugging Face cache and cannot be "
-            f"downloaded (HF_HUB_OFFLINE is set). {_HOW_TO_GET_ONE}"
-        )
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    parsed = urlparse(endpoint)
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (80 if parsed.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
-            pass
-    except OSError as exc:
-        raise ModelLoadError(
-            f"Cannot load cross-encoder {repo_id!r}: it is not in the local Hugging Face cache and cannot be "
-            f"downloaded ({host}:{port} is unreachable: {exc}). {_HOW_TO_GET_ONE}"
-        ) from None
-    return False
 
 
 _rerankers: SharedModels[Reranker] = SharedModels()

@@ -275,3 +275,45 @@ def test_unwritable_output_paths_are_refused_first(  # type: ignore[no-untyped-d
         assert code == 1 and out == "" and err.count("\n") == 1, (args, err)
         assert args[-1] in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]  # no probe or half-written file left
+
+
+@pytest.mark.parametrize("command", ["eval", "ingest"])
+def test_unknown_model_without_a_network_fails_at_once_in_one_line(  # type: ignore[no-untyped-def]
+    capsys, monkeypatch, store, collection_name, docs_file, tmp_path, command
+) -> None:
+    """A mistyped model name, the hub unreachable: one line naming the fixes, at once (not the
+    hub client's retries, each logged twice, and a message with a doubled period)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    if command == "eval":
+        pairs = tmp_path / "sts.csv"
+        pairs.write_text("sentence1,sentence2,score\nA cat sleeps.,A cat is asleep.,4.8\nA cat.,Stock prices.,0\n")
+        args = ["eval", "sts", str(pairs), "--model", "nonexistent-model-xyz"]
+    else:
+        args = ["ingest", str(docs_file), "-c", collection_name, "--model", "nonexistent-model-xyz"]
+    code, out, err = run(capsys, *args)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("semsim: error: Cannot load model 'nonexistent-model-xyz': ")
+    assert ".." not in err and "unreachable" in err
+    for fix in ("local model directory", "all-MiniLM-L6-v2", "HF_HUB_OFFLINE"):
+        assert fix in err
+    assert collection_name not in {c.name for c in store.list_collections()}  # nothing half-written
+
+
+def test_hub_warnings_print_once_and_not_under_quiet() -> None:
+    """huggingface_hub's loggers carry a handler of their own besides ours: each retry warning
+    printed twice; -q ("only warnings and errors" of semsim) leaves the hub's retries out."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "from semsim_pg.cli.main import _setup_logging\n"
+        "_setup_logging(0, sys.argv[1] == 'quiet')\n"
+        "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')\n"
+    )
+    for mode, expected in (("plain", 1), ("quiet", 0)):
+        done = subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=120, check=True
+        )
+        assert done.stderr.count("Retrying in 1s") == expected, done.stderr

@@ -72,9 +72,9 @@ def test_text_hash_matches_sql(engine) -> None:  # type: ignore[no-untyped-def]
     assert in_sql == text_hash(text)
 
 
-def test_unreachable_hub_model_fails_with_a_clear_error_without_touching_the_network(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Offline, a hub name that is not on disk fails at once: any attempt to reach the network
-    (the ~25 s stall this guards against) is recorded and refused, so the test sees it."""
+@pytest.fixture()
+def network_attempts(monkeypatch) -> list[object]:  # type: ignore[no-untyped-def]
+    """Every attempt to reach the network, recorded and refused, so a test sees it."""
     import socket
 
     attempts: list[object] = []
@@ -83,13 +83,57 @@ def test_unreachable_hub_model_fails_with_a_clear_error_without_touching_the_net
         attempts.append(args)
         raise OSError("the test forbids network access")
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for owner, name in ((socket.socket, "connect"), (socket, "create_connection"), (socket, "getaddrinfo")):
         monkeypatch.setattr(owner, name, refuse)
+    return attempts
+
+
+def test_unreachable_hub_model_fails_with_a_clear_error_without_touching_the_network(  # type: ignore[no-untyped-def]
+    monkeypatch, network_attempts
+) -> None:
+    """Offline, a hub name that is not on disk fails at once, without one connection attempt
+    (the ~80 s of retries this guards against)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     encoder = Encoder("some-org/not-a-real-model-xyz")
     with pytest.raises(ModelLoadError, match="Cannot load model 'some-org/not-a-real-model-xyz'"):
         encoder.encode(["hello"])
-    assert attempts == []
+    assert network_attempts == []
+
+
+def test_uncached_hub_name_fails_at_once_when_the_hub_is_unreachable(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Not offline by configuration, but the hub refuses connections (a machine without a network):
+    the probe shared with the cross-encoder fails at once with one line naming the fixes, instead
+    of the hub client's retries (about 80 s, each one logged)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with caplog.at_level(logging.WARNING), pytest.raises(ModelLoadError) as info:
+        Encoder("nonexistent-model-xyz").encode(["hello"])
+    message = str(info.value)
+    assert message.startswith("Cannot load model 'nonexistent-model-xyz': ")
+    assert "\n" not in message and ".." not in message
+    for fix in ("127.0.0.1:9 is unreachable", "local model directory", "all-MiniLM-L6-v2", "HF_HUB_OFFLINE"):
+        assert fix in message
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("huggingface_hub")] == []
+
+
+def test_hub_name_in_the_local_cache_loads_without_the_network(  # type: ignore[no-untyped-def]
+    monkeypatch, tmp_path, tiny_bi_encoder_path, network_attempts
+) -> None:
+    """A bare hub name cached under sentence-transformers' organization (as a download leaves it)
+    loads from the cache without one connection attempt, even with the hub unreachable."""
+    import shutil
+
+    snapshot = tmp_path / "models--sentence-transformers--tiny-semsim-test" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_bi_encoder_path, snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    vectors = Encoder("tiny-semsim-test", backend="torch", cache_size=0).encode(["hello", "world"])
+    assert vectors.shape == (2, 32)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert network_attempts == []
 
 
 def test_bfloat16_precision_gives_unit_vectors_close_to_float32(encoder) -> None:  # type: ignore[no-untyped-def]

