@@ -15,6 +15,7 @@ from typing import Any
 
 from semsim_pg.errors import InputFileError, InvalidInput
 from semsim_pg.store import Document
+from semsim_pg.textfiles import not_utf8, open_text
 from semsim_pg.validation import check_id, check_json_value, check_text
 
 __all__ = ["FORMATS", "check_documents", "detect_format", "read_documents", "read_json_lines", "read_lines"]
@@ -41,27 +42,16 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
     )
 
 
-def _open(path: Path) -> Any:
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file.")
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a directory, not a file.")
-    try:
-        return path.open(encoding="utf-8", newline="")
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read it: {exc.strerror}.") from None
-
-
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) for each non-blank line of a UTF-8 text file."""
-    with _open(path) as handle:
+    with open_text(path) as handle:
         try:
             for number, line in enumerate(handle, start=1):
                 text = line.rstrip("\r\n")
                 if text.strip():
                     yield number, text
-        except UnicodeDecodeError as exc:
-            raise InputFileError(f"{path}: is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
 
 
 def read_documents(
@@ -105,7 +95,7 @@ def _read_jsonl(path: Path, id_field: str | None, text_field: str) -> Iterator[D
 
 
 def _read_table(path: Path, delimiter: str, id_field: str | None, text_field: str) -> Iterator[Document]:
-    with _open(path) as handle:
+    with open_text(path) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter, strict=True)
         try:
             header = reader.fieldnames
@@ -138,8 +128,8 @@ def _read_table(path: Path, delimiter: str, id_field: str | None, text_field: st
             raise InputFileError(
                 f"{path}, line {reader.line_num}: malformed {('TSV' if delimiter == chr(9) else 'CSV')} ({exc})."
             ) from None
-        except UnicodeDecodeError as exc:
-            raise InputFileError(f"{path}: is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
 
 
 def _document(path: Path, number: int, record: dict[str, Any], id_field: str | None, text_field: str) -> Document:

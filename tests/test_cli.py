@@ -317,3 +317,18 @@ def test_hub_warnings_print_once_and_not_under_quiet() -> None:
             [sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=120, check=True
         )
         assert done.stderr.count("Retrying in 1s") == expected, done.stderr
+
+
+def test_ingest_files_with_a_byte_order_mark(capsys, store, collection_name, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Excel's "CSV UTF-8" and Notepad's UTF-8 start with a byte-order mark: the header still has
+    its 'text' column, and no stored text starts with U+FEFF."""
+    table = tmp_path / "bom.csv"
+    table.write_bytes("\ufefftext,category\r\nhello there,greeting\r\n".encode())
+    lines = tmp_path / "bom.txt"
+    lines.write_bytes("\ufeffgood morning\n".encode())
+    for path in (table, lines):
+        code, _, err = run(capsys, "ingest", str(path), "-c", collection_name)
+        assert code == 0, err
+    code, out, _ = run(capsys, "search", "hello", "-c", collection_name, "--json")
+    hits = {h["text"]: h["metadata"] for h in json.loads(out)["hits"]}
+    assert code == 0 and hits == {"hello there": {"category": "greeting"}, "good morning": {}}

@@ -67,6 +67,82 @@ def test_missing_and_non_utf8_files(tmp_path) -> None:  # type: ignore[no-untype
         check_documents(path)
 
 
+BOM = "\ufeff"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("bom.csv", "text,category\r\nhello,greeting\r\n", [("2", "hello", {"category": "greeting"})]),
+        ("bom.tsv", "id\ttext\nx1\thello\n", [("x1", "hello", {})]),
+        ("bom.txt", "hello\nworld\n", [("1", "hello", {}), ("2", "world", {})]),
+        ("bom.jsonl", '{"id": "a", "text": "hello"}\n', [("a", "hello", {})]),
+    ],
+)
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_line(tmp_path, name, content, expected) -> None:  # type: ignore[no-untyped-def]
+    """Excel's "CSV UTF-8" and Notepad start a file with a byte-order mark: it is no part of the
+    header ("\ufefftext" is no 'text' column) nor of the first text."""
+    path = tmp_path / name
+    path.write_bytes((BOM + content).encode("utf-8"))
+    assert [(d.external_id, d.text, d.metadata) for d in read_documents(path)] == expected
+    assert check_documents(path) == len(expected)
+
+
+def _latin1_far_in(path, head: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Write ``head``, then UTF-8 lines past 90 KB (so the bad byte is in a later decoding chunk
+    than the first), then a Latin-1 "é"; return the line and file offset of that byte."""
+    lines = [head] + [f"document number {i} has a few plain words,{i}\n" for i in range(2000)]
+    prefix = "".join(lines).encode("utf-8")
+    bad = "caf\xe9 au lait,1\n".encode("latin-1")
+    path.write_bytes(prefix + bad + b"more,2\n")
+    return prefix.count(b"\n") + 1, len(prefix) + bad.index(b"\xe9")
+
+
+def test_a_non_utf8_byte_is_reported_at_its_line_and_file_offset(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Not "at byte 3835" of whatever chunk the reader was decoding: the line, the offset in the
+    file, the byte, and the command that converts the file."""
+    for name, head in (("docs.csv", "text,n\n"), ("docs.txt", "")):
+        path = tmp_path / name
+        line, offset = _latin1_far_in(path, head)
+        assert offset > 90_000
+        with pytest.raises(InputFileError) as raised:
+            check_documents(path)
+        message = str(raised.value)
+        assert message.startswith(f"{path}, line {line}: is not UTF-8 text (0xe9 at byte {offset:,} of the file)")
+        assert f"iconv -f latin1 -t utf-8 {path} > {tmp_path / name.replace('.', '.utf8.')}" in message
+
+
+def test_faq_and_pair_files_report_a_non_utf8_byte_at_its_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.evaluation.files import read_pairs
+    from semsim_pg.faq.files import read_faq_queries
+
+    pairs = tmp_path / "pairs.csv"
+    line, offset = _latin1_far_in(pairs, "sentence1,sentence2\n")
+    with pytest.raises(InputFileError, match=rf"pairs.csv, line {line}: is not UTF-8 text \(0xe9 at byte {offset:,} "):
+        read_pairs(pairs)
+    queries = tmp_path / "queries.csv"
+    line, offset = _latin1_far_in(queries, "query,faq_id\n")
+    with pytest.raises(
+        InputFileError, match=rf"queries.csv, line {line}: is not UTF-8 text \(0xe9 at byte {offset:,} "
+    ):
+        read_faq_queries(queries)
+
+
+def test_first_non_utf8_finds_a_character_cut_by_a_chunk_and_one_cut_at_the_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.textfiles import _CHUNK, first_non_utf8
+
+    path = tmp_path / "x.txt"
+    # a valid 3-byte character across the chunk boundary, then a bad byte on the next line
+    data = b"a\n" + b"x" * (_CHUNK - 4) + "€".encode() + b"\nok \xff\n"
+    assert data.index("€".encode()) < _CHUNK < data.index("€".encode()) + 3
+    path.write_bytes(data)
+    assert first_non_utf8(path) == (data.index(b"\xff"), 3, b"\xff")
+    path.write_bytes("fine\n€".encode()[:-1])  # a truncated last character
+    assert first_non_utf8(path) == (5, 2, "€".encode()[:2])
+    path.write_bytes("all €, fine\n".encode())
+    assert first_non_utf8(path) is None
+
+
 @pytest.mark.parametrize(
     ("bad_line", "needle"),
     [

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from semsim_pg.errors import InputFileError
+from semsim_pg.textfiles import not_utf8, open_text
 
 __all__ = ["COMMON_SCALES", "SentencePair", "read_pairs", "read_sts_pairs", "score_range"]
 
@@ -58,15 +59,7 @@ def _is_number(value: str) -> bool:
 
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(first line number of the record, fields) for each record, blank lines included as []."""
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file.")
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a directory, not a file of sentence pairs.")
-    try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read it: {exc.strerror}.") from None
-    with handle:
+    with open_text(path, "a file of sentence pairs") as handle:
         try:
             first = handle.readline()
             handle.seek(0)
@@ -76,8 +69,8 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
                 yield line, record
                 # A quoted field can span lines: the next record starts where the reader stopped.
                 line = reader.line_num + 1
-        except UnicodeDecodeError as exc:
-            raise InputFileError(f"{path}: is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
         except csv.Error as exc:
             raise InputFileError(f"{path}, line {reader.line_num}: malformed CSV: {exc}.") from None
 

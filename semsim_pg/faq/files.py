@@ -14,6 +14,7 @@ from pathlib import Path
 from semsim_pg.errors import InputFileError, InvalidInput
 from semsim_pg.faq.ranking import ALTERNATIVES_SEPARATOR, FAQEntry
 from semsim_pg.fsutil import atomic_write_text
+from semsim_pg.textfiles import not_utf8, open_text
 
 __all__ = [
     "FAQ_COLUMNS",
@@ -58,11 +59,9 @@ def read_rows(
     """(line, row) for each non-blank row, columns named case-insensitively; errors name the line."""
     path = Path(path)
     delimiter = _delimiter(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file.")
     kind = "TSV" if delimiter == "\t" else "CSV"
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
+        with open_text(path, f"a {kind} file") as handle:
             reader = csv.reader(handle, delimiter=delimiter, strict=True)
             try:
                 header = next(reader, None)
@@ -95,8 +94,8 @@ def read_rows(
                     yield line, {name: value.strip() for name, value in zip(columns, values, strict=True)}
             except csv.Error as exc:
                 raise InputFileError(f"{path}, line {reader.line_num}: malformed {kind} ({exc}).") from None
-    except UnicodeDecodeError as exc:
-        raise InputFileError(f"{path}: is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read it: {exc.strerror}.") from None
 
