@@ -332,3 +332,16 @@ def test_ingest_files_with_a_byte_order_mark(capsys, store, collection_name, tmp
     code, out, _ = run(capsys, "search", "hello", "-c", collection_name, "--json")
     hits = {h["text"]: h["metadata"] for h in json.loads(out)["hits"]}
     assert code == 0 and hits == {"hello there": {"category": "greeting"}, "good morning": {}}
+
+
+def test_quiet_and_verbose_work_after_the_command_too() -> None:
+    """`semsim ingest FILE -c X -q` was "unrecognized arguments: -q": the flags were the program's only."""
+    from semsim_pg.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["ingest", "f.txt", "-c", "x", "-q"]).quiet is True
+    assert parser.parse_args(["-q", "ingest", "f.txt", "-c", "x"]).quiet is True
+    plain = parser.parse_args(["ingest", "f.txt", "-c", "x"])
+    assert (plain.quiet, plain.verbose) == (False, 0)
+    assert parser.parse_args(["faq", "ask", "a question", "-c", "x", "-vv"]).verbose == 2
+    assert parser.parse_args(["index", "rebuild", "-c", "x", "--quiet"]).quiet is True

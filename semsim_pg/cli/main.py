@@ -37,12 +37,42 @@ def build_parser() -> argparse.ArgumentParser:
         prog="semsim",
         description="Semantic similarity and semantic search inside PostgreSQL (pgvector).",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only warnings and errors")
+    _output_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    _add_to_commands(parser)
     return parser
+
+
+def _output_options(parser: argparse.ArgumentParser, *, command: bool = False) -> None:
+    """-v and -q. On the program they default to 0 and False; on a command to nothing, so that
+    ``semsim -q ingest ...`` and ``semsim ingest ... -q`` both work."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if command else 0,
+        help="more logging (-vv for debug)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS if command else False,
+        help="no progress bars, only warnings and errors",
+    )
+
+
+def _add_to_commands(parser: argparse.ArgumentParser) -> None:
+    """Give every command (and sub-command) -v and -q, unless it has options of those names."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in set(action.choices.values()):
+                taken = {option for a in command._actions for option in a.option_strings}
+                if not taken & {"-v", "--verbose", "-q", "--quiet"}:
+                    _output_options(command, command=True)
+                _add_to_commands(command)
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
