@@ -76,6 +76,9 @@ def test_bad_arguments() -> None:
     for command in ("semsim_reindex", "semsim_status", "semsim_index_check", "semsim_warmup", "semsim_worker"):
         with pytest.raises(CommandError, match=r"unknown database alias 'nope'; settings\.DATABASES has: default"):
             call_command(command, "--database", "nope")
+    for command in ("semsim_faq_export", "semsim_faq_import"):
+        with pytest.raises(CommandError, match=r"unknown database alias 'nope'"):
+            call_command(command, "faq.csv", "--database", "nope")
 
 
 def test_companion_migrations_are_current() -> None:

@@ -8,17 +8,20 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_semsim.management.commands._options import add_database_option
+
 
 class Command(BaseCommand):
     help = "Export the FAQ to a .csv or .tsv file (the format semsim_faq_import reads)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path, help="the .csv or .tsv file to write")
-        parser.add_argument("--database", default="default", help="database alias (default: default)")
+        add_database_option(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_semsim.faq.io import export_csv
         from django_semsim.faq.models import FAQ
+        from semsim_pg.fsutil import atomic_write_text
 
         path: Path = options["file"]
         suffix = path.suffix.lower()
@@ -27,7 +30,8 @@ class Command(BaseCommand):
         queryset = FAQ.objects.using(options["database"]).all()
         text = export_csv(queryset, delimiter="\t" if suffix == ".tsv" else ",")
         try:
-            path.write_text(text, encoding="utf-8")
+            # whole or not at all: a failed write (a full disk) leaves the previous export as it was
+            atomic_write_text(path, text, overwrite=True)
         except OSError as exc:
             raise CommandError(f"Cannot write {path}: {exc.strerror}.") from exc
         if int(options["verbosity"]) >= 1:

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_semsim.management.commands._options import add_database_option
 from semsim_pg.errors import SemsimError
 
 
@@ -29,7 +30,7 @@ class Command(BaseCommand):
             action="store_true",
             help="make the FAQ hold exactly the file: delete the entries, and the promoted phrasings, it does not list",
         )
-        parser.add_argument("--database", default="default", help="database alias (default: default)")
+        add_database_option(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_semsim.faq.io import import_entries, read_entries
