@@ -251,6 +251,11 @@ def test_bad_queries_raise_clear_errors(store, corpus) -> None:  # type: ignore[
         store.search(corpus, "dogs", k=0)
     with pytest.raises(CollectionNotFound, match="semsim ingest"):
         store.search("no-such-collection", "dogs")
+    with pytest.raises(
+        CollectionNotFound,
+        match=r"No collection named 'no-such-collection' \(collections: .*\)\. Nothing was dropped\.$",
+    ):
+        store.drop_collection("no-such-collection")  # not "create it with ..."
     with pytest.raises(DimensionMismatch, match="3 dimensions"):
         store.search(corpus, [0.1, 0.2, 0.3])
     with pytest.raises(ModelMismatch, match="other-model"):

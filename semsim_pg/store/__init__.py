@@ -254,7 +254,9 @@ class DocumentStore:
         return config
 
     def drop_collection(self, name: str) -> None:
-        collection = self.get_collection(name)
+        collection = self._find_collection(check_text(name, "collection name"))
+        if collection is None:
+            raise catalog.not_found(name, [c.name for c in self.list_collections()], creating=False)
         with self._connect() as conn, conn.begin():
             drop_collection_indexes(conn, collection.id)
             conn.execute(queries.delete_collection(collection.id))

@@ -102,12 +102,15 @@ def list_collections(conn: Connection) -> list[Collection]:
     return [dataclasses.replace(c, backends=backends.get(c.id, {})) for c in found]
 
 
-def not_found(name: str, known: list[str]) -> CollectionNotFound:
+def not_found(name: str, known: list[str], *, creating: bool = True) -> CollectionNotFound:
+    """No collection ``name``; ``creating``: say how to make one (not when it was to be dropped)."""
     listing = ", ".join(known) if known else "none yet"
-    return CollectionNotFound(
-        f"No collection named {name!r} (collections: {listing}). Create it with "
-        f"`semsim ingest FILE -c {name}` or DocumentStore.create_collection({name!r})."
+    how = (
+        f" Create it with `semsim ingest FILE -c {name}` or DocumentStore.create_collection({name!r})."
+        if creating
+        else " Nothing was dropped."
     )
+    return CollectionNotFound(f"No collection named {name!r} (collections: {listing}).{how}")
 
 
 def check_existing(
