@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The CPU build of torch, installed before the project so pip never pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# Where pip would take torch's CUDA build (plain PyPI on Linux), point it at the CPU wheels:
+#   make demo TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_INDEX ?=
 STAMP  := $(VENV)/.semsim-installed
 
 .PHONY: setup demo test lint example clean help
@@ -20,7 +23,7 @@ setup: $(STAMP)
 # Re-installs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

@@ -223,6 +223,19 @@ class Encoder(LazyModel["SentenceTransformer"]):
             self.encoded_count += len(texts)
         return matrix
 
+    def encode_queries(self, texts: Sequence[str]) -> list[Vector]:
+        """The vectors :meth:`encode_query` gives these texts, one each: a query has one vector
+        whichever API asks (``search`` or ``search_many``, a live answer or an evaluation).
+        Encoded together where a text's vector does not depend on its batch-mates; one by one
+        (through the query cache) with dynamic int8, where it does."""
+        texts = list(texts)
+        if not self.runner.batch_invariant:
+            return [self.encode_query(text) for text in texts]
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidQuery(f"Query #{i + 1} is empty: got {text!r}. Give a text with at least one word.")
+        return list(self.encode(texts, show_progress_bar=False)) if texts else []
+
     def encode_query(self, text: str) -> Vector:
         """Encode one search query, through an LRU cache keyed by model and text."""
         if not isinstance(text, str) or not text.strip():

@@ -341,3 +341,30 @@ def test_info_shows_the_backend(encoder, engine, capsys: pytest.CaptureFixture[s
     assert model["backend"] == "torch" and model["backend_requested"] == "torch" and model["backend_choice"] is None
     assert main(["info"]) == 0
     assert "backend      torch (SEMSIM_BACKEND=torch)" in capsys.readouterr().out
+
+
+def test_a_query_has_one_vector_whichever_api_asks(encoder, export_dir: Path, store, collection_name) -> None:  # type: ignore[no-untyped-def]
+    """Dynamic int8 quantises activations with one scale per batch: a text encoded with others
+    gets another vector than alone. Queries are encoded alone by every API (search, search_many,
+    FAQ match_many, eval retrieval), so that an evaluation measures what a live search returns."""
+    from semsim_pg.store import DocumentStore
+
+    queries = ["Hi!", "I don't know.", "The feline is being pursued by the canine across the whole of the garden."]
+    with configured(backend="onnx-int8", data_dir=export_dir):
+        int8 = Encoder(encoder.name)
+        assert int8.backend_name == "onnx-int8" and not int8.runner.batch_invariant
+        together = int8.encode(queries)
+        alone = np.stack([int8.encode_query(q) for q in queries])
+        assert np.einsum("ij,ij->i", together, alone).min() < 0.9999  # the batch moves them
+        assert np.array_equal(np.stack(int8.encode_queries(queries)), alone)
+        fp32 = Encoder(encoder.name, backend="onnx")
+        int8_store = DocumentStore(encoder=int8, settings=store.settings)
+        int8_store.create_collection(collection_name)
+        int8_store.upsert(collection_name, [(str(i), q) for i, q in enumerate(queries)])
+        many = int8_store.search_many(collection_name, queries, k=3)
+        one = [int8_store.search(collection_name, q, k=3) for q in queries]
+        assert [[(h.external_id, h.similarity) for h in hits] for hits in many] == [
+            [(h.external_id, h.similarity) for h in hits] for hits in one
+        ]
+        assert fp32.runner.batch_invariant  # fp32: a batch gives each text its vector alone
+    assert encoder.runner.batch_invariant  # torch masks the padding out

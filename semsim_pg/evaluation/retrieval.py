@@ -274,7 +274,7 @@ def evaluate_retrieval(
     encoder = store.encoder_for(coll)
     texts = [query_texts[q] for q in evaluated]
     start = time.perf_counter()
-    vectors = encoder.encode(texts, show_progress_bar=False)
+    vectors = encoder.encode_queries(texts)  # the vectors a live search gives these queries
     encode_ms = (time.perf_counter() - start) * 1000.0 / len(texts)
     fetch = max(100, candidates)
     ranked: list[list[str]] = []

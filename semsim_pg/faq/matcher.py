@@ -318,7 +318,7 @@ class FAQMatcher:
         category: str | Sequence[str] | None = None,
         candidates: int | None = None,
     ) -> list[list[FAQMatch[FAQEntry]]]:
-        """:meth:`match` for many questions: encoded in one batch, searched on one connection."""
+        """:meth:`match` for many questions, searched on one connection (each with the vector :meth:`match` gives it)."""
         check_many(questions, "match_many(): the questions", InvalidQuery)
         check_k(k)
         for i, question in enumerate(questions):

@@ -455,8 +455,8 @@ class DocumentStore:
         exact: bool = False,
         candidates: int | None = None,
     ) -> list[list[SearchHit]]:
-        """Search many queries: encoded in one batch, searched on one connection (the arguments
-        as in :meth:`search`)."""
+        """Search many queries, on one connection (the arguments as in :meth:`search`); each
+        query gets the vector :meth:`search` gives it (:meth:`Encoder.encode_queries`)."""
         check_many(queries, "search_many(): the queries", InvalidQuery)
         args = search.SearchArgs(k, min_similarity, filter, exact, mode=mode, candidates=candidates)
         for i, q in enumerate(queries):
@@ -465,7 +465,7 @@ class DocumentStore:
             check_text(q, f"query #{i + 1}", InvalidQuery)
 
         def run(coll: Collection) -> list[list[SearchHit]]:
-            vectors = list(self.encoder_for(coll).encode(list(queries))) if queries else []
+            vectors = self.encoder_for(coll).encode_queries(queries)
             return read(
                 self.engine,
                 lambda conn: [
