@@ -347,3 +347,17 @@ def test_the_query_log_is_written_before_the_last_process_out_stops_the_server(d
             assert conn.execute(sa.select(sa.func.count()).select_from(tables.query_log)).scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    """Settings.from_env reads SEMSIM_<FIELD> for every field: the README's table lists them all."""
+    import dataclasses
+
+    from semsim_pg.settings import Settings
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Configuration") :]
+    table = section[: section.index("\n\n", section.index("| variable |"))]
+    missing = [f.name for f in dataclasses.fields(Settings) if f"`SEMSIM_{f.name.upper()}`" not in table]
+    assert missing == [], f"README's Configuration table lacks {missing}"
