@@ -351,7 +351,7 @@ def test_import_export_import_gives_back_the_same_entries(  # type: ignore[no-un
     for options in ((), ("--replace",)):
         with django_capture_on_commit_callbacks(execute=True):
             report = _import(first, *options)
-        assert "0 new, 5 updated, 0 removed" in report, (options, report)
+        assert "0 new, 0 updated, 5 unchanged, 0 removed" in report, (options, report)
         assert _faq_state() == before, options  # same entries, same keys, same vectors
         assert spy.texts == [], options  # nothing encoded again
         again = tmp_path / "again.csv"
@@ -362,7 +362,7 @@ def test_import_export_import_gives_back_the_same_entries(  # type: ignore[no-un
         first.read_text(encoding="utf-8").replace("Track it.", "Track it online.").replace("3-5 days.", "3-4 days."),
         encoding="utf-8",
     )
-    assert "0 new, 5 updated" in _import(first)
+    assert "0 new, 2 updated, 3 unchanged" in _import(first)  # the two edited answers
     assert FAQ.objects.get(external_id=str(taken)).answer == "Track it online."
     assert FAQ.objects.get(pk=taken).answer == "3-4 days." and FAQ.objects.count() == 5
 

@@ -67,6 +67,8 @@ class ImportResult:
     updated: int
     removed: int
     kept: int = 0
+    #: entries the file gives as they are stored (nothing written for them)
+    unchanged: int = 0
 
     def kept_note(self, export: str, replace: str = "--replace") -> str:
         """The words that say what was kept, how to save it (``export``) and what removes it (``replace``)."""
@@ -178,7 +180,7 @@ def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using:
     """
     for entry in entries:
         check_entry(entry)
-    created = updated = removed = kept = 0
+    created = updated = removed = kept = unchanged = 0
     with transaction.atomic(using=using):
         faqs = FAQ.objects.using(using)
         ids = [e.faq_id for e in entries if not e.faq_id.startswith(QUESTION_KEY)]
@@ -192,15 +194,17 @@ def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using:
         for entry in entries:
             keyed_by_question = entry.faq_id.startswith(QUESTION_KEY)
             faq = by_question.get(entry.question) if keyed_by_question else existing.get(entry.faq_id)
+            fields = (entry.question, entry.answer, entry.category or "")
+            new = faq is None
             if faq is None:
                 faq = FAQ(external_id=None if keyed_by_question else entry.faq_id)
                 created += 1
-            else:
-                updated += 1
-            faq.question, faq.answer, faq.category = entry.question, entry.answer, entry.category or ""
-            faq.save(using=using)
+            changed = new or (faq.question, faq.answer, faq.category) != fields
+            if changed:  # an entry given as it is stored is not saved (nor counted as updated)
+                faq.question, faq.answer, faq.category = fields
+                faq.save(using=using)
             listed = {text.casefold() for _, text in entry.phrasings()[1:]}
-            current = {p.text.casefold(): p for p in faq.phrasings.all()}
+            current = {} if new else {p.text.casefold(): p for p in faq.phrasings.all()}
             for folded, phrasing in current.items():
                 if folded in listed:
                     continue
@@ -208,10 +212,14 @@ def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using:
                     kept += 1
                 else:
                     phrasing.delete()
+                    changed = True
             for _, text in entry.phrasings()[1:]:
                 if text.casefold() not in current:
                     FAQPhrasing.objects.using(using).create(faq=faq, text=text)
-    return ImportResult(created, updated, removed, kept)
+                    changed = True
+            if not new:
+                updated, unchanged = (updated + 1, unchanged) if changed else (updated, unchanged + 1)
+    return ImportResult(created, updated, removed, kept, unchanged)
 
 
 def export_rows(queryset: Iterable[FAQ]) -> list[list[str]]:

@@ -44,7 +44,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(
                     f"{len(entries)} FAQ entries from {options['file'].name}: {result.created} new, "
-                    f"{result.updated} updated, {result.removed} removed"
+                    f"{result.updated} updated, {result.unchanged} unchanged, {result.removed} removed"
                     + result.kept_note("`manage.py semsim_faq_export`")
                 )
             )
