@@ -50,6 +50,11 @@ def test_spearman_with_ties_hand_value() -> None:
 def test_constant_input_gives_nan() -> None:
     assert math.isnan(pearson([1, 1, 1], [1, 2, 3]))
     assert math.isnan(spearman([1, 2, 3], [4, 4, 4]))
+    # cosines of texts paired with themselves: equal but for float32 rounding, not a ranking
+    rounding = [0.99999994, 1.0000001, 1.0]
+    assert math.isnan(pearson(rounding, [5, 1, 3])) and math.isnan(spearman(rounding, [5, 1, 3]))
+    # a real spread, however small in absolute terms, still correlates
+    assert spearman([0.001, 0.002, 0.003], [1, 2, 3]) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
