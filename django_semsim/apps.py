@@ -77,4 +77,4 @@ def preload() -> None:
     start = time.perf_counter()
     encoder = get_model_encoder()
     encoder.encode(["warm up"], show_progress_bar=False)
-    logger.info("SEMSIM['PRELOAD']: model %s ready in %.1f s", encoder.name, time.perf_counter() - start)
+    logger.info("model %s ready in %.1f s", encoder.name, time.perf_counter() - start)

@@ -4,7 +4,9 @@
 bounded in-process queue per process, drained by one daemon thread with
 :func:`django_semsim.sync.drain`. A row that cannot be queued (queue full, process stopping or
 dying) keeps its durable staleness mark in the database, where ``semsim_worker`` and
-``semsim_reindex --stale`` find it: nothing is lost.
+``semsim_reindex --stale`` find it: nothing is lost. The first commit in a process that has not
+loaded the model yet loads it in the committing thread (:func:`_ready_encoder`): what is still
+queued when the process exits is encoded at exit, when loading a model no longer works.
 
 The public names (:func:`enqueue`, :func:`wait_idle`, :func:`stop_background`) are imported from
 :mod:`django_semsim.sync`.
@@ -79,6 +81,25 @@ def _drain_logged(model: type[SemanticModel], pks: set[Any], using: str) -> Drai
         return None
 
 
+def _ready_encoder() -> None:
+    """Load the model in the committing thread, once per process, before the first rows are queued.
+
+    A short-lived process (a management command, a script) may exit before the background thread
+    has loaded the model; the queue is then drained at interpreter exit, where loading it fails:
+    Python's shutdown has begun, and importing sentence-transformers (through joblib and
+    concurrent.futures) registers an exit hook, which raises ``can't register atexit after
+    shutdown``; every queued row stayed stale. Loaded here, the exit drain only encodes. A web
+    process has usually loaded it already (``SEMSIM['PRELOAD']``), so this costs one short encode.
+    """
+    from django_semsim.apps import preload
+
+    try:
+        preload()
+    except Exception:
+        # the drain meets the same failure and logs it; the committed rows stay stale, nothing is lost
+        logger.debug("Could not load the model before queueing", exc_info=True)
+
+
 class _Background:
     """One daemon thread per process encoding committed changes; a bounded queue counted in rows.
 
@@ -94,8 +115,12 @@ class _Background:
         self._rows = 0  # rows queued or being encoded
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._encoder_ready = False
 
     def submit(self, using: str, batches: dict[type[SemanticModel], set[Any]]) -> None:
+        if not self._encoder_ready:
+            _ready_encoder()  # outside the lock: loading takes seconds
+            self._encoder_ready = True
         rows = sum(len(pks) for pks in batches.values())
         limit = get_config().queue_size
         with self._cond:

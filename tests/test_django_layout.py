@@ -192,3 +192,37 @@ print(client.get('/', {'q': 'password', 'topic': 'a\\x00b'}).status_code,
 """
     out = _site(site_db, code, faq=False, example=True)
     assert out.strip().splitlines()[-1] == "400 400 200"
+
+
+_ENCODED = """
+from django_semsim.models import companion_of
+from django_semsim.faq.models import FAQ
+from articles.models import Article
+for model in (Article, FAQ):
+    encoded = companion_of(model).objects.filter(embedding__isnull=False).count()
+    print(model.__name__, model.objects.count(), encoded)
+"""
+
+
+def test_example_script_that_saves_and_exits_leaves_every_row_encoded(site_db: str) -> None:
+    # immediate mode, and the process exits before its background thread has loaded the model: the
+    # queue is drained at interpreter exit, where loading the model used to fail (every row stayed stale)
+    code = """
+call_command('migrate', verbosity=0)
+from django.db import transaction
+from articles.models import Article
+with transaction.atomic():
+    Article.objects.create(title='Reset your password', body='Use the link in the email.', topic='account')
+    Article.objects.create(title='Shipping times', body='Orders ship within two days.', topic='orders')
+"""
+    _site(site_db, code, faq=False, example=True)
+    out = _site(site_db, _ENCODED, faq=False, example=True)
+    assert out.strip().splitlines()[-2:] == ["Article 2 2", "FAQ 0 0"]
+
+
+def test_example_load_sample_data_has_encoded_everything_when_it_reports(site_db: str) -> None:
+    code = "call_command('migrate', verbosity=0)\ncall_command('load_sample_data', verbosity=0)\n" + _ENCODED
+    lines = _site(site_db, code, faq=False, example=True).strip().splitlines()[-2:]
+    counts = [line.split() for line in lines]
+    assert [name for name, *_ in counts] == ["Article", "FAQ"]
+    assert all(int(rows) > 0 and rows == encoded for _, rows, encoded in counts), lines

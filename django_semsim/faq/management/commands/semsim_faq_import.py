@@ -2,7 +2,7 @@
 
 The whole file is read and checked before anything is written, then written in one transaction:
 a malformed file reports its line and imports nothing. Vectors follow after the commit
-(immediate mode) or from ``semsim_worker``.
+(immediate mode: the command waits for them) or from ``semsim_worker``.
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_semsim.faq.io import import_entries, read_entries
+        from django_semsim.sync import wait_idle
 
         try:
             entries = read_entries(options["file"])
             result = import_entries(entries, replace=options["replace"], using=options["database"])
         except SemsimError as exc:
             raise CommandError(str(exc)) from exc
+        wait_idle()  # immediate mode: the vectors are encoded after the commit; report once they are
         if int(options["verbosity"]) >= 1:
             self.stdout.write(
                 self.style.SUCCESS(

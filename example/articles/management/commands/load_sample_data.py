@@ -2,8 +2,9 @@
 then the sample FAQ (articles/data/faq.csv, see ``load_sample_faq``) unless ``--no-faq``.
 
 Rows are written in one transaction, so their vectors are encoded in one batch after it
-commits (immediate mode); in worker mode ``semsim_worker`` encodes them. Running it again
-updates changed articles only: unchanged text is not re-encoded.
+commits (immediate mode; the command waits for them before it reports); in worker mode
+``semsim_worker`` encodes them. Running it again updates changed articles only: unchanged text
+is not re-encoded.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from articles.models import Article
+from django_semsim.sync import wait_idle
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "articles.jsonl"
 
@@ -42,6 +44,8 @@ class Command(BaseCommand):
                     article.body, article.topic = row["body"], row["topic"]
                     article.save()
                 created += was_created
+        # immediate mode: the vectors are encoded after the commit; say "loaded" once they are
+        wait_idle()
         if int(options["verbosity"]) >= 1:
             self.stdout.write(self.style.SUCCESS(f"{len(rows)} articles ({created} new) from {path.name}"))
         if not options["no_faq"]:
