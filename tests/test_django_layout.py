@@ -226,3 +226,15 @@ def test_example_load_sample_data_has_encoded_everything_when_it_reports(site_db
     counts = [line.split() for line in lines]
     assert [name for name, *_ in counts] == ["Article", "FAQ"]
     assert all(int(rows) > 0 and rows == encoded for _, rows, encoded in counts), lines
+
+
+def test_example_search_without_hits_says_so(site_db: str) -> None:
+    code = """
+call_command('migrate', verbosity=0)
+from django.test import Client
+client = Client(raise_request_exception=False)
+page = client.get('/', {'q': 'how do I reset my password'}).content.decode()
+print('no-hits-message' if 'No article is close enough' in page else 'no message')
+"""
+    out = _site(site_db, code, faq=False, example=True)
+    assert out.strip().splitlines()[-1] == "no-hits-message"
