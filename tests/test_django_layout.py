@@ -228,13 +228,19 @@ def test_example_load_sample_data_has_encoded_everything_when_it_reports(site_db
     assert all(int(rows) > 0 and rows == encoded for _, rows, encoded in counts), lines
 
 
-def test_example_search_without_hits_says_so(site_db: str) -> None:
+def test_example_search_without_hits_says_so_and_unpublished_articles_are_not_public(site_db: str) -> None:
     code = """
 call_command('migrate', verbosity=0)
 from django.test import Client
+from django.urls import reverse
+from articles.models import Article
 client = Client(raise_request_exception=False)
 page = client.get('/', {'q': 'how do I reset my password'}).content.decode()
 print('no-hits-message' if 'No article is close enough' in page else 'no message')
+hidden = Article.objects.create(title='Draft', body='Not ready yet.', topic='drafts', published=False)
+shown = Article.objects.create(title='Ready', body='Published text.', topic='drafts')
+print(client.get(reverse('article', args=[hidden.pk])).status_code,
+      client.get(reverse('article', args=[shown.pk])).status_code)
 """
     out = _site(site_db, code, faq=False, example=True)
-    assert out.strip().splitlines()[-1] == "no-hits-message"
+    assert out.strip().splitlines()[-2:] == ["no-hits-message", "404 200"]

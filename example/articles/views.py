@@ -35,6 +35,6 @@ def search(request: HttpRequest) -> HttpResponse:
 
 
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
-    article = get_object_or_404(Article, pk=pk)
+    article = get_object_or_404(Article, pk=pk, published=True)  # a draft is not public by its URL
     similar = Article.objects.filter(published=True).similar_to(article, k=5)
     return render(request, "articles/detail.html", {"article": article, "similar": similar})
