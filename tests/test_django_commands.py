@@ -83,5 +83,14 @@ def test_bad_arguments() -> None:
 
 def test_companion_migrations_are_current() -> None:
     out = StringIO()
-    call_command("makemigrations", "django_semsim", "semsim_faq", "djangoapp", "--check", "--dry-run", stdout=out)
+    call_command(
+        "makemigrations",
+        "django_semsim",
+        "semsim_faq",
+        "semsim_insights",
+        "djangoapp",
+        "--check",
+        "--dry-run",
+        stdout=out,
+    )
     assert "No changes detected" in out.getvalue()

@@ -280,3 +280,8 @@ def test_import_keeps_the_phrasings_promotion_added(
     # --replace: the file is the whole truth
     line = run("--replace")
     assert "kept" not in line and not FAQPhrasing.objects.filter(faq=cards).exists()
+
+
+def test_admin_calls_the_log_logged_queries(site) -> None:  # type: ignore[no-untyped-def]
+    page = _user("reader", "semsim_insights.view_querylog").get(reverse("admin:index")).content.decode()
+    assert "Logged queries" in page and "querys" not in page.lower()

@@ -34,6 +34,7 @@ class QueryLog(models.Model):
     class Meta:
         db_table = "semsim_insights_querylog"
         verbose_name = "logged query"
+        verbose_name_plural = "logged queries"
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["collection", "created_at"], name="semsim_querylog_coll_time")]
 
