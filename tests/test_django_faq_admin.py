@@ -7,6 +7,7 @@ This module is also the URLconf of these tests (``urlpatterns`` below).
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -316,6 +317,16 @@ def test_import_upload_with_a_nul_or_an_overlong_field_is_a_form_error(editor, c
     response = editor.post(reverse("admin:semsim_faq_faq_import"), {"file": SimpleUploadedFile("faq.csv", content)})
     assert response.status_code == 200
     assert message in response.content.decode() and "Nothing was imported" in response.content.decode()
+    assert FAQ.objects.count() == 0
+
+
+def test_import_upload_not_in_utf8_names_the_users_file_not_the_server_temp_folder(editor) -> None:  # type: ignore[no-untyped-def]
+    latin1 = "faq_id,question,answer\na,Où est ma commande ?,Voir le suivi.\n".encode("latin-1")
+    response = editor.post(reverse("admin:semsim_faq_faq_import"), {"file": SimpleUploadedFile("my faq.csv", latin1)})
+    page = html.unescape(response.content.decode())
+    assert "my faq.csv, line 2: is not UTF-8 text" in page
+    assert "iconv -f latin1 -t utf-8 'my faq.csv' > 'my faq.utf8.csv'" in page
+    assert "semsim-faq-" not in page and "upload" not in page.replace("Upload", "")
     assert FAQ.objects.count() == 0
 
 

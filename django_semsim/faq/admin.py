@@ -9,6 +9,7 @@ so staff without FAQ permissions get 403.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -210,7 +211,10 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
                 form.add_error("file", f"Name the file .csv or .tsv (got {upload.name!r}).")
             else:
                 with tempfile.TemporaryDirectory(prefix="semsim-faq-") as folder:
-                    target = Path(folder) / f"upload{suffix}"
+                    # saved under the upload's own name (Django keeps only its last path part), so
+                    # that an error, and the fix it suggests, name the user's file once the folder
+                    # is cut out of it
+                    target = Path(folder) / Path(upload.name).name
                     with target.open("wb") as handle:
                         for chunk in upload.chunks():
                             handle.write(chunk)
@@ -218,7 +222,8 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
                         entries = read_entries(target)
                         result = import_entries(entries, replace=form.cleaned_data["replace"])
                     except SemsimError as exc:
-                        form.add_error("file", str(exc).replace(str(target), upload.name) + " Nothing was imported.")
+                        message = str(exc).replace(str(Path(folder)) + os.sep, "")
+                        form.add_error("file", message + " Nothing was imported.")
                     else:
                         self.message_user(
                             request,
