@@ -1,7 +1,9 @@
 #!/bin/sh
 # Start the example site the production way: migrate, load the sample data (idempotent), read
 # the HNSW indexes into PostgreSQL's memory (after a database restart the first searches would
-# read them from disk page by page), then gunicorn. Any other command (e.g. the worker's) runs as given after the same preparation.
+# read them from disk page by page), then gunicorn. Any other command (the worker's, the dev
+# server's) runs as given, without that preparation: in docker/compose.yaml those
+# services start once web is healthy, so web has already migrated and loaded the sample data.
 set -eu
 
 if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
