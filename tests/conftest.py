@@ -8,15 +8,13 @@ Tests isolate themselves by collection name (``collection_name``) rather than by
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Set before anything reads the settings: never touch a user's own data directory.
-os.environ.setdefault("SEMSIM_DATA_DIR", tempfile.mkdtemp(prefix="semsim-test-"))
+# SEMSIM_DATA_DIR is the session's own (tests/__init__.py): never a user's data directory.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The suite's vectors come from the reference path; tests/test_backends.py exercises the others and auto.

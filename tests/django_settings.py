@@ -1,16 +1,14 @@
 """Django settings for the test suite (pytest-django imports this before tests/conftest.py).
 
-SEMSIM_DATA_DIR is set here first, so that this module and tests/conftest.py agree on the
-embedded server's data directory; SEMSIM_TEST_DATABASE_URL runs everything against another
-PostgreSQL with pgvector.
+SEMSIM_DATA_DIR is the session's own, set when the tests package is imported (tests/__init__.py),
+so that this module and tests/conftest.py agree on the embedded server's data directory;
+SEMSIM_TEST_DATABASE_URL runs everything against another PostgreSQL with pgvector.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 
-os.environ.setdefault("SEMSIM_DATA_DIR", tempfile.mkdtemp(prefix="semsim-test-"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
