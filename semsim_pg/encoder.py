@@ -153,6 +153,11 @@ class Encoder(LazyModel["SentenceTransformer"]):
                     )
         return self._runner
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the backend (and model) are loaded already: the next encode does not wait for them."""
+        return self._runner is not None
+
     def load(self) -> Self:
         """Load the backend now (and the torch model if it needs one): to fail early, or to warm up."""
         _ = self.runner

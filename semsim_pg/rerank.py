@@ -398,9 +398,9 @@ def search_and_rerank(
 
     ``reranker`` is a :class:`Reranker`, a model name or path, or None for the configured one.
     ``"auto"`` reranks with the configured cross-encoder only when its fine-tuning record shows a
-    gain on this collection (:func:`semsim_pg.finetune.decide_rerank`); otherwise the bi-encoder's
-    top ``top_k`` come back in their order, with ``rerank_score`` equal to the similarity, and the
-    reason is logged.
+    gain on this collection (:func:`semsim_pg.finetune.decide_rerank`); otherwise the first
+    stage's (the ``mode`` search's) top ``top_k`` come back in its order, with ``rerank_score``
+    equal to the similarity and ``score`` to the stage's own, and the reason is logged.
     """
     _check_query(query)
     if reranker == "auto":

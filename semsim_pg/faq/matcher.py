@@ -366,8 +366,7 @@ class FAQMatcher:
         """
         reranker = self.reranker_for(rerank)
         if self.store.settings.query_log:
-            # the logged latency is the answer's, not a fresh process's one-time load of the model
-            self.store.encoder_for(self.store.get_collection(self.collection)).load()
+            self.store.load_encoder(self.collection)  # the logged latency is the answer's, not the model's load
         started = time.perf_counter()
         limit = resolve_threshold(threshold if threshold is not None else self.threshold, reranked=reranker is not None)
         with not_logged():  # the question is logged once, with its answer, not as its searches

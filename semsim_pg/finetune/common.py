@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from semsim_pg.backends.cpu import free_cores
 from semsim_pg.errors import ConfigurationError, InvalidInput, ModelLoadError
+from semsim_pg.loading import one_line
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -152,7 +153,7 @@ def load_bi_encoder(base: str) -> SentenceTransformer:
     try:
         return SentenceTransformer(location, device=get_settings().device, local_files_only=local)
     except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
-        raise ModelLoadError(f"Cannot load the base model {base!r}: {_first_line(exc)}. {_BASE_FIX}") from exc
+        raise ModelLoadError(f"Cannot load the base model {base!r}: {one_line(exc)}. {_BASE_FIX}") from exc
 
 
 def load_cross_encoder(base: str) -> CrossEncoder:
@@ -174,12 +175,7 @@ def load_cross_encoder(base: str) -> CrossEncoder:
         )
         return model
     except Exception as exc:
-        raise ModelLoadError(f"Cannot load {base!r} as a cross-encoder: {_first_line(exc)}. {_BASE_FIX}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0].rstrip(".") if text else type(exc).__name__  # the caller's sentence goes on
+        raise ModelLoadError(f"Cannot load {base!r} as a cross-encoder: {one_line(exc)}. {_BASE_FIX}") from exc
 
 
 def check_out(out: Path, overwrite: bool) -> None:

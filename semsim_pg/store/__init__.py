@@ -113,6 +113,11 @@ class DocumentStore:
             return self._encoder
         return get_encoder(collection.model_name, device=self.settings.device)
 
+    def load_encoder(self, collection: str | Collection) -> Encoder:
+        """The collection's encoder, loaded now (a fresh process's first use loads the model);
+        nothing is read from the database when the collection was read before."""
+        return self.encoder_for(self._remembered(collection)).load()
+
     # collections ----------------------------------------------------------------------------
     def create_collection(
         self,
@@ -146,6 +151,11 @@ class DocumentStore:
         existing = self._find_collection(name)
         if chunk_overlap is not None and chunk is None:
             raise InvalidInput("chunk_overlap needs chunk, the passage size in tokens (e.g. chunk=200).")
+        # the graph asked for, checked as the settings are, before anything is written or recommended
+        graph = self.settings.replace(
+            hnsw_m=self.settings.hnsw_m if m is None else m,
+            hnsw_ef_construction=self.settings.hnsw_ef_construction if ef_construction is None else ef_construction,
+        )
         if existing is not None:
             if chunk is not None:
                 wanted = check_chunking(chunk, chunk_overlap, max_seq_length=self.encoder_for(existing).max_seq_length)
@@ -158,10 +168,6 @@ class DocumentStore:
         else:
             encoder = get_encoder(model or self.settings.model, device=self.settings.device)
         metric = metric or self.settings.metric
-        graph = self.settings.replace(  # checked as the settings are, before anything is written
-            hnsw_m=self.settings.hnsw_m if m is None else m,
-            hnsw_ef_construction=self.settings.hnsw_ef_construction if ef_construction is None else ef_construction,
-        )
         m, ef_construction = graph.hnsw_m, graph.hnsw_ef_construction
         config = self._check_text_search_config(text_search_config or self.settings.text_search_config)
         chunking = (
@@ -423,8 +429,7 @@ class DocumentStore:
         ``text`` gives the words when ``query`` is a vector encoded already (lexical and hybrid).
         """
         if self.settings.query_log and isinstance(query, str):
-            # the logged latency is the search's, not a fresh process's one-time load of the model
-            self.encoder_for(self.get_collection(collection)).load()
+            self.load_encoder(collection)  # the logged latency is the search's, not the model's load
         started = time.perf_counter()
         args = search.SearchArgs(
             k, min_similarity, filter, exact, mode=mode, candidates=candidates, rrf_k=rrf_k, weights=weights

@@ -140,15 +140,14 @@ def check_existing(
             f"Collection {name!r} exists with text search configuration {existing.text_search_config!r}, "
             f"not {text_search_config!r}. Change it with DocumentStore.set_text_search_config."
         )
-    if (m is not None and m != existing.hnsw_m) or (
-        ef_construction is not None and ef_construction != existing.hnsw_ef_construction
-    ):
+    wanted_m = existing.hnsw_m if m is None else m
+    wanted_ef = existing.hnsw_ef_construction if ef_construction is None else ef_construction
+    if (wanted_m, wanted_ef) != (existing.hnsw_m, existing.hnsw_ef_construction):
         raise CollectionExists(
             f"Collection {name!r} exists with an HNSW graph of m {existing.hnsw_m} and ef_construction "
-            f"{existing.hnsw_ef_construction}, not {m or existing.hnsw_m} and "
-            f"{ef_construction or existing.hnsw_ef_construction}. Rebuild it with those: "
-            f"`semsim index rebuild -c {name} --m {m or existing.hnsw_m} --ef-construction "
-            f"{ef_construction or existing.hnsw_ef_construction}` (DocumentStore.build_index(..., m=, ef_construction=))."
+            f"{existing.hnsw_ef_construction}, not {wanted_m} and {wanted_ef}. Rebuild it with those: "
+            f"`semsim index rebuild -c {name} --m {wanted_m} --ef-construction {wanted_ef}` "
+            "(DocumentStore.build_index(..., m=, ef_construction=))."
         )
     return existing
 

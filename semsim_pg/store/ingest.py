@@ -142,10 +142,10 @@ def upsert(
         except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable) as exc:
             raise _database_lost(coll, committed, exc) from None
         except InvalidInput as exc:
-            if not committed:
-                raise
+            if not committed or type(exc) is not InvalidInput:
+                raise  # a ModelMismatch and the like: running the same ingest again would not help
             # a stream's bad document, met after earlier batches committed: say what is stored
-            raise type(exc)(
+            raise InvalidInput(
                 f"{exc} Nothing of its batch was written; the {committed} documents before it were. Fix it and "
                 "run the same ingest again: documents already stored with the same text are not encoded again."
             ) from None
@@ -384,15 +384,29 @@ def coerce_document(doc: DocumentLike, index: int) -> Document:
             f"The metadata of document {external_id!r} (#{index}) must be a mapping, got {type(metadata).__name__}."
         )
     # Checked here, before any batch is written: PostgreSQL's jsonb refused NaN, infinity, NUL and
-    # lone surrogates only at the COPY, after the batches before had committed.
-    for key, value in metadata.items():
-        if not isinstance(key, str):
-            raise InvalidInput(
-                f"The metadata of document {external_id!r} (#{index}) has the key {key!r}: keys must be texts."
-            )
-        check_text(key, f"metadata key {key[:40]!r} of document {external_id!r} (#{index})")
-        check_json_value(value, f"metadata field {key!r} of document {external_id!r} (#{index})")
+    # lone surrogates only at the COPY, after the batches before had committed. One dump for the
+    # whole mapping; field by field (to name the field) only when something is wrong.
+    if not _storable(metadata):
+        for key, value in metadata.items():
+            if not isinstance(key, str):
+                raise InvalidInput(
+                    f"The metadata of document {external_id!r} (#{index}) has the key {key!r}: keys must be texts."
+                )
+            check_text(key, f"metadata key {key[:40]!r} of document {external_id!r} (#{index})")
+            check_json_value(value, f"metadata field {key!r} of document {external_id!r} (#{index})")
     return Document(external_id, text, dict(metadata))
+
+
+def _storable(metadata: Mapping[str, Any]) -> bool:
+    """Whether jsonb can hold ``metadata`` as it is: text keys, finite numbers, no NUL, valid UTF-8."""
+    if not all(isinstance(key, str) for key in metadata):
+        return False
+    try:
+        text = json.dumps(metadata, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return False
+    return "\\u0000" not in text and "\x00" not in text
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
