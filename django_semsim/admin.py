@@ -25,6 +25,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ORDER_VAR, ChangeList
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
@@ -53,6 +54,21 @@ def _is_search_ordering(item: Any) -> bool:
     return isinstance(item, str) and item.removeprefix("-") in SEARCH_ORDERING
 
 
+def _search_only(item: Any, queryset: QuerySet[Any]) -> bool:
+    """Whether ``item`` names a search column the base queryset does not have (a model's own
+    ``score`` field, or an annotation of that name, sorts as Django sorts it)."""
+    if not _is_search_ordering(item):
+        return False
+    name = item.removeprefix("-")
+    if name in queryset.query.annotations:
+        return False
+    try:
+        queryset.model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return True
+    return False
+
+
 def _search_order(item: Any) -> Any:
     """An ordering item as the search's results take it: a search column's name as an expression that
     puts rows without the value (no vector yet) last in either direction."""
@@ -75,7 +91,7 @@ def _search_ordered(changelist: type[ChangeList]) -> type[ChangeList]:
         def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
             ordering = super().get_ordering(request, queryset)
             request.semsim_ordering = ordering
-            return [item for item in ordering if not _is_search_ordering(item)]
+            return [item for item in ordering if not _search_only(item, queryset)]
 
     return SearchOrderedChangeList
 

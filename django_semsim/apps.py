@@ -24,11 +24,13 @@ class DjangoSemsimConfig(AppConfig):
 
     def ready(self) -> None:
         from django_semsim import checks  # noqa: F401  (registers the checks)
+        from django_semsim.background import connect_request_signals
         from django_semsim.conf import reset_config
         from django_semsim.session import connect_session_defaults
         from django_semsim.signals import connect_signals
 
         setting_changed.connect(_on_setting_changed, dispatch_uid="django_semsim.setting_changed")
+        connect_request_signals()
         connect_signals()
         reset_config()
         connect_session_defaults()

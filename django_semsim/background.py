@@ -4,9 +4,10 @@
 bounded in-process queue per process, drained by one daemon thread with
 :func:`django_semsim.sync.drain`. A row that cannot be queued (queue full, process stopping or
 dying) keeps its durable staleness mark in the database, where ``semsim_worker`` and
-``semsim_reindex --stale`` find it: nothing is lost. The first commit in a process that has not
-loaded the model yet loads it in the committing thread (:func:`_ready_encoder`): what is still
-queued when the process exits is encoded at exit, when loading a model no longer works.
+``semsim_reindex --stale`` find it: nothing is lost. The first commit outside a request in a
+process that has not loaded the model yet loads it in the committing thread
+(:func:`_ready_encoder`): what is still queued when the process exits is encoded at exit, when
+loading a model no longer works.
 
 The public names (:func:`enqueue`, :func:`wait_idle`, :func:`stop_background`) are imported from
 :mod:`django_semsim.sync`.
@@ -81,23 +82,50 @@ def _drain_logged(model: type[SemanticModel], pks: set[Any], using: str) -> Drai
         return None
 
 
-def _ready_encoder() -> None:
-    """Load the model in the committing thread, once per process, before the first rows are queued.
+#: set in a thread while it serves a request (Django's request_started / request_finished)
+_request = threading.local()
+
+
+def _request_started(**_: Any) -> None:
+    _request.active = True
+
+
+def _request_finished(**_: Any) -> None:
+    _request.active = False
+
+
+def connect_request_signals() -> None:
+    """Know which threads serve requests (:func:`_ready_encoder` never loads the model in one)."""
+    from django.core.signals import request_finished, request_started
+
+    request_started.connect(_request_started, dispatch_uid="django_semsim.background.request_started")
+    request_finished.connect(_request_finished, dispatch_uid="django_semsim.background.request_finished")
+
+
+def _ready_encoder() -> bool:
+    """Load the model in the committing thread before the first rows are queued, outside a
+    request; True once it is loaded.
 
     A short-lived process (a management command, a script) may exit before the background thread
     has loaded the model; the queue is then drained at interpreter exit, where loading it fails:
     Python's shutdown has begun, and importing sentence-transformers (through joblib and
     concurrent.futures) registers an exit hook, which raises ``can't register atexit after
-    shutdown``; every queued row stayed stale. Loaded here, the exit drain only encodes. A web
-    process has usually loaded it already (``SEMSIM['PRELOAD']``), so this costs one short encode.
+    shutdown``; every queued row stayed stale. Loaded here, the exit drain only encodes. A thread
+    serving a request never waits for it (``save()`` stays fast; the background thread loads it,
+    and ``SEMSIM['PRELOAD']`` loads it when the process starts): a web process outlives its queue.
     """
     from django_semsim.apps import preload
+    from django_semsim.encoding import get_model_encoder
 
+    if getattr(_request, "active", False):
+        return False
     try:
-        preload()
+        if not get_model_encoder().loaded:
+            preload()
     except Exception:
         # the drain meets the same failure and logs it; the committed rows stay stale, nothing is lost
         logger.debug("Could not load the model before queueing", exc_info=True)
+    return True
 
 
 class _Background:
@@ -119,8 +147,7 @@ class _Background:
 
     def submit(self, using: str, batches: dict[type[SemanticModel], set[Any]]) -> None:
         if not self._encoder_ready:
-            _ready_encoder()  # outside the lock: loading takes seconds
-            self._encoder_ready = True
+            self._encoder_ready = _ready_encoder()  # outside the lock: loading takes seconds
         rows = sum(len(pks) for pks in batches.values())
         limit = get_config().queue_size
         with self._cond:

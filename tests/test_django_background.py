@@ -132,3 +132,25 @@ def test_preload_loads_the_model_in_setup(tmp_path, preload) -> None:  # type: i
         [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
     )
     assert out.stdout.split() == (["loaded", "1"] if preload else ["not", "loaded", "0"])
+
+
+def test_a_request_thread_never_waits_for_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first commit outside a request loads the model in the committing thread (a script that
+    exits at once leaves its rows encoded); a thread serving a request never does: save() stays
+    fast, the background thread (or SEMSIM['PRELOAD']) loads it."""
+    from django.core.signals import request_finished, request_started
+
+    from django_semsim import apps, encoding
+    from semsim_pg.encoder import Encoder
+
+    loads: list[str] = []
+    unloaded = Encoder(cache_size=0)  # the real encoder, not loaded yet
+    assert not unloaded.loaded
+    monkeypatch.setattr(encoding, "get_model_encoder", lambda: unloaded)
+    monkeypatch.setattr(apps, "preload", lambda: loads.append("preload"))
+    request_started.send(sender=None)
+    try:
+        assert queue._ready_encoder() is False and loads == []
+    finally:
+        request_finished.send(sender=None)
+    assert queue._ready_encoder() is True and loads == ["preload"]

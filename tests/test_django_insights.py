@@ -277,7 +277,19 @@ def test_import_keeps_the_phrasings_promotion_added(
     assert "kept 1 promoted phrasing not in the file: `manage.py semsim_faq_export` saves them" in line, line
     assert FAQPhrasing.objects.get(faq=cards).promoted
     assert editor.get(url).context["groups"] == []  # its questions stay resolved: the phrasing answers them
+    # once a file lists it, the file decides: taken out of the file later, it goes
+    listed = path.read_text(encoding="utf-8")
+    path.write_text(
+        "faq_id,question,answer,alternatives\n" + listed.splitlines()[1] + ",Can I pay with PayPal?\n", encoding="utf-8"
+    )
+    run()
+    assert not FAQPhrasing.objects.get(faq=cards).promoted
+    path.write_text(listed, encoding="utf-8")
+    line = run()
+    assert "kept" not in line and not FAQPhrasing.objects.filter(faq=cards).exists()
+    path.write_text(listed, encoding="utf-8")
     # --replace: the file is the whole truth
+    FAQPhrasing.objects.create(faq=cards, text="Can I pay with PayPal?", promoted=True)
     line = run("--replace")
     assert "kept" not in line and not FAQPhrasing.objects.filter(faq=cards).exists()
 

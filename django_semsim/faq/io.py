@@ -207,6 +207,9 @@ def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using:
             current = {} if new else {p.text.casefold(): p for p in faq.phrasings.all()}
             for folded, phrasing in current.items():
                 if folded in listed:
+                    if phrasing.promoted:  # the file has it now: the file decides from here on
+                        phrasing.promoted = False
+                        phrasing.save(using=using, update_fields=["promoted"])
                     continue
                 if phrasing.promoted and not replace and folded != entry.question.casefold():
                     kept += 1
