@@ -340,3 +340,13 @@ def test_quiet_and_verbose_work_after_the_command_too() -> None:
     assert (plain.quiet, plain.verbose) == (False, 0)
     assert parser.parse_args(["faq", "ask", "a question", "-c", "x", "-vv"]).verbose == 2
     assert parser.parse_args(["index", "rebuild", "-c", "x", "--quiet"]).quiet is True
+
+
+def test_a_reranker_that_cannot_load_fails_before_any_search(capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--rerank's model is loaded first: a bad one fails before the first stage searches (a whole
+    --queries file used to be searched first); -k and --candidates are named as typed."""
+    missing = tmp_path / "no-such-model"
+    code, _, err = run(capsys, "search", "a question", "-c", "no-such-collection", "--rerank", str(missing))
+    assert code == 1 and "no-such-collection" not in err and str(missing) in err, err
+    code, _, err = run(capsys, "search", "a question", "-c", "x", "--rerank", str(missing), "--candidates", "0")
+    assert code == 1 and "--candidates must be a whole number" in err, err

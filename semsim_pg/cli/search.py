@@ -10,6 +10,7 @@ from typing import Any
 
 from semsim_pg.cli.common import hit_text, open_store, out, parse_filters, print_hits
 from semsim_pg.errors import InvalidInput
+from semsim_pg.validation import check_k
 
 __all__ = ["register"]
 
@@ -97,24 +98,27 @@ def cmd_search(args: argparse.Namespace) -> int:
     from semsim_pg.rerank import DEFAULT_CANDIDATES, get_reranker
 
     reranker = _reranker(args)
+    model = None
     if reranker is None:
         k, options["candidates"] = args.k, args.candidates
     else:
         # The first stage returns the candidates; --candidates is their number, not each
         # hybrid side's (which then defaults from it).
         k = DEFAULT_CANDIDATES if args.candidates is None else args.candidates
+        check_k(k, "--candidates")
+        check_k(args.k, "-k")
+        model = get_reranker(reranker or None).load()  # a model that cannot load fails before any search
     if args.queries is not None:
         results = store.search_many(args.collection, texts, k, **options)
     else:
         results = [store.search(args.collection, texts[0], k, **options)]
-    if reranker is None:
+    if model is None:
         for text, hits in zip(texts, results, strict=True):
             if as_lines:
                 out(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}))
             else:
                 print_hits(hits, indent="")
         return 0
-    model = get_reranker(reranker or None).load()
     for text, hits in zip(texts, results, strict=True):
         reranked = model.rerank(text, hits, top_k=args.k)
         if as_lines:
