@@ -338,7 +338,9 @@ def test_quiet_and_verbose_work_after_the_command_too() -> None:
     assert parser.parse_args(["-q", "ingest", "f.txt", "-c", "x"]).quiet is True
     plain = parser.parse_args(["ingest", "f.txt", "-c", "x"])
     assert (plain.quiet, plain.verbose) == (False, 0)
-    assert parser.parse_args(["faq", "ask", "a question", "-c", "x", "-vv"]).verbose == 2
+    assert parser.parse_args(["faq", "ask", "a question", "-c", "x", "-vv"]).verbose_after == 2
+    both = parser.parse_args(["-v", "collections", "-v"])
+    assert both.verbose + both.verbose_after == 2  # main() adds them up
     assert parser.parse_args(["index", "rebuild", "-c", "x", "--quiet"]).quiet is True
 
 

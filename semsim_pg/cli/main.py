@@ -47,11 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _output_options(parser: argparse.ArgumentParser, *, command: bool = False) -> None:
     """-v and -q. On the program they default to 0 and False; on a command to nothing, so that
-    ``semsim -q ingest ...`` and ``semsim ingest ... -q`` both work."""
+    ``semsim -q ingest ...`` and ``semsim ingest ... -q`` both work (and ``-v`` given on both
+    counts both: the command's are counted apart, in ``verbose_after``)."""
     parser.add_argument(
         "-v",
         "--verbose",
         action="count",
+        dest="verbose_after" if command else "verbose",
         default=argparse.SUPPRESS if command else 0,
         help="more logging (-vv for debug)",
     )
@@ -99,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    _setup_logging(args.verbose, args.quiet)
+    _setup_logging(args.verbose + getattr(args, "verbose_after", 0), args.quiet)
     try:
         return int(args.func(args) or 0)
     except SemsimError as exc:
