@@ -191,12 +191,16 @@ class _Background:
             for using, batches in items:
                 for model, pks in batches.items():
                     merged.setdefault((using, model), set()).update(pks)
-            for (using, model), pks in merged.items():
-                _drain_logged(model, pks, using)
-            with self._cond:
-                self._rows -= sum(len(pks) for _, batches in items for pks in batches.values())
-                idle = not self._items
-                self._cond.notify_all()
+            try:
+                for (using, model), pks in merged.items():
+                    _drain_logged(model, pks, using)
+            finally:
+                # counted off whatever happened (rows not encoded stay stale in the database), so
+                # that wait_idle() never waits for rows this thread will not encode
+                with self._cond:
+                    self._rows -= sum(len(pks) for _, batches in items for pks in batches.values())
+                    idle = not self._items
+                    self._cond.notify_all()
             if idle:
                 connections.close_all()  # this thread's own connections: none stays open while idle
         connections.close_all()
