@@ -384,29 +384,21 @@ def coerce_document(doc: DocumentLike, index: int) -> Document:
             f"The metadata of document {external_id!r} (#{index}) must be a mapping, got {type(metadata).__name__}."
         )
     # Checked here, before any batch is written: PostgreSQL's jsonb refused NaN, infinity, NUL and
-    # lone surrogates only at the COPY, after the batches before had committed. One dump for the
-    # whole mapping; field by field (to name the field) only when something is wrong.
-    if not _storable(metadata):
+    # lone surrogates only at the COPY, after the batches before had committed. One check of the
+    # whole mapping; field by field (to name the field) only when it fails.
+    what = f"document {external_id!r} (#{index})"
+    try:
+        if not all(isinstance(key, str) for key in metadata):
+            raise InvalidInput("a key that is not a text")  # json.dumps would turn it into one
+        check_json_value(metadata, f"metadata of {what}")
+    except InvalidInput:
         for key, value in metadata.items():
             if not isinstance(key, str):
-                raise InvalidInput(
-                    f"The metadata of document {external_id!r} (#{index}) has the key {key!r}: keys must be texts."
-                )
-            check_text(key, f"metadata key {key[:40]!r} of document {external_id!r} (#{index})")
-            check_json_value(value, f"metadata field {key!r} of document {external_id!r} (#{index})")
+                raise InvalidInput(f"The metadata of {what} has the key {key!r}: keys must be texts.") from None
+            check_text(key, f"metadata key {key[:40]!r} of {what}")
+            check_json_value(value, f"metadata field {key!r} of {what}")
+        raise
     return Document(external_id, text, dict(metadata))
-
-
-def _storable(metadata: Mapping[str, Any]) -> bool:
-    """Whether jsonb can hold ``metadata`` as it is: text keys, finite numbers, no NUL, valid UTF-8."""
-    if not all(isinstance(key, str) for key in metadata):
-        return False
-    try:
-        text = json.dumps(metadata, allow_nan=False, ensure_ascii=False)
-        text.encode("utf-8")
-    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
-        return False
-    return "\\u0000" not in text and "\x00" not in text
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
