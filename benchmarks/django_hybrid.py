@@ -189,4 +189,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _entry import run
+
+    run(main)

@@ -168,4 +168,6 @@ def _copy_rows(model: Any, extra: int) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _entry import run
+
+    run(main)

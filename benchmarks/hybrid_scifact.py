@@ -218,4 +218,6 @@ def compare_rankers(
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _entry import run
+
+    run(main)

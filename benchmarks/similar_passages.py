@@ -127,4 +127,6 @@ def _normalised(vectors: Any) -> np.ndarray[Any, Any]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _entry import run
+
+    run(main)
