@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from semsim_pg.errors import InputFileError, InvalidInput
+from semsim_pg.errors import InputFileError, InvalidInput, ModelLoadError
 from semsim_pg.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -103,13 +103,27 @@ class _Contender:
         self.requested = requested
         start = time.perf_counter()
         if requested == REFERENCE:
-            from sentence_transformers import SentenceTransformer
-
-            from semsim_pg.encoder import resolve_model
+            from semsim_pg.encoder import _HOW_TO_GET_ONE
+            from semsim_pg.loading import check_hub_model, one_line, resolve_model
 
             source = resolve_model(model)
             self.name = source.name
-            self.st: Any = SentenceTransformer(source.location, device="cpu")
+            # The same probe the encoders run: a hub name neither cached nor reachable fails at once,
+            # not after the hub client's retries.
+            local_only = source.local or check_hub_model(
+                source.location,
+                what=f"model {source.name!r}",
+                organization="sentence-transformers",
+                fix=_HOW_TO_GET_ONE,
+            )
+            from sentence_transformers import SentenceTransformer  # after the probe: a slow import
+
+            try:
+                self.st: Any = SentenceTransformer(source.location, device="cpu", local_files_only=local_only)
+            except Exception as exc:  # the hub, the disk or the weights: all mean "cannot load"
+                raise ModelLoadError(
+                    f"Cannot load model {source.name!r} from {source.location}: {one_line(exc)}."
+                ) from exc
             self.backend = REFERENCE
             self.dimension = int(self.st.get_embedding_dimension() or 0)
         else:

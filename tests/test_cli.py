@@ -276,7 +276,7 @@ def test_unwritable_output_paths_are_refused_first(  # type: ignore[no-untyped-d
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]  # no probe or half-written file left
 
 
-@pytest.mark.parametrize("command", ["eval", "ingest"])
+@pytest.mark.parametrize("command", ["eval", "ingest", "bench"])
 def test_unknown_model_without_a_network_fails_at_once_in_one_line(  # type: ignore[no-untyped-def]
     capsys, monkeypatch, store, collection_name, docs_file, tmp_path, command
 ) -> None:
@@ -288,6 +288,8 @@ def test_unknown_model_without_a_network_fails_at_once_in_one_line(  # type: ign
         pairs = tmp_path / "sts.csv"
         pairs.write_text("sentence1,sentence2,score\nA cat sleeps.,A cat is asleep.,4.8\nA cat.,Stock prices.,0\n")
         args = ["eval", "sts", str(pairs), "--model", "nonexistent-model-xyz"]
+    elif command == "bench":  # its reference, plain sentence-transformers, is loaded first
+        args = ["bench", "encoders", "--model", "nonexistent-model-xyz", "--limit", "5", "--backends", "torch"]
     else:
         args = ["ingest", str(docs_file), "-c", collection_name, "--model", "nonexistent-model-xyz"]
     code, out, err = run(capsys, *args)
