@@ -23,6 +23,7 @@ that ``migrate`` itself or a re-index fixes are warnings, so that they never blo
 | semsim.W004 | ``search_config`` is set but no GIN index on the model's search vector: lexical search reads every row |
 | semsim.E012 | ``semantic_chunking`` / ``semantic_chunk_overlap`` is invalid: not a whole number, below 16 tokens, above what the model reads, or an overlap not below the size |
 | semsim.W005 | ``semantic_chunk_overlap`` is set without ``semantic_chunking`` (it does nothing) |
+| semsim.W006 | a proxy or multi-table child sets its own text: ignored, its vectors are its parent's |
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from django.core import checks
 from django.db import DatabaseError, connections, models
 
 from django_semsim.conf import get_config, reset_config
-from django_semsim.models import TEXT_FIELD_TYPES, SemanticModel, companion_of, semantic_models
+from django_semsim.models import TEXT_FIELD_TYPES, SemanticModel, companion_of, semantic_models, semantic_senders
 from django_semsim.passages import model_max_tokens
 from semsim_pg.chunking import check_chunking
 from semsim_pg.db import MIN_PGVECTOR, MIN_PGVECTOR_TEXT
@@ -76,7 +77,29 @@ def check_semantic_models(app_configs: Sequence[Any] | None = None, **kwargs: An
     for model in semantic_models():
         if labels is None or model._meta.app_label in labels:
             errors.extend(check_semantic_model(model))
+    for model, owner in semantic_senders():
+        if model is not owner and (labels is None or model._meta.app_label in labels):
+            errors.extend(_check_shares_owner_text(model, owner))
     return errors
+
+
+def _check_shares_owner_text(model: type[SemanticModel], owner: type[SemanticModel]) -> list[checks.CheckMessage]:
+    """A proxy or multi-table child keeps its vectors with ``owner``: its own text is never encoded."""
+    same_fields = list(model.semantic_fields) == list(owner.semantic_fields)
+    same_text = model.semantic_text is owner.semantic_text
+    if same_fields and same_text:
+        return []
+    kind = "a proxy of" if model._meta.proxy else "a multi-table child of"
+    return [
+        checks.Warning(
+            f"{model._meta.label} is {kind} {owner._meta.label}, whose vectors it shares: its own "
+            "semantic_fields / semantic_text() are ignored, the text encoded and searched is "
+            f"{owner._meta.label}'s.",
+            hint=f"Remove them from {model.__name__}, or make it a model of its own (not a child) to search its text.",
+            obj=model,
+            id="semsim.W006",
+        )
+    ]
 
 
 def check_semantic_model(model: type[models.Model]) -> list[checks.CheckMessage]:

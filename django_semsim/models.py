@@ -38,7 +38,15 @@ if TYPE_CHECKING:
 
     from semsim_pg.chunking import Chunking
 
-__all__ = ["TEXT_FIELD_TYPES", "EmbeddingModel", "SemanticModel", "companion_of", "semantic_models"]
+__all__ = [
+    "TEXT_FIELD_TYPES",
+    "EmbeddingModel",
+    "SemanticModel",
+    "companion_of",
+    "semantic_models",
+    "semantic_owner",
+    "semantic_senders",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -181,12 +189,21 @@ class SemanticModel(models.Model):
         instance._semsim_snapshot = instance._semsim_text_snapshot()
         return instance
 
+    def refresh_from_db(self, using: str | None = None, fields: Any = None, from_queryset: Any = None) -> None:
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        owner = semantic_owner(type(self)) or type(self)
+        if fields is None or {owner._meta.get_field(name).attname for name in owner.semantic_fields} <= set(fields):
+            # the text's values are the stored ones again: the next save compares with them
+            self._semsim_snapshot = self._semsim_text_snapshot()
+
     def _semsim_text_snapshot(self) -> tuple[Any, ...] | None:
         """The raw values the text is made of, or None when unknown (deferred fields, Python text).
 
         Comparing raw values costs nothing per loaded row; hashing waits until a save needs it.
+        The text is the one of the model that holds the vectors (a proxy's or a multi-table
+        child's own ``semantic_fields`` are not what is encoded).
         """
-        cls = type(self)
+        cls = semantic_owner(type(self)) or type(self)
         if not cls.semantic_text_in_sql():
             return None
         values = []
@@ -203,6 +220,42 @@ def semantic_models() -> list[type[SemanticModel]]:
     from django.apps import apps
 
     return [m for m in apps.get_models() if issubclass(m, SemanticModel) and "semsim_companion" in m.__dict__]
+
+
+def semantic_owner(model: type[models.Model]) -> type[SemanticModel] | None:
+    """The semantic model whose companion holds ``model``'s vectors: itself, the concrete model of a
+    proxy, or the parent of a multi-table child (same primary key); None when there is none.
+
+    Django sends ``post_save`` with the class of the instance saved, so a save through a proxy or a
+    child must be mapped to the model that encodes the row.
+    """
+    owner = _owners.get(model)
+    if owner is not None:
+        return owner
+    concrete: type[models.Model] = model._meta.concrete_model or model
+    candidates: list[type[models.Model]] = [concrete, *concrete._meta.get_parent_list()]
+    for candidate in candidates:
+        if issubclass(candidate, SemanticModel) and "semsim_companion" in candidate.__dict__:
+            _owners[model] = candidate  # every loaded row asks (from_db): remember the answer
+            return candidate
+    return None
+
+
+_owners: dict[type[models.Model], type[SemanticModel]] = {}
+
+
+def semantic_senders() -> list[tuple[type[SemanticModel], type[SemanticModel]]]:
+    """``(model, owner)`` for every installed semantic model, proxy and multi-table child included:
+    the classes a save of a row with vectors can be sent as."""
+    from django.apps import apps
+
+    pairs = []
+    for model in apps.get_models():
+        if issubclass(model, SemanticModel):
+            owner = semantic_owner(model)
+            if owner is not None:
+                pairs.append((model, owner))
+    return pairs
 
 
 def companion_of(model: type[models.Model]) -> type[models.Model]:

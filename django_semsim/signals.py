@@ -8,14 +8,16 @@ the key: no query, no encoding, no re-save. The reconcile pass (``semsim_reindex
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from django.db.models.signals import post_save
+from django.db import models, transaction
+from django.db.models.signals import post_save, pre_save
 
 from django_semsim.conf import get_config
-from django_semsim.models import SemanticModel, semantic_models
+from django_semsim.models import EmbeddingModel, SemanticModel, semantic_owner, semantic_senders
 
-__all__ = ["connect_signals", "on_post_save"]
+__all__ = ["connect_signals", "on_companion_pre_save", "on_post_save"]
 
 
 def on_post_save(
@@ -26,23 +28,47 @@ def on_post_save(
     update_fields: Any = None,
     **kwargs: Any,
 ) -> None:
-    if not sender.semantic_auto_update:
+    owner = semantic_owner(sender) or sender  # a proxy's or a multi-table child's row is its owner's
+    if not owner.semantic_auto_update:
         return
-    if update_fields is not None and sender.semantic_text_in_sql():
-        if not set(update_fields) & set(sender.semantic_fields):
+    if update_fields is not None and owner.semantic_text_in_sql():
+        if not set(update_fields) & set(owner.semantic_fields):
             return  # no text column written (and the snapshot stays that of the stored text)
     snapshot = instance._semsim_text_snapshot()
     previous = instance.__dict__.get("_semsim_snapshot")
-    instance._semsim_snapshot = snapshot  # the next save of this instance compares with what it saved now
     if not created and snapshot is not None and snapshot == previous:
         return  # the text did not change: nothing to encode
+    # The next save of this instance compares with what this one stored, once it is committed: a
+    # save rolled back (a retry after a deadlock) must not make the same change look done. (A
+    # transaction that changes the text and changes it back leaves the first text remembered: the
+    # next save queues the row, and the drain finds it current.)
+    transaction.on_commit(partial(_remember, instance, snapshot), using=using)
     if not get_config().immediate:
         return  # worker mode: the stale-row anti-join finds the row
     from django_semsim.sync import enqueue
 
-    enqueue(sender, instance.pk, using)
+    enqueue(owner, instance.pk, using)
+
+
+def _remember(instance: SemanticModel, snapshot: tuple[Any, ...] | None) -> None:
+    instance._semsim_snapshot = snapshot
+
+
+def on_companion_pre_save(sender: type[models.Model], instance: Any, raw: bool, using: str, **kwargs: Any) -> None:
+    """A fixture's vector row (``loaddata`` of ``dumpdata myapp``) names its encoder model, whose row
+    is django_semsim's and not in the app's dump: add it, so the app's own dump loads on its own."""
+    if not raw or instance.model_id is None:
+        return
+    dimension = len(instance.embedding) if instance.embedding is not None else get_config().dimensions
+    row = EmbeddingModel(name=instance.model_id, dimension=dimension)
+    EmbeddingModel.objects.using(using).bulk_create([row], ignore_conflicts=True)
 
 
 def connect_signals() -> None:
-    for model in semantic_models():
+    for model, owner in semantic_senders():
         post_save.connect(on_post_save, sender=model, dispatch_uid=f"django_semsim.post_save.{model._meta.label}")
+        if owner is model:
+            companion = owner.semsim_companion
+            pre_save.connect(
+                on_companion_pre_save, sender=companion, dispatch_uid=f"django_semsim.pre_save.{companion._meta.label}"
+            )

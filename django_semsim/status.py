@@ -7,6 +7,7 @@ text is an SQL expression.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +16,12 @@ from django.db import DEFAULT_DB_ALIAS
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, FilteredRelation, Q
 
 from django_semsim.conf import get_config
-from django_semsim.models import SemanticModel, companion_of, semantic_models
+from django_semsim.models import SemanticModel, companion_of, semantic_models, semantic_owner
 from semsim_pg.errors import InvalidInput
 
 __all__ = ["ModelStatus", "iter_models", "mark_all_stale", "model_status", "remove_other_models"]
+
+logger = logging.getLogger(__name__)
 
 #: the FilteredRelation alias of the configured encoder model's companion row
 _ROW = "_semsim_row"
@@ -134,8 +137,12 @@ def iter_models(labels: Iterable[str] | None = None) -> list[type[SemanticModel]
             model = apps.get_model(label)
         except (LookupError, ValueError):
             raise InvalidInput(f"No model {label!r}: give app_label.ModelName, e.g. articles.Article.") from None
-        if model not in everything:
+        owner = semantic_owner(model)  # a proxy's or a multi-table child's vectors are its owner's
+        if owner is None:
             names = ", ".join(m._meta.label for m in everything) or "none"
             raise InvalidInput(f"{label} is not a semantic model (semantic models: {names}).")
-        chosen.append(model)
+        if owner is not model:
+            logger.info("%s keeps its vectors with %s: working on %s", label, owner._meta.label, owner._meta.label)
+        if owner not in chosen:
+            chosen.append(owner)
     return chosen

@@ -1,5 +1,5 @@
-"""Test models: SQL-computable text (Article), Python-only text (Note), long texts split into passages
-(Report), a related model for joins."""
+"""Test models: SQL-computable text (Article, with a proxy and a multi-table child), Python-only text
+(Note), long texts split into passages (Report), a related model for joins."""
 
 from __future__ import annotations
 
@@ -87,6 +87,22 @@ class Report(SemanticModel):
 
     class Meta:
         indexes = [GinIndex(SearchVector("title", "body", config="english"), name="report_words")]
+
+    def __str__(self) -> str:
+        return str(self.title)
+
+
+class FeaturedArticle(Article):
+    """A proxy: its saves are sent as FeaturedArticle, its vectors are Article's."""
+
+    class Meta:
+        proxy = True
+
+
+class Recipe(Article):
+    """A multi-table child: its rows are Articles (same key), encoded and searched as Articles."""
+
+    cuisine = models.CharField(max_length=50, blank=True, default="")
 
     def __str__(self) -> str:
         return str(self.title)
