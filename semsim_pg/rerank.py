@@ -392,9 +392,13 @@ def search_and_rerank(
     filter: dict[str, FilterValue] | None = None,
     ef_search: int | None = None,
     mode: str = "semantic",
+    min_similarity: float | None = None,
+    exact: bool = False,
 ) -> list[RerankedHit[SearchHit]]:
     """Two-stage search: ``candidates`` hits of a search in ``mode`` (semantic: the HNSW index;
     lexical or hybrid: see :meth:`DocumentStore.search`), the best ``top_k`` by cross-encoder.
+    ``filter``, ``ef_search``, ``min_similarity`` and ``exact`` apply to the first stage, as in
+    :meth:`DocumentStore.search`.
 
     ``reranker`` is a :class:`Reranker`, a model name or path, or None for the configured one.
     ``"auto"`` reranks with the configured cross-encoder only when its fine-tuning record shows a
@@ -411,7 +415,16 @@ def search_and_rerank(
         logger.info("%s", decision.reason)
         if not decision.use:
             # the first stage's own top_k, in its own order (a hybrid's fused score, a lexical BM25)
-            hits = store.search(collection, query, k=top_k, filter=filter, ef_search=ef_search, mode=mode)
+            hits = store.search(
+                collection,
+                query,
+                k=top_k,
+                filter=filter,
+                ef_search=ef_search,
+                mode=mode,
+                min_similarity=min_similarity,
+                exact=exact,
+            )
             return [RerankedHit(hit, hit.similarity, hit.similarity, rank, hit.score) for rank, hit in enumerate(hits)]
         reranker = decision.model
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -421,5 +434,14 @@ def search_and_rerank(
     if candidates < top_k:
         logger.debug("candidates (%d) < top_k (%d): at most %d results", candidates, top_k, candidates)
     model = (reranker if isinstance(reranker, Reranker) else get_reranker(reranker)).load()
-    hits = store.search(collection, query, k=candidates, filter=filter, ef_search=ef_search, mode=mode)
+    hits = store.search(
+        collection,
+        query,
+        k=candidates,
+        filter=filter,
+        ef_search=ef_search,
+        mode=mode,
+        min_similarity=min_similarity,
+        exact=exact,
+    )
     return model.rerank(query, hits, top_k=top_k)

@@ -204,6 +204,13 @@ def test_search_and_rerank(store, collection_name: str, reranker: Reranker) -> N
     assert {r.hit.metadata["n"] for r in filtered} == {1}
     assert len(filtered) == 3
 
+    # min_similarity and exact apply to the first stage, as in store.search
+    floor = sorted(by_id.values(), reverse=True)[2]  # the third best similarity: three candidates pass
+    kept = search_and_rerank(store, collection_name, QUERY, top_k=10, reranker=reranker, min_similarity=floor)
+    assert {r.hit.external_id for r in kept} == {i for i, sim in by_id.items() if sim >= floor}
+    exact = search_and_rerank(store, collection_name, QUERY, candidates=5, top_k=3, reranker=reranker, exact=True)
+    assert [r.hit.external_id for r in exact] == [r.hit.external_id for r in result]
+
 
 def test_bfloat16_precision(tiny_cross_encoder_path: Path, reranker: Reranker) -> None:
     import torch
