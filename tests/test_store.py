@@ -226,6 +226,28 @@ def test_create_collection_conflicts(store, corpus) -> None:  # type: ignore[no-
         store.create_collection(corpus, m=32, ef_construction=200)
 
 
+def test_a_collection_created_by_another_process_meanwhile_is_checked_like_an_existing_one(  # type: ignore[no-untyped-def]
+    store, encoder, collection_name, monkeypatch
+) -> None:
+    """Two ingests at once: the one whose insert loses the race must not drop what it was asked."""
+    from semsim_pg.store import DocumentStore
+
+    other = DocumentStore(encoder=encoder)
+    real_find = store._find_collection
+
+    def created_meanwhile(name: str):  # type: ignore[no-untyped-def]
+        found = real_find(name)
+        if found is None:  # the other process inserts its row between this lookup and our insert
+            other.create_collection(name, text_search_config="english")
+        return found
+
+    monkeypatch.setattr(store, "_find_collection", created_meanwhile)
+    with pytest.raises(CollectionExists, match="text search configuration 'english', not 'italian'"):
+        store.create_collection(collection_name, text_search_config="italian")
+    monkeypatch.setattr(store, "_find_collection", real_find)
+    assert store.get_collection(collection_name).text_search_config == "english"
+
+
 def test_graph_parameters_pgvector_refuses_are_refused_before_anything_changes(store, corpus, collection_name) -> None:  # type: ignore[no-untyped-def]
     from semsim_pg.errors import ConfigurationError
 

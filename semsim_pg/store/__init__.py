@@ -156,13 +156,19 @@ class DocumentStore:
             hnsw_m=self.settings.hnsw_m if m is None else m,
             hnsw_ef_construction=self.settings.hnsw_ef_construction if ef_construction is None else ef_construction,
         )
-        if existing is not None:
+        asked = (model, metric, text_search_config, m, ef_construction)  # as given: defaults are filled in below
+
+        def reuse(existing: Collection) -> Collection:
             if chunk is not None:
                 wanted = check_chunking(chunk, chunk_overlap, max_seq_length=self.encoder_for(existing).max_seq_length)
                 existing = catalog.set_chunking(self.engine, existing, wanted)
+            model_, metric_, config_, m_, ef_ = asked
             return catalog.check_existing(
-                existing, model, metric, text_search_config, exist_ok=exist_ok, m=m, ef_construction=ef_construction
+                existing, model_, metric_, config_, exist_ok=exist_ok, m=m_, ef_construction=ef_
             )
+
+        if existing is not None:
+            return reuse(existing)
         if self._encoder is not None and (model is None or resolve_model(model).name == self._encoder.name):
             encoder = self._encoder
         else:
@@ -190,6 +196,10 @@ class DocumentStore:
                 conn.exec_driver_sql(queries.create_index(new, m, ef_construction))
                 conn.exec_driver_sql(queries.create_text_index(created))
                 logger.info("created collection %s (model %s, %d dims)", name, encoder.name, encoder.dimension)
+        if created is None:
+            # Another process created it between the lookup and the insert: what was asked is
+            # checked against its row, as if this call had come second (two ingests at once).
+            return reuse(self.get_collection(name))
         return self.get_collection(name)
 
     def _find_collection(self, name: str) -> Collection | None:
