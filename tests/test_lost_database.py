@@ -48,3 +48,30 @@ def test_django_search_with_a_lone_surrogate_is_invalid_query() -> None:
         Article.objects.semantic_search("caf\udce9 opening hours", k=3)
     with pytest.raises(InvalidQuery, match="NUL"):
         Article.objects.semantic_search("opening\x00hours", k=3)
+
+
+def test_an_index_build_that_fails_after_the_load_says_every_document_is_stored(  # type: ignore[no-untyped-def]
+    store, collection_name, monkeypatch
+) -> None:
+    """A load whose batches all committed and whose deferred HNSW build then failed (a full disk, a
+    server restarted): it said "the first N documents were committed, the rest were not"."""
+    from semsim_pg.errors import DatabaseUnavailable
+
+    build_index = store.build_index
+
+    def fail_for_lack_of_space(name, **kwargs):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(store, "build_index", build_index)
+        cause = Exception("could not extend file: No space left on device")
+        raise sa.exc.OperationalError("CREATE INDEX", {}, cause)
+
+    monkeypatch.setattr(store, "build_index", fail_for_lack_of_space)
+    store.create_collection(collection_name)
+    docs = [(f"d{i}", f"sentence number {i}", {}) for i in range(6)]
+    with pytest.raises(DatabaseUnavailable) as error:
+        store.upsert(collection_name, docs, defer_index=True, batch_size=2)
+    message = str(error.value)
+    assert "Building the HNSW index" in message and "the 6 documents loaded are stored" in message
+    assert f"semsim index rebuild -c {collection_name}" in message and "rest were not" not in message
+    assert store.count(collection_name) == 6
+    store.build_index(collection_name)
+    assert store.index_state(collection_name) == "valid"

@@ -116,6 +116,7 @@ def upsert(
         given = None if matrix is None else matrix[start : start + len(batch)]
         return prepare_batch(store, target.coll, target.encoder, batch, start, given, checked=checked)
 
+    loaded = False  # every batch written (an index build that fails after it lost no document)
     with (
         bulk_load(store.engine, coll) if defer_index else nullcontext(),
         progress_bar(progress, total=expected, desc=f"ingest {coll.name}", unit="doc") as bar,
@@ -139,6 +140,7 @@ def upsert(
                         result += write_batch(store, prepared)
                     committed += len(prepared.docs)
                     bar.update(len(prepared.docs))
+            loaded = True
         except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable) as exc:
             raise _database_lost(coll, committed, exc) from None
         except InvalidInput as exc:
@@ -160,8 +162,8 @@ def upsert(
                 try:
                     store.build_index(coll.name)  # by name: the model may have changed meanwhile
                 except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable) as exc:
-                    # The database is gone: the next ingest (or `semsim index rebuild`) builds it.
-                    raise _database_lost(coll, committed, exc) from None
+                    # The database is gone or full: the next ingest (or `semsim index rebuild`) builds it.
+                    raise (_index_lost if loaded else _database_lost)(coll, committed, exc) from None
     logger.info(
         "upsert into %s: %d inserted, %d updated, %d unchanged, %d encoded",
         coll.name,
@@ -194,6 +196,17 @@ def _database_lost(coll: Collection, committed: int, exc: Exception) -> Database
         f"The database connection was lost during the ingest into {coll.name!r} ({reason}): the first "
         f"{committed} documents were committed, the rest were not. When the server is back, run the same "
         "ingest again: documents already stored with the same text are skipped, not encoded again."
+    )
+
+
+def _index_lost(coll: Collection, committed: int, exc: Exception) -> DatabaseUnavailable:
+    """One line for an index build that failed after the batches (a full disk, a lost server)."""
+    cause = getattr(exc, "orig", None) or exc
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return DatabaseUnavailable(
+        f"Building the HNSW index of {coll.name!r} after the load failed ({reason}); the {committed} documents "
+        f"loaded are stored, and searches read every row until it is built: run `semsim index rebuild -c "
+        f"{coll.name}` (or the same ingest again) once the server is back or has disk space."
     )
 
 
