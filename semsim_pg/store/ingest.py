@@ -188,10 +188,15 @@ def _defer_index(store: DocumentStore, coll: Collection, expected: int | None) -
     return expected is not None and expected >= DEFER_INDEX_MIN_ROWS and expected > _vector_count(store, coll)
 
 
+def _first_line(exc: Exception) -> str:
+    """The database's own message (the driver's, under SQLAlchemy's wrapper), first line."""
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+
+
 def _database_lost(coll: Collection, committed: int, exc: Exception) -> DatabaseUnavailable:
     """One line for a database that went away mid-load: what is stored, and how to go on."""
-    cause = getattr(exc, "orig", None) or exc
-    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    reason = _first_line(exc)
     return DatabaseUnavailable(
         f"The database connection was lost during the ingest into {coll.name!r} ({reason}): the first "
         f"{committed} documents were committed, the rest were not. When the server is back, run the same "
@@ -201,8 +206,7 @@ def _database_lost(coll: Collection, committed: int, exc: Exception) -> Database
 
 def _index_lost(coll: Collection, committed: int, exc: Exception) -> DatabaseUnavailable:
     """One line for an index build that failed after the batches (a full disk, a lost server)."""
-    cause = getattr(exc, "orig", None) or exc
-    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    reason = _first_line(exc)
     return DatabaseUnavailable(
         f"Building the HNSW index of {coll.name!r} after the load failed ({reason}); the {committed} documents "
         f"loaded are stored, and searches read every row until it is built: run `semsim index rebuild -c "
