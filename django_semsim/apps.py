@@ -61,8 +61,12 @@ def _wants_preload(argv: list[str] | None = None) -> bool:
     except ConfigurationError:
         return False  # check semsim.E005 reports the settings, with the other checks
     argv = sys.argv if argv is None else argv
-    program = os.path.basename(argv[0]) if argv else ""
-    if program in ("manage.py", "django-admin", "django-admin.py", "__main__.py"):
+    path = argv[0] if argv else ""
+    program = os.path.basename(path)
+    # `python -m django` runs django/__main__.py; `python -m gunicorn` (uvicorn, waitress) runs
+    # their own __main__.py, and those serve requests
+    is_django_main = program == "__main__.py" and os.path.basename(os.path.dirname(path)) == "django"
+    if program in ("manage.py", "django-admin", "django-admin.py") or is_django_main:
         command = argv[1] if len(argv) > 1 else ""
         if command not in _ENCODING_COMMANDS:
             return False

@@ -96,6 +96,9 @@ def test_stopped_queue_loses_nothing_the_worker_finds_it(background, caplog) -> 
         (["manage.py", "semsim_worker"], {}, True),
         (["manage.py", "runserver"], {}, False),  # the autoreloader's parent
         (["manage.py", "runserver"], {"RUN_MAIN": "true"}, True),
+        (["/venv/lib/python3.11/site-packages/django/__main__.py", "migrate"], {}, False),  # python -m django
+        (["/venv/lib/python3.11/site-packages/gunicorn/__main__.py", "--preload", "site.wsgi"], {}, True),
+        (["/venv/lib/python3.11/site-packages/uvicorn/__main__.py", "site.asgi:application"], {}, True),
     ],
 )
 def test_preload_only_where_the_model_is_used(monkeypatch, argv, env, expected) -> None:  # type: ignore[no-untyped-def]
