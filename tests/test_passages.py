@@ -254,3 +254,43 @@ def test_rerank_reads_the_best_passage(store, chunked, tiny_cross_encoder_path) 
     council = next(r for r in reranked if r.hit.external_id == "council")
     # scored on the passage that matched, not on the whole (longer than the model reads) text
     assert council.rerank_score == pytest.approx(reranker.score(query, [council.hit.passage_text])[0], abs=1e-5)
+
+
+#: a long text whose one rare word sits in a passage far in meaning from the query below
+WORDS_LATE = LONG.replace(
+    "Visitors can see the giraffe and its mother from next week on.",
+    "The keepers filed report QV-4471Z about the birth.",
+)
+
+
+def test_lexical_and_hybrid_hits_show_the_passage_that_holds_the_words(store, collection_name) -> None:  # type: ignore[no-untyped-def]
+    """A document found by its words shows (and a reranker reads) a passage holding them, not the
+    passage nearest in meaning; a document found by meaning alone keeps its nearest passage."""
+    store.create_collection(collection_name, chunk=32, chunk_overlap=4)
+    store.upsert(collection_name, [("late", WORDS_LATE), *DOCS[1:]])
+    # by meaning the council passage is nearest; by words only the last passage holds "QV-4471Z"
+    query = "municipal politicians debating public finances QV-4471Z"
+    nearest = store.search(collection_name, query, 1)[0]
+    assert nearest.external_id == "late" and "QV-4471Z" not in nearest.passage_text  # the premise
+    for mode in ("lexical", "hybrid"):
+        hit = store.search(collection_name, query, 4, mode=mode)[0]
+        assert hit.external_id == "late" and hit.lexical_rank == 1, mode
+        assert "QV-4471Z" in hit.passage_text, (mode, hit.passage, hit.passage_text)
+        assert hit.passage_text == WORDS_LATE[hit.passage_start : hit.passage_end]
+        # the similarity stays the document's (its nearest passage's), as in a semantic search
+        assert hit.similarity == pytest.approx(nearest.similarity, abs=1e-5), mode
+    # of two passages with words, a lexical hit shows the one whose words match best (the code and
+    # "filed"), a hybrid one the nearest by meaning of those holding a word (the giraffe's)
+    query = "giraffe born at the zoo QV-4471Z filed"
+    lexical = store.search(collection_name, query, 1, mode="lexical")[0]
+    assert "QV-4471Z" in lexical.passage_text and "giraffe" not in lexical.passage_text
+    hybrid = store.search(collection_name, query, 1, mode="hybrid")[0]
+    assert "giraffe" in hybrid.passage_text and "QV-4471Z" not in hybrid.passage_text
+    # found by meaning only (no word of the query in it): the nearest passage, as before
+    hybrid = store.search(collection_name, "a newborn animal at the zoological garden", 4, mode="hybrid")
+    dense = {
+        h.external_id: h.passage for h in store.search(collection_name, "a newborn animal at the zoological garden", 4)
+    }
+    for hit in hybrid:
+        if hit.lexical_rank is None and hit.external_id in dense:
+            assert hit.passage == dense[hit.external_id]

@@ -229,6 +229,63 @@ def _dense_top(
     ).cte("dense")
 
 
+def _passage_choice(
+    coll: IndexedCollection,
+    query: Any,
+    top: sa.CTE,
+    terms: sa.CTE,
+    stats: sa.CTE,
+    by_words: bool,
+) -> sa.Subquery:
+    """Per hit of ``top`` (a split collection), the passage shown and its document's distance.
+
+    The passage a hit shows is the one a reranker reads, so it must hold what found the document:
+    ``by_words`` (lexical search) the passage whose own words score best (BM25 of its text for the
+    same terms), the nearest by meaning among equals; otherwise (hybrid) for a document the words
+    found, the nearest by meaning of its passages holding any query word, and for one only the
+    meaning found, its nearest passage (a words-only choice would throw away the meaning a hybrid
+    search asks for; a meaning-only one showed a passage without the words that found the hit).
+    The distance is the document's, its nearest passage's, in every mode: ``similarity`` and
+    ``min_similarity`` mean what they mean in a semantic search. Only the k hits' passages are
+    read, and each passage's text is parsed once (a MATERIALIZED CTE)."""
+    metric = METRICS[coll.metric]
+    end = sa.func.coalesce(e.passage_end, sa.func.char_length(d.text))
+    # substr counts characters from 1, the stored offsets (Python's) from 0
+    text = sa.func.substr(d.text, e.passage_start + 1, end - e.passage_start)
+    passages = (
+        sa.select(
+            e.document_id.label("id"),
+            e.passage,
+            e.passage_start,
+            e.passage_end,
+            metric.distance(sa.cast(e.embedding, Vector(coll.dimension)), query).label("distance"),
+            sa.func.to_tsvector(_config(coll.id), text).label("tsv"),
+            top.c.lexical_rank,
+        )
+        .select_from(top.join(documents, d.id == top.c.id).join(embeddings, e.document_id == top.c.id))
+        .where(e.model_name == coll.model_name)
+        .cte("hit_passages")
+        .prefix_with("MATERIALIZED")
+    )
+    words = _bm25(passages.c.tsv, terms, stats)
+    if by_words:
+        first: sa.ColumnElement[Any] = words.desc()
+    else:
+        first = sa.and_(passages.c.lexical_rank.is_not(None), words > 0).desc()
+    return (
+        sa.select(
+            passages.c.id,
+            passages.c.passage,
+            passages.c.passage_start,
+            passages.c.passage_end,
+            sa.func.min(passages.c.distance).over(partition_by=passages.c.id).label("distance"),
+        )
+        .ext(postgresql.distinct_on(passages.c.id))
+        .order_by(passages.c.id, first, passages.c.distance, passages.c.passage)
+        .subquery("shown_passage")
+    )
+
+
 def _hits(
     coll: IndexedCollection,
     query: Any,
@@ -238,22 +295,23 @@ def _hits(
     k: int,
     min_similarity: float | None,
     chunked: bool,
+    by_words: bool,
 ) -> sa.Select[Any]:
     """The k best fused candidates with both scores (computed for those a side missed) and the
-    best passage of each (``chunked``: the passage nearest to the query, read for every hit)."""
+    passage each shows (``chunked``: see :func:`_passage_choice`; ``by_words``: lexical search)."""
     metric = METRICS[coll.metric]
     if chunked:
-        nearest = metric.distance(sa.cast(e.embedding, Vector(coll.dimension)), query).label("distance")
-        best_passage = (
-            sa.select(e.passage, e.passage_start, e.passage_end, nearest)
-            .where(e.document_id == fused.c.id, e.model_name == coll.model_name)
-            .order_by(sa.literal_column("distance"), e.passage)
-            .limit(1)
-            .lateral("best_passage")
+        top = (
+            sa.select(fused.c.id, fused.c.score, fused.c.dense_rank, fused.c.lexical_rank, fused.c.lexical_score)
+            .order_by(fused.c.score.desc(), fused.c.id)
+            .limit(k)
+            .cte("top_hits")
         )
-        joined = fused.join(documents, d.id == fused.c.id).outerjoin(best_passage, sa.true())
-        distance: sa.ColumnElement[Any] = best_passage.c.distance
-        passage = [best_passage.c.passage, best_passage.c.passage_start, best_passage.c.passage_end]
+        shown = _passage_choice(coll, query, top, terms, stats, by_words)
+        fused = top
+        joined = top.join(documents, d.id == top.c.id).outerjoin(shown, shown.c.id == top.c.id)
+        distance: sa.ColumnElement[Any] = shown.c.distance
+        passage = [shown.c.passage, shown.c.passage_start, shown.c.passage_end]
     else:
         distance = sa.func.coalesce(
             fused.c.distance, metric.distance(sa.cast(e.embedding, Vector(coll.dimension)), query)
@@ -324,7 +382,7 @@ def lexical_statement(
         lexical.c.rank.label("lexical_rank"),
         lexical.c.score.label("lexical_score"),
     ).cte("fused")
-    return _hits(coll, query, fused, terms, stats, k, min_similarity, chunked)
+    return _hits(coll, query, fused, terms, stats, k, min_similarity, chunked, by_words=True)
 
 
 def hybrid_statement(
@@ -365,4 +423,4 @@ def hybrid_statement(
         .select_from(dense.join(lexical, dense.c.id == lexical.c.id, full=True))
         .cte("fused")
     )
-    return _hits(coll, query, fused, terms, stats, k, min_similarity, chunked)
+    return _hits(coll, query, fused, terms, stats, k, min_similarity, chunked, by_words=False)

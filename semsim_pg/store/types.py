@@ -92,8 +92,10 @@ class SearchHit:
     lexical_rank: int | None = None
     #: BM25 of the hit's text for the query (lexical and hybrid; 0 when it holds none of the words)
     lexical_score: float | None = None
-    #: the document's passage nearest to the query (0, the whole text, in a collection that does
-    #: not split texts) and its character offsets in ``text``
+    #: the document's passage that found it (0, the whole text, in a collection that does not split
+    #: texts): the nearest to the query by meaning; in lexical mode the one whose words match best,
+    #: in hybrid mode for a document the words found the nearest one holding a query word
+    #: (semsim_pg.queries.hybrid); and its character offsets in ``text``
     passage: int = 0
     passage_start: int = 0
     passage_end: int | None = None
