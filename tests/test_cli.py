@@ -365,3 +365,61 @@ def _no_timing(line: str) -> str:
     import re
 
     return re.sub(r"\(actual[^)]*\)|\d+\.\d+ ms|Buffers:.*", "", line).strip()
+
+
+def test_rerank_prints_the_score_its_order_follows_and_ranks_from_1(  # type: ignore[no-untyped-def]
+    capsys, store, collection_name, docs_file, tiny_cross_encoder_path, tmp_path
+) -> None:
+    """A tuned reranker orders by its blend with the first stage: the text shows that score (it
+    showed the cross-encoder's alone, out of order) and --json's rank_before counts from 1."""
+    import re
+    import shutil
+
+    from semsim_pg.finetune.records import RECORD_NAME
+
+    run(capsys, "ingest", str(docs_file), "-c", collection_name)
+    tuned = tmp_path / "tuned"
+    shutil.copytree(tiny_cross_encoder_path, tuned)
+    record: dict[str, object] = {
+        "kind": "reranker",
+        "base": "all-MiniLM-L6-v2",
+        "metric": "ndcg@10",
+        "collection": collection_name,
+    }
+    record.update(before={"ndcg@10": 60.0}, after={"ndcg@10": 61.0})
+    (tuned / RECORD_NAME).write_text(json.dumps({**record, "fusion": {"weight": 0.5}}), encoding="utf-8")
+    query = "a puppy chasing a kitten"
+    args = ["search", query, "-c", collection_name, "-k", "4", "--candidates", "4", "--rerank", str(tuned)]
+    code, out, err = run(capsys, *args, "--json")
+    assert code == 0, err
+    hits = json.loads(out)["hits"]
+    first = [h.external_id for h in store.search(collection_name, query, 4)]
+    assert [h["rank_before"] for h in hits] == [first.index(h["external_id"]) + 1 for h in hits]
+    assert sorted(h["rank_before"] for h in hits) == [1, 2, 3, 4] and "original_rank" not in hits[0]
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True) and scores != [h["rerank_score"] for h in hits]  # blended
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    printed = [re.search(r"score +(-?[0-9.]+)", line) for line in out.splitlines()]
+    assert all(printed) and len(printed) == 4
+    assert [float(m.group(1)) for m in printed if m] == pytest.approx(scores, abs=1e-3)
+
+
+def test_a_batch_line_without_searchable_words_is_an_error_line_the_others_answered(  # type: ignore[no-untyped-def]
+    capsys, store, collection_name, docs_file, tmp_path
+) -> None:
+    run(capsys, "ingest", str(docs_file), "-c", collection_name)
+    queries = tmp_path / "queries.txt"
+    queries.write_text("the dog chases\nthe of and\nreset password\n")
+    for extra in ([], ["--json"]):
+        code, out, err = run(
+            capsys, "search", "--queries", str(queries), "-c", collection_name, "--mode", "lexical", *extra
+        )
+        lines = _lines(out)
+        assert [line["query"] for line in lines] == ["the dog chases", "the of and", "reset password"]
+        assert lines[0]["hits"][0]["external_id"] == "cat" and lines[2]["hits"][0]["external_id"] == "login"
+        assert "hits" not in lines[1] and "no searchable word" in lines[1]["error"]
+        assert code == 1 and err.count("\n") == 1 and "1 of 3 queries" in err
+    # an error of the options, not of a line, is still one line and nothing else
+    code, out, err = run(capsys, "search", "--queries", str(queries), "-c", collection_name, "-k", "0")
+    assert code == 1 and out == "" and err.count("\n") == 1

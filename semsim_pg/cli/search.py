@@ -6,11 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semsim_pg.cli.common import hit_text, open_store, out, parse_filters, print_hits
-from semsim_pg.errors import InvalidInput
+from semsim_pg.errors import InvalidInput, InvalidQuery
 from semsim_pg.validation import check_k
+
+if TYPE_CHECKING:
+    from semsim_pg.rerank import RerankedHit
+    from semsim_pg.store import DocumentStore, SearchHit
 
 __all__ = ["register"]
 
@@ -109,33 +113,66 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_k(args.k, "-k")
         model = get_reranker(reranker or None).load()  # a model that cannot load fails before any search
     if args.queries is not None:
-        results = store.search_many(args.collection, texts, k, **options)
+        results = _search_lines(store, args.collection, texts, k, options)
     else:
         results = [store.search(args.collection, texts[0], k, **options)]
-    if model is None:
-        for text, hits in zip(texts, results, strict=True):
-            if as_lines:
-                out(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}))
-            else:
-                print_hits(hits, indent="")
-        return 0
     for text, hits in zip(texts, results, strict=True):
-        reranked = model.rerank(text, hits, top_k=args.k)
-        if as_lines:
-            rows = [
-                {**r.hit.to_dict(), "rerank_score": r.rerank_score, "score": r.score, "rank_before": r.original_rank}
-                for r in reranked
-            ]
-            out(json.dumps({"query": text, "hits": rows}))
-            continue
-        if not reranked:
-            out("(no hits)")
-        for rank, r in enumerate(reranked, start=1):
-            out(
-                f"{rank:>2}. rerank {r.rerank_score:7.3f}  similarity {r.similarity:6.3f}  {r.hit.external_id}  "
-                f"{hit_text(r.hit, 90)}"
-            )
+        if isinstance(hits, InvalidQuery):
+            out(json.dumps({"query": text, "error": str(hits)}))
+        elif model is None and as_lines:
+            out(json.dumps({"query": text, "hits": [h.to_dict() for h in hits]}))
+        elif model is None:
+            print_hits(hits, indent="")
+        else:
+            _print_reranked(text, model.rerank(text, hits, top_k=args.k), as_lines)
+    failed = sum(isinstance(hits, InvalidQuery) for hits in results)
+    if failed:
+        sys.stderr.write(
+            f"semsim: {failed} of {len(texts)} queries could not be searched (their lines hold the error)\n"
+        )
+        return 1
     return 0
+
+
+def _search_lines(
+    store: DocumentStore, collection: str, texts: list[str], k: int, options: dict[str, Any]
+) -> list[list[SearchHit] | InvalidQuery]:
+    """The hits of each line of ``--queries``, one batch; a line that cannot be searched (only stop
+    words in lexical mode) gets its error instead and the others are still answered."""
+    try:
+        return list(store.search_many(collection, texts, k, **options))
+    except InvalidQuery:
+        pass  # one bad line refuses the batch: search the lines one by one (the model stays loaded)
+    results: list[list[SearchHit] | InvalidQuery] = []
+    for text in texts:
+        try:
+            results.append(store.search(collection, text, k, **options))
+        except InvalidQuery as error:
+            results.append(error)
+    if all(isinstance(r, InvalidQuery) for r in results) and len({str(r) for r in results}) == 1 and len(texts) > 1:
+        raise results[0]  # type: ignore[misc]  # the same error for every line: the options, not a line
+    return results
+
+
+def _print_reranked(text: str, reranked: list[RerankedHit[SearchHit]], as_lines: bool) -> None:
+    """Reranked hits: ``score`` is what their order follows (the cross-encoder's score, or its blend
+    with the first stage's for a tuned reranker); ``rank_before`` counts from 1, as the ranks of
+    the first stage's sides do."""
+    if as_lines:
+        rows = [{**r.to_dict(), "rank_before": r.original_rank + 1, "first_stage_score": r.hit.score} for r in reranked]
+        for row in rows:
+            del row["original_rank"]
+        out(json.dumps({"query": text, "hits": rows}))
+        return
+    if not reranked:
+        out("(no hits)")
+    for rank, r in enumerate(reranked, start=1):
+        score = r.rerank_score if r.score is None else r.score
+        similarity = "   n/a" if r.similarity is None else f"{r.similarity:6.3f}"
+        out(
+            f"{rank:>2}. score {score:7.3f}  rerank {r.rerank_score:7.3f}  similarity {similarity}  "
+            f"was {r.original_rank + 1:>3}  {r.hit.external_id}  {hit_text(r.hit, 80)}"
+        )
 
 
 def _mode(args: argparse.Namespace) -> str:
