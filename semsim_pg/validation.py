@@ -21,6 +21,7 @@ __all__ = [
     "MAX_K",
     "MAX_NAME_LENGTH",
     "check_fusion",
+    "check_hybrid",
     "check_id",
     "check_json_value",
     "check_k",
@@ -62,6 +63,27 @@ def check_fusion(rrf_k: Any, weights: Any) -> tuple[int, tuple[float, float]]:
     ):
         raise InvalidQuery(f"weights must be two numbers >= 0 (dense, lexical), got {weights!r}.")
     return rrf_k, (float(weights[0]), float(weights[1]))
+
+
+def check_hybrid(k: int, candidates: int, weights: tuple[float, float]) -> None:
+    """What a hybrid search of the core needs beyond :func:`check_fusion`, else :class:`InvalidQuery`.
+
+    * a weight above 0: with both at 0 every fused score is 0 and the hits come in an arbitrary
+      order (Django's ``hybrid_search`` accepts it: there the queryset's own ordering decides).
+    * ``candidates`` (per side) of at least ``k``: each side brings at most ``candidates``
+      documents, so with fewer the k asked for come back only when the sides find different
+      documents, a result whose size depends on how much the sides agree. A caller who asks for
+      k hits expects k (or all there are): refused rather than answered short."""
+    if not any(w > 0 for w in weights):
+        raise InvalidQuery(
+            f"weights {weights!r} give every hit the score 0 (an arbitrary order): give at least one weight "
+            "above 0, e.g. (1, 0) for the dense side alone or (0, 1) for the lexical side alone."
+        )
+    if candidates < k:
+        raise InvalidQuery(
+            f"candidates={candidates} is below k={k}: each side of a hybrid search brings at most `candidates` "
+            "documents, so fewer than k hits could come back. Give candidates of at least k (default max(k, 100))."
+        )
 
 
 def check_many(values: Any, what: str, error: type[InvalidInput] = InvalidInput) -> None:

@@ -180,6 +180,15 @@ def test_bad_queries_are_one_line_errors(store, products) -> None:  # type: igno
         store.search(products, "filter", 3, mode="hybird")
     with pytest.raises(InvalidQuery, match="needs the query as text"):
         store.search(products, store.query_vector(products, "filter"), 3, mode="hybrid")
+    # no weight above 0: every score 0, an arbitrary order; fewer candidates per side than k: fewer hits
+    with pytest.raises(InvalidQuery, match=r"at least one weight above 0, e.g. \(1, 0\)"):
+        store.search(products, "filter", 5, mode="hybrid", weights=(0, 0))
+    with pytest.raises(InvalidQuery, match=r"candidates=3 is below k=5.*candidates of at least k"):
+        store.search(products, "filter", 5, mode="hybrid", candidates=3)
+    with pytest.raises(InvalidQuery, match="candidates=3 is below k=5"):
+        store.search_many(products, ["filter"], 5, mode="hybrid", candidates=3)
+    assert len(store.search(products, "filter", 5, mode="hybrid", candidates=5)) == 5
+    assert len(store.search(products, "filter", 5, candidates=3)) == 5  # a semantic search has no sides
     # hybrid with only stop words still answers, by meaning alone
     hits = store.search(products, "the and of", 3, mode="hybrid")
     assert hits and all(h.lexical_rank is None for h in hits)

@@ -36,7 +36,7 @@ from semsim_pg.sql import vector_literal
 from semsim_pg.store import statements
 from semsim_pg.store.catalog import StaleCollection
 from semsim_pg.store.types import Collection, FilterValue, QueryVector, SearchHit
-from semsim_pg.validation import check_fusion, check_json_value, check_k, check_text, check_vectors
+from semsim_pg.validation import check_fusion, check_hybrid, check_json_value, check_k, check_text, check_vectors
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -113,6 +113,8 @@ class SearchArgs:
         self.mode = mode
         self.candidates = max(self.k, DEFAULT_CANDIDATES) if candidates is None else check_k(candidates, "candidates")
         self.rrf_k, self.weights = check_fusion(rrf_k, weights)
+        if mode == "hybrid":
+            check_hybrid(self.k, self.candidates, self.weights)
         self.text: str | None = None
 
     def with_text(self, text: str) -> SearchArgs:
