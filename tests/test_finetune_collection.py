@@ -225,7 +225,9 @@ def test_bi_encoder_from_labels_saves_a_better_model_with_its_record(
     argv += ["--base", str(tiny_bi_encoder_path), "--epochs", "10", "--batch-size", "4", "--learning-rate", "5e-3"]
     argv += ["--dev-fraction", "0.34", "--threads", "1", "--json"]
     assert main(argv) == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert "Computing widget examples" not in captured.err and "it/s]" not in captured.err  # -q: no bar at all
     assert result["kind"] == "bi-encoder" and result["collection"] == intents
     assert result["metric"] == "accuracy@1" and result["after"]["accuracy@1"] > result["before"]["accuracy@1"]
     assert result["data"]["dev_queries"] == 8 and result["data"]["labels"] == 4

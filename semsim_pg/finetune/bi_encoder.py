@@ -178,14 +178,15 @@ def train_bi_encoder(
             metric=f"eval_dev_{task.metric}",
             batch_sampler=disjoint_keys_sampler(keys),
         )
-        trainer = SentenceTransformerTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_dict(columns),
-            loss=MultipleNegativesRankingLoss(model),
-            evaluator=evaluator,
-            callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
-        )
+        with common.quiet_model_card(progress):
+            trainer = SentenceTransformerTrainer(
+                model=model,
+                args=args,
+                train_dataset=Dataset.from_dict(columns),
+                loss=MultipleNegativesRankingLoss(model),
+                evaluator=evaluator,
+                callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
+            )
         state, after = common.train_and_measure(trainer, evaluator, model, task.metric, progress, options.threads)
         seconds = time.perf_counter() - started
         logger.info("dev after: %s", after)

@@ -23,6 +23,7 @@ __all__ = [
     "load_bi_encoder",
     "load_cross_encoder",
     "offline_location",
+    "quiet_model_card",
     "require_training",
     "schedule",
     "staged_model_dir",
@@ -31,6 +32,36 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def quiet_model_card(progress: bool) -> Iterator[None]:
+    """Without ``progress`` (-q), no "Computing widget examples" bar while a trainer is made.
+
+    sentence-transformers fills the model card's widget examples when a trainer is made (the
+    card's callback, on_init_end) under a tqdm bar of its own that no argument switches off. Its
+    module's ``tqdm`` is swapped for one made with ``disable=True`` for that moment only; the card
+    gets the same examples either way. (A training run is a job of its own: nothing else in the
+    process draws that bar meanwhile.)"""
+    if progress:
+        yield
+        return
+    import functools
+    import importlib
+
+    try:
+        card = importlib.import_module("sentence_transformers.base.model_card")
+    except ImportError:  # pragma: no cover - older sentence-transformers keep it elsewhere
+        card = importlib.import_module("sentence_transformers.model_card")
+    original = getattr(card, "tqdm", None)
+    if original is None:  # pragma: no cover - a version without the bar
+        yield
+        return
+    card.tqdm = functools.partial(original, disable=True)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        card.tqdm = original  # type: ignore[attr-defined]
 
 
 def require_training() -> None:

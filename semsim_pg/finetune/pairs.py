@@ -166,9 +166,10 @@ def finetune_bi_encoder(
             progress=progress,
             batch_sampler=sampler,
         )
-        trainer = SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss_fn
-        )
+        with common.quiet_model_card(progress):
+            trainer = SentenceTransformerTrainer(
+                model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss_fn
+            )
         state = common.progress_callbacks(trainer, progress, lambda logs: None).train()
         seconds = time.perf_counter() - start
         after = bi_encoder_dev_metrics(model, dev_pairs)
@@ -262,7 +263,10 @@ def finetune_cross_encoder(
             seed=seed,
             progress=progress,
         )
-        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=BinaryCrossEntropyLoss(model))
+        with common.quiet_model_card(progress):
+            trainer = CrossEncoderTrainer(
+                model=model, args=args, train_dataset=dataset, loss=BinaryCrossEntropyLoss(model)
+            )
         state = common.progress_callbacks(trainer, progress, lambda logs: None).train()
         seconds = time.perf_counter() - start
         after = cross_encoder_dev_metrics(model, dev_pairs)

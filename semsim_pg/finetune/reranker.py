@@ -149,14 +149,15 @@ def train_reranker(
         loss = BinaryCrossEntropyLoss(
             model, pos_weight=torch.tensor(stats["negatives"] / stats["positives"], dtype=torch.float32)
         )
-        trainer = CrossEncoderTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_dict(columns),
-            loss=loss,
-            evaluator=evaluator,
-            callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
-        )
+        with common.quiet_model_card(progress):
+            trainer = CrossEncoderTrainer(
+                model=model,
+                args=args,
+                train_dataset=Dataset.from_dict(columns),
+                loss=loss,
+                evaluator=evaluator,
+                callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
+            )
         state, measured = common.train_and_measure(trainer, evaluator, model, task.metric, progress, options.threads)
         seconds = time.perf_counter() - started
         weight = float(measured.get("weight", 1.0))
