@@ -231,12 +231,34 @@ class BestDocuments(Expression):
         return self.sql(connection)
 
 
-def with_best_passage(outer: QuerySet[Any], vector: Any, metric: str) -> QuerySet[Any]:
+class _HoldsWords(Func):
+    """True for a passage holding a query word, in an object the words found (its ``lexical_rank``
+    is not NULL): the passage's lexemes overlap the query's (``&&`` of the two lexeme arrays)."""
+
+    output_field = models.BooleanField()
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        (rank, rank_params), (text, text_params), (config, config_params), (query, query_params) = (
+            compiler.compile(expression) for expression in self.get_source_expressions()
+        )
+        words = "tsvector_to_array(to_tsvector({}::regconfig, {}))"
+        params = [*rank_params, *config_params, *text_params, *config_params, *query_params]
+        return f"({rank} IS NOT NULL AND {words.format(config, text)} && {words.format(config, query)})", params
+
+
+def with_best_passage(
+    outer: QuerySet[Any], vector: Any, metric: str, *, words: tuple[str, str] | None = None
+) -> QuerySet[Any]:
     """The outer layer of a search of a model that splits: ``distance`` and ``similarity`` of each
-    row's best passage, and that passage's ``passage`` (its number), ``passage_start``,
+    row's best passage, and the passage it shows: ``passage`` (its number), ``passage_start``,
     ``passage_end`` (character offsets in the text) and ``passage_text`` (None for a text only
     known in Python: see :func:`passage_text_of`). Each is a correlated subquery over the row's
-    own passages (a handful of rows by the companion's unique index), None without a vector."""
+    own passages (a handful of rows by the companion's unique index), None without a vector.
+
+    ``words`` (a hybrid search: its text search configuration and query text): a row the words
+    found (``lexical_rank``) shows the nearest of its passages holding a query word, as the
+    core's hybrid search does, so that what is shown (and what a reranker reads) holds what found
+    it; ``distance`` stays the row's nearest passage's either way."""
     from django_semsim.conf import get_config
     from django_semsim.query import SEARCH_MARK
 
@@ -245,14 +267,24 @@ def with_best_passage(outer: QuerySet[Any], vector: Any, metric: str) -> QuerySe
     rows = companion_model(model)._base_manager.filter(
         source=OuterRef("pk"), model_id=get_config().model_name, embedding__isnull=False
     )
-    best = rows.annotate(_d=MetricDistance(F("embedding"), vector, metric=metric)).order_by("_d", "passage")
+    nearest = rows.annotate(_d=MetricDistance(F("embedding"), vector, metric=metric)).order_by("_d", "passage")
     text = model.semantic_text_expression()
-    end: Any = Subquery(best.values("passage_end")[:1], output_field=IntegerField())
+    shown = nearest
+    if words is not None and text is not None:
+        outer = outer.alias(_semsim_text=text)
+        whole = OuterRef("_semsim_text")
+        # substr counts characters from 1, as Python's offsets count them from 0
+        stop = Coalesce(F("passage_end"), Length(whole))
+        passage = Substr(whole, F("passage_start") + 1, stop - F("passage_start"), output_field=TextField())
+        config, query = words
+        holds = _HoldsWords(OuterRef("lexical_rank"), passage, Value(config), Value(query))
+        shown = nearest.annotate(_w=holds).order_by(F("_w").desc(), "_d", "passage")
+    end: Any = Subquery(shown.values("passage_end")[:1], output_field=IntegerField())
     outer = outer.annotate(
-        distance=Subquery(best.values("_d")[:1], output_field=FloatField()),
+        distance=Subquery(nearest.values("_d")[:1], output_field=FloatField()),
         similarity=similarity_of(F("distance"), metric),
-        passage=Subquery(best.values("passage")[:1], output_field=IntegerField()),
-        passage_start=Subquery(best.values("passage_start")[:1], output_field=IntegerField()),
+        passage=Subquery(shown.values("passage")[:1], output_field=IntegerField()),
+        passage_start=Subquery(shown.values("passage_start")[:1], output_field=IntegerField()),
         passage_end=end if text is None else Coalesce(end, Length(text)),
     )
     if text is None:

@@ -304,9 +304,11 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         )
         tie_breakers = [*self.query.order_by] if self.query.order_by else []
         metric = getattr(self.model, "semantic_metric", "cosine")
-        outer = (with_best_passage if split else _with_similarity)(
-            self.annotate(**{name: HitValue(source, name) for name in HIT_COLUMNS}), vector, metric
-        )
+        hits = self.annotate(**{name: HitValue(source, name) for name in HIT_COLUMNS})
+        if split:  # the passage shown holds the words when they found the row (passages.py)
+            outer = with_best_passage(hits, vector, metric, words=(source.config, query))
+        else:
+            outer = _with_similarity(hits, vector, metric)
         if min_similarity is not None:
             bound = max_distance(float(min_similarity), metric)
             if bound is not None:

@@ -397,3 +397,26 @@ def test_the_background_queue_writes_passages(monkeypatch, encoder) -> None:  # 
             assert sync.stop_background(timeout=120)
     expected = split_passages(report.semantic_text(), encoder, SIZE)
     assert [(p, s, e) for p, s, e, _ in _passages(report)] == [(p.index, p.start, p.end) for p in expected]
+
+
+def test_hybrid_shows_the_passage_holding_the_words_that_found_the_object(
+    reports, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
+    """As in the core: an object found by its words shows (and a reranker reads) a passage that
+    holds them, not the passage nearest in meaning; its similarity stays its nearest passage's."""
+    from tests.test_passages import WORDS_LATE
+
+    with django_capture_on_commit_callbacks(execute=True):
+        with_code = Report.objects.create(title="Town news", body=WORDS_LATE)
+    query = "municipal politicians debating public finances QV-4471Z"
+    nearest = next(r for r in Report.objects.semantic_search(query, k=5) if r.pk == with_code.pk)
+    assert "QV-4471Z" not in nearest.passage_text  # the premise: by meaning, the council passage
+    hit = next(r for r in Report.objects.hybrid_search(query, k=5) if r.pk == with_code.pk)
+    assert hit.lexical_rank == 1 and "QV-4471Z" in hit.passage_text, hit.passage_text
+    assert hit.passage_text == hit.semantic_text()[hit.passage_start : hit.passage_end]
+    assert hit.similarity == pytest.approx(nearest.similarity, abs=1e-5)
+    # found by meaning only: its nearest passage, as before
+    by_meaning = {r.pk: r.passage for r in Report.objects.semantic_search(query, k=5)}
+    for row in Report.objects.hybrid_search(query, k=5):
+        if row.lexical_rank is None:
+            assert row.passage == by_meaning[row.pk]
