@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -65,6 +66,7 @@ PING_AFTER_IDLE_S = 0.5
 _LAST_USE = "semsim_last_use"
 
 T = TypeVar("T")
+_MASK = "***"  # what SQLAlchemy shows for a hidden password
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -107,9 +109,13 @@ def normalise_url(url: str) -> str:
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password hidden, for messages and ``semsim info``."""
+    """The URL with its password hidden, for messages and ``semsim info``: the one before the
+    host and a ``?password=`` query parameter (libpq takes either)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        if "password" in parsed.query:
+            parsed = parsed.update_query_dict({"password": _MASK})
+        return parsed.render_as_string(hide_password=True).replace(f"password={quote(_MASK)}", f"password={_MASK}")
     except Exception:  # pragma: no cover - only for display
         return "<unparseable URL>"
 

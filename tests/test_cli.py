@@ -128,6 +128,35 @@ def test_info_never_prints_the_password(capsys, settings, engine) -> None:  # ty
     assert (shown.username, shown.password) == (url.username, "***")  # the user is named, the password masked
 
 
+def test_a_password_given_as_a_query_parameter_is_never_printed(capsys, settings, engine) -> None:  # type: ignore[no-untyped-def]
+    """libpq also takes ``?password=``: `semsim info` (text and JSON), `semsim db upgrade` and the
+    "cannot connect" error mask it as they mask the one before the host."""
+    from sqlalchemy.engine import make_url
+
+    from semsim_pg.settings import configure
+
+    password = "s3cret-query-pw"  # the embedded server's peer login ignores it
+    reachable = engine.url.update_query_dict({"password": password}).render_as_string(hide_password=False)
+    unreachable = f"postgresql://app@127.0.0.1:1/appdb?password={password}&sslmode=disable"
+    outputs = []
+    try:
+        configure(settings.replace(database_url=reachable))
+        for args in (("info", "--json", "--no-model"), ("info", "--no-model"), ("db", "upgrade")):
+            code, out, err = run(capsys, *args)
+            assert code == 0, err
+            outputs.append(out + err)
+        configure(settings.replace(database_url=unreachable))
+        code, out, err = run(capsys, "info", "--no-model")
+        assert code == 1 and "Cannot connect to PostgreSQL at" in err, err
+        outputs.append(out + err)
+    finally:
+        configure(settings)
+    assert not [text for text in outputs if password in text]
+    shown = make_url(json.loads(outputs[0])["database_url"])
+    assert shown.query["password"] == "***" and shown.query["host"] == engine.url.query["host"]
+    assert "password=***" in outputs[-1]
+
+
 def test_search_with_rerank(capsys, store, collection_name, docs_file, tiny_cross_encoder_path) -> None:  # type: ignore[no-untyped-def]
     from sentence_transformers import CrossEncoder
 
