@@ -61,6 +61,8 @@ class ReembedResult:
     old_dimension: int
     new_dimension: int
     encoded: int = 0
+    #: vectors encoded: more than ``encoded`` (documents) in a collection split into passages
+    vectors: int = 0
     reused: int = 0
     passes: int = 0
     switched: bool = False
@@ -75,8 +77,8 @@ class ReembedResult:
     def summary(self) -> str:
         if not self.switched and self.backend is not None:
             return (
-                f"{self.collection}: {self.encoded} vectors of {self.new_model} made by another backend (or an "
-                f"unknown one) re-encoded with {self.backend}, in {self.seconds:.1f} s"
+                f"{self.collection}: {self.encoded} documents ({self.vectors} vectors) of {self.new_model} made by "
+                f"another backend (or an unknown one) re-encoded with {self.backend}, in {self.seconds:.1f} s"
             )
         if not self.switched:
             return (
@@ -198,7 +200,7 @@ def _reencode(
         todo = int(
             conn.execute(queries.stale_count(coll.id, coll.model_name, backend=encoder.backend_name)).scalar_one()
         )
-    logger.info("reembed %s: %d vectors to re-encode with backend %s", coll.name, todo, encoder.backend_name)
+    logger.info("reembed %s: %d documents to re-encode with backend %s", coll.name, todo, encoder.backend_name)
     with progress_bar(progress, total=todo, desc=f"reencode {coll.name}", unit="doc") as bar:
         _encode_pass(store, coll, encoder, batch_size, bar, on_batch, result, other_backends=True)
 
@@ -221,7 +223,7 @@ def _encode_pass(
         if on_batch is not None:
             on_batch(done + encoded)
 
-    result.encoded += encode_stale(
+    done_pass = encode_stale(
         store.engine,
         coll.id,
         encoder,
@@ -230,7 +232,9 @@ def _encode_pass(
         on_batch=report,
         other_backends=other_backends,
         chunking=coll.chunking,
-    ).encoded
+    )
+    result.encoded += done_pass.encoded
+    result.vectors += done_pass.vectors
     result.passes += 1
 
 

@@ -279,6 +279,26 @@ def test_reembed_with_a_backend_reencodes_only_the_vectors_another_backend_made(
     assert "--model" in capsys.readouterr().err
 
 
+def test_reembed_with_a_backend_counts_documents_and_vectors_of_a_split_collection(  # type: ignore[no-untyped-def]
+    store, collection_name, encoder
+) -> None:
+    long_text = " ".join(f"Sentence {i} of a long note about cats and the budget." for i in range(12))
+    store.create_collection(collection_name, chunk=32, chunk_overlap=4)
+    store.upsert(collection_name, [("long", long_text), *ANIMALS[:2]], progress=False)
+    with store.engine.begin() as conn:
+        vectors = conn.execute(
+            sa.text(
+                "UPDATE semsim.embeddings SET backend = 'onnx-int8'"
+                " WHERE collection_id = (SELECT id FROM semsim.collections WHERE name = :n)"
+            ),
+            {"n": collection_name},
+        ).rowcount
+    assert vectors > 3  # the long text is split into several passages
+    result = reembed(store, collection_name, backend="torch", encoder=encoder, progress=False)
+    assert (result.encoded, result.vectors) == (3, vectors)
+    assert f"3 documents ({vectors} vectors) of {encoder.name}" in result.summary()
+
+
 def test_every_write_path_records_the_backend(store, collection_name, encoder) -> None:  # type: ignore[no-untyped-def]
     name = collection_name
     store.create_collection(name)

@@ -69,6 +69,8 @@ logger = logging.getLogger(__name__)
 class PassResult:
     encoded: int = 0
     written: int = 0
+    #: vectors encoded: one per passage, so more than ``encoded`` (documents) for split texts
+    vectors: int = 0
 
 
 def encode_stale(
@@ -105,6 +107,7 @@ def encode_stale(
             ).scalar_one()
         result.encoded += len(rows)
         result.written += int(written)
+        result.vectors += len(ids)
         after = int(rows[-1][0])
         if bar is not None:
             bar.update(len(rows))
