@@ -41,7 +41,7 @@ from django_semsim.conf import get_config, reset_config
 from django_semsim.models import TEXT_FIELD_TYPES, SemanticModel, companion_of, semantic_models, semantic_senders
 from django_semsim.passages import model_max_tokens
 from semsim_pg.chunking import check_chunking
-from semsim_pg.db import MIN_PGVECTOR, MIN_PGVECTOR_TEXT
+from semsim_pg.db import CAN_CREATE_VECTOR_SQL, MIN_PGVECTOR, MIN_PGVECTOR_TEXT
 from semsim_pg.errors import ConfigurationError, InvalidInput
 from semsim_pg.sql import METRICS
 
@@ -314,9 +314,10 @@ def check_connection(connection: Any) -> list[checks.CheckMessage]:
             cursor.execute(
                 "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'vector'), "
                 "(SELECT default_version FROM pg_available_extensions WHERE name = 'vector'), "
-                "to_regclass('django_migrations') IS NOT NULL"
+                f"to_regclass('django_migrations') IS NOT NULL, {CAN_CREATE_VECTOR_SQL}, "
+                "current_database(), current_user"
             )
-            installed, available, has_migrations = cursor.fetchone()
+            installed, available, has_migrations, can_create, database, role = cursor.fetchone()
             applied = False
             if has_migrations:
                 cursor.execute("SELECT 1 FROM django_migrations WHERE app = 'django_semsim' AND name = '0001_initial'")
@@ -339,6 +340,15 @@ def check_connection(connection: Any) -> list[checks.CheckMessage]:
                     f"The pgvector extension is missing from database {connection.alias!r} although django_semsim's "
                     "migration is applied.",
                     hint="Run CREATE EXTENSION vector; as a superuser (or migrate django_semsim zero, then migrate).",
+                    id="semsim.E008",
+                )
+            ]
+        if not can_create:
+            return [
+                checks.Error(
+                    f"pgvector is available but not installed in database {database} (alias {connection.alias!r}), "
+                    f"and role {role} cannot create it: migrate would fail at CREATE EXTENSION.",
+                    hint=f"Have a superuser run CREATE EXTENSION vector; in {database}, then migrate.",
                     id="semsim.E008",
                 )
             ]

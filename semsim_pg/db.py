@@ -25,14 +25,18 @@ from semsim_pg.errors import (
     DatabaseUnavailable,
     ExtensionMissing,
     InvalidInput,
+    PermissionDenied,
     SchemaNotInstalled,
+    SchemaTooNew,
 )
 from semsim_pg.settings import Settings, get_settings
 
 __all__ = [
+    "CAN_CREATE_VECTOR_SQL",
     "MIN_PGVECTOR",
     "MIN_PGVECTOR_TEXT",
     "VERSION_TABLE",
+    "check_known_revision",
     "current_revision",
     "database_url",
     "downgrade",
@@ -43,6 +47,7 @@ __all__ = [
     "parse_url",
     "pgvector_too_old",
     "pgvector_version",
+    "privilege_error",
     "read",
     "read_connection",
     "safe_url",
@@ -59,6 +64,8 @@ MIN_PGVECTOR = (0, 8, 0)
 MIN_PGVECTOR_TEXT = ".".join(str(part) for part in MIN_PGVECTOR)
 # Any number: held while migrations run, so that two processes never migrate at once.
 _MIGRATION_LOCK_KEY = 0x53454D53494D
+#: PostgreSQL's SQLSTATE insufficient_privilege: "permission denied for table ...", "must be owner of ..."
+_INSUFFICIENT_PRIVILEGE = "42501"
 
 #: a pooled connection used this recently is handed out without a ping (HikariCP's
 #: aliveBypassWindowMs, 500 ms): under steady load no query pays a round trip for its check
@@ -138,6 +145,7 @@ def get_engine(settings: Settings | None = None, *, url: str | None = None) -> E
                 connect_args={"connect_timeout": 10, "application_name": "semsim"},
             )
             _ping_idle_connections(engine)
+            _translate_privilege_errors(engine)
             if embedded:
                 from semsim_pg.server import watch_engine
 
@@ -172,6 +180,41 @@ def _ping_idle_connections(engine: Engine) -> None:
     sa.event.listen(engine, "connect", used)
     sa.event.listen(engine, "checkin", used)
     sa.event.listen(engine, "checkout", ping_if_idle)
+
+
+def _translate_privilege_errors(engine: Engine) -> None:
+    """A statement the role may not run raises :class:`PermissionDenied` (one line, naming the
+    role and the fix) instead of SQLAlchemy's ProgrammingError with the SQL and a traceback."""
+
+    def translate(context: sa.engine.ExceptionContext) -> None:
+        error = privilege_error(context.original_exception, context.engine)
+        if error is not None:
+            raise error from context.sqlalchemy_exception
+
+    sa.event.listen(engine, "handle_error", translate)
+
+
+def privilege_error(exc: BaseException, engine: Engine | None = None) -> PermissionDenied | None:
+    """``exc`` (SQLAlchemy's error or psycopg's own, from a raw COPY) as a :class:`PermissionDenied`
+    when PostgreSQL refused it for want of a privilege, else None. ``engine``: where to ask which
+    role was refused (the connection that failed is in an aborted transaction)."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if getattr(orig, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
+        return None
+    reason = (str(orig).strip().splitlines() or ["permission denied"])[0]
+    return PermissionDenied(
+        f"role {_role_name(engine)} lacks a privilege: {reason} (grant it, or use the role that owns semsim's schema)"
+    )
+
+
+def _role_name(engine: Engine | None) -> str:
+    if engine is not None:
+        try:
+            with engine.connect() as conn:
+                return str(conn.execute(sa.text("SELECT current_user")).scalar_one())
+        except sa.exc.SQLAlchemyError:  # only for the message: a name is not worth a second error
+            pass
+    return "in use"
 
 
 def _server_wrote(dbapi_connection: Any) -> bool:
@@ -248,7 +291,10 @@ def pgvector_too_old(version: str) -> bool:
     return tuple(int(part) for part in version.split(".") if part.isdigit()) < MIN_PGVECTOR
 
 
-def require_pgvector(conn: Connection) -> None:
+def require_pgvector(conn: Connection, *, create: bool = False) -> None:
+    """pgvector must be available, recent enough and, with ``create`` (an upgrade, whose first
+    revision runs CREATE EXTENSION), installed or creatable by the role: else one line on what
+    to do, not the migration's traceback."""
     installed, available = pgvector_version(conn)
     candidate = installed or available
     if candidate is None:
@@ -261,6 +307,24 @@ def require_pgvector(conn: Connection) -> None:
             f"pgvector {candidate} is too old: semsim needs >= {MIN_PGVECTOR_TEXT} for iterative index scans. "
             "Upgrade the extension (ALTER EXTENSION vector UPDATE) after installing a newer pgvector."
         )
+    if create and installed is None and not conn.execute(_CAN_CREATE_VECTOR).scalar():
+        database, role = conn.execute(sa.text("SELECT current_database(), current_user")).one()
+        raise ExtensionMissing(
+            f"pgvector is available but not installed in database {database} and role {role} cannot create it: "
+            f"have a superuser run CREATE EXTENSION vector; in {database}, then semsim db upgrade"
+        )
+
+
+#: an SQL expression, whether the role may run CREATE EXTENSION vector: a superuser may; anyone
+#: else only if the extension is marked trusted (pgvector is not) and the role may create in the
+#: database (django_semsim's check asks it too)
+CAN_CREATE_VECTOR_SQL = (
+    "(coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)"
+    " OR (coalesce((SELECT v.trusted FROM pg_available_extension_versions v JOIN pg_available_extensions a"
+    "  ON a.name = v.name AND a.default_version = v.version WHERE v.name = 'vector'), false)"
+    "  AND has_database_privilege(current_database(), 'CREATE')))"
+)
+_CAN_CREATE_VECTOR = sa.text(f"SELECT {CAN_CREATE_VECTOR_SQL}")
 
 
 def server_info(engine: Engine) -> dict[str, Any]:
@@ -347,10 +411,11 @@ def _run_alembic(engine: Engine, action: str, revision: str) -> None:
     from alembic.util import CommandError
 
     with connect(engine) as conn:
-        require_pgvector(conn)
+        require_pgvector(conn, create=action == "upgrade")
         # Serialise concurrent migrations across processes; released when the connection closes.
         conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
         try:
+            check_known_revision(_current_revision(conn))
             config = _alembic_config(conn)
             try:
                 if action == "upgrade":
@@ -367,8 +432,14 @@ def _run_alembic(engine: Engine, action: str, revision: str) -> None:
                 ) from exc
             conn.commit()
         finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-            conn.commit()
+            # A failed migration left its transaction aborted: roll it back first, or the unlock
+            # fails too (InFailedSqlTransaction) and its traceback buries the real cause.
+            conn.rollback()
+            try:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+                conn.commit()
+            except sa.exc.DBAPIError as exc:  # a lost connection: the session's lock went with it
+                logger.warning("could not release the migration lock: %s", exc.orig)
     _schema_ok.discard(str(engine.url))
 
 
@@ -384,6 +455,17 @@ def downgrade(engine: Engine, revision: str) -> None:
     _run_alembic(engine, "downgrade", revision)
 
 
+def check_known_revision(current: str | None) -> None:
+    """A revision this semsim does not know was written by a newer one: say so, and never try
+    to migrate from it (Alembic's "Can't locate revision" names neither cause nor fix)."""
+    if current is None or current in _revisions():
+        return
+    raise SchemaTooNew(
+        f"the database's schema {current} is newer than this semsim (head {head_revision()}): upgrade semsim "
+        "(pip install -U semsim), or downgrade the schema with the newer version"
+    )
+
+
 def ensure_schema(engine: Engine, *, migrate: bool) -> None:
     """Check that the schema is at head; migrate when allowed, else say how."""
     key = str(engine.url)
@@ -391,6 +473,7 @@ def ensure_schema(engine: Engine, *, migrate: bool) -> None:
         return
     with connect(engine) as conn:
         current = _current_revision(conn)
+    check_known_revision(current)
     head = head_revision()
     if current != head:
         if not migrate:

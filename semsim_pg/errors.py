@@ -25,8 +25,10 @@ __all__ = [
     "ModelMismatch",
     "NotAnFAQCollection",
     "NotImproved",
+    "PermissionDenied",
     "QueryLogEmpty",
     "SchemaNotInstalled",
+    "SchemaTooNew",
     "SemsimError",
     "WrongCollection",
 ]
@@ -55,6 +57,14 @@ class DatabaseUnavailable(DatabaseError):
 
 class SchemaNotInstalled(DatabaseError):
     """semsim's tables are missing or older than this version of semsim."""
+
+
+class SchemaTooNew(DatabaseError):
+    """semsim's tables were migrated by a newer semsim, to a revision this one does not know."""
+
+
+class PermissionDenied(DatabaseError):
+    """The database role lacks a privilege the operation needs (SQLSTATE 42501)."""
 
 
 class ExtensionMissing(DatabaseError):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.core import checks
@@ -121,31 +124,56 @@ def test_database_is_clean() -> None:
     assert _ids(check_connection(connection)) == set()
 
 
-def test_e008_pgvector_missing_from_a_migrated_database(django_db_setup, django_db_blocker) -> None:  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _database_without_pgvector(django_db_blocker, role: str | None = None) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """A second, real database (outside the test transaction) under the alias ``noext``; with
+    ``role``, owned by that new role, which the connection takes on (``-c role=``)."""
     from django.db import connections
 
     name = f"semsim_noext_{uuid.uuid4().hex[:8]}"
-    with django_db_blocker.unblock():  # a second, real database: outside the test transaction
+    settings = {**connection.settings_dict, "NAME": name}
+    with django_db_blocker.unblock():
         with connection._nodb_cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
+            if role is not None:
+                cursor.execute(f"CREATE ROLE {role}")
+                settings["OPTIONS"] = {**settings.get("OPTIONS", {}), "options": f"-c role={role}"}
+            cursor.execute(f'CREATE DATABASE "{name}"' + (f" OWNER {role}" if role else ""))
         # a real alias (django.contrib.postgres looks connections up by alias when they open)
-        connections.settings["noext"] = {**connection.settings_dict, "NAME": name}
+        connections.settings["noext"] = settings
         other = connections["noext"]
         try:
-            assert check_connection(other) == []  # not migrated yet: migrate will create the extension
-            with other.cursor() as cursor:
-                cursor.execute("CREATE TABLE django_migrations (id serial, app text, name text, applied timestamptz)")
-                cursor.execute(
-                    "INSERT INTO django_migrations (app, name, applied) VALUES ('django_semsim', '0001_initial', now())"
-                )
-            (error,) = check_connection(other)
-            assert error.id == "semsim.E008" and "CREATE EXTENSION" in error.hint
+            yield other
         finally:
             other.close()
             del connections["noext"]
             del connections.settings["noext"]
             with connection._nodb_cursor() as cursor:
                 cursor.execute(f'DROP DATABASE "{name}"')
+                if role is not None:
+                    cursor.execute(f"DROP ROLE {role}")
+
+
+def test_e008_pgvector_missing_from_a_migrated_database(django_db_setup, django_db_blocker) -> None:  # type: ignore[no-untyped-def]
+    with _database_without_pgvector(django_db_blocker) as other:
+        assert check_connection(other) == []  # not migrated yet: migrate will create the extension
+        with other.cursor() as cursor:
+            cursor.execute("CREATE TABLE django_migrations (id serial, app text, name text, applied timestamptz)")
+            cursor.execute(
+                "INSERT INTO django_migrations (app, name, applied) VALUES ('django_semsim', '0001_initial', now())"
+            )
+        (error,) = check_connection(other)
+        assert error.id == "semsim.E008" and "CREATE EXTENSION" in error.hint
+
+
+def test_e008_pgvector_not_installed_and_the_role_cannot_create_it(django_db_setup, django_db_blocker) -> None:  # type: ignore[no-untyped-def]
+    """The database's owner, not a superuser: migrate would fail at CREATE EXTENSION, so the check
+    says who must create it."""
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    with _database_without_pgvector(django_db_blocker, role) as other:
+        (error,) = check_connection(other)
+        name = other.settings_dict["NAME"]
+        assert error.id == "semsim.E008" and f"role {role} cannot create it" in error.msg, error.msg
+        assert error.hint == f"Have a superuser run CREATE EXTENSION vector; in {name}, then migrate."
 
 
 @pytest.mark.django_db

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -337,3 +338,35 @@ def test_sql_function_checks_from_0010_answer_good_calls_as_before(empty_databas
     assert answers() == before and error(huge_k)[0] == "22003"
     upgrade(engine)
     assert error(huge_k)[0] == "22023"
+
+
+def test_a_schema_newer_than_this_semsim_is_named_and_never_migrated(empty_database, capsys, settings) -> None:  # type: ignore[no-untyped-def]
+    """A newer semsim migrated the database to a revision this one does not know: every command
+    (read-only ones too) says so in one line, and nothing tries to migrate from it."""
+    from semsim_pg.cli import main
+    from semsim_pg.errors import SchemaTooNew
+    from semsim_pg.settings import configure
+
+    engine = empty_database
+    upgrade(engine)
+    head = head_revision()
+    newer = f"{int(head) + 1:04d}"
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE public.semsim_alembic_version SET version_num = :v"), {"v": newer})
+    expected = f"the database's schema {newer} is newer than this semsim (head {head}): upgrade semsim"
+    for migrate in (False, True):
+        with pytest.raises(SchemaTooNew, match=re.escape(expected)):
+            ensure_schema(engine, migrate=migrate)
+    with pytest.raises(SchemaTooNew, match=re.escape(expected)):
+        upgrade(engine)
+    configure(settings.replace(database_url=engine.url.render_as_string(hide_password=False)))
+    try:
+        results = {args: (main(["-q", *args]), *capsys.readouterr()) for args in (("collections",), ("db", "upgrade"))}
+        assert main(["-q", "db", "current"]) == 0
+        current = capsys.readouterr().out
+    finally:
+        configure(settings)
+    for args, (code, out, err) in results.items():
+        assert code == 1 and out == "" and err.count("\n") == 1 and expected in err, (args, err)
+    assert current == f"{newer} (head: {head}; newer than this semsim: upgrade semsim (pip install -U semsim))\n"
+    assert current_revision(engine) == newer  # untouched

@@ -100,10 +100,15 @@ def cmd_db_downgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_current(args: argparse.Namespace) -> int:
-    from semsim_pg.db import current_revision, get_engine, head_revision
+    from semsim_pg.db import check_known_revision, current_revision, get_engine, head_revision
+    from semsim_pg.errors import SchemaTooNew
 
     current = current_revision(get_engine())
     head = head_revision()
     state = "up to date" if current == head else "run `semsim db upgrade`"
+    try:
+        check_known_revision(current)
+    except SchemaTooNew:
+        state = "newer than this semsim: upgrade semsim (pip install -U semsim)"
     out(f"{current or 'not installed'} (head: {head}; {state})")
     return 0

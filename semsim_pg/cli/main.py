@@ -95,6 +95,14 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     hub.setLevel(logging.ERROR if quiet else max(level, logging.WARNING))
 
 
+def _privilege_error(exc: Exception) -> SemsimError | None:
+    from semsim_pg.db import get_engine, privilege_error
+
+    if privilege_error(exc) is None:  # cheap first: no connection to name the role
+        return None
+    return privilege_error(exc, get_engine())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -106,6 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SemsimError as exc:
         sys.stderr.write(f"semsim: error: {exc}\n")
+        return 1
+    except Exception as exc:
+        # The engine turns a refused statement into PermissionDenied; a raw COPY (psycopg's own
+        # error) or a connection made elsewhere is turned here. Anything else is a bug: raised.
+        refused = _privilege_error(exc)
+        if refused is None:
+            raise
+        sys.stderr.write(f"semsim: error: {refused}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("semsim: interrupted\n")
