@@ -42,6 +42,7 @@ from typing import Any
 
 from semsim_pg.db import MIN_PGVECTOR_TEXT
 from semsim_pg.errors import EmbeddedServerError
+from semsim_pg.fsutil import atomic_write_text
 from semsim_pg.server_access import DB_USER, OsUser, let_server_user_in, server_user, socket_dir_for, write_auth
 
 __all__ = [
@@ -153,25 +154,60 @@ def _postmaster(pgdata: Path) -> _Postmaster | None:
     return _Postmaster(pid, Path(socket_dir) if socket_dir else None)
 
 
+def _unusable(paths: _Paths, path: Path, exc: OSError) -> EmbeddedServerError:
+    """One line for a file of the data directory semsim cannot read or write."""
+    if isinstance(exc, IsADirectoryError):
+        fix = f"remove the directory {path} (semsim keeps a file there)"
+    else:
+        fix = (
+            f"make {paths.data_dir} writable by this user, or set SEMSIM_DATA_DIR to a writable directory "
+            "(or SEMSIM_DATABASE_URL to use your own PostgreSQL)"
+        )
+    return EmbeddedServerError(f"Cannot use {path} of the embedded server: {exc.strerror or exc}: {fix}.")
+
+
 @contextlib.contextmanager
 def _locked(paths: _Paths) -> Iterator[None]:
     """Serialise start, stop and the handle list across threads and processes."""
-    with _lock, open(paths.lockfile, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    with _lock:
+        try:
+            handle = open(paths.lockfile, "a")  # closed by the with below: only open() is guarded
+        except OSError as exc:
+            raise _unusable(paths, paths.lockfile, exc) from exc
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
 
 def _live_handles(paths: _Paths) -> list[list[float]]:
-    """The processes using the server, dead ones pruned (and the pruning saved)."""
+    """The processes using the server, dead ones pruned (and the pruning saved). A damaged list
+    (a write cut short by a full disk, an edit) counts as empty and is rewritten: its processes
+    start the server again on their next connection if the last one out stopped it."""
     try:
-        recorded = json.loads(paths.handles.read_text() or "[]")
+        text = paths.handles.read_text()
     except FileNotFoundError:
-        recorded = []
-    live = [[pid, started] for pid, started in recorded if _started_at(int(pid)) == started]
+        text = "[]"
+    except OSError as exc:
+        raise _unusable(paths, paths.handles, exc) from exc
+    try:
+        recorded = json.loads(text or "[]")
+        live = [[pid, started] for pid, started in recorded if _started_at(int(pid)) == started]
+    except (ValueError, TypeError, OverflowError) as exc:  # not JSON, or not a list of [pid, start time] pairs
+        logger.warning("ignoring the damaged list of processes %s (%s): it is written anew", paths.handles, exc)
+        _write_handles(paths, [])
+        return []
     if live != recorded:
         logger.info("pruned %d dead process(es) from %s", len(recorded) - len(live), paths.handles)
-        paths.handles.write_text(json.dumps(live))
+        _write_handles(paths, live)
     return live
+
+
+def _write_handles(paths: _Paths, handles: list[list[float]]) -> None:
+    """Whole or not at all (a temporary file renamed over it): a crash never leaves half a list."""
+    try:
+        atomic_write_text(paths.handles, json.dumps(handles), overwrite=True)
+    except OSError as exc:
+        raise _unusable(paths, paths.handles, exc) from exc
 
 
 def shared_buffers() -> str:
@@ -293,10 +329,8 @@ def _join(paths: _Paths) -> str:
             f"Cannot create the data directory {paths.data_dir}: {exc}. "
             "Set SEMSIM_DATA_DIR to a writable directory, or SEMSIM_DATABASE_URL to use your own PostgreSQL."
         ) from exc
-    user = server_user()
     with _locked(paths):
-        postmaster = _start_or_explain(paths, user)
-        _register(paths)
+        postmaster = _start_and_register(paths, server_user())
     assert postmaster.socket_dir is not None  # started by us with -k
     url = _url(postmaster.socket_dir, "psycopg")
     try:
@@ -307,11 +341,27 @@ def _join(paths: _Paths) -> str:
     return url
 
 
+def _start_and_register(paths: _Paths, user: OsUser) -> _Postmaster:
+    """Under the lock: start the server unless it runs, and record this process as its user. A
+    list of processes semsim cannot use fails before a start; one it cannot write after the start
+    stops the server it started, which would otherwise run with no process to stop it."""
+    others = _live_handles(paths)
+    was_running = _postmaster(paths.pgdata) is not None
+    postmaster = _start_or_explain(paths, user)
+    try:
+        _register(paths)
+    except EmbeddedServerError:
+        if not was_running and not others:
+            _stop(paths.pgdata, user)
+        raise
+    return postmaster
+
+
 def _register(paths: _Paths) -> None:
     """Under the lock: record this process as a user of the server, until it exits."""
     handles = [h for h in _live_handles(paths) if h[0] != os.getpid()]
     handles.append([os.getpid(), _started_at(os.getpid()) or 0.0])
-    paths.handles.write_text(json.dumps(handles))
+    _write_handles(paths, handles)
     if paths.pgdata not in _joined:
         atexit.register(_leave, paths)  # a forked child inherits it, and _leave tells the two apart
     _joined[paths.pgdata] = os.getpid()
@@ -350,7 +400,7 @@ def _leave(paths: _Paths) -> None:
     try:
         with _locked(paths):
             handles = [h for h in _live_handles(paths) if h[0] != os.getpid()]
-            paths.handles.write_text(json.dumps(handles))
+            _write_handles(paths, handles)
             if handles or _postmaster(paths.pgdata) is None:
                 return
             logger.info("last process out: stopping the embedded server in %s", paths.pgdata)
@@ -377,8 +427,7 @@ def ensure_running(data_dir: Path) -> Path:
     with _locked(paths):
         if running is None:
             logger.warning("the embedded server in %s is not running: starting it", paths.pgdata)
-        postmaster = _start_or_explain(paths, server_user())
-        _register(paths)
+        postmaster = _start_and_register(paths, server_user())
     assert postmaster.socket_dir is not None
     return postmaster.socket_dir
 

@@ -301,6 +301,55 @@ def test_server_status_and_stop_commands(data_dir: Path, capsys: pytest.CaptureF
         configure(before)
 
 
+@pytest.mark.slow
+def test_a_damaged_list_of_processes_is_ignored_and_written_anew(data_dir: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A list cut short (a full disk, an edit) failed every command with a JSONDecodeError until
+    someone deleted it: now it counts as empty, with a warning, and is written whole again."""
+    import json
+
+    from semsim_pg.server import embedded_server_status, embedded_server_url
+
+    handles = data_dir / "pg.handles.json"
+    handles.write_text("[[123, 4")
+    with caplog.at_level("WARNING", logger="semsim_pg.server"):
+        url = embedded_server_url(data_dir)
+    assert "ignoring the damaged list of processes" in caplog.text
+    with sa.create_engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    assert [pid for pid, _ in json.loads(handles.read_text())] == [os.getpid()]
+    assert embedded_server_status(data_dir)["processes"] == [os.getpid()]
+    assert not [p.name for p in data_dir.iterdir() if ".tmp-" in p.name]  # written by a rename, nothing left over
+
+
+def test_a_file_of_the_data_dir_it_cannot_use_is_one_line_and_starts_no_server(  # type: ignore[no-untyped-def]
+    data_dir: Path, capsys
+) -> None:
+    """A directory where the lock file or the list of processes belongs (as an OSError from a
+    read-only data directory would): one line naming the path and the fix, and no server left
+    running for no one."""
+    from semsim_pg.cli import main
+    from semsim_pg.server import embedded_server_url
+    from semsim_pg.settings import configure, get_settings
+
+    (data_dir / "pg.handles.json").mkdir()
+    with pytest.raises(EmbeddedServerError, match=r"pg\.handles\.json of the embedded server: Is a directory: remove"):
+        embedded_server_url(data_dir)
+    assert _server_pid(data_dir) is None
+    (data_dir / "pg.handles.json").rmdir()
+    (data_dir / "pg.lock").unlink()
+    (data_dir / "pg.lock").mkdir()
+    before = get_settings()
+    configure(before.replace(data_dir=data_dir, database_url=None))
+    try:
+        for args in (["server", "status"], ["info", "--no-model"]):
+            assert main(["-q", *args]) == 1
+            out, err = capsys.readouterr()
+            assert out == "" and err.count("\n") == 1 and f"Cannot use {data_dir / 'pg.lock'}" in err, err
+    finally:
+        configure(before)
+    assert _server_pid(data_dir) is None
+
+
 def test_default_data_dir_is_reachable_by_the_server_user_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """As root the server runs as another OS user that cannot enter /root: the default must not be under it."""
     from semsim_pg.settings import default_data_dir
