@@ -40,6 +40,7 @@ __all__ = [
     "current_revision",
     "database_url",
     "downgrade",
+    "downgrade_losses",
     "ensure_schema",
     "get_engine",
     "head_revision",
@@ -450,7 +451,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    """Take semsim's schema down to ``revision`` (``base`` removes it)."""
+    """Take semsim's schema down to ``revision`` (``base`` removes it). What that drops:
+    :func:`downgrade_losses`."""
     logger.info("downgrading semsim schema on %s to %s", safe_url(str(engine.url)), revision)
     _run_alembic(engine, "downgrade", revision)
 
@@ -464,6 +466,33 @@ def check_known_revision(current: str | None) -> None:
         f"the database's schema {current} is newer than this semsim (head {head_revision()}): upgrade semsim "
         "(pip install -U semsim), or downgrade the schema with the newer version"
     )
+
+
+def downgrade_losses(engine: Engine, revision: str) -> list[tuple[str, str]] | None:
+    """What a downgrade to ``revision`` (an id, ``base`` or a step such as ``-2``) drops: (revision,
+    what its downgrade loses) for each revision it undoes that loses something, newest first,
+    from each migration's ``DOWNGRADE_LOSES``. None for a revision Alembic must judge (it
+    refuses unknown ones with a message of its own)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    order = _revisions()
+    current = current_revision(engine)
+    check_known_revision(current)
+    if current is None:
+        return []
+    at = order.index(current)
+    if revision == "base":
+        target = -1
+    elif revision.startswith("-") and revision[1:].isdigit():
+        target = at - int(revision[1:])
+    elif revision in order:
+        target = order.index(revision)
+    else:
+        return None
+    undone = order[max(target, -1) + 1 : at + 1][::-1]
+    losses = [(rev, getattr(scripts.get_revision(rev).module, "DOWNGRADE_LOSES", None)) for rev in undone]
+    return [(rev, lost) for rev, lost in losses if lost]
 
 
 def ensure_schema(engine: Engine, *, migrate: bool) -> None:

@@ -370,3 +370,90 @@ def test_a_schema_newer_than_this_semsim_is_named_and_never_migrated(empty_datab
         assert code == 1 and out == "" and err.count("\n") == 1 and expected in err, (args, err)
     assert current == f"{newer} (head: {head}; newer than this semsim: upgrade semsim (pip install -U semsim))\n"
     assert current_revision(engine) == newer  # untouched
+
+
+def test_downgrade_past_0007_marks_split_texts_stale(empty_database, encoder) -> None:  # type: ignore[no-untyped-def]
+    """Passage 0 of a split text stands for its first passage only: after a downgrade (and an
+    upgrade back) it must not pass for the whole text's vector. A text in one passage keeps its."""
+    from semsim_pg.store import DocumentStore
+
+    engine = empty_database
+    upgrade(engine)
+    store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
+    long_text = " ".join(f"Sentence {i} of a long note about cats and the budget." for i in range(12))
+    store.create_collection("split", chunk=32, chunk_overlap=4)
+    store.upsert("split", [("long", long_text), ("short", "A cat naps.")], progress=False)
+    downgrade(engine, "0006")
+
+    def stale() -> set[str]:
+        with engine.connect() as conn:
+            return set(
+                conn.execute(
+                    sa.text(
+                        "SELECT d.external_id FROM semsim.documents d JOIN semsim.embeddings e ON e.document_id = d.id"
+                        " WHERE e.text_hash <> d.text_hash"
+                    )
+                ).scalars()
+            )
+
+    assert stale() == {"long"}
+    with engine.connect() as conn:  # one vector per document, still searchable meanwhile
+        assert conn.execute(sa.text("SELECT count(*) FROM semsim.embeddings")).scalar() == 2
+    upgrade(engine)
+    assert stale() == {"long"} and store.stale_count("split") == 1
+    assert store.reconcile("split", progress=False) == 1
+    assert stale() == set() and store.stale_count("split") == 0
+
+
+def test_cli_downgrade_says_what_it_drops_and_wants_yes(empty_database, capsys, settings) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.cli import main
+    from semsim_pg.cli.main import build_parser
+    from semsim_pg.settings import configure
+
+    engine = empty_database
+    upgrade(engine)
+    head = head_revision()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        configure(settings.replace(database_url=engine.url.render_as_string(hide_password=False)))
+        try:
+            code = main(["-q", "db", "downgrade", *args])
+        finally:
+            configure(settings)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = run("0002")
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    for revision, lost in (
+        ("0007", "passage settings"),
+        ("0006", "backend"),
+        ("0005", "language"),
+        ("0004", "query log"),
+    ):
+        assert lost in err and f"({revision})" in err, (revision, err)
+    assert "--yes" in err and current_revision(engine) == head  # nothing was changed
+    code, out, err = run("-1")  # 0010 -> 0009 loses nothing: no --yes needed
+    assert code == 0 and current_revision(engine) == "0009" and "dropped" not in out, err
+    code, out, err = run("0002", "--yes")
+    assert code == 0 and current_revision(engine) == "0002" and "dropped: " in out and "query log (0004)" in out, err
+    code, out, err = run("base")
+    assert code == 1 and "every collection" in err and current_revision(engine) == "0002", err
+    code, out, err = run("base", "--yes")
+    assert code == 0 and current_revision(engine) is None, err
+
+    # the help names every revision whose downgrade loses something
+    from alembic.script import ScriptDirectory
+
+    from semsim_pg.db import _alembic_config
+
+    lossy = [
+        s.revision
+        for s in ScriptDirectory.from_config(_alembic_config()).walk_revisions()
+        if hasattr(s.module, "DOWNGRADE_LOSES")
+    ]
+    assert sorted(lossy) == ["0001", "0004", "0005", "0006", "0007"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["db", "downgrade", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all(rev in shown for rev in lossy[:-1]) and "'base'" in shown and "--yes" in shown

@@ -185,6 +185,10 @@ def upgrade() -> None:
     op.execute(FUNCTIONS)
 
 
+#: what a downgrade past this revision loses (`semsim db downgrade` says it, and wants --yes)
+DOWNGRADE_LOSES = "every collection with its documents and vectors (semsim's schema is dropped)"
+
+
 def downgrade() -> None:
     # Drops semsim's schema with every collection in it; the vector extension stays, other
     # applications may use it.

@@ -50,5 +50,9 @@ def upgrade() -> None:
     op.create_index("ix_query_log_created_at", "query_log", ["created_at"], schema="semsim")
 
 
+#: what a downgrade past this revision loses (`semsim db downgrade` says it, and wants --yes)
+DOWNGRADE_LOSES = "the whole query log"
+
+
 def downgrade() -> None:
     op.drop_table("query_log", schema="semsim")

@@ -171,6 +171,10 @@ def upgrade() -> None:
     op.execute(HYBRID_FUNCTION)
 
 
+#: what a downgrade past this revision loses (`semsim db downgrade` says it, and wants --yes)
+DOWNGRADE_LOSES = "each collection's text search language (the words' index is rebuilt on upgrade, in English)"
+
+
 def downgrade() -> None:
     op.execute(
         "DROP FUNCTION semsim.hybrid_search(text, text, vector, integer, jsonb, integer, integer,"

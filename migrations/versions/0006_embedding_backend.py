@@ -28,5 +28,9 @@ def upgrade() -> None:
     op.execute("ALTER TABLE semsim.embeddings ADD COLUMN backend text")
 
 
+#: what a downgrade past this revision loses (`semsim db downgrade` says it, and wants --yes)
+DOWNGRADE_LOSES = "which backend made each vector"
+
+
 def downgrade() -> None:
     op.execute("ALTER TABLE semsim.embeddings DROP COLUMN backend")

@@ -284,10 +284,20 @@ def upgrade() -> None:
     op.execute(HYBRID_FUNCTION)
 
 
+#: what a downgrade past this revision loses (`semsim db downgrade` says it, and wants --yes)
+DOWNGRADE_LOSES = (
+    "the collections' passage settings (chunk size and overlap) and the vectors of every passage but the first "
+    "(split texts are marked stale: semsim reconcile encodes them whole)"
+)
+
+
 def downgrade() -> None:
-    # Back to one vector per document: passage 0 stays (for a split text, its first passage
-    # only, until the text is encoded again); the other passages go.
+    # Back to one vector per document: the other passages go, and passage 0 of a split text
+    # (one that ends before its text does) stands for its first passage only. It stays, to be
+    # searched, but with a hash no text has: stale, so that reconcile encodes the whole text,
+    # here or after an upgrade again (which would otherwise take it as the text's vector).
     op.execute("DELETE FROM semsim.embeddings WHERE passage > 0")
+    op.execute(f"UPDATE semsim.embeddings SET text_hash = '{STALE_HASH}' WHERE passage_end IS NOT NULL")
     op.execute(DROP_FUNCTIONS)
     op.execute(
         "ALTER TABLE semsim.embeddings DROP CONSTRAINT pk_embeddings,"
@@ -299,6 +309,10 @@ def downgrade() -> None:
         " DROP COLUMN chunk_overlap, DROP COLUMN chunk_size"
     )
     _restore_functions()
+
+
+#: not a SHA-256 in hex: matches no document's text_hash
+STALE_HASH = "stale: first passage only (downgraded from 0007)"
 
 
 def _restore_functions() -> None:

@@ -24,8 +24,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     q = db.add_parser("upgrade", help="install or upgrade the schema (creates the vector extension if missing)")
     q.add_argument("revision", nargs="?", default="head")
     q.set_defaults(func=cmd_db_upgrade)
-    q = db.add_parser("downgrade", help="downgrade the schema ('base' removes semsim's tables and data)")
-    q.add_argument("revision")
+    q = db.add_parser(
+        "downgrade",
+        help="downgrade the schema ('base' removes semsim's tables and data); one that drops data needs --yes",
+        description="Downgrade semsim's schema to REVISION. Below a revision that added data, the data goes: "
+        "0007 the passage settings and all passages but the first (split texts are marked stale), 0006 which "
+        "backend made each vector, 0005 each collection's text search language, 0004 the whole query log, 'base' "
+        "everything. Such a downgrade says what it drops and does nothing without --yes.",
+    )
+    q.add_argument("revision", help="a revision id, 'base', or a step back such as -1")
+    q.add_argument("--yes", action="store_true", help="drop what the downgrade drops (back up first)")
     q.set_defaults(func=cmd_db_downgrade)
     q = db.add_parser("current", help="show the installed schema revision")
     q.set_defaults(func=cmd_db_current)
@@ -91,11 +99,21 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_downgrade(args: argparse.Namespace) -> int:
-    from semsim_pg.db import current_revision, downgrade, get_engine, safe_url
+    from semsim_pg.db import current_revision, downgrade, downgrade_losses, get_engine, safe_url
+    from semsim_pg.errors import InvalidInput
 
     engine = get_engine()
+    losses = downgrade_losses(engine, args.revision) or []
+    dropped = "; ".join(f"{lost} ({rev})" for rev, lost in losses)
+    if losses and not args.yes:
+        raise InvalidInput(
+            f"Downgrading semsim's schema to {args.revision} drops data: {dropped}. Nothing was changed: back up, "
+            "then add --yes."
+        )
     downgrade(engine, args.revision)
     out(f"semsim schema at {current_revision(engine) or 'base (removed)'} on {safe_url(str(engine.url))}")
+    if losses:
+        out(f"dropped: {dropped}")
     return 0
 
 
