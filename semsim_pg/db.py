@@ -257,6 +257,10 @@ def read(engine: Engine, work: Callable[[Connection], T]) -> T:
             return work(conn)
     except sa.exc.DBAPIError as exc:
         if not exc.connection_invalidated:
+            # searches run through psycopg itself (statements.fetch), past the engine's translation
+            refused = privilege_error(exc, engine)
+            if refused is not None:
+                raise refused from exc
             raise
         logger.info("a pooled connection was dead (%s); reading again on a new one", exc.orig)
     with read_connection(engine) as conn:
