@@ -20,7 +20,9 @@ from semsim_pg.errors import (
     InvalidQuery,
     ModelLoadError,
     ModelMismatch,
+    PermissionDenied,
     SchemaNotInstalled,
+    SchemaTooNew,
     SemsimError,
 )
 from semsim_pg.faq import Answer, FAQEntry, FAQMatch, FAQMatcher
@@ -54,10 +56,12 @@ __all__ = [
     "InvalidQuery",
     "ModelLoadError",
     "ModelMismatch",
+    "PermissionDenied",
     "QueryVector",
     "RerankedHit",
     "Reranker",
     "SchemaNotInstalled",
+    "SchemaTooNew",
     "SearchHit",
     "SemsimError",
     "Settings",
