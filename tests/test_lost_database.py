@@ -75,3 +75,37 @@ def test_an_index_build_that_fails_after_the_load_says_every_document_is_stored(
     assert store.count(collection_name) == 6
     store.build_index(collection_name)
     assert store.index_state(collection_name) == "valid"
+
+
+def test_sigterm_during_a_cli_ingest_runs_the_ctrl_c_cleanup(  # type: ignore[no-untyped-def]
+    store, collection_name, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`docker stop`, systemd and Kubernetes send SIGTERM: Python's default ends the process with no
+    cleanup, so an ingest that had dropped its HNSW index for the load left the collection without
+    one. It now runs what Ctrl-C runs: the batches written stay, the index is built, exit 143."""
+    import os
+    import signal
+
+    from semsim_pg.cli.main import main
+    from semsim_pg.store import ingest
+
+    write_batch = ingest.write_batch
+    calls = []
+
+    def then_terminate(store, batch):  # type: ignore[no-untyped-def]
+        result = write_batch(store, batch)
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled in this (the main) thread, as kill's would be
+        return result
+
+    monkeypatch.setattr(ingest, "write_batch", then_terminate)
+    monkeypatch.setattr(ingest, "DEFER_INDEX_MIN_ROWS", 4)  # so this small load drops the index first
+    source = tmp_path / "docs.txt"
+    source.write_text("".join(f"sentence number {i}\n" for i in range(40)), encoding="utf-8")
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["-q", "ingest", str(source), "-c", collection_name, "--batch-size", "2"]) == 143
+    assert capsys.readouterr().err.strip() == "semsim: terminated"
+    assert signal.getsignal(signal.SIGTERM) is before  # restored for whoever called main()
+    assert 4 <= store.count(collection_name) < 40  # whole batches, written before the signal
+    assert store.index_state(collection_name) == "valid"

@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from semsim_pg.errors import SemsimError
 
@@ -103,6 +105,28 @@ def _privilege_error(exc: Exception) -> SemsimError | None:
     return privilege_error(exc, get_engine())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, systemd, Kubernetes), raised where Ctrl-C would be: the
+    same cleanup runs (an ingest builds the index it dropped, a training removes its folder)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (main() called from a thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -111,7 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _setup_logging(args.verbose + getattr(args, "verbose_after", 0), args.quiet)
     try:
-        return int(args.func(args) or 0)
+        with _terminate_like_ctrl_c():
+            return int(args.func(args) or 0)
+    except Terminated:
+        sys.stderr.write("semsim: terminated\n")
+        return 143
     except SemsimError as exc:
         sys.stderr.write(f"semsim: error: {exc}\n")
         return 1
