@@ -236,7 +236,7 @@ def _passage_choice(
     terms: sa.CTE,
     stats: sa.CTE,
     by_words: bool,
-) -> sa.Subquery:
+) -> sa.CTE:
     """Per hit of ``top`` (a split collection), the passage shown and its document's distance.
 
     The passage a hit shows is the one a reranker reads, so it must hold what found the document:
@@ -282,7 +282,9 @@ def _passage_choice(
         )
         .ext(postgresql.distinct_on(passages.c.id))
         .order_by(passages.c.id, first, passages.c.distance, passages.c.passage)
-        .subquery("shown_passage")
+        .cte("shown_passage")
+        # once for all hits: joined as a subquery it was sorted again for each hit
+        .prefix_with("MATERIALIZED")
     )
 
 
