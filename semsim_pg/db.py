@@ -7,6 +7,7 @@ One SQLAlchemy engine per database URL and process. The URL comes from the setti
 from __future__ import annotations
 
 import logging
+import os
 import select
 import threading
 import time
@@ -153,6 +154,20 @@ def get_engine(settings: Settings | None = None, *, url: str | None = None) -> E
                 watch_engine(engine, settings.data_dir)  # a server that died is started again
             _engines[url] = engine
         return engine
+
+
+def _after_fork_in_child() -> None:
+    # The pooled connections are sockets shared with the parent: a child using them reads the
+    # parent's or a sibling's results (gunicorn --preload, Celery prefork, multiprocessing's fork).
+    # dispose(close=False) forgets them without closing them under the parent (SQLAlchemy's recipe);
+    # the child opens its own on first use.
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _ping_idle_connections(engine: Engine) -> None:

@@ -303,3 +303,53 @@ def test_warm_index_reads_the_whole_graph_and_says_when_there_is_none(store, col
     drop_index(store.engine, coll)
     with pytest.raises(InvalidInput, match=f"semsim index rebuild {collection_name}"):
         store.warm_index(collection_name)
+
+
+def test_forked_processes_search_on_their_own_connections(store, collection_name) -> None:  # type: ignore[no-untyped-def]
+    """gunicorn --preload, Celery prefork, multiprocessing's fork: a child used the parent's pooled
+    sockets, so concurrent children read each other's results (or errors, or hung)."""
+    import os
+    import signal
+    import time
+
+    from tests.test_store import CORPUS
+
+    corpus = collection_name
+    store.upsert(store.create_collection(corpus), CORPUS)
+
+    queries = ["How do I reset my password?", "When does the shop open?", "Is shipping free?", "cats"]
+    expected = {q: [(h.external_id, round(h.similarity, 5)) for h in store.search(corpus, q, k=3)] for q in queries}
+    children = []
+    gate_out, gate_in = os.pipe()  # the children start together: their searches overlap
+    for child in range(3):
+        pid = os.fork()
+        if pid == 0:  # the child: search, compare, report by exit status only
+            status = 1
+            try:
+                os.read(gate_out, 1)
+                ok = all(
+                    [(h.external_id, round(h.similarity, 5)) for h in store.search(corpus, q, k=3)] == expected[q]
+                    for _ in range(20)
+                    for q in queries[child:] + queries[:child]
+                )
+                status = 0 if ok else 2
+            finally:
+                os._exit(status)
+        children.append(pid)
+    os.write(gate_in, b"go!")
+    deadline = time.monotonic() + 60
+    statuses = {}
+    while len(statuses) < len(children) and time.monotonic() < deadline:
+        for pid in children:
+            if pid not in statuses:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    statuses[pid] = os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    for pid in set(children) - set(statuses):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert statuses == dict.fromkeys(children, 0)  # every child finished, with its own results
+    assert [(h.external_id, round(h.similarity, 5)) for h in store.search(corpus, queries[0], k=3)] == expected[
+        queries[0]
+    ]
