@@ -243,9 +243,37 @@ def test_a_collection_created_by_another_process_meanwhile_is_checked_like_an_ex
 
     monkeypatch.setattr(store, "_find_collection", created_meanwhile)
     with pytest.raises(CollectionExists, match="text search configuration 'english', not 'italian'"):
-        store.create_collection(collection_name, text_search_config="italian")
+        store.create_collection(collection_name, text_search_config="italian", chunk=32)
     monkeypatch.setattr(store, "_find_collection", real_find)
-    assert store.get_collection(collection_name).text_search_config == "english"
+    coll = store.get_collection(collection_name)
+    assert coll.text_search_config == "english"
+    assert coll.chunking is None  # a call refused changes nothing (its split was set, then refused)
+
+
+def test_a_split_given_to_the_empty_collection_during_a_load_applies_to_its_batches(  # type: ignore[no-untyped-def]
+    store, encoder, collection_name, monkeypatch
+) -> None:
+    """Another ingest with --chunk finds the collection still empty (this load's first batch is not
+    committed) and sets its split: the batches prepared unsplit must not be written as they are."""
+    from semsim_pg.store import DocumentStore, ingest
+
+    other = DocumentStore(encoder=encoder)
+    store.create_collection(collection_name)
+    write_batch = ingest.write_batch
+
+    def split_meanwhile(store_, batch):  # type: ignore[no-untyped-def]
+        if batch.start == 0 and other.get_collection(collection_name).chunking is None:
+            other.create_collection(collection_name, chunk=16)
+        return write_batch(store_, batch)
+
+    monkeypatch.setattr(ingest, "write_batch", split_meanwhile)
+    long_text = " ".join(f"Sentence {i} is about the weather in a different town." for i in range(12))
+    store.upsert(collection_name, [("long", long_text, {}), ("short", "Hello there.", {})], batch_size=1)
+    coll = store.get_collection(collection_name)
+    assert coll.chunk_size == 16
+    assert store.reconcile(collection_name) == 0  # every document encoded as the collection splits
+    hit = store.search(collection_name, "Sentence 11 is about the weather", k=1)[0]
+    assert hit.external_id == "long" and hit.passage is not None and hit.passage > 0
 
 
 def test_graph_parameters_pgvector_refuses_are_refused_before_anything_changes(store, corpus, collection_name) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ __all__ = [
     "find_collection",
     "insert_collection",
     "list_collections",
+    "lock_collection_for_write",
     "lock_collection_model",
     "set_chunking",
     "set_collection_model",
@@ -113,6 +114,15 @@ def vector_backends() -> sa.Select[Any]:
 def lock_collection_model(collection_id: int, *, exclusive: bool) -> sa.Select[Any]:
     """The collection's model, row-locked: shared by writers of vectors, exclusive by a model switch."""
     return sa.select(c.model_name).where(c.id == collection_id).with_for_update(read=not exclusive)
+
+
+def lock_collection_for_write(collection_id: int) -> sa.Select[Any]:
+    """The collection's model and passage size and overlap, share-locked by a batch of an ingest:
+    a model switch or a new split setting (both lock the row exclusively) waits for it, and the
+    batch sees whether its vectors still match what the collection holds."""
+    return (
+        sa.select(c.model_name, c.chunk_size, c.chunk_overlap).where(c.id == collection_id).with_for_update(read=True)
+    )
 
 
 def set_collection_model(collection_id: int, model: str, dimension: int) -> sa.Update:

@@ -159,13 +159,15 @@ class DocumentStore:
         asked = (model, metric, text_search_config, m, ef_construction)  # as given: defaults are filled in below
 
         def reuse(existing: Collection) -> Collection:
+            model_, metric_, config_, m_, ef_ = asked
+            # checked first: a call refused for its model or language changes nothing
+            existing = catalog.check_existing(
+                existing, model_, metric_, config_, exist_ok=exist_ok, m=m_, ef_construction=ef_
+            )
             if chunk is not None:
                 wanted = check_chunking(chunk, chunk_overlap, max_seq_length=self.encoder_for(existing).max_seq_length)
                 existing = catalog.set_chunking(self.engine, existing, wanted)
-            model_, metric_, config_, m_, ef_ = asked
-            return catalog.check_existing(
-                existing, model_, metric_, config_, exist_ok=exist_ok, m=m_, ef_construction=ef_
-            )
+            return existing
 
         if existing is not None:
             return reuse(existing)

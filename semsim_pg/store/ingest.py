@@ -56,7 +56,7 @@ PREFETCH_BATCHES = 2
 
 
 class CollectionChanged(Exception):
-    """The collection's model changed between reading it and writing a batch."""
+    """The collection's model or split changed between reading it and writing a batch."""
 
 
 def upsert(
@@ -127,8 +127,9 @@ def upsert(
                     try:
                         result += write_batch(store, prepared)
                     except CollectionChanged:
-                        # `semsim reembed` switched the collection's model meanwhile: encode this
-                        # batch (and the rest) with the new model.
+                        # `semsim reembed` switched the collection's model meanwhile, or another
+                        # ingest gave it a split while it was empty: encode this batch (and the
+                        # rest) as the collection now says.
                         target.coll = store.get_collection(coll.name)
                         if matrix is not None:
                             raise ModelMismatch(
@@ -283,16 +284,18 @@ def write_batch(store: DocumentStore, batch: PreparedBatch) -> UpsertResult:
     """Write a prepared batch in one transaction: staging COPY, upsert, vectors, catch-up.
 
     Raises :class:`CollectionChanged` (nothing written) when the collection moved to another
-    model since the batch was prepared."""
+    model, or was given another split, since the batch was prepared."""
     coll, docs, hashes, vectors = batch.coll, batch.docs, batch.hashes, batch.vectors
     result = UpsertResult(encoded=len(vectors))
     with connect(store.engine) as conn, conn.begin():
-        # Serialise with a model switch (reembed locks the row FOR UPDATE): never write
-        # vectors of a model the collection has just left.
-        current = conn.execute(queries.lock_collection_model(coll.id, exclusive=False)).scalar()
+        # Serialise with a model switch (reembed locks the row FOR UPDATE) and a split setting
+        # another process gave the still empty collection: never write vectors of a model, or
+        # passages of a split, the collection has just left.
+        current = conn.execute(queries.lock_collection_for_write(coll.id)).one_or_none()
         if current is None:
             raise CollectionNotFound(f"Collection {coll.name!r} was dropped during the load.")
-        if current != coll.model_name:
+        model_name, chunk_size, chunk_overlap = current
+        if model_name != coll.model_name or (chunk_size, chunk_overlap) != (coll.chunk_size, coll.chunk_overlap):
             raise CollectionChanged
         conn.execute(queries.create_staging())
         raw = vector_connection(conn)
