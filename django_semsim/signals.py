@@ -37,12 +37,14 @@ def on_post_save(
     snapshot = instance._semsim_text_snapshot()
     previous = instance.__dict__.get("_semsim_snapshot")
     if not created and snapshot is not None and snapshot == previous:
+        if instance.__dict__.get("_semsim_pending"):
+            # an earlier save of this transaction changed the text; this one changed it back: what
+            # commits is this text, so it is the one to remember (and nothing to encode)
+            _remember_on_commit(instance, snapshot, using)
         return  # the text did not change: nothing to encode
     # The next save of this instance compares with what this one stored, once it is committed: a
-    # save rolled back (a retry after a deadlock) must not make the same change look done. (A
-    # transaction that changes the text and changes it back leaves the first text remembered: the
-    # next save queues the row, and the drain finds it current.)
-    transaction.on_commit(partial(_remember, instance, snapshot), using=using)
+    # save rolled back (a retry after a deadlock) must not make the same change look done.
+    _remember_on_commit(instance, snapshot, using)
     if not get_config().immediate:
         return  # worker mode: the stale-row anti-join finds the row
     from django_semsim.sync import enqueue
@@ -50,8 +52,16 @@ def on_post_save(
     enqueue(owner, instance.pk, using)
 
 
+def _remember_on_commit(instance: SemanticModel, snapshot: tuple[Any, ...] | None, using: str) -> None:
+    # counts the hooks not run yet (a rolled-back transaction's never run: its count stays, which
+    # only costs later unchanged saves of this instance a hook each)
+    instance._semsim_pending = instance.__dict__.get("_semsim_pending", 0) + 1
+    transaction.on_commit(partial(_remember, instance, snapshot), using=using)
+
+
 def _remember(instance: SemanticModel, snapshot: tuple[Any, ...] | None) -> None:
     instance._semsim_snapshot = snapshot
+    instance._semsim_pending = max(instance.__dict__.get("_semsim_pending", 1) - 1, 0)
 
 
 def on_companion_pre_save(sender: type[models.Model], instance: Any, raw: bool, using: str, **kwargs: Any) -> None:

@@ -64,6 +64,20 @@ def test_a_save_retried_after_a_rollback_is_encoded() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_text_changed_and_changed_back_in_one_transaction_then_changed_is_encoded() -> None:
+    article = Article.objects.create(title="Cats", body="")
+    with transaction.atomic():
+        article.title = "Dogs"
+        article.save()
+        article.title = "Cats"
+        article.save()  # back to the stored text: this is what commits, and what to compare with
+    assert vectors_match_text(Article) == {article.pk: True}
+    article.title = "Dogs"
+    article.save()
+    assert vectors_match_text(Article) == {article.pk: True}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_refresh_from_db_makes_the_stored_text_the_one_compared_with() -> None:
     article = Article.objects.create(title="Opening hours", body="Nine to five.")
     Article.objects.filter(pk=article.pk).update(body="Ten to six.")  # stale: update() sends no signal
