@@ -433,6 +433,8 @@ def test_cli_downgrade_says_what_it_drops_and_wants_yes(empty_database, capsys, 
     ):
         assert lost in err and f"({revision})" in err, (revision, err)
     assert "--yes" in err and current_revision(engine) == head  # nothing was changed
+    code, out, err = run("head-4")  # a form Alembic takes but semsim cannot judge: refused too
+    assert code == 1 and "Cannot tell what a downgrade to 'head-4' drops" in err and current_revision(engine) == head
     code, out, err = run("-1")  # 0010 -> 0009 loses nothing: no --yes needed
     assert code == 0 and current_revision(engine) == "0009" and "dropped" not in out, err
     code, out, err = run("0002", "--yes")

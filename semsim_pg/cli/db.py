@@ -103,7 +103,14 @@ def cmd_db_downgrade(args: argparse.Namespace) -> int:
     from semsim_pg.errors import InvalidInput
 
     engine = get_engine()
-    losses = downgrade_losses(engine, args.revision) or []
+    judged = downgrade_losses(engine, args.revision)
+    if judged is None and not args.yes:
+        # a form Alembic reads but semsim does not (head-4, 0010-2, ...): what it drops is unknown
+        raise InvalidInput(
+            f"Cannot tell what a downgrade to {args.revision!r} drops: give a revision id (semsim db current "
+            "names the one in use), base or -N, or add --yes to downgrade anyway. Nothing was changed."
+        )
+    losses = judged or []
     dropped = "; ".join(f"{lost} ({rev})" for rev, lost in losses)
     if losses and not args.yes:
         raise InvalidInput(
