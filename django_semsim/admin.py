@@ -182,6 +182,9 @@ class SemanticAdminMixin:
             results = queryset.hybrid_search(search_term, k=self.semantic_search_k)
         else:
             results = queryset.semantic_search(search_term, k=self.semantic_search_k)
+        # staff browsing the changelist are not the users whose questions the query log measures
+        # (their searches would count in the insights' volumes, scores and drift)
+        results._semsim_log = None
         if ORDER_VAR in request.GET:
             ordering = getattr(request, "semsim_ordering", None)
             ordering = queryset.query.order_by if ordering is None else ordering

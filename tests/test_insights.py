@@ -126,6 +126,10 @@ def test_since_and_durations() -> None:
             insights.parse_since(bad, now=now)
     with pytest.raises(InvalidInput, match="in the future"):
         insights.parse_since("2027-01-01", now=now)
+    for too_long in ("99999999d", "9999999999d", "10**30d".replace("10**30", "1" + "0" * 30)):
+        with pytest.raises(InvalidInput, match="at most 100000d"):  # was OverflowError (a 500 in the admin)
+            insights.parse_since(too_long, now=now)
+    assert insights.parse_since("100000d", now=now).year == 1753
     with pytest.raises(InvalidInput, match="--older-than"):
         insights.parse_duration("ninety", "--older-than")
 

@@ -22,7 +22,10 @@ def parse_duration(text: str, option: str = "--since") -> dt.timedelta:
             if option != "--since"
             else f"--since takes a length of time such as 12h, 7d or 2w, or a date such as 2026-11-01, got {text!r}."
         )
-    return dt.timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
+    try:
+        return dt.timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
+    except OverflowError:
+        raise InvalidInput(f"{option} {text} is longer than any date can reach back: give at most 100000d.") from None
 
 
 def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
@@ -40,7 +43,12 @@ def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
         if start.tzinfo is None:
             start = start.replace(tzinfo=dt.UTC)
     else:
-        start = now - parse_duration(raw)
+        try:
+            start = now - parse_duration(raw)
+        except OverflowError:
+            raise InvalidInput(
+                f"--since {text} reaches back before the year 1: give a shorter length (at most 100000d) or a date."
+            ) from None
     if start > now:
         raise InvalidInput(f"--since {text} is in the future: give a past date or a length of time such as 7d.")
     return start
