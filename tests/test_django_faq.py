@@ -281,7 +281,7 @@ def test_import_command_then_export_round_trip(tmp_path: Path, django_capture_on
     out = tmp_path / "out.csv"
     call_command("semsim_faq_export", str(out), verbosity=0)
     assert {e.faq_id for e in read_entries(out)} == {"gift", "hours"}
-    assert export_csv().splitlines()[0] == "faq_id,question,answer,category,alternatives"
+    assert export_csv().splitlines()[0] == "faq_id,question,answer,category,alternatives,published"
 
     # again, edited, with --replace: updates in place and removes what the file no longer holds
     path.write_text("faq_id,question,answer\ngift,Do you sell gift cards?,No longer.\n", encoding="utf-8")

@@ -342,14 +342,14 @@ def test_export_view_and_action(editor, faqs) -> None:  # type: ignore[no-untype
     response = editor.get(reverse("admin:semsim_faq_faq_export"))
     assert response["Content-Type"].startswith("text/csv")
     text = response.content.decode()
-    assert text.splitlines()[0] == "faq_id,question,answer,category,alternatives"
+    assert text.splitlines()[0] == "faq_id,question,answer,category,alternatives,published"
     assert "Can I send a product back?" in text and len(text.splitlines()) == 4
     action = editor.post(
         reverse("admin:semsim_faq_faq_changelist"),
         {"action": "export_selected", "_selected_action": [faqs["shipping"].pk]},
     )
     assert action.content.decode().splitlines()[1:] == [
-        f"{faqs['shipping'].pk},How long does shipping take?,3-5 days.,delivery,"
+        f"{faqs['shipping'].pk},How long does shipping take?,3-5 days.,delivery,,true"
     ]
 
 
@@ -439,3 +439,110 @@ def test_model_admin_sorts_a_search_by_similarity_and_found_by(
     finally:
         admin.site.unregister(Article)
         clear_url_caches()
+
+
+def _inline(faq: FAQ, *texts: str) -> dict[str, Any]:
+    """The change form of ``faq`` as posted, with ``texts`` as new phrasings in the inline."""
+    data: dict[str, Any] = {
+        "question": faq.question,
+        "answer": faq.answer,
+        "category": faq.category,
+        "published": "on",
+        "external_id": faq.external_id or "",
+        "phrasings-TOTAL_FORMS": str(len(texts)),
+        "phrasings-INITIAL_FORMS": "0",
+    }
+    data.update({f"phrasings-{i}-text": text for i, text in enumerate(texts)})
+    return data
+
+
+def test_a_phrasing_holding_the_separator_is_refused_in_the_inline(editor, faqs) -> None:  # type: ignore[no-untyped-def]
+    shipping = faqs["shipping"]
+    url = reverse("admin:semsim_faq_faq_change", args=[shipping.pk])
+    response = editor.post(url, _inline(shipping, "Do you deliver to UK | Ireland?"))
+    assert response.status_code == 200  # the form again, with the error
+    assert "A phrasing cannot hold &#x27;|&#x27;" in response.content.decode()
+    assert shipping.alternatives() == []
+    assert editor.post(url, _inline(shipping, "Do you deliver to the UK or Ireland?")).status_code == 302
+    assert shipping.alternatives() == ["Do you deliver to the UK or Ireland?"]
+
+
+def test_export_refuses_an_entry_whose_phrasing_would_split(editor, faqs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from django.core.management import CommandError, call_command
+
+    FAQPhrasing.objects.create(faq=faqs["shipping"], text="Do you deliver to UK | Ireland?")  # by code: no clean()
+    response = editor.get(reverse("admin:semsim_faq_faq_export"), follow=True)
+    page = html.unescape(response.content.decode())
+    assert not response["Content-Type"].startswith("text/csv")
+    assert (
+        f"Nothing was exported: FAQ '{faqs['shipping'].faq_id}': the alternative 'Do you deliver to UK | Ireland?'"
+        in page
+    )
+    action = editor.post(
+        reverse("admin:semsim_faq_faq_changelist"),
+        {"action": "export_selected", "_selected_action": [faqs["shipping"].pk]},
+    )
+    assert action.status_code == 302
+    out = tmp_path / "faq.csv"
+    with pytest.raises(CommandError, match=r"holds '\|'"):
+        call_command("semsim_faq_export", str(out), verbosity=0)
+    assert not out.exists()
+
+
+def test_export_then_import_keeps_drafts_drafts(editor, faqs, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    shipping = faqs["shipping"]
+    shipping.published = False
+    shipping.save()
+    text = editor.get(reverse("admin:semsim_faq_faq_export")).content.decode()
+    shipping.delete()
+    upload = SimpleUploadedFile("backup.csv", text.encode())
+    with django_capture_on_commit_callbacks(execute=True):
+        assert editor.post(reverse("admin:semsim_faq_faq_import"), {"file": upload, "replace": "on"}).status_code == 302
+    restored = FAQ.objects.get(question="How long does shipping take?")
+    assert restored.published is False
+    assert FAQ.objects.get(pk=faqs["returns"].pk).published is True
+    assert all(m.entry != restored for m in FAQ.objects.match("how long is delivery", k=3))
+    # a file without the column: new entries published, existing ones keep theirs
+    upload = SimpleUploadedFile(
+        "old.csv", f"faq_id,question,answer\n{restored.faq_id},{restored.question},New.\nz,Q?,A.\n".encode()
+    )
+    assert editor.post(reverse("admin:semsim_faq_faq_import"), {"file": upload}).status_code == 302
+    assert FAQ.objects.get(pk=restored.pk).published is False and FAQ.objects.get(external_id="z").published
+    upload = SimpleUploadedFile("bad.csv", b"question,answer,published\nQ?,A.,maybe\n")
+    page = html.unescape(editor.post(reverse("admin:semsim_faq_faq_import"), {"file": upload}).content.decode())
+    assert "bad.csv, line 2: published must be true or false" in page
+
+
+def test_import_is_in_the_admin_history(editor, faqs, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+
+    returns, shipping = faqs["returns"], faqs["shipping"]
+    content = (
+        "faq_id,question,answer,category,alternatives\n"
+        f"{returns.faq_id},{returns.question},Within 60 days.,orders,Can I send a product back?|May I return it?\n"
+        f"{shipping.faq_id},{shipping.question},{shipping.answer},delivery,\n"
+        "new,Do you sell gift cards?,Yes.,,Can I buy a voucher?\n"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = editor.post(
+            reverse("admin:semsim_faq_faq_import"),
+            {"file": SimpleUploadedFile("faq.csv", content.encode()), "replace": "on"},
+        )
+    assert response.status_code == 302
+    new = FAQ.objects.get(external_id="new")
+    logged = {
+        (e.object_id, e.action_flag, e.change_message, e.user.username)
+        for e in LogEntry.objects.filter(content_type__model="faq")
+    }
+    assert logged == {  # shipping is as stored: nothing happened to it, nothing logged
+        (str(new.pk), ADDITION, "Added by importing faq.csv, with 1 alternative phrasing(s) added.", "editor"),
+        (str(returns.pk), CHANGE, "Changed by importing faq.csv: answer; 1 alternative phrasing(s) added.", "editor"),
+        (
+            str(faqs["twin"].pk),
+            DELETION,
+            "Deleted by importing faq.csv with replace (the file does not list it).",
+            "editor",
+        ),
+    }
+    history = editor.get(reverse("admin:semsim_faq_faq_history", args=[returns.pk])).content.decode()
+    assert "Changed by importing faq.csv: answer" in history and "editor" in history

@@ -156,6 +156,22 @@ def test_search_insights_page(site) -> None:  # type: ignore[no-untyped-def]
     assert "--since takes a length of time" in bad.content.decode()
 
 
+#: what staff who promote unanswered groups hold
+EDITOR = ("semsim_insights.view_querylog", "semsim_faq.add_faq", "semsim_faq.add_faqphrasing", "semsim_faq.view_faq")
+
+
+def _create_entry(group: dict[str, Any], answer: str) -> dict[str, Any]:
+    """The form data of "Create FAQ entry from this group", its question as prefilled."""
+    create = group["create"]
+    return {
+        "action": "create",
+        "prefix": create.prefix,
+        f"{create.prefix}-group": create.initial["group"],
+        f"{create.prefix}-question": create.initial["question"],
+        f"{create.prefix}-answer": answer,
+    }
+
+
 def _add_phrasing(group: dict[str, Any], text: str) -> dict[str, Any]:
     """The form data of "Add as alternative phrasing of this entry" for the group's nearest entry."""
     match, phrasing = group["phrasings"][0]
@@ -174,13 +190,7 @@ def test_unanswered_questions_page_and_promotion(site, faqs, encoder, django_cap
     for text, times in [*zip(PAYPAL, (3, 2, 1), strict=True), *zip(PASSWORD, (2, 1, 1), strict=True)]:
         rows += [_row(NOW - dt.timedelta(days=1, minutes=i), 0.3, text, vectors[text], False) for i in range(times)]
     _insert(rows)
-    editor = _user(
-        "editor",
-        "semsim_insights.view_querylog",
-        "semsim_faq.add_faq",
-        "semsim_faq.add_faqphrasing",
-        "semsim_faq.view_faq",
-    )
+    editor = _user("editor", *EDITOR)
     url = reverse("admin:semsim_insights_querylog_unanswered")
     response = editor.get(url)
     groups = response.context["groups"]
@@ -191,14 +201,7 @@ def test_unanswered_questions_page_and_promotion(site, faqs, encoder, django_cap
     page = response.content.decode()
     assert "Create FAQ entry from this group" in page and "Add as alternative phrasing of this entry" in page
 
-    create = password["create"]
-    data = {
-        "action": "create",
-        "prefix": create.prefix,
-        f"{create.prefix}-group": create.initial["group"],
-        f"{create.prefix}-question": create.initial["question"],
-        f"{create.prefix}-answer": "Use the 'forgot password' link.",
-    }
+    data = _create_entry(password, "Use the 'forgot password' link.")
     with django_capture_on_commit_callbacks(execute=True):
         done = editor.post(url, data, follow=True)
     assert "Created FAQ entry" in done.content.decode()
@@ -297,3 +300,57 @@ def test_import_keeps_the_phrasings_promotion_added(
 def test_admin_calls_the_log_logged_queries(site) -> None:  # type: ignore[no-untyped-def]
     page = _user("reader", "semsim_insights.view_querylog").get(reverse("admin:index")).content.decode()
     assert "Logged queries" in page and "querys" not in page.lower()
+
+
+def _unanswered(encoder, texts: list[str]) -> None:  # type: ignore[no-untyped-def]
+    vectors = dict(zip(texts, encoder.encode(texts), strict=True))
+    _insert([_row(NOW - dt.timedelta(days=1, minutes=i), 0.3, t, vectors[t], False) for i, t in enumerate(texts)])
+
+
+def test_promotion_is_in_the_admin_history_and_refuses_the_separator(
+    site, faqs, encoder, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+
+    _unanswered(encoder, PAYPAL + PASSWORD)
+    editor = _user("editor", *EDITOR)
+    url = reverse("admin:semsim_insights_querylog_unanswered")
+    paypal, password = editor.get(url).context["groups"]
+    refused = editor.post(url, _add_phrasing(paypal, "Can I pay with PayPal | Apple Pay?"), follow=True)
+    assert "A phrasing cannot hold '|'" in html_text(refused)
+    assert not FAQPhrasing.objects.exists() and not LogEntry.objects.exists()
+    assert len(editor.get(url).context["groups"]) == 2  # nothing resolved
+
+    with django_capture_on_commit_callbacks(execute=True):
+        editor.post(url, _add_phrasing(paypal, "Can I pay with PayPal?"))
+        editor.post(url, _create_entry(password, "Use the 'forgot password' link."))
+    created = FAQ.objects.get(answer="Use the 'forgot password' link.")
+    entries = {(e.object_id, e.action_flag, e.user.username): e for e in LogEntry.objects.all()}
+    assert set(entries) == {(str(faqs["cards"].pk), CHANGE, "editor"), (str(created.pk), ADDITION, "editor")}
+    assert entries[(str(faqs["cards"].pk), CHANGE, "editor")].get_change_message() == (
+        "Added alternative phrasing “Can I pay with PayPal?”."
+    )
+    assert entries[(str(created.pk), ADDITION, "editor")].get_change_message() == "Added from unanswered questions."
+
+
+def html_text(response: Any) -> str:
+    import html
+
+    return html.unescape(response.content.decode())
+
+
+def test_nearest_entries_need_the_faq_view_permission(site, faqs, encoder) -> None:  # type: ignore[no-untyped-def]
+    _unanswered(encoder, PAYPAL)
+    url = reverse("admin:semsim_insights_querylog_unanswered")
+    viewer = _user("viewer", "semsim_insights.view_querylog", "semsim_faq.add_faqphrasing", "semsim_faq.view_faq")
+    [seen] = viewer.get(url).context["groups"]
+    assert seen["nearest"] and "Which credit cards do you accept?" in html_text(viewer.get(url))
+    phraser = _user("phraser", "semsim_insights.view_querylog", "semsim_faq.add_faqphrasing")
+    response = phraser.get(url)
+    [group] = response.context["groups"]
+    page = html_text(response)
+    assert group["nearest"] == [] and "Nearest entries" not in page
+    assert all(faq.question not in page for faq in FAQ.objects.all())
+    assert "Add as alternative phrasing" not in page
+    assert phraser.post(url, _add_phrasing(seen, "Can I pay with PayPal?")).status_code == 403
+    assert not FAQPhrasing.objects.exists()

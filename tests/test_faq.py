@@ -246,6 +246,8 @@ def test_read_faq_file_shipped() -> None:
         ("faq_id,question,answer\nf1,Q1?,A1\n\nf2,Q2?,\n", r"line 4: the answer is empty"),
         ("id,question,answer\nf1,Q1?,A1\n", r"line 1: .*lacks faq_id"),
         ("faq_id,question,answer,colour\nf1,Q1?,A1,red\n", r"unknown column"),
+        ("faq_id,question,answer,published\nf1,Q1?,A1,true\nf2,Q2?,A2,false\n", r"line 3: entry 'f2' is a draft"),
+        ("faq_id,question,answer,published\nf1,Q1?,A1,maybe\n", r"line 2: published must be true or false"),
         ("faq_id,question,answer\n", r"no FAQ entries"),
         ("", r"is empty"),
     ],
@@ -265,6 +267,9 @@ def test_faq_file_formats(tmp_path: Path) -> None:
     )
     [entry] = read_faq_file(path)
     assert entry == FAQEntry("f1", "Q1, really?", "A1", None, ("One?", "Two?"))
+    # the Django FAQ's export: its published entries load (a draft is refused: test_malformed_faq_files)
+    path.write_text("faq_id,question,answer,category,alternatives,published\nf1,Q1?,A1,,,TRUE\nf2,Q2?,A2,,,\n")
+    assert [e.faq_id for e in read_faq_file(path)] == ["f1", "f2"]
     with pytest.raises(InputFileError, match="extension"):
         read_faq_file(tmp_path / "faqs.json")
     with pytest.raises(InputFileError, match="no such file"):

@@ -22,7 +22,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import models, transaction
@@ -33,15 +33,28 @@ from semsim_pg.errors import InputFileError, InvalidInput
 from semsim_pg.faq import (  # the core reader names lines in errors
     ALTERNATIVES_SEPARATOR,
     FAQ_COLUMNS,
+    PUBLISHED_COLUMN,
     FAQEntry,
+    check_alternatives,
     kept_promoted_note,
+    parse_published,
     read_rows,
 )
 
-__all__ = ["EXPORT_COLUMNS", "ImportResult", "export_csv", "guard_cell", "import_entries", "read_entries"]
+__all__ = [
+    "EXPORT_COLUMNS",
+    "EntryChange",
+    "ImportEntry",
+    "ImportResult",
+    "export_csv",
+    "guard_cell",
+    "import_entries",
+    "read_entries",
+]
 
-#: columns of the CSV written by export (read back by import): the core's FAQ file columns
-EXPORT_COLUMNS = FAQ_COLUMNS
+#: columns of the CSV written by export (read back by import): the core's FAQ file columns, and
+#: whether the entry is published (a draft exported and imported again stays a draft)
+EXPORT_COLUMNS = (*FAQ_COLUMNS, PUBLISHED_COLUMN)
 #: prefix of the key of an imported entry that has no faq_id (it is matched by its question)
 QUESTION_KEY = "question:"
 
@@ -60,6 +73,26 @@ def unguard_cell(value: str) -> str:
 
 
 @dataclass(frozen=True)
+class ImportEntry(FAQEntry):
+    """An entry of a Django FAQ file: the core's entry and its ``published`` column (None: the file
+    does not say, so a new entry gets the model's default and an existing one keeps its own)."""
+
+    published: bool | None = None
+
+
+@dataclass(frozen=True)
+class EntryChange:
+    """What an import did to one entry, for the admin's history (``action``: added, changed or deleted)."""
+
+    faq: FAQ
+    action: str
+    #: the entry's fields the file changed (changed entries)
+    fields: tuple[str, ...] = ()
+    phrasings_added: int = 0
+    phrasings_removed: int = 0
+
+
+@dataclass(frozen=True)
 class ImportResult:
     """Entries created, updated and (``replace``) removed; promoted phrasings the file did not list, kept."""
 
@@ -69,6 +102,8 @@ class ImportResult:
     kept: int = 0
     #: entries the file gives as they are stored (nothing written for them)
     unchanged: int = 0
+    #: what was done to each entry added, changed or deleted (for the admin's history)
+    changes: tuple[EntryChange, ...] = field(default=(), compare=False)
 
     def kept_note(self, export: str, replace: str = "--replace") -> str:
         """The words that say what was kept, how to save it (``export``) and what removes it (``replace``)."""
@@ -106,13 +141,13 @@ def check_entry(entry: FAQEntry) -> None:
             )
 
 
-def read_entries(path: str | Path) -> list[FAQEntry]:
-    """Entries from a .csv/.tsv with header ``[faq_id,] question, answer[, category][, alternatives]``
-    (alternatives separated by "|"). The whole file is checked first; an error names its line, so a
+def read_entries(path: str | Path) -> list[ImportEntry]:
+    """Entries from a .csv/.tsv with header ``[faq_id,] question, answer[, category][, alternatives][,
+    published]`` (alternatives separated by "|"; published true or false, empty for not said). The whole file is checked first; an error names its line, so a
     caller imports all of a file or nothing. Without a faq_id an entry is keyed by its question."""
-    entries: list[FAQEntry] = []
+    entries: list[ImportEntry] = []
     seen: dict[str, int] = {}
-    for line, raw in read_rows(path, ("question", "answer"), ("faq_id", "category", "alternatives")):
+    for line, raw in read_rows(path, ("question", "answer"), ("faq_id", "category", "alternatives", PUBLISHED_COLUMN)):
         row = {name: unguard_cell(value) for name, value in raw.items()}
         for name in ("question", "answer"):
             if not row[name]:
@@ -126,7 +161,10 @@ def read_entries(path: str | Path) -> list[FAQEntry]:
         seen[faq_id] = line
         alternatives = tuple(a.strip() for a in row.get("alternatives", "").split(ALTERNATIVES_SEPARATOR) if a.strip())
         try:
-            entry = FAQEntry(faq_id, row["question"], row["answer"], row.get("category") or None, alternatives)
+            published = parse_published(row.get(PUBLISHED_COLUMN, ""))
+            entry = ImportEntry(
+                faq_id, row["question"], row["answer"], row.get("category") or None, alternatives, published=published
+            )
             check_entry(entry)
         except InvalidInput as exc:
             raise InputFileError(f"{path}, line {line}: {exc}") from None
@@ -176,11 +214,14 @@ def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using:
     An entry whose ``faq_id`` names an existing one (:func:`_by_faq_id`) updates it (its phrasings
     replaced, except promoted ones it does not list: those are kept), an entry without one the entry
     with its question; with ``replace``, entries absent from ``entries`` are deleted, and so are
-    promoted phrasings the entries do not list.
+    promoted phrasings the entries do not list. ``published`` is set from an :class:`ImportEntry`
+    that gives it; otherwise a new entry gets the model's default and an existing one keeps its own.
+    What was done to each entry is in :attr:`ImportResult.changes` (unchanged entries are not).
     """
     for entry in entries:
         check_entry(entry)
-    created = updated = removed = kept = unchanged = 0
+    created = updated = kept = unchanged = 0
+    changes: list[EntryChange] = []
     with transaction.atomic(using=using):
         faqs = FAQ.objects.using(using)
         ids = [e.faq_id for e in entries if not e.faq_id.startswith(QUESTION_KEY)]
@@ -188,23 +229,30 @@ def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using:
         existing = _by_faq_id(faqs, ids)
         if replace:
             stale = faqs.exclude(pk__in=[faq.pk for faq in existing.values()]).exclude(question__in=questions)
-            removed = stale.count()
+            # loaded (key and question only) before they go, for the history of who removed them
+            changes += [EntryChange(faq, "deleted") for faq in stale.only("pk", "question")]
             stale.delete()
+        removed = len(changes)
         by_question = {f.question: f for f in faqs.filter(question__in=questions)}
         for entry in entries:
             keyed_by_question = entry.faq_id.startswith(QUESTION_KEY)
             faq = by_question.get(entry.question) if keyed_by_question else existing.get(entry.faq_id)
-            fields = (entry.question, entry.answer, entry.category or "")
+            published = getattr(entry, "published", None)
+            fields = {"question": entry.question, "answer": entry.answer, "category": entry.category or ""}
+            if published is not None:
+                fields["published"] = published
             new = faq is None
             if faq is None:
                 faq = FAQ(external_id=None if keyed_by_question else entry.faq_id)
                 created += 1
-            changed = new or (faq.question, faq.answer, faq.category) != fields
-            if changed:  # an entry given as it is stored is not saved (nor counted as updated)
-                faq.question, faq.answer, faq.category = fields
+            changed_fields = tuple(name for name, value in fields.items() if new or getattr(faq, name) != value)
+            if changed_fields:  # an entry given as it is stored is not saved (nor counted as updated)
+                for name, value in fields.items():
+                    setattr(faq, name, value)
                 faq.save(using=using)
             listed = {text.casefold() for _, text in entry.phrasings()[1:]}
             current = {} if new else {p.text.casefold(): p for p in faq.phrasings.all()}
+            added = deleted = 0
             for folded, phrasing in current.items():
                 if folded in listed:
                     if phrasing.promoted:  # the file has it now: the file decides from here on
@@ -215,14 +263,19 @@ def import_entries(entries: Sequence[FAQEntry], *, replace: bool = False, using:
                     kept += 1
                 else:
                     phrasing.delete()
-                    changed = True
+                    deleted += 1
             for _, text in entry.phrasings()[1:]:
                 if text.casefold() not in current:
                     FAQPhrasing.objects.using(using).create(faq=faq, text=text)
-                    changed = True
-            if not new:
-                updated, unchanged = (updated + 1, unchanged) if changed else (updated, unchanged + 1)
-    return ImportResult(created, updated, removed, kept, unchanged)
+                    added += 1
+            if new:
+                changes.append(EntryChange(faq, "added", phrasings_added=added))
+            elif changed_fields or added or deleted:
+                updated += 1
+                changes.append(EntryChange(faq, "changed", changed_fields, added, deleted))
+            else:
+                unchanged += 1
+    return ImportResult(created, updated, removed, kept, unchanged, tuple(changes))
 
 
 def export_rows(queryset: Iterable[FAQ]) -> list[list[str]]:
@@ -230,22 +283,28 @@ def export_rows(queryset: Iterable[FAQ]) -> list[list[str]]:
 
     The faq_id is FAQ.faq_id, which the import reads back (:func:`_by_faq_id`); for an entry without
     an external_id whose key some entry (exported or not) has as its external_id, that id would name
-    the other entry, so it is left empty: the import then keys the entry by its question."""
+    the other entry, so it is left empty: the import then keys the entry by its question.
+
+    A phrasing holding "|" (written by code: the admin's forms refuse it) would come back as two, so
+    such an entry is refused (:class:`InvalidInput` naming it) rather than written."""
     faqs = list(queryset)
     keys = {str(faq.pk) for faq in faqs if not faq.external_id}
     using = queryset.db if isinstance(queryset, models.QuerySet) else None
     taken = set(FAQ.objects.db_manager(using).filter(external_id__in=keys).values_list("external_id", flat=True))
     rows = []
     for faq in faqs:
-        alternatives = ALTERNATIVES_SEPARATOR.join(p.text for p in faq.phrasings.all())
+        texts = [p.text for p in faq.phrasings.all()]
+        check_alternatives(faq.faq_id, texts, "reword it in the admin (the entry's alternative phrasings)")
         faq_id = "" if not faq.external_id and faq.faq_id in taken else faq.faq_id
-        cells = [faq_id, faq.question, faq.answer, faq.category, alternatives]
+        published = "true" if faq.published else "false"
+        cells = [faq_id, faq.question, faq.answer, faq.category, ALTERNATIVES_SEPARATOR.join(texts), published]
         rows.append([guard_cell(cell) for cell in cells])
     return rows
 
 
 def export_csv(queryset: Iterable[FAQ] | None = None, *, delimiter: str = ",") -> str:
-    """The entries as CSV text (header ``faq_id, question, answer, category, alternatives``): the import's format."""
+    """The entries as CSV text (header ``faq_id, question, answer, category, alternatives, published``):
+    the import's format. Raises :class:`InvalidInput` for an entry that would not read back (:func:`export_rows`)."""
     if queryset is None:
         queryset = FAQ.objects.all()
     if isinstance(queryset, models.QuerySet):

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from django_semsim.conf import get_config
@@ -27,6 +28,7 @@ from django_semsim.models import SemanticModel
 from django_semsim.query import SemanticManager, SemanticQuerySet
 from semsim_pg.errors import InvalidQuery
 from semsim_pg.faq import (
+    ALTERNATIVES_SEPARATOR,
     KIND_ALTERNATIVE,
     KIND_QUESTION,
     MIN_CANDIDATES,
@@ -40,7 +42,7 @@ from semsim_pg.faq import (
 from semsim_pg.insights import not_logged
 from semsim_pg.validation import check_k
 
-__all__ = ["FAQ", "FAQManager", "FAQPhrasing", "FAQQuerySet", "faq_threshold"]
+__all__ = ["FAQ", "FAQManager", "FAQPhrasing", "FAQQuerySet", "faq_threshold", "validate_phrasing_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,18 @@ def faq_threshold(threshold: float | None = None, *, reranked: bool = False) -> 
         config = get_config()
         threshold = config.faq_rerank_threshold if reranked else config.faq_threshold
     return resolve_threshold(threshold, reranked=reranked)
+
+
+def validate_phrasing_text(text: str) -> None:
+    """Refuse a phrasing holding "|": FAQ files separate alternatives with it, so an export would
+    split it in two on import. A check of ``clean()`` and of forms, not a field validator: that
+    would be a migration for every site, and rows written by code are caught by the export."""
+    if ALTERNATIVES_SEPARATOR in text:
+        raise ValidationError(
+            f"A phrasing cannot hold {ALTERNATIVES_SEPARATOR!r}: FAQ files use it to separate alternative "
+            "phrasings. Reword it, or add each wording as a phrasing of its own.",
+            code="separator",
+        )
 
 
 @dataclass(frozen=True)
@@ -198,3 +212,10 @@ class FAQPhrasing(SemanticModel):
 
     def __str__(self) -> str:
         return str(self.text)
+
+    def clean(self) -> None:
+        super().clean()
+        try:
+            validate_phrasing_text(self.text or "")
+        except ValidationError as exc:
+            raise ValidationError({"text": exc}) from None

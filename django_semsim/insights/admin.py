@@ -59,6 +59,13 @@ class PhrasingForm(forms.Form):
     text = forms.CharField(max_length=500, label="phrasing")
     faq = forms.IntegerField(widget=forms.HiddenInput)
 
+    def clean_text(self) -> str:
+        from django_semsim.faq.models import validate_phrasing_text
+
+        text: str = self.cleaned_data["text"]
+        validate_phrasing_text(text)  # what the phrasings inline refuses (FAQPhrasing.clean)
+        return text
+
 
 def _svg_data_uri(stats: Any) -> str:
     from semsim_pg.insights import plot_stats
@@ -157,7 +164,7 @@ class QueryLogAdmin(admin.ModelAdmin):
                     count=len(groups),
                     groups=[self._group_context(request, g) for g in groups[:GROUPS_SHOWN]],
                 )
-        context["can_phrase"] = self._can(request, "semsim_faq.add_faqphrasing")
+        context["can_phrase"] = self._can_phrase(request)
         context["can_create"] = self._can(request, "semsim_faq.add_faq")
         return TemplateResponse(
             request,
@@ -169,12 +176,21 @@ class QueryLogAdmin(admin.ModelAdmin):
     def _can(request: HttpRequest, permission: str) -> bool:
         return bool(request.user.has_perm(permission))
 
+    def _can_see_faqs(self, request: HttpRequest) -> bool:
+        """Whether the user may see FAQ entries (their questions, scores): view or change, as the admin has it."""
+        return self._can(request, "semsim_faq.view_faq") or self._can(request, "semsim_faq.change_faq")
+
+    def _can_phrase(self, request: HttpRequest) -> bool:
+        """Adding a phrasing to one of the nearest entries: it needs seeing them too."""
+        return self._can(request, "semsim_faq.add_faqphrasing") and self._can_see_faqs(request)
+
     def _group_context(self, request: HttpRequest, group: Any) -> dict[str, Any]:
         from django_semsim.faq.models import FAQ
 
         token = signing.dumps(group.hashes, salt=_SALT, compress=True)
         text = group.representative.text or ""
-        nearest = FAQ.objects.match(text, k=3) if text.strip() else []
+        # the nearest entries show FAQ questions and scores: only to those who may see the FAQ
+        nearest = FAQ.objects.match(text, k=3) if text.strip() and self._can_see_faqs(request) else []
         return {
             "group": group,
             "nearest": nearest,
@@ -197,7 +213,7 @@ class QueryLogAdmin(admin.ModelAdmin):
                 raise PermissionDenied
             form: forms.Form = CreateEntryForm(request.POST, prefix=prefix)
         elif action == "phrasing":
-            if not self._can(request, "semsim_faq.add_faqphrasing"):
+            if not self._can_phrase(request):
                 raise PermissionDenied
             form = PhrasingForm(request.POST, prefix=prefix)
         else:
@@ -216,14 +232,21 @@ class QueryLogAdmin(admin.ModelAdmin):
         def write() -> Any:
             with transaction.atomic():
                 if action == "create":
-                    return FAQ.objects.create(
+                    created = FAQ.objects.create(
                         question=data["question"], answer=data["answer"], category=data.get("category") or ""
                     )
+                    # the entry's history says who created it, and from what, as "Recent actions" shows
+                    self.log_addition(request, created, "Added from unanswered questions.")
+                    return created
                 entry = FAQ.objects.filter(pk=data["faq"]).first()
                 if entry is None:
                     raise SemsimError(f"FAQ entry {data['faq']} no longer exists: list the groups again.")
                 # marked: an FAQ import of a file that does not list it keeps it
-                FAQPhrasing.objects.create(faq=entry, text=data["text"], promoted=True)
+                phrasing = FAQPhrasing.objects.create(faq=entry, text=data["text"], promoted=True)
+                # the entry's history, as the phrasings inline writes it ("Added alternative phrasing ...")
+                self.log_change(
+                    request, entry, [{"added": {"name": str(FAQPhrasing._meta.verbose_name), "object": str(phrasing)}}]
+                )
                 return entry
 
         def described(entry: Any) -> str:

@@ -1,6 +1,11 @@
-"""FAQ files: entries (``faq_id, question, answer[, category][, alternatives]``) and evaluation
-queries (``query, faq_id``) from .tsv/.csv, checked whole, with the line of each error; entries
-written back in the same format (:func:`write_faq_file`, what ``semsim faq export`` writes)."""
+"""FAQ files: entries (``faq_id, question, answer[, category][, alternatives][, published]``) and
+evaluation queries (``query, faq_id``) from .tsv/.csv, checked whole, with the line of each error;
+entries written back in the same format (:func:`write_faq_file`, what ``semsim faq export`` writes).
+
+``published`` is written by the Django FAQ's export (a draft entry says ``false``). A core
+collection has no drafts (every entry it holds answers), so :func:`write_faq_file` never writes the
+column and :func:`read_faq_file` reads a file that has it, but refuses a draft row instead of
+loading it as an answer (a draft would start answering customers)."""
 
 from __future__ import annotations
 
@@ -18,8 +23,11 @@ from semsim_pg.textfiles import not_utf8, open_text
 
 __all__ = [
     "FAQ_COLUMNS",
+    "PUBLISHED_COLUMN",
     "FAQQuery",
+    "check_alternatives",
     "kept_promoted_note",
+    "parse_published",
     "read_faq_file",
     "read_faq_queries",
     "read_rows",
@@ -32,7 +40,32 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 #: the columns of an FAQ file, in the order :func:`write_faq_file` writes them; the first three
 #: are required, alternatives are separated by :data:`ALTERNATIVES_SEPARATOR`
 FAQ_COLUMNS = ("faq_id", "question", "answer", "category", "alternatives")
-_REQUIRED, _OPTIONAL = FAQ_COLUMNS[:3], FAQ_COLUMNS[3:]
+#: the optional column that says whether an entry answers (the Django FAQ's drafts); empty: not said
+PUBLISHED_COLUMN = "published"
+_REQUIRED, _OPTIONAL = FAQ_COLUMNS[:3], (*FAQ_COLUMNS[3:], PUBLISHED_COLUMN)
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+
+
+def parse_published(value: str) -> bool | None:
+    """A ``published`` cell: true/yes/1 or false/no/0 (any case); None for an empty cell."""
+    folded = value.strip().casefold()
+    if not folded:
+        return None
+    if folded in _TRUE or folded in _FALSE:
+        return folded in _TRUE
+    raise InvalidInput(f"published must be true or false (or empty for the default), got {value!r}.")
+
+
+def check_alternatives(faq_id: str, alternatives: Iterable[str], fix: str) -> None:
+    """Refuse an alternative holding :data:`ALTERNATIVES_SEPARATOR`: a file would split it in two.
+    ``fix`` says how to reword it where the caller keeps its entries."""
+    for alternative in alternatives:
+        if ALTERNATIVES_SEPARATOR in alternative:
+            raise InvalidInput(
+                f"FAQ {faq_id!r}: the alternative {alternative!r} holds {ALTERNATIVES_SEPARATOR!r}, which "
+                f"separates alternatives in FAQ files; {fix}, then export."
+            )
 
 
 @dataclass(frozen=True)
@@ -101,8 +134,8 @@ def read_rows(
 
 
 def read_faq_file(path: str | Path) -> list[FAQEntry]:
-    """Entries from a .tsv/.csv with header ``faq_id, question, answer[, category][, alternatives]``
-    (alternatives separated by "|"). The whole file is read and checked before anything is returned,
+    """Entries from a .tsv/.csv with header ``faq_id, question, answer[, category][, alternatives][,
+    published]`` (alternatives separated by "|"; a draft, published false, is refused). The whole file is read and checked before anything is returned,
     so a caller that loads the result imports nothing from a malformed file."""
     entries: list[FAQEntry] = []
     lines: dict[str, int] = {}
@@ -117,6 +150,16 @@ def read_faq_file(path: str | Path) -> list[FAQEntry]:
                 "unique: put other phrasings in the alternatives column instead."
             )
         lines[faq_id] = line
+        try:
+            published = parse_published(row.get(PUBLISHED_COLUMN, ""))
+        except InvalidInput as exc:
+            raise InputFileError(f"{path}, line {line}: {exc}") from None
+        if published is False:
+            raise InputFileError(
+                f"{path}, line {line}: entry {faq_id!r} is a draft (published {row[PUBLISHED_COLUMN]!r}); a collection "
+                "has no drafts, every entry it holds answers. Delete the line to leave the entry out, or set "
+                "published to true."
+            )
         alternatives = tuple(a.strip() for a in row.get("alternatives", "").split(ALTERNATIVES_SEPARATOR) if a.strip())
         entries.append(FAQEntry(faq_id, row["question"], row["answer"], row.get("category") or None, alternatives))
     if not entries:
@@ -134,12 +177,7 @@ def write_faq_file(path: str | Path, entries: Sequence[FAQEntry], *, overwrite: 
     if not entries:
         raise InvalidInput(f"{path}: no FAQ entries to write (a file of a header alone imports nothing).")
     for entry in entries:
-        for alternative in entry.alternatives:
-            if ALTERNATIVES_SEPARATOR in alternative:
-                raise InvalidInput(
-                    f"FAQ {entry.faq_id!r}: the alternative {alternative!r} holds {ALTERNATIVES_SEPARATOR!r}, which "
-                    "separates alternatives in FAQ files; reword it (load the entry again without it), then export."
-                )
+        check_alternatives(entry.faq_id, entry.alternatives, "reword it (load the entry again without it)")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise InvalidInput(f"{path} exists already: choose another file, or overwrite it (--overwrite).")
     buffer = io.StringIO()

@@ -1,5 +1,5 @@
 """``manage.py semsim_faq_export FILE``: write every FAQ entry to a CSV/TSV file that
-``semsim_faq_import`` reads back (header faq_id, question, answer, category, alternatives)."""
+``semsim_faq_import`` reads back (header faq_id, question, answer, category, alternatives, published)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_semsim.management.commands._options import add_database_option
+from semsim_pg.errors import SemsimError
 
 
 class Command(BaseCommand):
@@ -28,7 +29,10 @@ class Command(BaseCommand):
         if suffix not in (".csv", ".tsv"):
             raise CommandError(f"{path}: name the file .csv or .tsv (got {path.suffix or 'no extension'!r}).")
         queryset = FAQ.objects.using(options["database"]).all()
-        text = export_csv(queryset, delimiter="\t" if suffix == ".tsv" else ",")
+        try:
+            text = export_csv(queryset, delimiter="\t" if suffix == ".tsv" else ",")
+        except SemsimError as exc:  # an entry that would not read back: nothing is written
+            raise CommandError(str(exc)) from exc
         try:
             # whole or not at all: a failed write (a full disk) leaves the previous export as it was
             atomic_write_text(path, text, overwrite=True)

@@ -18,8 +18,8 @@ from semsim_pg.errors import SemsimError
 
 class Command(BaseCommand):
     help = (
-        "Import FAQ entries from a .csv/.tsv with header [faq_id,] question, answer[, category][, alternatives] "
-        '(alternatives separated by "|"). Existing entries (same faq_id, else same question) are updated; '
+        "Import FAQ entries from a .csv/.tsv with header [faq_id,] question, answer[, category][, alternatives]"
+        '[, published] (alternatives separated by "|"; published true or false). Existing entries (same faq_id, else same question) are updated; '
         "phrasings added from unanswered questions that the file does not list are kept (see --replace)."
     )
 
