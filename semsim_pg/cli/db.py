@@ -104,8 +104,10 @@ def cmd_db_downgrade(args: argparse.Namespace) -> int:
 
     engine = get_engine()
     judged = downgrade_losses(engine, args.revision)
-    if judged is None and not args.yes:
-        # a form Alembic reads but semsim does not (head-4, 0010-2, ...): what it drops is unknown
+    relative = any(mark in args.revision for mark in "+-@")
+    if judged is None and relative and not args.yes:
+        # a form Alembic reads but semsim does not (head-4, 0010-2, ...): what it drops is unknown.
+        # (Anything else unknown is a name Alembic refuses itself, with the revisions it knows.)
         raise InvalidInput(
             f"Cannot tell what a downgrade to {args.revision!r} drops: give a revision id (semsim db current "
             "names the one in use), base or -N, or add --yes to downgrade anyway. Nothing was changed."
