@@ -327,8 +327,8 @@ def test_sql_function_checks_from_0010_answer_good_calls_as_before(empty_databas
     before, before_sources = answers(), sources()
     assert all(before) and error(huge_k) == ("22003", "integer out of range")
     assert error(negative_rrf) == ("22012", "division by zero")
-    upgrade(engine)
-    assert current_revision(engine) == head_revision()
+    upgrade(engine, "0010")  # 0011 changes the passage a split hit shows: tests below
+    assert current_revision(engine) == "0010"
     assert answers() == before
     assert set(sources()) == set(before_sources)  # the same functions, by signature
     assert error(huge_k) == ("22023", "semsim: k must be a whole number from 1 to 1000, got 600000000")
@@ -338,6 +338,72 @@ def test_sql_function_checks_from_0010_answer_good_calls_as_before(empty_databas
     assert answers() == before and error(huge_k)[0] == "22003"
     upgrade(engine)
     assert error(huge_k)[0] == "22023"
+
+
+def test_hybrid_function_shows_the_passage_holding_the_words_from_0011(empty_database, encoder) -> None:  # type: ignore[no-untyped-def]
+    """0011 changes only the passage a split collection's hybrid_search() hit shows (the one that
+    holds the words that found it, not the nearest): an unsplit collection answers as under 0010,
+    the signature stays, and downgrade restores 0010's text exactly."""
+    from semsim_pg.db import migrations_dir
+    from semsim_pg.sql import vector_literal
+    from semsim_pg.store import DocumentStore
+    from tests.test_passages import DOCS, WORDS_LATE
+
+    assert (migrations_dir() / "versions" / "0011_hybrid_function_passage_choice.py").is_file()
+    engine = empty_database
+    upgrade(engine)
+    store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
+    docs = [("late", WORDS_LATE), *DOCS[1:]]
+    store.create_collection("whole")
+    store.create_collection("split", chunk=32, chunk_overlap=4)
+    store.upsert("whole", docs)
+    store.upsert("split", docs)
+    query = "municipal politicians debating public finances QV-4471Z"
+    vector = vector_literal(encoder.encode([query])[0])
+    calls = [
+        "SELECT * FROM semsim.hybrid_search(:c, :t, CAST(:v AS vector), 4)",
+        "SELECT * FROM semsim.hybrid_search(:c, :t, CAST(:v AS vector), 5, NULL, 2, 0, 0.5, 2)",
+    ]
+
+    def answers(collection: str) -> list[list[tuple[object, ...]]]:
+        with engine.connect() as conn:
+            return [
+                [tuple(r) for r in conn.execute(sa.text(sql), {"c": collection, "t": query, "v": vector})]
+                for sql in calls
+            ]
+
+    def function() -> tuple[str, str]:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT oid::regprocedure::text, prosrc FROM pg_proc WHERE proname = 'hybrid_search'")
+            ).one()
+        return row[0], row[1]
+
+    def late_passage() -> str:
+        with engine.connect() as conn:
+            start, end = conn.execute(
+                sa.text(
+                    "SELECT passage_start, passage_end FROM semsim.hybrid_search('split', :t, CAST(:v AS vector), 4)"
+                    " WHERE external_id = 'late'"
+                ),
+                {"t": query, "v": vector},
+            ).one()
+        return WORDS_LATE[start:end]
+
+    now = function()
+    assert "QV-4471Z" in late_passage()
+    whole, split = answers("whole"), answers("split")
+    downgrade(engine, "0010")
+    before = function()
+    assert before[0] == now[0] and before[1] != now[1]  # the same signature, another statement
+    assert "QV-4471Z" not in late_passage()  # 0010 showed the nearest passage
+    assert answers("whole") == whole  # an unsplit collection's one passage: nothing changes
+    assert answers("split") != split
+    upgrade(engine)
+    assert current_revision(engine) == head_revision() and function() == now
+    assert answers("split") == split
+    downgrade(engine, "0010")
+    assert function() == before  # restored exactly
 
 
 def test_a_schema_newer_than_this_semsim_is_named_and_never_migrated(empty_database, capsys, settings) -> None:  # type: ignore[no-untyped-def]
@@ -435,8 +501,8 @@ def test_cli_downgrade_says_what_it_drops_and_wants_yes(empty_database, capsys, 
     assert "--yes" in err and current_revision(engine) == head  # nothing was changed
     code, out, err = run("head-4")  # a form Alembic takes but semsim cannot judge: refused too
     assert code == 1 and "Cannot tell what a downgrade to 'head-4' drops" in err and current_revision(engine) == head
-    code, out, err = run("-1")  # 0010 -> 0009 loses nothing: no --yes needed
-    assert code == 0 and current_revision(engine) == "0009" and "dropped" not in out, err
+    code, out, err = run("-1")  # 0011 -> 0010 loses nothing: no --yes needed
+    assert code == 0 and current_revision(engine) == "0010" and "dropped" not in out, err
     code, out, err = run("0002", "--yes")
     assert code == 0 and current_revision(engine) == "0002" and "dropped: " in out and "query log (0004)" in out, err
     code, out, err = run("base")

@@ -138,6 +138,37 @@ def test_sql_functions_return_documents_once_with_the_store_s_passage(store, chu
     assert [r.score for r in hybrid] == pytest.approx([h.score for h in store_hybrid])
     assert len({r[0] for r in similar}) == 3 and "lions" not in {r[0] for r in similar}
 
+    # A document found by a word in a passage far in meaning from the query shows the passage that
+    # holds the word, as the store does (migration 0011; before it, the function showed the nearest).
+    store.upsert(chunked, [("late", WORDS_LATE)])
+
+    def shown(hits) -> dict[str, tuple[int, int, int]]:  # type: ignore[no-untyped-def]
+        return {h.external_id: (h.passage, h.passage_start, h.passage_end) for h in hits}
+
+    for query, code_shown in (
+        # only the passage far in meaning holds a word: lexical and hybrid both show it
+        ("municipal politicians debating public finances QV-4471Z", True),
+        # two passages hold words: hybrid shows the nearer (the giraffe's), lexical the code's
+        ("giraffe born at the zoo QV-4471Z filed", False),
+    ):
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT * FROM semsim.hybrid_search(:c, :t, CAST(:v AS vector), 4)"),
+                {"c": chunked, "t": query, "v": vector_literal(store.query_vector(chunked, query))},
+            ).all()
+        store_hybrid = store.search(chunked, query, 4, mode="hybrid")
+        assert [r.external_id for r in rows] == [h.external_id for h in store_hybrid], query
+        assert shown(rows) == shown(store_hybrid), query
+        assert [r.similarity for r in rows] == pytest.approx([h.similarity for h in store_hybrid], abs=1e-5)
+        late = shown(rows)["late"]
+        assert ("QV-4471Z" in WORDS_LATE[late[1] : late[2]]) is code_shown, (query, late)
+        (lexical,) = store.search(chunked, query, 1, mode="lexical")
+        assert lexical.external_id == "late"
+        assert (shown([lexical])["late"] == late) is code_shown, query
+        if code_shown:  # the premise: by meaning alone the document shows another passage
+            nearest = next(h for h in store.search(chunked, query, 5) if h.external_id == "late")
+            assert nearest.passage != late[0] and "QV-4471Z" not in nearest.passage_text
+
 
 def test_changed_text_re_encodes_only_that_document_and_drops_its_old_passages(store, chunked, encoder) -> None:  # type: ignore[no-untyped-def]
     before = encoder.encoded_count
