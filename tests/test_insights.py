@@ -130,6 +130,9 @@ def test_since_and_durations() -> None:
         with pytest.raises(InvalidInput, match="at most 100000d"):  # was OverflowError (a 500 in the admin)
             insights.parse_since(too_long, now=now)
     assert insights.parse_since("100000d", now=now).year == 1753
+    for option, too_long in (("--baseline", "400000d"), ("--older-than", "99999999d")):
+        with pytest.raises(InvalidInput, match=f"{option} {too_long} is longer than semsim looks back"):
+            insights.parse_duration(too_long, option)
     with pytest.raises(InvalidInput, match="--older-than"):
         insights.parse_duration("ninety", "--older-than")
 
@@ -252,6 +255,10 @@ def test_stats_and_drift_on_a_synthetic_log(engine, tmp_path) -> None:  # type: 
 
     model = insights.query_stats(engine, swapped, since, now=NOW)
     assert model.drift.flagged and "encoder model changed" in model.drift.message
+
+    # a window from the year 1 has no room for the one before it: that one is all time (was an OverflowError)
+    everything = insights.query_stats(engine, drifted, insights.parse_since("0001-01-02", now=NOW), now=NOW)
+    assert everything.window.queries == 4000 and everything.drift.baseline.queries == 0
 
     png = insights.plot_stats(stats, tmp_path / "stats.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "stats.png").read_bytes() == png

@@ -13,6 +13,10 @@ _DURATION = re.compile(r"^\s*(\d+)\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+#: the longest window: twice it back from today is still a date (a window and its baseline)
+MAX_DURATION = dt.timedelta(days=100_000)
+
+
 def parse_duration(text: str, option: str = "--since") -> dt.timedelta:
     """``7d`` -> 7 days; :class:`InvalidInput` naming ``option`` for anything else."""
     match = _DURATION.match(str(text))
@@ -23,9 +27,12 @@ def parse_duration(text: str, option: str = "--since") -> dt.timedelta:
             else f"--since takes a length of time such as 12h, 7d or 2w, or a date such as 2026-11-01, got {text!r}."
         )
     try:
-        return dt.timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
+        length = dt.timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
     except OverflowError:
-        raise InvalidInput(f"{option} {text} is longer than any date can reach back: give at most 100000d.") from None
+        length = MAX_DURATION + dt.timedelta(days=1)
+    if length > MAX_DURATION:  # room for a window and the one before it (stats' baseline) in any date
+        raise InvalidInput(f"{option} {text} is longer than semsim looks back: give at most 100000d.")
+    return length
 
 
 def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
@@ -43,12 +50,7 @@ def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
         if start.tzinfo is None:
             start = start.replace(tzinfo=dt.UTC)
     else:
-        try:
-            start = now - parse_duration(raw)
-        except OverflowError:
-            raise InvalidInput(
-                f"--since {text} reaches back before the year 1: give a shorter length (at most 100000d) or a date."
-            ) from None
+        start = now - parse_duration(raw)
     if start > now:
         raise InvalidInput(f"--since {text} is in the future: give a past date or a length of time such as 7d.")
     return start

@@ -162,7 +162,10 @@ def query_stats(
             for r in conn.execute(queries.daily_series(collection, since, now, table))
         ]
         current = _scores(conn, collection, since, now, table)
-        base_start = since - baseline
+        try:
+            base_start = since - baseline
+        except OverflowError:  # a window from a date in the year 1 or so: the one before is all time
+            base_start = dt.datetime.min.replace(tzinfo=dt.UTC)
         base_window = _figures(conn, collection, base_start, since, table)
         reference = _scores(conn, collection, base_start, since, table)
         models_now = _models(conn, collection, since, now, table)
