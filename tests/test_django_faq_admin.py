@@ -100,7 +100,8 @@ def _user(username: str, *, staff: bool, perms: tuple[str, ...] = ()) -> User:
 @pytest.fixture()
 def editor(admin_site) -> Client:  # type: ignore[no-untyped-def]
     client = Client()
-    client.force_login(_user("editor", staff=True, perms=("view_faq", "add_faq", "change_faq", "add_faqphrasing")))
+    perms = ("view_faq", "add_faq", "change_faq", "delete_faq", "add_faqphrasing")
+    client.force_login(_user("editor", staff=True, perms=perms))
     return client
 
 
@@ -144,6 +145,21 @@ def test_view_permission_alone_cannot_import(admin_site) -> None:  # type: ignor
     upload = SimpleUploadedFile("faq.csv", b"question,answer\nQ?,A\n")
     assert client.post(reverse("admin:semsim_faq_faq_import"), {"file": upload}).status_code == 403
     assert FAQ.objects.count() == 0
+
+
+def test_import_with_replace_needs_the_delete_permission(admin_site, faqs) -> None:  # type: ignore[no-untyped-def]
+    """ "replace" deletes the entries the file leaves out: not for staff who may not delete entries."""
+    client = Client()
+    client.force_login(_user("adder", staff=True, perms=("view_faq", "add_faq", "change_faq")))
+    url = reverse("admin:semsim_faq_faq_import")
+    page = client.get(url).content.decode()
+    assert 'name="file"' in page and 'name="replace"' not in page
+    upload = SimpleUploadedFile("one.csv", b"question,answer\nDo you sell gift cards?,Yes.\n")
+    assert client.post(url, {"file": upload, "replace": "on"}).status_code == 403
+    assert FAQ.objects.count() == 3  # nothing deleted, nothing added
+    upload = SimpleUploadedFile("one.csv", b"question,answer\nDo you sell gift cards?,Yes.\n")
+    assert client.post(url, {"file": upload}).status_code == 302  # an import that deletes nothing is theirs
+    assert FAQ.objects.count() == 4
 
 
 def test_changelist_search_and_filter(editor, faqs) -> None:  # type: ignore[no-untyped-def]

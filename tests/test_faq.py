@@ -287,11 +287,14 @@ def test_write_faq_file_writes_what_read_faq_file_reads(tmp_path: Path) -> None:
     entries = [
         FAQEntry("a,b", 'Say "hi"?', "Line one.\nLine two,\tthen a tab.", None, ("One?", "Two; three?")),
         FAQEntry("plain", "Q?", "A.", "cat", ()),
+        # cells a spreadsheet would run as formulas: written guarded, read back as they were
+        FAQEntry("-5%", "-5% off for students?", "=yes", "@deals", ("+1 more?",)),
     ]
     for name in ("faqs.tsv", "faqs.csv"):
         path = tmp_path / name
-        assert write_faq_file(path, entries) == 2
+        assert write_faq_file(path, entries) == 3
         assert read_faq_file(path) == entries
+        assert "'=yes" in path.read_text() and "\t=yes" not in path.read_text()
         with pytest.raises(InvalidInput, match="exists already"):
             write_faq_file(path, entries[:1])
         assert read_faq_file(path) == entries  # untouched

@@ -178,6 +178,7 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
             "view": self.has_view_permission,
             "add": self.has_add_permission,
             "change": self.has_change_permission,
+            "delete": self.has_delete_permission,
         }
         if not all(allowed[name](request) for name in checks):
             raise PermissionDenied
@@ -213,9 +214,13 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
         """Upload a CSV/TSV: validated whole, then written in one transaction, or not at all."""
         self._require(request, "add", "change")
         form = ImportForm(request.POST or None, request.FILES or None)
+        if not self.has_delete_permission(request):
+            del form.fields["replace"]  # "replace" deletes the entries the file leaves out
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             suffix = Path(upload.name).suffix.lower()
+            if request.POST.get("replace") and not self.has_delete_permission(request):
+                raise PermissionDenied  # a forged replace from someone who may not delete entries
             if suffix not in (".csv", ".tsv"):
                 form.add_error("file", f"Name the file .csv or .tsv (got {upload.name!r}).")
             else:
@@ -230,7 +235,7 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
                     try:
                         entries = read_entries(target)
                         with transaction.atomic():  # the entries and their history, or neither
-                            result = import_entries(entries, replace=form.cleaned_data["replace"])
+                            result = import_entries(entries, replace=form.cleaned_data.get("replace", False))
                             self._log_import(request, result.changes, upload.name)
                     except SemsimError as exc:
                         message = str(exc).replace(str(Path(folder)) + os.sep, "")
@@ -300,7 +305,7 @@ if get_config().faq_admin:
 def _import_message(change: EntryChange, name: str) -> str:
     """The history line of one imported entry: how it came, and what the file changed."""
     added = f"{change.phrasings_added} alternative phrasing(s) added" if change.phrasings_added else ""
-    removed = f"{change.phrasings_removed} removed" if change.phrasings_removed else ""
+    removed = f"{change.phrasings_removed} alternative phrasing(s) removed" if change.phrasings_removed else ""
     if change.action == "added":
         return f"Added by importing {name}" + (f", with {added}" if added else "") + "."
     if change.action == "deleted":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +35,11 @@ from semsim_pg.faq import (  # the core reader names lines in errors
     PUBLISHED_COLUMN,
     FAQEntry,
     check_alternatives,
+    guard_cell,
     kept_promoted_note,
     parse_published,
     read_rows,
+    unguard_cell,
 )
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "ImportEntry",
     "ImportResult",
     "export_csv",
-    "guard_cell",
     "import_entries",
     "read_entries",
 ]
@@ -57,19 +57,6 @@ __all__ = [
 EXPORT_COLUMNS = (*FAQ_COLUMNS, PUBLISHED_COLUMN)
 #: prefix of the key of an imported entry that has no faq_id (it is matched by its question)
 QUESTION_KEY = "question:"
-
-_FORMULA = re.compile(r"'*[\t\r]*[=+\-@]")
-_GUARDED = re.compile(r"'+[\t\r]*[=+\-@]")
-
-
-def guard_cell(value: str) -> str:
-    """``value`` with a leading ``'`` when a spreadsheet would read it as a formula."""
-    return "'" + value if _FORMULA.match(value) else value
-
-
-def unguard_cell(value: str) -> str:
-    """The inverse of :func:`guard_cell` for the cells it guarded."""
-    return value[1:] if _GUARDED.match(value) else value
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     q = faq.add_parser(
         "import",
         help="add or update FAQ entries from a .tsv/.csv file",
-        description="Columns: faq_id, question, answer[, category][, alternatives separated by '|']. "
+        description="Columns: faq_id, question, answer[, category][, alternatives separated by '|'][, published "
+        "(true/false; a row marked false, a Django FAQ draft, is refused: a collection has no drafts)]. "
+        "Cells guarded against spreadsheet formulas (a leading ') are read unguarded. "
         "The whole file is checked first: a malformed line imports nothing. An entry in the file replaces "
         "the stored one's question, answer and phrasings, but keeps the phrasings `semsim faq promote` "
         "added that the file does not list (save them to a file with `semsim faq export`).",

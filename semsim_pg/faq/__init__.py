@@ -16,11 +16,13 @@ from semsim_pg.faq.files import (
     PUBLISHED_COLUMN,
     FAQQuery,
     check_alternatives,
+    guard_cell,
     kept_promoted_note,
     parse_published,
     read_faq_file,
     read_faq_queries,
     read_rows,
+    unguard_cell,
     write_faq_file,
 )
 from semsim_pg.faq.matcher import FAQLoadResult, FAQMatcher
@@ -63,6 +65,7 @@ __all__ = [
     "best_per_entry",
     "check_alternatives",
     "decide",
+    "guard_cell",
     "kept_promoted_note",
     "parse_published",
     "rank_entries",
@@ -70,5 +73,6 @@ __all__ = [
     "read_faq_queries",
     "read_rows",
     "resolve_threshold",
+    "unguard_cell",
     "write_faq_file",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,11 +27,13 @@ __all__ = [
     "PUBLISHED_COLUMN",
     "FAQQuery",
     "check_alternatives",
+    "guard_cell",
     "kept_promoted_note",
     "parse_published",
     "read_faq_file",
     "read_faq_queries",
     "read_rows",
+    "unguard_cell",
     "write_faq_file",
 ]
 
@@ -42,6 +45,22 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 FAQ_COLUMNS = ("faq_id", "question", "answer", "category", "alternatives")
 #: the optional column that says whether an entry answers (the Django FAQ's drafts); empty: not said
 PUBLISHED_COLUMN = "published"
+
+_FORMULA = re.compile(r"'*[\t\r]*[=+\-@]")
+_GUARDED = re.compile(r"'+[\t\r]*[=+\-@]")
+
+
+def guard_cell(value: str) -> str:
+    """``value`` with a leading ``'`` when a spreadsheet would read it as a formula (an answer
+    "=HYPERLINK(...)" opened in Excel runs), as FAQ files are written."""
+    return "'" + value if _FORMULA.match(value) else value
+
+
+def unguard_cell(value: str) -> str:
+    """The inverse of :func:`guard_cell` for the cells it guarded, as FAQ files are read."""
+    return value[1:] if _GUARDED.match(value) else value
+
+
 _REQUIRED, _OPTIONAL = FAQ_COLUMNS[:3], (*FAQ_COLUMNS[3:], PUBLISHED_COLUMN)
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
@@ -139,7 +158,8 @@ def read_faq_file(path: str | Path) -> list[FAQEntry]:
     so a caller that loads the result imports nothing from a malformed file."""
     entries: list[FAQEntry] = []
     lines: dict[str, int] = {}
-    for line, row in read_rows(path, _REQUIRED, _OPTIONAL):
+    for line, raw in read_rows(path, _REQUIRED, _OPTIONAL):
+        row = {name: unguard_cell(value) for name, value in raw.items()}
         for name in _REQUIRED:
             if not row[name]:
                 raise InputFileError(f"{path}, line {line}: the {name} is empty.")
@@ -185,7 +205,8 @@ def write_faq_file(path: str | Path, entries: Sequence[FAQEntry], *, overwrite: 
     writer.writerow(FAQ_COLUMNS)
     for entry in entries:
         alternatives = ALTERNATIVES_SEPARATOR.join(entry.alternatives)
-        writer.writerow([entry.faq_id, entry.question, entry.answer, entry.category or "", alternatives])
+        cells = [entry.faq_id, entry.question, entry.answer, entry.category or "", alternatives]
+        writer.writerow([guard_cell(cell) for cell in cells])
     atomic_write_text(path, buffer.getvalue(), overwrite=overwrite)
     return len(entries)
 
