@@ -148,6 +148,7 @@ def get_engine(settings: Settings | None = None, *, url: str | None = None) -> E
             )
             _ping_idle_connections(engine)
             _translate_privilege_errors(engine)
+            sa.event.listen(engine, "connect", _see_pgvector)
             if embedded:
                 from semsim_pg.server import watch_engine
 
@@ -196,6 +197,28 @@ def _ping_idle_connections(engine: Engine) -> None:
     sa.event.listen(engine, "connect", used)
     sa.event.listen(engine, "checkin", used)
     sa.event.listen(engine, "checkout", ping_if_idle)
+
+
+#: appends pgvector's schema to the session's search_path when the path leaves it out (a URL with
+#: options=-csearch_path=..., ALTER ROLE ... SET search_path): semsim's statements name pgvector's
+#: type and operators unqualified, as its functions do under their pinned path (migration 0012)
+_SEE_PGVECTOR = (
+    "SELECT set_config('search_path', concat_ws(', ', nullif(current_setting('search_path'), ''),"
+    " quote_ident(n.nspname)), false)"
+    " FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace"
+    " WHERE x.extname = 'vector' AND n.nspname <> ALL (current_schemas(true))"
+)
+
+
+def _see_pgvector(dbapi_connection: Any, record: Any) -> None:
+    """On a new connection: pgvector's schema on the search_path, after the schemas there (one
+    round trip per connection, none per statement). In autocommit, so that no rollback undoes it."""
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        dbapi_connection.execute(_SEE_PGVECTOR)
+    finally:
+        dbapi_connection.autocommit = autocommit
 
 
 def _translate_privilege_errors(engine: Engine) -> None:

@@ -390,6 +390,7 @@ def test_hybrid_function_shows_the_passage_holding_the_words_from_0011(empty_dat
             ).one()
         return WORDS_LATE[start:end]
 
+    downgrade(engine, "0011")  # 0012 refuses the second call (candidates below k)
     now = function()
     assert "QV-4471Z" in late_passage()
     whole, split = answers("whole"), answers("split")
@@ -399,11 +400,98 @@ def test_hybrid_function_shows_the_passage_holding_the_words_from_0011(empty_dat
     assert "QV-4471Z" not in late_passage()  # 0010 showed the nearest passage
     assert answers("whole") == whole  # an unsplit collection's one passage: nothing changes
     assert answers("split") != split
-    upgrade(engine)
-    assert current_revision(engine) == head_revision() and function() == now
+    upgrade(engine, "0011")
+    assert current_revision(engine) == "0011" and function() == now
     assert answers("split") == split
     downgrade(engine, "0010")
     assert function() == before  # restored exactly
+
+
+def test_sql_functions_from_0012_pin_their_path_and_settings_and_read_lists(empty_database, encoder) -> None:  # type: ignore[no-untyped-def]
+    """0012: the functions run under a search_path without pgvector's schema, leave the
+    transaction's settings alone, read a filter list as "any of" and default candidates to
+    max(k, 100); downgrade restores 0011's functions exactly (text, SET clauses, defaults)."""
+    from semsim_pg.db import migrations_dir
+    from semsim_pg.sql import vector_literal
+    from semsim_pg.store import DocumentStore
+
+    assert (migrations_dir() / "versions" / "0012_sql_function_session.py").is_file()
+    engine = empty_database
+    upgrade(engine, "0011")
+
+    def functions() -> dict[str, tuple[object, ...]]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT p.oid::regprocedure::text, p.prosrc, p.proconfig, pg_get_function_arguments(p.oid)"
+                    " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'semsim'"
+                )
+            ).all()
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+    at_0011 = functions()
+    upgrade(engine)
+    store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
+    store.create_collection("whole")
+    store.upsert(
+        "whole", [(f"d{i}", f"Note {i} about cells.", {"topic": ("bio", "sci", "geo")[i % 3]}) for i in range(120)]
+    )
+    vector = vector_literal(encoder.encode(["cells"])[0])
+    admin = sa.create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        vs = conn.execute(
+            sa.text("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector'")
+        ).scalar()
+    calls = {
+        "search": f"SELECT count(*) FROM semsim.search('whole', CAST(:v AS {vs}.vector), 3)",
+        "similar": "SELECT count(*) FROM semsim.similar('whole', 'd1', 3)",
+        "hybrid": f"SELECT count(*) FROM semsim.hybrid_search('whole', 'cells', CAST(:v AS {vs}.vector), 3)",
+    }
+    any_of = """SELECT count(*) FROM semsim.search('whole', CAST(:v AS vector), 100, '{"topic": ["bio", "sci"]}')"""
+    k_500 = "SELECT count(*) FROM semsim.hybrid_search('whole', 'zebra', CAST(:v AS vector), 500)"  # no word found
+
+    def behaviour() -> dict[str, object]:
+        seen: dict[str, object] = {}
+        admin.dispose()  # a fresh session: plpgsql caches what it resolved per session
+        with admin.connect() as conn:
+            conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS bare"))
+            conn.execute(sa.text("SET search_path = bare"))
+            for name, sql in calls.items():
+                try:
+                    seen[name] = conn.execute(sa.text(sql), {"v": vector}).scalar()
+                except sa.exc.ProgrammingError as exc:
+                    seen[name] = type(exc.orig).__name__
+            conn.execute(sa.text("RESET search_path"))
+            conn.execute(sa.text("BEGIN"))
+            seen["any of"] = conn.execute(sa.text(any_of), {"v": vector}).scalar()
+            seen["k 500"] = conn.execute(sa.text(k_500), {"v": vector}).scalar()
+            seen["after"] = conn.execute(sa.text("SHOW hnsw.iterative_scan")).scalar()
+            conn.execute(sa.text("COMMIT"))
+        return seen
+
+    assert behaviour() == {"search": 3, "similar": 3, "hybrid": 3, "any of": 80, "k 500": 120, "after": "off"}
+    at_head = functions()
+    assert set(at_head) == set(at_0011) | {"semsim._filter_condition(jsonb)"}
+    pinned = [
+        f
+        for f in at_head
+        if f.split("(")[0].replace('"', "")
+        in ("semsim.search", "semsim.similar", "semsim._search", "semsim.hybrid_search")
+    ]
+    assert len(pinned) == 4 and all(f"search_path=pg_catalog, semsim, {vs}, pg_temp" in at_head[f][1] for f in pinned)  # type: ignore[operator]
+    downgrade(engine, "0011")
+    assert functions() == at_0011  # restored exactly
+    assert behaviour() == {
+        "search": "UndefinedFunction",  # vector_dims(public.vector) does not exist
+        "similar": "UndefinedObject",  # type "vector" does not exist
+        "hybrid": "UndefinedFunction",
+        "any of": 0,  # a list matched only a list
+        "k 500": 100,  # 100 candidates a side
+        "after": "relaxed_order",  # set_config(..., true) lasted the transaction
+    }
+    upgrade(engine)
+    assert functions() == at_head
+    admin.dispose()
 
 
 def test_a_schema_newer_than_this_semsim_is_named_and_never_migrated(empty_database, capsys, settings) -> None:  # type: ignore[no-untyped-def]

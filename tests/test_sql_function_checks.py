@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from semsim_pg.errors import InvalidQuery
 from semsim_pg.sql import METRICS, vector_literal
-from semsim_pg.validation import MAX_K, check_fusion, check_k, check_vectors
+from semsim_pg.validation import MAX_K, check_fusion, check_hybrid, check_k, check_vectors
 
 DOCS = [
     ("cat", "The cat sleeps on the warm windowsill all afternoon."),
@@ -139,8 +139,10 @@ def test_the_bounds_themselves_are_accepted(store, cats) -> None:  # type: ignor
         assert len(conn.execute(sa.text(SEARCH), {"c": name, "v": vector, "k": MAX_K}).all()) == 3
         assert len(conn.execute(sa.text(SIMILAR), {"c": name, "k": MAX_K}).all()) == 2
         edge = {**GOOD, "c": name, "v": vector, "k": MAX_K, "candidates": MAX_K, "rrf_k": 0, "dense": "0"}
-        rows = conn.execute(sa.text(HYBRID), {**edge, "lexical": "0"}).all()
-        assert len(rows) == 3 and {r.score for r in rows} == {0.0}
         rows = conn.execute(sa.text(HYBRID), {**edge, "lexical": "2.5"}).all()
     assert rows[0].external_id == "cat" and rows[0].score == pytest.approx(2.5)
     assert check_fusion(0, (0.0, 2.5)) == (0, (0.0, 2.5))  # the Python API takes them too
+    check_hybrid(MAX_K, MAX_K, (0.0, 2.5))
+    # both weights 0 score every hit 0 (an arbitrary order): refused since 0012, as in Python
+    message = refusal(store.engine, HYBRID, {**edge, "lexical": "0"})
+    assert message.startswith("semsim: weights (0, 0) give every hit the score 0")
