@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 from semsim_pg.cli.common import out
@@ -45,6 +46,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     settings = get_settings()
     info: dict[str, Any] = {"embedded_server": settings.embedded, "data_dir": str(settings.data_dir)}
     info.update(server_info(get_engine(settings)))
+    # psql and other libpq clients refuse SQLAlchemy's driver name (postgresql+psycopg://)
+    info["libpq_url"] = re.sub(r"^postgresql\+\w+://", "postgresql://", info["database_url"])
     if not args.no_model:
         from semsim_pg.encoder import get_encoder
 
@@ -57,6 +60,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     model = info["model"]
     rows = [
         ("database", info["database_url"] + ("  (embedded server)" if settings.embedded else "")),
+        (
+            "libpq URL",
+            info["libpq_url"] + "  (psql, BI tools" + (": while a semsim process runs)" if settings.embedded else ")"),
+        ),
         ("data dir", info["data_dir"]),
         ("PostgreSQL", info["postgresql"]),
         ("pgvector", info["pgvector"] or f"not installed ({info['pgvector_available'] or 'not available'})"),
