@@ -589,8 +589,8 @@ def test_cli_downgrade_says_what_it_drops_and_wants_yes(empty_database, capsys, 
     assert "--yes" in err and current_revision(engine) == head  # nothing was changed
     code, out, err = run("head-4")  # a form Alembic takes but semsim cannot judge: refused too
     assert code == 1 and "Cannot tell what a downgrade to 'head-4' drops" in err and current_revision(engine) == head
-    code, out, err = run("-1")  # 0011 -> 0010 loses nothing: no --yes needed
-    assert code == 0 and current_revision(engine) == "0010" and "dropped" not in out, err
+    code, out, err = run("-1")  # 0012 -> 0011 loses nothing: no --yes needed
+    assert code == 0 and current_revision(engine) == "0011" and "dropped" not in out, err
     code, out, err = run("0002", "--yes")
     assert code == 0 and current_revision(engine) == "0002" and "dropped: " in out and "query log (0004)" in out, err
     code, out, err = run("base")
