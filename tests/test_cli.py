@@ -154,6 +154,9 @@ def test_a_password_given_as_a_query_parameter_is_never_printed(capsys, settings
     assert not [text for text in outputs if password in text]
     shown = make_url(json.loads(outputs[0])["database_url"])
     assert shown.query["password"] == "***" and shown.query["host"] == engine.url.query["host"]
+    # the libpq URL (for psql) leaves the password out: a masked one would be sent as "***"
+    libpq = json.loads(outputs[0])["libpq_url"]
+    assert "password" not in libpq and "***" not in libpq and libpq.startswith("postgresql://")
     assert "password=***" in outputs[-1]
 
 

@@ -613,3 +613,54 @@ def test_cli_downgrade_says_what_it_drops_and_wants_yes(empty_database, capsys, 
         build_parser().parse_args(["db", "downgrade", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert all(rev in shown for rev in lossy[:-1]) and "'base'" in shown and "--yes" in shown
+
+
+def test_0012_keeps_a_hardened_sites_reader_and_sets_no_hnsw_parameter_on_its_functions(  # type: ignore[no-untyped-def]
+    empty_database, encoder
+) -> None:
+    """A site that revoked EXECUTE from PUBLIC and granted its reader the functions at 0011: after
+    the upgrade the reader still searches (the new filter helper gets _search's grants). And no
+    function carries an hnsw.* SET clause: a pg_dump of such a function restores for a superuser
+    only (the parameter is unknown until pgvector's library loads), so a schema owner lost them."""
+    from semsim_pg.sql import vector_literal
+    from semsim_pg.store import DocumentStore
+
+    engine = empty_database
+    upgrade(engine, "0011")
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role}"))
+        conn.execute(sa.text("ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC"))  # this database's
+        conn.execute(sa.text("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA semsim FROM PUBLIC"))
+        conn.execute(sa.text(f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA semsim TO {role}"))
+        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA semsim TO {role}"))
+        conn.execute(sa.text(f"GRANT SELECT ON semsim.collections, semsim.documents, semsim.embeddings TO {role}"))
+    upgrade(engine)
+    store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
+    store.create_collection("notes")
+    store.upsert("notes", [(f"d{i}", f"Note {i} about cells.", {"topic": ("bio", "sci")[i % 2]}) for i in range(10)])
+    vector = vector_literal(encoder.encode(["cells"])[0])
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"SET ROLE {role}"))
+            found = conn.execute(
+                sa.text(
+                    """SELECT count(*) FROM semsim.search('notes', CAST(:v AS vector), 10, '{"topic": ["bio"]}')"""
+                ),
+                {"v": vector},
+            ).scalar()
+            conn.execute(sa.text("RESET ROLE"))
+            settings = conn.execute(
+                sa.text(
+                    "SELECT s FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, unnest(p.proconfig) s"
+                    " WHERE n.nspname = 'semsim'"
+                )
+            ).scalars()
+            assert not [s for s in settings if s.startswith("hnsw.")]
+        assert found == 5
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+        admin.dispose()

@@ -15,12 +15,13 @@ Create Date: 2026-11-30
   ``semsim db downgrade 0011`` and ``semsim db upgrade`` pin the new one.
 * **Settings.** ``set_config(..., true)`` inside the functions lasted to the end of the caller's
   transaction: after a call, ``hnsw.iterative_scan`` stayed ``relaxed_order`` and
-  ``hnsw.ef_search`` raised for every later query of it. ``hnsw.iterative_scan = relaxed_order``
-  is now a SET clause of ``_search`` and ``hybrid_search``, which PostgreSQL undoes at the
-  function's exit. ``hnsw.ef_search`` is not: a SET clause would replace the caller's value on
-  entry, and the functions take it as a floor (``SET hnsw.ef_search = 200`` raises their recall),
-  so they read it first and set it back after their last statement; an error aborts the
-  (sub)transaction, which restores it too.
+  ``hnsw.ef_search`` raised for every later query of it. The functions now read both first and
+  set them back after their last statement; an error aborts the (sub)transaction, which restores
+  them too. Not SET clauses: one would replace the caller's ``ef_search``, which the functions
+  take as a floor (``SET hnsw.ef_search = 200`` raises their recall), and a SET clause of a
+  parameter that no loaded library defines yet can be created by a superuser only (a schema
+  owner's restore of a pg_dump lost the functions). The new ``_filter_condition`` gets
+  ``_search``'s EXECUTE grants (a reader role of a site that revoked PUBLIC's keeps working).
 * **Filters.** A JSON list as a filter value means "any of" (the Python API's ``metadata @>
   {key: value}`` per value, ORed, per key ANDed: ``semsim._filter_condition`` writes that
   condition, with the values as literals, for both functions). A filter that is not a JSON
@@ -104,12 +105,23 @@ $$;
 
 _OLD_FILTER_3 = "($3::jsonb IS NULL OR d.metadata @> $3::jsonb)"
 _OLD_FILTER_4 = "($4::jsonb IS NULL OR d.metadata @> $4::jsonb)"
-# hnsw.ef_search is read before the function changes it and set back after its last statement.
-_RESTORE = "  PERFORM set_config('hnsw.ef_search', caller_ef_search, true);\n"
-_DECLARE = "  condition text;\n  caller_ef_search text;\n"
-# hnsw.iterative_scan becomes a SET clause (upgrade()); the filter is checked and written once
+# pgvector's settings are read before the function changes them and set back after its last
+# statement (an error rolls them back with the transaction or savepoint). Not SET clauses: a
+# function with a SET clause of a parameter no loaded library defines yet can be created by a
+# superuser only, so a schema owner's pg_dump restore (check_function_bodies off, pgvector's
+# library not loaded) lost the functions.
+_RESTORE = (
+    "  PERFORM set_config('hnsw.ef_search', caller_ef_search, true);\n"
+    "  PERFORM set_config('hnsw.iterative_scan', caller_iterative_scan, true);\n"
+)
+_DECLARE = "  condition text;\n  caller_ef_search text;\n  caller_iterative_scan text;\n"
+# the filter is checked and written once, the caller's settings read, then set for the search
 _OLD_SCAN = "  PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);\n"
-_SET_UP = "  condition := semsim._filter_condition(filter);\n  caller_ef_search := current_setting('hnsw.ef_search');\n"
+_SET_UP = (
+    "  condition := semsim._filter_condition(filter);\n"
+    "  caller_ef_search := current_setting('hnsw.ef_search');\n"
+    "  caller_iterative_scan := current_setting('hnsw.iterative_scan');\n" + _OLD_SCAN
+)
 
 SEARCH_FUNCTION = _replace(SEARCH_BEFORE, "  found integer;\n", "  found integer;\n" + _DECLARE)
 SEARCH_FUNCTION = _replace(SEARCH_FUNCTION, _OLD_SCAN, _SET_UP)
@@ -122,6 +134,12 @@ SEARCH_FUNCTION = _replace(
     SEARCH_FUNCTION,
     "  USING query, n, filter, exclude_id, k;\n",
     "  USING query, n, filter, exclude_id, k;\n" + _RESTORE,
+)
+# the unsplit collection's early return restores them too
+SEARCH_FUNCTION = _replace(
+    SEARCH_FUNCTION,
+    "    USING query, k, filter, exclude_id;\n    RETURN;\n",
+    "    USING query, k, filter, exclude_id;\n  " + _RESTORE.replace("\n  ", "\n    ") + "    RETURN;\n",
 )
 
 _HYBRID_CHECKS = f"""  IF query_text !~ '\\S' THEN
@@ -169,6 +187,30 @@ HYBRID_FUNCTION = _replace(
 )
 
 
+# The new helper is called by semsim._search with the caller's rights: whoever may run _search
+# (a reader role granted EXECUTE, with PUBLIC's revoked as hardened sites do) may run it too.
+_SAME_GRANTS = f"""
+DO $$
+DECLARE
+  acl aclitem[] := (SELECT proacl FROM pg_proc WHERE oid = '{_SEARCH}'::regprocedure);
+  item record;
+BEGIN
+  IF acl IS NULL THEN
+    RETURN;  -- _search has the default privileges (PUBLIC may execute): so has the helper
+  END IF;
+  REVOKE EXECUTE ON FUNCTION {_FILTER} FROM PUBLIC;
+  FOR item IN SELECT grantee FROM aclexplode(acl) WHERE privilege_type = 'EXECUTE' LOOP
+    IF item.grantee = 0 THEN
+      GRANT EXECUTE ON FUNCTION {_FILTER} TO PUBLIC;
+    ELSE
+      EXECUTE format('GRANT EXECUTE ON FUNCTION {_FILTER} TO %s', item.grantee::regrole);
+    END IF;
+  END LOOP;
+END
+$$;
+"""
+
+
 def pinned_search_path(vector_schema: str) -> str:
     """The search_path the functions run with; ``vector_schema`` quoted as an identifier."""
     schemas = ["pg_catalog", "semsim"]
@@ -184,17 +226,11 @@ def upgrade() -> None:
         .scalar_one()
     )
     path = pinned_search_path(vector_schema)
-    # pgvector's library defines hnsw.* when it loads: until then a SET clause names an unknown
-    # parameter, which only a superuser may attach (a role owning semsim's schema would be refused)
-    op.execute(f"SELECT {vector_schema}.vector_dims('[1]'::{vector_schema}.vector)")
     op.execute(FILTER_FUNCTION)
     op.execute(SEARCH_FUNCTION)
     op.execute(HYBRID_FUNCTION)
-    op.execute(f"ALTER FUNCTION {_FILTER} SET search_path = {path}")
-    for function in (_SEARCH, _HYBRID):
-        # PostgreSQL sets it on entry and restores the caller's value at exit (set_config's too).
-        op.execute(f"ALTER FUNCTION {function} SET search_path = {path} SET hnsw.iterative_scan = relaxed_order")
-    for function in _PUBLIC:
+    op.execute(_SAME_GRANTS)
+    for function in (_FILTER, _SEARCH, _HYBRID, *_PUBLIC):
         op.execute(f"ALTER FUNCTION {function} SET search_path = {path}")
 
 

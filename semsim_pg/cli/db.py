@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from typing import Any
 
 from semsim_pg.cli.common import out
@@ -45,9 +44,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     info: dict[str, Any] = {"embedded_server": settings.embedded, "data_dir": str(settings.data_dir)}
-    info.update(server_info(get_engine(settings)))
-    # psql and other libpq clients refuse SQLAlchemy's driver name (postgresql+psycopg://)
-    info["libpq_url"] = re.sub(r"^postgresql\+\w+://", "postgresql://", info["database_url"])
+    engine = get_engine(settings)
+    info.update(server_info(engine))
+    # psql and other libpq clients refuse SQLAlchemy's driver name (postgresql+psycopg://); the
+    # password is left out, not masked (libpq would send "***"): PGPASSWORD, ~/.pgpass or a prompt
+    url = engine.url._replace(drivername="postgresql", password=None)  # set() takes None as "unchanged"
+    url = url.difference_update_query(["password"])
+    info["libpq_url"] = url.render_as_string(hide_password=False)
     if not args.no_model:
         from semsim_pg.encoder import get_encoder
 
