@@ -407,6 +407,19 @@ def search_and_rerank(
     equal to the similarity and ``score`` to the stage's own, and the reason is logged.
     """
     _check_query(query)
+
+    def first_stage(k: int) -> list[SearchHit]:
+        return store.search(
+            collection,
+            query,
+            k=k,
+            filter=filter,
+            ef_search=ef_search,
+            mode=mode,
+            min_similarity=min_similarity,
+            exact=exact,
+        )
+
     if reranker == "auto":
         from semsim_pg.finetune.records import decide_rerank
 
@@ -415,16 +428,7 @@ def search_and_rerank(
         logger.info("%s", decision.reason)
         if not decision.use:
             # the first stage's own top_k, in its own order (a hybrid's fused score, a lexical BM25)
-            hits = store.search(
-                collection,
-                query,
-                k=top_k,
-                filter=filter,
-                ef_search=ef_search,
-                mode=mode,
-                min_similarity=min_similarity,
-                exact=exact,
-            )
+            hits = first_stage(top_k)
             return [RerankedHit(hit, hit.similarity, hit.similarity, rank, hit.score) for rank, hit in enumerate(hits)]
         reranker = decision.model
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -434,14 +438,4 @@ def search_and_rerank(
     if candidates < top_k:
         logger.debug("candidates (%d) < top_k (%d): at most %d results", candidates, top_k, candidates)
     model = (reranker if isinstance(reranker, Reranker) else get_reranker(reranker)).load()
-    hits = store.search(
-        collection,
-        query,
-        k=candidates,
-        filter=filter,
-        ef_search=ef_search,
-        mode=mode,
-        min_similarity=min_similarity,
-        exact=exact,
-    )
-    return model.rerank(query, hits, top_k=top_k)
+    return model.rerank(query, first_stage(candidates), top_k=top_k)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from semsim_pg.db import current_revision, downgrade, ensure_schema, get_engine, head_revision, upgrade
 from semsim_pg.errors import SchemaNotInstalled
+from tests.roles import README_READER_GRANTS, temporary_role
 
 
 @pytest.fixture()
@@ -627,40 +628,37 @@ def test_0012_keeps_a_hardened_sites_reader_and_sets_no_hnsw_parameter_on_its_fu
 
     engine = empty_database
     upgrade(engine, "0011")
-    role = f"r_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(engine.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {role}"))
-        conn.execute(sa.text("ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC"))  # this database's
-        conn.execute(sa.text("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA semsim FROM PUBLIC"))
-        conn.execute(sa.text(f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA semsim TO {role}"))
-        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA semsim TO {role}"))
-        conn.execute(sa.text(f"GRANT SELECT ON semsim.collections, semsim.documents, semsim.embeddings TO {role}"))
-    upgrade(engine)
-    store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
-    store.create_collection("notes")
-    store.upsert("notes", [(f"d{i}", f"Note {i} about cells.", {"topic": ("bio", "sci")[i % 2]}) for i in range(10)])
-    vector = vector_literal(encoder.encode(["cells"])[0])
+    hardened = (
+        "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",  # this database's
+        "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA semsim FROM PUBLIC",
+        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA semsim TO {role}",
+        *README_READER_GRANTS,
+    )
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"SET ROLE {role}"))
-            found = conn.execute(
-                sa.text(
-                    """SELECT count(*) FROM semsim.search('notes', CAST(:v AS vector), 10, '{"topic": ["bio"]}')"""
-                ),
-                {"v": vector},
-            ).scalar()
-            conn.execute(sa.text("RESET ROLE"))
-            settings = conn.execute(
-                sa.text(
-                    "SELECT s FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, unnest(p.proconfig) s"
-                    " WHERE n.nspname = 'semsim'"
-                )
-            ).scalars()
-            assert not [s for s in settings if s.startswith("hnsw.")]
-        assert found == 5
+        with temporary_role(admin, *hardened) as role:
+            upgrade(engine)
+            store = DocumentStore(url=engine.url.render_as_string(hide_password=False), encoder=encoder, migrate=False)
+            store.create_collection("notes")
+            docs = [(f"d{i}", f"Note {i} about cells.", {"topic": ("bio", "sci")[i % 2]}) for i in range(10)]
+            store.upsert("notes", docs)
+            vector = vector_literal(encoder.encode(["cells"])[0])
+            with admin.connect() as conn:
+                conn.execute(sa.text(f"SET ROLE {role}"))
+                found = conn.execute(
+                    sa.text(
+                        """SELECT count(*) FROM semsim.search('notes', CAST(:v AS vector), 10, '{"topic": ["bio"]}')"""
+                    ),
+                    {"v": vector},
+                ).scalar()
+                conn.execute(sa.text("RESET ROLE"))
+                settings = conn.execute(
+                    sa.text(
+                        "SELECT s FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, unnest(p.proconfig) s"
+                        " WHERE n.nspname = 'semsim'"
+                    )
+                ).scalars()
+                assert not [s for s in settings if s.startswith("hnsw.")]
+            assert found == 5
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP OWNED BY {role}"))
-            conn.execute(sa.text(f"DROP ROLE {role}"))
         admin.dispose()

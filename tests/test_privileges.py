@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from semsim_pg.cli import main
 from semsim_pg.db import get_engine, upgrade
 from semsim_pg.errors import ExtensionMissing, PermissionDenied
+from tests.roles import temporary_role
 
 FAQ_FILE = Path(str(resources.files("semsim_pg.data").joinpath("faq_entries.tsv")))
 
@@ -33,13 +34,8 @@ def admin(engine) -> Iterator[sa.Engine]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture()
 def role(admin) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    name = f"r_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {name}"))
-    yield name
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP OWNED BY {name}"))
-        conn.execute(sa.text(f"DROP ROLE {name}"))
+    with temporary_role(admin) as name:
+        yield name
 
 
 def as_role(url: sa.URL, role: str, database: str | None = None) -> str:

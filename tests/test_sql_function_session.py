@@ -18,6 +18,7 @@ from semsim_pg.cli import main
 from semsim_pg.errors import InvalidQuery
 from semsim_pg.sql import vector_literal
 from semsim_pg.validation import check_hybrid
+from tests.roles import README_READER_GRANTS, temporary_role
 
 TOPICS = ("bio", "sci", "geo")
 SEARCH = "SELECT * FROM semsim.search(:c, CAST(:v AS {vector}), :k, CAST(:f AS jsonb))"
@@ -262,15 +263,8 @@ def test_hybrid_refuses_what_check_hybrid_and_the_encoder_refuse(admin, store, t
 @pytest.fixture()
 def reader(admin) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A role with exactly the README's grants for a BI tool."""
-    role = f"r_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {role}"))
-        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA semsim TO {role}"))
-        conn.execute(sa.text(f"GRANT SELECT ON semsim.collections, semsim.documents, semsim.embeddings TO {role}"))
-    yield role
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP OWNED BY {role}"))
-        conn.execute(sa.text(f"DROP ROLE {role}"))
+    with temporary_role(admin, *README_READER_GRANTS) as role:
+        yield role
 
 
 def test_a_reader_with_the_readme_grants_calls_every_function_but_not_the_query_log(  # type: ignore[no-untyped-def]

@@ -156,13 +156,11 @@ class DocumentStore:
             hnsw_m=self.settings.hnsw_m if m is None else m,
             hnsw_ef_construction=self.settings.hnsw_ef_construction if ef_construction is None else ef_construction,
         )
-        asked = (model, metric, text_search_config, m, ef_construction)  # as given: defaults are filled in below
 
         def reuse(existing: Collection) -> Collection:
-            model_, metric_, config_, m_, ef_ = asked
-            # checked first: a call refused for its model or language changes nothing
+            # checked first (against what was asked, not the defaults): a call refused changes nothing
             existing = catalog.check_existing(
-                existing, model_, metric_, config_, exist_ok=exist_ok, m=m_, ef_construction=ef_
+                existing, model, metric, text_search_config, exist_ok=exist_ok, m=m, ef_construction=ef_construction
             )
             if chunk is not None:
                 wanted = check_chunking(chunk, chunk_overlap, max_seq_length=self.encoder_for(existing).max_seq_length)
@@ -175,8 +173,8 @@ class DocumentStore:
             encoder = self._encoder
         else:
             encoder = get_encoder(model or self.settings.model, device=self.settings.device)
-        metric = metric or self.settings.metric
-        m, ef_construction = graph.hnsw_m, graph.hnsw_ef_construction
+        new_metric = metric or self.settings.metric
+        new_m, new_ef = graph.hnsw_m, graph.hnsw_ef_construction
         config = self._check_text_search_config(text_search_config or self.settings.text_search_config)
         chunking = (
             None if chunk is None else check_chunking(chunk, chunk_overlap, max_seq_length=encoder.max_seq_length)
@@ -185,17 +183,17 @@ class DocumentStore:
             name,
             encoder.name,
             encoder.dimension,
-            metric,
-            m,
-            ef_construction,
+            new_metric,
+            new_m,
+            new_ef,
             config,
             None if chunking is None else (chunking.size, chunking.overlap),
         )
         with self._connect() as conn, conn.begin():
             created = conn.execute(statement).scalar()
             if created is not None:  # the row and its index commit together
-                new = Collection(created, name, encoder.name, encoder.dimension, metric, m, ef_construction)
-                conn.exec_driver_sql(queries.create_index(new, m, ef_construction))
+                new = Collection(created, name, encoder.name, encoder.dimension, new_metric, new_m, new_ef)
+                conn.exec_driver_sql(queries.create_index(new, new_m, new_ef))
                 conn.exec_driver_sql(queries.create_text_index(created))
                 logger.info("created collection %s (model %s, %d dims)", name, encoder.name, encoder.dimension)
         if created is None:
