@@ -1,5 +1,7 @@
 #!/bin/sh
-# Start the example site the production way: migrate, load the sample data (idempotent), read
+# Start the example site the production way: migrate, load the sample data into an empty site
+# (never again: the admin's edits and deletions stay), load the model once (the first start on a
+# machine also measures which encoder backend is fastest on its CPU, see `semsim info`) and read
 # the HNSW indexes into PostgreSQL's memory (after a database restart the first searches would
 # read them from disk page by page), then gunicorn. Any other command (the worker's, the dev
 # server's) runs as given, without that preparation: in docker/compose.yaml those
@@ -19,8 +21,8 @@ if [ "$#" -gt 0 ]; then
 fi
 
 python manage.py migrate --noinput
-python manage.py load_sample_data
-python manage.py semsim_warmup --no-model
+python manage.py load_sample_data --if-empty
+python manage.py semsim_warmup
 exec gunicorn production_wsgi:application \
     --bind "0.0.0.0:${PORT:-8000}" \
     --workers "${WEB_CONCURRENCY:-2}" \

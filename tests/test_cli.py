@@ -108,6 +108,40 @@ def test_info_and_db_commands(capsys, engine) -> None:  # type: ignore[no-untype
     assert code == 0 and "up to date" in out
 
 
+def test_commands_without_a_model_run_without_the_encoders_extra(engine) -> None:  # type: ignore[no-untyped-def]
+    """A bare `pip install semsim` (no [encoders]: no transformers, no sentence-transformers):
+    `semsim --version`, `db current` and `info --no-model` run against a URL; a command that
+    needs the model says which extra to install, in one line."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules['transformers'] = sys.modules['sentence_transformers'] = None  # not installed\n"
+        "from semsim_pg.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "SEMSIM_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+
+    def semsim(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=120
+        )
+
+    from semsim_pg import __version__
+
+    version = semsim("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"semsim {__version__}", version.stderr
+    current = semsim("db", "current")
+    assert current.returncode == 0 and "up to date" in current.stdout, current.stderr
+    info = semsim("info", "--no-model")
+    assert info.returncode == 0 and info.stdout.startswith(f"semsim       {__version__}\n"), info.stderr
+    encode = semsim("info")
+    assert encode.returncode == 1 and "Traceback" not in encode.stderr, encode.stderr
+    assert "pip install 'semsim[encoders]'" in encode.stderr and len(encode.stderr.strip().splitlines()) == 1
+
+
 def test_info_never_prints_the_password(capsys, settings, engine) -> None:  # type: ignore[no-untyped-def]
     """`semsim info` names the database without its password, in text and in JSON."""
     from sqlalchemy.engine import make_url

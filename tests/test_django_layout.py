@@ -228,6 +228,21 @@ def test_example_load_sample_data_has_encoded_everything_when_it_reports(site_db
     assert all(int(rows) > 0 and rows == encoded for _, rows, encoded in counts), lines
 
 
+def test_example_load_sample_data_if_empty_leaves_a_site_with_articles_as_it_is(site_db: str) -> None:
+    # what the Docker image runs at every container start: the admin's edits and deletions stay
+    code = """
+call_command('migrate', verbosity=0)
+from articles.models import Article
+Article.objects.create(title='Mine', body='Written in the admin.', topic='own')
+call_command('load_sample_data', '--if-empty', '--no-faq', verbosity=0)
+print(Article.objects.count())
+call_command('load_sample_data', '--no-faq', verbosity=0)
+print(Article.objects.count() > 1)
+"""
+    out = _site(site_db, code, faq=False, example=True)
+    assert out.strip().splitlines()[-2:] == ["1", "True"]
+
+
 def test_example_search_without_hits_says_so_and_unpublished_articles_are_not_public(site_db: str) -> None:
     code = """
 call_command('migrate', verbosity=0)

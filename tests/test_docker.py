@@ -68,3 +68,20 @@ def test_the_image_serves_with_gunicorn_and_collected_static_files(tmp_path: Pat
     assert "manage.py semsim_warmup" in script  # the HNSW indexes read into memory before serving
     subprocess.run(["sh", "-n", str(DOCKER / "entrypoint.sh")], check=True)  # shell syntax
     py_compile.compile(str(DOCKER / "production_wsgi.py"), cfile=str(tmp_path / "wsgi.pyc"), doraise=True)
+
+
+def test_the_image_installs_what_the_defaults_need_and_keeps_the_admins_edits() -> None:
+    """The package's license files are in the build context the image installs from (setuptools
+    warns, and will fail, without them); the onnx extra is in (the default SEMSIM_BACKEND=auto
+    measures onnxruntime against torch); the sample data is loaded into an empty site only."""
+    import tomllib
+
+    steps = _instructions(DOCKER / "Dockerfile")
+    copied = {source for kind, args in steps if kind == "COPY" for source in shlex.split(args)[:-1]}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert set(project["license-files"]) <= copied
+    (install,) = [args for kind, args in steps if kind == "RUN" and 'pip install ".[' in args]
+    extras = re.search(r'"\.\[([^\]]*)\]"', install)
+    assert extras and {"encoders", "model", "django", "onnx"} <= set(extras.group(1).split(","))
+    script = (DOCKER / "entrypoint.sh").read_text()
+    assert "manage.py load_sample_data --if-empty" in script

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from semsim_pg import __version__
 from semsim_pg.cli.common import out
 from semsim_pg.settings import get_settings
 
@@ -43,7 +44,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from semsim_pg.db import get_engine, server_info
 
     settings = get_settings()
-    info: dict[str, Any] = {"embedded_server": settings.embedded, "data_dir": str(settings.data_dir)}
+    info: dict[str, Any] = {
+        "semsim_version": __version__,
+        "embedded_server": settings.embedded,
+        "data_dir": str(settings.data_dir),
+    }
     engine = get_engine(settings)
     info.update(server_info(engine))
     # psql and other libpq clients refuse SQLAlchemy's driver name (postgresql+psycopg://); the
@@ -62,6 +67,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     model = info["model"]
     rows = [
+        ("semsim", __version__),
         ("database", info["database_url"] + ("  (embedded server)" if settings.embedded else "")),
         (
             "libpq URL",

