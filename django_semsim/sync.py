@@ -39,7 +39,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, transaction
 from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, Subquery
 from django.db.models.sql import Query
 
@@ -136,32 +136,68 @@ def _ensure_model_row(using: str) -> None:
     EmbeddingModel.objects.using(using).bulk_create([row], ignore_conflicts=True)
 
 
+#: tries of a placeholder insert whose commit met a row deleted meanwhile (each try skips the rows gone)
+PLACEHOLDER_TRIES = 5
+
+#: PostgreSQL's SQLSTATE for foreign_key_violation
+_FOREIGN_KEY_VIOLATION = "23503"
+
+
 def add_placeholders(
     model: type[SemanticModel], *, using: str = DEFAULT_DB_ALIAS, pks: Sequence[Any] | None = None
 ) -> int:
     """Give every source row (or those in ``pks``) a companion row for the configured model.
 
     Written in SQL: the ORM has no ``INSERT ... SELECT`` (bulk_create would pull every key into Python).
+
+    Django's foreign keys are checked at commit (``DEFERRABLE INITIALLY DEFERRED``): a source row
+    deleted by another transaction after this statement read it fails the commit, and every
+    placeholder with it (a row created and deleted at once left the rest of its batch without
+    vectors). So the placeholders whose row is gone by the end are removed before the commit,
+    which leaves the check a gap of one statement, and a commit that still meets a deleted row is
+    tried again: each try reads afresh, without the rows deleted before it. The source rows are
+    not locked: Django deletes the companion rows first and the source rows next, so a
+    placeholder committed in between makes the user's ``DELETE`` fail at its own commit, and a
+    lock held here until this commit would widen that gap to this whole transaction.
     """
     config = get_config()
     t = _tables(model, connections[using])
     restrict = f" AND {t.source_pk} = ANY(%s)" if pks is not None else ""
-    sql = (
+    # in key order: concurrent drains insert (and wait for each other's inserts) in the same order
+    insert = (
         f"INSERT INTO {t.companion} ({t.source_fk}, {t.model_col}, passage, passage_start, text_hash, embedding, "
         "created_at, updated_at) "
         f"SELECT {t.source_pk}, %s, 0, 0, NULL, NULL, now(), now() FROM {t.source} "
         f"WHERE NOT EXISTS (SELECT 1 FROM {t.companion} e WHERE e.{t.source_fk} = {t.source_pk} "
-        f"AND e.{t.model_col} = %s){restrict} "
-        f"ON CONFLICT ({t.source_fk}, {t.model_col}, passage) DO NOTHING"
+        f"AND e.{t.model_col} = %s){restrict} ORDER BY {t.source_pk} "
+        f"ON CONFLICT ({t.source_fk}, {t.model_col}, passage) DO NOTHING RETURNING {t.source_fk}"
     )
     params: list[Any] = [config.model_name, config.model_name]
     if pks is not None:
         params.append(list(pks))
-    with transaction.atomic(using=using):
-        _ensure_model_row(using)
-        with connections[using].cursor() as cursor:
-            cursor.execute(sql, params)
-            return int(cursor.rowcount)
+    # a new statement, a new snapshot (READ COMMITTED): it sees the deletes committed meanwhile
+    gone = (
+        f"DELETE FROM {t.companion} AS e WHERE e.{t.source_fk} = ANY(%s) AND e.{t.model_col} = %s "
+        "AND e.passage = 0 "
+        f"AND NOT EXISTS (SELECT 1 FROM {t.source} WHERE {t.source_pk} = e.{t.source_fk})"
+    )
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            with transaction.atomic(using=using):
+                _ensure_model_row(using)
+                with connections[using].cursor() as cursor:
+                    cursor.execute(insert, params)
+                    added = [row[0] for row in cursor.fetchall()]
+                    if not added:
+                        return 0
+                    cursor.execute(gone, [added, config.model_name])
+                    return len(added) - int(cursor.rowcount)
+        except IntegrityError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != _FOREIGN_KEY_VIOLATION or tries >= PLACEHOLDER_TRIES:
+                raise
+            logger.debug("%s: a row was deleted while its placeholder was added; trying again", model._meta.label)
 
 
 def drain_batch(

@@ -157,3 +157,25 @@ def test_a_request_thread_never_waits_for_the_model(monkeypatch: pytest.MonkeyPa
     finally:
         request_finished.send(sender=None)
     assert queue._ready_encoder() is True and loads == ["preload"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_instance_loaded_before_another_edit_saves_and_is_encoded(background, monkeypatch, encoder) -> None:  # type: ignore[no-untyped-def]
+    spy = ThreadSpy(encoder)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
+    article = Article.objects.create(title="Horses gallop across the field", body="")
+    assert sync.wait_idle(timeout=120)
+    first_tab = Article.objects.get(pk=article.pk)
+    second_tab = Article.objects.get(pk=article.pk)
+    second_tab.title = "Submarines dive deep"
+    second_tab.save()
+    assert sync.wait_idle(timeout=120)
+    first_tab.views = 7
+    first_tab.save()  # writes the horses back over the submarines: this instance's text did not change
+    assert sync.wait_idle(timeout=120)
+    assert Article.objects.get(pk=article.pk).title == "Horses gallop across the field"
+    assert vectors_match_text(Article) == {article.pk: True}
+    assert len(spy.threads) == 3
+    first_tab.save()  # the text the row holds: looked at by the background thread, not encoded
+    assert sync.wait_idle(timeout=120)
+    assert len(spy.threads) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -80,9 +81,11 @@ def test_save_encodes_after_commit_and_unchanged_save_encodes_nothing(  # type: 
     with django_capture_on_commit_callbacks(execute=True) as callbacks, django_assert_num_queries(2):
         reloaded.published = False
         reloaded.views = 10
-        reloaded.save()  # UPDATE only
-        article.save()  # the instance that was created: its snapshot is the saved text
-    assert callbacks == []
+        reloaded.save()  # UPDATE only: the key is queued, no query
+        article.save()  # the instance that was created
+    # queued, since only the database knows whether another save changed the text meanwhile; the
+    # drain finds the stored hash current and encodes nothing
+    assert len(callbacks) == 2
     assert encoder.encoded_count == before and spy.calls == [1]
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -415,3 +418,86 @@ def test_an_encoder_failing_in_one_lane_stops_the_drain_and_loses_no_row(encoder
     monkeypatch.setattr(sync, "get_model_encoder", lambda: encoder)
     sync.drain(Article, batch_size=5)
     assert all(vectors_match_text(Article).values())
+
+
+def _lock_waiter(timeout: float = 60) -> bool:
+    """Whether another connection is waiting for a lock, polled until ``timeout`` (a thread's progress)."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # in a transaction it would read one snapshot
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(0.02)
+    return False
+
+
+class PlaceholderInserts:
+    """A connection's execute wrapper: counts the placeholder inserts, runs ``after`` after the first."""
+
+    def __init__(self, after: Any = None) -> None:
+        self.after = after
+        self.count = 0
+        self.table = companion_of(Article)._meta.db_table
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if sql.startswith(f'INSERT INTO "{self.table}"') and "NOT EXISTS" in sql:
+            self.count += 1
+            if self.count == 1 and self.after is not None:
+                self.after()
+        return result
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("deleted", [True, False], ids=["delete-commits", "delete-rolls-back"])
+def test_a_row_deleted_while_a_drain_commits_its_placeholders_spoils_nothing(spy, deleted) -> None:  # type: ignore[no-untyped-def]
+    # Django's foreign keys are checked at commit: a placeholder inserted for a row that another
+    # transaction deletes meanwhile used to fail the drain's commit, and every other row with it.
+    doomed, survivor = Article.objects.bulk_create(
+        [Article(title="Created and deleted at once", body=""), Article(title="Survivor about horses", body="")]
+    )
+    box: dict[str, Any] = {}
+    inserts = PlaceholderInserts()
+
+    def drain() -> None:
+        try:
+            with connection.execute_wrapper(inserts):
+                box["result"] = sync.drain(Article, pks=[doomed.pk, survivor.pk])
+        except BaseException as exc:  # re-raised below
+            box["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=drain)
+    with transaction.atomic():
+        Article.objects.filter(pk=doomed.pk).delete()  # the row stays locked until this ends
+        thread.start()
+        assert _lock_waiter(), "the drain's commit never came to check the deleted row"
+        transaction.set_rollback(not deleted)
+    thread.join(timeout=120)
+    if "error" in box:
+        raise box["error"]
+    expected = {survivor.pk: True} if deleted else {doomed.pk: True, survivor.pk: True}
+    assert vectors_match_text(Article) == expected
+    assert sorted(box["result"].written) == sorted(expected)
+    assert companion_of(Article).objects.count() == len(expected)
+    assert inserts.count == (2 if deleted else 1)  # a commit that met the deleted row was tried again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_placeholder_whose_row_is_deleted_before_the_commit_is_left_out(spy) -> None:  # type: ignore[no-untyped-def]
+    doomed, survivor = Article.objects.bulk_create(
+        [Article(title="Created and deleted at once", body=""), Article(title="Survivor about horses", body="")]
+    )
+    # another transaction deletes the row and commits after the insert read it, before its commit
+    inserts = PlaceholderInserts(after=lambda: _in_thread(lambda: Article.objects.filter(pk=doomed.pk).delete()))
+    with connection.execute_wrapper(inserts):
+        result = sync.drain(Article, pks=[doomed.pk, survivor.pk])
+    assert result.written == [survivor.pk]
+    assert inserts.count == 1  # left out before the commit, not tried again
+    assert vectors_match_text(Article) == {survivor.pk: True}
+    assert companion_of(Article).objects.count() == 1
