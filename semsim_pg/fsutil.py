@@ -11,7 +11,10 @@ The block writes into ``tmp``, a fresh directory beside ``out`` (same file syste
 rename is atomic). When the block ends normally every file under ``tmp`` is fsynced, then the
 directory is renamed to ``out``: an existing ``out`` is first renamed aside and removed only after
 the new one is in place (a reader sees the old directory, for an instant nothing, then the new
-one). When the block raises, ``tmp`` is removed and ``out`` is untouched.
+one). When the block raises, ``tmp`` is removed and ``out`` is untouched. A process killed
+outright (kill -9, the OOM killer) cleans nothing up: its temporary folder carries its host and
+process id in its name, and the next write beside the same ``out`` removes it
+(:func:`remove_abandoned`).
 
 :func:`check_output_path` refuses, before any work, a destination that cannot be written, so a
 long job never ends in a traceback over a typo in ``--plot`` or ``--out``.
@@ -23,8 +26,12 @@ fsynced, then put in place with one rename or link.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -32,7 +39,9 @@ from pathlib import Path
 
 from semsim_pg.errors import InvalidInput
 
-__all__ = ["atomic_directory", "atomic_write_text", "check_output_path", "fsync_path"]
+__all__ = ["atomic_directory", "atomic_write_text", "check_output_path", "fsync_path", "remove_abandoned"]
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -110,11 +119,66 @@ def atomic_write_text(path: str | Path, text: str, *, overwrite: bool = False) -
 
 def _temporary_beside(out: Path, overwrite: bool) -> Path:
     """A fresh name beside ``out`` (same file system: the final rename is atomic), its parents
-    made; an existing ``out`` is refused first unless ``overwrite``."""
+    made; an existing ``out`` is refused first unless ``overwrite``. Leftovers of writes to ``out``
+    whose process died are removed first (:func:`remove_abandoned`)."""
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise _exists(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_abandoned(out)
+    return _beside(out, "tmp")
+
+
+def _host() -> str:
+    # the host name hashed to 8 hex digits: a fixed shape, so a name parses back unambiguously
+    # whatever dots and dashes the host name (or ``out``'s name) holds
+    return hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:8]
+
+
+def _beside(out: Path, kind: str) -> Path:
+    """``.NAME.KIND-HOST-PID-RANDOM`` beside ``out``: the writer's host and process in the name,
+    so that a later writer can tell a folder whose writer was killed (kill -9, the OOM killer, a
+    power cut: no cleanup ran) from one still being written."""
+    return out.parent / f".{out.name}.{kind}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_abandoned(out: str | Path) -> list[Path]:
+    """Remove what writes to ``out`` left beside it when their process was killed before it could
+    clean up (a temporary folder with a model's checkpoints, or an old one renamed aside); return
+    what was removed. Only leftovers of processes of this host that are gone: never one that a
+    live process (this one included) still writes, nor one of another host on a shared disk."""
+    out = Path(out)
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:tmp|old)-([0-9a-f]{{8}})-(\d+)-[0-9a-f]{{8}}")
+    host = _host()
+    removed: list[Path] = []
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or match[1] != host or _process_alive(int(match[2])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        if not entry.exists():
+            logger.warning(
+                "removed %s, left beside %s by process %s that ended before it finished", entry, out, match[2]
+            )
+            removed.append(entry)
+    return removed
 
 
 def _exists(path: Path) -> InvalidInput:
@@ -142,7 +206,7 @@ def _fsync_tree(root: Path) -> None:
 def _swap_into_place(tmp: Path, out: Path) -> None:
     old: Path | None = None
     if out.exists() or out.is_symlink():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        old = _beside(out, "old")
         os.rename(out, old)
     try:
         os.rename(tmp, out)

@@ -4,6 +4,7 @@ cross-encoder (:mod:`semsim_pg.rerank`) share.
 * :func:`resolve_model`: a model name to the packaged weights, a local directory or a hub name.
 * :class:`LazyModel`: a model loaded on first use, once, under a lock, never at import.
 * :class:`SharedModels`: one instance per (model, device) in a process.
+* :func:`missing_model_error`: a collection whose model folder is gone, named with the way on.
 * :func:`check_hub_model`: before a hub name loads, whether it is cached, downloadable, or
   neither (then it fails at once instead of waiting through the hub client's retries).
 
@@ -34,6 +35,8 @@ __all__ = [
     "SharedModels",
     "check_hub_model",
     "dtype_kwargs",
+    "missing_model_error",
+    "model_folder_missing",
     "one_line",
     "resolve_model",
     "sentence_transformers",
@@ -92,6 +95,23 @@ def resolve_model(name: str) -> ModelSource:
             "model (a folder with modules.json) or a model name."
         )
     return ModelSource(name=name, location=name, kind="hub")
+
+
+def model_folder_missing(model: str) -> bool:
+    """Whether a stored model name (a collection's) is a folder that is gone: a local model's name
+    is its absolute path (:func:`resolve_model`); a hub or packaged name is never missing here."""
+    return Path(model).is_absolute() and not Path(model).is_dir()
+
+
+def missing_model_error(collection: str, model: str) -> ModelLoadError | None:
+    """The error for ``collection`` whose model folder ``model`` was moved or deleted (None when
+    its model is not a missing folder): what it was encoded with and the two ways on."""
+    if not model_folder_missing(model):
+        return None
+    return ModelLoadError(
+        f"Collection {collection!r} was encoded with the model folder {model}, which no longer exists: restore it "
+        f"there, or move the collection to another model with `semsim reembed -c {collection} --model MODEL`."
+    )
 
 
 # How long to wait for the hub's TCP port before calling it unreachable. Connection refused and

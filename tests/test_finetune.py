@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ pytest.importorskip("datasets", reason="fine-tuning needs the datasets package (
 pytest.importorskip("accelerate", reason="fine-tuning needs the accelerate package (sentence-transformers' trainers)")
 
 from semsim_pg.cli.main import main
-from semsim_pg.errors import InputFileError, InvalidInput
+from semsim_pg.errors import InputFileError, InvalidInput, NotImproved
+from semsim_pg.finetune import RECORD_NAME, decide_rerank, finetune_bi_encoder, read_record
 
 SCORED = [
     ("A man is playing a guitar.", "A man plays the guitar.", 5.0),
@@ -65,6 +67,10 @@ def files(tmp_path: Path) -> dict[str, Path]:
     }
 
 
+#: a learning rate at which a few steps move the tiny model's dev metric up (only a better model is saved)
+FAST = {"learning_rate": 1e-3}
+
+
 def leftovers(parent: Path, name: str) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}"))
 
@@ -76,13 +82,19 @@ def test_bi_encoder_cosine_end_to_end(
 
     out = tmp_path / "models" / "bi"
     argv = ["-q", "finetune", "bi-encoder", "--train", str(files["train"]), "--dev", str(files["dev"])]
-    argv += ["--base", str(tiny_bi_encoder_path), "--out", str(out), "--max-steps", "2", "--batch-size", "8", "--json"]
-    assert main(argv) == 0
+    argv += ["--base", str(tiny_bi_encoder_path), "--out", str(out), "--max-steps", "6", "--batch-size", "8", "--json"]
+    assert main([*argv, "--learning-rate", "5e-3"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["loss"] == "cosine" and result["steps"] == 2 and result["train_pairs"] == len(SCORED)
+    assert result["loss"] == "cosine" and result["steps"] == 6 and result["train_pairs"] == len(SCORED)
     assert set(result["before"]) == set(result["after"]) == {"spearman_cosine", "pearson_cosine"}
     assert result["before"] != result["after"]  # the weights moved
     assert (out / "modules.json").is_file() and not leftovers(out.parent, "bi")
+    # saved with its record, as a run from a collection is: the deciding dev metric rose
+    record = read_record(out)
+    assert record is not None and record.kind == "bi-encoder" and record.collection is None
+    assert record.metric == result["metric"] == "spearman_cosine" and record.gain > 0
+    assert record.after["spearman_cosine"] == pytest.approx(result["after"]["spearman_cosine"], abs=1e-4)
+    assert record.data["train_file"] == str(files["train"]) and record.steps == 6
     encoder = Encoder(str(out))
     vectors = encoder.encode(["hello world", "goodbye"])
     assert vectors.shape == (2, 32)
@@ -94,8 +106,8 @@ def test_bi_encoder_mnrl_from_unscored_pairs(
 ) -> None:
     out = tmp_path / "mnrl"
     argv = ["finetune", "bi-encoder", "--train", str(files["unscored"]), "--dev", str(files["unscored"])]
-    argv += ["--base", str(tiny_bi_encoder_path), "--out", str(out), "--max-steps", "1", "--batch-size", "4"]
-    assert main(["-q", *argv]) == 0
+    argv += ["--base", str(tiny_bi_encoder_path), "--out", str(out), "--max-steps", "3", "--batch-size", "4"]
+    assert main(["-q", *argv, "--learning-rate", "1e-3"]) == 0
     table = capsys.readouterr().out
     assert "multiple" in table.lower() or "mnrl" in table
     assert "accuracy@1" in table and "mrr@10" in table and "before" in table and "after" in table
@@ -115,10 +127,13 @@ def test_cross_encoder_end_to_end(
     out = tmp_path / "ce"
     argv = ["-q", "finetune", "cross-encoder", "--train", str(files["train"]), "--dev", str(files["dev"])]
     argv += ["--base", str(tiny_cross_encoder_path), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--json"]
-    assert main(argv) == 0
+    assert main([*argv, "--learning-rate", "1e-3"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["kind"] == "cross-encoder" and result["steps"] == 3  # 24 pairs / 8, one epoch
     assert set(result["after"]) == {"spearman", "pearson"}
+    record = read_record(out)
+    assert record is not None and record.kind == "cross-encoder" and record.metric == "spearman" and record.gain > 0
+    assert not decide_rerank("any")  # not a reranker measured on a collection: rerank="auto" leaves it off
     scores = CrossEncoder(str(out)).predict([("A man plays guitar.", "A man is playing a guitar.")])
     assert 0.0 <= float(scores[0]) <= 1.0  # the sigmoid head was saved with the model
     # usable through the SEMSIM_CROSS_ENCODER setting: `semsim eval sts --cross-encoder` without a path
@@ -163,20 +178,114 @@ def test_out_is_never_half_written(
         finetune_cross_encoder(files["train"], files["dev"], str(tiny_cross_encoder_path), out, max_steps=1)
 
     # a crash after training (here: while swapping the new model in) leaves the old model and no temporary folders
+    args, run = (
+        (files["train"], files["dev"], str(tiny_cross_encoder_path)),
+        {"max_steps": 3, "overwrite": True, "progress": False, **FAST},
+    )
+
     def crash(*args: object) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(fsutil, "_swap_into_place", crash)
     with pytest.raises(OSError, match="disk full"):
-        finetune_cross_encoder(
-            files["train"], files["dev"], str(tiny_cross_encoder_path), out, max_steps=1, overwrite=True, progress=False
-        )
+        finetune_cross_encoder(*args, out, **run)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     assert not leftovers(tmp_path, "ce")
     monkeypatch.undo()
     # --overwrite replaces it in one rename
-    finetune_cross_encoder(
-        files["train"], files["dev"], str(tiny_cross_encoder_path), out, max_steps=1, overwrite=True, progress=False
-    )
+    finetune_cross_encoder(*args, out, **run)
     assert (out / "config.json").is_file() and not (out / "keep.txt").exists()
     assert not leftovers(tmp_path, "ce")
+
+
+def test_a_model_not_better_on_the_dev_pairs_is_not_saved(
+    tiny_bi_encoder_path: Path, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bi"
+    out.mkdir()
+    (out / "keep.txt").write_text("an older model", encoding="utf-8")
+    # a learning rate of 0 leaves the weights as they were: the dev metric cannot rise
+    argv = ["-q", "finetune", "bi-encoder", "--train", str(files["train"]), "--dev", str(files["dev"])]
+    argv += ["--base", str(tiny_bi_encoder_path), "--out", str(out), "--max-steps", "2", "--batch-size", "8"]
+    assert main([*argv, "--learning-rate", "0", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "not better on the dev part (spearman_cosine" in err and "nothing was saved" in err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and not leftovers(tmp_path, "bi")
+    with pytest.raises(NotImproved, match=r"mrr@10"):  # (query, positive) pairs: decided by MRR@10
+        finetune_bi_encoder(
+            files["unscored"],
+            files["unscored"],
+            str(tiny_bi_encoder_path),
+            tmp_path / "mnrl",
+            max_steps=1,
+            batch_size=4,
+            learning_rate=0.0,
+            progress=False,
+        )
+    assert not (tmp_path / "mnrl").exists() and not leftovers(tmp_path, "mnrl")
+
+
+def test_overwrite_never_replaces_a_collections_model(
+    store: Any,
+    collection_name: str,
+    tiny_bi_encoder_path: Path,
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    from semsim_pg.db import connect
+
+    model = tmp_path / "models" / "sts-bi"
+    shutil.copytree(tiny_bi_encoder_path, model)
+    store.create_collection(collection_name, model=str(model))
+    before = sorted(p.name for p in model.iterdir())
+    argv = ["-q", "finetune", "bi-encoder", "--train", str(files["train"]), "--dev", str(files["dev"])]
+    argv += ["--base", str(tiny_bi_encoder_path), "--max-steps", "1", "--overwrite"]
+    # the same folder by another spelling (relative, through a symlink) is the same model
+    (tmp_path / "link").symlink_to(model.parent)
+    assert main([*argv, "--out", str(tmp_path / "link" / "sts-bi")]) == 1
+    err = capsys.readouterr().err
+    assert f"collection {collection_name!r}" in err and f"semsim reembed -c {collection_name} --model NEW" in err
+    assert "nothing was written" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in model.iterdir()) == before and not leftovers(model.parent, "sts-bi")
+
+    # the Django app's vectors in the same database count too (its table of models, read by plain SQL)
+    other = tmp_path / "models" / "django-bi"
+    shutil.copytree(tiny_bi_encoder_path, other)
+    table = "django_semsim_embeddingmodel"
+    with connect(store.engine) as conn, conn.begin():
+        assert conn.exec_driver_sql(f"SELECT to_regclass('{table}')").scalar() is None  # nobody else's table
+        conn.exec_driver_sql(f"CREATE TABLE {table} (name varchar(255) PRIMARY KEY, dimension integer)")
+        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (%s, 32)", (str(other),))
+    try:
+        assert main([*argv, "--out", str(other)]) == 1
+        err = capsys.readouterr().err
+        assert "the Django app's vectors" in err and "semsim_reindex --all" in err
+    finally:
+        with connect(store.engine) as conn, conn.begin():
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+    assert not (other / RECORD_NAME).exists()
+
+
+def test_overwrite_without_a_reachable_database_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import dataclasses
+
+    from semsim_pg.finetune import common
+    from semsim_pg.settings import configure, get_settings
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "modules.json").write_text("[]", encoding="utf-8")
+    previous = get_settings()
+    # nothing listens on port 1: a run on pair files away from the database still overwrites, and says so
+    configure(dataclasses.replace(previous, database_url="postgresql://semsim@127.0.0.1:1/semsim"))
+    try:
+        with caplog.at_level("WARNING", logger="semsim_pg.finetune.common"):
+            common.check_out(out, overwrite=True)
+    finally:
+        configure(previous)
+    assert "could not check whether a collection's vectors were made with" in caplog.text
+    with pytest.raises(InvalidInput, match="--overwrite"):
+        common.check_out(out, overwrite=False)

@@ -70,3 +70,68 @@ def test_atomic_write_text_writes_whole_or_not_at_all(tmp_path: Path) -> None:
     atomic_write_text(path, "four", overwrite=True)
     assert path.read_text(encoding="utf-8") == "four"
     assert sorted(p.name for p in path.parent.iterdir()) == ["faqs.tsv"]
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kill -9 (or the OOM killer) runs no cleanup: the temporary folder, with a fine-tuning run's
+    checkpoints, stays beside the target until the next write there removes it, never while
+    its writer lives."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from semsim_pg.fsutil import atomic_write_text, remove_abandoned
+
+    out = tmp_path / "model"
+    writer = textwrap.dedent(
+        """
+        import sys, time
+        from semsim_pg.fsutil import atomic_directory
+        with atomic_directory(sys.argv[1], overwrite=True) as tmp:
+            (tmp / "checkpoints").mkdir()
+            (tmp / "checkpoints" / "weights.bin").write_bytes(b"0" * 1024)
+            print(tmp.name, flush=True)
+            time.sleep(600)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen([sys.executable, "-c", writer, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        busy = process.stdout.readline().strip()
+        assert busy.startswith(".model.tmp-") and (tmp_path / busy / "checkpoints").is_dir()
+        # another host's leftover on a shared disk, one of another target, and a name of the old
+        # shape (no process in it) are not this write's to judge
+        foreign = [".model.tmp-00000000-1-abcdef12", ".model-v2.tmp-00000000-1-abcdef12", ".model.tmp-abcdef12"]
+        for name in foreign:
+            (tmp_path / name).mkdir()
+        with atomic_directory(out, overwrite=True) as tmp:  # the writer lives: its folder stays
+            (tmp / "a").write_text("a", encoding="utf-8")
+        assert (tmp_path / busy / "checkpoints" / "weights.bin").is_file()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert (tmp_path / busy).is_dir()  # nothing cleaned up after kill -9
+    with caplog.at_level("WARNING", logger="semsim_pg.fsutil"), atomic_directory(out, overwrite=True) as tmp:
+        (tmp / "b").write_text("b", encoding="utf-8")
+    assert not (tmp_path / busy).exists() and busy in caplog.text and str(process.pid) in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ["b"]
+    assert _leftovers(tmp_path) == sorted(foreign)
+    assert remove_abandoned(out) == []
+
+    # a single file's leftover too (atomic_write_text), here one of this host made by a process that is gone
+    path = tmp_path / "faqs.tsv"
+    stale = tmp_path / f".faqs.tsv.tmp-{_this_host()}-{process.pid}-0123abcd"
+    stale.write_text("half", encoding="utf-8")
+    atomic_write_text(path, "whole")
+    assert not stale.exists() and path.read_text(encoding="utf-8") == "whole"
+
+
+def _this_host() -> str:
+    from semsim_pg.fsutil import _beside
+
+    return _beside(Path("x"), "tmp").name.split("-")[1]

@@ -98,12 +98,22 @@ def cmd_collections(args: argparse.Namespace) -> int:
         f"{'name':<24} {'documents':>9} {'current':>9} {'dim':>5}  {'metric':<13} {'index':<8} {'chunk':>5}  "
         "model (backends)"
     )
+    from semsim_pg.loading import model_folder_missing
+
+    missing = [c.name for c in collections if model_folder_missing(c.model_name)]
     for c in collections:
         made_by = ", ".join(f"{backend} {n}" for backend, n in (c.backends or {}).items())
         chunk = "-" if c.chunk_size is None else str(c.chunk_size)
         out(
             f"{c.name:<24} {c.documents:>9} {c.embedded:>9} {c.dimension:>5}  {c.metric:<13} {c.index or '':<8} "
-            f"{chunk:>5}  {c.model_name}" + (f" ({made_by})" if made_by else "")
+            f"{chunk:>5}  {c.model_name}"
+            + (f" ({made_by})" if made_by else "")
+            + (" [folder missing]" if c.name in missing else "")
+        )
+    if missing:
+        out(
+            f"a model folder is missing ({', '.join(missing)}): restore it, or `semsim reembed -c NAME --model MODEL`; "
+            "until then their searches and ingests fail"
         )
     if any(c.index in ("missing", "invalid") for c in collections):
         out("an index is missing: the next ingest rebuilds it, or `semsim index rebuild -c NAME` now")

@@ -173,7 +173,12 @@ def _training_options(
     sub.add_argument("--seed", type=int, default=0)
     if mined:
         sub.add_argument("--threads", type=int, help="torch threads (default: every core that is not busy)")
-    sub.add_argument("--overwrite", action="store_true", help="replace --out if it already holds something")
+    sub.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it already holds something (never the model of a collection: write a new folder and "
+        "`semsim reembed` to it)",
+    )
     sub.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -296,7 +301,7 @@ def _print_record(record: Any, as_json: bool) -> int:
 
 
 def _run_pairs(args: argparse.Namespace) -> int:
-    from semsim_pg.finetune import finetune_bi_encoder, finetune_cross_encoder
+    from semsim_pg.finetune import RECORD_NAME, finetune_bi_encoder, finetune_cross_encoder
 
     train = finetune_bi_encoder if args.kind == "bi-encoder" else finetune_cross_encoder
     with _training_session():
@@ -328,8 +333,9 @@ def _run_pairs(args: argparse.Namespace) -> int:
     out.write(f"  {'dev metric':<{width}}  {'before':>8}  {'after':>8}  {'change':>8}\n")
     for name, before in result.before.items():
         after = result.after[name]
-        out.write(f"  {name:<{width}}  {before:8.2f}  {after:8.2f}  {after - before:+8.2f}\n")
-    out.write(f"saved to {result.out}\n")
+        mark = "  <- decides" if name == result.metric else ""
+        out.write(f"  {name:<{width}}  {before:8.2f}  {after:8.2f}  {after - before:+8.2f}{mark}\n")
+    out.write(f"saved to {result.out} (with its record, {RECORD_NAME})\n")
     hint = "SEMSIM_MODEL" if result.kind == "bi-encoder" else "SEMSIM_CROSS_ENCODER"
     out.write(f"use it with {hint}={result.out} (or pass the path wherever a model is asked for)\n")
     return 0

@@ -222,12 +222,7 @@ def train_bi_encoder(
             out=str(out),
             versions=common.library_versions(),
         )
-        if record.gain <= 0:
-            raise NotImproved(
-                f"The tuned model is not better on the dev part ({task.metric} {before[task.metric]:.2f} -> "
-                f"{after[task.metric]:.2f}); nothing was saved to {out}. Try more data, --epochs or another "
-                "--learning-rate."
-            )
+        common.refuse_unless_better(record)
         model.save(str(tmp))
         common.drop_work_files(tmp)
         write_record(tmp, record)

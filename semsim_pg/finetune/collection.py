@@ -156,7 +156,7 @@ def finetune_collection_bi_encoder(
     """
     options = options or BiEncoderOptions()
     out = Path(out).expanduser().resolve()
-    common.check_out(out, overwrite)
+    common.check_out(out, overwrite, engine=store.engine)
     if faq:
         label_field = label_field or FAQ_FIELD
     if bool(label_field) == (queries is not None or qrels is not None):
@@ -210,7 +210,7 @@ def finetune_collection_reranker(
     saved to ``out`` only if it reorders the dev queries' candidates better than the index does."""
     options = options or RerankerOptions()
     out = Path(out).expanduser().resolve()
-    common.check_out(out, overwrite)
+    common.check_out(out, overwrite, engine=store.engine)
     coll = store.get_collection(collection)
     texts = read_collection(store, coll.name)
     task = _qrels_task(texts, queries, qrels, dev, dev_fraction, options.seed)

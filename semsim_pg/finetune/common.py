@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsim_pg.backends.cpu import free_cores
-from semsim_pg.errors import ConfigurationError, InvalidInput, ModelLoadError
+from semsim_pg.errors import ConfigurationError, InvalidInput, ModelLoadError, NotImproved
 from semsim_pg.loading import one_line
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
+    from sqlalchemy.engine import Engine
+
+    from semsim_pg.finetune.records import TrainingRecord
 
 __all__ = [
     "adaptive_threads",
@@ -24,6 +27,8 @@ __all__ = [
     "load_cross_encoder",
     "offline_location",
     "quiet_model_card",
+    "refuse_model_in_use",
+    "refuse_unless_better",
     "require_training",
     "schedule",
     "staged_model_dir",
@@ -209,18 +214,84 @@ def load_cross_encoder(base: str) -> CrossEncoder:
         raise ModelLoadError(f"Cannot load {base!r} as a cross-encoder: {one_line(exc)}. {_BASE_FIX}") from exc
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an existing, non-empty output directory unless ``overwrite``."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise InvalidInput(
-            f"{out} exists and is not empty; fine-tuning would replace it. Choose another --out or pass --overwrite."
-        )
+def check_out(out: Path, overwrite: bool, *, engine: Engine | None = None) -> None:
+    """Refuse an existing, non-empty output directory unless ``overwrite``, and even then one that
+    a collection's vectors were made with (:func:`refuse_model_in_use`, in ``engine``'s database
+    or the configured one)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise InvalidInput(
+                f"{out} exists and is not empty; fine-tuning would replace it. Choose another --out or pass --overwrite."
+            )
+        refuse_model_in_use(out, engine)
     # Where the model will be written must take it, found before a model loads or a step runs:
     # the first folder of ``out`` that does not exist yet is the one made.
     from semsim_pg.fsutil import check_output_path
 
     made = next((p for p in (out, *out.parents) if p.parent.exists()), out)
     check_output_path(made, "--out", directory=True)
+
+
+def refuse_model_in_use(out: Path, engine: Engine | None = None) -> None:
+    """InvalidInput when the model folder ``out`` is the model of a collection (or of the Django
+    app's vectors, when its tables are in the same database): replaced in place, its new weights
+    would encode those collections' queries against vectors of the old ones, and nothing would
+    notice. The safe way is a new folder and ``semsim reembed``, which switches without downtime.
+
+    A database that cannot be reached is not a reason to refuse (a run on pair files may be on a
+    machine without one): a warning says the folder was not checked. Without a database URL, an
+    embedded server that was never set up holds no collections and is not started for this."""
+    import sqlalchemy as sa
+
+    from semsim_pg import queries
+    from semsim_pg.db import read_connection
+    from semsim_pg.errors import SemsimError
+
+    model = str(out.resolve())
+    try:
+        engine = engine or _configured_engine()
+        if engine is None:
+            return
+        with read_connection(engine) as conn:
+            collections = list(conn.scalars(queries.collections_using_model(model)))
+            django = conn.scalar(queries.django_models_table()) is not None and bool(
+                conn.scalar(queries.django_model_recorded(model))
+            )
+    except (sa.exc.SQLAlchemyError, SemsimError, OSError) as exc:
+        logger.warning(
+            "could not check whether a collection's vectors were made with %s (%s); replacing it anyway: a "
+            "collection that was would search with other weights than its vectors' (write to a new folder "
+            "instead, then `semsim reembed -c NAME --model NEW`)",
+            out,
+            one_line(exc),
+        )
+        return
+    if not collections and not django:
+        return
+    users = [f"collection {name!r}" for name in collections]
+    users += [f"the Django app's vectors (its table {queries.DJANGO_MODELS_TABLE})"] if django else []
+    how = (
+        f"`semsim reembed -c {collections[0]} --model NEW` (no downtime)"
+        if collections
+        else "SEMSIM = {'MODEL': NEW} and `manage.py semsim_reindex --all`"
+    )
+    raise InvalidInput(
+        f"{out} is the model of {' and '.join(users)}: replaced in place, their queries would be encoded with new "
+        f"weights against vectors of the old ones. Write to a new folder (--out NEW), then switch with {how}; "
+        "nothing was written."
+    )
+
+
+def _configured_engine() -> Engine | None:
+    """The configured database's engine; None when it is the embedded server and that was never set up."""
+    from semsim_pg.db import get_engine
+    from semsim_pg.server import embedded_server_status
+    from semsim_pg.settings import get_settings
+
+    settings = get_settings()
+    if settings.embedded and not embedded_server_status(settings.data_dir)["initialised"]:
+        return None
+    return get_engine(settings)
 
 
 @contextmanager
@@ -338,6 +409,16 @@ def _describe(metric: str) -> Any:
         return None if value is None else f"{metric} {float(value):.2f}"
 
     return describe
+
+
+def refuse_unless_better(record: TrainingRecord) -> None:
+    """NotImproved (nothing is saved) unless the record's dev metric rose."""
+    if record.gain <= 0:
+        raise NotImproved(
+            f"The tuned model is not better on the dev part ({record.metric} {record.before[record.metric]:.2f} -> "
+            f"{record.after[record.metric]:.2f}); nothing was saved to {record.out}. Try more data, --epochs or "
+            "another --learning-rate."
+        )
 
 
 def drop_work_files(tmp: Path) -> None:

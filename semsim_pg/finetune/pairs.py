@@ -8,18 +8,20 @@
   (``BinaryCrossEntropyLoss`` with soft 0..1 labels, the loss of sentence-transformers' STS-B
   cross-encoder recipe), so ``predict`` returns a 0..1 similarity through its sigmoid.
 
-The dev metrics are measured before and after training with the same code as ``semsim eval sts``.
-The model is saved to a temporary directory beside ``out`` and renamed into place only once it
-is complete, so an interrupted run never leaves a half model where a loader would find it.
+The dev metrics are measured before and after training with the same code as ``semsim eval sts``;
+as from a collection, a model whose deciding dev metric (Spearman of scored pairs, MRR@10 of
+(query, positive) pairs) did not rise is not saved (:class:`~semsim_pg.errors.NotImproved`), and
+a saved one carries its record (``semsim-finetune.json``). The model is saved to a temporary
+directory beside ``out`` and renamed into place only once it is complete, so an interrupted run
+never leaves a half model where a loader would find it.
 Training needs the ``datasets`` and ``accelerate`` packages (sentence-transformers' trainers do).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ from semsim_pg.errors import InputFileError, InvalidInput
 from semsim_pg.evaluation.files import SentencePair, read_pairs, score_range
 from semsim_pg.evaluation.metrics import accuracy_at_k, mrr_at_k, pearson, spearman
 from semsim_pg.finetune import common
+from semsim_pg.finetune.records import TrainingRecord, write_record
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -55,6 +58,8 @@ class FinetuneResult:
     seconds: float
     before: dict[str, float] = field(default_factory=dict)
     after: dict[str, float] = field(default_factory=dict)
+    #: the dev metric that decides whether the model is saved (it must rise)
+    metric: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,24 +176,22 @@ def finetune_bi_encoder(
                 model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss_fn
             )
         state = common.progress_callbacks(trainer, progress, lambda logs: None).train()
-        seconds = time.perf_counter() - start
-        after = bi_encoder_dev_metrics(model, dev_pairs)
-        logger.info("dev after: %s", after)
-        model.save(str(tmp))
-        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-    return FinetuneResult(
-        "bi-encoder",
-        base,
-        str(out),
-        loss,
-        len(train_pairs),
-        len(dev_pairs),
-        float(epochs),
-        int(state.global_step),
-        seconds,
-        before,
-        after,
-    )
+        result = FinetuneResult(
+            "bi-encoder",
+            base,
+            str(out),
+            loss,
+            len(train_pairs),
+            len(dev_pairs),
+            float(epochs),
+            int(state.global_step),
+            time.perf_counter() - start,
+            before,
+            bi_encoder_dev_metrics(model, dev_pairs),
+            "spearman_cosine" if dev_pairs[0].score is not None else "mrr@10",
+        )
+        _save_if_better(result, model.save, tmp, train, dev, batch_size, learning_rate, max_steps, seed)
+    return result
 
 
 # cross-encoder ------------------------------------------------------------------------------
@@ -268,21 +271,66 @@ def finetune_cross_encoder(
                 model=model, args=args, train_dataset=dataset, loss=BinaryCrossEntropyLoss(model)
             )
         state = common.progress_callbacks(trainer, progress, lambda logs: None).train()
-        seconds = time.perf_counter() - start
-        after = cross_encoder_dev_metrics(model, dev_pairs)
-        logger.info("dev after: %s", after)
-        model.save_pretrained(str(tmp))
-        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-    return FinetuneResult(
-        "cross-encoder",
-        base,
-        str(out),
-        "regression (bce on 0..1 scores)",
-        len(train_pairs),
-        len(dev_pairs),
-        float(epochs),
-        int(state.global_step),
-        seconds,
-        before,
-        after,
+        result = FinetuneResult(
+            "cross-encoder",
+            base,
+            str(out),
+            "regression (bce on 0..1 scores)",
+            len(train_pairs),
+            len(dev_pairs),
+            float(epochs),
+            int(state.global_step),
+            time.perf_counter() - start,
+            before,
+            cross_encoder_dev_metrics(model, dev_pairs),
+            "spearman",
+        )
+        _save_if_better(result, model.save_pretrained, tmp, train, dev, batch_size, learning_rate, max_steps, seed)
+    return result
+
+
+def _save_if_better(
+    result: FinetuneResult,
+    save: Callable[[str], object],
+    tmp: Path,
+    train: str | Path,
+    dev: str | Path,
+    batch_size: int,
+    learning_rate: float,
+    max_steps: int | None,
+    seed: int,
+) -> None:
+    """Save the model into ``tmp`` with its record, as a run from a collection does, only when the
+    dev metric rose (NotImproved otherwise: the staged folder is removed, ``out`` left as it was)."""
+    logger.info("dev after: %s", result.after)
+    record = TrainingRecord(
+        kind=result.kind,
+        base=result.base,
+        collection=None,
+        metric=result.metric,
+        before=common.plain_metrics(result.before),
+        after=common.plain_metrics(result.after),
+        data={
+            "kind": "(query, positive) pairs" if result.metric == "mrr@10" else "scored pairs",
+            "train_file": str(train),
+            "dev_file": str(dev),
+            "train_queries": result.train_pairs,
+            "dev_queries": result.dev_pairs,
+        },
+        hyperparameters={
+            "loss": result.loss,
+            "epochs": result.epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "max_steps": max_steps,
+            "seed": seed,
+        },
+        steps=result.steps,
+        seconds=round(result.seconds, 1),
+        out=result.out,
+        versions=common.library_versions(),
     )
+    common.refuse_unless_better(record)
+    save(str(tmp))
+    common.drop_work_files(tmp)
+    write_record(tmp, record)

@@ -98,9 +98,16 @@ from semsim_pg.queries.insights import (
     window_summary,
 )
 from semsim_pg.queries.search import Explain, search_settings, search_statement
-from semsim_pg.queries.training import training_rows
+from semsim_pg.queries.training import (
+    DJANGO_MODELS_TABLE,
+    collections_using_model,
+    django_model_recorded,
+    django_models_table,
+    training_rows,
+)
 
 __all__ = [
+    "DJANGO_MODELS_TABLE",
     "LOG_COLUMNS",
     "PASSAGES_PER_DOCUMENT",
     "PHRASING_KEYS",
@@ -114,6 +121,7 @@ __all__ = [
     "bulk_load_running",
     "collection_current",
     "collection_indexes",
+    "collections_using_model",
     "copy_log",
     "copy_staging",
     "count_before",
@@ -124,6 +132,8 @@ __all__ = [
     "daily_series",
     "delete_collection",
     "delete_documents",
+    "django_model_recorded",
+    "django_models_table",
     "document_vector",
     "documents_lacking",
     "drop_index",

@@ -7,11 +7,22 @@ from typing import Any
 import sqlalchemy as sa
 
 from semsim_pg.queries.documents import _raw
-from semsim_pg.queries.tables import documents, embeddings
+from semsim_pg.queries.tables import collections, documents, embeddings
 
-__all__ = ["training_rows"]
+__all__ = [
+    "DJANGO_MODELS_TABLE",
+    "collections_using_model",
+    "django_model_recorded",
+    "django_models_table",
+    "training_rows",
+]
 
 d, e = documents.c, embeddings.c
+
+#: the Django app's record of each encoder model with vectors (django_semsim.models.EmbeddingModel;
+#: the core never imports Django, so its table is named here, in the search path)
+DJANGO_MODELS_TABLE = "django_semsim_embeddingmodel"
+_django_models = sa.table(DJANGO_MODELS_TABLE, sa.column("name", sa.Text))
 
 
 def training_rows(collection_id: int, model: str, label_field: str | None = None) -> sa.Select[Any]:
@@ -25,3 +36,19 @@ def training_rows(collection_id: int, model: str, label_field: str | None = None
         .where(d.collection_id == collection_id)
         .order_by(d.id)
     )
+
+
+def collections_using_model(model: str) -> sa.Select[Any]:
+    """Names of the collections whose vectors (and queries) ``model`` makes, by name."""
+    return sa.select(collections.c.name).where(collections.c.model_name == model).order_by(collections.c.name)
+
+
+def django_models_table() -> sa.Select[Any]:
+    """The Django app's table of models, or NULL when it is not in this database (run this first:
+    a statement naming a missing table fails as it is parsed)."""
+    return sa.select(sa.cast(sa.func.to_regclass(DJANGO_MODELS_TABLE), sa.Text))
+
+
+def django_model_recorded(model: str) -> sa.Select[Any]:
+    """Whether the Django app's table of models records ``model`` (it has vectors of it)."""
+    return sa.select(sa.exists().where(_django_models.c.name == model))

@@ -25,8 +25,9 @@ from semsim_pg import queries
 from semsim_pg.chunking import check_chunking
 from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url, read
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model
-from semsim_pg.errors import DatabaseError, DocumentNotFound, InvalidInput, InvalidQuery
+from semsim_pg.errors import DatabaseError, DocumentNotFound, InvalidInput, InvalidQuery, ModelLoadError
 from semsim_pg.insights.log import log_search
+from semsim_pg.loading import missing_model_error
 from semsim_pg.progress import progress_bar
 from semsim_pg.settings import Settings, get_settings
 from semsim_pg.sql import METRICS, to_array
@@ -111,7 +112,13 @@ class DocumentStore:
         """The encoder that made (and must query) this collection's vectors."""
         if self._encoder is not None and self._encoder.name == collection.model_name:
             return self._encoder
-        return get_encoder(collection.model_name, device=self.settings.device)
+        try:
+            return get_encoder(collection.model_name, device=self.settings.device)
+        except ModelLoadError:
+            missing = missing_model_error(collection.name, collection.model_name)  # name the collection
+            if missing is None:
+                raise
+            raise missing from None
 
     def load_encoder(self, collection: str | Collection) -> Encoder:
         """The collection's encoder, loaded now (a fresh process's first use loads the model);
