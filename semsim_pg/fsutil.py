@@ -142,6 +142,8 @@ def _beside(out: Path, kind: str) -> Path:
 
 
 def _process_alive(pid: int) -> bool:
+    if pid <= 0:  # not a name this module made (kill(0) would signal a process group): leave it
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
