@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -23,10 +23,12 @@ from sqlalchemy.engine.url import URL, make_url
 from semsim_pg import queries
 from semsim_pg.errors import (
     ConfigurationError,
+    ConnectionLost,
     DatabaseUnavailable,
     ExtensionMissing,
     InvalidInput,
     PermissionDenied,
+    PoolExhausted,
     SchemaNotInstalled,
     SchemaTooNew,
 )
@@ -38,10 +40,12 @@ __all__ = [
     "MIN_PGVECTOR_TEXT",
     "VERSION_TABLE",
     "check_known_revision",
+    "connection_lost",
     "current_revision",
     "database_url",
     "downgrade",
     "downgrade_losses",
+    "driver_error",
     "ensure_schema",
     "get_engine",
     "head_revision",
@@ -77,7 +81,8 @@ _LAST_USE = "semsim_last_use"
 T = TypeVar("T")
 _MASK = "***"  # what SQLAlchemy shows for a hidden password
 
-_engines: dict[str, Engine] = {}
+#: by URL and pool settings: stores with other pool settings get an engine (a pool) of their own
+_engines: dict[tuple[str, int, int, float], Engine] = {}
 _engines_lock = threading.Lock()
 _schema_ok: set[str] = set()
 
@@ -130,30 +135,34 @@ def safe_url(url: str) -> str:
 
 
 def get_engine(settings: Settings | None = None, *, url: str | None = None) -> Engine:
-    """The process-wide engine for the configured (or given) database."""
+    """The process-wide engine for the configured (or given) database, its pool sized by the
+    settings (``pool_size``, ``pool_max_overflow``, ``pool_timeout``): one per URL and pool
+    settings, shared by every store that asks for the same."""
     settings = settings or get_settings()
     embedded = url is None and settings.embedded
     url = normalise_url(url) if url else database_url(settings)
+    key = (url, settings.pool_size, settings.pool_max_overflow, settings.pool_timeout)
     with _engines_lock:
-        engine = _engines.get(url)
+        engine = _engines.get(key)
         if engine is None:
             engine = sa.create_engine(
                 url,
-                pool_size=5,
-                max_overflow=10,
+                pool_size=settings.pool_size,
+                max_overflow=settings.pool_max_overflow,
+                pool_timeout=settings.pool_timeout,
                 # the connection used last is handed out first: it skips the ping and holds the
                 # search settings already (and idle extras can be closed by the server's timeouts)
                 pool_use_lifo=True,
                 connect_args={"connect_timeout": 10, "application_name": "semsim"},
             )
             _ping_idle_connections(engine)
-            _translate_privilege_errors(engine)
+            _translate_errors(engine)
             sa.event.listen(engine, "connect", _see_pgvector)
             if embedded:
                 from semsim_pg.server import watch_engine
 
                 watch_engine(engine, settings.data_dir)  # a server that died is started again
-            _engines[url] = engine
+            _engines[key] = engine
         return engine
 
 
@@ -221,16 +230,53 @@ def _see_pgvector(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.autocommit = autocommit
 
 
-def _translate_privilege_errors(engine: Engine) -> None:
+def _translate_errors(engine: Engine) -> None:
     """A statement the role may not run raises :class:`PermissionDenied` (one line, naming the
-    role and the fix) instead of SQLAlchemy's ProgrammingError with the SQL and a traceback."""
+    role and the fix) instead of SQLAlchemy's ProgrammingError with the SQL and a traceback; a
+    connection the server closed under a statement (or its rollback) raises
+    :class:`ConnectionLost`, once SQLAlchemy has invalidated it (the pool replaces it)."""
 
     def translate(context: sa.engine.ExceptionContext) -> None:
         error = privilege_error(context.original_exception, context.engine)
         if error is not None:
             raise error from context.sqlalchemy_exception
+        if context.is_disconnect and context.engine is not None:
+            raise connection_lost(context.engine, context.original_exception) from context.sqlalchemy_exception
 
     sa.event.listen(engine, "handle_error", translate)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's message (under SQLAlchemy's wrapper, if any), first line."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def connection_lost(engine: Engine, exc: BaseException) -> ConnectionLost:
+    """The one-line error for a connection the server closed mid-call (``exc``: why)."""
+    return ConnectionLost(
+        f"The connection to PostgreSQL at {safe_url(str(engine.url))} was lost ({_first_line(exc)}): the server "
+        "stopped, restarted or ended the session, and the interrupted call did not complete. Call again when the "
+        "server is back: semsim opens new connections by itself."
+    )
+
+
+def driver_error(conn: Connection, raw: Any, sql: str, exc: Exception) -> Exception:
+    """``exc``, raised by psycopg itself on ``conn``'s DBAPI connection ``raw`` (a search run on
+    the driver, a COPY), as the engine reports a statement's error: a lost connection is
+    invalidated (the pool replaces it, :func:`read` reads again) and becomes
+    :class:`ConnectionLost`; anything else becomes SQLAlchemy's error (``orig`` the driver's)."""
+    dialect = conn.dialect
+    if dialect.is_disconnect(cast(Any, exc), raw, None):
+        conn.invalidate(exc)
+        return connection_lost(conn.engine, exc)
+    refused = privilege_error(exc, conn.engine)
+    if refused is not None:
+        return refused
+    # hide_parameters: a vector (384 numbers or so) stays out of the message
+    return sa.exc.DBAPIError.instance(
+        sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, connection_invalidated=False, dialect=dialect
+    )
 
 
 def privilege_error(exc: BaseException, engine: Engine | None = None) -> PermissionDenied | None:
@@ -251,7 +297,7 @@ def _role_name(engine: Engine | None) -> str:
         try:
             with engine.connect() as conn:
                 return str(conn.execute(sa.text("SELECT current_user")).scalar_one())
-        except sa.exc.SQLAlchemyError:  # only for the message: a name is not worth a second error
+        except (sa.exc.SQLAlchemyError, DatabaseUnavailable):  # only for the message: not worth a second error
             pass
     return "in use"
 
@@ -269,13 +315,23 @@ def _server_wrote(dbapi_connection: Any) -> bool:
 
 
 def connect(engine: Engine) -> Connection:
-    """Open a connection, turning "cannot connect" into an error that says what to do."""
+    """Open a connection, turning "cannot connect" and "no connection free in the pool" into
+    errors that say what to do."""
     try:
         return engine.connect()
-    except sa.exc.OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    except sa.exc.TimeoutError:
+        pool = cast(sa.pool.QueuePool, engine.pool)  # the only pool that times out
+        # overflow(): the connections open beyond pool_size, all of max_overflow when it times out
+        size, overflow = pool.size(), max(pool.overflow(), 0)
+        raise PoolExhausted(
+            f"No connection to PostgreSQL at {safe_url(str(engine.url))} was free within {pool.timeout():g} s: all "
+            f"{size + overflow} of semsim's pool (pool_size {size} + max_overflow {overflow}) were in use. "
+            "Run fewer threads at once, return connections sooner (close what you took from store.engine), or raise "
+            "SEMSIM_POOL_SIZE / SEMSIM_POOL_MAX_OVERFLOW (within the server's max_connections)."
+        ) from None
+    except sa.exc.DBAPIError as exc:
         raise DatabaseUnavailable(
-            f"Cannot connect to PostgreSQL at {safe_url(str(engine.url))}: {reason}. "
+            f"Cannot connect to PostgreSQL at {safe_url(str(engine.url))}: {_first_line(exc)}. "
             "Check that the server runs and SEMSIM_DATABASE_URL is right, or unset SEMSIM_DATABASE_URL "
             "to use the embedded server."
         ) from None
@@ -293,14 +349,8 @@ def read(engine: Engine, work: Callable[[Connection], T]) -> T:
     try:
         with read_connection(engine) as conn:
             return work(conn)
-    except sa.exc.DBAPIError as exc:
-        if not exc.connection_invalidated:
-            # searches run through psycopg itself (statements.fetch), past the engine's translation
-            refused = privilege_error(exc, engine)
-            if refused is not None:
-                raise refused from exc
-            raise
-        logger.info("a pooled connection was dead (%s); reading again on a new one", exc.orig)
+    except ConnectionLost as exc:
+        logger.info("a pooled connection was dead (%s); reading again on a new one", exc)
     with read_connection(engine) as conn:
         return work(conn)
 

@@ -12,6 +12,7 @@ __all__ = [
     "CollectionExists",
     "CollectionNotFound",
     "ConfigurationError",
+    "ConnectionLost",
     "DatabaseError",
     "DatabaseUnavailable",
     "DimensionMismatch",
@@ -26,6 +27,7 @@ __all__ = [
     "NotAnFAQCollection",
     "NotImproved",
     "PermissionDenied",
+    "PoolExhausted",
     "QueryLogEmpty",
     "SchemaNotInstalled",
     "SchemaTooNew",
@@ -53,6 +55,15 @@ class DatabaseError(SemsimError):
 
 class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached."""
+
+
+class ConnectionLost(DatabaseUnavailable):
+    """An open connection broke mid-call: the server stopped, restarted or ended the session. The
+    interrupted call did not complete; calling again opens a new connection."""
+
+
+class PoolExhausted(DatabaseUnavailable):
+    """No pooled connection became free within ``pool_timeout`` (the message says how to get more)."""
 
 
 class SchemaNotInstalled(DatabaseError):

@@ -88,6 +88,12 @@ class Settings:
     query_log_sample_rate: float = 1.0
     #: drift of the top-1 score distribution (population stability index) flagged at or above this
     query_log_drift_threshold: float = 0.2
+    #: connections each engine keeps open to the database, ...
+    pool_size: int = 5
+    #: ... how many more it opens under load (closed when returned), ...
+    pool_max_overflow: int = 10
+    #: ... and how long a call waits for one of them to be free before PoolExhausted (seconds)
+    pool_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -124,6 +130,9 @@ class Settings:
                 "(auto chooses by measurement; torch always works)",
             ),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (self.pool_size >= 1, f"pool_size must be >= 1, got {self.pool_size}"),
+            (self.pool_max_overflow >= 0, f"pool_max_overflow must be >= 0, got {self.pool_max_overflow}"),
+            (self.pool_timeout > 0, f"pool_timeout must be a number of seconds above 0, got {self.pool_timeout}"),
             (
                 self.precision in PRECISIONS,
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",

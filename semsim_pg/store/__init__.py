@@ -23,9 +23,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import queries
 from semsim_pg.chunking import check_chunking
-from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url, read
+from semsim_pg.db import connect, ensure_schema, get_engine, normalise_url, read, safe_url
 from semsim_pg.encoder import Encoder, get_encoder, resolve_model
 from semsim_pg.errors import DatabaseError, DocumentNotFound, InvalidInput, InvalidQuery, ModelLoadError
+from semsim_pg.insights.log import flush as flush_query_log
 from semsim_pg.insights.log import log_search
 from semsim_pg.loading import missing_model_error
 from semsim_pg.progress import progress_bar
@@ -78,6 +79,7 @@ class DocumentStore:
     ``url`` (or ``SEMSIM_DATABASE_URL``) names the database; without one the embedded server is
     used. ``migrate`` installs or upgrades semsim's tables on first use; it defaults to True for
     the embedded server and False for a database of your own (run ``semsim db upgrade`` there).
+    :meth:`close` (or ``with DocumentStore() as store:``) closes its pooled connections.
     """
 
     def __init__(
@@ -107,6 +109,32 @@ class DocumentStore:
 
     def _connect(self) -> Connection:
         return connect(self.engine)
+
+    def close(self) -> None:
+        """Close the idle database connections the store's engine pools (and write the queued
+        query log, when it is on). For the end of a service: ``with DocumentStore() as store:``,
+        or a FastAPI lifespan that calls it on the way out.
+
+        The engine is the process's for this database and pool settings, shared with every
+        store that uses the same (:func:`semsim_pg.db.get_engine`): closing one store never
+        breaks another. Connections in use at the time (another thread's search, another store's)
+        finish their work and are closed when they are returned; the next call of any store,
+        this one included, opens new connections. Nothing else is stopped: the embedded server
+        serves other processes too (the last process out stops it at exit), and the model stays
+        loaded for the process's other stores.
+        """
+        if self._engine is None:  # never connected: nothing to close (and no server to start)
+            return
+        if self.settings.query_log:
+            flush_query_log()
+        self._engine.dispose()
+        logger.debug("closed the pooled connections to %s", safe_url(str(self._engine.url)))
+
+    def __enter__(self) -> DocumentStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def encoder_for(self, collection: Collection) -> Encoder:
         """The encoder that made (and must query) this collection's vectors."""

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from semsim_pg import queries
+from semsim_pg.db import connect
 from semsim_pg.errors import InvalidInput
 from semsim_pg.sql import to_array
 from semsim_pg.store.indexes import index_state
@@ -71,7 +72,7 @@ def check_index(
         raise InvalidInput(f"--sample must be at least 1, got {sample}.")
     ef = store.settings.ef_search if ef_search is None else ef_search
     check = IndexCheck(coll.name, "missing", k, 0, ef, coll.hnsw_m, coll.hnsw_ef_construction)
-    with store.engine.connect() as conn:
+    with connect(store.engine) as conn:
         check.state = index_state(conn, coll)
         rows = conn.execute(queries.sample_embeddings(coll.id, coll.model_name, sample)).all()
         conn.rollback()
@@ -87,7 +88,7 @@ def check_index(
     probes = [(to_array(r[1]), int(r[2])) for r in rows]
     # The index itself: the planner may scan a small collection instead, which would hide it.
     exact_args, approx_args = SearchArgs(k, None, None, exact=True), SearchArgs(k, None, None, force_index=True)
-    with store.engine.connect() as conn:
+    with connect(store.engine) as conn:
         exact = [
             {h.external_id for h in run_search(conn, store.settings, coll, v, exact_args, ef, exclude_id=i)}
             for v, i in probes

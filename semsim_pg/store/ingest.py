@@ -18,13 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from semsim_pg import queries
-from semsim_pg.db import connect, vector_connection
+from semsim_pg.db import connect, driver_error, vector_connection
 from semsim_pg.encoder import Encoder, text_hash
-from semsim_pg.errors import CollectionNotFound, DatabaseUnavailable, DimensionMismatch, InvalidInput, ModelMismatch
+from semsim_pg.errors import (
+    CollectionNotFound,
+    ConnectionLost,
+    DatabaseUnavailable,
+    DimensionMismatch,
+    InvalidInput,
+    ModelMismatch,
+    PoolExhausted,
+)
 from semsim_pg.pipeline import Prefetch
 from semsim_pg.progress import progress_bar
 from semsim_pg.store.encoding import PassageVector, encode_passages, passage_arrays
@@ -190,13 +199,21 @@ def _defer_index(store: DocumentStore, coll: Collection, expected: int | None) -
 
 
 def _first_line(exc: Exception) -> str:
-    """The database's own message (the driver's, under SQLAlchemy's wrapper), first line."""
+    """The database's own message (the driver's, under SQLAlchemy's wrapper or semsim's
+    ConnectionLost), first line."""
+    if isinstance(exc, ConnectionLost) and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__
     cause = getattr(exc, "orig", None) or exc
     return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
 def _database_lost(coll: Collection, committed: int, exc: Exception) -> DatabaseUnavailable:
     """One line for a database that went away mid-load: what is stored, and how to go on."""
+    if isinstance(exc, PoolExhausted):  # no connection free: the database is there, the pool is full
+        return PoolExhausted(
+            f"{exc} The ingest into {coll.name!r} stopped there: the first {committed} documents were committed, "
+            "the rest were not; run the same ingest again to go on (stored documents are skipped)."
+        )
     reason = _first_line(exc)
     return DatabaseUnavailable(
         f"The database connection was lost during the ingest into {coll.name!r} ({reason}): the first "
@@ -299,11 +316,14 @@ def write_batch(store: DocumentStore, batch: PreparedBatch) -> UpsertResult:
             raise CollectionChanged
         conn.execute(queries.create_staging())
         raw = vector_connection(conn)
-        with raw.cursor() as cur, cur.copy(queries.copy_staging()) as copy:
-            copy.set_types(["text", "text", "text", "text", "vector", "int4", "int4", "int4"])
-            for i, doc in enumerate(docs):
-                for row in _staged_rows(doc, hashes[i], vectors.get(i)):
-                    copy.write_row(row)
+        try:
+            with raw.cursor() as cur, cur.copy(queries.copy_staging()) as copy:
+                copy.set_types(["text", "text", "text", "text", "vector", "int4", "int4", "int4"])
+                for i, doc in enumerate(docs):
+                    for row in _staged_rows(doc, hashes[i], vectors.get(i)):
+                        copy.write_row(row)
+        except psycopg.Error as exc:  # psycopg's own (the COPY runs past the engine): as the engine's
+            raise driver_error(conn, raw, queries.copy_staging(), exc) from exc
         flags = conn.execute(queries.upsert_staged_documents(coll.id)).scalars().all()
         result.inserted = sum(1 for inserted in flags if inserted)
         result.updated = len(flags) - result.inserted

@@ -12,7 +12,7 @@ a parameter of the ``ORDER BY``, and PostgreSQL's generic plan still orders by t
 is a server-side prepared statement, parsed and planned once per connection; its rows come back
 in binary (no text formatting of floats on the server, no parsing here). One whose best plan
 depends on its values (a metadata filter, the words of a lexical search) is planned for its
-values each time. Driver errors come out as SQLAlchemy's would.
+values each time. Driver errors come out as the engine's would.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -30,7 +30,7 @@ from psycopg.abc import Buffer
 from psycopg.types.json import JsonbBinaryLoader
 from sqlalchemy.engine import Connection
 
-from semsim_pg.db import vector_connection
+from semsim_pg.db import driver_error, vector_connection
 
 __all__ = ["Compiled", "compiled", "fetch"]
 
@@ -85,9 +85,9 @@ def _compile(statement: sa.Select[Any], dialect: sa.Dialect, *, prepare: bool) -
 
 def fetch(conn: Connection, compiled: Compiled, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """The statement's rows, run by psycopg on ``conn``'s own DBAPI connection (inside the
-    transaction ``conn`` holds, if any); errors come out as SQLAlchemy's would
-    (:func:`_as_sqlalchemy_error`), so callers, :func:`semsim_pg.db.read`'s retry and the pool
-    see no difference."""
+    transaction ``conn`` holds, if any); errors come out as the engine's would
+    (:func:`semsim_pg.db.driver_error`), so callers, :func:`semsim_pg.db.read`'s retry and the
+    pool see no difference."""
     raw = _search_connection(conn)
     sql = compiled.sql
     try:
@@ -107,7 +107,7 @@ def fetch(conn: Connection, compiled: Compiled, params: dict[str, Any]) -> list[
             rows = raw.execute(sql, params, prepare=compiled.prepare, binary=True).fetchall()
             return rows
     except psycopg.Error as exc:
-        raise _as_sqlalchemy_error(conn, raw, sql, exc) from exc
+        raise driver_error(conn, raw, sql, exc) from exc
 
 
 _JSON_DECODE = json.JSONDecoder().decode
@@ -132,17 +132,3 @@ def _search_connection(conn: Connection) -> Any:
         raw.adapters.register_loader("jsonb", _JsonbBinaryLoader)
         raw._semsim_search = True
     return raw
-
-
-def _as_sqlalchemy_error(conn: Connection, raw: Any, sql: str, exc: Exception) -> sa.exc.StatementError:
-    """``exc`` as SQLAlchemy reports a driver's error (``OperationalError`` and so on, ``orig``
-    the driver's); a lost connection is invalidated first, so that the pool replaces it and
-    :func:`semsim_pg.db.read` reads again on a fresh one."""
-    dialect = conn.dialect
-    lost = bool(dialect.is_disconnect(cast(Any, exc), raw, None))
-    if lost:
-        conn.invalidate(exc)
-    # hide_parameters: the vector (384 numbers or so) stays out of the message
-    return sa.exc.DBAPIError.instance(
-        sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, connection_invalidated=lost, dialect=dialect
-    )

@@ -1,0 +1,222 @@
+"""The store's API as a service sees it: errors of a lost or busy database, the pool's settings,
+close(), argument checks, and the exception tree's public names."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from semsim_pg import db
+from semsim_pg.errors import ConnectionLost, DatabaseUnavailable, PoolExhausted
+from semsim_pg.store import DocumentStore
+from tests.test_settings_and_server import data_dir  # noqa: F401 - the fixture: a server of its own
+
+
+def _terminate(engine: sa.Engine, conn: sa.Connection) -> None:
+    """End ``conn``'s server session from another connection, as a restarted server would, and
+    wait until it is gone (pg_terminate_backend's timeout)."""
+    pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    with engine.connect() as killer:
+        assert killer.execute(sa.text("SELECT pg_terminate_backend(:p, 10000)"), {"p": pid}).scalar()
+
+
+def test_a_connection_lost_under_upsert_is_connection_lost(store, collection_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """upsert's first statement (the index check of ensure_index) met a session the server had
+    ended: sqlalchemy's OperationalError came out of upsert, raw."""
+    from semsim_pg.store import indexes
+
+    store.create_collection(collection_name)
+    real = indexes.index_state
+
+    def on_an_ended_session(conn, coll, model=None):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(indexes, "index_state", real)
+        _terminate(store.engine, conn)
+        return real(conn, coll, model)
+
+    monkeypatch.setattr(indexes, "index_state", on_an_ended_session)
+    with pytest.raises(ConnectionLost, match=r"was lost \(.*\): the server stopped, restarted") as error:
+        store.upsert(collection_name, [("a", "a text about cats")])
+    assert isinstance(error.value, DatabaseUnavailable) and len(str(error.value).splitlines()) == 1
+    assert store.count(collection_name) == 0
+    # the pool dropped the dead connection: the same call works now
+    assert store.upsert(collection_name, [("a", "a text about cats")]).inserted == 1
+
+
+def test_a_copy_that_loses_its_connection_is_connection_lost(store, collection_name, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The COPY of a batch runs on psycopg itself, past the engine: its error came out as
+    psycopg's OperationalError, which the ingest's "what was committed" message did not know."""
+    from semsim_pg.store import ingest
+
+    store.create_collection(collection_name)
+    staged = ingest._staged_rows
+    calls = []
+
+    def then_end_the_session(doc, hash, passages):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:  # the second batch, mid-COPY
+            with store.engine.connect() as killer:
+                killer.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                        "WHERE query LIKE 'COPY %' AND pid <> pg_backend_pid()"
+                    )
+                )
+        return staged(doc, hash, passages)
+
+    monkeypatch.setattr(ingest, "_staged_rows", then_end_the_session)
+    docs = [(f"d{i}", f"sentence number {i}") for i in range(4)]
+    with pytest.raises(DatabaseUnavailable, match=r"lost during the ingest .*first 2 documents were committed"):
+        store.upsert(collection_name, docs, batch_size=2)
+    assert store.count(collection_name) == 2
+
+
+@pytest.mark.slow
+def test_a_server_stopped_under_busy_threads_gives_semsim_errors(data_dir: Path, encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """8 threads search and upsert on one store; the server stops under them. Every error they
+    see is a DatabaseUnavailable, and so is every entry point called on the dead pool
+    afterwards (its connections handed out unchecked, so that each statement meets one)."""
+    from semsim_pg.server import embedded_server_url, stop_embedded_server
+
+    store = DocumentStore(embedded_server_url(data_dir), encoder=encoder, migrate=True)
+    coll = store.create_collection("c")
+    store.upsert("c", [(f"d{i}", f"sentence number {i}") for i in range(20)])
+    errors: list[BaseException] = []
+    running = threading.Event()
+    running.set()
+
+    def work(n: int) -> None:
+        i = 0
+        while running.is_set():
+            i += 1
+            try:
+                if n % 2:
+                    store.upsert("c", [(f"t{n}-{i % 5}", f"text {n} {i}")])
+                else:
+                    store.search("c", f"sentence {i}", 3)
+            except Exception as exc:
+                errors.append(exc)
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    try:
+        assert stop_embedded_server(data_dir)
+        time.sleep(1.0)
+    finally:
+        running.clear()
+        for thread in threads:
+            thread.join()
+    assert errors
+    assert all(isinstance(e, DatabaseUnavailable) for e in errors), {type(e) for e in errors}
+
+    # Every entry point, on pooled connections that are dead but handed out as if alive.
+    monkeypatch.setattr(db, "_server_wrote", lambda dbapi_connection: False)
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)
+    vector = store.encoder_for(coll).encode_query("cats")
+    calls: list[Callable[[], Any]] = [
+        lambda: store.upsert(coll, [("x", "a new text")]),
+        lambda: store.search(coll, vector, 3),
+        lambda: store.similar(coll, "d1", 3),
+        lambda: store.get(coll, "d1"),
+        lambda: store.count(coll),
+        lambda: store.delete(coll, ["d1"]),
+        lambda: store.list_collections(),
+        lambda: store.index_state(coll),
+        lambda: store.check_index(coll, sample=5),
+        lambda: store.build_index(coll, rebuild=True),
+        lambda: store.explain(coll, vector, 3),
+        lambda: store.stale_count(coll),
+        lambda: store.get_collection("c"),
+    ]
+    for call in calls:
+        with pytest.raises(DatabaseUnavailable):
+            call()
+    store.close()
+
+
+def test_pool_settings_come_from_the_environment_and_are_checked() -> None:
+    from semsim_pg.errors import ConfigurationError
+    from semsim_pg.settings import Settings
+
+    settings = Settings.from_env(
+        {"SEMSIM_POOL_SIZE": "2", "SEMSIM_POOL_MAX_OVERFLOW": "0", "SEMSIM_POOL_TIMEOUT": "1.5"}
+    )
+    assert (settings.pool_size, settings.pool_max_overflow, settings.pool_timeout) == (2, 0, 1.5)
+    assert (Settings().pool_size, Settings().pool_max_overflow, Settings().pool_timeout) == (5, 10, 30.0)
+    for env, message in [
+        ({"SEMSIM_POOL_SIZE": "0"}, "pool_size must be >= 1, got 0"),
+        ({"SEMSIM_POOL_SIZE": "many"}, "SEMSIM_POOL_SIZE must be a whole number, got 'many'"),
+        ({"SEMSIM_POOL_MAX_OVERFLOW": "-1"}, "pool_max_overflow must be >= 0, got -1"),
+        ({"SEMSIM_POOL_TIMEOUT": "0"}, "pool_timeout must be a number of seconds above 0"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message) as error:
+            Settings.from_env(env)
+        assert len(str(error.value).splitlines()) == 1
+
+
+def test_an_exhausted_pool_says_what_to_do(store, encoder, collection_name) -> None:  # type: ignore[no-untyped-def]
+    """Every pooled connection held: search waited pool_timeout, then raised sqlalchemy's raw
+    TimeoutError ("QueuePool limit of size 5 overflow 10 reached")."""
+    store.create_collection(collection_name)
+    store.upsert(collection_name, [("a", "a text about cats")])
+    small = DocumentStore(settings=store.settings.replace(pool_size=2, pool_max_overflow=1, pool_timeout=0.2))
+    small._encoder = encoder
+    engine = small.engine
+    assert engine is not store.engine  # other pool settings, another pool
+    assert (engine.pool.size(), engine.pool.timeout()) == (2, 0.2)  # type: ignore[attr-defined]
+    held = [engine.connect() for _ in range(3)]
+    try:
+        with pytest.raises(PoolExhausted) as error:
+            small.search(collection_name, "cats", 1)
+    finally:
+        for conn in held:
+            conn.close()
+    message = str(error.value)
+    assert len(message.splitlines()) == 1 and isinstance(error.value, DatabaseUnavailable)
+    assert "all 3 of semsim's pool (pool_size 2 + max_overflow 1) were in use" in message
+    assert "within 0.2 s" in message and "SEMSIM_POOL_SIZE" in message and "fewer threads" in message
+    assert small.search(collection_name, "cats", 1)[0].external_id == "a"
+    small.close()
+
+
+def test_close_releases_the_pool_without_breaking_other_stores(store, encoder, collection_name) -> None:  # type: ignore[no-untyped-def]
+    store.create_collection(collection_name)
+    store.upsert(collection_name, [("a", "a text about cats")])
+    other = DocumentStore(encoder=encoder)
+    assert other.engine is store.engine  # one engine per database and pool settings
+    in_use = other.engine.connect()  # another store's work in flight while the first closes
+    in_use.execute(sa.text("SELECT 1"))
+
+    def sessions() -> int:
+        count = in_use.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'semsim'"))
+        found = int(count.scalar_one())
+        in_use.commit()  # the statistics views are read once per transaction
+        return found
+
+    with DocumentStore(encoder=encoder) as closing:
+        assert closing.search(collection_name, "cats", 1)[0].external_id == "a"
+        idle = store.engine.pool.checkedin()  # type: ignore[attr-defined]
+        before = sessions()
+    assert idle > 0 and store.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30  # the server notices closed sockets soon, not at once
+    while sessions() != before - idle and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sessions() == before - idle  # the idle connections are closed
+    assert in_use.execute(sa.text("SELECT 2")).scalar() == 2  # ... not the one in use
+    in_use.close()
+    # every store, the closed one too, opens connections again on its next call
+    assert other.search(collection_name, "cats", 1)[0].external_id == "a"
+    assert closing.count(collection_name) == 1
+    closing.close()
+    closing.close()  # twice is fine
+    never_used = DocumentStore()
+    never_used.close()
+    assert never_used._engine is None  # nothing was opened (nor an embedded server started) to close
