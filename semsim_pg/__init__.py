@@ -6,9 +6,12 @@ Heavy libraries (torch, sentence-transformers, faiss) are imported only when fir
 
 from semsim_pg.encoder import Encoder, get_encoder
 from semsim_pg.errors import (
+    AlreadyResolved,
+    BackendUnavailable,
     CollectionExists,
     CollectionNotFound,
     ConfigurationError,
+    ConnectionLost,
     DatabaseError,
     DatabaseUnavailable,
     DimensionMismatch,
@@ -20,10 +23,15 @@ from semsim_pg.errors import (
     InvalidQuery,
     ModelLoadError,
     ModelMismatch,
+    NotAnFAQCollection,
+    NotImproved,
     PermissionDenied,
+    PoolExhausted,
+    QueryLogEmpty,
     SchemaNotInstalled,
     SchemaTooNew,
     SemsimError,
+    WrongCollection,
 )
 from semsim_pg.faq import Answer, FAQEntry, FAQMatch, FAQMatcher
 from semsim_pg.loading import resolve_model
@@ -34,11 +42,14 @@ from semsim_pg.store import Collection, Document, DocumentStore, QueryVector, Se
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyResolved",
     "Answer",
+    "BackendUnavailable",
     "Collection",
     "CollectionExists",
     "CollectionNotFound",
     "ConfigurationError",
+    "ConnectionLost",
     "DatabaseError",
     "DatabaseUnavailable",
     "DimensionMismatch",
@@ -56,7 +67,11 @@ __all__ = [
     "InvalidQuery",
     "ModelLoadError",
     "ModelMismatch",
+    "NotAnFAQCollection",
+    "NotImproved",
     "PermissionDenied",
+    "PoolExhausted",
+    "QueryLogEmpty",
     "QueryVector",
     "RerankedHit",
     "Reranker",
@@ -66,6 +81,7 @@ __all__ = [
     "SemsimError",
     "Settings",
     "UpsertResult",
+    "WrongCollection",
     "configure",
     "get_encoder",
     "get_reranker",

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from semsim_pg.errors import InvalidQuery
 from semsim_pg.store import DocumentStore, QueryVector
 
 DOCS = [
@@ -131,7 +132,7 @@ def test_a_search_with_a_given_vector_is_one_round_trip(store, filled, encoder) 
     with wire.count():
         store.search(name, query, 3)
     assert wire.round_trips == 2
-    with pytest.raises(Exception, match="ef_search must be between 1 and 1000"):
+    with pytest.raises(InvalidQuery, match="ef_search must be a whole number between 1 and 1000"):
         store.search(name, query, 3, ef_search=0)
 
 

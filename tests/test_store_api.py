@@ -220,3 +220,125 @@ def test_close_releases_the_pool_without_breaking_other_stores(store, encoder, c
     never_used = DocumentStore()
     never_used.close()
     assert never_used._engine is None  # nothing was opened (nor an embedded server started) to close
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"min_similarity": "abc"}, "min_similarity must be a number (e.g. 0.5), got 'abc'"),
+        ({"min_similarity": "0.9"}, "min_similarity must be a number (e.g. 0.5), got '0.9'"),
+        ({"min_similarity": [0.1]}, "min_similarity must be a number (e.g. 0.5), got [0.1]"),
+        ({"min_similarity": True}, "min_similarity must be a number (e.g. 0.5), got True"),
+        ({"min_similarity": float("nan")}, "min_similarity must be a finite number (e.g. 0.5), got nan"),
+        ({"ef_search": "x"}, "ef_search must be a whole number between 1 and 1000, got 'x'"),
+        ({"ef_search": 2.5}, "ef_search must be a whole number between 1 and 1000, got 2.5"),
+        ({"ef_search": 0}, "ef_search must be a whole number between 1 and 1000, got 0"),
+        ({"ef_search": 1001}, "ef_search must be a whole number between 1 and 1000, got 1001"),
+    ],
+)
+def test_bad_search_arguments_are_invalid_query(store, collection_name, arguments, message) -> None:  # type: ignore[no-untyped-def]
+    """min_similarity="abc" raised float()'s ValueError, [0.1] its TypeError, "0.9" was taken;
+    ef_search="x" raised int()'s ValueError and 2.5 was cut to 2 (while k=2.5 was refused)."""
+    import re
+
+    from semsim_pg.errors import InvalidQuery
+
+    store.create_collection(collection_name)
+    store.upsert(collection_name, [("a", "a text about cats")])
+    for call in (
+        lambda: store.search(collection_name, "cats", 1, **arguments),
+        lambda: store.similar(collection_name, "a", 1, **arguments),
+        lambda: store.search_many(collection_name, ["cats"], 1, **arguments),
+    ):
+        with pytest.raises(InvalidQuery, match=re.escape(message)) as error:
+            call()
+        assert len(str(error.value).splitlines()) == 1
+    # the good values of the same kinds still work (a NumPy number too)
+    import numpy as np
+
+    assert store.search(collection_name, "cats", 1, min_similarity=np.float32(0.1), ef_search=np.int64(50))
+
+
+@pytest.mark.parametrize("query", [None, 123, 0.5])
+def test_a_query_that_is_neither_text_nor_vector_says_so(store, collection_name, query) -> None:  # type: ignore[no-untyped-def]
+    """search(None) said "The query vector must be one-dimensional, got shape ()"."""
+    from semsim_pg.errors import InvalidQuery
+
+    store.create_collection(collection_name)
+    with pytest.raises(InvalidQuery, match=r"The query must be a text or a vector \(a QueryVector, or a list") as error:
+        store.search(collection_name, query, 1)
+    assert f"got {query!r}" in str(error.value)
+
+
+_USER_MODULE = '''
+"""A user's service module, checked with mypy --strict."""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+
+from semsim_pg import DocumentStore, RerankedHit, SearchHit, search_and_rerank
+
+
+def best(store: DocumentStore) -> tuple[str, float]:
+    top = store.search("articles", "rate rises", k=3)[0]
+    assert_type(top.score, float)
+    return top.external_id, top.score + 1.0
+
+
+def reranked(store: DocumentStore) -> list[str]:
+    with DocumentStore() as other:
+        other.count("articles")
+    first = search_and_rerank(store, "articles", "rate rises", top_k=3)[0]
+    assert_type(first, RerankedHit[SearchHit])
+    assert_type(first.external_id, str)
+    assert_type(first.text, str)
+    assert_type(first.metadata, dict[str, Any])
+    assert_type(first.rerank_score, float)
+    return [first.external_id]
+'''
+
+
+@pytest.mark.slow
+def test_a_users_strict_mypy_sees_the_types_the_readme_promises(tmp_path: Path) -> None:
+    """SearchHit.score was float | None though a search always sets it; a RerankedHit's
+    external_id, text and metadata were Any (through __getattr__); DocumentStore had no
+    __enter__/__exit__."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    module = tmp_path / "service.py"
+    module.write_text(_USER_MODULE, encoding="utf-8")
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", str(module)],
+        cwd=root,
+        env={**os.environ, "MYPYPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_hit_made_without_a_score_is_ordered_by_its_similarity() -> None:
+    from semsim_pg import SearchHit
+
+    assert SearchHit("a", "text", {}, 0.75, 0.25).score == 0.75
+    assert SearchHit("a", "text", {}, 0.75, 0.25, 3.5).score == 3.5
+
+
+def test_every_error_is_importable_from_semsim_pg_and_listed_in_the_readme() -> None:
+    """NotAnFAQCollection was in semsim_pg.errors only; it and DocumentNotFound were missing from
+    the README's list of errors."""
+    import semsim_pg
+    from semsim_pg import errors
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Python API") : readme.index("## SQL, for psql")]
+    listed = section[section.index("- Errors all derive from") :]
+    for name in errors.__all__:
+        assert name in semsim_pg.__all__ and getattr(semsim_pg, name) is getattr(errors, name), name
+        assert f"`{name}`" in listed, f"the README's list of errors lacks {name}"
+        assert issubclass(getattr(errors, name), errors.SemsimError)

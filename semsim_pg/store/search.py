@@ -65,6 +65,10 @@ def check_query_vector(coll: Collection, query: Any) -> npt.NDArray[np.float32]:
         vector = np.asarray(query, dtype=np.float32)
     except (TypeError, ValueError):
         raise InvalidQuery(f"The query must be a text or a vector of numbers, got {type(query).__name__}.") from None
+    if vector.ndim == 0:  # None, a number: nothing like a vector
+        raise InvalidQuery(
+            f"The query must be a text or a vector (a QueryVector, or a list or array of numbers), got {query!r}."
+        )
     if vector.ndim != 1:
         raise InvalidQuery(f"The query vector must be one-dimensional, got shape {vector.shape}.")
     if vector.shape[0] != coll.dimension:
@@ -101,9 +105,7 @@ class SearchArgs:
         weights: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         self.k = check_k(k)
-        if min_similarity is not None and not math.isfinite(float(min_similarity)):
-            raise InvalidQuery(f"min_similarity must be a number, got {min_similarity!r}.")
-        self.min_similarity = None if min_similarity is None else float(min_similarity)
+        self.min_similarity = None if min_similarity is None else _check_similarity(min_similarity)
         self.filter = _check_filter(filter)
         self.exact = exact
         #: measure the index even where the planner would scan (semsim index check)
@@ -380,9 +382,21 @@ def explain(
     return "\n".join(lines)
 
 
-def _check_ef(ef: int) -> int:
-    if not 1 <= int(ef) <= 1000:
-        raise InvalidQuery(f"ef_search must be between 1 and 1000, got {ef}.")
+def _check_similarity(value: Any) -> float:
+    """``min_similarity`` as a float: a finite number, not a text, a list or a bool (which
+    ``float()`` would take or fail on with a message of its own)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InvalidQuery(f"min_similarity must be a number (e.g. 0.5), got {value!r}.")
+    if not math.isfinite(float(value)):
+        raise InvalidQuery(f"min_similarity must be a finite number (e.g. 0.5), got {value!r}.")
+    return float(value)
+
+
+def _check_ef(ef: Any) -> int:
+    """``ef_search`` as a whole number from 1 to 1000 (pgvector's range), as ``k`` is checked:
+    2.5 was cut to 2 and "x" raised int()'s ValueError."""
+    if isinstance(ef, bool) or not isinstance(ef, int | np.integer) or not 1 <= ef <= 1000:
+        raise InvalidQuery(f"ef_search must be a whole number between 1 and 1000, got {ef!r}.")
     return int(ef)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -85,8 +85,10 @@ class SearchHit:
     similarity: float
     distance: float
     #: what the hits are ordered by: the similarity (semantic), BM25 (lexical) or the reciprocal
-    #: rank fusion score (hybrid)
-    score: float | None = None
+    #: rank fusion score (hybrid); a hit made by hand without one is ordered by its similarity.
+    #: Typed float (a search always sets it): None only stands for "not given" here, and
+    #: __post_init__ replaces it.
+    score: float = cast(float, None)
     #: the hit's rank in the dense and the lexical top N (None: that side did not find it)
     dense_rank: int | None = None
     lexical_rank: int | None = None
@@ -99,6 +101,10 @@ class SearchHit:
     passage: int = 0
     passage_start: int = 0
     passage_end: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.score is None:
+            object.__setattr__(self, "score", self.similarity)
 
     @property
     def passage_text(self) -> str:
@@ -120,7 +126,7 @@ class SearchHit:
         metadata: dict[str, Any],
         similarity: float,
         distance: float,
-        score: float | None,
+        score: float,
         dense_rank: int | None,
         lexical_rank: int | None,
         lexical_score: float | None,
