@@ -256,7 +256,7 @@ def connection_lost(engine: Engine, exc: BaseException) -> ConnectionLost:
     """The one-line error for a connection the server closed mid-call (``exc``: why)."""
     return ConnectionLost(
         f"The connection to PostgreSQL at {safe_url(str(engine.url))} was lost ({_first_line(exc)}): the server "
-        "stopped, restarted or ended the session, and the interrupted call did not complete. Call again when the "
+        "stopped, restarted or ended the session, and the call was interrupted. Call again when the "
         "server is back: semsim opens new connections by itself."
     )
 
@@ -364,7 +364,10 @@ def vector_connection(conn: Connection) -> Any:
     if not getattr(raw, "_semsim_vector", False):
         from pgvector.psycopg import register_vector
 
-        register_vector(raw)
+        try:
+            register_vector(raw)  # a query of its own (the type's oid), the first on a new connection
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise driver_error(conn, raw, "register_vector", exc) from exc
         raw._semsim_vector = True
     return raw
 

@@ -59,7 +59,7 @@ class DatabaseUnavailable(DatabaseError):
 
 class ConnectionLost(DatabaseUnavailable):
     """An open connection broke mid-call: the server stopped, restarted or ended the session. The
-    interrupted call did not complete; calling again opens a new connection."""
+    call was interrupted (its open transaction rolled back); calling again opens a new connection."""
 
 
 class PoolExhausted(DatabaseUnavailable):

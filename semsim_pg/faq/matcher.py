@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from semsim_pg import queries
+from semsim_pg.db import connect
 from semsim_pg.encoder import text_hash
 from semsim_pg.errors import InvalidInput, InvalidQuery, NotAnFAQCollection
 from semsim_pg.faq.ranking import (
@@ -225,7 +226,7 @@ class FAQMatcher:
 
     def _stored(self, collection: Collection, fix: str = _IMPORT_ONE) -> list[_Stored]:
         """Every phrasing, oldest first; a document that is no phrasing is refused."""
-        with self.store.engine.connect() as conn:
+        with connect(self.store.engine) as conn:
             rows = conn.execute(queries.faq_phrasings(collection.id)).all()
         foreign = next((row[0] for row in rows if row[1] is None), None)
         if foreign is not None:
@@ -247,7 +248,7 @@ class FAQMatcher:
     def entries(self) -> list[FAQEntry]:
         """Every entry in the collection, by id."""
         collection = self.store.get_collection(self.collection)
-        with self.store.engine.connect() as conn:
+        with connect(self.store.engine) as conn:
             foreign = conn.execute(queries.documents_lacking(collection.id, queries.PHRASING_KEYS).limit(1)).first()
             if foreign is not None:
                 raise self._not_faq(foreign[0])
