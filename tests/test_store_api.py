@@ -175,8 +175,9 @@ def test_an_exhausted_pool_says_what_to_do(store, encoder, collection_name) -> N
     TimeoutError ("QueuePool limit of size 5 overflow 10 reached")."""
     store.create_collection(collection_name)
     store.upsert(collection_name, [("a", "a text about cats")])
-    small = DocumentStore(settings=store.settings.replace(pool_size=2, pool_max_overflow=1, pool_timeout=0.2))
-    small._encoder = encoder
+    small = DocumentStore(
+        settings=store.settings.replace(pool_size=2, pool_max_overflow=1, pool_timeout=0.2), encoder=encoder
+    )
     engine = small.engine
     assert engine is not store.engine  # other pool settings, another pool
     assert (engine.pool.size(), engine.pool.timeout()) == (2, 0.2)  # type: ignore[attr-defined]
