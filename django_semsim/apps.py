@@ -1,5 +1,5 @@
-"""App config: connects the per-model signal receivers, the system checks and the per-connection
-search defaults; nothing else.
+"""App config: connects the per-model signal receivers, the system checks, the per-connection
+search defaults and the companions' database cascade after migrate; nothing else.
 
 No query runs here (ARCHITECTURE.md decision 5); the search defaults are set when a connection
 opens. The model is loaded here only with ``SEMSIM['PRELOAD']``, in processes that serve or encode.
@@ -14,6 +14,7 @@ import time
 
 from django.apps import AppConfig
 from django.core.signals import setting_changed
+from django.db.models.signals import post_migrate
 
 
 class DjangoSemsimConfig(AppConfig):
@@ -25,11 +26,14 @@ class DjangoSemsimConfig(AppConfig):
     def ready(self) -> None:
         from django_semsim import checks  # noqa: F401  (registers the checks)
         from django_semsim.background import connect_request_signals
+        from django_semsim.cascade import on_post_migrate
         from django_semsim.conf import reset_config
         from django_semsim.session import connect_session_defaults
         from django_semsim.signals import connect_signals
 
         setting_changed.connect(_on_setting_changed, dispatch_uid="django_semsim.setting_changed")
+        # this app's only: sent once per migrate, after every app's migrations ran
+        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="django_semsim.cascade")
         connect_request_signals()
         connect_signals()
         reset_config()

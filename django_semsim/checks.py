@@ -24,6 +24,7 @@ that ``migrate`` itself or a re-index fixes are warnings, so that they never blo
 | semsim.E012 | ``semantic_chunking`` / ``semantic_chunk_overlap`` is invalid: not a whole number, below 16 tokens, above what the model reads, or an overlap not below the size |
 | semsim.W005 | ``semantic_chunk_overlap`` is set without ``semantic_chunking`` (it does nothing) |
 | semsim.W006 | a proxy or multi-table child sets its own text: ignored, its vectors are its parent's |
+| semsim.W007 | a companion's foreign key to its source does not cascade deletes in the database (``migrate`` adds it) |
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from django.contrib.postgres.search import SearchVectorField
 from django.core import checks
 from django.db import DatabaseError, connections, models
 
+from django_semsim.cascade import companion_keys
 from django_semsim.conf import get_config, reset_config
 from django_semsim.models import TEXT_FIELD_TYPES, SemanticModel, companion_of, semantic_models, semantic_senders
 from django_semsim.passages import model_max_tokens
@@ -364,8 +366,27 @@ def check_connection(connection: Any) -> list[checks.CheckMessage]:
             )
         )
     errors.extend(_check_companions(connection))
+    errors.extend(_check_companion_keys(connection))
     errors.extend(_check_text_search_configs(connection))
     return errors
+
+
+def _check_companion_keys(connection: Any) -> list[checks.CheckMessage]:
+    """Each companion's foreign key to its source row cascades in the database (django_semsim.cascade):
+    a table migrated by an older django_semsim, or whose key a migration re-created, lacks it until
+    the next ``migrate``."""
+    return [
+        checks.Warning(
+            f"The foreign key {key.name} of {key.table} to {key.references} (database {connection.alias!r}) does "
+            "not cascade deletes in the database: a delete() of a row the background encoder is adding vectors "
+            "for meanwhile fails at commit with an IntegrityError.",
+            hint="Run manage.py migrate: django_semsim gives the key ON DELETE CASCADE after every migrate.",
+            obj=key.model,
+            id="semsim.W007",
+        )
+        for key in companion_keys(connection.alias)
+        if not key.cascades
+    ]
 
 
 def _check_text_search_configs(connection: Any) -> list[checks.CheckMessage]:

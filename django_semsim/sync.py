@@ -156,9 +156,9 @@ def add_placeholders(
     vectors). So the placeholders whose row is gone by the end are removed before the commit,
     which leaves the check a gap of one statement, and a commit that still meets a deleted row is
     tried again: each try reads afresh, without the rows deleted before it. The source rows are
-    not locked: Django deletes the companion rows first and the source rows next, so a
-    placeholder committed in between makes the user's ``DELETE`` fail at its own commit, and a
-    lock held here until this commit would widen that gap to this whole transaction.
+    not locked (a user's ``delete()`` would wait for this commit): Django deletes the companion
+    rows first and the source rows next, and a placeholder committed in between goes with its
+    source row by the database's ``ON DELETE CASCADE`` (:mod:`django_semsim.cascade`).
     """
     config = get_config()
     t = _tables(model, connections[using])

@@ -17,7 +17,7 @@ from django_semsim.expressions import TextHash
 from django_semsim.models import companion_of
 from semsim_pg.encoder import text_hash
 from tests.djangoapp.models import Article, Manual, Note
-from tests.djangoapp.testing import CORPUS, vectors_match_text
+from tests.djangoapp.testing import CORPUS, in_thread, vectors_match_text
 
 
 class SpyEncoder:
@@ -213,26 +213,6 @@ def test_crashing_encoder_loses_no_row(monkeypatch, encoder, django_capture_on_c
     assert all(vectors_match_text(Article).values())
 
 
-def _in_thread(target: Any) -> Any:
-    """Run ``target`` in a thread with its own database connection; return its result or raise."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = target()
-        except BaseException as exc:  # re-raised in the caller
-            box["error"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_two_workers_in_parallel_process_every_row_exactly_once(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -279,7 +259,7 @@ def test_late_worker_does_not_overwrite_newer_text(encoder, monkeypatch) -> None
         # another process saves new text while this worker is encoding the old one
         if texts[0] in edits:
             title = edits.pop(texts[0])
-            _in_thread(lambda: Article.objects.filter(pk=article.pk).update(title=title))
+            in_thread(lambda: Article.objects.filter(pk=article.pk).update(title=title))
 
     late = SpyEncoder(encoder, before=edit_meanwhile)
     monkeypatch.setattr(sync, "get_model_encoder", lambda: late)
@@ -386,7 +366,7 @@ def test_text_changed_while_the_other_lane_encodes_is_not_written_with_the_old_v
         if threading.current_thread().name != "MainThread" and not edited:
             title = texts[0].split("\n")[0]
             edited.append(title)
-            _in_thread(lambda: Article.objects.filter(title=title).update(title=title + " (edited)"))
+            in_thread(lambda: Article.objects.filter(title=title).update(title=title + " (edited)"))
 
     spy = LaneSpy(encoder, before=edit_meanwhile)
     monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
@@ -494,7 +474,7 @@ def test_a_placeholder_whose_row_is_deleted_before_the_commit_is_left_out(spy) -
         [Article(title="Created and deleted at once", body=""), Article(title="Survivor about horses", body="")]
     )
     # another transaction deletes the row and commits after the insert read it, before its commit
-    inserts = PlaceholderInserts(after=lambda: _in_thread(lambda: Article.objects.filter(pk=doomed.pk).delete()))
+    inserts = PlaceholderInserts(after=lambda: in_thread(lambda: Article.objects.filter(pk=doomed.pk).delete()))
     with connection.execute_wrapper(inserts):
         result = sync.drain(Article, pks=[doomed.pk, survivor.pk])
     assert result.written == [survivor.pk]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from django.db import connection
+from django.db import connection, connections
 
 from django_semsim.conf import get_config
 from django_semsim.models import companion_of
@@ -74,3 +75,23 @@ def _insert_random_rows(n: int, *, published_every: int, seed: int = 0) -> None:
             [published_every, n, config.model_name, config.dimensions, config.dimensions],
         )
         cursor.execute("ANALYZE djangoapp_article, djangoapp_article_embedding")
+
+
+def in_thread(target: Any) -> Any:
+    """Run ``target`` in a thread with its own database connection; return its result or raise."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = target()
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
