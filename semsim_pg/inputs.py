@@ -70,7 +70,7 @@ def read_documents(
     kind = detect_format(path, fmt)
     if kind == "txt":
         for number, text in read_lines(path):
-            yield Document(str(number), text, {})
+            yield _checked(path, number, str(number), text, {}, "line")
     elif kind == "jsonl":
         yield from _read_jsonl(path, id_field, text_field)
     else:
@@ -150,10 +150,15 @@ def _document(path: Path, number: int, record: dict[str, Any], id_field: str | N
             raise InputFileError(f"{path}, line {number}: the id field {id_field!r} is missing or empty.")
         external_id = str(raw)
     metadata = {key: value for key, value in record.items() if key not in (id_field, text_field)}
-    # Everything PostgreSQL would refuse is found here, in the pass over the whole file that
-    # precedes any write: a bad value far down a file must not leave its first batches committed.
+    return _checked(path, number, external_id, text, metadata, f"text field {text_field!r}")
+
+
+def _checked(path: Path, number: int, external_id: str, text: str, metadata: dict[str, Any], what: str) -> Document:
+    """The document of line ``number``, once everything PostgreSQL would refuse in it is ruled
+    out. Every format's reader ends here, so the pass over the whole file that precedes any
+    write finds a bad value far down a file before its first batches are committed."""
     try:
-        check_text(text, f"text field {text_field!r}")
+        check_text(text, what)
         check_id(external_id, "id")
         for key, value in metadata.items():
             check_text(key, "metadata key")

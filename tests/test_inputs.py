@@ -177,3 +177,29 @@ def test_cli_ingest_of_a_file_with_a_bad_line_writes_nothing(capsys, store, coll
     assert len(err.splitlines()) == 1 and "line 581" in err, err
     with pytest.raises(CollectionNotFound):
         store.get_collection(collection_name)
+
+
+def test_a_txt_line_postgresql_refuses_fails_the_whole_file_with_its_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same check as the other formats: a .txt line went straight to the store, which
+    refused it after committing the batches before it."""
+    path = tmp_path / "big.txt"
+    path.write_bytes("".join(f"line {i}\n" for i in range(1, 601)).encode() + b"bad\x00x\n")
+    with pytest.raises(InputFileError) as raised:
+        check_documents(path)
+    assert (
+        str(raised.value)
+        == f"{path}, line 601: The line holds a NUL character, which PostgreSQL cannot store: remove it."
+    )
+
+
+def test_cli_ingest_of_a_txt_file_with_a_nul_writes_nothing(capsys, store, collection_name, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.cli import main
+    from semsim_pg.errors import CollectionNotFound
+
+    path = tmp_path / "nul.txt"
+    path.write_bytes(b"ok line\nbad\x00line\n")
+    assert main(["-q", "ingest", str(path), "-c", collection_name]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nul.txt, line 2: " in err and "NUL" in err, err
+    with pytest.raises(CollectionNotFound):  # not even an empty collection
+        store.get_collection(collection_name)
