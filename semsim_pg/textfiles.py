@@ -59,9 +59,40 @@ def first_non_utf8(path: Path) -> tuple[int, int, bytes] | None:
             offset += len(chunk)
 
 
+#: byte-order marks of the encodings that are not UTF-8 (UTF-32's first: FF FE starts both LEs)
+_OTHER_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _other_bom(path: Path) -> tuple[str, bytes] | None:
+    """(encoding, mark) when ``path`` starts with a UTF-16 or UTF-32 byte-order mark (what
+    Windows' "Unicode" text and Excel's "Unicode Text" write), else None."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return None
+    return next(((name, bom) for bom, name in _OTHER_BOMS if head.startswith(bom)), None)
+
+
 def not_utf8(path: Path) -> InputFileError:
     """The error for a file that failed to decode as UTF-8: its line, its byte offset, the bytes,
-    and how to convert it (most such files are Latin-1 or Windows-1252, what Excel writes as CSV)."""
+    and how to convert it (most such files are Latin-1 or Windows-1252, what Excel writes as CSV;
+    a file that starts with a UTF-16 or UTF-32 byte-order mark is told so, with its own command)."""
+    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    files = f"{shlex.quote(str(path))} > {shlex.quote(str(converted))}"
+    bom = _other_bom(path)
+    if bom is not None:
+        name, mark = bom
+        shown = " ".join(f"0x{byte:02x}" for byte in mark)
+        return InputFileError(
+            f"{path}: is {name} text (it starts with the byte-order mark {shown}), not UTF-8. Save it as UTF-8, "
+            f"or convert it: iconv -f {name.lower()} -t utf-8 {files}"
+        )
     found = first_non_utf8(path)
     if found is None:  # it changed while we read it
         where = f"{path}: is not UTF-8 text"
@@ -69,8 +100,6 @@ def not_utf8(path: Path) -> InputFileError:
         offset, line, bad = found
         shown = " ".join(f"0x{byte:02x}" for byte in bad)
         where = f"{path}, line {line}: is not UTF-8 text ({shown} at byte {offset:,} of the file)"
-    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
     return InputFileError(
-        f"{where}. Save it as UTF-8, or convert it, e.g. from Latin-1: "
-        f"iconv -f latin1 -t utf-8 {shlex.quote(str(path))} > {shlex.quote(str(converted))}"
+        f"{where}. Save it as UTF-8, or convert it, e.g. from Latin-1: iconv -f latin1 -t utf-8 {files}"
     )

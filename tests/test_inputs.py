@@ -203,3 +203,34 @@ def test_cli_ingest_of_a_txt_file_with_a_nul_writes_nothing(capsys, store, colle
     assert len(err.splitlines()) == 1 and "nul.txt, line 2: " in err and "NUL" in err, err
     with pytest.raises(CollectionNotFound):  # not even an empty collection
         store.get_collection(collection_name)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "name", "mark"),
+    [
+        ("utf-16", "UTF-16", None),  # the machine's order, with its mark
+        ("utf-16-be", "UTF-16", "0xfe 0xff"),
+        ("utf-16-le", "UTF-16", "0xff 0xfe"),
+        ("utf-32-le", "UTF-32", "0xff 0xfe 0x00 0x00"),
+        ("utf-32-be", "UTF-32", "0x00 0x00 0xfe 0xff"),
+    ],
+)
+@pytest.mark.parametrize("file_name", ["docs.txt", "docs.csv"])
+def test_a_utf16_or_utf32_file_is_told_so_with_its_conversion(tmp_path, encoding, name, mark, file_name) -> None:  # type: ignore[no-untyped-def]
+    """Windows' "Unicode" text starts with a UTF-16 byte-order mark: not the Latin-1 advice."""
+    path = tmp_path / file_name
+    text = "text\ncafé\n"
+    data = text.encode(encoding)
+    if not encoding.endswith(("le", "be")):
+        mark = " ".join(f"0x{b:02x}" for b in data[:2])
+    else:
+        data = ("\ufeff" + text).encode(encoding)
+    path.write_bytes(data)
+    with pytest.raises(InputFileError) as raised:
+        check_documents(path)
+    message = str(raised.value)
+    assert message == (
+        f"{path}: is {name} text (it starts with the byte-order mark {mark}), not UTF-8. Save it as UTF-8, or "
+        f"convert it: iconv -f {name.lower()} -t utf-8 {path} > {tmp_path / file_name.replace('.', '.utf8.')}"
+    )
+    assert "latin1" not in message
