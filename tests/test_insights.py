@@ -400,6 +400,33 @@ def test_cli_search_and_ask_log_when_turned_on(capsys, engine, logged, faq: FAQM
     assert all(r.query_text == "sending an item back" for r in rows)
 
 
+FORGED = "what colour is the sky\n[aaa] 99 asked, 1 distinct: \x1b[31mRED\u202eevil"
+
+
+def test_control_characters_of_logged_texts_are_shown_not_obeyed(capsys, engine, logged, faq: FAQMatcher) -> None:  # type: ignore[no-untyped-def]
+    """A question holding ESC sequences, a newline or a bidi override prints as escapes in the
+    human output (it recoloured the terminal and forged a line); --json keeps the exact text."""
+    faq.load([FAQEntry("sky\x1b]0;pwned\x07", "Why is the \x1b[2Jsky blue?", "Light\r\nscatters.\x1b[0m")])
+    assert main(["-q", "faq", "ask", FORGED, "-c", faq.collection]) == 0
+    assert main(["-q", "faq", "ask", "why is the sky blue", "-c", faq.collection]) == 0
+    asked = capsys.readouterr().out
+    assert "\x1b" not in asked and "\r" not in asked
+    assert "[sky\\x1b]0;pwned\\x07] Why is the \\x1b[2Jsky blue?" in asked and "  Light\nscatters.\\x1b[0m\n" in asked
+    assert main(["-q", "faq", "list", "-c", faq.collection]) == 0
+    assert main(["-q", "search", "sky", "-c", faq.collection, "-k", "4"]) == 0
+    listed = capsys.readouterr().out
+    assert "\x1b" not in listed and "sky\\x1b]0;pwned\\x07" in listed and "Why is the \\x1b[2Jsky" in listed
+    insights.flush()
+    assert main(["-q", "faq", "unanswered", "-c", faq.collection]) == 0
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\u202e" not in shown
+    assert "what colour is the sky [aaa] 99 asked, 1 distinct: \\x1b[31mRED\\u202eevil" in shown
+    assert not any(line.startswith("[aaa]") for line in shown.splitlines())
+    assert main(["-q", "faq", "unanswered", "-c", faq.collection, "--json"]) == 0
+    (group,) = json.loads(capsys.readouterr().out)
+    assert group["representative"] == FORGED
+
+
 # promoted phrasings and the FAQ file -------------------------------------------------------------
 def _faq_file(path: Any, entries: list[FAQEntry]) -> Any:
     lines = ["faq_id\tquestion\tanswer\tcategory\talternatives"]

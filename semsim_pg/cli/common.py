@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -22,6 +23,7 @@ __all__ = [
     "progress_enabled",
     "rerank_arg",
     "short",
+    "visible",
 ]
 
 
@@ -43,9 +45,27 @@ def progress_enabled(args: argparse.Namespace) -> bool:
     return not getattr(args, "quiet", False)
 
 
+# What a terminal would obey instead of show: C0 and C1 controls (ESC starts the sequences
+# that recolour, move the cursor or retitle the window; CR rewrites the line), DEL, the line and
+# paragraph separators, and the bidirectional overrides that reorder what follows them.
+_HIDDEN = r"\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_HIDDEN_IN_LINE = re.compile(rf"[\t\n{_HIDDEN}]")
+_HIDDEN_IN_TEXT = re.compile(f"[{_HIDDEN}]")
+
+
+def visible(text: str, *, lines: bool = False) -> str:
+    """``text`` with the characters a terminal would act on written as escapes (``\\x1b``,
+    ``\\u202e``, ``\\n``), for human-readable output of texts users gave (queries, documents,
+    FAQ entries, ids); ``lines``: newlines and tabs stay. JSON output needs none of it."""
+    if lines:
+        text = text.replace("\r\n", "\n")  # a CSV file's line ends, not a control to show
+    pattern = _HIDDEN_IN_TEXT if lines else _HIDDEN_IN_LINE
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def short(text: str, width: int = 90) -> str:
-    """``text`` on one line, cut to ``width`` characters."""
-    text = " ".join(text.split())
+    """``text`` on one line, its control characters made visible, cut to ``width`` characters."""
+    text = visible(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -75,8 +95,9 @@ def print_hits(hits: Sequence[Any], *, indent: str = "  ") -> None:
     if not hits:
         out(f"{indent}(no hits)")
         return
-    width = max(len(h.external_id) for h in hits)
-    for rank, hit in enumerate(hits, start=1):
+    ids = [visible(h.external_id) for h in hits]
+    width = max(len(i) for i in ids)
+    for rank, (hit, hit_id) in enumerate(zip(hits, ids, strict=True), start=1):
         text = hit_text(hit, 100)
         if getattr(hit, "lexical_score", None) is not None:
             # lexical or hybrid: the ranking score, then each side's rank ("-": not in its top N)
@@ -84,19 +105,18 @@ def print_hits(hits: Sequence[Any], *, indent: str = "  ") -> None:
                 f"{side} {'-' if r is None else r:>3}"
                 for side, r in (("dense", hit.dense_rank), ("words", hit.lexical_rank))
             )
-            out(
-                f"{indent}{rank:>2}. {hit.score:7.4f}  sim {hit.similarity:6.3f}  {ranks}  {hit.external_id:<{width}}  {text}"
-            )
+            out(f"{indent}{rank:>2}. {hit.score:7.4f}  sim {hit.similarity:6.3f}  {ranks}  {hit_id:<{width}}  {text}")
         else:
-            out(f"{indent}{rank:>2}. {hit.similarity:6.3f}  {hit.external_id:<{width}}  {text}")
+            out(f"{indent}{rank:>2}. {hit.similarity:6.3f}  {hit_id:<{width}}  {text}")
 
 
 def hit_text(hit: Any, width: int) -> str:
-    """The start of a hit's best passage (``[p2]`` before it when it is not the whole text), cut at ``width``."""
+    """The start of a hit's best passage (``[p2]`` before it when it is not the whole text) on
+    one line, cut at ``width``."""
     text = str(getattr(hit, "passage_text", hit.text))
     if text != hit.text:
         text = f"[p{hit.passage}] {text}"
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return short(text, width)
 
 
 def add_rerank_option(p: argparse.ArgumentParser) -> None:

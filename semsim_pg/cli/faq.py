@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from semsim_pg.cli.common import add_rerank_option, open_store, out, progress_enabled, rerank_arg, short
+from semsim_pg.cli.common import add_rerank_option, open_store, out, progress_enabled, rerank_arg, short, visible
 from semsim_pg.errors import InvalidInput
 
 __all__ = ["register"]
@@ -135,9 +135,10 @@ def cmd_faq_ask(args: argparse.Namespace) -> int:
             return
         if answer.answered and answer.entry is not None:
             out(
-                f"answer ({answer.score:.3f} >= {answer.threshold:.3f}): [{answer.entry.faq_id}] {answer.entry.question}"
+                f"answer ({answer.score:.3f} >= {answer.threshold:.3f}): [{visible(answer.entry.faq_id)}] "
+                f"{visible(answer.entry.question)}"
             )
-            out(f"  {answer.entry.answer}")
+            out(f"  {visible(answer.entry.answer, lines=True)}")
         else:
             out(f"no answer: {answer.reason}; suggest contacting support")
         for rank, match in enumerate(answer.matches, start=1):
@@ -145,7 +146,7 @@ def cmd_faq_ask(args: argparse.Namespace) -> int:
             if match.rerank_score is not None and match.similarity is not None:
                 scores += f" (similarity {match.similarity:.3f})"
             via = "" if match.matched_kind == "question" else f'  via "{short(match.matched_text, 50)}"'
-            out(f"  {rank:>2}. {scores}  {match.entry.faq_id:<20} {short(match.entry.question, 60)}{via}")
+            out(f"  {rank:>2}. {scores}  {visible(match.entry.faq_id):<20} {short(match.entry.question, 60)}{via}")
 
     if not args.interactive:
         ask(args.question)
@@ -176,5 +177,5 @@ def cmd_faq_list(args: argparse.Namespace) -> int:
     for e in entries:
         promoted = f", {len(e.promoted)} promoted" if e.promoted else ""
         extra = f" (+{len(e.alternatives)} phrasings{promoted})" if e.alternatives else ""
-        out(f"{e.faq_id:<24} {e.category or '-':<12} {short(e.question, 70)}{extra}")
+        out(f"{visible(e.faq_id):<24} {visible(e.category or '-'):<12} {short(e.question, 70)}{extra}")
     return 0

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from semsim_pg.cli.common import open_store, out, progress_enabled, short
+from semsim_pg.cli.common import open_store, out, progress_enabled, short, visible
 
 __all__ = ["register", "register_faq"]
 
@@ -185,7 +185,7 @@ def cmd_faq_unanswered(args: argparse.Namespace) -> int:
             if q is not group.representative:
                 out(f"    {q.times:>5}x  {short(q.text or q.query_hash[:12], 80)}")
         for n in group.nearest:
-            out(f"    nearest: {n.score:.3f}  [{n.faq_id}] {short(n.question, 60)}")
+            out(f"    nearest: {n.score:.3f}  [{visible(n.faq_id)}] {short(n.question, 60)}")
     if len(groups) > len(shown):
         out(f"... {len(groups) - len(shown)} more groups (--limit)")
     out("promote one: semsim faq promote GROUP -c NAME --id NEW_ID --answer TEXT (or --id EXISTING_ID for a phrasing)")
@@ -209,9 +209,11 @@ def cmd_faq_promote(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps({"group": group.id, "resolved": group.size, "entry": entry.to_dict()}))
     else:
-        out(f"group {group.id} ({group.size} questions) -> FAQ entry {entry.faq_id}: {short(entry.question, 70)}")
+        out(
+            f"group {group.id} ({group.size} questions) -> FAQ entry {visible(entry.faq_id)}: {short(entry.question, 70)}"
+        )
         if entry.promoted:  # a phrasing: kept by `faq import` without --replace, saved by `faq export`
             out(
-                f"  promoted phrasings of {entry.faq_id}: {len(entry.promoted)}; `semsim faq export` saves them to a file"
+                f"  promoted phrasings of {visible(entry.faq_id)}: {len(entry.promoted)}; `semsim faq export` saves them to a file"
             )
     return 0

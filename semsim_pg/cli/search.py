@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semsim_pg.cli.common import hit_text, open_store, out, parse_filters, print_hits
+from semsim_pg.cli.common import hit_text, open_store, out, parse_filters, print_hits, visible
 from semsim_pg.errors import InvalidInput, InvalidQuery
 from semsim_pg.validation import check_k
 
@@ -171,7 +171,7 @@ def _print_reranked(text: str, reranked: list[RerankedHit[SearchHit]], as_lines:
         similarity = "   n/a" if r.similarity is None else f"{r.similarity:6.3f}"
         out(
             f"{rank:>2}. score {score:7.3f}  rerank {r.rerank_score:7.3f}  similarity {similarity}  "
-            f"was {r.original_rank + 1:>3}  {r.hit.external_id}  {hit_text(r.hit, 80)}"
+            f"was {r.original_rank + 1:>3}  {visible(r.hit.external_id)}  {hit_text(r.hit, 80)}"
         )
 
 
