@@ -121,6 +121,11 @@ def test_since_and_durations() -> None:
     assert insights.parse_since("12h", now=now) == now - dt.timedelta(hours=12)
     assert insights.parse_since("2w", now=now) == now - dt.timedelta(weeks=2)
     assert insights.parse_since("2026-11-01", now=now) == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    # another offset is the same instant, in UTC (the header printed its wall time as UTC)
+    start = insights.parse_since("2026-11-28T10:05+05:00", now=now)
+    assert start == dt.datetime(2026, 11, 28, 5, 5, tzinfo=dt.UTC) and start.utcoffset() == dt.timedelta(0)
+    assert f"{start:%Y-%m-%d %H:%M}" == "2026-11-28 05:05"
+    assert insights.parse_since("0001-01-01T00:00+05:00", now=now) == dt.datetime.min.replace(tzinfo=dt.UTC)
     for bad in ("seven days", "7x", "0d", "-3d", ""):
         with pytest.raises(InvalidInput, match="--since takes a length of time"):
             insights.parse_since(bad, now=now)
@@ -280,6 +285,11 @@ def test_stats_command(capsys, engine, tmp_path) -> None:  # type: ignore[no-unt
     code = main(["-q", "stats", "-c", name])
     out, _ = capsys.readouterr()
     assert code == 0 and "DRIFT: PSI" in out and "latency p50" in out
+
+    local = (NOW - dt.timedelta(days=2)).astimezone(dt.timezone(dt.timedelta(hours=5)))
+    code = main(["-q", "stats", "-c", name, "--since", local.isoformat(timespec="minutes")])
+    out, _ = capsys.readouterr()
+    assert code == 0 and f"queries since {local.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC" in out.splitlines()[0]
 
     code = main(["-q", "stats", "-c", name, "--since", "last tuesday"])
     _, err = capsys.readouterr()

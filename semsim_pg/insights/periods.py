@@ -7,7 +7,7 @@ import re
 
 from semsim_pg.errors import InvalidInput
 
-__all__ = ["parse_duration", "parse_since"]
+__all__ = ["as_utc", "parse_duration", "parse_since"]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -36,8 +36,8 @@ def parse_duration(text: str, option: str = "--since") -> dt.timedelta:
 
 
 def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
-    """The start of a window: ``now`` minus a duration, or midnight UTC of a date (or a full
-    ISO timestamp). A start in the future is refused."""
+    """The start of a window, in UTC: ``now`` minus a duration, or midnight UTC of a date (or a
+    full ISO timestamp, in its own offset when it has one). A start in the future is refused."""
     now = now or dt.datetime.now(dt.UTC)
     raw = str(text).strip()
     if raw[:1].isdigit() and "-" in raw:
@@ -53,4 +53,16 @@ def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
         start = now - parse_duration(raw)
     if start > now:
         raise InvalidInput(f"--since {text} is in the future: give a past date or a length of time such as 7d.")
-    return start
+    return as_utc(start)
+
+
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """``moment`` as the same instant in UTC (a naive one is taken as UTC, as the log's times
+    are), so that what prints it as "... UTC" (stats' header, its plot) tells the truth. An
+    instant before the year 1 in UTC (0001-01-01T00:00+05:00) is the first one there is."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import queries
 from semsim_pg.errors import QueryLogEmpty
+from semsim_pg.insights.periods import as_utc
 from semsim_pg.queries import tables
 
 __all__ = [
@@ -152,6 +153,7 @@ def query_stats(
     logged for ``collection``. ``table``: the log (default semsim's own)."""
     table = tables.query_log if table is None else table
     now = now or dt.datetime.now(dt.UTC)
+    since = as_utc(since)  # shown as UTC (the CLI's header, the plot)
     baseline = baseline or (now - since)
     with engine.connect() as conn:
         if not conn.execute(queries.has_log(collection, table)).scalar():
@@ -265,7 +267,8 @@ def plot_stats(stats: QueryStats, path: Path | None = None, *, format: str = "pn
     edges = np.asarray(stats.histogram_edges)
     hist.bar(edges[:-1], stats.histogram_counts, width=np.diff(edges), align="edge", edgecolor="white")
     hist.set_title(
-        f"{stats.collection}: top-1 score of {stats.window.queries} queries since {stats.window.start:%Y-%m-%d %H:%M}"
+        f"{stats.collection}: top-1 score of {stats.window.queries} queries since "
+        f"{stats.window.start:%Y-%m-%d %H:%M} UTC"
     )
     hist.set_xlabel("top-1 score")
     hist.set_ylabel("queries")
