@@ -6,6 +6,8 @@ the app's table through SQLAlchemy (committed: the fixture deletes them)."""
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from django.contrib.auth.models import Permission, User
+from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from django.urls import reverse
 
@@ -31,12 +34,15 @@ PASSWORD = ["How do I reset my password?", "I forgot my password, how can I chan
 
 @pytest.fixture()
 def log_rows(db) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """An empty log before and after: its rows are committed outside the test's transaction."""
+    """An empty log before and after, as never written (its id sequence restarted: the pages tell
+    that from a pruned one): its rows are committed outside the test's transaction."""
 
     def clear() -> None:
         insights.flush()
         with log_engine().begin() as conn:
             conn.execute(sa.delete(log_table()))
+            # not TRUNCATE ... RESTART IDENTITY: its lock would wait for the test's own transaction
+            conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{log_table().name}', 'id'), 1, false)"))
 
     clear()
     yield
@@ -141,6 +147,10 @@ def test_search_insights_page(site) -> None:  # type: ignore[no-untyped-def]
     client = _user("analyst", "semsim_insights.view_querylog")
     empty = client.get(reverse("admin:semsim_insights_querylog_insights")).content.decode()
     assert "SEMSIM[&#x27;QUERY_LOG&#x27;] = True" in empty
+    _insert([_row(NOW - dt.timedelta(days=100), 0.5, "old")])
+    call_command("semsim_log_prune", "--older-than", "90d", stdout=io.StringIO())
+    pruned = client.get(reverse("admin:semsim_insights_querylog_insights")).content.decode()
+    assert "the ones logged were pruned (manage.py semsim_log_prune)" in pruned and "QUERY_LOG" not in pruned
     rng = np.random.default_rng(3)
     rows = [_row(NOW - dt.timedelta(days=8, hours=i % 100), float(rng.normal(0.72, 0.06)), f"q{i}") for i in range(300)]
     rows += [
@@ -354,3 +364,24 @@ def test_nearest_entries_need_the_faq_view_permission(site, faqs, encoder) -> No
     assert "Add as alternative phrasing" not in page
     assert phraser.post(url, _add_phrasing(seen, "Can I pay with PayPal?")).status_code == 403
     assert not FAQPhrasing.objects.exists()
+
+
+def test_log_prune_command(log_rows) -> None:  # type: ignore[no-untyped-def]
+    """manage.py semsim_log_prune: the Django log's retention (`semsim log prune` prunes only the
+    core's table), with the CLI's lengths of time, limits and messages."""
+    other = dict(_row(NOW - dt.timedelta(days=200), 0.7, "other model's"), collection="shop.Product")
+    _insert([_row(NOW - dt.timedelta(days=d), 0.7, f"asked {d} days ago") for d in (1, 30, 91, 100)] + [other])
+    out = io.StringIO()
+    call_command("semsim_log_prune", "--older-than", "90d", "-c", LABEL, stdout=out, stderr=io.StringIO())
+    assert out.getvalue().startswith(f"pruned 2 logged queries of {LABEL} older than 90d (before ")
+    assert sorted(r.query_text for r in _rows()) == ["asked 1 days ago", "asked 30 days ago", "other model's"]
+    out = io.StringIO()
+    call_command("semsim_log_prune", "--older-than", "2w", "--json", "--database", "default", stdout=out)
+    data = json.loads(out.getvalue())
+    assert (data["deleted"], data["collection"], data["database"]) == (2, None, "default")
+    assert [r.query_text for r in _rows()] == ["asked 1 days ago"]
+    for bad, message in (("soon", "--older-than takes a length of time"), ("400000d", "give at most 100000d")):
+        with pytest.raises(CommandError, match=message):
+            call_command("semsim_log_prune", "--older-than", bad)
+    with pytest.raises(CommandError, match="unknown database alias 'nowhere'"):
+        call_command("semsim_log_prune", "--older-than", "1d", "--database", "nowhere")

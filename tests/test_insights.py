@@ -295,8 +295,45 @@ def test_stats_command(capsys, engine, tmp_path) -> None:  # type: ignore[no-unt
     _, err = capsys.readouterr()
     assert code == 1 and err.count("\n") == 1 and "--since takes a length of time" in err
     code = main(["-q", "stats", "-c", "never_logged_anything"])
-    _, err = capsys.readouterr()
-    assert code == 1 and err.count("\n") == 1 and "SEMSIM_QUERY_LOG=1" in err
+    _, err = capsys.readouterr()  # a typo: the usual one-liner with the collections, not "turn the log on"
+    assert code == 1 and err.count("\n") == 1 and "No collection named 'never_logged_anything' (collections: " in err
+    assert "SEMSIM_QUERY_LOG" not in err
+
+
+def test_a_pruned_collection_is_told_so(capsys, engine, faq: FAQMatcher) -> None:  # type: ignore[no-untyped-def]
+    """All of a collection's rows pruned: not "nothing was ever logged, turn the log on"."""
+    _insert(engine, [_row(faq.collection, NOW - dt.timedelta(days=d), 0.3, answered=False) for d in (40, 50)])
+    assert main(["-q", "log", "prune", "--older-than", "30d", "-c", faq.collection]) == 0
+    capsys.readouterr()
+    for command in (["stats"], ["faq", "unanswered"]):
+        assert main(["-q", *command, "-c", faq.collection]) == 1
+        _, err = capsys.readouterr()
+        assert (
+            err.count("\n") == 1
+            and f"The query log keeps no query of {faq.collection!r}: the ones logged were pruned" in err
+        )
+        assert "off by default" not in err
+    assert main(["-q", "faq", "unanswered", "-c", "no_such_faq"]) == 1
+    assert "No collection named 'no_such_faq' (collections: " in capsys.readouterr().err
+
+
+def test_a_log_table_never_written_asks_to_turn_the_log_on(engine) -> None:  # type: ignore[no-untyped-def]
+    """The table's id sequence tells "never written" (the hint) from "written, then pruned"."""
+    table = queries.log_table(f"semsim_test_{_name()}")
+    table.create(engine)
+    try:
+        with pytest.raises(QueryLogEmpty, match="Nothing was ever logged for 'faqs': the query log is off by default"):
+            insights.query_stats(engine, "faqs", NOW - dt.timedelta(days=7), table=table)
+        with engine.begin() as conn:
+            conn.execute(sa.insert(table), [_row("faqs", NOW - dt.timedelta(days=60), 0.5)])
+        assert insights.prune(engine, NOW - dt.timedelta(days=30), table=table) == 1
+        for call in (insights.query_stats, insights.unanswered_groups):
+            with pytest.raises(
+                QueryLogEmpty, match="The query log keeps no query of 'faqs': the ones logged were pruned"
+            ):
+                call(engine, "faqs", NOW - dt.timedelta(days=7), table=table)
+    finally:
+        table.drop(engine)
 
 
 def test_prune(capsys, engine) -> None:  # type: ignore[no-untyped-def]
@@ -343,7 +380,8 @@ def test_unanswered_groups_by_meaning(engine, encoder, faq: FAQMatcher) -> None:
     assert len({n.faq_id for n in nearest}) == len(nearest) == 3
     assert insights.find_group(groups, password.id) is password
     assert insights.unanswered_groups(engine, faq.collection, NOW - dt.timedelta(hours=1)) == []
-    with pytest.raises(QueryLogEmpty, match="SEMSIM_QUERY_LOG=1"):
+    # other collections were logged: "turn the log on" would be wrong (see test_a_log_table_never_written...)
+    with pytest.raises(QueryLogEmpty, match="The query log keeps no query of 'nothing_logged_here'"):
         insights.unanswered_groups(engine, "nothing_logged_here", NOW)
 
 

@@ -106,6 +106,7 @@ class QueryLogAdmin(admin.ModelAdmin):
     def insights_view(self, request: HttpRequest) -> HttpResponse:
         """The figures of ``semsim stats`` for one logged collection, with the chart."""
         from semsim_pg.insights import parse_since, query_stats
+        from semsim_pg.insights.stats import ever_logged
 
         self._require_view(request)
         collections = list(QueryLog.objects.order_by().values_list("collection", flat=True).distinct())
@@ -127,7 +128,12 @@ class QueryLogAdmin(admin.ModelAdmin):
             else:
                 context.update(stats=stats, chart=_svg_data_uri(stats), histogram=_bars(stats))
         elif not collections:
-            context["empty"] = f"Nothing was logged yet: {ENABLE_HINT}"
+            context["empty"] = (
+                "The log keeps no queries: the ones logged were pruned (manage.py semsim_log_prune). Figures start "
+                "with the next query logged."
+                if ever_logged(log_engine(), log_table())
+                else f"Nothing was logged yet: {ENABLE_HINT}"
+            )
         return TemplateResponse(
             request,
             "admin/semsim_insights/querylog/insights.html",

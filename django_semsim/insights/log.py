@@ -34,12 +34,13 @@ def log_table() -> sa.Table:
     return queries.log_table(QueryLog._meta.db_table)
 
 
-def log_engine() -> Engine:
-    """A SQLAlchemy engine on the database the log is written to (the core's, one per URL)."""
+def log_engine(using: str | None = None) -> Engine:
+    """A SQLAlchemy engine on the database the log is written to (the core's, one per URL), or
+    on the database ``using`` (an alias of ``settings.DATABASES``)."""
     from django_semsim.insights.models import QueryLog
     from semsim_pg.db import get_engine
 
-    alias = router.db_for_write(QueryLog)
+    alias = using or router.db_for_write(QueryLog)
     info = connections[alias].settings_dict
     host = str(info.get("HOST") or "")
     query = {"host": host} if host.startswith("/") else {}

@@ -91,7 +91,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     baseline = parse_duration(args.baseline, "--baseline") if args.baseline else None
     store = open_store()
     threshold = store.settings.query_log_drift_threshold
-    stats = query_stats(store.engine, args.collection, start, baseline=baseline, threshold=threshold)
+    stats = query_stats(
+        store.engine,
+        args.collection,
+        start,
+        baseline=baseline,
+        threshold=threshold,
+        require_collection=lambda: store.get_collection(args.collection),
+    )
     if args.plot:
         plot_stats(stats, args.plot)
     if args.json:
@@ -131,19 +138,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_log_prune(args: argparse.Namespace) -> int:
-    import datetime as dt
+    from semsim_pg.insights import parse_duration, prune_older_than
 
-    from semsim_pg.insights import parse_duration, prune
-
-    age = parse_duration(args.older_than, "--older-than")
-    before = dt.datetime.now(dt.UTC) - age
+    parse_duration(args.older_than, "--older-than")  # refused before the database is opened
     store = open_store()
-    deleted = prune(store.engine, before, collection=args.collection, progress=progress_enabled(args))
-    if args.json:
-        out(json.dumps({"deleted": deleted, "before": before.isoformat(), "collection": args.collection}))
-    else:
-        scope = f" of {args.collection}" if args.collection else ""
-        out(f"pruned {deleted} logged queries{scope} older than {args.older_than} (before {before:%Y-%m-%d %H:%M} UTC)")
+    pruned = prune_older_than(
+        store.engine, args.older_than, collection=args.collection, progress=progress_enabled(args)
+    )
+    out(json.dumps(pruned.to_dict()) if args.json else pruned.summary())
     return 0
 
 
@@ -152,9 +154,15 @@ def _groups(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     from semsim_pg.insights import parse_since, unanswered_groups
 
     start = parse_since(args.since)
-    matcher = FAQMatcher(open_store(), args.collection)
+    store = open_store()
+    matcher = FAQMatcher(store, args.collection)
     groups = unanswered_groups(
-        matcher.store.engine, args.collection, start, below=args.below, max_distance=args.max_distance
+        store.engine,
+        args.collection,
+        start,
+        below=args.below,
+        max_distance=args.max_distance,
+        require_collection=lambda: store.get_collection(args.collection),
     )
     return matcher, groups
 

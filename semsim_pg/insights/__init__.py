@@ -11,7 +11,7 @@ the FAQ, and :func:`prune` keeps the log to a retention window.
 
 from semsim_pg.insights.log import KIND_FAQ, KIND_SEARCH, LoggedQuery, flush, log_query, not_logged, query_hash
 from semsim_pg.insights.periods import parse_duration, parse_since
-from semsim_pg.insights.prune import prune
+from semsim_pg.insights.prune import Pruned, prune, prune_older_than
 from semsim_pg.insights.stats import DayFigures, Drift, QueryStats, WindowFigures, plot_stats, query_stats
 from semsim_pg.insights.unanswered import (
     NearEntry,
@@ -31,6 +31,7 @@ __all__ = [
     "Drift",
     "LoggedQuery",
     "NearEntry",
+    "Pruned",
     "QueryStats",
     "UnansweredGroup",
     "UnansweredQuestion",
@@ -45,6 +46,7 @@ __all__ = [
     "plot_stats",
     "promote_group",
     "prune",
+    "prune_older_than",
     "query_hash",
     "query_stats",
     "resolve_group",

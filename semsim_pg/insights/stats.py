@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,13 @@ __all__ = [
     "Drift",
     "QueryStats",
     "WindowFigures",
+    "check_logged",
+    "ever_logged",
     "plot_stats",
     "query_stats",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: top-1 scores per window the drift test reads at most (a uniform sample beyond)
 SAMPLE_LIMIT = 50_000
@@ -137,6 +143,43 @@ def _models(conn: Connection, collection: str, start: dt.datetime, end: dt.datet
     return {str(r[0]): int(r[1]) for r in conn.execute(queries.log_models(collection, start, end, table))}
 
 
+def check_logged(
+    engine: Engine,
+    collection: str,
+    table: sa.Table,
+    enable_hint: str = ENABLE_HINT,
+    require_collection: Callable[[], object] | None = None,
+) -> None:
+    """Nothing when the log keeps a query of ``collection``; else the error that says why, as
+    far as the database tells: ``require_collection`` (which raises the usual not-found error)
+    for a name that is no collection, :class:`QueryLogEmpty` with ``enable_hint`` when the log
+    table was never written to, and one that says its queries were pruned (or none was logged
+    while the log was on) when it was. A collection's rows are not told apart from a name the
+    log never saw once others were logged: the message names both."""
+    with engine.connect() as conn:
+        if conn.execute(queries.has_log(collection, table)).scalar():
+            return
+        if require_collection is not None:
+            require_collection()
+    if not ever_logged(engine, table):
+        raise QueryLogEmpty(f"Nothing was ever logged for {collection!r}: {enable_hint}")
+    raise QueryLogEmpty(
+        f"The query log keeps no query of {collection!r}: the ones logged were pruned, or none was logged "
+        "while the log was on. Figures start with the next query logged."
+    )
+
+
+def ever_logged(engine: Engine, table: sa.Table) -> bool | None:
+    """Whether a query was ever written to the log table, pruned since or not (its id sequence
+    was used); None when this role may not read the sequence."""
+    try:
+        with engine.connect() as conn:
+            return bool(conn.execute(queries.log_ever_written(table)).scalar())
+    except sa.exc.DBAPIError as exc:
+        logger.debug("query log: cannot tell whether %s was ever written (%s)", table.name, exc)
+        return None
+
+
 def query_stats(
     engine: Engine,
     collection: str,
@@ -147,17 +190,18 @@ def query_stats(
     now: dt.datetime | None = None,
     table: sa.Table | None = None,
     enable_hint: str = ENABLE_HINT,
+    require_collection: Callable[[], object] | None = None,
 ) -> QueryStats:
     """The figures of ``[since, now)`` and its drift against the ``baseline`` before ``since``
-    (default: a window as long as this one). :class:`QueryLogEmpty` when nothing was ever
-    logged for ``collection``. ``table``: the log (default semsim's own)."""
+    (default: a window as long as this one). When the log keeps nothing of ``collection``, the
+    error of :func:`check_logged` (``enable_hint``, ``require_collection``: see there).
+    ``table``: the log (default semsim's own)."""
     table = tables.query_log if table is None else table
     now = now or dt.datetime.now(dt.UTC)
     since = as_utc(since)  # shown as UTC (the CLI's header, the plot)
     baseline = baseline or (now - since)
+    check_logged(engine, collection, table, enable_hint, require_collection)
     with engine.connect() as conn:
-        if not conn.execute(queries.has_log(collection, table)).scalar():
-            raise QueryLogEmpty(f"Nothing was ever logged for {collection!r}: {enable_hint}")
         window = _figures(conn, collection, since, now, table)
         days = [
             DayFigures(r[0].date(), int(r[1]), _opt(r[2]), _opt(r[3]), _opt(r[4]), _opt(r[5]))

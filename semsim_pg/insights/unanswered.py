@@ -23,9 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from semsim_pg import queries
-from semsim_pg.errors import AlreadyResolved, InvalidInput, QueryLogEmpty
+from semsim_pg.errors import AlreadyResolved, InvalidInput
 from semsim_pg.insights.log import not_logged
-from semsim_pg.insights.stats import ENABLE_HINT
+from semsim_pg.insights.stats import ENABLE_HINT, check_logged
 from semsim_pg.queries import tables
 from semsim_pg.sql import to_array
 
@@ -105,12 +105,6 @@ class UnansweredGroup:
         }
 
 
-def _check_log(engine: Engine, collection: str, table: sa.Table, hint: str) -> None:
-    with engine.connect() as conn:
-        if not conn.execute(queries.has_log(collection, table)).scalar():
-            raise QueryLogEmpty(f"Nothing was ever logged for {collection!r}: {hint}")
-
-
 def unanswered_groups(
     engine: Engine,
     collection: str,
@@ -121,14 +115,16 @@ def unanswered_groups(
     max_questions: int = MAX_QUESTIONS,
     table: sa.Table | None = None,
     enable_hint: str = ENABLE_HINT,
+    require_collection: Callable[[], object] | None = None,
 ) -> list[UnansweredGroup]:
     """The unresolved unanswered questions asked since ``since``, grouped by meaning, biggest
     group first. ``below`` also counts any query whose top-1 score was below it (plain searches
-    have no answered flag). Groups hold questions of the model most of them were encoded with."""
+    have no answered flag). Groups hold questions of the model most of them were encoded with.
+    When the log keeps nothing of ``collection``: the error of :func:`~semsim_pg.insights.stats.check_logged`."""
     if not 0 < max_distance < 2:
         raise InvalidInput(f"max_distance is a cosine distance between 0 and 2, got {max_distance}.")
     table = tables.query_log if table is None else table
-    _check_log(engine, collection, table, enable_hint)
+    check_logged(engine, collection, table, enable_hint, require_collection)
     with engine.connect() as conn:
         models = conn.execute(queries.unanswered_models(collection, since, table)).first()
         if models is None:

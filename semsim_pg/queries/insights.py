@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
+from sqlalchemy.dialects.postgresql import ARRAY, REGCLASS, distinct_on
 
 from semsim_pg.queries.tables import query_log
 
@@ -24,6 +24,7 @@ __all__ = [
     "has_log",
     "insert_log",
     "lock_unresolved",
+    "log_ever_written",
     "log_models",
     "log_table",
     "prune_log",
@@ -77,6 +78,14 @@ def has_log(collection: str, table: sa.Table = query_log) -> sa.Select[Any]:
     """Whether anything was ever logged for the collection."""
     q = table.c
     return sa.select(sa.exists().where(q.collection == collection))
+
+
+def log_ever_written(table: sa.Table = query_log) -> sa.Select[Any]:
+    """Whether a row was ever written to the log table, pruned or not: its id sequence was
+    used (NULL-free: false before the first row). Needs USAGE or SELECT on the sequence."""
+    name = table.name if table.schema is None else f"{table.schema}.{table.name}"
+    sequence = sa.func.pg_get_serial_sequence(name, "id")
+    return sa.select(sa.func.pg_sequence_last_value(sa.cast(sequence, REGCLASS)).is_not(None))
 
 
 def _window(q: Any, collection: str, start: dt.datetime, end: dt.datetime | None) -> list[sa.ColumnElement[bool]]:
