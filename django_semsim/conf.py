@@ -131,7 +131,12 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "log FAQ questions and text searches for the insights admin pages (needs `django_semsim.insights`)",
     ),
-    Setting("QUERY_LOG_TEXT", "bool", True, "False: log only a hash of each question's text"),
+    Setting(
+        "QUERY_LOG_TEXT",
+        "bool",
+        True,
+        "False: log only a keyed hash (from `SECRET_KEY`) of each question's text; the vector is still logged",
+    ),
     Setting("QUERY_LOG_SAMPLE_RATE", "float", 1.0, "the share of questions logged, 0 to 1"),
     Setting(
         "QUERY_LOG_DRIFT_THRESHOLD",

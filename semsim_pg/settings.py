@@ -84,6 +84,9 @@ class Settings:
     query_log: bool = False
     #: log the query's text; False keeps only its hash (and its vector, for grouping)
     query_log_text: bool = True
+    #: the secret of the query's keyed hash (HMAC-SHA256) in the log; None: one generated once into
+    #: data_dir/query_log.key (semsim_pg.insights.log.log_key). Not in repr: it is a secret.
+    query_log_key: str | None = dataclasses.field(default=None, repr=False)
     #: the share of queries logged, 0 to 1
     query_log_sample_rate: float = 1.0
     #: drift of the top-1 score distribution (population stability index) flagged at or above this

@@ -6,6 +6,7 @@ the app's table through SQLAlchemy (committed: the fixture deletes them)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from django.urls import reverse
+from django.utils.crypto import salted_hmac
 
 from django_semsim.conf import get_config
 from django_semsim.faq.models import FAQ, FAQPhrasing
@@ -131,7 +133,15 @@ def test_faq_answers_are_logged_when_turned_on(log_rows, faqs, encoder) -> None:
     assert np.allclose(np.asarray(rows[0].embedding), encoder.encode_query("I want to send an item back"), atol=1e-5)
     with override_settings(SEMSIM={"SYNC": "inline", "QUERY_LOG": True, "QUERY_LOG_TEXT": False}):
         FAQ.objects.answer("a private question")
-    assert _rows()[-1].query_text is None
+        with override_settings(SECRET_KEY="another site's secret key"):
+            FAQ.objects.answer("a private question")
+    private, elsewhere = _rows()[-2:]
+    assert private.query_text is None and elsewhere.query_text is None
+    # keyed by a secret derived from SECRET_KEY: not the SHA-256 of a guess, and another key gives another hash
+    key = salted_hmac("django_semsim.insights.query_hash", "query log", algorithm="sha256").hexdigest().encode()
+    assert private.query_hash == insights.query_hash("a private question", key=key)
+    assert private.query_hash != hashlib.sha256(b"a private question").hexdigest()
+    assert elsewhere.query_hash != private.query_hash
 
 
 @pytest.mark.parametrize("view", ["insights", "unanswered"])

@@ -8,6 +8,7 @@ groups are the groups of meaning the test names.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import threading
@@ -23,7 +24,7 @@ from semsim_pg import insights, queries
 from semsim_pg.cli import main
 from semsim_pg.errors import AlreadyResolved, ConfigurationError, InvalidInput, QueryLogEmpty
 from semsim_pg.faq import FAQEntry, FAQMatcher
-from semsim_pg.insights.log import QueryLogWriter
+from semsim_pg.insights.log import QueryLogWriter, log_key
 from semsim_pg.settings import Settings, configure
 from semsim_pg.store import DocumentStore
 
@@ -169,7 +170,7 @@ def test_search_and_answer_are_logged_once_each(engine, encoder, faq: FAQMatcher
     assert search.result_scores == pytest.approx([h.similarity for h in hits])
     assert search.top_score == pytest.approx(hits[0].similarity) and search.latency_ms > 0
     assert np.allclose(np.asarray(search.embedding), encoder.encode_query("how to send something back"), atol=1e-5)
-    assert search.query_hash == insights.query_hash("how to send something back")
+    assert search.query_hash == insights.query_hash("how to send something back", key=log_key(on.settings))
     assert (yes.answered, yes.result_ids[0], yes.mode) == (True, "delivery-time", "faq")
     assert yes.top_score == pytest.approx(answered.score)
     assert no.answered is False and not unanswered.answered
@@ -181,9 +182,12 @@ def test_search_and_answer_are_logged_once_each(engine, encoder, faq: FAQMatcher
 def test_hash_only_and_sampling(engine, encoder, faq: FAQMatcher) -> None:  # type: ignore[no-untyped-def]
     base = faq.store.settings.replace(query_log=True)
     hashed = FAQMatcher(DocumentStore(settings=base.replace(query_log_text=False), encoder=encoder), faq.collection)
-    hashed.answer("a secret question about my account")
+    secret = "a secret question about my account"
+    hashed.answer(secret)
     (row,) = _rows(engine, faq.collection)
-    assert row.query_text is None and row.query_hash == insights.query_hash("a secret question about my account")
+    assert row.query_text is None and row.query_hash == insights.query_hash(secret, key=log_key(base))
+    # keyed: hashing a guess (the plain SHA-256 of it) does not confirm it
+    assert row.query_hash != hashlib.sha256(secret.encode()).hexdigest() == insights.query_hash(secret)
     assert row.embedding is not None  # still groupable
     never = DocumentStore(settings=base.replace(query_log_sample_rate=0.0), encoder=encoder)
     for _ in range(5):
@@ -218,6 +222,27 @@ def test_a_full_queue_drops_instead_of_blocking(engine) -> None:  # type: ignore
     for _ in range(5):
         writer.submit(record)
     assert writer.dropped == 3
+
+
+def test_the_query_hash_key(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """SEMSIM_QUERY_LOG_KEY, else a key generated once into the data directory, its owner's alone."""
+    from semsim_pg.insights.log import KEY_FILE, _key_file
+
+    settings = Settings(data_dir=tmp_path / "data")
+    key = log_key(settings)
+    path = tmp_path / "data" / KEY_FILE
+    assert len(key) == 64 and path.read_text().strip().encode() == key
+    assert path.stat().st_mode & 0o777 == 0o600
+    _key_file.cache_clear()  # another process: the same key, read back
+    assert log_key(settings) == key and [p.name for p in path.parent.iterdir()] == [KEY_FILE]
+    own = Settings.from_env({"SEMSIM_QUERY_LOG_KEY": "s3cret-of-mine"}, data_dir=tmp_path / "other")
+    assert log_key(own) == b"s3cret-of-mine" and not (tmp_path / "other").exists()
+    assert "s3cret" not in repr(own)
+    same, other = (insights.query_hash("where is my parcel", key=k) for k in (key, b"s3cret-of-mine"))
+    assert same == insights.query_hash("where is my parcel", key=key) != other  # identical queries still group
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ConfigurationError, match="set SEMSIM_QUERY_LOG_KEY"):
+        log_key(Settings(data_dir=tmp_path / "a_file"))
 
 
 # stats and drift --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from django.apps import apps
 from django.db import connections, router
+from django.utils.crypto import salted_hmac
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import URL
 
@@ -56,12 +57,19 @@ def log_engine(using: str | None = None) -> Engine:
     return get_engine(url=url.render_as_string(hide_password=False))
 
 
+#: what the key of the log's query hashes is derived from SECRET_KEY with (Django's salted_hmac)
+KEY_SALT = "django_semsim.insights.query_hash"
+
+
 def log_settings() -> Settings:
-    """The core's settings with ``SEMSIM["QUERY_LOG*"]`` (the log is off unless the app is installed)."""
+    """The core's settings with ``SEMSIM["QUERY_LOG*"]`` (the log is off unless the app is
+    installed), and the key of the query hashes derived from ``settings.SECRET_KEY``: a secret
+    of the site that a reader of the log table does not hold, the same in every process."""
     config = get_config()
     return get_settings().replace(
         query_log=bool(config.query_log) and apps.is_installed(APP),
         query_log_text=config.query_log_text,
+        query_log_key=salted_hmac(KEY_SALT, "query log", algorithm="sha256").hexdigest(),
         query_log_sample_rate=config.query_log_sample_rate,
         query_log_drift_threshold=config.query_log_drift_threshold,
     )

@@ -16,15 +16,19 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
+import hmac
 import logging
 import os
 import queue
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +38,7 @@ from sqlalchemy.engine import Engine
 
 from semsim_pg import queries, server
 from semsim_pg.db import vector_connection
+from semsim_pg.errors import ConfigurationError
 from semsim_pg.queries import tables
 from semsim_pg.settings import Settings
 
@@ -44,6 +49,7 @@ __all__ = [
     "QueryLogWriter",
     "flush",
     "log_answer",
+    "log_key",
     "log_query",
     "log_search",
     "not_logged",
@@ -78,12 +84,60 @@ def not_logged() -> Iterator[None]:
         _quiet.reset(token)
 
 
-def query_hash(text: str | None, vector: npt.NDArray[np.float32] | None = None) -> str:
-    """The SHA-256 of the query text (a query given as a vector: of its bytes)."""
+def query_hash(text: str | None, vector: npt.NDArray[np.float32] | None = None, *, key: bytes | None = None) -> str:
+    """What identifies a query in the log (identical queries group by it): the HMAC-SHA256 of
+    its text under ``key`` (:func:`log_key`), so that a reader of the log cannot confirm a guess
+    of a query logged without its text by hashing the guess; without a key the plain SHA-256,
+    which rows logged before the log was keyed hold. A query given as a vector: the SHA-256 of
+    its bytes (the vector itself is in the row)."""
     if text is not None:
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        data = text.encode("utf-8")
+        return hashlib.sha256(data).hexdigest() if key is None else hmac.new(key, data, hashlib.sha256).hexdigest()
     data = b"" if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
     return "vector:" + hashlib.sha256(data).hexdigest()
+
+
+#: the file in ``Settings.data_dir`` that holds the generated key when ``query_log_key`` is unset
+KEY_FILE = "query_log.key"
+
+
+def log_key(settings: Settings) -> bytes:
+    """The key of :func:`query_hash`: ``settings.query_log_key`` (``SEMSIM_QUERY_LOG_KEY``), else
+    a random one generated once into ``data_dir/query_log.key``, readable by its owner only.
+    Every process that logs into one database must use the same key for identical queries to
+    group: set ``SEMSIM_QUERY_LOG_KEY`` where several machines do."""
+    if settings.query_log_key:
+        return settings.query_log_key.encode("utf-8")
+    return _key_file(settings.data_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _key_file(data_dir: Path) -> bytes:
+    path = data_dir / KEY_FILE
+    try:
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            # Written whole beside it, then linked in: a process that loses the race reads the
+            # winner's key, never a half-written file; the mode is set before the key is in it.
+            tmp = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"The query log's key file {path} cannot be read or created ({exc.strerror}): set SEMSIM_QUERY_LOG_KEY "
+            "to a secret of your own, or make SEMSIM_DATA_DIR writable."
+        ) from None
+    if not key:
+        raise ConfigurationError(f"The query log's key file {path} is empty: delete it (a new key is made).")
+    return key.encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -116,7 +170,7 @@ def log_query(settings: Settings, engine: Engine, record: LoggedQuery, table: sa
             return
         if record.created_at is None:
             record = _stamped(record)
-        _writer(engine, table).submit(record, keep_text=settings.query_log_text)
+        _writer(engine, table).submit(record, keep_text=settings.query_log_text, key=log_key(settings))
     except Exception as exc:  # logging must never break the search it describes
         logger.warning("query log: could not queue a query (%s: %s)", type(exc).__name__, exc)
 
@@ -226,7 +280,7 @@ class QueryLogWriter:
         self.written = 0
         self.dropped = 0
         self.failed = 0
-        self._queue: queue.Queue[tuple[LoggedQuery, bool]] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[tuple[LoggedQuery, bool, bytes | None]] = queue.Queue(maxsize=queue_size)
         self._pending = 0
         self._idle = threading.Condition()
         self._stop = threading.Event()
@@ -234,11 +288,13 @@ class QueryLogWriter:
         self._thread = threading.Thread(target=self._run, name="semsim-query-log", daemon=True)
         self._thread.start()
 
-    def submit(self, record: LoggedQuery, *, keep_text: bool = True) -> None:
+    def submit(self, record: LoggedQuery, *, keep_text: bool = True, key: bytes | None = None) -> None:
+        """Queue ``record``; ``keep_text``: its text goes in the row, not only its hash;
+        ``key``: that hash's key (:func:`log_key`; None: the unkeyed SHA-256)."""
         with self._idle:
             self._pending += 1
         try:
-            self._queue.put_nowait((record, keep_text))
+            self._queue.put_nowait((record, keep_text, key))
             if self._queue.qsize() >= self.batch_size:
                 self._wake.set()
         except queue.Full:
@@ -307,9 +363,9 @@ class QueryLogWriter:
             finally:
                 self._done(len(batch))
 
-    def _write(self, batch: list[tuple[LoggedQuery, bool]]) -> None:
-        vectors = self._vectors([record for record, _ in batch])
-        rows = [_row(record, keep, vector) for (record, keep), vector in zip(batch, vectors, strict=True)]
+    def _write(self, batch: list[tuple[LoggedQuery, bool, bytes | None]]) -> None:
+        vectors = self._vectors([record for record, _, _ in batch])
+        rows = [_row(record, keep, key, vector) for (record, keep, key), vector in zip(batch, vectors, strict=True)]
         with self.engine.begin() as conn:
             raw = vector_connection(conn)
             with raw.cursor() as cur, cur.copy(queries.copy_log(self.table)) as copy:
@@ -351,7 +407,10 @@ class QueryLogWriter:
 
 
 def _row(
-    record: LoggedQuery, keep_text: bool, model_vector: tuple[str | None, npt.NDArray[np.float32] | None]
+    record: LoggedQuery,
+    keep_text: bool,
+    key: bytes | None,
+    model_vector: tuple[str | None, npt.NDArray[np.float32] | None],
 ) -> tuple[Any, ...]:
     """The record as a row of :data:`semsim_pg.queries.LOG_COLUMNS`."""
     model, vector = model_vector
@@ -362,7 +421,7 @@ def _row(
         record.mode,
         record.k,
         record.text if keep_text else None,
-        query_hash(record.text, record.vector),
+        query_hash(record.text, record.vector, key=key),
         model,
         None if vector is None else np.asarray(vector, dtype=np.float32),
         [str(i) for i in record.result_ids],
