@@ -24,7 +24,7 @@ that ``migrate`` itself or a re-index fixes are warnings, so that they never blo
 | semsim.E012 | ``semantic_chunking`` / ``semantic_chunk_overlap`` is invalid: not a whole number, below 16 tokens, above what the model reads, or an overlap not below the size |
 | semsim.W005 | ``semantic_chunk_overlap`` is set without ``semantic_chunking`` (it does nothing) |
 | semsim.W006 | a proxy or multi-table child sets its own text: ignored, its vectors are its parent's |
-| semsim.W007 | a companion's foreign key to its source does not cascade deletes in the database (``migrate`` adds it) |
+| semsim.W007 | a companion's foreign key to its source does not cascade deletes in the database (``migrate`` adds it; the hint gives its SQL) |
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from django.contrib.postgres.search import SearchVectorField
 from django.core import checks
 from django.db import DatabaseError, connections, models
 
-from django_semsim.cascade import companion_keys
+from django_semsim.cascade import cascade_sql, companion_keys
 from django_semsim.conf import get_config, reset_config
 from django_semsim.models import TEXT_FIELD_TYPES, SemanticModel, companion_of, semantic_models, semantic_senders
 from django_semsim.passages import model_max_tokens
@@ -380,7 +380,10 @@ def _check_companion_keys(connection: Any) -> list[checks.CheckMessage]:
             f"The foreign key {key.name} of {key.table} to {key.references} (database {connection.alias!r}) does "
             "not cascade deletes in the database: a delete() of a row the background encoder is adding vectors "
             "for meanwhile fails at commit with an IntegrityError.",
-            hint="Run manage.py migrate: django_semsim gives the key ON DELETE CASCADE after every migrate.",
+            hint=f"Run manage.py migrate as {key.owner} (the table's owner) at a quiet moment: django_semsim gives "
+            "the key ON DELETE CASCADE after every migrate (waiting at most SEMSIM['MIGRATE_LOCK_TIMEOUT_SECONDS'] "
+            "for its locks). Or have the owner run this SQL, again if it stops at the lock timeout (sqlmigrate does "
+            f"not show it): {cascade_sql(key)}",
             obj=key.model,
             id="semsim.W007",
         )

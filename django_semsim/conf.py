@@ -106,6 +106,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKER_POLL_SECONDS", "float", 2.0, "seconds a worker sleeps when the queue is empty"),
     Setting("WORKER_MAX_BACKOFF_SECONDS", "float", 60.0, "longest back-off of a worker after encoder failures"),
     Setting(
+        "MIGRATE_LOCK_TIMEOUT_SECONDS",
+        "float",
+        3.0,
+        "longest wait of `migrate`'s change of a companion's foreign key for its table locks (reads and writes "
+        "of the table queue meanwhile); past it the key is left for the next `migrate` (check `semsim.W007`)",
+    ),
+    Setting(
         "FAQ_THRESHOLD",
         "float or None",
         None,
@@ -186,6 +193,7 @@ class SemsimConfig:
     hnsw_ef_construction: int
     worker_poll_seconds: float
     worker_max_backoff_seconds: float
+    migrate_lock_timeout_seconds: float
     faq_threshold: float | None
     faq_rerank_threshold: float | None
     cross_encoder: str | None
@@ -264,7 +272,11 @@ def _load() -> SemsimConfig:
     dims = values["DIMENSIONS"]
     if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 16_000):
         problems.append(f"DIMENSIONS must be None or a whole number between 1 and 16000, got {dims!r}")
-    for key, floor, ceiling in (("WORKER_POLL_SECONDS", 0.01, 3600.0), ("WORKER_MAX_BACKOFF_SECONDS", 0.01, 86_400.0)):
+    for key, floor, ceiling in (
+        ("WORKER_POLL_SECONDS", 0.01, 3600.0),
+        ("WORKER_MAX_BACKOFF_SECONDS", 0.01, 86_400.0),
+        ("MIGRATE_LOCK_TIMEOUT_SECONDS", 0.01, 3600.0),
+    ):
         # a worker that polls every 0 s spins a core on an empty queue
         value = values[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or not floor <= value <= ceiling:

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.db import IntegrityError, connection, connections, transaction
 from django.test import override_settings
@@ -22,8 +23,24 @@ from django_semsim import sync
 from django_semsim.cascade import cascade_companion_keys, companion_keys
 from django_semsim.checks import check_connection
 from django_semsim.models import companion_of, semantic_models
-from tests.djangoapp.models import Article, Recipe, Report
+from tests.djangoapp.models import Article, Note, Recipe, Report
 from tests.djangoapp.testing import in_thread
+
+
+def recreate_key(model: type[Any]) -> None:
+    """Drop the companion's source key and let Django create it again, with its own SQL (NO ACTION),
+    as a migration that alters the field does."""
+    companion = companion_of(model)
+    field = companion._meta.get_field("source")
+    loose = copy.copy(field)
+    loose.db_constraint = False
+    with connection.schema_editor() as editor:
+        editor.alter_field(companion, field, loose)
+        editor.alter_field(companion, loose, field)
+
+
+def w007() -> list[Any]:
+    return [m for m in check_connection(connection) if m.id == "semsim.W007"]
 
 
 class AfterCompanionDelete:
@@ -92,13 +109,8 @@ def test_every_companion_key_cascades_deferred_on_the_test_database() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_migration_that_recreates_the_key_gets_the_cascade_back_on_migrate(caplog) -> None:  # type: ignore[no-untyped-def]
     companion = companion_of(Article)
-    field = companion._meta.get_field("source")
-    loose = copy.copy(field)
-    loose.db_constraint = False
-    with connection.schema_editor() as editor:  # Django re-creates the key with its own SQL (NO ACTION)
-        editor.alter_field(companion, field, loose)
-        editor.alter_field(companion, loose, field)
-    (warning,) = [m for m in check_connection(connection) if m.id == "semsim.W007"]
+    recreate_key(Article)
+    (warning,) = w007()
     assert warning.obj is Article and companion._meta.db_table in warning.msg and "migrate" in warning.hint
     article = Article.objects.create(title="Kept by the old key", body="")
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -110,7 +122,7 @@ def test_a_migration_that_recreates_the_key_gets_the_cascade_back_on_migrate(cap
         call_command("migrate", verbosity=1, stdout=out)
     assert f"{companion._meta.db_table}" in out.getvalue()
     assert "ON DELETE CASCADE" in caplog.text and "Article" in caplog.text
-    assert not [m for m in check_connection(connection) if m.id == "semsim.W007"]
+    assert not w007()
     with connection.cursor() as cursor:  # the database deletes the vectors with the row
         cursor.execute(f"DELETE FROM {Article._meta.db_table} WHERE id = %s", [article.pk])
     assert not companion.objects.filter(source_id=article.pk).exists()
@@ -136,3 +148,95 @@ def test_migrating_a_second_database_cascades_its_keys(django_db_setup, django_d
             del connections.settings["second"]
             with connection._nodb_cursor() as cursor:
                 cursor.execute(f'DROP DATABASE "{name}"')
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_migrate_behind_a_long_transaction_leaves_the_key_with_a_warning_and_succeeds(caplog) -> None:  # type: ignore[no-untyped-def]
+    recreate_key(Article)
+    table = companion_of(Article)._meta.db_table
+    report = connection.get_new_connection(connection.get_connection_params())
+    try:
+        # a long report reading the source table, left open: it holds an ACCESS SHARE lock, which the
+        # key's change (ACCESS EXCLUSIVE) waits for. It ends itself after a while, so that a migrate
+        # that waits for it (no lock timeout) ends too, and this test fails rather than hangs.
+        report.execute("SET idle_in_transaction_session_timeout = '60s'")
+        report.execute(f"SELECT count(*) FROM {Article._meta.db_table}")
+        out = io.StringIO()
+        semsim = {**django_settings.SEMSIM, "MIGRATE_LOCK_TIMEOUT_SECONDS": 0.2}
+        with override_settings(SEMSIM=semsim), caplog.at_level(logging.WARNING, logger="django_semsim.cascade"):
+            call_command("migrate", verbosity=1, stdout=out)
+        assert report.execute("SELECT 1").fetchone() == (1,)  # the migrate ended first: it did not wait
+        (record,) = [r for r in caplog.records if r.name == "django_semsim.cascade"]
+        message = record.getMessage()
+        assert record.levelno == logging.WARNING and "\n" not in message
+        assert table in message and "Article" in message and "lock timeout" in message
+        assert "migrate again at a quiet moment" in message and "MIGRATE_LOCK_TIMEOUT_SECONDS" in message
+        assert "cascade" not in out.getvalue()  # nothing changed
+        (warning,) = w007()
+        assert warning.obj is Article
+    finally:
+        report.close()
+    call_command("migrate", verbosity=0)  # the report is over: the next migrate changes it
+    assert not w007()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_role_that_does_not_own_a_companion_table_gets_a_warning_and_the_other_keys_change(caplog) -> None:  # type: ignore[no-untyped-def]
+    # the upgrade's migrate run by the app's role (GRANT ALL, not the owner), as a container's
+    # entrypoint does: Article's table is not the role's (and comes first), Note's is
+    recreate_key(Article)
+    recreate_key(Note)
+    article, note = (companion_of(model)._meta.db_table for model in (Article, Note))
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        (owner,) = cursor.fetchone()
+        cursor.execute(f"CREATE ROLE {role}")
+        cursor.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        cursor.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        cursor.execute(f"ALTER TABLE {note} OWNER TO {role}")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET ROLE {role}")
+        out = io.StringIO()
+        with caplog.at_level(logging.INFO, logger="django_semsim.cascade"):
+            call_command("migrate", verbosity=1, stdout=out)  # no traceback
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_user")
+            assert cursor.fetchone() == (role,)  # the same session throughout
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+            cursor.execute(f"ALTER TABLE {note} OWNER TO {owner}")
+            cursor.execute(f"DROP OWNED BY {role}")
+            cursor.execute(f"DROP ROLE {role}")
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "django_semsim.cascade"]
+    message = record.getMessage()
+    assert "\n" not in message and article in message and f"owner {owner}" in message
+    assert f"migrate as {owner}" in message and "semsim.W007" in message
+    assert note in out.getvalue() and article not in out.getvalue()  # Note's key changed after Article's failed
+    keys = {key.model: key for key in companion_keys()}
+    assert keys[Note].cascades and keys[Note].validated and not keys[Article].cascades
+    (warning,) = w007()
+    assert warning.obj is Article and f"migrate as {owner}" in warning.hint
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sql_of_w007s_hint_run_by_the_owner_gives_the_key_its_cascade() -> None:
+    recreate_key(Report)
+    (warning,) = w007()
+    assert warning.obj is Report
+    sql = warning.hint.split("(sqlmigrate does not show it): ", 1)[1]
+    assert sql.startswith("BEGIN; SET LOCAL lock_timeout = '3s'; ALTER TABLE ")
+    with connection.cursor() as cursor:  # what a DBA pastes into psql: one string, several statements
+        cursor.execute(sql)
+    assert not w007()
+    (key,) = [key for key in companion_keys() if key.model is Report]
+    assert key.cascades and key.validated
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT condeferrable AND condeferred FROM pg_constraint WHERE conname = %s", [key.name.strip('"')]
+        )
+        assert cursor.fetchone() == (True,)
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone() == ("0",)  # SET LOCAL: the session's own setting is back

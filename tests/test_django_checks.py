@@ -43,6 +43,7 @@ def test_e001_contrib_postgres_missing() -> None:
         ({"WORKER_POLL_SECONDS": 0}, "WORKER_POLL_SECONDS must be a number of seconds between 0.01 and 3600, got 0"),
         ({"WORKER_POLL_SECONDS": "2"}, "WORKER_POLL_SECONDS"),
         ({"WORKER_MAX_BACKOFF_SECONDS": float("nan")}, "WORKER_MAX_BACKOFF_SECONDS"),
+        ({"MIGRATE_LOCK_TIMEOUT_SECONDS": 0}, "MIGRATE_LOCK_TIMEOUT_SECONDS must be a number of seconds between 0.01"),
     ],
 )
 def test_e005_invalid_settings(semsim: dict[str, object], needle: str) -> None:
