@@ -136,6 +136,13 @@ class Settings:
             (self.pool_size >= 1, f"pool_size must be >= 1, got {self.pool_size}"),
             (self.pool_max_overflow >= 0, f"pool_max_overflow must be >= 0, got {self.pool_max_overflow}"),
             (self.pool_timeout > 0, f"pool_timeout must be a number of seconds above 0, got {self.pool_timeout}"),
+            # the pool waits with threading's Condition.wait, which overflows beyond TIMEOUT_MAX
+            # (inf, 1e10): refused here rather than as an OverflowError when the pool is full
+            (
+                not self.pool_timeout > threading.TIMEOUT_MAX,
+                f"pool_timeout must be at most {int(threading.TIMEOUT_MAX)} seconds "
+                f"(a finite number), got {self.pool_timeout}",
+            ),
             (
                 self.precision in PRECISIONS,
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",

@@ -164,6 +164,10 @@ def test_pool_settings_come_from_the_environment_and_are_checked() -> None:
         ({"SEMSIM_POOL_SIZE": "many"}, "SEMSIM_POOL_SIZE must be a whole number, got 'many'"),
         ({"SEMSIM_POOL_MAX_OVERFLOW": "-1"}, "pool_max_overflow must be >= 0, got -1"),
         ({"SEMSIM_POOL_TIMEOUT": "0"}, "pool_timeout must be a number of seconds above 0"),
+        ({"SEMSIM_POOL_TIMEOUT": "nan"}, "pool_timeout must be a number of seconds above 0"),
+        # accepted before, then a full pool raised OverflowError (timestamp out of range)
+        ({"SEMSIM_POOL_TIMEOUT": "inf"}, r"pool_timeout must be at most \d+ seconds \(a finite number\), got inf"),
+        ({"SEMSIM_POOL_TIMEOUT": "1e10"}, r"pool_timeout must be at most \d+ seconds"),
     ]:
         with pytest.raises(ConfigurationError, match=message) as error:
             Settings.from_env(env)
