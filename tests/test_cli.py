@@ -108,25 +108,36 @@ def test_info_and_db_commands(capsys, engine) -> None:  # type: ignore[no-untype
     assert code == 0 and "up to date" in out
 
 
-def test_commands_without_a_model_run_without_the_encoders_extra(engine) -> None:  # type: ignore[no-untyped-def]
-    """A bare `pip install semsim` (no [encoders]: no transformers, no sentence-transformers):
+def test_commands_without_a_model_run_without_the_encoders_extra(  # type: ignore[no-untyped-def]
+    engine, store, encoder, collection_name, tmp_path
+) -> None:
+    """A bare `pip install semsim` (no [encoders]: no torch, transformers, sentence-transformers):
     `semsim --version`, `db current` and `info --no-model` run against a URL; a command that
-    needs the model says which extra to install, in one line."""
+    needs the model says which extra to install, in one line; an ONNX export made before runs
+    without it, in every search mode (it ended in ModuleNotFoundError: torch, from the backend
+    choice asking torch whether an accelerator was there)."""
     import os
     import subprocess
     import sys
 
+    from semsim_pg.backends.export import ensure_export
+
     script = (
         "import sys\n"
-        "sys.modules['transformers'] = sys.modules['sentence_transformers'] = None  # not installed\n"
+        "for name in ('torch', 'transformers', 'sentence_transformers'):\n"
+        "    sys.modules[name] = None  # not installed\n"
         "from semsim_pg.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     env = {**os.environ, "SEMSIM_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
 
-    def semsim(*args: str) -> subprocess.CompletedProcess[str]:
+    def semsim(*args: str, **more_env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=120
+            [sys.executable, "-c", script, *args],
+            capture_output=True,
+            text=True,
+            env={**env, **more_env},
+            timeout=120,
         )
 
     from semsim_pg import __version__
@@ -137,9 +148,23 @@ def test_commands_without_a_model_run_without_the_encoders_extra(engine) -> None
     assert current.returncode == 0 and "up to date" in current.stdout, current.stderr
     info = semsim("info", "--no-model")
     assert info.returncode == 0 and info.stdout.startswith(f"semsim       {__version__}\n"), info.stderr
-    encode = semsim("info")
-    assert encode.returncode == 1 and "Traceback" not in encode.stderr, encode.stderr
-    assert "pip install 'semsim[encoders]'" in encode.stderr and len(encode.stderr.strip().splitlines()) == 1
+    for backend in ("torch", "auto"):  # auto with nothing measured yet: torch is its reference
+        encode = semsim("info", SEMSIM_BACKEND=backend, SEMSIM_DATA_DIR=str(tmp_path / "empty"))
+        assert encode.returncode == 1 and "Traceback" not in encode.stderr, encode.stderr
+        assert "pip install 'semsim[encoders]'" in encode.stderr and len(encode.stderr.strip().splitlines()) == 1
+
+    ensure_export(
+        "onnx", name=encoder.name, location=encoder.source.location, data_dir=tmp_path, load_fp32=lambda: encoder.model
+    )
+    store.create_collection(collection_name)
+    store.upsert(collection_name, [("cat", "a cat sleeps on the sofa"), ("market", "stock markets fell sharply")])
+    for mode in ("semantic", "lexical", "hybrid"):
+        found = semsim(
+            "search", "-c", collection_name, "the cat on a sofa", "--mode", mode, "-k", "1",
+            SEMSIM_BACKEND="onnx", SEMSIM_DATA_DIR=str(tmp_path),
+        )  # fmt: skip
+        assert found.returncode == 0 and "Traceback" not in found.stderr, (mode, found.stderr)
+        assert "cat" in found.stdout and "market" not in found.stdout, (mode, found.stdout)
 
 
 def test_info_never_prints_the_password(capsys, settings, engine) -> None:  # type: ignore[no-untyped-def]

@@ -30,8 +30,13 @@ LoadTorch = Callable[[str], "SentenceTransformer"]
 def _on_cpu(device: str | None) -> bool:
     if device is not None:
         return device == "cpu"
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        # no [encoders] extra: nothing could use an accelerator, and an onnx export made before
+        # runs without torch (onnxruntime and tokenizers); a backend that needs torch says which
+        # extra to install when it loads the model (ModelLoadError)
+        return True
     return not torch.cuda.is_available()
 
 
