@@ -29,6 +29,7 @@ from semsim_pg.errors import (
     InvalidInput,
     PermissionDenied,
     PoolExhausted,
+    QueryCanceled,
     SchemaNotInstalled,
     SchemaTooNew,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "MIN_PGVECTOR",
     "MIN_PGVECTOR_TEXT",
     "VERSION_TABLE",
+    "canceled_error",
     "check_known_revision",
     "connection_lost",
     "current_revision",
@@ -56,6 +58,7 @@ __all__ = [
     "privilege_error",
     "read",
     "read_connection",
+    "refusal_error",
     "safe_url",
     "server_info",
     "upgrade",
@@ -72,6 +75,10 @@ MIN_PGVECTOR_TEXT = ".".join(str(part) for part in MIN_PGVECTOR)
 _MIGRATION_LOCK_KEY = 0x53454D53494D
 #: PostgreSQL's SQLSTATE insufficient_privilege: "permission denied for table ...", "must be owner of ..."
 _INSUFFICIENT_PRIVILEGE = "42501"
+#: lock_not_available: "canceling statement due to lock timeout" (lock_timeout)
+_LOCK_NOT_AVAILABLE = "55P03"
+#: query_canceled: "... due to statement timeout" (statement_timeout), "... due to user request"
+_QUERY_CANCELED = "57014"
 
 #: a pooled connection used this recently is handed out without a ping (HikariCP's
 #: aliveBypassWindowMs, 500 ms): under steady load no query pays a round trip for its check
@@ -232,12 +239,13 @@ def _see_pgvector(dbapi_connection: Any, record: Any) -> None:
 
 def _translate_errors(engine: Engine) -> None:
     """A statement the role may not run raises :class:`PermissionDenied` (one line, naming the
-    role and the fix) instead of SQLAlchemy's ProgrammingError with the SQL and a traceback; a
+    role and the fix) instead of SQLAlchemy's ProgrammingError with the SQL and a traceback, one
+    PostgreSQL canceled (lock or statement timeout) :class:`QueryCanceled`; a
     connection the server closed under a statement (or its rollback) raises
     :class:`ConnectionLost`, once SQLAlchemy has invalidated it (the pool replaces it)."""
 
     def translate(context: sa.engine.ExceptionContext) -> None:
-        error = privilege_error(context.original_exception, context.engine)
+        error = refusal_error(context.original_exception, context.engine)
         if error is not None:
             raise error from context.sqlalchemy_exception
         if context.is_disconnect and context.engine is not None:
@@ -270,7 +278,7 @@ def driver_error(conn: Connection, raw: Any, sql: str, exc: Exception) -> Except
     if dialect.is_disconnect(cast(Any, exc), raw, None):
         conn.invalidate(exc)
         return connection_lost(conn.engine, exc)
-    refused = privilege_error(exc, conn.engine)
+    refused = refusal_error(exc, conn.engine)
     if refused is not None:
         return refused
     # hide_parameters: a vector (384 numbers or so) stays out of the message
@@ -290,6 +298,38 @@ def privilege_error(exc: BaseException, engine: Engine | None = None) -> Permiss
     return PermissionDenied(
         f"role {_role_name(engine)} lacks a privilege: {reason} (grant it, or use the role that owns semsim's schema)"
     )
+
+
+def canceled_error(exc: BaseException) -> QueryCanceled | None:
+    """``exc`` (SQLAlchemy's error or psycopg's own) as a :class:`QueryCanceled` when PostgreSQL
+    canceled the statement (a lock or statement timeout, a cancel request), else None."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    state = getattr(orig, "sqlstate", None)
+    if state not in (_LOCK_NOT_AVAILABLE, _QUERY_CANCELED):
+        return None
+    reason = (str(orig).strip().splitlines() or ["canceling statement"])[0]
+    # PGOPTIONS and ALTER ROLE / DATABASE ... SET are where such a timeout is usually set
+    if state == _LOCK_NOT_AVAILABLE:
+        fix = (
+            "another session held a lock on a table it needs (a migration, an index build, a long transaction, "
+            "LOCK TABLE) longer than lock_timeout allows. Call again once that session is done, or raise "
+            "lock_timeout (PGOPTIONS='-c lock_timeout=10s', or ALTER ROLE ... SET lock_timeout)"
+        )
+    elif "statement timeout" in reason:
+        fix = (
+            "it ran longer than statement_timeout allows. Raise statement_timeout (PGOPTIONS='-c "
+            "statement_timeout=60s', or ALTER ROLE ... SET statement_timeout), or call again when the server is "
+            "less busy"
+        )
+    else:
+        fix = "someone canceled it (pg_cancel_backend, a cancel request). Call again"
+    return QueryCanceled(f"PostgreSQL canceled a statement ({reason}): {fix}. Its transaction was rolled back.")
+
+
+def refusal_error(exc: BaseException, engine: Engine | None = None) -> PermissionDenied | QueryCanceled | None:
+    """``exc`` as the one-line error of a statement PostgreSQL refused (:func:`privilege_error`)
+    or canceled (:func:`canceled_error`), else None."""
+    return canceled_error(exc) or privilege_error(exc, engine)
 
 
 def _role_name(engine: Engine | None) -> str:
@@ -330,6 +370,11 @@ def connect(engine: Engine) -> Connection:
             "SEMSIM_POOL_SIZE / SEMSIM_POOL_MAX_OVERFLOW (within the server's max_connections)."
         ) from None
     except sa.exc.DBAPIError as exc:
+        # a statement of a new connection (pgvector's search_path, the ping) timed out or was
+        # refused: the server is there, so "cannot connect" would send the user the wrong way
+        refused = refusal_error(exc, engine)
+        if refused is not None:
+            raise refused from None
         raise DatabaseUnavailable(
             f"Cannot connect to PostgreSQL at {safe_url(str(engine.url))}: {_first_line(exc)}. "
             "Check that the server runs and SEMSIM_DATABASE_URL is right, or unset SEMSIM_DATABASE_URL "

@@ -28,6 +28,7 @@ __all__ = [
     "NotImproved",
     "PermissionDenied",
     "PoolExhausted",
+    "QueryCanceled",
     "QueryLogEmpty",
     "SchemaNotInstalled",
     "SchemaTooNew",
@@ -64,6 +65,12 @@ class ConnectionLost(DatabaseUnavailable):
 
 class PoolExhausted(DatabaseUnavailable):
     """No pooled connection became free within ``pool_timeout`` (the message says how to get more)."""
+
+
+class QueryCanceled(DatabaseError):
+    """PostgreSQL canceled a statement: it waited for a lock longer than ``lock_timeout``
+    (SQLSTATE 55P03), ran longer than ``statement_timeout``, or was canceled by someone (57014).
+    Its transaction rolled back; the message names the setting to raise, or says to call again."""
 
 
 class SchemaNotInstalled(DatabaseError):

@@ -326,7 +326,12 @@ def test_a_connection_lost_under_a_search_is_replaced_and_the_search_runs_again(
         assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid
 
 
-def test_search_errors_are_sqlalchemy_errors_as_before(store, filled, encoder) -> None:  # type: ignore[no-untyped-def]
+def test_a_search_run_on_the_driver_reports_a_lock_timeout_as_the_engine_does(store, filled, encoder) -> None:  # type: ignore[no-untyped-def]
+    """A search runs on psycopg itself: its errors go through the engine's translation. This test
+    once required SQLAlchemy's raw OperationalError here ("as before"); a lock timeout is now
+    semsim's one-line QueryCanceled, as for statements the engine runs (tests/test_timeouts.py)."""
+    from semsim_pg.errors import QueryCanceled
+
     name = filled
     query = QueryVector(encoder.encode_query("a kitten"), encoder.name)
     store.search(name, query, 2)
@@ -337,7 +342,7 @@ def test_search_errors_are_sqlalchemy_errors_as_before(store, filled, encoder) -
             blocker.execute(sa.text("LOCK TABLE semsim.embeddings IN ACCESS EXCLUSIVE MODE"))
             conn.close()
             try:
-                with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                with pytest.raises(QueryCanceled, match=r"lock timeout\): .*raise lock_timeout"):
                     store.search(name, query, 2)
             finally:
                 blocker.rollback()

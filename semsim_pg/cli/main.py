@@ -104,11 +104,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def _privilege_error(exc: Exception) -> SemsimError | None:
-    from semsim_pg.db import get_engine, privilege_error
+    from semsim_pg.db import get_engine, refusal_error
 
-    if privilege_error(exc) is None:  # cheap first: no connection to name the role
+    if refusal_error(exc) is None:  # cheap first: no connection to name the role
         return None
-    return privilege_error(exc, get_engine())
+    return refusal_error(exc, get_engine())
 
 
 class Terminated(KeyboardInterrupt):
@@ -150,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"semsim: error: {exc}\n")
         return 1
     except Exception as exc:
-        # The engine turns a refused statement into PermissionDenied; a raw COPY (psycopg's own
+        # The engine turns a refused statement into PermissionDenied (a canceled one into
+        # QueryCanceled); a raw COPY (psycopg's own
         # error) or a connection made elsewhere is turned here. Anything else is a bug: raised.
         refused = _privilege_error(exc)
         if refused is None:

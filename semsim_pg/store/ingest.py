@@ -28,11 +28,13 @@ from semsim_pg.encoder import Encoder, text_hash
 from semsim_pg.errors import (
     CollectionNotFound,
     ConnectionLost,
+    DatabaseError,
     DatabaseUnavailable,
     DimensionMismatch,
     InvalidInput,
     ModelMismatch,
     PoolExhausted,
+    QueryCanceled,
 )
 from semsim_pg.pipeline import Prefetch
 from semsim_pg.progress import progress_bar
@@ -151,7 +153,7 @@ def upsert(
                     committed += len(prepared.docs)
                     bar.update(len(prepared.docs))
             loaded = True
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable) as exc:
+        except _STOPPED_BY_THE_DATABASE as exc:
             raise _database_lost(coll, committed, exc) from None
         except InvalidInput as exc:
             if not committed or type(exc) is not InvalidInput:
@@ -171,7 +173,7 @@ def upsert(
                 # threads, 884 against 963 with one; within 2% under two busy processes).
                 try:
                     store.build_index(coll.name)  # by name: the model may have changed meanwhile
-                except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable) as exc:
+                except _STOPPED_BY_THE_DATABASE as exc:
                     # The database is gone or full: the next ingest (or `semsim index rebuild`) builds it.
                     raise (_index_lost if loaded else _database_lost)(coll, committed, exc) from None
     logger.info(
@@ -207,14 +209,29 @@ def _first_line(exc: Exception) -> str:
     return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
-def _database_lost(coll: Collection, committed: int, exc: Exception) -> DatabaseUnavailable:
-    """One line for a database that went away mid-load: what is stored, and how to go on."""
-    if isinstance(exc, PoolExhausted):  # no connection free: the database is there, the pool is full
-        return PoolExhausted(
+#: what stops a load in the database, for the one line saying what is stored (a disconnect and a
+#: refusal are semsim's errors already; a raw OperationalError is a full disk or the like)
+_STOPPED_BY_THE_DATABASE = (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailable, QueryCanceled)
+
+
+def _database_lost(coll: Collection, committed: int, exc: Exception) -> DatabaseError:
+    """One line for a database that went away (or refused to go on) mid-load: what is stored, and
+    how to go on."""
+    if isinstance(exc, (PoolExhausted, QueryCanceled)):
+        # the database is there: the pool is full, or a lock or statement timeout ran out; the
+        # error's own line says what to do about it
+        return type(exc)(
             f"{exc} The ingest into {coll.name!r} stopped there: the first {committed} documents were committed, "
             "the rest were not; run the same ingest again to go on (stored documents are skipped)."
         )
     reason = _first_line(exc)
+    if isinstance(exc, sa.exc.OperationalError) and not exc.connection_invalidated:
+        # the server answered, with an error of its own (a full disk, out of memory)
+        return DatabaseError(
+            f"PostgreSQL stopped the ingest into {coll.name!r} ({reason}): the first {committed} documents were "
+            "committed, the rest were not. Fix that (the server's log says more), then run the same ingest "
+            "again: documents already stored with the same text are skipped, not encoded again."
+        )
     return DatabaseUnavailable(
         f"The database connection was lost during the ingest into {coll.name!r} ({reason}): the first "
         f"{committed} documents were committed, the rest were not. When the server is back, run the same "
@@ -222,8 +239,15 @@ def _database_lost(coll: Collection, committed: int, exc: Exception) -> Database
     )
 
 
-def _index_lost(coll: Collection, committed: int, exc: Exception) -> DatabaseUnavailable:
-    """One line for an index build that failed after the batches (a full disk, a lost server)."""
+def _index_lost(coll: Collection, committed: int, exc: Exception) -> DatabaseError:
+    """One line for an index build that failed after the batches (a full disk, a lost server, a
+    statement timeout)."""
+    if isinstance(exc, QueryCanceled):
+        return QueryCanceled(
+            f"Building the HNSW index of {coll.name!r} after the load stopped: {exc} The {committed} documents "
+            f"loaded are stored, and searches read every row until it is built: run `semsim index rebuild -c "
+            f"{coll.name}` (or the same ingest again) with the timeout raised."
+        )
     reason = _first_line(exc)
     return DatabaseUnavailable(
         f"Building the HNSW index of {coll.name!r} after the load failed ({reason}); the {committed} documents "
