@@ -240,6 +240,7 @@ def test_overwrite_never_replaces_a_collections_model(
     model = tmp_path / "models" / "sts-bi"
     shutil.copytree(tiny_bi_encoder_path, model)
     store.create_collection(collection_name, model=str(model))
+    capsys.readouterr()  # transformers' "Loading weights" bar, when no CLI call turned it off before
     before = sorted(p.name for p in model.iterdir())
     argv = ["-q", "finetune", "bi-encoder", "--train", str(files["train"]), "--dev", str(files["dev"])]
     argv += ["--base", str(tiny_bi_encoder_path), "--max-steps", "1", "--overwrite"]
@@ -250,6 +251,12 @@ def test_overwrite_never_replaces_a_collections_model(
     assert f"collection {collection_name!r}" in err and f"semsim reembed -c {collection_name} --model NEW" in err
     assert "nothing was written" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in model.iterdir()) == before and not leftovers(model.parent, "sts-bi")
+    # --out the folder that holds it: replacing that deleted the collection's model (exact paths were compared)
+    assert main([*argv, "--out", str(model.parent)]) == 1
+    err = capsys.readouterr().err
+    assert f"holds the model of collection {collection_name!r} ({model})" in err, err
+    assert "nothing was written" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in model.iterdir()) == before and not leftovers(tmp_path, "models")
 
     # the Django app's vectors in the same database count too (its table of models, read by plain SQL)
     other = tmp_path / "models" / "django-bi"
@@ -267,6 +274,25 @@ def test_overwrite_never_replaces_a_collections_model(
         with connect(store.engine) as conn, conn.begin():
             conn.exec_driver_sql(f"DROP TABLE {table}")
     assert not (other / RECORD_NAME).exists()
+
+
+def test_overwrite_replaces_only_a_model_folder(store: Any, tmp_path: Path) -> None:
+    """--overwrite replaced any non-empty folder: --out a project, a home, a folder of models."""
+    from semsim_pg.finetune import common
+
+    out = tmp_path / "work"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(
+        InvalidInput, match=r"holds no model \(no modules.json, config.json, semsim-finetune.json\)"
+    ) as error:
+        common.check_out(out, overwrite=True, engine=store.engine)
+    assert "nothing was written" in str(error.value) and len(str(error.value).splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    for marker in common.MODEL_MARKERS:  # a saved model, or semsim's record of one: replaced
+        (out / marker).write_text("{}", encoding="utf-8")
+        common.check_out(out, overwrite=True, engine=store.engine)
+        (out / marker).unlink()
 
 
 def test_overwrite_without_a_reachable_database_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from semsim_pg.backends.cpu import free_cores
 from semsim_pg.errors import ConfigurationError, InvalidInput, ModelLoadError, NotImproved
+from semsim_pg.finetune.records import RECORD_NAME
 from semsim_pg.loading import one_line
 
 if TYPE_CHECKING:
@@ -214,16 +215,29 @@ def load_cross_encoder(base: str) -> CrossEncoder:
         raise ModelLoadError(f"Cannot load {base!r} as a cross-encoder: {one_line(exc)}. {_BASE_FIX}") from exc
 
 
+#: a folder holding one of these is a saved model (sentence-transformers, transformers, semsim's
+#: own record of a fine-tuning), the only kind of folder --overwrite replaces
+MODEL_MARKERS = ("modules.json", "config.json", RECORD_NAME)
+
+
 def check_out(out: Path, overwrite: bool, *, engine: Engine | None = None) -> None:
     """Refuse an existing, non-empty output directory unless ``overwrite``, and even then one that
-    a collection's vectors were made with (:func:`refuse_model_in_use`, in ``engine``'s database
-    or the configured one)."""
+    holds a collection's model (:func:`refuse_model_in_use`, in ``engine``'s database or the
+    configured one) or is no model at all (a parent folder of models, a project, a home)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise InvalidInput(
                 f"{out} exists and is not empty; fine-tuning would replace it. Choose another --out or pass --overwrite."
             )
         refuse_model_in_use(out, engine)
+        if not any((out / marker).is_file() for marker in MODEL_MARKERS):
+            # --overwrite replaces the whole folder: meant for an older model there, never for a
+            # folder of other things (--out models where models/m1 is the model meant)
+            raise InvalidInput(
+                f"{out} is not empty and holds no model (no {', '.join(MODEL_MARKERS)}): --overwrite replaces only "
+                f"a model's folder, and would delete everything in this one. Give a new or model folder as --out "
+                f"(e.g. {out / 'model'}); nothing was written."
+            )
     # Where the model will be written must take it, found before a model loads or a step runs:
     # the first folder of ``out`` that does not exist yet is the one made.
     from semsim_pg.fsutil import check_output_path
@@ -233,10 +247,11 @@ def check_out(out: Path, overwrite: bool, *, engine: Engine | None = None) -> No
 
 
 def refuse_model_in_use(out: Path, engine: Engine | None = None) -> None:
-    """InvalidInput when the model folder ``out`` is the model of a collection (or of the Django
-    app's vectors, when its tables are in the same database): replaced in place, its new weights
-    would encode those collections' queries against vectors of the old ones, and nothing would
-    notice. The safe way is a new folder and ``semsim reembed``, which switches without downtime.
+    """InvalidInput when the folder ``out`` is, or holds, the model of a collection (or of the
+    Django app's vectors, when its tables are in the same database): replaced in place, its new
+    weights would encode those collections' queries against vectors of the old ones, and nothing
+    would notice (or, a parent folder replaced, the model is gone). The safe way is a new folder
+    and ``semsim reembed``, which switches without downtime.
 
     A database that cannot be reached is not a reason to refuse (a run on pair files may be on a
     machine without one): a warning says the folder was not checked. Without a database URL, an
@@ -253,10 +268,10 @@ def refuse_model_in_use(out: Path, engine: Engine | None = None) -> None:
         if engine is None:
             return
         with read_connection(engine) as conn:
-            collections = list(conn.scalars(queries.collections_using_model(model)))
-            django = conn.scalar(queries.django_models_table()) is not None and bool(
-                conn.scalar(queries.django_model_recorded(model))
-            )
+            using = conn.execute(queries.collections_using_model(model)).all()
+            django: str | None = None
+            if conn.scalar(queries.django_models_table()) is not None:
+                django = conn.scalar(queries.django_model_recorded(model))
     except (sa.exc.SQLAlchemyError, SemsimError, OSError) as exc:
         logger.warning(
             "could not check whether a collection's vectors were made with %s (%s); replacing it anyway: a "
@@ -266,18 +281,26 @@ def refuse_model_in_use(out: Path, engine: Engine | None = None) -> None:
             one_line(exc),
         )
         return
-    if not collections and not django:
+    if not using and not django:
         return
+    collections = [name for name, _ in using]
     users = [f"collection {name!r}" for name in collections]
     users += [f"the Django app's vectors (its table {queries.DJANGO_MODELS_TABLE})"] if django else []
+    # a model inside ``out`` (--out a parent folder): name it, the user may not have thought of it
+    inside = sorted({path for _, path in using} | {django or model} - {model})
+    what = (
+        f"holds the model of {' and '.join(users)} ({', '.join(inside)})"
+        if inside
+        else f"is the model of {' and '.join(users)}"
+    )
     how = (
         f"`semsim reembed -c {collections[0]} --model NEW` (no downtime)"
         if collections
         else "SEMSIM = {'MODEL': NEW} and `manage.py semsim_reindex --all`"
     )
     raise InvalidInput(
-        f"{out} is the model of {' and '.join(users)}: replaced in place, their queries would be encoded with new "
-        f"weights against vectors of the old ones. Write to a new folder (--out NEW), then switch with {how}; "
+        f"{out} {what}: replaced in place, their queries would be encoded with new weights against vectors of "
+        f"the old ones, or by a model that is gone. Write to a new folder (--out NEW), then switch with {how}; "
         "nothing was written."
     )
 

@@ -38,9 +38,19 @@ def training_rows(collection_id: int, model: str, label_field: str | None = None
     )
 
 
-def collections_using_model(model: str) -> sa.Select[Any]:
-    """Names of the collections whose vectors (and queries) ``model`` makes, by name."""
-    return sa.select(collections.c.name).where(collections.c.model_name == model).order_by(collections.c.name)
+def _at_or_under(column: Any, folder: str) -> Any:
+    """``column`` names ``folder`` or a path inside it (starts_with: no LIKE wildcards to escape)."""
+    return sa.or_(column == folder, sa.func.starts_with(column, folder.rstrip("/") + "/"))
+
+
+def collections_using_model(folder: str) -> sa.Select[Any]:
+    """Name and model of the collections whose vectors (and queries) a model in ``folder`` makes
+    (``folder`` itself, or one inside it), by name."""
+    return (
+        sa.select(collections.c.name, collections.c.model_name)
+        .where(_at_or_under(collections.c.model_name, folder))
+        .order_by(collections.c.name)
+    )
 
 
 def django_models_table() -> sa.Select[Any]:
@@ -49,6 +59,7 @@ def django_models_table() -> sa.Select[Any]:
     return sa.select(sa.cast(sa.func.to_regclass(DJANGO_MODELS_TABLE), sa.Text))
 
 
-def django_model_recorded(model: str) -> sa.Select[Any]:
-    """Whether the Django app's table of models records ``model`` (it has vectors of it)."""
-    return sa.select(sa.exists().where(_django_models.c.name == model))
+def django_model_recorded(folder: str) -> sa.Select[Any]:
+    """The first model the Django app's table of models records (it has vectors of it) that is
+    ``folder`` or inside it, else NULL."""
+    return sa.select(sa.func.min(_django_models.c.name)).where(_at_or_under(_django_models.c.name, folder))
