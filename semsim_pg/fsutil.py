@@ -12,9 +12,26 @@ rename is atomic). When the block ends normally every file under ``tmp`` is fsyn
 directory is renamed to ``out``: an existing ``out`` is first renamed aside and removed only after
 the new one is in place (a reader sees the old directory, for an instant nothing, then the new
 one). When the block raises, ``tmp`` is removed and ``out`` is untouched. A process killed
-outright (kill -9, the OOM killer) cleans nothing up: its temporary folder carries its host and
-process id in its name, and the next write beside the same ``out`` removes it
-(:func:`remove_abandoned`).
+outright (kill -9, the OOM killer) cleans nothing up: the next write beside the same ``out``
+removes what it left (:func:`remove_abandoned`), judged by a lock, not by a process id.
+
+The writer holds an ``fcntl.flock`` on a lock file beside ``tmp`` (``.NAME.lock-TOKEN``, the
+token shared with ``.NAME.tmp-TOKEN`` and ``.NAME.old-TOKEN``) for its whole life; the kernel
+drops it when the process dies, however it dies. A process id alone misjudged a live writer in
+another PID namespace of the same host name (Docker ``--network host``, Kubernetes
+``hostNetwork``, cloned VMs on a shared disk) as gone, and deleted the folder under it. A
+leftover is removed when its lock can be taken and
+
+* the lock file says it was written under this kernel (its boot id): flock is exact there,
+  across PID namespaces; or
+* otherwise (another kernel: a cloned VM with the same host name on a shared disk, a reboot
+  since; NFS, where flock may be local to each client; a lock file never written; a leftover of
+  an older semsim, without one) only when nothing in it changed for :data:`ABANDONED_AFTER_S`
+  (a day): a live writer touches its files far more often than that.
+
+Leftovers of another host name are never removed. A write killed between the two renames of the
+swap leaves ``out`` missing and the old version as ``.NAME.old-TOKEN``: the cleanup puts it back
+as ``out`` (with a warning), never deletes it.
 
 :func:`check_output_path` refuses, before any work, a destination that cannot be written, so a
 long job never ends in a traceback over a typo in ``--plot`` or ``--out``.
@@ -33,15 +50,32 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: leftovers are judged by their age alone
+    fcntl = None  # type: ignore[assignment]
+
 from semsim_pg.errors import InvalidInput
 
-__all__ = ["atomic_directory", "atomic_write_text", "check_output_path", "fsync_path", "remove_abandoned"]
+__all__ = [
+    "ABANDONED_AFTER_S",
+    "atomic_directory",
+    "atomic_write_text",
+    "check_output_path",
+    "fsync_path",
+    "remove_abandoned",
+]
 
 logger = logging.getLogger(__name__)
+
+#: a leftover whose writer's death the lock cannot prove (see the module) is removed only when
+#: nothing in it changed for this long
+ABANDONED_AFTER_S = 24 * 3600
 
 
 @contextlib.contextmanager
@@ -52,15 +86,17 @@ def atomic_directory(out: str | Path, *, overwrite: bool = False) -> Iterator[Pa
     Missing parent directories are created.
     """
     out = Path(out)
-    tmp = _temporary_beside(out, overwrite)
-    tmp.mkdir()
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _prepare(out, overwrite)
+    with _writer_lock(out) as token:
+        tmp = _beside(out, "tmp", token)
+        tmp.mkdir()
+        try:
+            yield tmp
+            _fsync_tree(tmp)
+            _swap_into_place(tmp, out, _beside(out, "old", token))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def check_output_path(path: str | Path, what: str, *, directory: bool = False) -> Path:
@@ -95,7 +131,12 @@ def atomic_write_text(path: str | Path, text: str, *, overwrite: bool = False) -
     Missing parent directories are created.
     """
     path = Path(path)
-    tmp = _temporary_beside(path, overwrite)
+    _prepare(path, overwrite)
+    with _writer_lock(path) as token:
+        _write_file(path, _beside(path, "tmp", token), text, overwrite)
+
+
+def _write_file(path: Path, tmp: Path, text: str, overwrite: bool) -> None:
     # os.open with a mode (not mkstemp's 0600) gives the file the permissions the umask allows
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -117,15 +158,13 @@ def atomic_write_text(path: str | Path, text: str, *, overwrite: bool = False) -
         raise
 
 
-def _temporary_beside(out: Path, overwrite: bool) -> Path:
-    """A fresh name beside ``out`` (same file system: the final rename is atomic), its parents
-    made; an existing ``out`` is refused first unless ``overwrite``. Leftovers of writes to ``out``
-    whose process died are removed first (:func:`remove_abandoned`)."""
+def _prepare(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless ``overwrite``, make its parents, and remove leftovers of
+    writes to ``out`` whose process died (:func:`remove_abandoned`)."""
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise _exists(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(out)
-    return _beside(out, "tmp")
 
 
 def _host() -> str:
@@ -134,11 +173,39 @@ def _host() -> str:
     return hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:8]
 
 
-def _beside(out: Path, kind: str) -> Path:
-    """``.NAME.KIND-HOST-PID-RANDOM`` beside ``out``: the writer's host and process in the name,
-    so that a later writer can tell a folder whose writer was killed (kill -9, the OOM killer, a
-    power cut: no cleanup ran) from one still being written."""
-    return out.parent / f".{out.name}.{kind}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def _beside(out: Path, kind: str, token: str) -> Path:
+    """``.NAME.KIND-TOKEN`` beside ``out`` (same file system: the final rename is atomic)."""
+    return out.parent / f".{out.name}.{kind}-{token}"
+
+
+def _boot_id() -> str:
+    """This kernel's boot id ("" where unknown): equal in every container and PID namespace of one
+    running kernel, different on another machine, a cloned VM, or after a reboot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def _writer_lock(out: Path) -> Iterator[str]:
+    """Hold the lock of a write to ``out`` for the block; yield the token (``HOST-PID-RANDOM``)
+    that names its temporary and old entries, so a later writer can find the lock of each. The
+    host and process in it only make the names unique and readable: the lock decides."""
+    token = f"{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    lock = _beside(out, "lock", token)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        if fcntl is not None:
+            # blocking: a cleaner may hold this new lock for an instant, to find it young and leave it
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{_boot_id()}\n".encode("ascii"))
+        yield token
+    finally:
+        # unlinked while still held: a cleaner that opened it meanwhile finds nothing left to judge
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        os.close(fd)  # releases the lock
 
 
 def _process_alive(pid: int) -> bool:
@@ -155,30 +222,110 @@ def _process_alive(pid: int) -> bool:
 
 def remove_abandoned(out: str | Path) -> list[Path]:
     """Remove what writes to ``out`` left beside it when their process was killed before it could
-    clean up (a temporary folder with a model's checkpoints, or an old one renamed aside); return
-    what was removed. Only leftovers of processes of this host that are gone: never one that a
-    live process (this one included) still writes, nor one of another host on a shared disk."""
+    clean up (a temporary folder with a model's checkpoints, an old version renamed aside, their
+    lock); return what was removed. Only leftovers whose writer is gone (the module says how that
+    is judged): never one that a live process (this one included) still writes, nor one of
+    another host name. An old version whose ``out`` is missing (a write killed between its two
+    renames) is put back as ``out``."""
     out = Path(out)
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:tmp|old)-([0-9a-f]{{8}})-(\d+)-[0-9a-f]{{8}}")
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old|lock)-(([0-9a-f]{{8}})-(\d+)-[0-9a-f]{{8}})")
     host = _host()
-    removed: list[Path] = []
+    writes: dict[str, dict[str, Path]] = {}
     try:
         entries = list(out.parent.iterdir())
     except OSError:
-        return removed
+        return []
     for entry in entries:
         match = pattern.fullmatch(entry.name)
-        if match is None or match[1] != host or _process_alive(int(match[2])):
+        if match is not None and match[3] == host:
+            writes.setdefault(match[2], {})[match[1]] = entry
+    removed: list[Path] = []
+    for token, left in writes.items():
+        abandoned, fd = _claim(_beside(out, "lock", token), [p for kind, p in left.items() if kind != "lock"], token)
+        if not abandoned:
+            continue
+        try:
+            removed += _clean_up(out, left, pid=token.split("-")[1])
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
+
+
+def _claim(lock: Path, entries: list[Path], token: str) -> tuple[bool, int | None]:
+    """Whether a write's leftovers are abandoned (False also when that cannot be proven), and
+    the lock file, open and held, to close once they are removed (None: there is none)."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        # no lock: an older semsim's leftover (or one killed before it made its lock, when it had
+        # nothing yet): a process id proves nothing across PID namespaces, so age decides
+        pid = int(token.split("-")[1])
+        return not _process_alive(pid) and _quiet(entries), None
+    except OSError:
+        return False, None
+    exact = False
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its writer lives (or the lock cannot be taken here: leave it)
+            os.close(fd)
+            return False, None
+        # flock is exact within one kernel, whatever the PID namespace; the writer said which
+        written = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        exact = bool(written) and written == _boot_id()
+    if exact or _quiet([*entries, lock]):
+        return True, fd
+    os.close(fd)
+    return False, None
+
+
+def _quiet(paths: list[Path]) -> bool:
+    """Whether nothing in ``paths`` (folders walked) changed for :data:`ABANDONED_AFTER_S`."""
+    newest = 0.0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            newest = max(newest, path.lstat().st_mtime)
+        if path.is_dir() and not path.is_symlink():
+            for folder, dirs, files in os.walk(path):
+                for name in (*dirs, *files):
+                    with contextlib.suppress(OSError):
+                        newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+    return time.time() - newest >= ABANDONED_AFTER_S
+
+
+def _clean_up(out: Path, left: dict[str, Path], *, pid: str) -> list[Path]:
+    """Remove an abandoned write's entries (its lock last); an old version with ``out`` missing is
+    put back instead."""
+    removed: list[Path] = []
+    old = left.get("old")
+    if old is not None and not (out.exists() or out.is_symlink()):
+        try:
+            os.rename(old, out)
+        except OSError as exc:
+            logger.warning(
+                "%s is missing and its previous version is %s, which could not be put back (%s)", out, old, exc
+            )
+            return removed  # never delete the only complete copy
+        logger.warning(
+            "%s was missing: a write killed between its two renames (process %s) left its previous version as %s, "
+            "now put back",
+            out,
+            pid,
+            old,
+        )
+        del left["old"]
+    for kind in ("old", "tmp", "lock"):
+        entry = left.get(kind)
+        if entry is None:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
-        if not entry.exists():
-            logger.warning(
-                "removed %s, left beside %s by process %s that ended before it finished", entry, out, match[2]
-            )
+        if kind != "lock" and not entry.exists():
+            logger.warning("removed %s, left beside %s by process %s that ended before it finished", entry, out, pid)
             removed.append(entry)
     return removed
 
@@ -205,10 +352,10 @@ def _fsync_tree(root: Path) -> None:
         fsync_path(folder)
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
+def _swap_into_place(tmp: Path, out: Path, aside: Path) -> None:
     old: Path | None = None
     if out.exists() or out.is_symlink():
-        old = _beside(out, "old")
+        old = aside
         os.rename(out, old)
     try:
         os.rename(tmp, out)

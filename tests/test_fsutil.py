@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -123,15 +124,129 @@ def test_a_killed_writers_leftovers_are_removed_by_the_next_write(
     assert _leftovers(tmp_path) == sorted(foreign)
     assert remove_abandoned(out) == []
 
-    # a single file's leftover too (atomic_write_text), here one of this host made by a process that is gone
+    # a single file's leftover too (atomic_write_text), here one without a lock (an older semsim's)
+    # made by a process of this host that is gone: removed once nothing changed in it for a day
     path = tmp_path / "faqs.tsv"
-    stale = tmp_path / f".faqs.tsv.tmp-{_this_host()}-{process.pid}-0123abcd"
+    stale = tmp_path / f".faqs.tsv.tmp-{_host()}-{process.pid}-0123abcd"
+    young = tmp_path / f".faqs.tsv.tmp-{_host()}-{process.pid}-4567abcd"
     stale.write_text("half", encoding="utf-8")
+    young.write_text("half", encoding="utf-8")
+    _age(stale)
     atomic_write_text(path, "whole")
-    assert not stale.exists() and path.read_text(encoding="utf-8") == "whole"
+    assert not stale.exists() and young.exists() and path.read_text(encoding="utf-8") == "whole"
 
 
-def _this_host() -> str:
-    from semsim_pg.fsutil import _beside
+def _host() -> str:
+    from semsim_pg.fsutil import _host
 
-    return _beside(Path("x"), "tmp").name.split("-")[1]
+    return _host()
+
+
+def _age(*paths: Path) -> None:
+    """Make ``paths`` (and everything in them) look untouched for longer than ABANDONED_AFTER_S."""
+    import os
+
+    from semsim_pg.fsutil import ABANDONED_AFTER_S
+
+    then = time.time() - ABANDONED_AFTER_S - 60
+    for path in paths:
+        for inner in [path, *(path.rglob("*") if path.is_dir() else [])]:
+            os.utime(inner, (then, then), follow_symlinks=False)
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended (here: in this PID namespace)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_live_writer_in_another_pid_namespace_keeps_its_folder(tmp_path: Path) -> None:
+    """A writer in another PID namespace of the same host name (Docker --network host, Kubernetes
+    hostNetwork, cloned VMs on a shared disk) has a process id that is dead, or someone else's,
+    here: judged by it, its folder was deleted under it and it died with FileNotFoundError. Its
+    lock decides now. Simulated: a live process holds the lock of a write whose name carries a
+    process id that has ended here (what such a writer's looks like from this namespace)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from semsim_pg.fsutil import _boot_id, remove_abandoned
+
+    out = tmp_path / "model"
+    token = f"{_host()}-{_dead_pid()}-abcdef12"
+    busy = tmp_path / f".model.tmp-{token}"
+    (busy / "checkpoints").mkdir(parents=True)
+    (busy / "checkpoints" / "weights.bin").write_bytes(b"0" * 1024)
+    lock = tmp_path / f".model.lock-{token}"
+    lock.write_text(f"{_boot_id()}\n", encoding="ascii")
+    holder = textwrap.dedent(
+        """
+        import fcntl, sys, time
+        with open(sys.argv[1], "rb") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            print("held", flush=True)
+            time.sleep(600)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", holder, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "held"
+        with atomic_directory(out, overwrite=True) as tmp:
+            (tmp / "a").write_text("a", encoding="utf-8")
+        assert (busy / "checkpoints" / "weights.bin").is_file() and lock.exists()
+        _age(busy, lock)  # held, however old: kept
+        assert remove_abandoned(out) == [] and busy.is_dir()
+    finally:
+        process.kill()
+        process.wait()
+    # the writer is gone (its lock with it) and it ran under this kernel: removed at once, with its lock
+    assert remove_abandoned(out) == [busy] and not busy.exists() and not lock.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["a"] and _leftovers(tmp_path) == []
+
+
+def test_a_free_lock_of_another_kernel_waits_for_a_day(tmp_path: Path) -> None:
+    """A lock taken freely proves nothing when its writer ran under another kernel (a cloned VM
+    with this host name, NFS where flock may be local to each client, a reboot since): its
+    leftovers go only once nothing in them changed for ABANDONED_AFTER_S."""
+    from semsim_pg.fsutil import remove_abandoned
+
+    out = tmp_path / "model"
+    token = f"{_host()}-{_dead_pid()}-abcdef12"
+    left = tmp_path / f".model.tmp-{token}"
+    left.mkdir()
+    (left / "weights.bin").write_bytes(b"0")
+    lock = tmp_path / f".model.lock-{token}"
+    lock.write_text("another-kernel's-boot-id\n", encoding="ascii")
+    assert remove_abandoned(out) == [] and left.is_dir()
+    _age(left, lock)
+    assert remove_abandoned(out) == [left] and not lock.exists()
+
+
+def test_a_write_killed_between_its_renames_gets_its_old_version_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed after renaming ``out`` aside and before renaming the new one in: the old version is
+    the only complete copy, under ``.NAME.old-TOKEN``. The cleanup puts it back, never deletes it."""
+    from semsim_pg.fsutil import _boot_id, remove_abandoned
+
+    out = tmp_path / "model"
+    token = f"{_host()}-{_dead_pid()}-abcdef12"
+    old = tmp_path / f".model.old-{token}"
+    old.mkdir()
+    (old / "modules.json").write_text("previous", encoding="utf-8")
+    new = tmp_path / f".model.tmp-{token}"
+    new.mkdir()
+    (new / "modules.json").write_text("next", encoding="utf-8")
+    (tmp_path / f".model.lock-{token}").write_text(f"{_boot_id()}\n", encoding="ascii")
+    with caplog.at_level("WARNING", logger="semsim_pg.fsutil"):
+        assert remove_abandoned(out) == [new]
+    assert (out / "modules.json").read_text(encoding="utf-8") == "previous" and _leftovers(tmp_path) == []
+    assert "now put back" in caplog.text and old.name in caplog.text
+    # with ``out`` there, an old version left aside is what it looks like: removed
+    old.mkdir()
+    (tmp_path / f".model.lock-{token}").write_text(f"{_boot_id()}\n", encoding="ascii")
+    assert remove_abandoned(out) == [old] and (out / "modules.json").read_text(encoding="utf-8") == "previous"
