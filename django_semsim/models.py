@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 #: Field classes whose value is text in Python and in SQL alike, so both sides hash the same bytes.
 TEXT_FIELD_TYPES: tuple[type[models.Field[Any, Any]], ...] = (models.CharField, models.TextField)
 
+_DEFERRED = object()
+
 
 class EmbeddingModel(models.Model):
     """An encoder model that has vectors in this database (one row per model name)."""
@@ -141,7 +143,7 @@ class SemanticModel(models.Model):
 
     @classmethod
     def semantic_text_in_sql(cls) -> bool:
-        """True when staleness can be computed in SQL (cached per class: every save asks)."""
+        """True when staleness can be computed in SQL (cached per class: from_db asks for every row)."""
         known = cls.__dict__.get("_semsim_text_in_sql")
         if known is None:
             known = cls.semantic_text_expression() is not None
@@ -180,6 +182,38 @@ class SemanticModel(models.Model):
         queryset: SemanticQuerySet[Any] = SemanticQuerySet(model=type(self), using=manager.db)
         return queryset.similar_to(self, k=k, **options)
 
+    # change detection ---------------------------------------------------------------------
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Any:
+        instance = super().from_db(db, field_names, values)
+        instance._semsim_snapshot = instance._semsim_text_snapshot()
+        return instance
+
+    def refresh_from_db(self, using: str | None = None, fields: Any = None, from_queryset: Any = None) -> None:
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        owner = semantic_owner(type(self)) or type(self)
+        if fields is None or {owner._meta.get_field(name).attname for name in owner.semantic_fields} <= set(fields):
+            # the text's values are the stored ones again: the next save compares with them
+            self._semsim_snapshot = self._semsim_text_snapshot()
+
+    def _semsim_text_snapshot(self) -> tuple[Any, ...] | None:
+        """The raw values the text is made of, or None when unknown (deferred fields, Python text).
+
+        Comparing raw values costs nothing per loaded row; hashing waits until a save needs it.
+        The text is the one of the model that holds the vectors (a proxy's or a multi-table
+        child's own ``semantic_fields`` are not what is encoded).
+        """
+        cls = semantic_owner(type(self)) or type(self)
+        if not cls.semantic_text_in_sql():
+            return None
+        values = []
+        for name in cls.semantic_fields:
+            value = self.__dict__.get(cls._meta.get_field(name).attname, _DEFERRED)
+            if value is _DEFERRED:
+                return None
+            values.append(value)
+        return tuple(values)
+
 
 def semantic_models() -> list[type[SemanticModel]]:
     """Every installed concrete semantic model (that has a companion)."""
@@ -202,7 +236,7 @@ def semantic_owner(model: type[models.Model]) -> type[SemanticModel] | None:
     candidates: list[type[models.Model]] = [concrete, *concrete._meta.get_parent_list()]
     for candidate in candidates:
         if issubclass(candidate, SemanticModel) and "semsim_companion" in candidate.__dict__:
-            _owners[model] = candidate  # every save asks: remember the answer
+            _owners[model] = candidate  # every loaded row asks (from_db): remember the answer
             return candidate
     return None
 

@@ -23,7 +23,8 @@ Draining, in batches:
 
 Immediate mode (``SYNC: "immediate"``) hands what a transaction changed to a background thread
 after commit (:mod:`django_semsim.background`; :func:`enqueue`, :func:`wait_idle` and
-:func:`stop_background` are imported from here).
+:func:`stop_background` are imported from here), with the rows saved with unchanged text, which
+it verifies in one statement per batch (:func:`stale_keys`) before draining the stale ones.
 
 Models whose text is only known in Python (``semantic_text()`` overridden without
 ``semantic_text_expression()``) follow the same steps, with the staleness test and the
@@ -55,7 +56,16 @@ if TYPE_CHECKING:
     from semsim_pg.chunking import Passage
     from semsim_pg.encoder import Encoder
 
-__all__ = ["DrainResult", "add_placeholders", "drain", "drain_batch", "enqueue", "stop_background", "wait_idle"]
+__all__ = [
+    "DrainResult",
+    "add_placeholders",
+    "drain",
+    "drain_batch",
+    "enqueue",
+    "stale_keys",
+    "stop_background",
+    "wait_idle",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -282,6 +292,32 @@ def _claim_sql(
     claim = claim.annotate(_text=Subquery(sources.annotate(_t=expression).values("_t")[:1]))
     rows = claim.order_by("pk").select_for_update(skip_locked=True, of=("self",))
     return list(rows.values_list("pk", "source_id", "_text")[:size])
+
+
+def stale_keys(model: type[SemanticModel], pks: Sequence[Any], *, using: str = DEFAULT_DB_ALIAS) -> list[Any]:
+    """Those of ``pks`` whose rows are stale for the configured encoder model, in one statement.
+
+    The claim's test (no vector, or the hash of another text than the row holds now, computed in
+    SQL), for these keys only and without locking anything: immediate mode verifies with it the
+    rows saved with the text they were loaded with. A key whose row is gone is left out; a model
+    whose text is only known in Python gets every key back (the drain's own test decides).
+    """
+    expression = model.semantic_hash_expression()
+    if expression is None:
+        return list(pks)
+    current = (
+        companion_of(model)
+        ._base_manager.using(using)
+        .filter(
+            source_id=OuterRef("pk"),
+            model_id=get_config().model_name,
+            passage=0,
+            embedding__isnull=False,
+            text_hash=OuterRef("_hash"),
+        )
+    )
+    rows = model._base_manager.using(using).filter(pk__in=list(pks)).alias(_hash=expression)
+    return list(rows.filter(~Exists(current)).values_list("pk", flat=True))
 
 
 def _claim_python(

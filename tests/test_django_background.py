@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from django_semsim import background as queue
 from django_semsim import sync
@@ -68,6 +70,9 @@ def test_row_not_queued_stays_stale_and_reindex_catches_it_up(background, monkey
     with caplog.at_level(logging.WARNING, logger="django_semsim.background"):
         second = Article.objects.create(title="Refund policy", body="Return items within 30 days.")
     assert "stay stale until semsim_worker or semsim_reindex --stale" in caplog.text
+    assert (
+        "(1 row(s) waiting, SEMSIM['QUEUE_SIZE'] is 1): 1 saved djangoapp.Article row(s) with new text" in caplog.text
+    )
     assert not sync.wait_idle(timeout=0.2)  # still encoding the first row
     release.set()
     assert sync.wait_idle(timeout=120)
@@ -179,3 +184,78 @@ def test_an_instance_loaded_before_another_edit_saves_and_is_encoded(background,
     first_tab.save()  # the text the row holds: looked at by the background thread, not encoded
     assert sync.wait_idle(timeout=120)
     assert len(spy.threads) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_saving_more_rows_than_the_queue_holds_still_encodes_its_edit(  # type: ignore[no-untyped-def]
+    background, monkeypatch, encoder, caplog
+) -> None:
+    """A nightly job resets 100 counters and one page is edited, in one transaction: the unchanged
+    rows are only verified (they never fill the queue), the edit is encoded, nothing is refused."""
+    spy = ThreadSpy(encoder)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
+    with override_settings(SEMSIM={"SYNC": "immediate", "BATCH_SIZE": 64, "QUEUE_SIZE": 100}):
+        Article.objects.bulk_create([Article(title=f"Page {i}", body="about counters") for i in range(100)])
+        edited = Article.objects.create(title="Draft", body="draft")
+        sync.drain(Article)
+        assert sync.wait_idle(timeout=120) and all(vectors_match_text(Article).values())
+        encoded = len(spy.threads)
+        with caplog.at_level(logging.DEBUG, logger="django_semsim.background"), transaction.atomic():
+            for page in Article.objects.exclude(pk=edited.pk):
+                page.views = 0
+                page.save()
+            edited.title = "Published: semantic search with pgvector"
+            edited.save()
+        assert sync.wait_idle(timeout=120)
+    assert "queue full" not in caplog.text and "not verified" not in caplog.text
+    assert all(vectors_match_text(Article).values())
+    assert len(spy.threads) == encoded + 1  # the edit only
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_larger_than_the_queue_is_taken_when_nothing_waits(background, monkeypatch, encoder, caplog) -> None:  # type: ignore[no-untyped-def]
+    spy = ThreadSpy(encoder)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
+    with caplog.at_level(logging.WARNING, logger="django_semsim.background"), transaction.atomic():
+        rows = [Article.objects.create(title=f"Imported row {i}", body="") for i in range(3)]  # QUEUE_SIZE is 1
+    assert sync.wait_idle(timeout=120)
+    assert caplog.text == ""
+    assert vectors_match_text(Article) == dict.fromkeys((row.pk for row in rows), True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_counter_saved_500_times_in_a_transaction_is_one_key_verified_in_one_statement(  # type: ignore[no-untyped-def]
+    background, monkeypatch, encoder, caplog
+) -> None:
+    spy = ThreadSpy(encoder)
+    monkeypatch.setattr(sync, "get_model_encoder", lambda: spy)
+    counter, other = Article.objects.bulk_create(
+        [Article(title="Counter page", body="A page with views"), Article(title="Other page", body="")]
+    )
+    sync.drain(Article)
+    spy.threads.clear()
+    counter, other = Article.objects.get(pk=counter.pk), Article.objects.get(pk=other.pk)
+    checked: list[list[Any]] = []
+    stale_keys = sync.stale_keys
+
+    def watched(model: Any, pks: Any, **kwargs: Any) -> Any:
+        checked.append(list(pks))
+        return stale_keys(model, pks, **kwargs)
+
+    monkeypatch.setattr(sync, "stale_keys", watched)
+    with (
+        caplog.at_level(logging.DEBUG, logger="django_semsim.background"),
+        CaptureQueriesContext(connection) as queries,
+        transaction.atomic(),
+    ):
+        for _ in range(500):
+            counter.views += 1
+            counter.save()
+        other.save()  # QUEUE_SIZE is 1: no room left to verify it (a safety net, dropped)
+        assert queue._pending("verify") == {"default": {Article: {counter.pk}}}
+        assert len(connection.run_on_commit) == 1
+    assert sync.wait_idle(timeout=120)
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["BEGIN", *["UPDATE"] * 501, "COMMIT"]
+    assert checked == [[counter.pk]]
+    assert "1 saved row(s) not verified" not in caplog.text and "Not verifying djangoapp.Article row" in caplog.text
+    assert spy.threads == [] and all(vectors_match_text(Article).values())

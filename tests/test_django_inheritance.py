@@ -78,17 +78,32 @@ def test_a_text_changed_and_changed_back_in_one_transaction_then_changed_is_enco
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_save_that_changes_no_text_still_catches_up_a_row_made_stale_meanwhile() -> None:
+def test_refresh_from_db_makes_the_stored_text_the_one_compared_with() -> None:
     article = Article.objects.create(title="Opening hours", body="Nine to five.")
     Article.objects.filter(pk=article.pk).update(body="Ten to six.")  # stale: update() sends no signal
     article.refresh_from_db()
-    assert vectors_match_text(Article) == {article.pk: False}
-    article.title = "Opening hours"  # the text this instance read: only the database knows it is stale
+    article.title = "Opening hours"  # unchanged against what was just read: nothing to encode (inline mode)
     article.save()
-    assert vectors_match_text(Article) == {article.pk: True}
+    assert vectors_match_text(Article) == {article.pk: False}
     article.body = "Eleven to seven."
     article.save()
     assert vectors_match_text(Article) == {article.pk: True}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_immediate_mode_a_save_that_changes_no_text_catches_up_a_row_made_stale_meanwhile() -> None:
+    with override_settings(SEMSIM={"SYNC": "immediate"}):
+        try:
+            article = Article.objects.create(title="Opening hours", body="Nine to five.")
+            assert sync.wait_idle(timeout=120)
+            Article.objects.filter(pk=article.pk).update(body="Ten to six.")  # stale: update() sends no signal
+            article.refresh_from_db()
+            assert vectors_match_text(Article) == {article.pk: False}
+            article.save()  # the text this instance read: only the database knows the row is stale
+            assert sync.wait_idle(timeout=120)
+            assert vectors_match_text(Article) == {article.pk: True}
+        finally:
+            assert sync.stop_background(timeout=120)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -81,11 +81,9 @@ def test_save_encodes_after_commit_and_unchanged_save_encodes_nothing(  # type: 
     with django_capture_on_commit_callbacks(execute=True) as callbacks, django_assert_num_queries(2):
         reloaded.published = False
         reloaded.views = 10
-        reloaded.save()  # UPDATE only: the key is queued, no query
-        article.save()  # the instance that was created
-    # queued, since only the database knows whether another save changed the text meanwhile; the
-    # drain finds the stored hash current and encodes nothing
-    assert len(callbacks) == 2
+        reloaded.save()  # UPDATE only
+        article.save()  # the instance that was created: its snapshot is the saved text
+    assert callbacks == []
     assert encoder.encoded_count == before and spy.calls == [1]
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -94,6 +92,24 @@ def test_save_encodes_after_commit_and_unchanged_save_encodes_nothing(  # type: 
     assert spy.calls == [1, 1]
     assert vectors_match_text(Article) == {article.pk: True}
     assert Article.objects.semantic_search("how long does delivery take", k=1).get().pk == article.pk
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["immediate", "inline"])
+def test_a_save_that_changes_no_text_is_one_query_with_hooks_run(  # type: ignore[no-untyped-def]
+    mode, spy, django_capture_on_commit_callbacks, django_assert_num_queries
+) -> None:
+    """What a TestCase sees under captureOnCommitCallbacks(execute=True), as the README advises."""
+    with override_settings(SEMSIM={"SYNC": mode}):
+        with django_capture_on_commit_callbacks(execute=True):
+            article = Article.objects.create(title="Counter page", body="A page with views")
+        reloaded = Article.objects.get(pk=article.pk)
+        for instance in (article, reloaded):
+            with django_assert_num_queries(1), django_capture_on_commit_callbacks(execute=True):
+                instance.views += 1
+                instance.save()  # the UPDATE, nothing else
+        assert spy.calls == [1] and vectors_match_text(Article) == {article.pk: True}
+        assert sync.wait_idle(timeout=60)
 
 
 @pytest.mark.django_db
