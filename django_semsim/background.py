@@ -4,12 +4,12 @@
 bounded in-process queue per process, drained by one daemon thread with
 :func:`django_semsim.sync.drain`. A save that writes back the text its instance loaded is only
 remembered to be *verified* (:func:`enqueue_verify`): the thread asks the database, in one
-statement per batch of keys, which of them another save made stale meanwhile, and drains those. A row that cannot be queued (queue full, process stopping or
-dying) keeps its durable staleness mark in the database, where ``semsim_worker`` and
-``semsim_reindex --stale`` find it: nothing is lost. The first commit outside a request in a
-process that has not loaded the model yet loads it in the committing thread
-(:func:`_ready_encoder`): what is still queued when the process exits is encoded at exit, when
-loading a model no longer works.
+statement per batch of keys, which of them another save made stale meanwhile, and drains those.
+A row that cannot be queued (queue full, process stopping or dying) keeps its durable staleness
+mark in the database, where ``semsim_worker`` and ``semsim_reindex --stale`` find it: nothing is
+lost. The first commit with new text outside a request in a process that has not loaded the model
+yet loads it in the committing thread (:func:`_ready_encoder`): what is still queued when the
+process exits is encoded at exit, when loading a model no longer works.
 
 The public names (:func:`enqueue`, :func:`wait_idle`, :func:`stop_background`) are imported from
 :mod:`django_semsim.sync`.
@@ -234,9 +234,9 @@ class _Background:
         limit = get_config().queue_size
         with self._cond:
             if rows:
-                # A batch larger than the whole queue is taken when nothing waits: refused, its
-                # rows would stay stale however long the process waits (one job saving more rows
-                # than QUEUE_SIZE in a transaction); the bound keeps the backlog from growing.
+                # A batch larger than the whole queue is taken when nothing waits: refused, a job
+                # saving more rows than QUEUE_SIZE in one transaction would leave every one stale,
+                # however idle the thread. The bound is there to keep a backlog from growing.
                 if self._stopping or (self._rows and self._rows + rows > limit):
                     self._refused(rows, batches, limit)
                 else:
