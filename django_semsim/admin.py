@@ -12,7 +12,7 @@
 - for a model that splits its texts (``semantic_chunking``), a "passages" column and the count on
   the change page (how many passages, each with its own vector, the object's text became);
 - a "Re-encode the selected ... now" action;
-- "Similar items" on the change page (``similar_items`` of them).
+- "Similar items" on the change page (``similar_items`` of them), among the rows ``get_queryset(request)`` shows.
 
 django_semsim registers nothing with the admin site itself.
 """
@@ -34,6 +34,7 @@ from django.urls import NoReverseMatch, reverse
 from django_semsim.conf import get_config
 from django_semsim.models import companion_of
 from django_semsim.passages import chunking_of
+from django_semsim.query import SemanticQuerySet, searchable
 
 __all__ = ["SemanticAdminMixin", "VectorStatusFilter"]
 
@@ -294,7 +295,9 @@ class SemanticAdminMixin:
         obj = self.get_object(request, unquote(object_id)) if self.similar_items else None  # type: ignore[attr-defined]
         if obj is not None:
             opts = self.model._meta  # type: ignore[attr-defined]
-            for item in obj.similar_objects(k=self.similar_items):
+            # among the rows this admin shows the user (its get_queryset()), as the changelist
+            rows: SemanticQuerySet[Any] = searchable(self.get_queryset(request))
+            for item in rows.similar_to(obj, k=self.similar_items):
                 try:
                     url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[item.pk])
                 except NoReverseMatch:

@@ -29,7 +29,7 @@ from pgvector.django import HnswIndex, VectorField
 from django_semsim.conf import DEFAULTS, get_config
 from django_semsim.expressions import companion_model
 from django_semsim.passages import chunking_of, stored_hash, stored_hash_expression
-from django_semsim.query import USE_DEFAULT_K, SemanticManager, SemanticQuerySet
+from django_semsim.query import USE_DEFAULT_K, SemanticManager, SemanticQuerySet, searchable
 from semsim_pg.errors import ConfigurationError
 from semsim_pg.sql import METRICS
 
@@ -177,10 +177,13 @@ class SemanticModel(models.Model):
     # search ------------------------------------------------------------------------------
     def similar_objects(self, k: int | None = USE_DEFAULT_K, **options: Any) -> SemanticQuerySet[Any]:
         """Objects whose vectors are nearest this one's (itself excluded), best first
-        (``k`` as in ``similar_to()``: default SEMSIM["DEFAULT_K"])."""
-        manager = type(self)._default_manager
-        queryset: SemanticQuerySet[Any] = SemanticQuerySet(model=type(self), using=manager.db)
-        return queryset.similar_to(self, k=k, **options)
+        (``k`` as in ``similar_to()``: default SEMSIM["DEFAULT_K"]).
+
+        Searched among the rows of the default manager, as Django's related managers are: rows its
+        ``get_queryset()`` hides (unpublished, another tenant's) are never offered as similar.
+        """
+        rows = type(self)._default_manager.db_manager(self._state.db).get_queryset()
+        return searchable(rows).similar_to(self, k=k, **options)
 
     # change detection ---------------------------------------------------------------------
     @classmethod

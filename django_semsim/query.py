@@ -558,6 +558,15 @@ class SemanticManager(models.Manager.from_queryset(SemanticQuerySet)):  # type: 
     """The default manager of semantic models (``Model.objects``)."""
 
 
+def searchable(queryset: QuerySet[_M]) -> SemanticQuerySet[_M]:
+    """``queryset`` with the search methods: itself when it has them, else the same rows (its filters
+    kept) as a SemanticQuerySet. Searches shown to users start from the rows they may see this way,
+    never from a fresh queryset of the whole table."""
+    if isinstance(queryset, SemanticQuerySet):
+        return queryset
+    return SemanticQuerySet(model=queryset.model, query=queryset.query.chain(), using=queryset.db)
+
+
 def _same_rows(obj: models.Model, model: type[models.Model]) -> bool:
     """Whether ``obj`` is a row of ``model``'s table: an instance of it, of a proxy of it, or of a
     child in multi-table inheritance (whose pk is its parent row's)."""

@@ -234,6 +234,24 @@ def test_change_page_lists_similar_entries(editor, faqs) -> None:  # type: ignor
     assert similar.index("How can I return an item?") < similar.index("How long does shipping take?")
 
 
+def test_similar_entries_are_among_the_rows_the_admin_shows(editor, faqs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib import admin
+
+    faq_admin = type(admin.site.get_model_admin(FAQ))
+    shown_by = faq_admin.get_queryset
+    page = editor.get(reverse("admin:semsim_faq_faq_change", args=[faqs["returns"].pk])).content.decode()
+    assert "How long does shipping take?" in page.split('id="semsim-similar"')[1]  # listed when shown
+    # a site's admin that shows each team its own category: another category's entries stay hidden
+    monkeypatch.setattr(
+        faq_admin, "get_queryset", lambda self, request: shown_by(self, request).filter(category="orders")
+    )
+    page = editor.get(reverse("admin:semsim_faq_faq_change", args=[faqs["returns"].pk])).content.decode()
+    similar = page.split('id="semsim-similar"')[1]
+    assert "How can I return an item?" in similar
+    assert "How long does shipping take?" not in page
+    assert reverse("admin:semsim_faq_faq_change", args=[faqs["shipping"].pk]) not in page
+
+
 def test_add_with_inline_phrasing_encodes_both(editor, encoder, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
     data = {
         "question": "Do you sell gift cards?",
@@ -346,6 +364,29 @@ def test_import_upload_not_in_utf8_names_the_users_file_not_the_server_temp_fold
     assert FAQ.objects.count() == 0
 
 
+@pytest.mark.parametrize("name", ["é" * 200 + ".csv", "Ü" * 150 + ".TSV"])
+def test_import_upload_with_a_name_too_long_for_the_file_system(editor, encoder, name: str) -> None:  # type: ignore[no-untyped-def]
+    # 405 bytes in UTF-8: more than a file name may hold (255), though Django keeps names of 255 characters
+    separator = "\t" if name.endswith(".TSV") else ","
+    content = f"question{separator}answer\nDo you sell gift cards?{separator}Yes.\n".encode()
+    response = editor.post(reverse("admin:semsim_faq_faq_import"), {"file": SimpleUploadedFile(name, content)})
+    assert response.status_code == 302
+    assert FAQ.objects.get().answer == "Yes."
+    empty = f"question{separator}answer\nQ{separator}\n".encode()
+    bad = editor.post(reverse("admin:semsim_faq_faq_import"), {"file": SimpleUploadedFile(name, empty)})
+    assert f"{name}, line 2: the answer is empty" in html.unescape(bad.content.decode())
+
+
+def test_import_error_names_the_users_file_in_the_fix_it_suggests(editor) -> None:  # type: ignore[no-untyped-def]
+    latin1 = "question,answer\nOù est ma commande ?,Voir le suivi.\n".encode("latin-1")
+    name = "é" * 200 + ".csv"
+    page = html.unescape(
+        editor.post(reverse("admin:semsim_faq_faq_import"), {"file": SimpleUploadedFile(name, latin1)}).content.decode()
+    )
+    assert f"iconv -f latin1 -t utf-8 '{name}' > '{'é' * 200}.utf8.csv'" in page  # quoted: not ASCII
+    assert "semsim-faq-" not in page and "upload" not in page.replace("Upload", "")
+
+
 def test_export_view_neutralises_formulas(editor, faqs) -> None:  # type: ignore[no-untyped-def]
     faqs["shipping"].answer = '=HYPERLINK("http://evil.example")'
     faqs["shipping"].save()
@@ -374,6 +415,19 @@ def test_duplicates_report(editor, faqs) -> None:  # type: ignore[no-untyped-def
     pairs = response.context["pairs"]
     assert [{p.first.pk, p.second.pk} for p in pairs] == [{faqs["returns"].pk, faqs["twin"].pk}]
     assert "How can I return an item?" in response.content.decode()
+
+
+def test_duplicates_report_is_among_the_rows_the_admin_shows(editor, faqs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib import admin
+
+    faq_admin = type(admin.site.get_model_admin(FAQ))
+    shown_by = faq_admin.get_queryset
+    monkeypatch.setattr(
+        faq_admin, "get_queryset", lambda self, request: shown_by(self, request).exclude(pk=faqs["twin"].pk)
+    )
+    response = editor.get(reverse("admin:semsim_faq_faq_duplicates"), {"min_similarity": "0.9"})
+    assert response.context["pairs"] == []
+    assert "How can I return an item?" not in response.content.decode()
 
 
 def test_reencode_action(editor, faqs) -> None:  # type: ignore[no-untyped-def]

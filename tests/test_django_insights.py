@@ -177,7 +177,15 @@ def test_search_insights_page(site) -> None:  # type: ignore[no-untyped-def]
 
 
 #: what staff who promote unanswered groups hold
-EDITOR = ("semsim_insights.view_querylog", "semsim_faq.add_faq", "semsim_faq.add_faqphrasing", "semsim_faq.view_faq")
+EDITOR = (
+    "semsim_insights.view_querylog",
+    "semsim_faq.add_faq",
+    "semsim_faq.change_faq",
+    "semsim_faq.add_faqphrasing",
+    "semsim_faq.view_faq",
+)
+#: what the phrasings inline of an entry's change page needs: the same here
+PHRASER = ("semsim_insights.view_querylog", "semsim_faq.change_faq", "semsim_faq.add_faqphrasing")
 
 
 def _create_entry(group: dict[str, Any], answer: str) -> dict[str, Any]:
@@ -277,7 +285,7 @@ def test_import_keeps_the_phrasings_promotion_added(
     _insert(
         [_row(NOW - dt.timedelta(days=1, minutes=i), 0.3, text, vectors[text], False) for i, text in enumerate(PAYPAL)]
     )
-    editor = _user("editor", "semsim_insights.view_querylog", "semsim_faq.add_faqphrasing", "semsim_faq.view_faq")
+    editor = _user("editor", *PHRASER)
     url = reverse("admin:semsim_insights_querylog_unanswered")
     [paypal] = editor.get(url).context["groups"]
     assert paypal["phrasings"][0][0].entry == faqs["cards"]
@@ -362,7 +370,7 @@ def html_text(response: Any) -> str:
 def test_nearest_entries_need_the_faq_view_permission(site, faqs, encoder) -> None:  # type: ignore[no-untyped-def]
     _unanswered(encoder, PAYPAL)
     url = reverse("admin:semsim_insights_querylog_unanswered")
-    viewer = _user("viewer", "semsim_insights.view_querylog", "semsim_faq.add_faqphrasing", "semsim_faq.view_faq")
+    viewer = _user("viewer", "semsim_insights.view_querylog", "semsim_faq.view_faq")
     [seen] = viewer.get(url).context["groups"]
     assert seen["nearest"] and "Which credit cards do you accept?" in html_text(viewer.get(url))
     phraser = _user("phraser", "semsim_insights.view_querylog", "semsim_faq.add_faqphrasing")
@@ -395,3 +403,40 @@ def test_log_prune_command(log_rows) -> None:  # type: ignore[no-untyped-def]
             call_command("semsim_log_prune", "--older-than", bad)
     with pytest.raises(CommandError, match="unknown database alias 'nowhere'"):
         call_command("semsim_log_prune", "--older-than", "1d", "--database", "nowhere")
+
+
+def test_a_phrasing_needs_the_right_to_change_the_entry(site, faqs, encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib import admin
+
+    _unanswered(encoder, PAYPAL)
+    url = reverse("admin:semsim_insights_querylog_unanswered")
+    # may see the entries and add phrasings, not change the entries: their change page is read-only
+    viewer = _user("viewer", "semsim_insights.view_querylog", "semsim_faq.view_faq", "semsim_faq.add_faqphrasing")
+    response = viewer.get(url)
+    [group] = response.context["groups"]
+    assert group["nearest"] and "Add as alternative phrasing" not in html_text(response)
+    for entry in (group["nearest"][0].entry, faqs["returns"]):  # the proposed entry, or any other
+        data = {**_add_phrasing(group, "attacker chosen phrasing"), f"{group['phrasings'][0][1].prefix}-faq": entry.pk}
+        assert viewer.post(url, data).status_code == 403
+    assert not FAQPhrasing.objects.exists()
+
+    phraser = _user("phraser", *PHRASER)
+    [group] = phraser.get(url).context["groups"]
+    assert "Add as alternative phrasing" in html_text(phraser.get(url))
+    # an entry the FAQ admin does not show this user is not theirs to change, nor to learn about
+    faq_admin = type(admin.site.get_model_admin(FAQ))
+    shown_by = faq_admin.get_queryset
+    cards = group["nearest"][0].entry
+    monkeypatch.setattr(faq_admin, "get_queryset", lambda self, request: shown_by(self, request).exclude(pk=cards.pk))
+    assert cards.question not in html_text(phraser.get(url))
+    hidden = phraser.post(url, _add_phrasing(group, "Can I pay with PayPal?"), follow=True)
+    assert f"FAQ entry {cards.pk} no longer exists" in html_text(hidden)
+    assert not FAQPhrasing.objects.exists()
+    # nor one it refuses to let this user change
+    monkeypatch.setattr(faq_admin, "get_queryset", shown_by)
+    monkeypatch.setattr(faq_admin, "has_change_permission", lambda self, request, obj=None: obj != cards)
+    assert phraser.post(url, _add_phrasing(group, "Can I pay with PayPal?")).status_code == 403
+    assert not FAQPhrasing.objects.exists()
+    monkeypatch.undo()
+    phraser.post(url, _add_phrasing(group, "Can I pay with PayPal?"))
+    assert [p.text for p in FAQPhrasing.objects.filter(faq=cards)] == ["Can I pay with PayPal?"]

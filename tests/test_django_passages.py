@@ -326,6 +326,13 @@ def test_admin_shows_how_many_passages(reports, rf) -> None:  # type: ignore[no-
     assert counts == {r.title: len(_passages(r)) for r in reports.values()}
     assert counts["Password help"] > 2 and counts["Pet care"] == 1
     assert model_admin.vector_passages(Report.objects.get(title="Kitchen notes")) == counts["Kitchen notes"]
+    # "Similar items" search the admin's rows, annotated with their passage counts: still one row per object
+    from django_semsim.query import searchable
+
+    kitchen = reports["Kitchen notes"]
+    similar = list(searchable(model_admin.get_queryset(request)).similar_to(kitchen, k=3))
+    assert [r.pk for r in similar] == [r.pk for r in kitchen.similar_objects(k=3)]
+    assert len({r.pk for r in similar}) == 3 and all(r._semsim_passages >= 1 for r in similar)
 
 
 @isolate_apps("tests.djangoapp")

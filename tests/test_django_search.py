@@ -116,6 +116,29 @@ def test_vector_and_expression_queries(articles, encoder) -> None:  # type: igno
         Article.objects.semantic_search(PASSWORD_QUERY, iterative_scan="sometimes")
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["semantic-queryset", "plain-queryset"])
+def test_similar_objects_are_among_the_default_managers_rows(articles, monkeypatch, plain: bool) -> None:  # type: ignore[no-untyped-def]
+    from django.db.models import QuerySet
+
+    from django_semsim.query import SemanticQuerySet
+
+    reset = articles["Reset your password"]
+    hidden = {a.pk for a in articles.values() if not a.published}
+    assert hidden & {a.pk for a in reset.similar_objects(k=None)}  # found while the manager shows them
+    manager = Article._default_manager
+    shown = manager.get_queryset
+    # a site whose default manager hides drafts (a plain QuerySet's too: its filters are kept)
+    published = (
+        (lambda: QuerySet(Article).filter(published=True)) if plain else (lambda: shown().filter(published=True))
+    )
+    monkeypatch.setattr(manager, "get_queryset", published)
+    similar = list(reset.similar_objects(k=None))
+    assert similar and not hidden & {a.pk for a in similar}
+    expected = SemanticQuerySet(Article).filter(published=True).similar_to(reset, k=None)
+    assert [a.pk for a in similar] == [a.pk for a in expected]
+    assert [a.pk for a in reset.similar_objects(k=2)] == [a.pk for a in similar[:2]]
+
+
 def test_similar_to_excludes_itself(articles, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
     reset = articles["Reset your password"]
     with django_assert_num_queries(1):

@@ -9,7 +9,7 @@ so staff without FAQ permissions get 403.
 from __future__ import annotations
 
 import logging
-import os
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +31,7 @@ from django_semsim.faq.io import EntryChange, export_csv, import_entries, read_e
 from django_semsim.faq.models import FAQ, FAQPhrasing, faq_threshold
 from django_semsim.models import companion_of
 from semsim_pg.errors import SemsimError
+from semsim_pg.insights import not_logged
 
 __all__ = ["FAQAdmin", "available_reranker", "configured_reranker"]
 
@@ -101,6 +102,20 @@ class ImportForm(forms.Form):
         help_text="delete the entries the file does not hold, and the phrasings added from unanswered questions "
         "that it does not list (without it they are kept)",
     )
+
+
+UPLOAD_STEM = "upload"
+
+
+def _as_uploaded(message: str, saved: Path, name: str) -> str:
+    """An import error about the saved copy ``saved`` told about the user's file ``name``: the
+    shell command of a fix (its file names quoted, as the core writes them) first, then the rest."""
+    name = Path(name).name
+    converted = Path(name).stem + ".utf8" + Path(name).suffix  # as semsim_pg.textfiles.not_utf8 names it
+    saved_converted = saved.with_name(f"{saved.stem}.utf8{saved.suffix}")
+    command = f"{shlex.quote(str(saved))} > {shlex.quote(str(saved_converted))}"
+    message = message.replace(command, f"{shlex.quote(name)} > {shlex.quote(converted)}")
+    return message.replace(str(saved), name)
 
 
 class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
@@ -192,10 +207,13 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
             question = form.cleaned_data["question"]
             reranker, why_not = available_reranker()
             try:
-                answer = FAQ.objects.answer(question, form.cleaned_data["threshold"], k=form.cleaned_data["k"])
-                reranked = None
-                if reranker is not None:
-                    reranked = FAQ.objects.answer(question, k=form.cleaned_data["k"], rerank=reranker)
+                # staff trying questions are not customers asking them: kept out of the query log (and
+                # so out of "Unanswered questions" and the figures), as the changelist's search is
+                with not_logged():
+                    answer = FAQ.objects.answer(question, form.cleaned_data["threshold"], k=form.cleaned_data["k"])
+                    reranked = None
+                    if reranker is not None:
+                        reranked = FAQ.objects.answer(question, k=form.cleaned_data["k"], rerank=reranker)
             except SemsimError as exc:
                 form.add_error("question", str(exc))
             else:
@@ -225,10 +243,10 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
                 form.add_error("file", f"Name the file .csv or .tsv (got {upload.name!r}).")
             else:
                 with tempfile.TemporaryDirectory(prefix="semsim-faq-") as folder:
-                    # saved under the upload's own name (Django keeps only its last path part), so
-                    # that an error, and the fix it suggests, name the user's file once the folder
-                    # is cut out of it
-                    target = Path(folder) / Path(upload.name).name
+                    # saved under a fixed name: the user's may be too long for the file system (255
+                    # bytes, and a non-ASCII character takes several) or hold anything; errors are
+                    # given back in the user's name (_as_uploaded)
+                    target = Path(folder) / f"{UPLOAD_STEM}{suffix}"
                     with target.open("wb") as handle:
                         for chunk in upload.chunks():
                             handle.write(chunk)
@@ -238,8 +256,7 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
                             result = import_entries(entries, replace=form.cleaned_data.get("replace", False))
                             self._log_import(request, result.changes, upload.name)
                     except SemsimError as exc:
-                        message = str(exc).replace(str(Path(folder)) + os.sep, "")
-                        form.add_error("file", message + " Nothing was imported.")
+                        form.add_error("file", _as_uploaded(str(exc), target, upload.name) + " Nothing was imported.")
                     else:
                         self.message_user(
                             request,
@@ -287,7 +304,7 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
         self._require(request, "view")
         try:
             min_similarity = float(request.GET.get("min_similarity", "0.85"))
-            pairs = near_duplicates(min_similarity=min_similarity)
+            pairs = near_duplicates(min_similarity=min_similarity, entries=self.get_queryset(request))
         except (ValueError, SemsimError) as exc:
             messages.error(request, f"min_similarity must be a number in (0, 1]: {exc}")
             min_similarity, pairs = 0.85, []

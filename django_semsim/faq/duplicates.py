@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import connections, transaction
+from django.db.models import QuerySet
 
 from django_semsim.conf import get_config
 from django_semsim.expressions import max_distance
@@ -24,7 +25,12 @@ class DuplicatePair:
 
 
 def near_duplicates(
-    min_similarity: float = 0.85, *, neighbours: int = 5, limit: int = 200, using: str = "default"
+    min_similarity: float = 0.85,
+    *,
+    neighbours: int = 5,
+    limit: int = 200,
+    using: str = "default",
+    entries: QuerySet[FAQ] | None = None,
 ) -> list[DuplicatePair]:
     """Pairs of entries whose questions mean the same, most similar first (by the FAQ's metric).
 
@@ -32,6 +38,8 @@ def near_duplicates(
     through the companion's HNSW index (``ORDER BY <op> LIMIT``), and the similarity cut-off is
     applied to those few rows, so the cost grows with entries x neighbours, not entries squared.
     Written in SQL because the ORM has no LATERAL join.
+
+    ``entries``: only pairs of these rows (say, those an admin shows a user); default ``FAQ.objects``.
     """
     if not 0 < float(min_similarity) <= 1:
         raise InvalidQuery(f"min_similarity must be in (0, 1], got {min_similarity!r}.")
@@ -60,5 +68,8 @@ def near_duplicates(
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(max(40, neighbours * 2))])
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    entries = FAQ.objects.using(using).in_bulk({pk for row in rows for pk in row[:2]})
-    return [DuplicatePair(entries[a], entries[b], float(sim)) for a, b, sim in rows if a in entries and b in entries]
+    # a pair is shown only when both rows are among the ones asked for (hidden rows never are)
+    found = (
+        (FAQ.objects.all() if entries is None else entries).using(using).in_bulk({pk for row in rows for pk in row[:2]})
+    )
+    return [DuplicatePair(found[a], found[b], float(sim)) for a, b, sim in rows if a in found and b in found]

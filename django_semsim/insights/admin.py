@@ -2,7 +2,8 @@
 
 Both pages are views of the ``QueryLog`` admin, wrapped in ``admin_site.admin_view`` (anonymous
 and non-staff users go to the login page) and allowed to staff with the log's view permission;
-promoting a group also needs the FAQ permission it uses (add an entry, or add a phrasing).
+promoting a group also needs the FAQ permissions it uses: add an entry, or (as the phrasings inline)
+change the entry and add a phrasing.
 Figures, groups and promotion are the core's (:mod:`semsim_pg.insights`) run on this app's table.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.admin.sites import NotRegistered
 from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -186,9 +188,32 @@ class QueryLogAdmin(admin.ModelAdmin):
         """Whether the user may see FAQ entries (their questions, scores): view or change, as the admin has it."""
         return self._can(request, "semsim_faq.view_faq") or self._can(request, "semsim_faq.change_faq")
 
-    def _can_phrase(self, request: HttpRequest) -> bool:
-        """Adding a phrasing to one of the nearest entries: it needs seeing them too."""
-        return self._can(request, "semsim_faq.add_faqphrasing") and self._can_see_faqs(request)
+    def _faq_admin(self) -> admin.ModelAdmin[Any] | None:
+        from django_semsim.faq.models import FAQ
+
+        try:
+            return self.admin_site.get_model_admin(FAQ)
+        except NotRegistered:
+            return None
+
+    def _can_phrase(self, request: HttpRequest, entry: Any = None) -> bool:
+        """Adding a phrasing to an entry (``entry``, or any when None): what the phrasings inline of
+        the entry's change page needs, the right to change the entry and to add phrasings. The
+        view permission alone shows that page read-only, and must not write through this one."""
+        faq_admin = self._faq_admin()
+        may_change = (
+            faq_admin.has_change_permission(request, entry)
+            if faq_admin is not None
+            else self._can(request, "semsim_faq.change_faq")
+        )
+        return may_change and self._can(request, "semsim_faq.add_faqphrasing")
+
+    def _faq_rows(self, request: HttpRequest) -> Any:
+        """The FAQ entries this user may change: those the FAQ admin lists (its get_queryset()) when registered."""
+        from django_semsim.faq.models import FAQ
+
+        faq_admin = self._faq_admin()
+        return faq_admin.get_queryset(request) if faq_admin is not None else FAQ.objects.all()
 
     def _group_context(self, request: HttpRequest, group: Any) -> dict[str, Any]:
         from django_semsim.faq.models import FAQ
@@ -197,6 +222,11 @@ class QueryLogAdmin(admin.ModelAdmin):
         text = group.representative.text or ""
         # the nearest entries show FAQ questions and scores: only to those who may see the FAQ
         nearest = FAQ.objects.match(text, k=3) if text.strip() and self._can_see_faqs(request) else []
+        if nearest:  # and only those the FAQ admin shows this user
+            shown = set(
+                self._faq_rows(request).filter(pk__in=[m.entry.pk for m in nearest]).values_list("pk", flat=True)
+            )
+            nearest = [m for m in nearest if m.entry.pk in shown]
         return {
             "group": group,
             "nearest": nearest,
@@ -244,9 +274,11 @@ class QueryLogAdmin(admin.ModelAdmin):
                     # the entry's history says who created it, and from what, as "Recent actions" shows
                     self.log_addition(request, created, "Added from unanswered questions.")
                     return created
-                entry = FAQ.objects.filter(pk=data["faq"]).first()
+                entry = self._faq_rows(request).filter(pk=data["faq"]).first()
                 if entry is None:
                     raise SemsimError(f"FAQ entry {data['faq']} no longer exists: list the groups again.")
+                if not self._can_phrase(request, entry):
+                    raise PermissionDenied  # a per-entry refusal of the FAQ admin: nothing is written
                 # marked: an FAQ import of a file that does not list it keeps it
                 phrasing = FAQPhrasing.objects.create(faq=entry, text=data["text"], promoted=True)
                 # the entry's history, as the phrasings inline writes it ("Added alternative phrasing ...")
