@@ -173,7 +173,7 @@ def test_out_is_never_half_written(
     out = tmp_path / "ce"
     out.mkdir()
     (out / "keep.txt").write_text("an older model", encoding="utf-8")
-    (out / "config.json").write_text("{}", encoding="utf-8")  # a model's folder: --overwrite replaces no other
+    (out / "modules.json").write_text("[]", encoding="utf-8")  # a model's folder: --overwrite replaces no other
     # an existing --out is refused unless --overwrite
     with pytest.raises(InvalidInput, match="--overwrite"):
         finetune_cross_encoder(files["train"], files["dev"], str(tiny_cross_encoder_path), out, max_steps=1)
@@ -190,7 +190,7 @@ def test_out_is_never_half_written(
     monkeypatch.setattr(fsutil, "_swap_into_place", crash)
     with pytest.raises(OSError, match="disk full"):
         finetune_cross_encoder(*args, out, **run)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "modules.json"]
     assert not leftovers(tmp_path, "ce")
     monkeypatch.undo()
     # --overwrite replaces it in one rename
@@ -278,23 +278,60 @@ def test_overwrite_never_replaces_a_collections_model(
     assert not (other / RECORD_NAME).exists()
 
 
-def test_overwrite_replaces_only_a_model_folder(store: Any, tmp_path: Path) -> None:
-    """--overwrite replaced any non-empty folder: --out a project, a home, a folder of models."""
+def test_overwrite_replaces_only_a_model_folder(store: Any, tiny_bi_encoder_path: Path, tmp_path: Path) -> None:
+    """--overwrite replaced any non-empty folder: --out a project, a home, a folder of models; then
+    any folder with a config.json (a project's), deleting its src/ with it."""
+    import shutil
+
     from semsim_pg.finetune import common
 
     out = tmp_path / "work"
     out.mkdir()
     (out / "notes.txt").write_text("mine", encoding="utf-8")
-    with pytest.raises(
-        InvalidInput, match=r"holds no model \(no modules.json, config.json, semsim-finetune.json\)"
-    ) as error:
+    (out / "config.json").write_text('{"name": "myapp"}', encoding="utf-8")  # a project's, not a model's
+    with pytest.raises(InvalidInput, match=r"holds no model \(no modules.json or semsim-finetune.json") as error:
         common.check_out(out, overwrite=True, engine=store.engine)
     assert "nothing was written" in str(error.value) and len(str(error.value).splitlines()) == 1
-    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt"]
+    (out / "config.json").unlink()
     for marker in common.MODEL_MARKERS:  # a saved model, or semsim's record of one: replaced
         (out / marker).write_text("{}", encoding="utf-8")
         common.check_out(out, overwrite=True, engine=store.engine)
         (out / marker).unlink()
+    (out / "config.json").write_text("{}", encoding="utf-8")
+    (out / "model.safetensors").write_bytes(b"weights")  # a transformers model: config.json beside weights
+    common.check_out(out, overwrite=True, engine=store.engine)
+
+    # a model saved by sentence-transformers, module folders and all, is replaced ...
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bi_encoder_path, model)
+    (model / "onnx").mkdir()
+    (model / "onnx" / "model.onnx").write_bytes(b"onnx")
+    common.check_out(model, overwrite=True, engine=store.engine)
+    # ... but not with a project's files in it: they would go with it
+    (model / "src").mkdir()
+    (model / "src" / "main.py").write_text("print(1)", encoding="utf-8")
+    (model / "run.py").write_text("print(1)", encoding="utf-8")
+    (model / "1_Pooling" / "data.csv").write_text("a,b", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"also what a saved model does not \(1_Pooling/data.csv, run.py, src/\)"):
+        common.check_out(model, overwrite=True, engine=store.engine)
+    assert (model / "src" / "main.py").is_file()
+
+
+def test_overwrite_keeps_a_project_with_a_config_json(
+    tiny_bi_encoder_path: Path, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reviewer's case through the CLI: the model improved and was saved, proj/src was gone."""
+    proj = tmp_path / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "config.json").write_text('{"name": "myapp"}', encoding="utf-8")
+    (proj / "src" / "main.py").write_text("print(1)", encoding="utf-8")
+    argv = ["-q", "finetune", "bi-encoder", "--train", str(files["train"]), "--dev", str(files["dev"])]
+    argv += ["--base", str(tiny_bi_encoder_path), "--out", str(proj), "--max-steps", "1", "--overwrite"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "holds no model" in err and "nothing was written" in err and len(err.strip().splitlines()) == 1
+    assert (proj / "src" / "main.py").read_text(encoding="utf-8") == "print(1)" and not leftovers(tmp_path, "proj")
 
 
 def test_overwrite_without_a_reachable_database_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -215,28 +216,76 @@ def load_cross_encoder(base: str) -> CrossEncoder:
         raise ModelLoadError(f"Cannot load {base!r} as a cross-encoder: {one_line(exc)}. {_BASE_FIX}") from exc
 
 
-#: a folder holding one of these is a saved model (sentence-transformers, transformers, semsim's
-#: own record of a fine-tuning), the only kind of folder --overwrite replaces
-MODEL_MARKERS = ("modules.json", "config.json", RECORD_NAME)
+#: a folder holding one of these is a saved model (sentence-transformers' module list, semsim's
+#: own record of a fine-tuning); ``config.json`` counts only beside weights (:data:`MODEL_WEIGHTS`):
+#: a project's or a tool's folder has a config.json too
+MODEL_MARKERS = ("modules.json", RECORD_NAME)
+MODEL_WEIGHTS = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+
+#: what a saved sentence-transformers or cross-encoder model holds: files with these suffixes
+#: (configs, tokenizers, weights, exports), module folders (``1_Pooling``, ``2_Normalize``) and
+#: exports (``onnx``, ``openvino``). Anything else (``src/``, ``.git``, ``main.py``, ``data.csv``)
+#: means the folder is more than a model, and --overwrite would delete it with the model.
+_MODEL_FILE_SUFFIXES = frozenset(
+    {".json", ".txt", ".md", ".safetensors", ".bin", ".model", ".onnx", ".xml", ".h5", ".ot", ".msgpack"}
+)
+_MODEL_FILES = frozenset({".gitattributes"})  # a model copied from the hub
+_MODEL_FOLDER = re.compile(r"\d+_[A-Za-z]\w*|onnx|openvino")
+
+
+def _not_of_a_model(folder: Path, *, top: bool = True) -> list[str]:
+    """The entries of ``folder`` (its module folders walked) that a saved model would not hold."""
+    foreign: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            if top and _MODEL_FOLDER.fullmatch(entry.name):
+                foreign += [f"{entry.name}/{name}" for name in _not_of_a_model(entry, top=False)]
+            else:
+                foreign.append(f"{entry.name}/")
+        elif entry.suffix.lower() not in _MODEL_FILE_SUFFIXES and entry.name not in _MODEL_FILES:
+            foreign.append(entry.name)
+    return foreign
+
+
+def _is_model_folder(out: Path) -> bool:
+    if any((out / marker).is_file() for marker in MODEL_MARKERS):
+        return True
+    return (out / "config.json").is_file() and any((out / weights).is_file() for weights in MODEL_WEIGHTS)
 
 
 def check_out(out: Path, overwrite: bool, *, engine: Engine | None = None) -> None:
     """Refuse an existing, non-empty output directory unless ``overwrite``, and even then one that
     holds a collection's model (:func:`refuse_model_in_use`, in ``engine``'s database or the
-    configured one) or is no model at all (a parent folder of models, a project, a home)."""
+    configured one), is no model at all (a parent folder of models, a project, a home), or holds
+    more than a model (a project folder with a model's files in it)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise InvalidInput(
                 f"{out} exists and is not empty; fine-tuning would replace it. Choose another --out or pass --overwrite."
             )
         refuse_model_in_use(out, engine)
-        if not any((out / marker).is_file() for marker in MODEL_MARKERS):
-            # --overwrite replaces the whole folder: meant for an older model there, never for a
-            # folder of other things (--out models where models/m1 is the model meant)
+        # --overwrite replaces the whole folder: meant for an older model there, never for a folder
+        # of other things (--out models where models/m1 is the model meant, --out a project).
+        # Refusing a real model costs a new --out; deleting a project's files cannot be undone.
+        if not out.is_dir() or not _is_model_folder(out):
             raise InvalidInput(
-                f"{out} is not empty and holds no model (no {', '.join(MODEL_MARKERS)}): --overwrite replaces only "
-                f"a model's folder, and would delete everything in this one. Give a new or model folder as --out "
-                f"(e.g. {out / 'model'}); nothing was written."
+                f"{out} is not empty and holds no model (no {' or '.join(MODEL_MARKERS)}, nor config.json with "
+                f"{' or '.join(MODEL_WEIGHTS[:2])}): --overwrite replaces only a model's folder, and would delete "
+                f"everything in this one. Give a new or model folder as --out (e.g. {out / 'model'}); nothing was "
+                "written."
+            )
+        foreign = _not_of_a_model(out)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise InvalidInput(
+                f"{out} holds a model and also what a saved model does not ({shown}): --overwrite replaces the whole "
+                f"folder and would delete them. Move them out, or give a new folder as --out (e.g. {out / 'model'}); "
+                "nothing was written."
             )
     # Where the model will be written must take it, found before a model loads or a step runs:
     # the first folder of ``out`` that does not exist yet is the one made.
