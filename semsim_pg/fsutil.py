@@ -11,7 +11,9 @@ The block writes into ``tmp``, a fresh directory beside ``out`` (same file syste
 rename is atomic). When the block ends normally every file under ``tmp`` is fsynced, then the
 directory is renamed to ``out``: an existing ``out`` is first renamed aside and removed only after
 the new one is in place (a reader sees the old directory, for an instant nothing, then the new
-one). When the block raises, ``tmp`` is removed and ``out`` is untouched. A process killed
+one). Swaps into one ``out`` take turns (an flock on ``.NAME.swap`` beside it, held for the two
+renames only), so writers racing to replace it all succeed and the last one wins. When the block
+raises, ``tmp`` is removed and ``out`` is untouched. A process killed
 outright (kill -9, the OOM killer) cleans nothing up: the next write beside the same ``out``
 removes what it left (:func:`remove_abandoned`), judged by a lock, not by a process id.
 
@@ -271,6 +273,11 @@ def _claim(lock: Path, entries: list[Path], token: str) -> tuple[bool, int | Non
         except OSError:  # held: its writer lives (or the lock cannot be taken here: leave it)
             os.close(fd)
             return False, None
+        if os.fstat(fd).st_nlink == 0:
+            # its writer finished (it unlinks its lock last, while holding it) after we opened it:
+            # what we listed beside it is gone or going, and not ours to remove or report
+            os.close(fd)
+            return False, None
         # flock is exact within one kernel, whatever the PID namespace; the writer said which
         written = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
         exact = bool(written) and written == _boot_id()
@@ -299,22 +306,27 @@ def _clean_up(out: Path, left: dict[str, Path], *, pid: str) -> list[Path]:
     put back instead."""
     removed: list[Path] = []
     old = left.get("old")
-    if old is not None and not (out.exists() or out.is_symlink()):
-        try:
-            os.rename(old, out)
-        except OSError as exc:
+    if old is not None:
+        # under the swap lock: ``out`` is missing for an instant in a live writer's swap too
+        with _swap_lock(out):
+            missing = not (out.exists() or out.is_symlink())
+            if missing:
+                try:
+                    os.rename(old, out)
+                except OSError as exc:
+                    logger.warning(
+                        "%s is missing and its previous version is %s, which could not be put back (%s)", out, old, exc
+                    )
+                    return removed  # never delete the only complete copy
+        if missing:
             logger.warning(
-                "%s is missing and its previous version is %s, which could not be put back (%s)", out, old, exc
+                "%s was missing: a write killed between its two renames (process %s) left its previous version "
+                "as %s, now put back",
+                out,
+                pid,
+                old,
             )
-            return removed  # never delete the only complete copy
-        logger.warning(
-            "%s was missing: a write killed between its two renames (process %s) left its previous version as %s, "
-            "now put back",
-            out,
-            pid,
-            old,
-        )
-        del left["old"]
+            del left["old"]
     for kind in ("old", "tmp", "lock"):
         entry = left.get(kind)
         if entry is None:
@@ -353,19 +365,57 @@ def _fsync_tree(root: Path) -> None:
 
 
 def _swap_into_place(tmp: Path, out: Path, aside: Path) -> None:
-    old: Path | None = None
-    if out.exists() or out.is_symlink():
-        old = aside
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)
-        raise
-    fsync_path(out.parent)
-    if old is not None:
+    # serialised with every other swap into ``out``: two writers' renames interleaved failed with
+    # ENOTEMPTY (one's new ``out`` already back) or ENOENT (its ``out`` renamed aside by the other),
+    # leaving a whole old copy behind; under the lock the last one wins
+    with _swap_lock(out):
+        old: Path | None = None
+        if out.exists() or out.is_symlink():
+            old = aside
+            os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            if old is not None:
+                os.rename(old, out)
+            raise
+        fsync_path(out.parent)
+    if old is not None:  # removed outside the lock: nobody else looks at it
         if old.is_dir() and not old.is_symlink():
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _swap_lock(out: Path) -> Iterator[None]:
+    """Hold ``.NAME.swap`` beside ``out`` (flock) for the block: the two renames of a swap, and a
+    cleanup's putting an old version back, never interleave with another's. The file is removed
+    when released; a waiter that then holds the removed file's lock takes the new one instead."""
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    path = out.parent / f".{out.name}.swap"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                held, current = os.fstat(fd), os.stat(path)
+                same = (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        # unlinked while held, so a process killed here leaves no file; one killed inside the block
+        # leaves an empty file that the next swap takes and removes
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)

@@ -250,3 +250,39 @@ def test_a_write_killed_between_its_renames_gets_its_old_version_back(
     old.mkdir()
     (tmp_path / f".model.lock-{token}").write_text(f"{_boot_id()}\n", encoding="ascii")
     assert remove_abandoned(out) == [old] and (out / "modules.json").read_text(encoding="utf-8") == "previous"
+
+
+def test_two_writers_of_one_directory_last_one_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes overwriting one ``out`` at once failed now and then with a raw ENOTEMPTY or
+    ENOENT from the swap, leaving a whole ``.NAME.old-…`` copy behind for a day. Here the second
+    write runs while the first is between its two renames, the moment of that race."""
+    import os
+    import threading
+
+    out = tmp_path / "out"
+    with atomic_directory(out) as tmp:
+        (tmp / "who").write_text("first", encoding="utf-8")
+    rename = os.rename
+    errors: list[BaseException] = []
+
+    def write(who: str) -> None:
+        try:
+            with atomic_directory(out, overwrite=True) as tmp:
+                (tmp / "who").write_text(who, encoding="utf-8")
+        except BaseException as exc:
+            errors.append(exc)
+
+    other = threading.Thread(target=write, args=("b",))
+
+    def rename_then_let_the_other_write(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        rename(src, dst)
+        if Path(dst).name.startswith(".out.old-") and not other.is_alive() and other.ident is None:
+            other.start()
+            other.join(timeout=1)  # it finishes (no lock), or it waits for this swap (the fix)
+
+    monkeypatch.setattr(os, "rename", rename_then_let_the_other_write)
+    write("a")
+    other.join()
+    assert errors == []
+    assert (out / "who").read_text(encoding="utf-8") == "b"  # the last one to swap
+    assert _leftovers(tmp_path) == []
