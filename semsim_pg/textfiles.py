@@ -1,6 +1,7 @@
 """Opening the text files users give (documents, FAQ files, sentence pairs): UTF-8, with or
 without the byte-order mark that Excel's "CSV UTF-8" and Notepad write, and a file that is not
-UTF-8 reported at its line and byte in the file, with the command that converts it.
+UTF-8 reported at its line and byte in the file, with the command that converts it. UTF-16 and
+UTF-32 are told apart by their byte-order mark or, without one, by where their NUL bytes fall.
 
 A text stream reports a decoding error at a byte of the chunk it was decoding, not of the file
 (a bad byte at offset 93,946 read as "byte 3835"), and without a line: :func:`not_utf8` scans the
@@ -30,9 +31,15 @@ def open_text(path: Path, what: str = "a file") -> TextIO:
     if path.is_dir():
         raise InputFileError(f"{path}: is a directory, not {what}.")
     try:
-        return path.open(encoding="utf-8-sig", newline="")
+        handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read it: {exc.strerror}.") from None
+    # ASCII text in UTF-16 or UTF-32 without a byte-order mark decodes as UTF-8, NULs and all: it
+    # would be refused at its first line for a NUL character, or its header read as "a\x00,\x00b"
+    if path.is_file() and _other_bom(path) is None and _bomless_wide(path) is not None:
+        handle.close()
+        raise not_utf8(path)
+    return handle
 
 
 def first_non_utf8(path: Path) -> tuple[int, int, bytes] | None:
@@ -79,12 +86,62 @@ def _other_bom(path: Path) -> tuple[str, bytes] | None:
     return next(((name, bom) for bom, name in _OTHER_BOMS if head.startswith(bom)), None)
 
 
+#: how much of a file's start is looked at to tell UTF-16 or UTF-32 without a byte-order mark
+_SNIFF = 4096
+
+
+def _bomless_wide(path: Path) -> tuple[str, str] | None:
+    """(name, iconv encoding) when ``path``, without a byte-order mark, looks like UTF-16 or
+    UTF-32 text: its NUL bytes fall in the lanes where the high bytes of Latin characters go (every
+    second byte, or three of every four), and hardly anywhere else. A UTF-8 file with a stray NUL,
+    or a binary file, has too few or scattered ones."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_SNIFF)
+    except OSError:
+        return None
+    head = head[: len(head) // 4 * 4]
+    if len(head) < 4 or b"\x00" not in head:
+        return None
+
+    def nuls(lane: int, step: int) -> float:
+        part = head[lane::step]
+        return part.count(0) / len(part)
+
+    if nuls(2, 4) > 0.9 and nuls(3, 4) > 0.9 and nuls(0, 4) < 0.1:
+        return "UTF-32", "utf-32le"
+    if nuls(0, 4) > 0.9 and nuls(1, 4) > 0.9 and nuls(3, 4) < 0.1:
+        return "UTF-32", "utf-32be"
+    # a quarter of the high bytes NUL at least (Latin text: all of them), two at least (a line of
+    # one letter), and hardly any low byte: a stray NUL in UTF-8 text is none of that
+    odd, even = head[1::2].count(0), head[0::2].count(0)
+    lane = len(head) // 2
+    if odd >= max(2, lane / 4) and even <= odd / 10:
+        return "UTF-16", "utf-16le"
+    if even >= max(2, lane / 4) and odd <= even / 10:
+        return "UTF-16", "utf-16be"
+    return None
+
+
+def _wide_error(path: Path, name: str, encoding: str) -> InputFileError:
+    order = "little" if encoding.endswith("le") else "big"
+    return InputFileError(
+        f"{path}: looks like {name} text ({order}-endian, without a byte-order mark: NUL bytes between its "
+        f"letters), not UTF-8. Save it as UTF-8, or convert it: iconv -f {encoding} -t utf-8 {_conversion(path)}"
+    )
+
+
+def _conversion(path: Path) -> str:
+    """``PATH > PATH.utf8.EXT``: the end of the conversion command, quoted for a shell."""
+    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    return f"{shlex.quote(str(path))} > {shlex.quote(str(converted))}"
+
+
 def not_utf8(path: Path) -> InputFileError:
     """The error for a file that failed to decode as UTF-8: its line, its byte offset, the bytes,
     and how to convert it (most such files are Latin-1 or Windows-1252, what Excel writes as CSV;
     a file that starts with a UTF-16 or UTF-32 byte-order mark is told so, with its own command)."""
-    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
-    files = f"{shlex.quote(str(path))} > {shlex.quote(str(converted))}"
+    files = _conversion(path)
     bom = _other_bom(path)
     if bom is not None:
         name, mark = bom
@@ -93,6 +150,9 @@ def not_utf8(path: Path) -> InputFileError:
             f"{path}: is {name} text (it starts with the byte-order mark {shown}), not UTF-8. Save it as UTF-8, "
             f"or convert it: iconv -f {name.lower()} -t utf-8 {files}"
         )
+    wide = _bomless_wide(path)
+    if wide is not None:  # (open_text refuses it before decoding: here for any other caller)
+        return _wide_error(path, *wide)
     found = first_non_utf8(path)
     if found is None:  # it changed while we read it
         where = f"{path}: is not UTF-8 text"

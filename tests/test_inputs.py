@@ -234,3 +234,47 @@ def test_a_utf16_or_utf32_file_is_told_so_with_its_conversion(tmp_path, encoding
         f"convert it: iconv -f {name.lower()} -t utf-8 {path} > {tmp_path / file_name.replace('.', '.utf8.')}"
     )
     assert "latin1" not in message
+
+
+@pytest.mark.parametrize(
+    ("encoding", "name", "text"),
+    [
+        ("utf-16-le", "UTF-16", "hello cats\nbye dogs\n"),  # decodes as UTF-8: was "holds a NUL character"
+        ("utf-16-be", "UTF-16", "hello cats\nbye dogs\n"),
+        ("utf-16-le", "UTF-16", "hello cats\ncaf\u00e9\n"),  # not UTF-8: was the Latin-1 advice
+        ("utf-32-le", "UTF-32", "hello cats\nbye dogs\n"),
+        ("utf-32-be", "UTF-32", "hello cats\nbye dogs\n"),
+    ],
+)
+@pytest.mark.parametrize("file_name", ["docs.txt", "docs.tsv"])
+def test_utf16_without_a_byte_order_mark_is_told_so(  # type: ignore[no-untyped-def]
+    tmp_path, encoding, name, text, file_name, capsys, store, collection_name
+) -> None:
+    """`iconv -t utf-16le` writes no mark: ASCII text then decodes as UTF-8 with a NUL after each
+    letter, refused for a NUL character (or, as a .tsv, its header echoed with raw NULs)."""
+    from semsim_pg.cli import main
+
+    path = tmp_path / file_name
+    if file_name.endswith(".tsv"):
+        text = "id\ttext\n1\t" + text.replace("\n", " ") + "\n"
+    path.write_bytes(text.encode(encoding))
+    order = "little" if encoding.endswith("le") else "big"
+    iconv = encoding.replace("-le", "le").replace("-be", "be")
+    expected = (
+        f"{path}: looks like {name} text ({order}-endian, without a byte-order mark: NUL bytes between its letters), "
+        f"not UTF-8. Save it as UTF-8, or convert it: iconv -f {iconv} -t utf-8 {path} > "
+        f"{tmp_path / file_name.replace('.', '.utf8.')}"
+    )
+    with pytest.raises(InputFileError) as raised:
+        check_documents(path)
+    assert str(raised.value) == expected
+    assert main(["-q", "ingest", str(path), "-c", collection_name]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"semsim: error: {expected}" and "\x00" not in err
+
+
+def test_a_utf8_file_with_a_stray_nul_is_not_taken_for_utf16(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "docs.txt"
+    path.write_bytes(b"a line\nanother\x00 line\n" * 3)
+    with pytest.raises(InputFileError, match="NUL character"):
+        check_documents(path)
