@@ -373,6 +373,53 @@ def test_prune(capsys, engine) -> None:  # type: ignore[no-untyped-def]
     assert code == 1 and "--older-than takes a length of time" in err
 
 
+def test_prune_of_an_unknown_collection_is_refused(capsys, engine) -> None:  # type: ignore[no-untyped-def]
+    """`semsim log prune -c nosuch` said "pruned 0", exit 0: a typo in a cron line pruned nothing
+    every night. A collection that exists, or only has queries left in the log, is pruned."""
+    assert main(["-q", "log", "prune", "--older-than", "90d", "-c", "no_such_collection"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert "No collection named 'no_such_collection' (collections: " in err and "nothing was pruned" in err
+    dropped = _name()  # no collection of that name, but its queries are still in the log
+    _insert(engine, [_row(dropped, NOW - dt.timedelta(days=d), 0.7) for d in (1, 100)])
+    assert main(["-q", "log", "prune", "--older-than", "90d", "-c", dropped]) == 0
+    assert capsys.readouterr().out.startswith(f"pruned 1 logged queries of {dropped} older than 90d")
+    assert main(["-q", "log", "prune", "--older-than", "90d", "-c", dropped]) == 0  # nothing old left: fine
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_prune_of_a_label_never_logged_warns(engine) -> None:  # type: ignore[no-untyped-def]
+    """The Django app's log (a table of its own) has labels, not collections: one that the log
+    holds nothing of is pruned (of nothing) with a warning, in both commands' summary and JSON."""
+    table = queries.log_table(f"semsim_test_{_name()}")
+    table.create(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(table), [_row("faqs", NOW - dt.timedelta(days=d), 0.5) for d in (1, 100)])
+        pruned = insights.prune_older_than(engine, "90d", collection="fqas", table=table, progress=False)
+        assert pruned.deleted == 0 and pruned.summary().endswith(
+            "; warning: the log holds no query of 'fqas' (a typo in the name?)"
+        )
+        assert pruned.to_dict()["warning"] == "the log holds no query of 'fqas' (a typo in the name?)"
+        pruned = insights.prune_older_than(engine, "90d", collection="faqs", table=table, progress=False)
+        assert pruned.deleted == 1 and "warning" not in pruned.summary() and "warning" not in pruned.to_dict()
+    finally:
+        table.drop(engine)
+
+
+def test_prune_of_a_log_table_never_migrated_says_so(engine) -> None:  # type: ignore[no-untyped-def]
+    """`manage.py semsim_log_prune` before the insights app was migrated printed 62 lines of
+    SQLAlchemy traceback (UndefinedTable): the Django command turns a SemsimError into one line."""
+    from semsim_pg.errors import SchemaNotInstalled
+
+    name = f"semsim_test_{_name()}"
+    with pytest.raises(SchemaNotInstalled) as raised:
+        insights.prune_older_than(engine, "90d", table=queries.log_table(name), progress=False)
+    message = str(raised.value)
+    assert f"The query log table {name} does not exist in this database: run the migrations" in message
+    assert "manage.py migrate" in message and "nothing was pruned" in message and "\n" not in message
+
+
 # unanswered groups ------------------------------------------------------------------------------
 def _unanswered_log(engine, encoder, collection: str) -> None:  # type: ignore[no-untyped-def]
     questions = {t: n for group in GROUPS.values() for t, n in group.items()} | LONERS
