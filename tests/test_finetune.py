@@ -319,16 +319,17 @@ def test_overwrite_replaces_only_a_model_folder(store: Any, tiny_bi_encoder_path
 
 
 def test_overwrite_keeps_a_project_with_a_config_json(
-    tiny_bi_encoder_path: Path, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_cross_encoder_path: Path, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The reviewer's case through the CLI: the model improved and was saved, proj/src was gone."""
     proj = tmp_path / "proj"
     (proj / "src").mkdir(parents=True)
     (proj / "config.json").write_text('{"name": "myapp"}', encoding="utf-8")
     (proj / "src" / "main.py").write_text("print(1)", encoding="utf-8")
-    argv = ["-q", "finetune", "bi-encoder", "--train", str(files["train"]), "--dev", str(files["dev"])]
-    argv += ["--base", str(tiny_bi_encoder_path), "--out", str(proj), "--max-steps", "1", "--overwrite"]
-    assert main(argv) == 1
+    # the settings of test_out_is_never_half_written, where the model improves and is saved
+    argv = ["-q", "finetune", "cross-encoder", "--train", str(files["train"]), "--dev", str(files["dev"])]
+    argv += ["--base", str(tiny_cross_encoder_path), "--out", str(proj), "--overwrite"]
+    assert main([*argv, "--max-steps", "3", "--learning-rate", "1e-3"]) == 1
     err = capsys.readouterr().err
     assert "holds no model" in err and "nothing was written" in err and len(err.strip().splitlines()) == 1
     assert (proj / "src" / "main.py").read_text(encoding="utf-8") == "print(1)" and not leftovers(tmp_path, "proj")
