@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ __all__ = [
     "check_name",
     "check_text",
     "check_vectors",
+    "hidden_character",
+    "visible",
 ]
 
 #: the most hits one search returns (and the most candidates a rerank reads)
@@ -36,6 +39,31 @@ MAX_K = 1000
 MAX_NAME_LENGTH = 200
 #: a document id is a key of a btree index, whose entries PostgreSQL caps near 2,700 bytes
 MAX_ID_BYTES = 2000
+
+# What a terminal would obey instead of show: C0 and C1 controls (ESC starts the sequences
+# that recolour, move the cursor or retitle the window; CR rewrites the line), DEL, the line and
+# paragraph separators, and the bidirectional overrides that reorder what follows them.
+_HIDDEN = r"\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_HIDDEN_IN_LINE = re.compile(rf"[\t\n{_HIDDEN}]")
+_HIDDEN_IN_TEXT = re.compile(f"[{_HIDDEN}]")
+
+
+def visible(text: str, *, lines: bool = False) -> str:
+    """``text`` with the characters a terminal would act on written as escapes (``\\x1b``,
+    ``\\u202e``, ``\\n``), for human-readable output of texts users gave (queries, documents,
+    FAQ entries, ids, collection names); ``lines``: newlines and tabs stay. JSON output needs none
+    of it. The core uses it in messages that quote such a text outside ``repr``."""
+    if lines:
+        text = text.replace("\r\n", "\n")  # a CSV file's line ends, not a control to show
+    pattern = _HIDDEN_IN_TEXT if lines else _HIDDEN_IN_LINE
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def hidden_character(text: str) -> str | None:
+    """The first character of ``text`` that :func:`visible` would escape on one line (a control,
+    a tab or newline, a bidirectional override), else None."""
+    found = _HIDDEN_IN_LINE.search(text)
+    return found.group() if found else None
 
 
 def check_k(k: Any, name: str = "k") -> int:
@@ -108,12 +136,21 @@ def check_text(value: str, what: str, error: type[InvalidInput] = InvalidInput) 
 
 
 def check_name(name: Any, what: str = "collection name") -> str:
-    """A non-empty name of at most :data:`MAX_NAME_LENGTH` characters, stripped."""
+    """A non-empty name of at most :data:`MAX_NAME_LENGTH` characters, stripped, without the
+    characters a terminal acts on (:func:`hidden_character`): a name is printed in listings and
+    commands to copy, where an escape sequence or a newline would forge what is shown."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput(f"A {what} must be a non-empty text, got {name!r}.")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidInput(f"A {what} must be at most {MAX_NAME_LENGTH} characters long, got {len(name)}.")
-    return check_text(name, what).strip()
+    checked = check_text(name, what).strip()
+    hidden = hidden_character(checked)
+    if hidden is not None:
+        raise InvalidInput(
+            f"A {what} may not hold control characters (tabs, newlines, escapes, bidirectional overrides): "
+            f"{checked!r} holds {hidden!r}. Use printable characters only."
+        )
+    return checked
 
 
 def check_id(value: str, what: str = "document id") -> str:

@@ -514,3 +514,51 @@ def test_a_batch_line_without_searchable_words_is_an_error_line_the_others_answe
     # an error of the options, not of a line, is still one line and nothing else
     code, out, err = run(capsys, "search", "--queries", str(queries), "-c", collection_name, "-k", "0")
     assert code == 1 and out == "" and err.count("\n") == 1
+
+
+FORGED_NAME = "ev\x1b[31mRED\nt1    999    999  fake"
+
+
+@pytest.mark.parametrize("char", ["\x1b", "\n", "\t", "\r", "\x7f", "\x9b", "\u202e", "\u2066", "\u2028"])
+def test_a_collection_name_with_a_control_character_is_refused(store, char: str) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="may not hold control characters") as refused:
+        store.create_collection(f"ev{char}il")
+    assert char not in str(refused.value) and "\n" not in str(refused.value)
+    assert not any(c.name.startswith("ev") and c.name.endswith("il") for c in store.list_collections())
+
+
+def test_the_cli_refuses_a_forged_collection_name_in_one_line(capsys, store, docs_file) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = run(capsys, "ingest", str(docs_file), "-c", FORGED_NAME)
+    assert code == 1 and out == "" and err.count("\n") == 1 and "\x1b" not in err, err
+    assert "may not hold control characters" in err
+    assert FORGED_NAME not in [c.name for c in store.list_collections()]
+
+
+def test_names_made_before_the_check_print_escaped(capsys, engine, store, collection_name, docs_file) -> None:  # type: ignore[no-untyped-def]
+    """A collection named with controls by an older version (or by SQL) is listed, and named in
+    the not-found message, with its controls escaped; --json keeps the exact name."""
+    import sqlalchemy as sa
+
+    run(capsys, "ingest", str(docs_file), "-c", collection_name)
+    forged = collection_name + FORGED_NAME
+
+    def rename(old: str, new: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE semsim.collections SET name = :new WHERE name = :old"), {"old": old, "new": new}
+            )
+
+    rename(collection_name, forged)
+    try:
+        code, out, _ = run(capsys, "collections")
+        assert code == 0 and "\x1b" not in out and f"{collection_name}ev\\x1b[31mRED\\nt1    999" in out, out
+        assert not any(line.startswith("t1 ") for line in out.splitlines())
+        code, out, _ = run(capsys, "collections", "--json")
+        assert forged in [c["name"] for c in json.loads(out)]
+        code, out, err = run(capsys, "search", "x", "-c", "nope\x1b[2J")
+        assert code == 1 and err.count("\n") == 1 and "\x1b" not in err, err
+        assert f"{collection_name}ev\\x1b[31mRED\\nt1" in err and "semsim ingest FILE -c nope\\x1b[2J`" in err
+    finally:
+        rename(forged, collection_name)

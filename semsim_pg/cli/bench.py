@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from semsim_pg.validation import visible
+
 if TYPE_CHECKING:
     from semsim_pg.bench import EncoderBenchmark
 
@@ -113,7 +115,7 @@ def _run_warmup(args: argparse.Namespace) -> int:
         read = f"{w.visited:,} of {w.vectors:,} vectors" if w.visited is not None else f"{w.vectors:,} vectors"
         room = "" if w.fits else f"; larger than shared_buffers ({w.shared_buffers_bytes >> 20} MB), partly kept"
         sys.stdout.write(
-            f"index of {w.collection} ({w.index_bytes >> 20} MB, {read}) in memory in {w.seconds:.1f} s "
+            f"index of {visible(w.collection)} ({w.index_bytes >> 20} MB, {read}) in memory in {w.seconds:.1f} s "
             f"by {w.method}{room}\n"
         )
     return 0
@@ -130,7 +132,9 @@ def _warm_indexes(names: list[str]) -> list[Any]:
     warmed = []
     for coll in store.list_collections():
         if coll.index != "valid":
-            sys.stderr.write(f"skipped {coll.name}: its index is {coll.index} (semsim index rebuild {coll.name})\n")
+            sys.stderr.write(
+                f"skipped {visible(coll.name)}: its index is {coll.index} (semsim index rebuild {visible(coll.name)})\n"
+            )
             continue
         warmed.append(store.warm_index(coll))
     return warmed

@@ -14,6 +14,7 @@ from semsim_pg.cli.common import open_store, out, progress_enabled
 from semsim_pg.errors import InvalidInput
 from semsim_pg.settings import BACKENDS
 from semsim_pg.sql import METRIC_NAMES
+from semsim_pg.validation import visible
 
 __all__ = ["register"]
 
@@ -85,7 +86,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
     store = open_store()
     if args.drop:
         store.drop_collection(args.drop)
-        out(f"dropped collection {args.drop}")
+        out(f"dropped collection {visible(args.drop)}")
         return 0
     collections = store.list_collections()
     if args.json:
@@ -105,14 +106,14 @@ def cmd_collections(args: argparse.Namespace) -> int:
         made_by = ", ".join(f"{backend} {n}" for backend, n in (c.backends or {}).items())
         chunk = "-" if c.chunk_size is None else str(c.chunk_size)
         out(
-            f"{c.name:<24} {c.documents:>9} {c.embedded:>9} {c.dimension:>5}  {c.metric:<13} {c.index or '':<8} "
+            f"{visible(c.name):<24} {c.documents:>9} {c.embedded:>9} {c.dimension:>5}  {c.metric:<13} {c.index or '':<8} "
             f"{chunk:>5}  {c.model_name}"
             + (f" ({made_by})" if made_by else "")
             + (" [folder missing]" if c.name in missing else "")
         )
     if missing:
         out(
-            f"a model folder is missing ({', '.join(missing)}): restore it, or `semsim reembed -c NAME --model MODEL`; "
+            f"a model folder is missing ({', '.join(map(visible, missing))}): restore it, or `semsim reembed -c NAME --model MODEL`; "
             "until then their searches and ingests fail"
         )
     if any(c.index in ("missing", "invalid") for c in collections):

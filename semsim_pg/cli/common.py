@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from semsim_pg.errors import InvalidInput
+from semsim_pg.validation import visible
 
 if TYPE_CHECKING:
     from semsim_pg.store import DocumentStore, FilterValue
@@ -23,7 +23,6 @@ __all__ = [
     "progress_enabled",
     "rerank_arg",
     "short",
-    "visible",
 ]
 
 
@@ -43,24 +42,6 @@ def progress_enabled(args: argparse.Namespace) -> bool:
     """Progress bars unless ``-q``: the CLI logs at WARNING by default, so it cannot leave the
     choice to the log level as the library does."""
     return not getattr(args, "quiet", False)
-
-
-# What a terminal would obey instead of show: C0 and C1 controls (ESC starts the sequences
-# that recolour, move the cursor or retitle the window; CR rewrites the line), DEL, the line and
-# paragraph separators, and the bidirectional overrides that reorder what follows them.
-_HIDDEN = r"\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-_HIDDEN_IN_LINE = re.compile(rf"[\t\n{_HIDDEN}]")
-_HIDDEN_IN_TEXT = re.compile(f"[{_HIDDEN}]")
-
-
-def visible(text: str, *, lines: bool = False) -> str:
-    """``text`` with the characters a terminal would act on written as escapes (``\\x1b``,
-    ``\\u202e``, ``\\n``), for human-readable output of texts users gave (queries, documents,
-    FAQ entries, ids); ``lines``: newlines and tabs stay. JSON output needs none of it."""
-    if lines:
-        text = text.replace("\r\n", "\n")  # a CSV file's line ends, not a control to show
-    pattern = _HIDDEN_IN_TEXT if lines else _HIDDEN_IN_LINE
-    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def short(text: str, width: int = 90) -> str:

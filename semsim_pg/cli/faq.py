@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from semsim_pg.cli.common import add_rerank_option, open_store, out, progress_enabled, rerank_arg, short, visible
+from semsim_pg.cli.common import add_rerank_option, open_store, out, progress_enabled, rerank_arg, short
 from semsim_pg.errors import InvalidInput
+from semsim_pg.validation import visible
 
 __all__ = ["register"]
 

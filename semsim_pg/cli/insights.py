@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from semsim_pg.cli.common import open_store, out, progress_enabled, short, visible
+from semsim_pg.cli.common import open_store, out, progress_enabled, short
+from semsim_pg.validation import visible
 
 __all__ = ["register", "register_faq"]
 

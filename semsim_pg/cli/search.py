@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semsim_pg.cli.common import hit_text, open_store, out, parse_filters, print_hits, visible
+from semsim_pg.cli.common import hit_text, open_store, out, parse_filters, print_hits
 from semsim_pg.errors import InvalidInput, InvalidQuery
-from semsim_pg.validation import check_k
+from semsim_pg.validation import check_k, visible
 
 if TYPE_CHECKING:
     from semsim_pg.rerank import RerankedHit

@@ -30,6 +30,7 @@ from semsim_pg.db import connect
 from semsim_pg.encoder import resolve_model
 from semsim_pg.errors import CollectionExists, CollectionNotFound, InvalidInput
 from semsim_pg.store.types import Collection
+from semsim_pg.validation import visible
 
 __all__ = [
     "UNKNOWN_BACKEND",
@@ -104,9 +105,10 @@ def list_collections(conn: Connection) -> list[Collection]:
 
 def not_found(name: str, known: list[str], *, creating: bool = True) -> CollectionNotFound:
     """No collection ``name``; ``creating``: say how to make one (not when it was to be dropped)."""
-    listing = ", ".join(known) if known else "none yet"
+    # names made before they were checked (check_name) may hold controls: escaped, like the name asked for
+    listing = ", ".join(visible(k) for k in known) if known else "none yet"
     how = (
-        f" Create it with `semsim ingest FILE -c {name}` or DocumentStore.create_collection({name!r})."
+        f" Create it with `semsim ingest FILE -c {visible(name)}` or DocumentStore.create_collection({name!r})."
         if creating
         else " Nothing was dropped."
     )
