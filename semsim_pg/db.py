@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import threading
 import time
@@ -92,6 +93,9 @@ _MASK = "***"  # what SQLAlchemy shows for a hidden password
 _engines: dict[tuple[str, int, int, float], Engine] = {}
 _engines_lock = threading.Lock()
 _schema_ok: set[str] = set()
+#: a URL with a password (SQLAlchemy's reading: user up to ':', password up to the first '@')
+#: and another '@' in what follows it, before the query string
+_AT_AFTER_PASSWORD = re.compile(r"[\w+]+://[^:/]*:[^@]*@[^?]*@", re.DOTALL)
 
 
 def database_url(settings: Settings | None = None) -> str:
@@ -107,7 +111,16 @@ def database_url(settings: Settings | None = None) -> str:
 def parse_url(url: str) -> URL:
     """A PostgreSQL URL (``postgres://``, ``postgresql://`` or a SQLAlchemy one) parsed and
     checked; :class:`ConfigurationError` for anything else. The core and the Django app read
-    URLs through this one function."""
+    URLs through this one function.
+
+    Its messages never quote the URL: a malformed one may hold its password anywhere."""
+    if _AT_AFTER_PASSWORD.match(url):
+        # SQLAlchemy ends the password at its first '@' and reads the rest as the host, port or
+        # database: shown, or echoed by a connection error, they would give the rest of it away
+        raise ConfigurationError(
+            "The database URL (SEMSIM_DATABASE_URL) is not valid: the URL has more than one '@' before its "
+            "host: percent-encode '@' in the password as %40 (postgresql://user:p%40ss@host:5432/dbname)."
+        )
     try:
         parsed = make_url(url)
     except Exception as exc:
@@ -132,6 +145,8 @@ def normalise_url(url: str) -> str:
 def safe_url(url: str) -> str:
     """The URL with its password hidden, for messages and ``semsim info``: the one before the
     host and a ``?password=`` query parameter (libpq takes either)."""
+    if _AT_AFTER_PASSWORD.match(url):  # parse_url refuses it: SQLAlchemy would show part of the password
+        return "<unparseable URL>"
     try:
         parsed = make_url(url)
         if "password" in parsed.query:

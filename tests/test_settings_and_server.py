@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine.url import make_url
 
 from semsim_pg.db import get_engine, normalise_url, safe_url, server_info
 from semsim_pg.errors import ConfigurationError, DatabaseUnavailable, EmbeddedServerError
@@ -38,6 +39,45 @@ def test_database_urls() -> None:
     assert "pw" not in safe_url("postgresql://u:pw@h/db")
     with pytest.raises(ConfigurationError, match="needs PostgreSQL"):
         normalise_url("mysql://u@h/db")
+
+
+AT_IN_PASSWORD = [
+    "postgresql://bob:p@S3cretPW@127.0.0.1:5999/db",
+    "postgresql://bob:p@S3cret:PW@127.0.0.1/db",  # the rest read as a port: int() quoted it
+    "postgresql://bob:p@S3cret/PW@127.0.0.1/db",  # ... as a host and a database
+    "postgres://bob:p?x@S3cretPW@127.0.0.1/db",
+]
+
+
+@pytest.mark.parametrize("url", AT_IN_PASSWORD)
+def test_an_unencoded_at_in_the_password_is_refused_without_showing_it(url: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        normalise_url(url)
+    message = str(refused.value)
+    assert "more than one '@' before its host: percent-encode '@' in the password as %40" in message
+    assert "S3cret" not in message and "PW" not in message and "\n" not in message
+    assert "S3cret" not in safe_url(url) and "PW" not in safe_url(url)
+
+
+def test_an_encoded_at_and_an_at_in_the_user_name_still_parse() -> None:
+    assert make_url(normalise_url("postgresql://bob:p%40S3cret@h/db")).password == "p@S3cret"
+    # Azure's user@server names: the password comes after the '@', so none of it is at risk
+    assert make_url(normalise_url("postgresql://bob@srv:S3cret@h/db")).username == "bob@srv"
+    assert make_url(normalise_url("postgresql://bob:pw@h/db?options=-c%20x@y")).host == "h"
+
+
+def test_the_cli_refuses_an_at_in_the_password_in_one_line(capsys, settings) -> None:  # type: ignore[no-untyped-def]
+    from semsim_pg.cli import main
+    from semsim_pg.settings import configure
+
+    configure(settings.replace(database_url=AT_IN_PASSWORD[0]))
+    try:
+        code = main(["-q", "info", "--json", "--no-model"])
+    finally:
+        configure(settings)
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and err.count("\n") == 1 and "S3cret" not in err, err
+    assert "percent-encode '@' in the password as %40" in err
 
 
 def test_unreachable_database_says_what_to_do() -> None:
