@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -243,6 +244,37 @@ def test_the_query_hash_key(tmp_path, monkeypatch) -> None:  # type: ignore[no-u
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ConfigurationError, match="set SEMSIM_QUERY_LOG_KEY"):
         log_key(Settings(data_dir=tmp_path / "a_file"))
+
+
+def test_a_key_file_open_to_others_is_tightened_or_warned_about(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Like ssh's check of a private key, but a warning rather than a refusal (the log of a whole
+    service would stop): tightened to 0600 when the process owns the file, else the fix named."""
+    from semsim_pg.insights.log import KEY_FILE, _key_file
+
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / KEY_FILE
+    path.write_text("ab" * 32 + "\n")
+    path.chmod(0o644)
+    settings = Settings(data_dir=data)
+    _key_file.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="semsim_pg.insights.log"):
+        assert log_key(settings) == b"ab" * 32
+        assert log_key(settings) == b"ab" * 32  # once per process, not per query
+    assert path.stat().st_mode & 0o777 == 0o600
+    (warned,) = [r.getMessage() for r in caplog.records]
+    assert f"the key file {path} was open to other users (mode 644): made it 600" in warned, warned
+    if os.geteuid() != 0:
+        return  # a file of another user: only root can make one here
+    caplog.clear()
+    path.chmod(0o640)
+    os.chown(path, 65534, 65534)
+    _key_file.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="semsim_pg.insights.log"):
+        assert log_key(settings) == b"ab" * 32
+    assert path.stat().st_mode & 0o777 == 0o640  # not ours to change
+    (warned,) = [r.getMessage() for r in caplog.records]
+    assert f"the key file {path} is open to other users (mode 640)" in warned and f"chmod 600 {path}" in warned
 
 
 # stats and drift --------------------------------------------------------------------------------

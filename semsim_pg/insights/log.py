@@ -24,6 +24,7 @@ import os
 import queue
 import random
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -129,7 +130,9 @@ def _key_file(data_dir: Path) -> bytes:
                 pass
             finally:
                 tmp.unlink()
-        key = path.read_text().strip()
+        with path.open(encoding="utf-8") as handle:
+            _keep_private(path, handle.fileno())
+            key = handle.read().strip()
     except OSError as exc:
         raise ConfigurationError(
             f"The query log's key file {path} cannot be read or created ({exc.strerror}): set SEMSIM_QUERY_LOG_KEY "
@@ -138,6 +141,39 @@ def _key_file(data_dir: Path) -> bytes:
     if not key:
         raise ConfigurationError(f"The query log's key file {path} is empty: delete it (a new key is made).")
     return key.encode("utf-8")
+
+
+def _keep_private(path: Path, fd: int) -> None:
+    """A key file others may read or write (copied with its mode, made under a loose umask by
+    hand, chmod'ed) is made its owner's alone when this process owns it, with a warning; one
+    owned by another user is warned about, naming the fix. Not refused, as ssh refuses a loose
+    private key: that would turn off the query log of a whole service over a file mode. Called
+    once per file and process (:func:`_key_file` is cached)."""
+    if os.name != "posix":  # Windows has no such bits: its ACLs decide, and Python cannot see them here
+        return
+    info = os.fstat(fd)
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077:
+        return
+    if info.st_uid == os.geteuid():
+        with contextlib.suppress(OSError):  # a read-only file system, say: then warn as for another's file
+            os.fchmod(fd, mode & ~0o077)
+            logger.warning(
+                "query log: the key file %s was open to other users (mode %o): made it %o, its owner's alone. "
+                "If someone may have read it, delete it for a new key (queries logged before then no longer "
+                "group with later ones).",
+                path,
+                mode,
+                mode & ~0o077,
+            )
+            return
+    logger.warning(
+        "query log: the key file %s is open to other users (mode %o), who can confirm guesses of the queries "
+        "logged without their text: run chmod 600 %s as its owner, or set SEMSIM_QUERY_LOG_KEY.",
+        path,
+        mode,
+        path,
+    )
 
 
 @dataclass(frozen=True)
