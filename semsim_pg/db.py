@@ -6,6 +6,7 @@ One SQLAlchemy engine per database URL and process. The URL comes from the setti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -260,13 +261,14 @@ def _translate_errors(engine: Engine) -> None:
     :class:`ConnectionLost`, once SQLAlchemy has invalidated it (the pool replaces it)."""
 
     def translate(context: sa.engine.ExceptionContext) -> None:
-        error = refusal_error(context.original_exception, context.engine)
+        error = refusal_error(context.original_exception, context.engine, context.connection)
         if error is not None:
             raise error from context.sqlalchemy_exception
         if context.is_disconnect and context.engine is not None:
             raise connection_lost(context.engine, context.original_exception) from context.sqlalchemy_exception
 
     sa.event.listen(engine, "handle_error", translate)
+    _track_role(engine)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -293,7 +295,7 @@ def driver_error(conn: Connection, raw: Any, sql: str, exc: Exception) -> Except
     if dialect.is_disconnect(cast(Any, exc), raw, None):
         conn.invalidate(exc)
         return connection_lost(conn.engine, exc)
-    refused = refusal_error(exc, conn.engine)
+    refused = refusal_error(exc, conn.engine, conn)
     if refused is not None:
         return refused
     # hide_parameters: a vector (384 numbers or so) stays out of the message
@@ -302,16 +304,18 @@ def driver_error(conn: Connection, raw: Any, sql: str, exc: Exception) -> Except
     )
 
 
-def privilege_error(exc: BaseException, engine: Engine | None = None) -> PermissionDenied | None:
+def privilege_error(
+    exc: BaseException, engine: Engine | None = None, connection: Connection | None = None
+) -> PermissionDenied | None:
     """``exc`` (SQLAlchemy's error or psycopg's own, from a raw COPY) as a :class:`PermissionDenied`
-    when PostgreSQL refused it for want of a privilege, else None. ``engine``: where to ask which
-    role was refused (the connection that failed is in an aborted transaction)."""
+    when PostgreSQL refused it for want of a privilege, else None. ``connection``, the one refused,
+    and ``engine`` tell which role was refused (:func:`_role_name`)."""
     orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
     if getattr(orig, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
         return None
     reason = (str(orig).strip().splitlines() or ["permission denied"])[0]
     return PermissionDenied(
-        f"role {_role_name(engine)} lacks a privilege: {reason} (grant it, or use the role that owns semsim's schema)"
+        f"role {_role_name(engine, connection)} lacks a privilege: {reason} (grant it, or use the role that owns semsim's schema)"
     )
 
 
@@ -341,13 +345,96 @@ def canceled_error(exc: BaseException) -> QueryCanceled | None:
     return QueryCanceled(f"PostgreSQL canceled a statement ({reason}): {fix}. Its transaction was rolled back.")
 
 
-def refusal_error(exc: BaseException, engine: Engine | None = None) -> PermissionDenied | QueryCanceled | None:
+def refusal_error(
+    exc: BaseException, engine: Engine | None = None, connection: Connection | None = None
+) -> PermissionDenied | QueryCanceled | None:
     """``exc`` as the one-line error of a statement PostgreSQL refused (:func:`privilege_error`)
     or canceled (:func:`canceled_error`), else None."""
-    return canceled_error(exc) or privilege_error(exc, engine)
+    return canceled_error(exc) or privilege_error(exc, engine, connection)
 
 
-def _role_name(engine: Engine | None) -> str:
+#: statements that change current_user (SET [SESSION|LOCAL] ROLE, SET SESSION AUTHORIZATION and
+#: their RESETs, RESET ALL, DISCARD ALL): after one, the connection's role is read again
+_SETS_ROLE = re.compile(
+    r"\s*(?:SET\s+(?:SESSION\s+|(?P<local>LOCAL\s+))?(?:ROLE|SESSION\s+AUTHORIZATION)"
+    r"|RESET\s+(?:ROLE|ALL|SESSION\s+AUTHORIZATION)|DISCARD\s+ALL)\b",
+    re.IGNORECASE,
+)
+#: in a connection's info: the role its session set ("session"), the one its open transaction
+#: set ("transaction") and what a commit makes the session's ("commit")
+_ROLE = "semsim_role"
+
+
+def _track_role(engine: Engine) -> None:
+    """Remember the role a SET ROLE (or the like) gave a connection, for the message of a later
+    refusal: the refused connection is then in an aborted transaction and cannot be asked, and
+    another connection has the login role (the README tries a reader role with SET ROLE). A SET
+    in a transaction lasts until its rollback, a SET LOCAL until its end: followed here by the
+    commit and rollback events. One more round trip after such a statement, none otherwise."""
+
+    def after_execute(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        found = _SETS_ROLE.match(statement)
+        if found is None:
+            return
+        state = conn.info.setdefault(_ROLE, {})
+        role = _ask_role(cursor.connection)
+        if role is None or cursor.connection.info.transaction_status.name != "INTRANS":  # autocommit
+            state.clear()
+            if role is not None:
+                state["session"] = role
+            return
+        state["transaction"] = role
+        if found.group("local"):
+            state.pop("commit", None)  # the session keeps its role past this transaction
+        else:
+            state["commit"] = role
+
+    def commit(conn: Connection) -> None:
+        state = conn.info.get(_ROLE)
+        if state:
+            if "commit" in state:
+                state["session"] = state.pop("commit")
+            state.pop("transaction", None)
+
+    def rollback(conn: Connection, *args: Any) -> None:
+        # a savepoint's rollback undoes a SET made after it, or none: unknown here, so what the
+        # transaction set is forgotten (a refusal then names the session's role)
+        state = conn.info.get(_ROLE)
+        if state:
+            state.pop("commit", None)
+            state.pop("transaction", None)
+
+    sa.event.listen(engine, "after_cursor_execute", after_execute)
+    sa.event.listen(engine, "commit", commit)
+    sa.event.listen(engine, "rollback", rollback)
+    sa.event.listen(engine, "rollback_savepoint", rollback)
+
+
+def _ask_role(dbapi_connection: Any) -> str | None:
+    """current_user of a psycopg connection that can still run a statement, else None."""
+    try:
+        if dbapi_connection.closed or dbapi_connection.info.transaction_status.name not in ("IDLE", "INTRANS"):
+            return None
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT current_user")
+            return str(cursor.fetchone()[0])
+    except Exception:  # only for a message: not worth a second error
+        return None
+
+
+def _role_name(engine: Engine | None, connection: Connection | None = None) -> str:
+    """The role a refused statement ran as: current_user of the ``connection`` refused when it
+    can still answer (autocommit), else the role a SET ROLE on it gave (:func:`_track_role`),
+    else current_user of a fresh connection of ``engine`` (the login role, or the URL's
+    ``options=-c role=...``)."""
+    if connection is not None:
+        with contextlib.suppress(Exception):  # a closed or invalidated connection: asked elsewhere
+            raw = connection.connection.dbapi_connection
+            role = _ask_role(raw) if raw is not None and raw.info.transaction_status.name == "IDLE" else None
+            state = connection.info.get(_ROLE) or {}
+            role = role or state.get("transaction") or state.get("session")
+            if role is not None:
+                return str(role)
     if engine is not None:
         try:
             with engine.connect() as conn:

@@ -165,3 +165,44 @@ def test_a_read_only_role_gets_one_line_from_every_writing_command(  # type: ign
         PermissionDenied, match=f"role {reader} lacks a privilege: permission denied for table embeddings"
     ):
         as_reader.search(collection_name, "fish", 1)
+
+
+def test_a_refusal_after_set_role_names_the_role_in_use_not_the_login(engine, admin, role) -> None:  # type: ignore[no-untyped-def]
+    """The README tries a reader role on the embedded server with SET ROLE: a statement refused
+    then names that role (current_user of the connection refused), not the login role; in a
+    transaction (the failed connection cannot answer), after a rollback undid a SET ROLE, with
+    SET LOCAL, and in autocommit (the connection can answer)."""
+    with admin.connect() as conn:
+        login = conn.execute(sa.text("SELECT session_user")).scalar_one()
+    refused = "SELECT count(*) FROM semsim.query_log"
+    with temporary_role(admin) as other, engine.connect() as conn:  # semsim's engine: errors translated
+        assert login not in (role, other)
+        conn.execute(sa.text(f"SET ROLE {role}"))
+        with pytest.raises(PermissionDenied, match=f"^role {role} lacks a privilege: permission denied for schema semsim"):
+            conn.execute(sa.text(refused))
+        conn.rollback()
+        conn.execute(sa.text(f"SET ROLE {role}"))
+        conn.commit()  # the session's role now, past its transaction
+        conn.execute(sa.text(f"SET ROLE {other}"))
+        conn.rollback()  # undone
+        with pytest.raises(PermissionDenied, match=f"^role {role} lacks a privilege"):
+            conn.execute(sa.text(refused))
+        conn.rollback()
+        conn.execute(sa.text(f"SET LOCAL ROLE {other}"))
+        with pytest.raises(PermissionDenied, match=f"^role {other} lacks a privilege"):
+            conn.execute(sa.text(refused))
+        conn.rollback()
+        with pytest.raises(PermissionDenied, match=f"^role {role} lacks a privilege"):
+            conn.execute(sa.text(refused))
+        conn.rollback()
+        conn.execute(sa.text("RESET ROLE"))
+        conn.commit()
+        assert conn.execute(sa.text("SELECT current_user")).scalar_one() == login
+        conn.rollback()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"SET ROLE {role}"))
+        try:
+            with pytest.raises(PermissionDenied, match=f"^role {role} lacks a privilege"):
+                conn.execute(sa.text(refused))
+        finally:
+            conn.execute(sa.text("RESET ROLE"))
