@@ -178,7 +178,9 @@ def test_a_refusal_after_set_role_names_the_role_in_use_not_the_login(engine, ad
     with temporary_role(admin) as other, engine.connect() as conn:  # semsim's engine: errors translated
         assert login not in (role, other)
         conn.execute(sa.text(f"SET ROLE {role}"))
-        with pytest.raises(PermissionDenied, match=f"^role {role} lacks a privilege: permission denied for schema semsim"):
+        with pytest.raises(
+            PermissionDenied, match=f"^role {role} lacks a privilege: permission denied for schema semsim"
+        ):
             conn.execute(sa.text(refused))
         conn.rollback()
         conn.execute(sa.text(f"SET ROLE {role}"))
