@@ -390,7 +390,7 @@ def _track_role(engine: Engine) -> None:
             state["commit"] = role
 
     def commit(conn: Connection) -> None:
-        state = conn.info.get(_ROLE)
+        state = _role_state(conn)
         if state:
             if "commit" in state:
                 state["session"] = state.pop("commit")
@@ -399,7 +399,7 @@ def _track_role(engine: Engine) -> None:
     def rollback(conn: Connection, *args: Any) -> None:
         # a savepoint's rollback undoes a SET made after it, or none: unknown here, so what the
         # transaction set is forgotten (a refusal then names the session's role)
-        state = conn.info.get(_ROLE)
+        state = _role_state(conn)
         if state:
             state.pop("commit", None)
             state.pop("transaction", None)
@@ -408,6 +408,15 @@ def _track_role(engine: Engine) -> None:
     sa.event.listen(engine, "commit", commit)
     sa.event.listen(engine, "rollback", rollback)
     sa.event.listen(engine, "rollback_savepoint", rollback)
+
+
+def _role_state(conn: Connection) -> dict[str, str] | None:
+    """What :func:`_track_role` keeps for ``conn``'s DBAPI connection; None for a connection
+    invalidated (lost: its info goes with it, and reading it would raise) or closed."""
+    if conn.invalidated or conn.closed:
+        return None
+    state: dict[str, str] | None = conn.info.get(_ROLE)
+    return state
 
 
 def _ask_role(dbapi_connection: Any) -> str | None:
@@ -431,7 +440,7 @@ def _role_name(engine: Engine | None, connection: Connection | None = None) -> s
         with contextlib.suppress(Exception):  # a closed or invalidated connection: asked elsewhere
             raw = connection.connection.dbapi_connection
             role = _ask_role(raw) if raw is not None and raw.info.transaction_status.name == "IDLE" else None
-            state = connection.info.get(_ROLE) or {}
+            state = _role_state(connection) or {}
             role = role or state.get("transaction") or state.get("session")
             if role is not None:
                 return str(role)
