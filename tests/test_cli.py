@@ -560,5 +560,7 @@ def test_names_made_before_the_check_print_escaped(capsys, engine, store, collec
         code, out, err = run(capsys, "search", "x", "-c", "nope\x1b[2J")
         assert code == 1 and err.count("\n") == 1 and "\x1b" not in err, err
         assert f"{collection_name}ev\\x1b[31mRED\\nt1" in err and "semsim ingest FILE -c nope\\x1b[2J`" in err
+        code, out, err = run(capsys, "log", "prune", "--older-than", "30d", "-c", "nope")
+        assert code == 1 and err.count("\n") == 1 and f"{collection_name}ev\\x1b[31mRED\\nt1" in err, err
     finally:
         rename(forged, collection_name)

@@ -18,6 +18,7 @@ from semsim_pg.errors import CollectionNotFound, SchemaNotInstalled
 from semsim_pg.insights.periods import parse_duration
 from semsim_pg.progress import progress_bar
 from semsim_pg.queries import tables
+from semsim_pg.validation import visible
 
 __all__ = ["Pruned", "prune", "prune_older_than"]
 
@@ -83,7 +84,7 @@ def _refuse_unknown(conn: Connection, collection: str) -> None:
 
     if find_collection(conn, collection) is not None:
         return  # a collection that logged nothing (yet): nothing to prune, nothing wrong
-    known = ", ".join(c.name for c in list_collections(conn)) or "none yet"
+    known = ", ".join(visible(c.name) for c in list_collections(conn)) or "none yet"
     raise CollectionNotFound(
         f"No collection named {collection!r} (collections: {known}), and the query log holds none of its "
         "queries: nothing was pruned."
