@@ -42,10 +42,15 @@ MAX_ID_BYTES = 2000
 
 # What a terminal would obey instead of show: C0 and C1 controls (ESC starts the sequences
 # that recolour, move the cursor or retitle the window; CR rewrites the line), DEL, the line and
-# paragraph separators, and the bidirectional overrides that reorder what follows them.
-_HIDDEN = r"\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+# paragraph separators, and the bidirectional embeddings, overrides and isolates that reorder
+# what follows them. The direction marks (LRM, RLM, ALM) are not among them: ordinary characters
+# of Hebrew and Arabic text that reorder nothing beyond their neighbours, printed as they are.
+_HIDDEN = r"\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 _HIDDEN_IN_LINE = re.compile(rf"[\t\n{_HIDDEN}]")
 _HIDDEN_IN_TEXT = re.compile(f"[{_HIDDEN}]")
+# A name is typed on command lines: an invisible direction mark in it would make two names that
+# look the same, so names refuse the marks too.
+_NOT_IN_NAME = re.compile(rf"[\t\n{_HIDDEN}\u061c\u200e\u200f]")
 
 
 def visible(text: str, *, lines: bool = False) -> str:
@@ -61,8 +66,9 @@ def visible(text: str, *, lines: bool = False) -> str:
 
 def hidden_character(text: str) -> str | None:
     """The first character of ``text`` that :func:`visible` would escape on one line (a control,
-    a tab or newline, a bidirectional override), else None."""
-    found = _HIDDEN_IN_LINE.search(text)
+    a tab or newline, a bidirectional override), or an invisible direction mark, else None: what
+    a name may not hold."""
+    found = _NOT_IN_NAME.search(text)
     return found.group() if found else None
 
 
@@ -147,7 +153,7 @@ def check_name(name: Any, what: str = "collection name") -> str:
     hidden = hidden_character(checked)
     if hidden is not None:
         raise InvalidInput(
-            f"A {what} may not hold control characters (tabs, newlines, escapes, bidirectional overrides): "
+            f"A {what} may not hold control characters (tabs, newlines, escapes, bidirectional overrides or marks): "
             f"{checked!r} holds {hidden!r}. Use printable characters only."
         )
     return checked

@@ -519,7 +519,9 @@ def test_a_batch_line_without_searchable_words_is_an_error_line_the_others_answe
 FORGED_NAME = "ev\x1b[31mRED\nt1    999    999  fake"
 
 
-@pytest.mark.parametrize("char", ["\x1b", "\n", "\t", "\r", "\x7f", "\x9b", "\u202e", "\u2066", "\u2028"])
+@pytest.mark.parametrize(
+    "char", ["\x1b", "\n", "\t", "\r", "\x7f", "\x9b", "\u202e", "\u2066", "\u2028", "\u200e", "\u061c"]
+)
 def test_a_collection_name_with_a_control_character_is_refused(store, char: str) -> None:  # type: ignore[no-untyped-def]
     from semsim_pg.errors import InvalidInput
 
@@ -527,6 +529,22 @@ def test_a_collection_name_with_a_control_character_is_refused(store, char: str)
         store.create_collection(f"ev{char}il")
     assert char not in str(refused.value) and "\n" not in str(refused.value)
     assert not any(c.name.startswith("ev") and c.name.endswith("il") for c in store.list_collections())
+
+
+def test_hebrew_and_arabic_direction_marks_print_as_they_are(capsys, store, collection_name, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """LRM, RLM and ALM are ordinary characters of right-to-left text (they reorder nothing past
+    their neighbours): search output shows them as typed; an override (U+202E) is still escaped."""
+    docs = tmp_path / "rtl.jsonl"
+    texts = {
+        "he": "\u05e9\u05dc\u05d5\u05dd \u200e(ABC)\u200e cats",
+        "ar": "\u0645\u062a\u0649 \u061c\u200f cats",
+        "x": "cats \u202eevil",
+    }
+    docs.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in texts.items()), encoding="utf-8")
+    assert run(capsys, "ingest", str(docs), "-c", collection_name)[0] == 0
+    code, out, _ = run(capsys, "search", "cats", "-c", collection_name, "-k", "3")
+    assert code == 0 and texts["he"] in out and texts["ar"] in out
+    assert "\u202e" not in out and "cats \\u202eevil" in out
 
 
 def test_the_cli_refuses_a_forged_collection_name_in_one_line(capsys, store, docs_file) -> None:  # type: ignore[no-untyped-def]
