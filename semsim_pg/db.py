@@ -119,8 +119,9 @@ def parse_url(url: str) -> URL:
         # SQLAlchemy ends the password at its first '@' and reads the rest as the host, port or
         # database: shown, or echoed by a connection error, they would give the rest of it away
         raise ConfigurationError(
-            "The database URL (SEMSIM_DATABASE_URL) is not valid: the URL has more than one '@' before its "
-            "host: percent-encode '@' in the password as %40 (postgresql://user:p%40ss@host:5432/dbname)."
+            "The database URL (SEMSIM_DATABASE_URL) is not valid: it has another '@' after the one that ends "
+            "the password: percent-encode '@' as %40 where it is part of the password or the database name "
+            "(postgresql://user:p%40ss@host:5432/dbname)."
         )
     try:
         parsed = make_url(url)

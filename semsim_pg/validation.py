@@ -141,16 +141,17 @@ def check_text(value: str, what: str, error: type[InvalidInput] = InvalidInput) 
     return value
 
 
-def check_name(name: Any, what: str = "collection name") -> str:
+def check_name(name: Any, what: str = "collection name", *, existing: bool = False) -> str:
     """A non-empty name of at most :data:`MAX_NAME_LENGTH` characters, stripped, without the
     characters a terminal acts on (:func:`hidden_character`): a name is printed in listings and
-    commands to copy, where an escape sequence or a newline would forge what is shown."""
+    commands to copy, where an escape sequence or a newline would forge what is shown.
+    ``existing``: the name of something that may have been made before that rule, which stays usable."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput(f"A {what} must be a non-empty text, got {name!r}.")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidInput(f"A {what} must be at most {MAX_NAME_LENGTH} characters long, got {len(name)}.")
     checked = check_text(name, what).strip()
-    hidden = hidden_character(checked)
+    hidden = None if existing else hidden_character(checked)
     if hidden is not None:
         raise InvalidInput(
             f"A {what} may not hold control characters (tabs, newlines, escapes, bidirectional overrides or marks): "

@@ -580,5 +580,11 @@ def test_names_made_before_the_check_print_escaped(capsys, engine, store, collec
         assert f"{collection_name}ev\\x1b[31mRED\\nt1" in err and "semsim ingest FILE -c nope\\x1b[2J`" in err
         code, out, err = run(capsys, "log", "prune", "--older-than", "30d", "-c", "nope")
         assert code == 1 and err.count("\n") == 1 and f"{collection_name}ev\\x1b[31mRED\\nt1" in err, err
+        # still writable: ingest (through create_collection) and the Python API reach it by its name
+        code, out, err = run(capsys, "ingest", str(docs_file), "-c", forged)
+        assert code == 0 and "unchanged" in out, err
+        assert store.create_collection(forged).name == forged
+        code, out, _ = run(capsys, "log", "prune", "--older-than", "30d", "-c", forged)
+        assert code == 0 and "\x1b" not in out and "\\x1b[31mRED\\nt1" in out, out
     finally:
         rename(forged, collection_name)

@@ -294,19 +294,35 @@ def test_overwrite_replaces_only_a_model_folder(store: Any, tiny_bi_encoder_path
     assert "nothing was written" in str(error.value) and len(str(error.value).splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt"]
     (out / "config.json").unlink()
+    (out / "notes.txt").unlink()
     for marker in common.MODEL_MARKERS:  # a saved model, or semsim's record of one: replaced
         (out / marker).write_text("{}", encoding="utf-8")
         common.check_out(out, overwrite=True, engine=store.engine)
         (out / marker).unlink()
     (out / "config.json").write_text("{}", encoding="utf-8")
-    (out / "model.safetensors").write_bytes(b"weights")  # a transformers model: config.json beside weights
-    common.check_out(out, overwrite=True, engine=store.engine)
+    for weights in ("model.onnx", "tf_model.h5", "model.safetensors"):  # config.json beside weights
+        (out / weights).write_bytes(b"weights")
+        common.check_out(out, overwrite=True, engine=store.engine)
+        (out / weights).unlink()
+    (out / "model.safetensors").write_bytes(b"weights")
+    # files named as a model's are known by name, not by suffix: a user's notes are not a tokenizer's
+    for mine in ("notes.txt", "package.json", "train.jsonl"):
+        (out / mine).write_text("mine", encoding="utf-8")
+        with pytest.raises(InvalidInput, match=f"also what a saved model does not \\({mine}\\)"):
+            common.check_out(out, overwrite=True, engine=store.engine)
+        (out / mine).unlink()
 
     # a model saved by sentence-transformers, module folders and all, is replaced ...
     model = tmp_path / "model"
     shutil.copytree(tiny_bi_encoder_path, model)
     (model / "onnx").mkdir()
     (model / "onnx" / "model.onnx").write_bytes(b"onnx")
+    (model / "onnx" / "model_qint8_avx512.onnx").write_bytes(b"onnx")
+    # a copy from the hub: its card, its training script, huggingface-cli's download record
+    (model / "README.md").write_text("# model card", encoding="utf-8")
+    (model / "train_script.py").write_text("# the authors' script", encoding="utf-8")
+    (model / ".cache" / "huggingface").mkdir(parents=True)
+    (model / ".cache" / "huggingface" / "download.lock").write_text("", encoding="utf-8")
     common.check_out(model, overwrite=True, engine=store.engine)
     # ... but not with a project's files in it: they would go with it
     (model / "src").mkdir()

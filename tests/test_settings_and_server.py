@@ -54,7 +54,7 @@ def test_an_unencoded_at_in_the_password_is_refused_without_showing_it(url: str)
     with pytest.raises(ConfigurationError) as refused:
         normalise_url(url)
     message = str(refused.value)
-    assert "more than one '@' before its host: percent-encode '@' in the password as %40" in message
+    assert "another '@' after the one that ends the password: percent-encode '@' as %40" in message
     assert "S3cret" not in message and "PW" not in message and "\n" not in message
     assert "S3cret" not in safe_url(url) and "PW" not in safe_url(url)
 
@@ -77,7 +77,7 @@ def test_the_cli_refuses_an_at_in_the_password_in_one_line(capsys, settings) -> 
         configure(settings)
     out, err = capsys.readouterr()
     assert code == 1 and out == "" and err.count("\n") == 1 and "S3cret" not in err, err
-    assert "percent-encode '@' in the password as %40" in err
+    assert "percent-encode '@' as %40 where it is part of the password" in err
 
 
 def test_unreachable_database_says_what_to_do() -> None:

@@ -225,17 +225,27 @@ MODEL_WEIGHTS = (
     "pytorch_model.bin",
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
+    "model.onnx",  # an ONNX export (optimum's layout)
+    "tf_model.h5",  # a TensorFlow-only model
 )
 
-#: what a saved sentence-transformers or cross-encoder model holds: files with these suffixes
-#: (configs, tokenizers, weights, exports), module folders (``1_Pooling``, ``2_Normalize``) and
-#: exports (``onnx``, ``openvino``). Anything else (``src/``, ``.git``, ``main.py``, ``data.csv``)
-#: means the folder is more than a model, and --overwrite would delete it with the model.
-_MODEL_FILE_SUFFIXES = frozenset(
-    {".json", ".txt", ".md", ".safetensors", ".bin", ".model", ".onnx", ".xml", ".h5", ".ot", ".msgpack"}
+#: what a saved sentence-transformers or cross-encoder model (or a copy from a hub) holds, by name:
+#: configs, tokenizer files, weights (sharded too), exports, the hub's card and files. Module folders
+#: (``1_Pooling``, ``2_Normalize``) and exports (``onnx``, ``openvino``) hold the same kind of files;
+#: ``.cache`` is huggingface-cli's download record. Anything else (``src/``, ``.git``, ``main.py``,
+#: ``data.csv``, ``notes.txt``, ``package.json``) means the folder is more than a model, and
+#: --overwrite would delete it with the model: names, not suffixes, since a user's own notes or
+#: training data end in .txt, .json or .md as a tokenizer's files do.
+_MODEL_FILE = re.compile(
+    r"(config|config_sentence_transformers|modules|sentence_bert_config|tokenizer|tokenizer_config"
+    r"|special_tokens_map|added_tokens|generation_config|data_config|preprocessor_config|semsim-finetune)\.json"
+    r"|vocab\.(txt|json)|merges\.txt|(spiece|sentencepiece\.bpe|tokenizer)\.model|README\.md|\.gitattributes"
+    r"|train_script\.py|(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?|tf_model\.h5"
+    r"|flax_model\.msgpack|rust_model\.ot|\w*\.onnx(_data)?|openvino_model\w*\.(xml|bin)",
+    re.IGNORECASE,
 )
-_MODEL_FILES = frozenset({".gitattributes"})  # a model copied from the hub
 _MODEL_FOLDER = re.compile(r"\d+_[A-Za-z]\w*|onnx|openvino")
+_HUB_CACHE = ".cache"
 
 
 def _not_of_a_model(folder: Path, *, top: bool = True) -> list[str]:
@@ -243,11 +253,13 @@ def _not_of_a_model(folder: Path, *, top: bool = True) -> list[str]:
     foreign: list[str] = []
     for entry in sorted(folder.iterdir()):
         if entry.is_dir() and not entry.is_symlink():
+            if top and entry.name == _HUB_CACHE:
+                continue
             if top and _MODEL_FOLDER.fullmatch(entry.name):
                 foreign += [f"{entry.name}/{name}" for name in _not_of_a_model(entry, top=False)]
             else:
                 foreign.append(f"{entry.name}/")
-        elif entry.suffix.lower() not in _MODEL_FILE_SUFFIXES and entry.name not in _MODEL_FILES:
+        elif not _MODEL_FILE.fullmatch(entry.name):
             foreign.append(entry.name)
     return foreign
 

@@ -112,7 +112,7 @@ class Pruned:
         return f"the log holds no query of {self.collection!r} (a typo in the name?)"
 
     def summary(self) -> str:
-        scope = f" of {self.collection}" if self.collection else ""
+        scope = f" of {visible(self.collection)}" if self.collection else ""
         return (
             f"pruned {self.deleted} logged queries{scope} older than {self.older_than} "
             f"(before {self.before:%Y-%m-%d %H:%M} UTC)" + (f"; warning: {self.warning}" if self.unknown else "")

@@ -180,10 +180,12 @@ class DocumentStore:
         ``reembed`` split alike. It can be given (or changed) only while the collection holds no
         documents: a collection's vectors all come from one way of splitting.
         """
-        name = check_name(name)
+        name = check_name(name, existing=True)
+        existing = self._find_collection(name)
+        if existing is None:
+            check_name(name)  # a new name holds no control characters; one made before that rule stays usable
         if metric is not None and metric not in METRICS:
             raise InvalidInput(f"Unknown metric {metric!r}: use one of {', '.join(METRICS)}.")
-        existing = self._find_collection(name)
         if chunk_overlap is not None and chunk is None:
             raise InvalidInput("chunk_overlap needs chunk, the passage size in tokens (e.g. chunk=200).")
         # the graph asked for, checked as the settings are, before anything is written or recommended
