@@ -172,7 +172,7 @@ def test_out_is_never_half_written(
 
     out = tmp_path / "ce"
     out.mkdir()
-    (out / "keep.txt").write_text("an older model", encoding="utf-8")
+    (out / "merges.txt").write_text("an older model", encoding="utf-8")
     (out / "modules.json").write_text("[]", encoding="utf-8")  # a model's folder: --overwrite replaces no other
     # an existing --out is refused unless --overwrite
     with pytest.raises(InvalidInput, match="--overwrite"):
@@ -190,12 +190,12 @@ def test_out_is_never_half_written(
     monkeypatch.setattr(fsutil, "_swap_into_place", crash)
     with pytest.raises(OSError, match="disk full"):
         finetune_cross_encoder(*args, out, **run)
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "modules.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["merges.txt", "modules.json"]
     assert not leftovers(tmp_path, "ce")
     monkeypatch.undo()
     # --overwrite replaces it in one rename
     finetune_cross_encoder(*args, out, **run)
-    assert (out / "config.json").is_file() and not (out / "keep.txt").exists()
+    assert (out / "config.json").is_file() and not (out / "merges.txt").exists()
     assert not leftovers(tmp_path, "ce")
 
 
@@ -204,7 +204,7 @@ def test_a_model_not_better_on_the_dev_pairs_is_not_saved(
 ) -> None:
     out = tmp_path / "bi"
     out.mkdir()
-    (out / "keep.txt").write_text("an older model", encoding="utf-8")
+    (out / "merges.txt").write_text("an older model", encoding="utf-8")
     (out / "modules.json").write_text("[]", encoding="utf-8")
     # a learning rate of 0 leaves the weights as they were: the dev metric cannot rise
     argv = ["-q", "finetune", "bi-encoder", "--train", str(files["train"]), "--dev", str(files["dev"])]
@@ -212,7 +212,7 @@ def test_a_model_not_better_on_the_dev_pairs_is_not_saved(
     assert main([*argv, "--learning-rate", "0", "--overwrite"]) == 1
     err = capsys.readouterr().err
     assert "not better on the dev part (spearman_cosine" in err and "nothing was saved" in err
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "modules.json"] and not leftovers(tmp_path, "bi")
+    assert sorted(p.name for p in out.iterdir()) == ["merges.txt", "modules.json"] and not leftovers(tmp_path, "bi")
     with pytest.raises(NotImproved, match=r"mrr@10"):  # (query, positive) pairs: decided by MRR@10
         finetune_bi_encoder(
             files["unscored"],
