@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["database_config"]
+__all__ = ["database_config", "sqlalchemy_engine"]
 
 
 def database_config(
@@ -52,3 +52,25 @@ def database_config(
         "CONN_MAX_AGE": conn_max_age,
         "OPTIONS": db_options,
     }
+
+
+def sqlalchemy_engine(alias: str) -> Any:
+    """A SQLAlchemy engine (the core's, one per URL) on the database of ``settings.DATABASES[alias]``,
+    for the core's functions that read or write it (the query log, the model-in-use check)."""
+    from django.db import connections
+    from sqlalchemy.engine.url import URL
+
+    from semsim_pg.db import get_engine
+
+    info = connections[alias].settings_dict
+    host = str(info.get("HOST") or "")
+    url = URL.create(
+        "postgresql+psycopg",
+        username=info.get("USER") or None,
+        password=info.get("PASSWORD") or None,
+        host=None if host.startswith("/") or not host else host,
+        port=int(info["PORT"]) if info.get("PORT") else None,
+        database=info.get("NAME") or None,
+        query={"host": host} if host.startswith("/") else {},
+    )
+    return get_engine(url=url.render_as_string(hide_password=False))

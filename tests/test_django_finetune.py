@@ -66,6 +66,26 @@ def test_semsim_finetune_bad_input(encoder, tmp_path: Path) -> None:  # type: ig
     assert not out.exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_overwrite_never_replaces_the_sites_own_model(encoder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The folder is checked in the site's database (its vectors' models), not only in the one the
+    core is configured with: replaced in place, the site's searches would encode queries with
+    other weights than its vectors'."""
+    from django_semsim.models import EmbeddingModel
+
+    articles()
+    out = tmp_path / "site-model"
+    out.mkdir()
+    (out / "modules.json").write_text("[]", encoding="utf-8")
+    EmbeddingModel.objects.create(name=str(out.resolve()), dimension=384)  # vectors of it in this database
+    with pytest.raises(CommandError, match="semsim_reindex --all") as refused:
+        call_command(
+            "semsim_finetune", "djangoapp.Article", "--label-field", "category", "--out", str(out), "--overwrite"
+        )
+    assert str(out.resolve()) in str(refused.value)
+    assert sorted(p.name for p in out.iterdir()) == ["modules.json"]
+
+
 def test_semsim_finetune_faq(encoder, tiny_bi_encoder_path: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     models = pytest.importorskip("django_semsim.faq.models")
     for label, texts in TOPICS.items():

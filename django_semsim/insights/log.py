@@ -10,10 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from django.apps import apps
-from django.db import connections, router
+from django.db import router
 from django.utils.crypto import salted_hmac
 from sqlalchemy.engine import Engine
-from sqlalchemy.engine.url import URL
 
 from django_semsim.conf import get_config
 from semsim_pg import queries
@@ -38,23 +37,11 @@ def log_table() -> sa.Table:
 def log_engine(using: str | None = None) -> Engine:
     """A SQLAlchemy engine on the database the log is written to (the core's, one per URL), or
     on the database ``using`` (an alias of ``settings.DATABASES``)."""
+    from django_semsim.database import sqlalchemy_engine
     from django_semsim.insights.models import QueryLog
-    from semsim_pg.db import get_engine
 
-    alias = using or router.db_for_write(QueryLog)
-    info = connections[alias].settings_dict
-    host = str(info.get("HOST") or "")
-    query = {"host": host} if host.startswith("/") else {}
-    url = URL.create(
-        "postgresql+psycopg",
-        username=info.get("USER") or None,
-        password=info.get("PASSWORD") or None,
-        host=None if host.startswith("/") or not host else host,
-        port=int(info["PORT"]) if info.get("PORT") else None,
-        database=info.get("NAME") or None,
-        query=query,
-    )
-    return get_engine(url=url.render_as_string(hide_password=False))
+    engine: Engine = sqlalchemy_engine(using or router.db_for_write(QueryLog))
+    return engine
 
 
 #: what the key of the log's query hashes is derived from SECRET_KEY with (Django's salted_hmac)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -329,7 +329,9 @@ def refuse_model_in_use(out: Path, engine: Engine | None = None) -> None:
         if engine is None:
             return
         with read_connection(engine) as conn:
-            using = conn.execute(queries.collections_using_model(model)).all()
+            using: Sequence[Any] = []  # (name, model) rows
+            if conn.scalar(queries.collections_table()) is not None:  # a Django site's database has none
+                using = conn.execute(queries.collections_using_model(model)).all()
             django: str | None = None
             if conn.scalar(queries.django_models_table()) is not None:
                 django = conn.scalar(queries.django_model_recorded(model))

@@ -101,6 +101,7 @@ from semsim_pg.queries.insights import (
 from semsim_pg.queries.search import Explain, search_settings, search_statement
 from semsim_pg.queries.training import (
     DJANGO_MODELS_TABLE,
+    collections_table,
     collections_using_model,
     django_model_recorded,
     django_models_table,
@@ -122,6 +123,7 @@ __all__ = [
     "bulk_load_running",
     "collection_current",
     "collection_indexes",
+    "collections_table",
     "collections_using_model",
     "copy_log",
     "copy_staging",

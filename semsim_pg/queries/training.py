@@ -11,6 +11,7 @@ from semsim_pg.queries.tables import collections, documents, embeddings
 
 __all__ = [
     "DJANGO_MODELS_TABLE",
+    "collections_table",
     "collections_using_model",
     "django_model_recorded",
     "django_models_table",
@@ -51,6 +52,12 @@ def collections_using_model(folder: str) -> sa.Select[Any]:
         .where(_at_or_under(collections.c.model_name, folder))
         .order_by(collections.c.name)
     )
+
+
+def collections_table() -> sa.Select[Any]:
+    """semsim's table of collections, or NULL when this database has none (a Django site's own
+    database holds only the Django app's tables): run this before :func:`collections_using_model`."""
+    return sa.select(sa.cast(sa.func.to_regclass(f"{collections.schema}.{collections.name}"), sa.Text))
 
 
 def django_models_table() -> sa.Select[Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandParser
@@ -59,6 +60,17 @@ def train(
     if not rows:
         raise CommandError(f"{name} has no rows with a label to learn from.")
     try:
+        if options["overwrite"]:
+            # the folder may be the model of this site's vectors (or of a collection in its database):
+            # checked in the site's database, not only in the one the core is configured with
+            from django_semsim.database import sqlalchemy_engine
+            from semsim_pg.finetune.common import check_out
+
+            engine = sqlalchemy_engine(options["database"])
+            try:
+                check_out(Path(options["out"]), True, engine=engine)
+            finally:
+                engine.dispose()  # no idle connection of this command's is left on the site's database
         # The vectors the index holds are this model's: encode the rows once to measure the guard's
         # cosines and the "before" metric with them.
         vectors = get_model_encoder().encode([text for _, text, _ in rows])
