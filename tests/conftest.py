@@ -39,6 +39,17 @@ def engine(settings):  # type: ignore[no-untyped-def]
     return engine
 
 
+@pytest.fixture()
+def admin(engine):  # type: ignore[no-untyped-def]
+    """An autocommit engine of its own on the test database (roles, grants, session settings that
+    must never reach the store's pool)."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    yield admin
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def encoder(settings):  # type: ignore[no-untyped-def]
     """The real all-MiniLM-L6-v2, loaded once for the session."""

@@ -26,13 +26,6 @@ FAQ_FILE = Path(str(resources.files("semsim_pg.data").joinpath("faq_entries.tsv"
 
 
 @pytest.fixture()
-def admin(engine) -> Iterator[sa.Engine]:  # type: ignore[no-untyped-def]
-    admin = sa.create_engine(engine.url, isolation_level="AUTOCOMMIT")
-    yield admin
-    admin.dispose()
-
-
-@pytest.fixture()
 def role(admin) -> Iterator[str]:  # type: ignore[no-untyped-def]
     with temporary_role(admin) as name:
         yield name

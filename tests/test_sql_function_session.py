@@ -36,14 +36,6 @@ def test_migrations_are_this_checkouts() -> None:
 
 
 @pytest.fixture()
-def admin(engine) -> Iterator[sa.Engine]:  # type: ignore[no-untyped-def]
-    """Connections of their own (a session setting made here never reaches the store's pool)."""
-    admin = sa.create_engine(engine.url, isolation_level="AUTOCOMMIT")
-    yield admin
-    admin.dispose()
-
-
-@pytest.fixture()
 def topics(store, collection_name) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     """60 documents, 20 per topic, and the vector of a query for them."""
     store.create_collection(collection_name)
