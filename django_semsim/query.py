@@ -49,7 +49,7 @@ from semsim_pg.errors import ConfigurationError, InvalidQuery
 from semsim_pg.queries.hybrid import RRF_K
 from semsim_pg.sql import METRICS
 from semsim_pg.store.search import DEFAULT_CANDIDATES, DEFAULT_LEXICAL_CUTOFF
-from semsim_pg.validation import check_fusion, check_k
+from semsim_pg.validation import check_candidates, check_fusion, check_k
 
 __all__ = ["USE_DEFAULT_K", "SemanticManager", "SemanticQuerySet"]
 
@@ -251,7 +251,8 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         """The ``k`` best rows for ``query`` by words and meaning, best first, in one statement.
 
         ``k`` defaults to SEMSIM["DEFAULT_K"]; ``k=None`` keeps every fused candidate (at most
-        2 x ``candidates``). The dense top ``candidates`` (HNSW; default max(k, 100)), searched with
+        2 x ``candidates``). The dense top ``candidates`` (HNSW; default max(k, 100); one below
+        ``k`` is refused with InvalidQuery, as in the core, since it could bring fewer than k hits), searched with
         the connection's ``ef_search`` and iterative scans unless ``ef_search=`` is given, and the lexical top ``candidates``
         (BM25 over PostgreSQL full text search in the model's ``search_config``, rows holding any
         of the query's words) are fused by reciprocal rank: ``weights[0] / (rrf_k + dense_rank) +
@@ -279,6 +280,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             )
         k = _check_k(k)
         n = max(k or 0, DEFAULT_CANDIDATES) if candidates is None else check_k(candidates, "candidates")
+        check_candidates(k, n)  # as the core: candidates below k could answer short
         rrf_k, fusion_weights = check_fusion(rrf_k, weights)
         self._check_searchable(min_similarity, exact)
         split = chunking_of(self.model) is not None  # objects ranked by their best passage (passages.py)

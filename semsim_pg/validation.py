@@ -21,6 +21,7 @@ __all__ = [
     "MAX_ID_BYTES",
     "MAX_K",
     "MAX_NAME_LENGTH",
+    "check_candidates",
     "check_fusion",
     "check_hybrid",
     "check_id",
@@ -104,16 +105,24 @@ def check_hybrid(k: int, candidates: int, weights: tuple[float, float]) -> None:
 
     * a weight above 0: with both at 0 every fused score is 0 and the hits come in an arbitrary
       order (Django's ``hybrid_search`` accepts it: there the queryset's own ordering decides).
-    * ``candidates`` (per side) of at least ``k``: each side brings at most ``candidates``
-      documents, so with fewer the k asked for come back only when the sides find different
-      documents, a result whose size depends on how much the sides agree. A caller who asks for
-      k hits expects k (or all there are): refused rather than answered short."""
+    * ``candidates`` (per side) of at least ``k``: :func:`check_candidates`."""
     if not any(w > 0 for w in weights):
         raise InvalidQuery(
             f"weights {weights!r} give every hit the score 0 (an arbitrary order): give at least one weight "
             "above 0, e.g. (1, 0) for the dense side alone or (0, 1) for the lexical side alone."
         )
-    if candidates < k:
+    check_candidates(k, candidates)
+
+
+def check_candidates(k: int | None, candidates: int) -> None:
+    """Refuse a hybrid search's ``candidates`` (per side) below ``k`` (:class:`InvalidQuery`); the
+    core and Django's ``hybrid_search`` both check here. Each side brings at most ``candidates``
+    documents, so with fewer the k asked for come back only when the sides find different
+    documents, a result whose size depends on how much the sides agree. A caller who asks for k
+    hits expects k (or all there are): refused rather than answered short, or silently widened
+    (an explicit ``candidates`` is a cost bound the caller chose). ``k=None`` (Django: every fused
+    candidate) asks for no number of hits and takes any ``candidates``."""
+    if k is not None and candidates < k:
         raise InvalidQuery(
             f"candidates={candidates} is below k={k}: each side of a hybrid search brings at most `candidates` "
             "documents, so fewer than k hits could come back. Give candidates of at least k (default max(k, 100))."

@@ -169,6 +169,11 @@ def test_bad_input(articles, monkeypatch) -> None:  # type: ignore[no-untyped-de
         Article.objects.hybrid_search(QUERY, weights=(1.0, math.nan))
     with pytest.raises(InvalidQuery, match="candidates"):
         Article.objects.hybrid_search(QUERY, candidates=0)
+    # fewer candidates per side than k could answer short (here the sides agree: 3 hits for k=10),
+    # refused with the fix as in the core (test_hybrid.py)
+    with pytest.raises(InvalidQuery, match=r"candidates=3 is below k=10.*candidates of at least k"):
+        Article.objects.hybrid_search(QUERY, k=10, candidates=3)
+    assert len(Article.objects.hybrid_search(QUERY, k=10, candidates=10)) == 10
     with pytest.raises(ConfigurationError, match="only known in Python"):
         Note.objects.hybrid_search(QUERY)
     with pytest.raises(TypeError, match="one search"):
