@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -131,14 +132,20 @@ def check_candidates(k: int | None, candidates: int) -> None:
 
 def check_many(values: Any, what: str, error: type[InvalidInput] = InvalidInput) -> None:
     """Refuse one text where a collection of them is asked for: iterated, it is its characters
-    (``delete(coll, "abc")`` deleted the documents "a", "b" and "c")."""
+    (``delete(coll, "abc")`` deleted the documents "a", "b" and "c"); and refuse None or another
+    value that is no collection at all (iterating it raised a bare TypeError)."""
     if isinstance(values, str | bytes):
         raise error(f"{what} takes a list of them, not one text: pass [{values!r}].")
+    if not isinstance(values, Iterable):
+        raise error(f"{what} takes a list of them, got {values!r}.")
 
 
-def check_text(value: str, what: str, error: type[InvalidInput] = InvalidInput) -> str:
+def check_text(value: Any, what: str, error: type[InvalidInput] = InvalidInput) -> str:
     """A text PostgreSQL can store: no NUL character, and valid UTF-8 (a lone surrogate, which is
-    how Python holds undecodable bytes of a command line or file name, is not)."""
+    how Python holds undecodable bytes of a command line or file name, is not). Anything but a
+    ``str`` is refused naming ``what`` (``in`` on a number raised a bare TypeError)."""
+    if not isinstance(value, str):
+        raise error(f"The {what} must be a text, got {type(value).__name__} {value!r}.")
     if "\x00" in value:
         raise error(f"The {what} holds a NUL character, which PostgreSQL cannot store: remove it.")
     try:
@@ -169,9 +176,15 @@ def check_name(name: Any, what: str = "collection name", *, existing: bool = Fal
     return checked
 
 
-def check_id(value: str, what: str = "document id") -> str:
+def check_id(value: Any, what: str = "document id") -> str:
     """A document id PostgreSQL can store and index: text (see :func:`check_text`) of at most
-    :data:`MAX_ID_BYTES` bytes in UTF-8."""
+    :data:`MAX_ID_BYTES` bytes in UTF-8, as a ``str``. A whole number stands for its decimal text,
+    wherever an id is taken (upsert stores ``42`` as ``'42'``, and get, similar and delete find it
+    by ``42``); anything else (None, a float, bytes, a bool) is refused naming ``what``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidInput(f"The {what} must be a text or a whole number, got {type(value).__name__} {value!r}.")
     check_text(value, what)
     size = len(value.encode("utf-8"))
     if size > MAX_ID_BYTES:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from semsim_pg import (
     CollectionExists,
     CollectionNotFound,
+    DatabaseError,
     DimensionMismatch,
     Document,
     DocumentNotFound,
@@ -332,10 +333,10 @@ def test_failed_batch_writes_nothing(store, corpus) -> None:  # type: ignore[no-
             "FOR EACH ROW EXECUTE FUNCTION public.semsim_test_refuse()"
         )
     try:
-        with pytest.raises(sa.exc.DBAPIError, match="refused by the test"):
+        with pytest.raises(DatabaseError, match="refused by the test"):
             store.upsert(corpus, bad)
         assert table_counts(store, corpus) == before
-        with pytest.raises(sa.exc.DBAPIError, match="refused by the test"):
+        with pytest.raises(DatabaseError, match="refused by the test"):
             store.upsert(corpus, bad, defer_index=True)
         assert index_exists(store, store.get_collection(corpus))  # rebuilt after the failed load
     finally:

@@ -103,12 +103,20 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     hub.setLevel(logging.ERROR if quiet else max(level, logging.WARNING))
 
 
-def _privilege_error(exc: Exception) -> SemsimError | None:
+def _refusal(exc: Exception) -> str | None:
+    """The one line for a statement PostgreSQL refused: for want of a privilege, canceled, or
+    refusing the data (a user's CHECK constraint or trigger: :func:`~semsim_pg.store.ingest.refused_data`;
+    the ingest says so itself, with what it committed); else None (a bug: raised)."""
     from semsim_pg.db import get_engine, refusal_error
+    from semsim_pg.store.ingest import refused_data
 
-    if refusal_error(exc) is None:  # cheap first: no connection to name the role
-        return None
-    return refusal_error(exc, get_engine())
+    if refusal_error(exc) is not None:  # cheap first: no connection to name the role
+        return str(refusal_error(exc, get_engine()))
+    if refused_data(exc):
+        orig = getattr(exc, "orig", exc)
+        reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        return f"PostgreSQL refused the statement: {reason} (SQLSTATE {getattr(orig, 'sqlstate', None)}); its transaction was rolled back."
+    return None
 
 
 class Terminated(KeyboardInterrupt):
@@ -151,9 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:
         # The engine turns a refused statement into PermissionDenied (a canceled one into
-        # QueryCanceled); a raw COPY (psycopg's own
-        # error) or a connection made elsewhere is turned here. Anything else is a bug: raised.
-        refused = _privilege_error(exc)
+        # QueryCanceled); a raw COPY (psycopg's own error) or a connection made elsewhere is
+        # turned here, and so is data PostgreSQL refused. Anything else is a bug: raised.
+        refused = _refusal(exc)
         if refused is None:
             raise
         sys.stderr.write(f"semsim: error: {refused}\n")

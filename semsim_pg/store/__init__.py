@@ -250,6 +250,8 @@ class DocumentStore:
         """The collection's current row (read afresh: searches use the one remembered)."""
         if isinstance(name, Collection):
             return name
+        if not isinstance(name, str):
+            raise InvalidInput(f"collection must be a collection's name (a text) or a Collection, got {name!r}.")
         found = self._find_collection(check_text(name, "collection name"))
         if found is None:
             raise catalog.not_found(name, [c.name for c in self.list_collections()])
@@ -259,7 +261,8 @@ class DocumentStore:
         """For a search: the collection as last read, which the search statement checks."""
         if isinstance(collection, Collection):
             return collection
-        return self._catalog.get(collection) or self.get_collection(collection)
+        remembered = self._catalog.get(collection) if isinstance(collection, str) else None
+        return remembered or self.get_collection(collection)
 
     def _on_current(self, collection: str | Collection, work: Callable[[Collection], T]) -> T:
         """``work(collection)``, again with the current row while it says the one it had changed."""
@@ -332,7 +335,17 @@ class DocumentStore:
 
         Each batch is one transaction: a batch that fails (bad input, database error) writes
         nothing. Documents may be :class:`Document`, mappings with ``id``/``text``/``metadata``,
-        or ``(id, text[, metadata])`` tuples, from any iterable (streamed in batches).
+        or ``(id, text[, metadata])`` tuples, from any iterable (streamed in batches). An id is a
+        text, or a whole number stored as its text (``42`` is ``'42'``).
+
+        Ids must be unique in one call, whatever ``batch_size``: a list (any sized collection) is
+        checked whole before its first batch is written, so a repeated id, like any bad document,
+        writes nothing; a stream (a generator) is checked as it goes, each id against every
+        earlier one (one set of ids in memory), and an id repeated in a later batch stops the load
+        with an :class:`InvalidInput` saying which batches were committed before it. A row
+        PostgreSQL refuses (a CHECK constraint or trigger of yours) stops the load with a
+        :class:`DatabaseError` giving PostgreSQL's message, the batch's first and last ids and
+        what was committed before it (the driver's error is its ``__cause__``).
 
         ``vectors`` (one row per document, in order) are embeddings you computed yourself with
         the collection's model: they are stored instead of encoding the texts.
@@ -416,21 +429,24 @@ class DocumentStore:
         logger.info("reconciled %s: %d vectors written", coll.name, result.written)
         return result.written
 
-    def delete(self, collection: str | Collection, external_ids: Iterable[str]) -> int:
-        """Delete documents (and their vectors); returns how many existed."""
+    def delete(self, collection: str | Collection, external_ids: Iterable[str | int]) -> int:
+        """Delete documents (and their vectors); returns how many existed. Ids as :meth:`get` takes them."""
         check_many(external_ids, "delete(): the document ids")
         coll = self.get_collection(collection)
+        # checked before the transaction: a bad id at the end deletes nothing
+        ids = [check_id(x, f"document id #{i} of delete()") for i, x in enumerate(external_ids)]
         with self._connect() as conn, conn.begin():
-            ids = [check_id(str(x)) for x in external_ids]
             deleted = conn.execute(queries.delete_documents(coll.id, ids)).rowcount
         return int(deleted)
 
-    def get(self, collection: str | Collection, external_id: str) -> Document:
-        coll = self.get_collection(collection)
+    def get(self, collection: str | Collection, external_id: str | int) -> Document:
+        """The stored document; ``external_id`` a text, or a whole number as :meth:`upsert` stores
+        it (``42`` is the id ``'42'``)."""
         key = check_id(external_id)
+        coll = self.get_collection(collection)
         row = read(self.engine, lambda conn: conn.execute(queries.get_document(coll.id, key)).first())
         if row is None:
-            raise DocumentNotFound(f"Collection {coll.name!r} has no document with id {external_id!r}.")
+            raise DocumentNotFound(f"Collection {coll.name!r} has no document with id {key!r}.")
         return Document(row[0], row[1], row[2])
 
     def count(self, collection: str | Collection) -> int:
@@ -531,26 +547,27 @@ class DocumentStore:
     def similar(
         self,
         collection: str | Collection,
-        external_id: str,
+        external_id: str | int,
         k: int = 10,
         *,
         min_similarity: float | None = None,
         filter: Mapping[str, FilterValue] | None = None,
         ef_search: int | None = None,
     ) -> list[SearchHit]:
-        """More like this: the k documents nearest to a stored one (no model needed)."""
+        """More like this: the k documents nearest to a stored one (no model needed); its id as
+        :meth:`get` takes it."""
         args = search.SearchArgs(k, min_similarity, filter)
-        check_id(external_id)
+        key = check_id(external_id)
 
         def work(conn: Connection, coll: Collection) -> list[SearchHit]:
-            row = conn.execute(queries.document_vector(coll.id, coll.model_name, external_id)).first()
+            row = conn.execute(queries.document_vector(coll.id, coll.model_name, key)).first()
             if row is None or row[1] is None:
                 search.check_current(conn, coll)  # the collection remembered may be another by now
             if row is None:
-                raise DocumentNotFound(f"Collection {coll.name!r} has no document with id {external_id!r}.")
+                raise DocumentNotFound(f"Collection {coll.name!r} has no document with id {key!r}.")
             if row[1] is None:
                 raise DocumentNotFound(
-                    f"Document {external_id!r} in {coll.name!r} has no vector for model {coll.model_name} yet: "
+                    f"Document {key!r} in {coll.name!r} has no vector for model {coll.model_name} yet: "
                     "ingest it again to encode it."
                 )
             vector = to_array(row[1])

@@ -50,8 +50,10 @@ __all__ = [
     "DEFER_INDEX_MIN_ROWS",
     "CollectionChanged",
     "PreparedBatch",
+    "check_unique",
     "coerce_document",
     "prepare_batch",
+    "refused_data",
     "upsert",
     "write_batch",
 ]
@@ -108,16 +110,24 @@ def upsert(
     if batch_size < 1:
         raise InvalidInput(f"batch_size must be at least 1, got {batch_size}.")
     checked = isinstance(documents, Sized)
+    # Ids met so far, with their positions: a repeated id is refused wherever it repeats, whatever
+    # the batch size (checked per batch only, an id at #0 and #599 of 600 documents was written
+    # twice in two batches, the second silently winning). Memory: one entry per document.
+    seen: dict[str, int] = {}
     if checked:
         # A list is checked whole before its first batch is written: a bad document at its end
-        # leaves the collection as it was. A stream (a generator) is checked batch by batch.
-        documents = [coerce_document(doc, i) for i, doc in enumerate(documents)]
+        # (or an id it repeats) leaves the collection as it was. A stream (a generator) is
+        # checked batch by batch, its ids against every batch before.
+        whole = [coerce_document(doc, i) for i, doc in enumerate(documents)]
+        check_unique(whole, 0, seen)
+        documents = whole
     expected = total if total is not None else (len(documents) if isinstance(documents, Sized) else None)
     if defer_index is None:
         defer_index = _defer_index(store, coll, expected)
     if not defer_index:
         ensure_index(store.engine, coll)  # a load killed after dropping it left none: restore it first
     result = UpsertResult()
+    in_hand: PreparedBatch | None = None  # the batch being written, for the message of its failure
     committed = 0  # documents whose batches are committed: what a lost database leaves stored
     # What the next batch is prepared for: a model switch met by a write moves it on.
     target = _Target(coll, encoder)
@@ -125,7 +135,7 @@ def upsert(
     def prepare(item: tuple[int, list[Any]]) -> PreparedBatch:
         start, batch = item
         given = None if matrix is None else matrix[start : start + len(batch)]
-        return prepare_batch(store, target.coll, target.encoder, batch, start, given, checked=checked)
+        return prepare_batch(store, target.coll, target.encoder, batch, start, given, checked=checked, seen=seen)
 
     loaded = False  # every batch written (an index build that fails after it lost no document)
     with (
@@ -135,6 +145,7 @@ def upsert(
         try:
             with Prefetch(prepare, name="semsim-ingest", ahead=PREFETCH_BATCHES) as ahead:
                 for prepared in ahead.map(_batches(documents, batch_size)):
+                    in_hand = prepared
                     try:
                         result += write_batch(store, prepared)
                     except CollectionChanged:
@@ -148,20 +159,29 @@ def upsert(
                                 "load; the given vectors belong to the old model. Encode them with the new one."
                             ) from None
                         target.encoder = store.encoder_for(target.coll)
-                        prepared = prepare((prepared.start, prepared.docs))
+                        in_hand = prepared = prepare((prepared.start, prepared.docs))
                         result += write_batch(store, prepared)
+                    in_hand = None
                     committed += len(prepared.docs)
                     bar.update(len(prepared.docs))
             loaded = True
         except _STOPPED_BY_THE_DATABASE as exc:
             raise _database_lost(coll, committed, exc) from None
+        except sa.exc.DBAPIError as exc:
+            if not refused_data(exc):
+                raise  # a statement of semsim's PostgreSQL could not run: a bug, with its traceback
+            # PostgreSQL refused a row of the batch (a CHECK constraint, a trigger of the user's
+            # raising, a value out of a column's range): one transaction per batch, so nothing
+            # of it is stored. Said in one line with what was committed; the error is the cause.
+            raise _refused(coll, in_hand, committed, batch_size, exc) from exc
         except InvalidInput as exc:
             if not committed or type(exc) is not InvalidInput:
                 raise  # a ModelMismatch and the like: running the same ingest again would not help
             # a stream's bad document, met after earlier batches committed: say what is stored
             raise InvalidInput(
-                f"{exc} Nothing of its batch was written; the {committed} documents before it were. Fix it and "
-                "run the same ingest again: documents already stored with the same text are not encoded again."
+                f"{exc} Nothing of its batch was written; the {committed} documents before it were "
+                f"({_committed_batches(committed, batch_size)}). Fix it and run the same ingest again: documents "
+                "already stored with the same text are not encoded again."
             ) from None
         finally:
             if defer_index:
@@ -239,6 +259,50 @@ def _database_lost(coll: Collection, committed: int, exc: Exception) -> Database
     )
 
 
+def refused_data(exc: BaseException) -> bool:
+    """Whether ``exc`` (SQLAlchemy's error or psycopg's own) is PostgreSQL refusing the data it
+    was given: a constraint (SQLSTATE class 23), a value it cannot take (22), or an error raised by
+    a function or trigger (P0001 and any code a user's PL/pgSQL raised: it has a context)."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if not isinstance(orig, psycopg.Error):
+        return False
+    state = orig.sqlstate or ""
+    return state[:2] in ("22", "23") or state == "P0001" or bool(orig.diag.context)
+
+
+def _committed_batches(committed: int, batch_size: int) -> str:
+    """Which batches a load that stopped after ``committed`` documents had committed, in words."""
+    batches = -(-committed // batch_size)
+    return "batch 1" if batches == 1 else f"batches 1 to {batches}"
+
+
+def _refused(
+    coll: Collection, batch: PreparedBatch | None, committed: int, batch_size: int, exc: sa.exc.DBAPIError
+) -> DatabaseError:
+    """One line for a batch PostgreSQL refused: its message (the constraint's or the trigger's),
+    the batch's first and last ids, and what the batches before it committed."""
+    where = ""
+    if batch is not None and batch.docs:
+        first, last = batch.docs[0].external_id, batch.docs[-1].external_id
+        ids = f"id {first!r}" if len(batch.docs) == 1 else f"ids {first!r} to {last!r}"
+        where = (
+            f" in batch {batch.start // batch_size + 1} (documents #{batch.start} to "
+            f"#{batch.start + len(batch.docs) - 1}, {ids})"
+        )
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    stored = (
+        f"Nothing of that batch was written; the {committed} documents before it were "
+        f"({_committed_batches(committed, batch_size)})"
+        if committed
+        else "Nothing was written"
+    )
+    return DatabaseError(
+        f"PostgreSQL refused a document of the ingest into {coll.name!r}{where}: {_first_line(exc)}"
+        f"{f' (SQLSTATE {state})' if state else ''}. {stored}. Fix the document (or the constraint or trigger "
+        "that refused it), then run the same ingest again: documents already stored are skipped."
+    )
+
+
 def _index_lost(coll: Collection, committed: int, exc: Exception) -> DatabaseError:
     """One line for an index build that failed after the batches (a full disk, a lost server, a
     statement timeout)."""
@@ -287,24 +351,20 @@ def prepare_batch(
     given: npt.NDArray[np.float32] | None,
     *,
     checked: bool = False,
+    seen: dict[str, int] | None = None,
 ) -> PreparedBatch:
     """Check a batch (unless ``checked``: its items are :func:`coerce_document`'s already), read
     its stored hashes and encode what changed; writes nothing.
 
+    ``seen``: the ids of the load's earlier documents with their positions (see
+    :func:`check_unique`), completed with this batch's; without it, ids are unique per batch.
     Encoding happens here, before the write transaction, so no lock is held while the model runs.
     """
     docs = batch if checked else [coerce_document(doc, start + i) for i, doc in enumerate(batch)]
-    seen: dict[str, int] = {}
-    for i, doc in enumerate(docs):
-        if doc.external_id in seen:
-            raise InvalidInput(
-                f"Document id {doc.external_id!r} appears twice (items #{start + seen[doc.external_id]} and "
-                f"#{start + i}). Ids must be unique within a collection: merge or rename one."
-            )
-        seen[doc.external_id] = i
+    check_unique(docs, start, {} if seen is None else seen)
     hashes = [text_hash(doc.text) for doc in docs]
     with connect(store.engine) as conn:
-        rows = conn.execute(queries.stored_hashes(coll.id, coll.model_name, list(seen))).all()
+        rows = conn.execute(queries.stored_hashes(coll.id, coll.model_name, [doc.external_id for doc in docs])).all()
     stored = {row[0]: row[1] for row in rows}
     to_encode = [i for i, doc in enumerate(docs) if stored.get(doc.external_id) != hashes[i]]
     vectors: dict[int, list[PassageVector]] = {}
@@ -319,6 +379,19 @@ def prepare_batch(
         encoded = encode_passages(encoder, [docs[i].text for i in to_encode], coll.chunking)
         vectors = dict(zip(to_encode, encoded, strict=True))
     return PreparedBatch(coll, encoder, start, docs, hashes, vectors, given)
+
+
+def check_unique(docs: list[Document], start: int, seen: dict[str, int]) -> None:
+    """Refuse an id met before in the load: ``seen`` maps each id met to its position, ``start``
+    is the position of ``docs[0]``. A document already in ``seen`` at its own position (a list
+    checked whole, then batch by batch; a batch prepared again) is not a repeat."""
+    for i, doc in enumerate(docs, start):
+        first = seen.setdefault(doc.external_id, i)
+        if first != i:
+            raise InvalidInput(
+                f"Document id {doc.external_id!r} appears twice (items #{first} and #{i}). Ids must be unique "
+                "within a collection: merge or rename one."
+            )
 
 
 def write_batch(store: DocumentStore, batch: PreparedBatch) -> UpsertResult:
@@ -436,7 +509,7 @@ def coerce_document(doc: DocumentLike, index: int) -> Document:
             "or an (id, text[, metadata]) tuple."
         )
     if isinstance(external_id, int) and not isinstance(external_id, bool):
-        external_id = str(external_id)
+        external_id = str(external_id)  # as check_id takes it: one rule for every id
     if not isinstance(external_id, str) or not external_id.strip():
         raise InvalidInput(f"Document #{index} has an empty or non-text id: {external_id!r}.")
     check_id(external_id, f"id of document #{index}")
