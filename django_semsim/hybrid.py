@@ -30,6 +30,7 @@ from django.db.models.sql.constants import INNER
 from sqlalchemy.dialects import postgresql
 
 from django_semsim.passages import BestDocuments
+from django_semsim.words import query_words_text
 from semsim_pg.queries.hybrid import AVGDL_SAMPLE, BM25_B, BM25_K1, term_frequency
 
 __all__ = ["HIT_COLUMNS", "HitValue", "HybridSource"]
@@ -135,7 +136,15 @@ class HybridSource:
 SELECT fused.id, fused.score, fused.dense_rank, fused.lexical_rank,
   coalesce(fused.lexical_score, {_bm25("x.v")})::float8 AS lexical_score
 FROM fused LEFT JOIN LATERAL (SELECT a.v FROM {every} WHERE a.id = fused.id OFFSET 0) AS x ON fused.lexical_score IS NULL"""
-        params = [self.config, self.text, *every_params, *every_params, *every_params, *words_params, *dense_params]
+        params = [
+            self.config,
+            query_words_text(self.text, connection),
+            *every_params,
+            *every_params,
+            *every_params,
+            *words_params,
+            *dense_params,
+        ]
         return sql, [*params, *every_params]
 
 

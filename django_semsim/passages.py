@@ -36,6 +36,7 @@ from django.db.models.expressions import Expression
 from django.db.models.functions import Coalesce, Length, Substr
 
 from django_semsim.expressions import MetricDistance, TextHash, companion_model, similarity_of
+from django_semsim.words import query_words_text
 from semsim_pg.chunking import Chunking, Passage, check_chunking, split_many
 from semsim_pg.encoder import text_hash
 from semsim_pg.errors import ConfigurationError, InvalidInput
@@ -242,6 +243,8 @@ class _HoldsWords(Func):
             compiler.compile(expression) for expression in self.get_source_expressions()
         )
         words = "tsvector_to_array(to_tsvector({}::regconfig, {}))"
+        # the query's words as the row's lexical side looked them up: in both spellings (words.py)
+        query_params = [query_words_text(str(value), connection) for value in query_params]
         params = [*rank_params, *config_params, *text_params, *config_params, *query_params]
         return f"({rank} IS NOT NULL AND {words.format(config, text)} && {words.format(config, query)})", params
 

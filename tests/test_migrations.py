@@ -472,7 +472,7 @@ def test_sql_functions_from_0012_pin_their_path_and_settings_and_read_lists(empt
 
     assert behaviour() == {"search": 3, "similar": 3, "hybrid": 3, "any of": 80, "k 500": 120, "after": "off"}
     at_head = functions()
-    assert set(at_head) == set(at_0011) | {"semsim._filter_condition(jsonb)"}
+    assert set(at_head) == set(at_0011) | {"semsim._filter_condition(jsonb)", "semsim.nfc(text)"}  # 0013's too
     pinned = [
         f
         for f in at_head
@@ -590,8 +590,8 @@ def test_cli_downgrade_says_what_it_drops_and_wants_yes(empty_database, capsys, 
     assert "--yes" in err and current_revision(engine) == head  # nothing was changed
     code, out, err = run("head-4")  # a form Alembic takes but semsim cannot judge: refused too
     assert code == 1 and "Cannot tell what a downgrade to 'head-4' drops" in err and current_revision(engine) == head
-    code, out, err = run("-1")  # 0012 -> 0011 loses nothing: no --yes needed
-    assert code == 0 and current_revision(engine) == "0011" and "dropped" not in out, err
+    code, out, err = run("-1")  # 0013 -> 0012 loses nothing: no --yes needed
+    assert code == 0 and current_revision(engine) == "0012" and "dropped" not in out, err
     code, out, err = run("0002", "--yes")
     assert code == 0 and current_revision(engine) == "0002" and "dropped: " in out and "query log (0004)" in out, err
     code, out, err = run("base")
@@ -651,6 +651,11 @@ def test_0012_keeps_a_hardened_sites_reader_and_sets_no_hnsw_parameter_on_its_fu
                     ),
                     {"v": vector},
                 ).scalar()
+                # 0013's semsim.nfc, new since the default privileges were revoked, is callable too
+                hybrid = conn.execute(
+                    sa.text("SELECT count(*) FROM semsim.hybrid_search('notes', 'cellulés', CAST(:v AS vector), 3)"),
+                    {"v": vector},
+                ).scalar()
                 conn.execute(sa.text("RESET ROLE"))
                 settings = conn.execute(
                     sa.text(
@@ -659,6 +664,6 @@ def test_0012_keeps_a_hardened_sites_reader_and_sets_no_hnsw_parameter_on_its_fu
                     )
                 ).scalars()
                 assert not [s for s in settings if s.startswith("hnsw.")]
-            assert found == 5
+            assert found == 5 and hybrid == 3
     finally:
         admin.dispose()

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 
 from semsim_pg.queries.indexes import IndexedCollection, index_predicate, indexed_vectors, inline, query_vector
 from semsim_pg.queries.search import metadata_conditions, passage_columns
-from semsim_pg.queries.tables import collections, documents, embeddings
+from semsim_pg.queries.tables import SCHEMA, collections, documents, embeddings
 from semsim_pg.sql import METRICS
 
 __all__ = [
@@ -72,8 +72,17 @@ Filter = Mapping[str, Sequence[Any]]
 
 def query_lexemes(collection_id: int, text: str) -> sa.Select[Any]:
     """The lexemes lexical search looks for in ``text`` (none: only stop words, or no word at all)."""
-    lexemes = sa.func.unnest(sa.func.tsvector_to_array(sa.func.to_tsvector(_config(collection_id), text)))
+    lexemes = sa.func.unnest(sa.func.tsvector_to_array(_words(collection_id, text)))
     return sa.select(lexemes.column_valued("lexeme"))
+
+
+def _words(collection_id: int, text: Any) -> sa.ColumnElement[Any]:
+    """The tsvector of ``text`` in the collection's configuration, as the documents' stored words
+    are made (migration 0013's trigger): from the text in Unicode NFC, so that "café" typed on a
+    keyboard and "cafe" + combining accent (macOS, some PDFs) are one word. ``semsim.nfc`` is
+    PostgreSQL's ``normalize(text, NFC)`` where the database can normalise (else the text as it
+    is): the query text is sent as typed, and normalised there alone."""
+    return sa.func.to_tsvector(_config(collection_id), getattr(sa.func, SCHEMA).nfc(text))
 
 
 def _config(collection_id: int) -> Any:
@@ -89,7 +98,7 @@ def text_search_configs() -> sa.Select[Any]:
 def _terms(coll: IndexedCollection, text: str, cutoff: int) -> tuple[sa.CTE, sa.CTE]:
     """(terms, stats): each query word with its tsquery, capped document frequency and idf;
     the collection's size and average document length."""
-    unnested = sa.func.unnest(sa.func.strip(sa.func.to_tsvector(_config(coll.id), sa.bindparam("query_text", text))))
+    unnested = sa.func.unnest(sa.func.strip(_words(coll.id, sa.bindparam("query_text", text))))
     words = unnested.table_valued("lexeme", "positions", "weights").alias("w")
     # A one-lexeme tsvector's text form is the quoted lexeme, valid tsquery input: no user text
     # is ever parsed as query syntax.
@@ -259,7 +268,7 @@ def _passage_choice(
             e.passage_start,
             e.passage_end,
             metric.distance(sa.cast(e.embedding, Vector(coll.dimension)), query).label("distance"),
-            sa.func.to_tsvector(_config(coll.id), text).label("tsv"),
+            _words(coll.id, text).label("tsv"),
             top.c.lexical_rank,
         )
         .select_from(top.join(documents, d.id == top.c.id).join(embeddings, e.document_id == top.c.id))
