@@ -21,8 +21,8 @@ from ``semsim.nfc(text)``:
 whose encoding is UTF8, which is the only encoding ``normalize`` accepts. Any other database gets
 the text back unchanged: its encoding is fixed when the database is created, so this is decided
 once, here (``semsim db upgrade`` on such a server keeps working; LATIN1 and the like cannot hold
-a combining accent, so their texts have one spelling anyway). A plain SQL function, so that
-PostgreSQL inlines it. Anyone may execute it (it reads nothing but its argument): a site that
+a combining accent, so their texts have one spelling anyway). A plain SQL function (PostgreSQL
+can inline it) that asks ``IS NFC NORMALIZED`` before it normalises. Anyone may execute it (it reads nothing but its argument): a site that
 revoked EXECUTE from PUBLIC by default still lets its writers' trigger and its readers' searches
 call it.
 
@@ -62,7 +62,11 @@ NFC_FUNCTION = """
 CREATE FUNCTION semsim.nfc(input text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT {body} $$;
 """
-NORMALIZE = "pg_catalog.normalize(input, 'NFC')"
+# The quick check first: most texts are NFC already, and IS NFC NORMALIZED answers for them for
+# much less than normalize(), which added half to to_tsvector's time (5,000 texts of about 1,000
+# characters, the best of 7 runs on a shared 2-core AMD EPYC: to_tsvector alone 439 ms, after
+# normalize 652 ms, after the check first 421 ms; NFD texts pay both, 875 ms).
+NORMALIZE = "CASE WHEN input IS NFC NORMALIZED THEN input ELSE pg_catalog.normalize(input, 'NFC') END"
 
 
 def _replace(text: str, old: str, new: str) -> str:
