@@ -133,6 +133,22 @@ def test_compare_measures_every_method_on_the_same_queries(store, filled, tmp_pa
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_an_exhausted_pool_is_told_in_one_line(store, filled, encoder) -> None:  # type: ignore[no-untyped-def]
+    """rebuild_pg_index opened its connection with engine.connect(): no connection free in the
+    pool raised sqlalchemy's raw TimeoutError instead of the store's PoolExhausted."""
+    from semsim_pg.errors import PoolExhausted
+    from semsim_pg.store import DocumentStore
+
+    small = DocumentStore(
+        settings=store.settings.replace(pool_size=1, pool_max_overflow=0, pool_timeout=0.2), encoder=encoder
+    )
+    coll = small.get_collection(filled[0])
+    with small.engine.connect(), pytest.raises(PoolExhausted) as error:  # the pool's one connection in use
+        faiss_index.rebuild_pg_index(small, coll)
+    message = str(error.value)
+    assert "all 1 of semsim's pool (pool_size 1 + max_overflow 0) were in use" in message and "\n" not in message
+
+
 def test_manifest_is_checked_against_the_collection(store, filled, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     name, _ = filled
     out = tmp_path / "ix"

@@ -215,6 +215,42 @@ def test_a_failing_log_never_reaches_the_search(caplog: pytest.LogCaptureFixture
     assert "could not log a search" in caplog.text
 
 
+def test_an_exhausted_pool_is_told_in_one_line(settings, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """The log writer, stats, prune and promotion opened connections with engine.connect(): a pool
+    with no connection free raised sqlalchemy's raw TimeoutError ("QueuePool limit of size 1
+    overflow 0 reached"), not the store's PoolExhausted that names the settings to raise."""
+    from semsim_pg.db import get_engine
+    from semsim_pg.errors import PoolExhausted
+
+    small = get_engine(settings.replace(pool_size=1, pool_max_overflow=0, pool_timeout=0.2))
+    writer = QueryLogWriter(small, interval=0.05)
+    record = insights.LoggedQuery(
+        "c", "search", "q", np.ones(3, dtype=np.float32), "m", ["a"], [0.5], 0.5, None, 1.0, created_at=NOW
+    )
+    since = NOW - dt.timedelta(days=7)
+    held = small.connect()  # the pool's one connection in use
+    with held, caplog.at_level(logging.WARNING, logger="semsim_pg.insights.log"):
+        writer.submit(record)  # never raises: the write fails in the writer's thread, a warning
+        assert writer.flush(timeout=30)
+        refused = []
+        for call in (
+            lambda: insights.query_stats(small, "c", since),
+            lambda: insights.unanswered_groups(small, "c", since),
+            lambda: insights.resolve_group(small, "c", ["h"], "x", lambda: None),
+            lambda: insights.prune(small, NOW, progress=False),
+        ):
+            with pytest.raises(PoolExhausted) as error:
+                call()
+            refused.append(str(error.value))
+    writer.close()
+    assert (writer.written, writer.failed) == (0, 1)
+    assert "query log: 1 queries not written (PoolExhausted: No connection to PostgreSQL" in caplog.text
+    for message in [caplog.text, *refused]:
+        assert "all 1 of semsim's pool (pool_size 1 + max_overflow 0) were in use" in message
+        assert "SEMSIM_POOL_SIZE" in message and "QueuePool" not in message
+    assert all("\n" not in message for message in refused)
+
+
 def test_a_full_queue_drops_instead_of_blocking(engine) -> None:  # type: ignore[no-untyped-def]
     writer = QueryLogWriter(engine, queue_size=2, interval=5.0)
     record = insights.LoggedQuery("c", "search", None, None, None, [], [], None, None, 1.0, created_at=NOW)

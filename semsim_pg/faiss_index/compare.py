@@ -337,7 +337,7 @@ def rebuild_pg_index(store: DocumentStore, collection: str | Collection) -> floa
     time measured the way FAISS's is. Writes to the embeddings table wait meanwhile; searches do not."""
     coll = store.get_collection(collection)
     start = time.perf_counter()
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    with connect(store.engine).execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql(queries.reindex(queries.index_name(coll.id, coll.model_name)))
     return time.perf_counter() - start
 

@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from semsim_pg import queries, server
-from semsim_pg.db import vector_connection
+from semsim_pg.db import connect, vector_connection
 from semsim_pg.errors import ConfigurationError
 from semsim_pg.queries import tables
 from semsim_pg.settings import Settings
@@ -402,7 +402,8 @@ class QueryLogWriter:
     def _write(self, batch: list[tuple[LoggedQuery, bool, bytes | None]]) -> None:
         vectors = self._vectors([record for record, _, _ in batch])
         rows = [_row(record, keep, key, vector) for (record, keep, key), vector in zip(batch, vectors, strict=True)]
-        with self.engine.begin() as conn:
+        # connect(): no pooled connection free is PoolExhausted's line in the warning, not a raw TimeoutError
+        with connect(self.engine) as conn, conn.begin():
             raw = vector_connection(conn)
             with raw.cursor() as cur, cur.copy(queries.copy_log(self.table)) as copy:
                 copy.set_types([kind for _, kind in queries.LOG_COLUMNS])
@@ -437,7 +438,7 @@ class QueryLogWriter:
     def _models(self, collections: list[str]) -> dict[str, str]:
         if not collections:
             return {}
-        with self.engine.connect() as conn:
+        with connect(self.engine) as conn:
             found = {name: conn.execute(queries.find_collection(name)).first() for name in collections}
         return {name: str(row.model_name) for name, row in found.items() if row is not None}
 

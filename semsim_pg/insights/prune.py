@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import queries
+from semsim_pg.db import connect
 from semsim_pg.errors import CollectionNotFound, SchemaNotInstalled
 from semsim_pg.insights.periods import parse_duration
 from semsim_pg.progress import progress_bar
@@ -47,14 +48,14 @@ def prune(
     collection nor in the log: a typo in a cron line would prune nothing, every night, silently."""
     core = table is None
     table = tables.query_log if table is None else table
-    with engine.connect() as conn, _table_missing(table):
+    with connect(engine) as conn, _table_missing(table):
         total = int(conn.execute(queries.count_before(before, collection, table)).scalar_one())
         if core and collection is not None and not total and not conn.scalar(queries.has_log(collection, table)):
             _refuse_unknown(conn, collection)
     deleted = 0
     with progress_bar(progress, total=total, desc="pruning query log", unit="rows", file=file) as bar:
         while deleted < total:
-            with engine.begin() as conn:
+            with connect(engine) as conn, conn.begin():
                 n = conn.execute(queries.prune_log(before, PRUNE_BATCH, collection, table)).rowcount
             if not n:
                 break
@@ -136,6 +137,6 @@ def prune_older_than(
     if table is not None and collection is not None and not deleted:
         # a label of the Django app's log is in no catalog (prune refuses an unknown collection of
         # semsim's): one the log holds nothing of, a typo most likely, gets a warning
-        with engine.connect() as conn:
+        with connect(engine) as conn:
             unknown = not conn.scalar(queries.has_log(collection, table))
     return Pruned(deleted, older_than, before, collection, unknown)

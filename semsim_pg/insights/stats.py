@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import queries
+from semsim_pg.db import connect
 from semsim_pg.errors import QueryLogEmpty
 from semsim_pg.insights.periods import as_utc
 from semsim_pg.queries import tables
@@ -156,7 +157,7 @@ def check_logged(
     table was never written to, and one that says its queries were pruned (or none was logged
     while the log was on) when it was. A collection's rows are not told apart from a name the
     log never saw once others were logged: the message names both."""
-    with engine.connect() as conn:
+    with connect(engine) as conn:
         if conn.execute(queries.has_log(collection, table)).scalar():
             return
         if require_collection is not None:
@@ -173,7 +174,7 @@ def ever_logged(engine: Engine, table: sa.Table) -> bool | None:
     """Whether a query was ever written to the log table, pruned since or not (its id sequence
     was used); None when this role may not read the sequence."""
     try:
-        with engine.connect() as conn:
+        with connect(engine) as conn:
             return bool(conn.execute(queries.log_ever_written(table)).scalar())
     except sa.exc.DBAPIError as exc:
         logger.debug("query log: cannot tell whether %s was ever written (%s)", table.name, exc)
@@ -201,7 +202,7 @@ def query_stats(
     since = as_utc(since)  # shown as UTC (the CLI's header, the plot)
     baseline = baseline or (now - since)
     check_logged(engine, collection, table, enable_hint, require_collection)
-    with engine.connect() as conn:
+    with connect(engine) as conn:
         window = _figures(conn, collection, since, now, table)
         days = [
             DayFigures(r[0].date(), int(r[1]), _opt(r[2]), _opt(r[3]), _opt(r[4]), _opt(r[5]))

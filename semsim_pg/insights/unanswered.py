@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from semsim_pg import queries
+from semsim_pg.db import connect
 from semsim_pg.errors import AlreadyResolved, InvalidInput
 from semsim_pg.insights.log import not_logged
 from semsim_pg.insights.stats import ENABLE_HINT, check_logged
@@ -125,7 +126,7 @@ def unanswered_groups(
         raise InvalidInput(f"max_distance is a cosine distance between 0 and 2, got {max_distance}.")
     table = tables.query_log if table is None else table
     check_logged(engine, collection, table, enable_hint, require_collection)
-    with engine.connect() as conn:
+    with connect(engine) as conn:
         models = conn.execute(queries.unanswered_models(collection, since, table)).first()
         if models is None:
             return []
@@ -218,7 +219,7 @@ def resolve_group(
     if not hashes:
         raise InvalidInput("The group has no questions to promote.")
     table = tables.query_log if table is None else table
-    with engine.connect() as conn, conn.begin():
+    with connect(engine) as conn, conn.begin():
         ids = [int(i) for i in conn.execute(queries.lock_unresolved(collection, hashes, table)).scalars()]
         if not ids:
             done = conn.execute(queries.resolved_queries(collection, hashes, table)).first()
