@@ -22,23 +22,25 @@ __all__ = ["first_non_utf8", "not_utf8", "open_text"]
 _CHUNK = 1 << 20
 
 
-def open_text(path: Path, what: str = "a file") -> TextIO:
+def open_text(path: Path, what: str = "a file", *, display_name: str | None = None) -> TextIO:
     """``path`` opened for reading as UTF-8, a leading byte-order mark dropped, line ends kept
     as they are (the csv module wants ``newline=""``). Refused in one line when it is missing, a
-    directory or unreadable."""
+    directory or unreadable. ``display_name``: what errors call the file instead of ``path`` (an
+    upload saved under a name of the server's: the user knows it by their own)."""
+    label = display_name or str(path)
     if not path.exists():
-        raise InputFileError(f"{path}: no such file.")
+        raise InputFileError(f"{label}: no such file.")
     if path.is_dir():
-        raise InputFileError(f"{path}: is a directory, not {what}.")
+        raise InputFileError(f"{label}: is a directory, not {what}.")
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
-        raise InputFileError(f"{path}: cannot read it: {exc.strerror}.") from None
+        raise InputFileError(f"{label}: cannot read it: {exc.strerror}.") from None
     # ASCII text in UTF-16 or UTF-32 without a byte-order mark decodes as UTF-8, NULs and all: it
     # would be refused at its first line for a NUL character, or its header read as "a\x00,\x00b"
     if path.is_file() and _other_bom(path) is None and _bomless_wide(path) is not None:
         handle.close()
-        raise not_utf8(path)
+        raise not_utf8(path, display_name=display_name)
     return handle
 
 
@@ -123,11 +125,11 @@ def _bomless_wide(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def _wide_error(path: Path, name: str, encoding: str) -> InputFileError:
+def _wide_error(label: str, name: str, encoding: str) -> InputFileError:
     order = "little" if encoding.endswith("le") else "big"
     return InputFileError(
-        f"{path}: looks like {name} text ({order}-endian, without a byte-order mark: NUL bytes between its "
-        f"letters), not UTF-8. Save it as UTF-8, or convert it: iconv -f {encoding} -t utf-8 {_conversion(path)}"
+        f"{label}: looks like {name} text ({order}-endian, without a byte-order mark: NUL bytes between its "
+        f"letters), not UTF-8. Save it as UTF-8, or convert it: iconv -f {encoding} -t utf-8 {_conversion(Path(label))}"
     )
 
 
@@ -137,29 +139,31 @@ def _conversion(path: Path) -> str:
     return f"{shlex.quote(str(path))} > {shlex.quote(str(converted))}"
 
 
-def not_utf8(path: Path) -> InputFileError:
+def not_utf8(path: Path, *, display_name: str | None = None) -> InputFileError:
     """The error for a file that failed to decode as UTF-8: its line, its byte offset, the bytes,
     and how to convert it (most such files are Latin-1 or Windows-1252, what Excel writes as CSV;
-    a file that starts with a UTF-16 or UTF-32 byte-order mark is told so, with its own command)."""
-    files = _conversion(path)
+    a file that starts with a UTF-16 or UTF-32 byte-order mark is told so, with its own command).
+    ``display_name``: the file's name in the message and the command, instead of ``path``."""
+    label = display_name or str(path)
+    files = _conversion(Path(label))
     bom = _other_bom(path)
     if bom is not None:
         name, mark = bom
         shown = " ".join(f"0x{byte:02x}" for byte in mark)
         return InputFileError(
-            f"{path}: is {name} text (it starts with the byte-order mark {shown}), not UTF-8. Save it as UTF-8, "
+            f"{label}: is {name} text (it starts with the byte-order mark {shown}), not UTF-8. Save it as UTF-8, "
             f"or convert it: iconv -f {name.lower()} -t utf-8 {files}"
         )
     wide = _bomless_wide(path)
     if wide is not None:  # (open_text refuses it before decoding: here for any other caller)
-        return _wide_error(path, *wide)
+        return _wide_error(label, *wide)
     found = first_non_utf8(path)
     if found is None:  # it changed while we read it
-        where = f"{path}: is not UTF-8 text"
+        where = f"{label}: is not UTF-8 text"
     else:
         offset, line, bad = found
         shown = " ".join(f"0x{byte:02x}" for byte in bad)
-        where = f"{path}, line {line}: is not UTF-8 text ({shown} at byte {offset:,} of the file)"
+        where = f"{label}, line {line}: is not UTF-8 text ({shown} at byte {offset:,} of the file)"
     return InputFileError(
         f"{where}. Save it as UTF-8, or convert it, e.g. from Latin-1: iconv -f latin1 -t utf-8 {files}"
     )

@@ -330,6 +330,7 @@ def test_import_upload_and_malformed_upload(editor, encoder) -> None:  # type: i
     assert response.status_code == 200
     assert "faq.csv, line 3: the question is empty" in response.content.decode()
     assert "Nothing was imported" in response.content.decode()
+    assert "semsim-faq-" not in response.content.decode()  # the server's copy, never shown
     assert FAQ.objects.count() == 0
 
     good = SimpleUploadedFile(
@@ -351,6 +352,29 @@ def test_import_upload_with_a_nul_or_an_overlong_field_is_a_form_error(editor, c
     response = editor.post(reverse("admin:semsim_faq_faq_import"), {"file": SimpleUploadedFile("faq.csv", content)})
     assert response.status_code == 200
     assert message in response.content.decode() and "Nothing was imported" in response.content.decode()
+    assert FAQ.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"faq_id,question,answer\na,Q?,A\na,Q again?,A\n", "Our FAQ.CSV, line 3: entry 'a' appears again"),
+        (b"faq_id,question\na,Q?\n", "Our FAQ.CSV, line 1: the header (faq_id, question) lacks answer"),
+        (b'question,answer\nQ?,A\n"Q2?,A2\n', "Our FAQ.CSV, line 3: malformed CSV"),
+        (b"question,answer\nQ?,A,extra\n", "Our FAQ.CSV, line 2: 3 fields, but the header has 2"),
+        (b"question,answer\n", "Our FAQ.CSV: holds no FAQ entries"),
+        ("question,answer\nQ?,A\n".encode("utf-16"), "Our FAQ.CSV: is UTF-16 text"),
+        ("question,answer\nQ?,A\n".encode("utf-16-le"), "Our FAQ.CSV: looks like UTF-16 text"),
+    ],
+)
+def test_every_import_error_names_the_upload_never_the_server_copy(editor, content: bytes, message: str) -> None:  # type: ignore[no-untyped-def]
+    """The core's readers are told the upload's name (display_name): no text replaced after the fact."""
+    response = editor.post(reverse("admin:semsim_faq_faq_import"), {"file": SimpleUploadedFile("Our FAQ.CSV", content)})
+    page = html.unescape(response.content.decode())
+    assert response.status_code == 200 and message in page and "Nothing was imported" in page
+    assert "semsim-faq-" not in page and "upload" not in page.replace("Upload", "")
+    if "UTF-16" in message:
+        assert "-t utf-8 'Our FAQ.CSV' > 'Our FAQ.utf8.CSV'" in page
     assert FAQ.objects.count() == 0
 
 

@@ -258,6 +258,36 @@ def test_malformed_faq_files(tmp_path: Path, content: str, message: str) -> None
     with pytest.raises(InputFileError, match=message) as info:
         read_faq_file(path)
     assert str(path) in str(info.value)
+    # under a display name (the Django admin's upload, saved under a name of the server's): the same
+    # message, the file called by that name only
+    with pytest.raises(InputFileError) as shown:
+        read_faq_file(path, display_name="my faqs.csv")
+    assert str(shown.value) == str(info.value).replace(str(path), "my faqs.csv")
+    assert str(tmp_path) not in str(shown.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "start", "command"),
+    [
+        ("faq_id,question,answer\nf1,Où ?,Là.\n".encode("latin-1"), "my faqs.csv, line 2: is not UTF-8 text", "latin1"),
+        ("faq_id,question,answer\nf1,Q?,A\n".encode("utf-16"), "my faqs.csv: is UTF-16 text", "utf-16"),
+        ("faq_id,question,answer\nf1,Q?,A\n".encode("utf-16-le"), "my faqs.csv: looks like UTF-16", "utf-16le"),
+    ],
+)
+def test_an_encoding_error_names_the_display_name_in_its_fix(
+    tmp_path: Path, data: bytes, start: str, command: str
+) -> None:
+    """The conversion command a not-UTF-8 file gets names the file as the user knows it."""
+    path = tmp_path / "upload.csv"
+    path.write_bytes(data)
+    for read in (read_faq_file, read_faq_queries):
+        with pytest.raises(InputFileError) as raised:
+            read(path, display_name="my faqs.csv")
+        message = str(raised.value)
+        assert message.startswith(start) and str(tmp_path) not in message and "upload" not in message
+        assert message.endswith(f"iconv -f {command} -t utf-8 'my faqs.csv' > 'my faqs.utf8.csv'")
+    with pytest.raises(InputFileError, match=r"^my faqs\.csv: no such file"):
+        read_faq_file(tmp_path / "gone.csv", display_name="my faqs.csv")
 
 
 def test_faq_file_formats(tmp_path: Path) -> None:

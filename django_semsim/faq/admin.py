@@ -9,7 +9,6 @@ so staff without FAQ permissions get 403.
 from __future__ import annotations
 
 import logging
-import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -105,17 +104,6 @@ class ImportForm(forms.Form):
 
 
 UPLOAD_STEM = "upload"
-
-
-def _as_uploaded(message: str, saved: Path, name: str) -> str:
-    """An import error about the saved copy ``saved`` told about the user's file ``name``: the
-    shell command of a fix (its file names quoted, as the core writes them) first, then the rest."""
-    name = Path(name).name
-    converted = Path(name).stem + ".utf8" + Path(name).suffix  # as semsim_pg.textfiles.not_utf8 names it
-    saved_converted = saved.with_name(f"{saved.stem}.utf8{saved.suffix}")
-    command = f"{shlex.quote(str(saved))} > {shlex.quote(str(saved_converted))}"
-    message = message.replace(command, f"{shlex.quote(name)} > {shlex.quote(converted)}")
-    return message.replace(str(saved), name)
 
 
 class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
@@ -245,18 +233,18 @@ class FAQAdmin(SemanticAdminMixin, admin.ModelAdmin):
                 with tempfile.TemporaryDirectory(prefix="semsim-faq-") as folder:
                     # saved under a fixed name: the user's may be too long for the file system (255
                     # bytes, and a non-ASCII character takes several) or hold anything; errors are
-                    # given back in the user's name (_as_uploaded)
+                    # given back in the user's name (the readers' display_name)
                     target = Path(folder) / f"{UPLOAD_STEM}{suffix}"
                     with target.open("wb") as handle:
                         for chunk in upload.chunks():
                             handle.write(chunk)
                     try:
-                        entries = read_entries(target)
+                        entries = read_entries(target, display_name=Path(upload.name).name)
                         with transaction.atomic():  # the entries and their history, or neither
                             result = import_entries(entries, replace=form.cleaned_data.get("replace", False))
                             self._log_import(request, result.changes, upload.name)
                     except SemsimError as exc:
-                        form.add_error("file", _as_uploaded(str(exc), target, upload.name) + " Nothing was imported.")
+                        form.add_error("file", f"{exc} Nothing was imported.")
                     else:
                         self.message_user(
                             request,

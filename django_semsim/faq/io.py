@@ -128,21 +128,25 @@ def check_entry(entry: FAQEntry) -> None:
             )
 
 
-def read_entries(path: str | Path) -> list[ImportEntry]:
+def read_entries(path: str | Path, *, display_name: str | None = None) -> list[ImportEntry]:
     """Entries from a .csv/.tsv with header ``[faq_id,] question, answer[, category][, alternatives][,
     published]`` (alternatives separated by "|"; published true or false, empty for not said). The whole file is checked first; an error names its line, so a
-    caller imports all of a file or nothing. Without a faq_id an entry is keyed by its question."""
+    caller imports all of a file or nothing. Without a faq_id an entry is keyed by its question.
+    ``display_name``: what errors call the file instead of ``path`` (the admin's upload, saved under
+    a name of the server's, is told by the user's name)."""
+    label = display_name or str(path)
     entries: list[ImportEntry] = []
     seen: dict[str, int] = {}
-    for line, raw in read_rows(path, ("question", "answer"), ("faq_id", "category", "alternatives", PUBLISHED_COLUMN)):
+    optional = ("faq_id", "category", "alternatives", PUBLISHED_COLUMN)
+    for line, raw in read_rows(path, ("question", "answer"), optional, display_name=display_name):
         row = {name: unguard_cell(value) for name, value in raw.items()}
         for name in ("question", "answer"):
             if not row[name]:
-                raise InputFileError(f"{path}, line {line}: the {name} is empty.")
+                raise InputFileError(f"{label}, line {line}: the {name} is empty.")
         faq_id = row.get("faq_id") or QUESTION_KEY + row["question"]
         if faq_id in seen:
             raise InputFileError(
-                f"{path}, line {line}: entry {faq_id.removeprefix(QUESTION_KEY)!r} appears again (first on line "
+                f"{label}, line {line}: entry {faq_id.removeprefix(QUESTION_KEY)!r} appears again (first on line "
                 f"{seen[faq_id]}); put other phrasings in the alternatives column instead."
             )
         seen[faq_id] = line
@@ -154,10 +158,10 @@ def read_entries(path: str | Path) -> list[ImportEntry]:
             )
             check_entry(entry)
         except InvalidInput as exc:
-            raise InputFileError(f"{path}, line {line}: {exc}") from None
+            raise InputFileError(f"{label}, line {line}: {exc}") from None
         entries.append(entry)
     if not entries:
-        raise InputFileError(f"{path}: holds no FAQ entries, only a header.")
+        raise InputFileError(f"{label}: holds no FAQ entries, only a header.")
     return entries
 
 

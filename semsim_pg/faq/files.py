@@ -96,41 +96,45 @@ class FAQQuery:
     line: int = 0
 
 
-def _delimiter(path: Path) -> str:
+def _delimiter(path: Path, display_name: str | None = None) -> str:
     suffix = path.suffix.lower()
     if suffix == ".tsv":
         return "\t"
     if suffix == ".csv":
         return ","
-    raise InputFileError(f"{path}: cannot tell the format from the extension {path.suffix!r}; name it .tsv or .csv.")
+    raise InputFileError(
+        f"{display_name or path}: cannot tell the format from the extension {path.suffix!r}; name it .tsv or .csv."
+    )
 
 
 def read_rows(
-    path: str | Path, required: Sequence[str], optional: Sequence[str]
+    path: str | Path, required: Sequence[str], optional: Sequence[str], *, display_name: str | None = None
 ) -> Iterable[tuple[int, dict[str, str]]]:
-    """(line, row) for each non-blank row, columns named case-insensitively; errors name the line."""
+    """(line, row) for each non-blank row, columns named case-insensitively; errors name the line,
+    and the file as ``display_name`` when given (an upload saved under a name of the server's)."""
     path = Path(path)
-    delimiter = _delimiter(path)
+    label = display_name or str(path)
+    delimiter = _delimiter(path, display_name)
     kind = "TSV" if delimiter == "\t" else "CSV"
     try:
-        with open_text(path, f"a {kind} file") as handle:
+        with open_text(path, f"a {kind} file", display_name=display_name) as handle:
             reader = csv.reader(handle, delimiter=delimiter, strict=True)
             try:
                 header = next(reader, None)
                 if header is None:
-                    raise InputFileError(f"{path}: is empty; expected a header line ({', '.join(required)}).")
+                    raise InputFileError(f"{label}: is empty; expected a header line ({', '.join(required)}).")
                 columns = [name.strip().lower() for name in header]
                 missing = [name for name in required if name not in columns]
                 if missing:
                     raise InputFileError(
-                        f"{path}, line 1: the header ({', '.join(header)}) lacks {', '.join(missing)}; "
+                        f"{label}, line 1: the header ({', '.join(header)}) lacks {', '.join(missing)}; "
                         f"expected {', '.join(required)}[, {', '.join(optional)}]."
                     )
                 known = set(required) | set(optional)
                 unknown = [name for name in columns if name not in known]
                 if unknown:
                     raise InputFileError(
-                        f"{path}, line 1: unknown column(s) {', '.join(unknown)}; expected {', '.join(required)}"
+                        f"{label}, line 1: unknown column(s) {', '.join(unknown)}; expected {', '.join(required)}"
                         f"[, {', '.join(optional)}]."
                     )
                 for values in reader:
@@ -139,51 +143,53 @@ def read_rows(
                         continue
                     if len(values) != len(columns):
                         raise InputFileError(
-                            f"{path}, line {line}: {len(values)} fields, but the header has {len(columns)} "
+                            f"{label}, line {line}: {len(values)} fields, but the header has {len(columns)} "
                             f"({', '.join(header)}). Check for a missing or extra {'tab' if delimiter == chr(9) else 'comma'}"
                             " or an unclosed quote."
                         )
                     yield line, {name: value.strip() for name, value in zip(columns, values, strict=True)}
             except csv.Error as exc:
-                raise InputFileError(f"{path}, line {reader.line_num}: malformed {kind} ({exc}).") from None
+                raise InputFileError(f"{label}, line {reader.line_num}: malformed {kind} ({exc}).") from None
     except UnicodeDecodeError:
-        raise not_utf8(path) from None
+        raise not_utf8(path, display_name=display_name) from None
     except OSError as exc:
-        raise InputFileError(f"{path}: cannot read it: {exc.strerror}.") from None
+        raise InputFileError(f"{label}: cannot read it: {exc.strerror}.") from None
 
 
-def read_faq_file(path: str | Path) -> list[FAQEntry]:
+def read_faq_file(path: str | Path, *, display_name: str | None = None) -> list[FAQEntry]:
     """Entries from a .tsv/.csv with header ``faq_id, question, answer[, category][, alternatives][,
     published]`` (alternatives separated by "|"; a draft, published false, is refused). The whole file is read and checked before anything is returned,
-    so a caller that loads the result imports nothing from a malformed file."""
+    so a caller that loads the result imports nothing from a malformed file. ``display_name``: what
+    errors call the file instead of ``path``."""
+    label = display_name or str(path)
     entries: list[FAQEntry] = []
     lines: dict[str, int] = {}
-    for line, raw in read_rows(path, _REQUIRED, _OPTIONAL):
+    for line, raw in read_rows(path, _REQUIRED, _OPTIONAL, display_name=display_name):
         row = {name: unguard_cell(value) for name, value in raw.items()}
         for name in _REQUIRED:
             if not row[name]:
-                raise InputFileError(f"{path}, line {line}: the {name} is empty.")
+                raise InputFileError(f"{label}, line {line}: the {name} is empty.")
         faq_id = row["faq_id"]
         if faq_id in lines:
             raise InputFileError(
-                f"{path}, line {line}: faq_id {faq_id!r} appears again (first on line {lines[faq_id]}); ids must be "
+                f"{label}, line {line}: faq_id {faq_id!r} appears again (first on line {lines[faq_id]}); ids must be "
                 "unique: put other phrasings in the alternatives column instead."
             )
         lines[faq_id] = line
         try:
             published = parse_published(row.get(PUBLISHED_COLUMN, ""))
         except InvalidInput as exc:
-            raise InputFileError(f"{path}, line {line}: {exc}") from None
+            raise InputFileError(f"{label}, line {line}: {exc}") from None
         if published is False:
             raise InputFileError(
-                f"{path}, line {line}: entry {faq_id!r} is a draft (published {row[PUBLISHED_COLUMN]!r}); a collection "
+                f"{label}, line {line}: entry {faq_id!r} is a draft (published {row[PUBLISHED_COLUMN]!r}); a collection "
                 "has no drafts, every entry it holds answers. Delete the line to leave the entry out, or set "
                 "published to true."
             )
         alternatives = tuple(a.strip() for a in row.get("alternatives", "").split(ALTERNATIVES_SEPARATOR) if a.strip())
         entries.append(FAQEntry(faq_id, row["question"], row["answer"], row.get("category") or None, alternatives))
     if not entries:
-        raise InputFileError(f"{path}: holds no FAQ entries, only a header.")
+        raise InputFileError(f"{label}: holds no FAQ entries, only a header.")
     return entries
 
 
@@ -221,21 +227,25 @@ def kept_promoted_note(kept: int, export: str, replace: str = "--replace") -> st
     return f"; kept {kept} promoted phrasing{plural} not in the file: {export} saves them ({replace} removes them)"
 
 
-def read_faq_queries(path: str | Path, known_ids: Iterable[str] | None = None) -> list[FAQQuery]:
+def read_faq_queries(
+    path: str | Path, known_ids: Iterable[str] | None = None, *, display_name: str | None = None
+) -> list[FAQQuery]:
     """Evaluation queries from a .tsv/.csv with header ``query, faq_id``. An empty faq_id marks a
-    question no entry should answer (it counts against precision when one is answered)."""
+    question no entry should answer (it counts against precision when one is answered).
+    ``display_name``: what errors call the file instead of ``path``."""
+    label = display_name or str(path)
     known = None if known_ids is None else set(known_ids)
     queries: list[FAQQuery] = []
-    for line, row in read_rows(path, ("query", "faq_id"), ()):
+    for line, row in read_rows(path, ("query", "faq_id"), (), display_name=display_name):
         if not row["query"]:
-            raise InputFileError(f"{path}, line {line}: the query is empty.")
+            raise InputFileError(f"{label}, line {line}: the query is empty.")
         faq_id = row["faq_id"] or None
         if faq_id is not None and known is not None and faq_id not in known:
             raise InputFileError(
-                f"{path}, line {line}: faq_id {faq_id!r} is not in the FAQ file. Fix the id, or leave it empty "
+                f"{label}, line {line}: faq_id {faq_id!r} is not in the FAQ file. Fix the id, or leave it empty "
                 "for a question that no entry should answer."
             )
         queries.append(FAQQuery(row["query"], faq_id, line))
     if not queries:
-        raise InputFileError(f"{path}: holds no queries, only a header.")
+        raise InputFileError(f"{label}: holds no queries, only a header.")
     return queries
