@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from django.db.models import FloatField, IntegerField
 from django.db.models.expressions import Col, Expression
-from django.db.models.query import QuerySet
+from django.db.models.sql import Query
 from django.db.models.sql.constants import INNER
 from sqlalchemy.dialects import postgresql
 
@@ -64,17 +64,18 @@ def _bm25(v: str) -> str:
 
 @dataclass(frozen=True, eq=False)
 class HybridSource:
-    """What one hybrid search joins: the querysets of both sides and the fusion's numbers.
+    """What one hybrid search joins: the queries of both sides and the fusion's numbers.
 
-    ``dense``: ``values_list(pk, distance)`` of the k-nearest side, ordered and limited (of a model
-    that splits its texts, :class:`~django_semsim.passages.BestDocuments` of its passages);
-    ``words``: ``values_list(pk, tsvector)`` of the candidate rows (the caller's filters);
-    ``every``: the same over the whole table (term statistics, as the core's per collection).
+    ``dense``: the Query of ``values_list(pk, distance)`` of the k-nearest side, ordered and limited
+    (of a model that splits its texts, :class:`~django_semsim.passages.BestDocuments` of its
+    passages); ``words``: of ``values_list(pk, tsvector)`` of the candidate rows (the caller's
+    filters); ``every``: the same over the whole table (term statistics, as the core's per
+    collection). Queries, not QuerySets: Django pickles a QuerySet by running it.
     """
 
-    dense: QuerySet[Any] | BestDocuments
-    words: QuerySet[Any]
-    every: QuerySet[Any]
+    dense: Query | BestDocuments
+    words: Query
+    every: Query
     text: str
     config: str
     candidates: int
@@ -84,11 +85,11 @@ class HybridSource:
     cutoff: int
 
     def as_sql(self, connection: Any) -> tuple[str, list[Any]]:
-        def compiled(queryset: QuerySet[Any] | BestDocuments) -> tuple[str, tuple[Any, ...]]:
-            if isinstance(queryset, BestDocuments):  # a model that splits: objects by their best passage
-                sql, params = queryset.sql(connection)
+        def compiled(query: Query | BestDocuments) -> tuple[str, tuple[Any, ...]]:
+            if isinstance(query, BestDocuments):  # a model that splits: objects by their best passage
+                sql, params = query.sql(connection)
                 return sql[1:-1], tuple(params)
-            sql, params = queryset.query.get_compiler(connection=connection).as_sql()
+            sql, params = query.get_compiler(connection=connection).as_sql()
             return sql, tuple(params)
 
         dense_sql, dense_params = compiled(self.dense)
@@ -196,6 +197,33 @@ class _HitsJoin:
         return self
 
 
+class _HitField:
+    """A column of the fused hits as a field of the searched model (a Col's identity is (model,
+    name): ``score`` and ``lexical_score`` stay apart). Pickled as how it was made: Django pickles a
+    field of a model as a look-up of that model's field by name, which has no such field."""
+
+    name: str
+    model: type[Any]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _hit_field, (self.name, self.model)
+
+
+class _HitFloat(_HitField, FloatField):
+    pass
+
+
+class _HitInteger(_HitField, IntegerField):
+    pass
+
+
+def _hit_field(column: str, model: type[Any]) -> FloatField | IntegerField:
+    field: FloatField | IntegerField = _HitFloat() if HIT_COLUMNS[column] is FloatField else _HitInteger()
+    field.set_attributes_from_name(column)
+    field.model = model
+    return field
+
+
 class HitValue(Expression):
     """One column of the fused hits (``score``, ``dense_rank``, ...); resolving it joins them."""
 
@@ -215,10 +243,7 @@ class HitValue(Expression):
     ) -> Col:
         parent = query.get_initial_alias()
         alias = query.join(_HitsJoin(self.source, parent, query.model._meta.pk.column))
-        target = HIT_COLUMNS[self.column]()
-        target.set_attributes_from_name(self.column)
-        target.model = query.model  # a Col's identity is (model, name): score and lexical_score stay apart
-        return Col(alias, target)
+        return Col(alias, _hit_field(self.column, query.model))
 
     def as_sql(self, compiler: Any, connection: Any) -> Any:  # pragma: no cover - resolved into a Col first
         raise TypeError("HitValue must be resolved against the query of a hybrid search.")

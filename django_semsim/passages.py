@@ -188,7 +188,10 @@ class BestDocuments(Expression):
 
     def __init__(self, nearest: QuerySet[Any], k: int | None, *, with_distance: bool = False) -> None:
         super().__init__(output_field=IntegerField())
-        self.nearest = nearest
+        # its Query, not the QuerySet: Django pickles a QuerySet by running it (a search is pickled
+        # by Django's cache), and this is part of a statement, never rows of its own
+        self.nearest = nearest.query
+        self._constructor_args = ((self.nearest, k), {"with_distance": with_distance})  # its identity's too
         self.k = k
         self.with_distance = with_distance
 
@@ -208,8 +211,9 @@ class BestDocuments(Expression):
         params: list[Any] = []
         levels = self._levels()
         for i, n in enumerate(levels, 1):
-            rows = self.nearest if n is None else self.nearest[:n]
-            sql, level_params = rows.query.get_compiler(connection=connection).as_sql()
+            rows = self.nearest.chain()
+            rows.set_limits(high=n)
+            sql, level_params = rows.get_compiler(connection=connection).as_sql()
             ctes.append(f"_l{i}(id, d) AS MATERIALIZED ({sql})")
             params.extend(level_params)
             if i < len(levels):  # wider: all that was asked came back, yet fewer than k objects

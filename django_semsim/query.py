@@ -12,6 +12,11 @@
   ``annotate``, ``aggregate``, ``count``, ``in_bulk``, more filters, slices) applies to this outer
   layer, i.e. to the k nearest, as a Django user expects of a result.
 
+A queryset whose filters join a multi-valued relation (a reverse foreign key, a many-to-many), which
+returns a row once per related row, is searched as its rows once each: those filters become
+``pk IN (...)`` (:func:`_once_each`), so the search still finds the k nearest distinct rows.
+Under ``select_for_update()`` a search locks the rows it returns (``of=("self",)`` unless given).
+
 The search parameters (``hnsw.ef_search``, ``hnsw.iterative_scan``) are the connection's, set once
 when it opens; a search with other values gets them for its own statement (:mod:`django_semsim.session`).
 
@@ -34,7 +39,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from django.db import DatabaseError, models
 from django.db.models import Exists, F, FilteredRelation, Q, Subquery, Value
-from django.db.models.expressions import Expression
+from django.db.models.expressions import Col, Expression
+from django.db.models.fields.reverse_related import ForeignObjectRel
 from django.db.models.query import ModelIterable, QuerySet
 from django.db.models.sql import Query
 from pgvector.django import VectorField
@@ -196,6 +202,13 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         with _config_errors(self.model):
             return super().aggregate(*args, **kwargs)  # type: ignore[no-any-return]
 
+    def select_for_update(
+        self, nowait: bool = False, skip_locked: bool = False, of: Sequence[str] = (), no_key: bool = False
+    ) -> SemanticQuerySet[_M]:
+        """Django's, except that a search without ``of`` locks its own rows (:func:`_lock_own_rows`)."""
+        locked = super().select_for_update(nowait=nowait, skip_locked=skip_locked, of=of, no_key=no_key)
+        return _lock_own_rows(locked)  # type: ignore[no-any-return]
+
     def semantic_search(
         self,
         query: str | Sequence[float] | np.ndarray[Any, Any] | Expression,
@@ -230,7 +243,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         }
         found = self._recipe(vector, arguments) if isinstance(vector, QueryVector) else None
         if found is None:
-            found = self._semantic(vector, **arguments)
+            found = self._rows_once()._semantic(vector, **arguments)
         if isinstance(query, str):
             found._semsim_log = (query, k, "semantic")
         return found
@@ -266,6 +279,20 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         """
         from django_semsim.conf import get_config
 
+        rows = self._rows_once()
+        if rows is not self:  # a filter's join repeats rows: each searched once
+            return rows.hybrid_search(
+                query,
+                k=k,
+                candidates=candidates,
+                rrf_k=rrf_k,
+                weights=weights,
+                min_similarity=min_similarity,
+                ef_search=ef_search,
+                iterative_scan=iterative_scan,
+                exact=exact,
+            )
+
         config = get_config()
         if not isinstance(query, str):
             raise InvalidQuery(
@@ -285,14 +312,14 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         self._check_searchable(min_similarity, exact)
         split = chunking_of(self.model) is not None  # objects ranked by their best passage (passages.py)
         dense = self._nearest(vector, exact=exact, params=search_parameters(ef_search, iterative_scan))
-        words = self.order_by().annotate(_semsim_tsv=search_vector).values_list("pk", "_semsim_tsv")
+        words = _finding(self).annotate(_semsim_tsv=search_vector).values_list("pk", "_semsim_tsv")
         every = self.model._base_manager.using(self.db).annotate(_semsim_tsv=search_vector)
         source = HybridSource(
             dense=BestDocuments(dense.values_list("pk", F("_semsim_distance")), n, with_distance=True)
             if split
-            else dense.values_list("pk", F("_semsim_distance"))[:n],
-            words=words,
-            every=every.values_list("pk", "_semsim_tsv"),
+            else dense.values_list("pk", F("_semsim_distance"))[:n].query,
+            words=words.query,
+            every=every.values_list("pk", "_semsim_tsv").query,
             text=query,
             config=self.model.semantic_search_config(),
             candidates=n,
@@ -315,7 +342,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             bound = max_distance(float(min_similarity), metric)
             if bound is not None:
                 outer = outer.filter(distance__lte=bound)
-        result: SemanticQuerySet[_M] = outer.order_by("-score", *tie_breakers, "pk")
+        result: SemanticQuerySet[_M] = _lock_own_rows(outer.order_by("-score", *tie_breakers, "pk"))
         result._semsim_log = (query, k, "hybrid")
         return result
 
@@ -351,9 +378,10 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         if chunking_of(self.model) is not None:
             own = own.filter(passage=0)  # the object's first passage stands for it
         vector = Subquery(own.values("embedding")[:1], output_field=VectorField(dimensions=config.dimensions))
+        rows = self._rows_once()
         # an uncorrelated EXISTS is a one-time filter: no vector, no index scan, no rows
-        candidates = self.exclude(pk=pk).filter(Exists(own))
-        return self._semantic(
+        candidates = rows.exclude(pk=pk).filter(Exists(own))
+        return rows._semantic(
             vector,
             k=_check_k(k),
             min_similarity=min_similarity,
@@ -396,6 +424,11 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         return result
 
     # internals ------------------------------------------------------------------------------
+    def _rows_once(self) -> SemanticQuerySet[_M]:
+        """This queryset, or when a join of its filters repeats rows, the same rows once each (:func:`_once_each`)."""
+        once = _once_each(self)
+        return self if once is None else once
+
     def _check_searchable(self, min_similarity: float | None, exact: bool) -> None:
         if min_similarity is not None and (
             isinstance(min_similarity, bool)
@@ -462,7 +495,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         """This queryset's rows that have a vector, ordered by ``_semsim_distance`` alone (what the
         HNSW index answers; ``exact``: an order the index cannot serve, so every vector is compared)."""
         metric = getattr(self.model, "semantic_metric", "cosine")
-        inner = self.order_by().alias(**_companion(self.model))
+        inner = _finding(self).alias(**_companion(self.model))
         # a non-null filter on the joined row makes the join INNER: rows without a vector drop out
         inner = inner.filter(**{f"{COMPANION_ALIAS}__embedding__isnull": False})
         distance: Any = _SearchDistance(F(f"{COMPANION_ALIAS}__embedding"), vector, metric=metric, params=params)
@@ -502,8 +535,49 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
 
         # outside: the caller's queryset (select_related, only(), annotations kept) on those keys
         outer = (with_best_passage if split else _with_similarity)(self.filter(pk__in=nearest), vector, metric)
-        result: SemanticQuerySet[_M] = outer.order_by("distance", *tie_breakers, "pk")
+        result: SemanticQuerySet[_M] = _lock_own_rows(outer.order_by("distance", *tie_breakers, "pk"))
         return result
+
+
+def _once_each(queryset: SemanticQuerySet[_M]) -> SemanticQuerySet[_M] | None:
+    """``queryset`` with each of its rows once, when a join of its filters can repeat a row (a filter
+    across a reverse foreign key or a many-to-many relation joins one row per related row); None
+    when none can. Its filters move into ``pk IN (SELECT pk ...)``, where a repeated key counts
+    once; the rest of it (select_related, only(), annotations, the ordering) is kept, without the
+    joins only those filters used, so a search of it finds the k nearest distinct rows."""
+    query = queryset.query
+    if query.is_sliced or query.distinct or query.group_by is not None or query.combinator:
+        return None  # grouped or distinct rows come once each already; a slice is refused by the search
+    if not any(_repeats_rows(query, alias) for alias in query.alias_map):
+        return None
+    once = queryset._chain()
+    once.query.clear_where()
+    kept = {query.get_initial_alias()}
+    for expression in [*query.annotations.values(), *query.select]:
+        kept.update(node.alias for node in expression.flatten() if isinstance(node, Col))
+    for alias in list(kept):  # a join's parents stay with it
+        parent = getattr(query.alias_map.get(alias), "parent_alias", None)
+        while parent is not None:
+            kept.add(parent)
+            parent = getattr(query.alias_map.get(parent), "parent_alias", None)
+    if any(_repeats_rows(query, alias) for alias in kept):
+        return None  # an annotation reads the related rows: one row per related row, as Django gives
+    once.query.reset_refcounts({alias: count for alias, count in query.alias_refcount.items() if alias in kept})
+    return once.filter(pk__in=_finding(queryset).values("pk"))  # type: ignore[no-any-return]
+
+
+def _repeats_rows(query: Query, alias: str) -> bool:
+    """Whether the join ``alias`` (used by a clause) can give a row of the query more than once: any
+    join but to the one row of a foreign key or a one-to-one relation (and the search's own
+    companion row)."""
+    join = query.alias_map[alias]
+    field = getattr(join, "join_field", None)
+    if field is None or not query.alias_refcount.get(alias):
+        return False  # the base table, a join no clause uses any more, or a hybrid search's hits
+    relation = getattr(join, "filtered_relation", None)
+    if relation is not None and relation.alias == COMPANION_ALIAS:
+        return False
+    return not (field.one_to_one or (field.many_to_one and not isinstance(field, ForeignObjectRel)))
 
 
 def _has_companion(model: type[models.Model]) -> bool:
@@ -528,6 +602,25 @@ def _config_errors(model: type[models.Model]) -> Iterator[None]:
             "search_config on the model (or SEMSIM['TEXT_SEARCH_CONFIG']) to one of SELECT cfgname FROM pg_ts_config "
             "(e.g. 'english', 'simple'); `manage.py check --database default` lists them (semsim.E010)."
         ) from exc
+
+
+def _finding(queryset: QuerySet[_M]) -> QuerySet[_M]:
+    """``queryset`` as a part of a search that finds rows: unordered, and locking nothing (under
+    select_for_update() the search's statement locks the rows it returns, not every row read)."""
+    finding = queryset.order_by()
+    finding.query.select_for_update = False
+    return finding
+
+
+def _lock_own_rows(queryset: QuerySet[_M]) -> QuerySet[_M]:
+    """A search under select_for_update() without ``of`` locks the rows of its own model only
+    (``FOR UPDATE OF self``): PostgreSQL refuses to lock every table of the statement, since the
+    companion row is on the nullable side of an outer join (a hybrid search's hits are a derived
+    table), and the drain must not wait on a search's lock of a vector either."""
+    query = queryset.query
+    if query.select_for_update and not query.select_for_update_of and SEARCH_MARK in query.annotations:
+        query.select_for_update_of = ("self",)
+    return queryset
 
 
 def _with_similarity(outer: QuerySet[_M], vector: Any, metric: str) -> QuerySet[_M]:
