@@ -12,6 +12,7 @@ import sqlalchemy as sa
 README_READER_GRANTS = (
     "GRANT USAGE ON SCHEMA semsim TO {role}",
     "GRANT SELECT ON semsim.collections, semsim.documents, semsim.embeddings TO {role}",
+    "GRANT SELECT ON public.semsim_alembic_version TO {role}",
 )
 
 

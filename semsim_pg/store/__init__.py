@@ -485,8 +485,9 @@ class DocumentStore:
         ``candidates`` (default max(k, 100)) by reciprocal rank: ``weights[0] / (rrf_k + dense
         rank) + weights[1] / (rrf_k + lexical rank)``. Lexical and hybrid need the query as text.
 
-        ``filter`` keeps documents whose metadata has each key equal to the value (a list of
-        values means any of them), on both sides of a hybrid search. ``min_similarity`` drops
+        ``filter`` keeps documents whose metadata has each key equal to the value, or a list
+        holding it (``{"tags": "x"}`` finds ``{"tags": ["x", "y"]}``); a list of values means any
+        of them; on both sides of a hybrid search. ``min_similarity`` drops
         hits whose dense similarity is below it from the k found, in every mode.
         ``exact`` scans every vector instead of using the index (to measure the index's recall).
         ``text`` gives the words when ``query`` is a vector encoded already (lexical and hybrid).

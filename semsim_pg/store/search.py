@@ -450,7 +450,14 @@ def session_settings(conn: Connection, ef_search: int, iterative_scan: str) -> N
 
 
 def _check_filter(filter: Mapping[str, FilterValue] | None) -> dict[str, list[Any]]:
-    """Key -> the values any of which a document's metadata must hold (a scalar: just it)."""
+    """Key -> the values any of which a document's metadata must hold, each by containment
+    (``metadata @> {key: value}``, which the GIN index on metadata answers).
+
+    A value that is not a list also matches a list holding it: ``{"tags": "x"}`` finds
+    ``{"tags": "x"}`` and ``{"tags": ["x", "y"]}`` (containment alone found the first only, and
+    the list only through ``{"tags": [["x"]]}``). It comes out as two alternatives, the value and
+    ``[value]``: the second needs a list, so a scalar key matches exactly what it matched before.
+    ``semsim._filter_condition`` (migration 0014) writes the SQL functions' condition alike."""
     if not filter:
         return {}
     if not isinstance(filter, Mapping):
@@ -465,5 +472,9 @@ def _check_filter(filter: Mapping[str, FilterValue] | None) -> dict[str, list[An
             raise InvalidQuery(f"The filter on {key!r} lists no values.")
         for alternative in alternatives:
             check_json_value(alternative, f"filter on {key!r}", InvalidQuery)
-        checked[key] = alternatives
+        checked[key] = [
+            form
+            for alternative in alternatives
+            for form in ((alternative,) if isinstance(alternative, list | tuple) else (alternative, [alternative]))
+        ]
     return checked
