@@ -198,7 +198,7 @@ def test_upgrade_recomputes_the_words_of_texts_stored_decomposed(empty_database,
     before = state()
     assert before[2] == ["composed"]  # the premise: 0012 misses the decomposed café
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0013"
+    assert current_revision(engine) == head_revision()  # 0013 and any revision after it
     after = state()
     assert after[2] == ["composed", "decomposed"]
     assert after[1]["plain"] == before[1]["plain"] and after[1]["composed"] == before[1]["composed"]
