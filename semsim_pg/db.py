@@ -265,7 +265,11 @@ def _translate_errors(engine: Engine) -> None:
         error = refusal_error(context.original_exception, context.engine, context.connection)
         if error is not None:
             raise error from context.sqlalchemy_exception
-        if context.is_disconnect and context.engine is not None:
+        # SQLAlchemy counts Ctrl-C and SIGTERM (KeyboardInterrupt under a statement) as a
+        # disconnect, rightly: it invalidates the connection, whose statement psycopg canceled.
+        # But nothing was lost: let the interruption go on to the caller, which reports it as one.
+        interrupted = not isinstance(context.original_exception, Exception)
+        if context.is_disconnect and context.engine is not None and not interrupted:
             raise connection_lost(context.engine, context.original_exception) from context.sqlalchemy_exception
 
     sa.event.listen(engine, "handle_error", translate)

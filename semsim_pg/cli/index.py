@@ -22,7 +22,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("--ef-search", type=int, help="hnsw.ef_search to measure (default: SEMSIM_EF_SEARCH)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_index_check)
-    q = actions.add_parser("rebuild", help="drop and build the index (optionally with other graph parameters)")
+    q = actions.add_parser(
+        "rebuild",
+        help="build the index afresh (optionally with other graph parameters); the old one answers searches until then",
+    )
     q.add_argument("-c", "--collection", required=True)
     q.add_argument("--m", type=int, help="HNSW m (links per node) for this and later builds")
     q.add_argument("--ef-construction", type=int, help="HNSW ef_construction for this and later builds")

@@ -27,6 +27,7 @@ __all__ = [
     "drop_index",
     "hnsw_index_bytes",
     "hold_bulk_load",
+    "hold_index_build",
     "index_name",
     "index_predicate",
     "index_size",
@@ -40,7 +41,10 @@ __all__ = [
     "query_vector",
     "reindex",
     "release_bulk_load",
+    "release_index_build",
+    "rename_index",
     "shared_buffers_bytes",
+    "staging_index_name",
     "text_index_name",
     "traversal_settings",
 ]
@@ -64,6 +68,12 @@ class IndexedCollection(Protocol):
 def index_name(collection_id: int, model_name: str) -> str:
     digest = hashlib.sha1(model_name.encode("utf-8")).hexdigest()[:10]
     return f"embeddings_hnsw_c{collection_id}_{digest}"
+
+
+def staging_index_name(collection_id: int, model_name: str) -> str:
+    """Where a rebuild builds the new index beside the old one (renamed to :func:`index_name` once
+    valid). It matches :func:`collection_indexes`, so dropping the collection drops a leftover."""
+    return f"{index_name(collection_id, model_name)}_new"
 
 
 def inline(value: Any) -> sa.BindParameter[Any]:
@@ -103,16 +113,23 @@ def _literal(value: str) -> str:
 
 
 def create_index(
-    coll: IndexedCollection, m: int, ef_construction: int, *, model: str | None = None, concurrently: bool = False
+    coll: IndexedCollection,
+    m: int,
+    ef_construction: int,
+    *,
+    model: str | None = None,
+    concurrently: bool = False,
+    name: str | None = None,
 ) -> str:
-    """CREATE INDEX for ``model`` (default: the collection's) vectors of the collection.
+    """CREATE INDEX for ``model`` (default: the collection's) vectors of the collection, named
+    ``name`` (default: :func:`index_name`).
 
     Literal SQL: PostgreSQL takes no parameters in DDL, and the partial index predicate must
     hold the literal values a query repeats."""
     model = coll.model_name if model is None else model
     how = "CONCURRENTLY " if concurrently else ""
     return (
-        f"CREATE INDEX {how}IF NOT EXISTS {index_name(coll.id, model)} ON {qualified(embeddings.name)} "
+        f"CREATE INDEX {how}IF NOT EXISTS {name or index_name(coll.id, model)} ON {qualified(embeddings.name)} "
         f"USING hnsw ((embedding::vector({int(coll.dimension)})) {METRICS[coll.metric].opclass}) "
         f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
         f"WHERE collection_id = {int(coll.id)} AND model_name = {_literal(model)}"
@@ -144,6 +161,10 @@ def drop_index(name: str, *, concurrently: bool = False) -> str:
     """DROP INDEX (DDL takes no parameters; ``name`` comes from :func:`index_name`)."""
     how = "CONCURRENTLY " if concurrently else ""
     return f"DROP INDEX {how}IF EXISTS {qualified(name)}"
+
+
+def rename_index(name: str, new_name: str) -> str:
+    return f"ALTER INDEX {qualified(name)} RENAME TO {new_name}"
 
 
 def reindex(name: str) -> str:
@@ -195,6 +216,15 @@ def bulk_load_running(collection_id: int) -> sa.Select[Any]:
 def lock_index_build(collection_id: int) -> sa.Select[Any]:
     """Serialise index builds of one collection until the transaction ends."""
     return sa.select(sa.func.pg_advisory_xact_lock(_INDEX_BUILD, int(collection_id)))
+
+
+def hold_index_build(collection_id: int) -> sa.Select[Any]:
+    """:func:`lock_index_build` for the session: a CONCURRENTLY build runs outside a transaction."""
+    return sa.select(sa.func.pg_advisory_lock(_INDEX_BUILD, int(collection_id)))
+
+
+def release_index_build(collection_id: int) -> sa.Select[Any]:
+    return sa.select(sa.func.pg_advisory_unlock(_INDEX_BUILD, int(collection_id)))
 
 
 def index_size(name: str) -> sa.Select[Any]:

@@ -41,6 +41,7 @@ from semsim_pg.store.indexes import (
     drop_collection_indexes,
     drop_index,
     index_state,
+    rebuild_index,
     warm_index,
 )
 from semsim_pg.store.types import (
@@ -375,22 +376,22 @@ class DocumentStore:
         m: int | None = None,
         ef_construction: int | None = None,
     ) -> None:
-        """Build the collection's HNSW index if it is missing (``rebuild`` drops it first).
+        """Build the collection's HNSW index if it is missing; ``rebuild`` builds it afresh.
 
         An ingest restores an index a killed load left missing by itself; this is the way to do
         it at once (``semsim index rebuild``). ``m`` and ``ef_construction`` change the graph's
-        parameters for this build and the ones after it (and imply ``rebuild``)."""
+        parameters for this build and the ones after it (and imply ``rebuild``). A rebuild keeps
+        the old index, searched, until the new one is valid, and saves the parameters with it:
+        interrupted, nothing changed (:func:`~semsim_pg.store.indexes.rebuild_index`)."""
         coll = self.get_collection(collection)
-        if m is not None or ef_construction is not None:
+        if m is not None or ef_construction is not None or rebuild:
             checked = self.settings.replace(
                 hnsw_m=coll.hnsw_m if m is None else m,
                 hnsw_ef_construction=coll.hnsw_ef_construction if ef_construction is None else ef_construction,
             )
-            coll = dataclasses.replace(coll, hnsw_m=checked.hnsw_m, hnsw_ef_construction=checked.hnsw_ef_construction)
-            with self._connect() as conn, conn.begin():
-                conn.execute(queries.set_index_parameters(coll.id, coll.hnsw_m, coll.hnsw_ef_construction))
-            rebuild = True
-        if rebuild or self.index_state(coll) == "invalid":
+            rebuild_index(self.engine, coll, m=checked.hnsw_m, ef_construction=checked.hnsw_ef_construction)
+            return
+        if self.index_state(coll) == "invalid":
             drop_index(self.engine, coll)
         build_index(self.engine, coll)
 

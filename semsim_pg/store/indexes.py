@@ -33,6 +33,7 @@ __all__ = [
     "drop_index",
     "ensure_index",
     "index_state",
+    "rebuild_index",
     "warm_index",
 ]
 
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 #: the graph builds far faster when it fits in maintenance_work_mem
 INDEX_BUILD_MEMORY = "512MB"
+#: how long dropping the unfinished index of an interrupted rebuild waits for the table's lock
+#: (searches queue behind that wait) before it leaves the index to the next rebuild
+UNFINISHED_DROP_LOCK_TIMEOUT = "5s"
 #: valid; loading (a running bulk load builds it at its end); missing or invalid (rebuild it)
 INDEX_STATES = ("valid", "loading", "missing", "invalid")
 
@@ -127,6 +131,56 @@ def build_index(
             finally:
                 conn.exec_driver_sql("RESET maintenance_work_mem")
     logger.info("HNSW index %s of %s ready in %.1f s", name, coll.name, time.perf_counter() - start)
+
+
+def rebuild_index(engine: Engine, coll: Collection, *, m: int, ef_construction: int) -> None:
+    """Build the collection's index afresh with ``m`` and ``ef_construction`` and make those the
+    collection's, in one step: the old index answers searches until the new one is valid.
+
+    The new index is built CONCURRENTLY under another name, then swapped in by one short
+    transaction (drop the old one, rename the new one, save the parameters). Not DROP and CREATE
+    in one transaction, although that is atomic too: every collection's vectors share one table,
+    and a dropped index holds an ACCESS EXCLUSIVE lock on it until the commit, so every search and
+    write of every collection would wait for the whole build. Interrupted anywhere (Ctrl-C,
+    SIGTERM, an error), the old index and parameters stay and the unfinished index is dropped
+    (by the next rebuild if that cannot be done at once: a kill -9, a table locked too long)."""
+    name = queries.index_name(coll.id, coll.model_name)
+    staging = queries.staging_index_name(coll.id, coll.model_name)
+    statement = queries.create_index(coll, m, ef_construction, concurrently=True, name=staging)
+    start = time.perf_counter()
+    with connect(engine) as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        # a session lock (a build CONCURRENTLY runs outside a transaction): a second rebuild, or
+        # an ingest's build, waits for this one; the pool keeps the session, so it is released
+        conn.execute(queries.hold_index_build(coll.id))
+        try:
+            conn.exec_driver_sql(queries.drop_index(staging, concurrently=True))  # a killed rebuild's
+            conn.exec_driver_sql(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+            try:
+                conn.exec_driver_sql(statement)
+                with connect(engine) as swap, swap.begin():
+                    swap.exec_driver_sql(queries.drop_index(name))
+                    swap.exec_driver_sql(queries.rename_index(staging, name))
+                    swap.execute(queries.set_index_parameters(coll.id, m, ef_construction))
+            except BaseException:
+                _drop_unfinished(engine, staging)
+                raise
+        finally:
+            # an interrupted statement leaves the connection invalidated (closed): the lock went with it
+            if not conn.invalidated:
+                conn.exec_driver_sql("RESET maintenance_work_mem")
+                conn.execute(queries.release_index_build(coll.id))
+    logger.info("HNSW index %s of %s rebuilt in %.1f s", name, coll.name, time.perf_counter() - start)
+
+
+def _drop_unfinished(engine: Engine, name: str) -> None:
+    """Drop the index an interrupted rebuild left (invalid, yet written to by every insert)."""
+    try:
+        with connect(engine) as conn, conn.begin():
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{UNFINISHED_DROP_LOCK_TIMEOUT}'")
+            conn.exec_driver_sql(queries.drop_index(name))
+    except Exception as exc:  # the interruption that brought us here is what the caller reports
+        logger.warning("could not drop the unfinished index %s (%s); the next index rebuild drops it", name, exc)
 
 
 def drop_index(engine: Engine, coll: Collection, *, model: str | None = None, concurrently: bool = False) -> None:
