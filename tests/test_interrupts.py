@@ -171,3 +171,39 @@ def test_a_rebuild_swaps_the_new_index_in_with_its_parameters(store, admin, inde
     with holding(admin, build_lock):
         pass
 
+
+# A CLI whose `import transformers` (seconds, at start-up) waits for the signal after saying so.
+SLOW_START = """
+import importlib.abc, pathlib, sys, time
+marker = pathlib.Path(sys.argv[1])
+class SlowImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "transformers":
+            marker.write_text("importing")
+            while True:
+                time.sleep(0.05)
+        return None
+sys.meta_path.insert(0, SlowImport())
+from semsim_pg.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "line"),
+    [(signal.SIGINT, 130, "semsim: interrupted"), (signal.SIGTERM, 143, "semsim: terminated")],
+)
+def test_a_signal_during_start_up_is_one_line(engine, tmp_path, signum, code, line) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C in the first seconds of any command (while transformers is imported) printed a
+    20-line KeyboardInterrupt traceback; SIGTERM then ended Python with no message."""
+    marker = tmp_path / "importing"
+    proc = start_cli(engine, str(marker), "-q", "db", "current", script=SLOW_START)
+    deadline = time.monotonic() + REACH_S
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the CLI never imported transformers: {proc.communicate()}")
+        time.sleep(0.05)  # polling interval, not a timing assertion
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=REACH_S)
+    assert (proc.returncode, err.strip(), out) == (code, line, "")

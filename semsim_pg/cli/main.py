@@ -142,14 +142,16 @@ def _terminate_like_ctrl_c() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    _setup_logging(args.verbose + getattr(args, "verbose_after", 0), args.quiet)
+    # Start-up is inside too: its imports (transformers, in _setup_logging) take seconds, and a
+    # Ctrl-C or SIGTERM then is as much an interruption as one during the command.
     try:
         with _terminate_like_ctrl_c():
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return 2
+            _setup_logging(args.verbose + getattr(args, "verbose_after", 0), args.quiet)
             return int(args.func(args) or 0)
     except Terminated:
         sys.stderr.write("semsim: terminated\n")
