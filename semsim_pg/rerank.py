@@ -24,9 +24,11 @@ instead of waiting through the hub client's retries (:func:`~semsim_pg.loading.c
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -54,6 +56,7 @@ __all__ = [
     "DEFAULT_TOP_K",
     "RerankedHit",
     "Reranker",
+    "check_cross_encoder_folder",
     "first_stage_scores",
     "fuse",
     "fused_order",
@@ -92,6 +95,41 @@ _HOW_TO_GET_ONE = (
     "saved cross-encoder folder here) and pass its directory: SEMSIM_CROSS_ENCODER=DIR, Reranker('DIR') or "
     "--rerank DIR."
 )
+
+
+_TRAIN_ONE = "train one with `semsim finetune cross-encoder --train PAIRS.csv --dev DEV.csv --out DIR`"
+
+
+def check_cross_encoder_folder(folder: str | Path) -> None:
+    """Refuse a saved model ``folder`` that is not a cross-encoder, before loading it:
+    sentence-transformers would load a bi-encoder (or a bare transformer) as a CrossEncoder with a
+    new, untrained scoring head and only warn, and every score would be noise. A folder this
+    cannot judge (no config files) is left to the loader."""
+    folder = Path(folder)
+    st_config = _read_json(folder / "config_sentence_transformers.json")
+    model_type = st_config.get("model_type") if st_config is not None else None
+    if model_type == "CrossEncoder":  # sentence-transformers >= 5 writes its kind
+        return
+    if model_type is not None or (folder / "modules.json").is_file():
+        raise ModelLoadError(
+            f"{folder} is a bi-encoder (sentence-transformers) model, not a cross-encoder: pass a cross-encoder "
+            f"folder ({_TRAIN_ONE})."
+        )
+    architectures = (_read_json(folder / "config.json") or {}).get("architectures")
+    if isinstance(architectures, list) and architectures:
+        if not any(str(name).endswith("ForSequenceClassification") for name in architectures):
+            raise ModelLoadError(
+                f"{folder} is not a cross-encoder: its config.json names {', '.join(map(str, architectures))}, not a "
+                f"*ForSequenceClassification model that scores a pair. Pass a cross-encoder folder ({_TRAIN_ONE})."
+            )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing or unreadable: the loader says what is wrong with it
+        return None
+    return data if isinstance(data, dict) else None
 
 
 @dataclass(frozen=True)
@@ -270,6 +308,8 @@ class Reranker(LazyModel["CrossEncoder"]):
                 organization="cross-encoder",
                 fix=_HOW_TO_GET_ONE,
             )
+        if self.source.kind in ("path", "packaged"):  # a folder here: judged before it loads
+            check_cross_encoder_folder(self.source.location)
         module = sentence_transformers()
         logger.info("loading cross-encoder %s from %s (%s)", self.name, self.source.location, self.precision)
         try:

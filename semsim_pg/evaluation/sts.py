@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -68,15 +69,16 @@ def bi_encoder_scores(encode: EncodeFn, pairs: Sequence[SentencePair]) -> dict[s
 
 def load_cross_encoder(path: str, *, device: str | None = None) -> CrossEncoder:
     """A sentence-transformers CrossEncoder from a directory (loaded without asking a hub) or a name."""
-    from pathlib import Path
-
     from semsim_pg.loading import check_hub_model, one_line, sentence_transformers
+    from semsim_pg.rerank import check_cross_encoder_folder
 
     fix = "Give the directory of a saved CrossEncoder, e.g. one made by `semsim finetune cross-encoder`."
     location = Path(path).expanduser()
     local = location.is_dir() or check_hub_model(
         path, what=f"cross-encoder {path!r}", organization="cross-encoder", fix=fix
     )
+    if location.is_dir():
+        check_cross_encoder_folder(location)
     module = sentence_transformers()
     try:
         model: CrossEncoder = module.CrossEncoder(str(location), device=device, local_files_only=local)
@@ -244,12 +246,16 @@ def evaluate_sts(
     cross-encoders the configured model is used.
     """
     from semsim_pg.encoder import Encoder, get_encoder
+    from semsim_pg.rerank import check_cross_encoder_folder
 
     pairs = list(pairs)
     gold_range = score_range(pairs, source or "the pairs")
     gold = np.array([p.score for p in pairs], dtype=np.float64)
     if not models and not cross_encoders:
         models = [get_encoder()]
+    for path in cross_encoders:  # a wrong folder fails before minutes of encoding with the models
+        if Path(path).expanduser().is_dir():
+            check_cross_encoder_folder(Path(path).expanduser())
     results: list[ScorerResult] = []
     for model in models:
         encoder = model if isinstance(model, Encoder) else get_encoder(model)
