@@ -127,7 +127,7 @@ def cmd_faiss_compare(args: argparse.Namespace) -> int:
         exclude = None
         source = f"{len(texts)} queries from {args.queries}"
     else:
-        vectors, own = sample(store, coll, args.sample or 200, seed=args.seed)
+        vectors, own = sample(store, coll, 200 if args.sample is None else args.sample, seed=args.seed)
         exclude = list(own)
         source = f"{len(own)} stored vectors (each excluding itself)"
     pg_build = rebuild_pg_index(store, coll) if args.reindex else None

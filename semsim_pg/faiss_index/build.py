@@ -41,27 +41,36 @@ __all__ = ["build_index"]
 logger = logging.getLogger(__name__)
 
 
-def _check_params(index_type: str, dimension: int, params: dict[str, int]) -> dict[str, int]:
+def _check_params(index_type: str, dimension: int, params: dict[str, int | None]) -> dict[str, int]:
+    """The index's parameters: each one given (None: not given, its default) checked, the others
+    defaulted. 0 is a value like any other, refused where it is too small (never read as "unset")."""
     if index_type not in INDEX_TYPES:
         raise InvalidInput(f"Unknown FAISS index type {index_type!r}: use one of {', '.join(INDEX_TYPES)}.")
+
+    def given(name: str, default: int, least: int) -> int:
+        value = params.get(name)
+        if value is None:
+            return default
+        if value < least:
+            raise InvalidInput(f"--{name.replace('_', '-')} must be at least {least}, got {value}.")
+        return int(value)
+
     chosen: dict[str, int] = {}
     if index_type in ("ivfflat", "ivfpq"):
-        chosen["nlist"] = int(params.get("nlist") or 0)  # 0: chosen from the row count at build time
+        chosen["nlist"] = given("nlist", 0, 1)  # 0: chosen from the row count at build time
     if index_type == "hnsw":
-        chosen["m"] = int(params.get("m") or 32)
-        chosen["ef_construction"] = int(params.get("ef_construction") or 64)
-        if chosen["m"] < 2 or chosen["ef_construction"] < 1:
-            raise InvalidInput(f"HNSW needs m >= 2 and ef_construction >= 1, got {chosen}.")
+        chosen["m"] = given("m", 32, 2)
+        chosen["ef_construction"] = given("ef_construction", 64, 1)
     if index_type == "ivfpq":
-        pq_m = int(params.get("pq_m") or _default_pq_m(dimension))
-        if pq_m < 1 or dimension % pq_m:
+        pq_m = given("pq_m", _default_pq_m(dimension), 1)
+        if dimension % pq_m:
             raise InvalidInput(
                 f"--pq-m must divide the dimension {dimension}, got {pq_m}. Try one of "
                 f"{', '.join(str(n) for n in range(1, 97) if dimension % n == 0 and n >= 8)}."
             )
         chosen["pq_m"] = pq_m
-        chosen["pq_bits"] = int(params.get("pq_bits") or 8)
-        if not 1 <= chosen["pq_bits"] <= 16:
+        chosen["pq_bits"] = given("pq_bits", 8, 1)
+        if chosen["pq_bits"] > 16:
             raise InvalidInput(f"--pq-bits must be from 1 to 16, got {chosen['pq_bits']}.")
     return chosen
 
@@ -110,13 +119,7 @@ def build_index(
     params = _check_params(
         index_type,
         coll.dimension,
-        {
-            "nlist": nlist or 0,
-            "m": m or 0,
-            "ef_construction": ef_construction or 0,
-            "pq_m": pq_m or 0,
-            "pq_bits": pq_bits or 0,
-        },
+        {"nlist": nlist, "m": m, "ef_construction": ef_construction, "pq_m": pq_m, "pq_bits": pq_bits},
     )
     metric = faiss_metric(coll.metric, index_type)
     _check_target(out, overwrite)
