@@ -11,6 +11,8 @@ the vectors are to the reference's (mean and lowest cosine), and, given STS pair
 from __future__ import annotations
 
 import logging
+import os
+import platform
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -28,7 +30,7 @@ from semsim_pg.progress import progress_bar
 if TYPE_CHECKING:
     from semsim_pg.evaluation.files import SentencePair
 
-__all__ = ["REFERENCE", "EncoderBenchmark", "benchmark_backends", "load_texts"]
+__all__ = ["REFERENCE", "EncoderBenchmark", "benchmark_backends", "describe_machine", "load_texts", "machine_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,59 @@ class EncoderBenchmark:
         data["query_speedup"] = round(self.query_speedup, 3)
         data["rounds"] = [round(r, 3) for r in self.rounds]
         return data
+
+
+#: the libraries whose versions a figure depends on (distribution names)
+LIBRARIES = ("torch", "sentence-transformers", "transformers", "onnxruntime", "numpy")
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the figures were measured: the CPU (model, the flags that choose a backend, cores),
+    the 1-minute load average (called after a run, it includes the run's own threads; a shared
+    machine's figures are only comparable within one run), the threads encoding ran with, and the
+    libraries' versions. Call it after the run: torch's thread count is then the one the run set."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from semsim_pg.backends.cpu import cpu_info, free_cores
+    from semsim_pg.settings import get_settings
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    cpu = cpu_info()
+    free, cores = free_cores()
+    configured = get_settings().threads
+    try:
+        import torch
+
+        torch_threads: int | None = torch.get_num_threads()
+    except ImportError:
+        torch_threads = None
+    return {
+        "cpu": cpu.model,
+        "cpu_flags": sorted(cpu.flags),
+        "cores": cores,
+        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        # SEMSIM_THREADS, or (unset) the free cores each backend counts when it loads
+        "threads": configured if configured is not None else free,
+        "threads_from": "SEMSIM_THREADS" if configured is not None else "free cores",
+        "torch_threads": torch_threads,
+        "python": platform.python_version(),
+        "libraries": {name: installed(name) for name in LIBRARIES},
+    }
+
+
+def describe_machine(machine: dict[str, Any]) -> str:
+    """``machine_info()`` in one line, for a table's heading."""
+    libraries = ", ".join(f"{name} {v}" for name, v in machine["libraries"].items() if v is not None)
+    load = "" if machine["load_average"] is None else f", load average {machine['load_average']}"
+    return (
+        f"CPU: {machine['cpu']} ({machine['cores']} cores{load}); {machine['threads']} thread(s) "
+        f"({machine['threads_from']}), torch {machine['torch_threads']}; Python {machine['python']}, {libraries}"
+    )
 
 
 def load_texts(file: str | Path | None = None, limit: int | None = None) -> list[str]:

@@ -92,14 +92,23 @@ def test_cli_json_table_and_plot(encoder, capsys: pytest.CaptureFixture[str], tm
     png = tmp_path / "bench.png"
     argv = ["-q", "bench", "encoders", "--backends", "torch", "--rounds", "1", "--batch-size", "3"]
     assert main([*argv, "--file", str(txt), "--json", "--plot", str(png)]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)
+    rows = report["rows"]
     reference, row = rows
+    # the machine the figures come from: a bare list of rows named no CPU
+    from semsim_pg.backends import cpu_info
+
+    machine = report["machine"]
+    assert machine["cpu"] == cpu_info().model and machine["cores"] >= 1 and machine["threads"] >= 1
+    assert machine["libraries"]["torch"] and machine["libraries"]["sentence-transformers"]
     assert reference["backend"] == REFERENCE and row["backend"] == "torch"
     assert row["model"] == encoder.name and row["dimension"] == 384 and row["texts"] == 2
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = io.StringIO()
-    format_encoder_table([EncoderBenchmark(**{**r, "load_seconds": 1.0}) for r in rows], out)
+    format_encoder_table([EncoderBenchmark(**{**r, "load_seconds": 1.0}) for r in rows], out, machine=machine)
     table = out.getvalue()
+    assert table.startswith(f"CPU: {machine['cpu']} ({machine['cores']} cores")
+    assert f"torch {machine['libraries']['torch']}" in table
     assert "2 texts" in table and REFERENCE in table and "torch" in table and encoder.name in table
 
 

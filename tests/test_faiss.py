@@ -267,6 +267,10 @@ def test_cli_build_and_compare(store, filled, tmp_path: Path, capsys) -> None:  
     report = json.loads(capsys.readouterr().out)
     methods = {(r["method"], r["setting"]) for r in report["rows"]}
     assert ("pgvector hnsw", "ef_search=40") in methods and report["k"] == 10
+    # what was measured, readable by a script: the model and metric, the number of queries
+    coll = store.get_collection(name)
+    assert (report["model"], report["metric"]) == (coll.model_name, coll.metric)
+    assert report["queries"] == 10 and report["query_source"] == "10 stored vectors (each excluding itself)"
     # pgvector against FAISS HNSW at each ef_search, with the ratio of the p50s
     by = {(r["method"], r["setting"]): r for r in report["rows"]}
     pg, fa = by[("pgvector hnsw", "ef_search=40")], by[("faiss-hnsw(m=16,ef_construction=64)", "efSearch=40")]

@@ -141,7 +141,7 @@ def _warm_indexes(names: list[str]) -> list[Any]:
 
 
 def _run_encoders(args: argparse.Namespace) -> int:
-    from semsim_pg.bench import benchmark_backends, load_texts
+    from semsim_pg.bench import benchmark_backends, load_texts, machine_info
     from semsim_pg.fsutil import check_output_path
     from semsim_pg.settings import get_settings
 
@@ -164,20 +164,28 @@ def _run_encoders(args: argparse.Namespace) -> int:
             sts_pairs=pairs,
             progress=False if args.quiet else None,
         )
+    machine = machine_info()
     if args.plot:
         plot_encoder_benchmark(results, args.plot)
     if args.json:
-        json.dump([r.to_dict() for r in results], sys.stdout, indent=2)
+        json.dump({"machine": machine, "rows": [r.to_dict() for r in results]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        format_encoder_table(results, sys.stdout)
+        format_encoder_table(results, sys.stdout, machine=machine)
     return 0
 
 
-def format_encoder_table(results: list[EncoderBenchmark], out: TextIO) -> None:
+def format_encoder_table(
+    results: list[EncoderBenchmark], out: TextIO, *, machine: dict[str, Any] | None = None
+) -> None:
+    """The rows as a table, under the machine they were measured on (``bench.machine_info()``)."""
+    from semsim_pg.bench import describe_machine
+
     first = results[0]
     width = max(20, *(len(r.model) for r in results))
     sts = any(r.sts_spearman is not None for r in results)
+    if machine is not None:
+        out.write(describe_machine(machine) + "\n")
     out.write(
         f"{first.texts} texts, batch {first.batch_size}, best of {len(first.rounds)} interleaved rounds; "
         "ratios against plain sentence-transformers fp32\n"

@@ -147,7 +147,15 @@ def cmd_faiss_compare(args: argparse.Namespace) -> int:
         plot(rows, args.plot, k=args.k, title=f"{coll.name}: {source}")
     summary = summarize(rows, args.k, args.recall_floor)
     if args.json:
-        report = {"collection": coll.name, "k": args.k, "queries": source, "rows": [r.to_dict() for r in rows]}
+        report = {
+            "collection": coll.name,
+            "model": coll.model_name,
+            "metric": coll.metric,
+            "k": args.k,
+            "queries": len(vectors),
+            "query_source": source,
+            "rows": [r.to_dict() for r in rows],
+        }
         out(json.dumps({**report, "summary": summary}))
     else:
         out(f"{coll.name} ({coll.model_name}, {coll.metric}): {source}, k={args.k}")
