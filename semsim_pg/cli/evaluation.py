@@ -135,7 +135,13 @@ def _add_retrieval(evals: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("-c", "--collection", help="collection to ingest into and search (default: from the corpus path)")
     q.add_argument("--model", help="model for a new collection (default: SEMSIM_MODEL)")
     q.add_argument("--rerank", metavar="MODEL", help="rerank the candidates with this cross-encoder (name or path)")
-    q.add_argument("--candidates", type=int, default=100, help="first-stage hits per query (default 100)")
+    q.add_argument(
+        "--candidates",
+        type=int,
+        default=100,
+        help="with --rerank: the first-stage hits the cross-encoder reorders per query (default 100); "
+        "the first stage itself is scored on its top 100 either way",
+    )
     q.add_argument("--exact", action="store_true", help="exact search instead of the HNSW index")
     q.add_argument(
         "--mode",

@@ -108,6 +108,7 @@ def read_pairs(path: str | Path, *, require_score: bool = False) -> list[Sentenc
     pairs: list[SentencePair] = []
     columns: tuple[int, int, int | None] | None = None
     width: int | None = None
+    positional = 0  # without a header: the line that set the columns (sentence1, sentence2[, score])
     for line, record in _rows(path):
         if not record or all(not field.strip() for field in record):
             raise InputFileError(f"{path}, line {line}: empty line. Remove it: every line must be one pair.")
@@ -127,8 +128,18 @@ def read_pairs(path: str | Path, *, require_score: bool = False) -> list[Sentenc
                 )
             columns = (0, 1, 2 if len(record) >= 3 else None)
             width = len(record)
+            positional = line
         first, second, score_at = columns
         needed = max(first, second, score_at if score_at is not None else 0) + 1
+        # Without a header the columns are known by position: in a file of pairs and scores (up to
+        # 3 columns) a line with another number of fields than the first has a delimiter left
+        # unquoted (a sentence cut in two) or a stray value. Wider files (a TSV with more columns
+        # of its own) and files with a header, whose columns are named, are read as before.
+        if positional and len(record) != width and min(len(record), width or 0) <= 3 and len(record) >= needed:
+            raise InputFileError(
+                f"{path}, line {line}: found {len(record)} columns, but line {positional} has {width}: every line "
+                "must have the same columns (sentence1, sentence2, score). Quote fields that hold the delimiter."
+            )
         if len(record) < needed:
             raise InputFileError(
                 f"{path}, line {line}: found {len(record)} columns, expected {width}"

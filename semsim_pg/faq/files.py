@@ -124,18 +124,18 @@ def read_rows(
                 if header is None:
                     raise InputFileError(f"{label}: is empty; expected a header line ({', '.join(required)}).")
                 columns = [name.strip().lower() for name in header]
+                expected = ", ".join(required) + (f"[, {', '.join(optional)}]" if optional else "")
                 missing = [name for name in required if name not in columns]
                 if missing:
                     raise InputFileError(
                         f"{label}, line 1: the header ({', '.join(header)}) lacks {', '.join(missing)}; "
-                        f"expected {', '.join(required)}[, {', '.join(optional)}]."
+                        f"expected {expected}."
                     )
                 known = set(required) | set(optional)
                 unknown = [name for name in columns if name not in known]
                 if unknown:
                     raise InputFileError(
-                        f"{label}, line 1: unknown column(s) {', '.join(unknown)}; expected {', '.join(required)}"
-                        f"[, {', '.join(optional)}]."
+                        f"{label}, line 1: unknown column(s) {', '.join(unknown)}; expected {expected}."
                     )
                 for values in reader:
                     line = reader.line_num
