@@ -14,7 +14,8 @@
 
 A queryset whose filters join a multi-valued relation (a reverse foreign key, a many-to-many), which
 returns a row once per related row, is searched as its rows once each: those filters become
-``pk IN (...)`` (:func:`_once_each`), so the search still finds the k nearest distinct rows.
+``pk IN (...)`` (:func:`_once_each`), so the search still finds the k nearest distinct rows, and
+still hold for a lookup across the same relation chained afterwards, as in Django.
 Under ``select_for_update()`` a search locks the rows it returns (``of=("self",)`` unless given).
 
 The search parameters (``hnsw.ef_search``, ``hnsw.iterative_scan``) are the connection's, set once
@@ -37,12 +38,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+from django.core.exceptions import EmptyResultSet, FieldError
 from django.db import DatabaseError, models
 from django.db.models import Exists, F, FilteredRelation, Q, Subquery, Value
+from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import Col, Expression
 from django.db.models.fields.reverse_related import ForeignObjectRel
 from django.db.models.query import ModelIterable, QuerySet
 from django.db.models.sql import Query
+from django.db.models.sql.where import AND, ExtraWhere, WhereNode
 from pgvector.django import VectorField
 
 from django_semsim import prepared
@@ -331,7 +335,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
             if getattr(self.model, "search_vector_field", None)
             else COMPUTED_WORDS_CUTOFF,
         )
-        tie_breakers = [*self.query.order_by] if self.query.order_by else []
+        tie_breakers = _tie_breakers(self.query)
         metric = getattr(self.model, "semantic_metric", "cosine")
         hits = self.annotate(**{name: HitValue(source, name) for name in HIT_COLUMNS})
         if split:  # the passage shown holds the words when they found the row (passages.py)
@@ -517,7 +521,7 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
         split = chunking_of(self.model) is not None  # objects ranked by their best passage (passages.py)
         params = search_parameters(ef_search, iterative_scan)
         self._check_searchable(min_similarity, exact)
-        tie_breakers = [*self.query.order_by] if self.query.order_by else []
+        tie_breakers = _tie_breakers(self.query)
         metric = getattr(self.model, "semantic_metric", "cosine")
 
         # inside: the k nearest primary keys, ordered by the distance alone (what the index answers)
@@ -542,28 +546,131 @@ class SemanticQuerySet(QuerySet[_M], Generic[_M]):
 def _once_each(queryset: SemanticQuerySet[_M]) -> SemanticQuerySet[_M] | None:
     """``queryset`` with each of its rows once, when a join of its filters can repeat a row (a filter
     across a reverse foreign key or a many-to-many relation joins one row per related row); None
-    when none can. Its filters move into ``pk IN (SELECT pk ...)``, where a repeated key counts
-    once; the rest of it (select_related, only(), annotations, the ordering) is kept, without the
-    joins only those filters used, so a search of it finds the k nearest distinct rows."""
+    when none can. The search chooses its rows by ``pk IN (SELECT pk ... its filters)``, where a
+    repeated key counts once; the filters and their joins stay too (:class:`_OnceQuery`), read
+    only when a lookup chained later reuses those joins (as Django's own chain would), so the
+    condition of a filter (a permission) always holds for the related rows shown."""
     query = queryset.query
-    if query.is_sliced or query.distinct or query.group_by is not None or query.combinator:
+    if isinstance(query, _OnceQuery):
+        return None  # once each already
+    repeating = {alias for alias in query.alias_map if _repeats_rows(query, alias)}
+    if query.extra_tables or _has_extra_where(query.where) or (query.extra and repeating):
+        # inside the search the model's table has another alias: raw SQL naming it reads the outer row
+        raise InvalidQuery(
+            "A search cannot follow .extra(where=/tables=) (or .extra() with a filter across a multi-valued "
+            "relation): its raw SQL names tables the search reads under other aliases. Filter with RawSQL on "
+            "unqualified columns instead (.filter(RawSQL('price < %s', [20], output_field=BooleanField()))), or call "
+            ".extra() after the search."
+        )
+    if not repeating or query.is_sliced or query.distinct or query.group_by is not None or query.combinator:
         return None  # grouped or distinct rows come once each already; a slice is refused by the search
-    if not any(_repeats_rows(query, alias) for alias in query.alias_map):
-        return None
-    once = queryset._chain()
-    once.query.clear_where()
     kept = {query.get_initial_alias()}
     for expression in [*query.annotations.values(), *query.select]:
         kept.update(node.alias for node in expression.flatten() if isinstance(node, Col))
-    for alias in list(kept):  # a join's parents stay with it
-        parent = getattr(query.alias_map.get(alias), "parent_alias", None)
-        while parent is not None:
-            kept.add(parent)
-            parent = getattr(query.alias_map.get(parent), "parent_alias", None)
-    if any(_repeats_rows(query, alias) for alias in kept):
+    if any(repeating & _with_parents(query, alias) for alias in kept):
         return None  # an annotation reads the related rows: one row per related row, as Django gives
-    once.query.reset_refcounts({alias: count for alias, count in query.alias_refcount.items() if alias in kept})
+    once = queryset._chain()
+    where = once.query.where
+    once.query.where = WhereNode([_UserFilter(where.children, where.connector, where.negated)])
+    once.query.__class__ = _OnceQuery
+    # the joins only the filters read: those a repeating join leads to, and it
+    once.query._semsim_once = {
+        alias: count
+        for alias, count in query.alias_refcount.items()
+        if count and repeating & _with_parents(query, alias)
+    }
     return once.filter(pk__in=_finding(queryset).values("pk"))  # type: ignore[no-any-return]
+
+
+class _UserFilter(WhereNode):
+    """The filters of a queryset searched once each (:func:`_once_each`): left out with their joins
+    when nothing else reads those joins (the rows are chosen by ``pk IN`` already)."""
+
+
+class _OnceQuery(Query):
+    """The Query of a queryset searched once each (:func:`_once_each`). ``_semsim_once``: the joins of
+    its filters that repeat rows, with the references its filters hold on them. Compiled without
+    those filters and joins when nothing else references the joins, so each row comes once; with
+    them when a lookup chained afterwards reuses them (``values("rel__x")``, ``Count("rel")``,
+    ``order_by("rel__x")``), so it reads the related rows the filters allow, as Django would."""
+
+    _semsim_once: dict[str, int]
+
+    def get_compiler(self, using: Any = None, connection: Any = None, elide_empty: bool = True) -> Any:
+        return Query.get_compiler(self._once(using, connection), using, connection, elide_empty)
+
+    def change_aliases(self, change_map: Any) -> None:
+        super().change_aliases(change_map)
+        self._semsim_once = {change_map.get(alias, alias): count for alias, count in self._semsim_once.items()}
+
+    def _once(self, using: Any, connection: Any) -> Query:
+        own = self._semsim_once
+        if not own or any(self.alias_refcount.get(alias) != count for alias, count in own.items()):
+            return self  # read by a lookup chained afterwards (or relabelled away): Django's rows
+        marked = [child for child in self.where.children if isinstance(child, _UserFilter)]
+        if self.where.connector != AND or self.where.negated or len(marked) != 1:
+            return self  # combined with another queryset (|, &): its filters hold in place
+        stripped = self.clone()
+        stripped.__class__ = Query
+        stripped.where = self.where.clone()
+        stripped.where.children = [child for child in stripped.where.children if not isinstance(child, _UserFilter)]
+        for alias in own:
+            stripped.alias_refcount[alias] = 0
+        # the joins an ordering or an expression reads are set up as it compiles (and their references
+        # dropped after): compiled once without the filters' joins, to see whether it joins them again
+        trial = stripped.clone()
+        removed = [trial.alias_map.pop(alias) for alias in own]
+        try:
+            Query.get_compiler(trial, using, connection).as_sql()
+        except EmptyResultSet:
+            return self
+        if any(join == gone for join in trial.alias_map.values() for gone in removed):
+            return self
+        return stripped
+
+
+def _with_parents(query: Query, alias: str) -> set[str]:
+    """``alias`` and the joins it hangs from."""
+    chain = {alias}
+    parent = getattr(query.alias_map.get(alias), "parent_alias", None)
+    while parent is not None:
+        chain.add(parent)
+        parent = getattr(query.alias_map.get(parent), "parent_alias", None)
+    return chain
+
+
+def _has_extra_where(node: Any) -> bool:
+    return isinstance(node, ExtraWhere) or any(_has_extra_where(child) for child in getattr(node, "children", ()))
+
+
+def _tie_breakers(query: Query) -> list[Any]:
+    """The ordering given before a search, as its tie-breakers, less the names that cross a
+    multi-valued relation (ordering by them would join, and repeat, a row per related row)."""
+    kept = []
+    for item in query.order_by:
+        names = [item.lstrip("-")] if isinstance(item, str) else [f.name for f in _f_nodes(item)]
+        if not any(_crosses_many(query, name) for name in names):
+            kept.append(item)
+    return kept
+
+
+def _f_nodes(expression: Any) -> list[F]:
+    if isinstance(expression, F):
+        return [expression]
+    found = []
+    for source in getattr(expression, "get_source_expressions", list)():
+        found.extend(_f_nodes(source))
+    return found
+
+
+def _crosses_many(query: Query, name: str) -> bool:
+    if name in query.annotations or name == "?":
+        return False
+    try:
+        path, *_ = query.names_to_path(name.split(LOOKUP_SEP), query.get_meta(), fail_on_missing=False)
+    except FieldError:
+        return False  # Django's own error comes when the query compiles
+    return any(step.m2m for step in path)
 
 
 def _repeats_rows(query: Query, alias: str) -> bool:

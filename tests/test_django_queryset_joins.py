@@ -7,9 +7,11 @@ import pickle
 
 import pytest
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import BooleanField, Count, F
+from django.db.models.expressions import RawSQL
 
 from django_semsim.models import companion_of
+from semsim_pg.errors import InvalidQuery
 from tests.djangoapp.models import Article, Report
 from tests.djangoapp.testing import CORPUS, in_thread
 from tests.test_django_search import articles  # noqa: F401 - the fixture: CORPUS in one category
@@ -78,6 +80,64 @@ def test_a_joined_filter_keeps_the_search_lazy_and_chained(django_assert_num_que
     expected = [a.pk for a in Article.objects.semantic_search(QUERY, k=3) if a.published]
     assert [a.pk for a in rows] == expected
     assert all(a.similarity > 0 for a in rows)
+
+
+JOINED_SEARCHES = {
+    "semantic": lambda qs: qs.semantic_search(QUERY, k=5),
+    "hybrid": lambda qs: qs.hybrid_search("password login", k=5),
+    "similar_to": lambda qs: qs.similar_to(Article.objects.get(title="Reset your password"), k=5),
+}
+#: lookups across the relation the filter joined, chained after the search: Django reuses the
+#: filter's join, so they read only the related rows the filter let through (a permission)
+LATER = {
+    "values": lambda qs: sorted(qs.values_list("pk", "category__article__title")),
+    "count": lambda qs: sorted(qs.annotate(n=Count("category__article")).values_list("pk", "n")),
+    "F": lambda qs: sorted(qs.annotate(t=F("category__article__title")).values_list("pk", "t")),
+    "order_by": lambda qs: list(qs.order_by("category__article__title", "pk").values_list("pk", flat=True)),
+}
+
+
+@pytest.mark.parametrize("later", LATER)
+@pytest.mark.parametrize("search", JOINED_SEARCHES)
+def test_a_lookup_after_a_joined_search_keeps_the_filter(search, later) -> None:  # type: ignore[no-untyped-def]
+    found = JOINED_SEARCHES[search](_joined())
+    pks = _pks(found)
+    assert len(pks) == len(set(pks)) == 5
+    # what Django gives for the same chain on those rows
+    expected = LATER[later](_joined().filter(pk__in=pks))
+    assert LATER[later](found) == expected
+    copy = Article.objects.all()  # its Query through pickle (Django's cache)
+    copy.query = pickle.loads(pickle.dumps(found.query))
+    assert LATER[later](copy) == expected
+    if later == "values":
+        assert {title for _, title in expected} == set(THREE)
+
+
+@pytest.mark.parametrize("search", JOINED_SEARCHES)
+def test_an_ordering_across_a_multi_valued_relation_gives_each_object_once(search) -> None:  # type: ignore[no-untyped-def]
+    expected = _pks(JOINED_SEARCHES[search](Article.objects.all()))
+    for ordered in (Article.objects.order_by("category__article__title"), _joined().order_by("-category__article")):
+        assert _pks(JOINED_SEARCHES[search](ordered)) == expected
+    exact = Article.objects.order_by("category__article__title").semantic_search(QUERY, k=5, exact=True)
+    assert _pks(exact) == _pks(Article.objects.semantic_search(QUERY, k=5, exact=True))
+
+
+def test_extra_before_a_search_is_refused_with_the_fix() -> None:  # type: ignore[no-untyped-def]
+    table = Article._meta.db_table
+    for raw in (
+        Article.objects.extra(where=[f"{table}.published"]),
+        Article.objects.extra(tables=["djangoapp_category"], where=[f"djangoapp_category.id = {table}.category_id"]),
+        _joined().extra(select={"shown": f"{table}.title"}),
+    ):
+        for search in JOINED_SEARCHES.values():
+            with pytest.raises(InvalidQuery, match="RawSQL"):
+                list(search(raw))
+    # the fix the message names, and .extra() after the search, read the rows of the search
+    published = _pks(Article.objects.filter(published=True).semantic_search(QUERY, k=5))
+    raw_sql = Article.objects.filter(RawSQL("published", [], output_field=BooleanField()))
+    assert _pks(raw_sql.semantic_search(QUERY, k=5)) == published
+    after = Article.objects.semantic_search(QUERY, k=5).extra(where=[f"{table}.published"])
+    assert _pks(after) == [pk for pk in _pks(Article.objects.semantic_search(QUERY, k=5)) if pk in published]
 
 
 SEARCHES = {
