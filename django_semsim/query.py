@@ -620,11 +620,12 @@ class _OnceQuery(Query):
         # dropped after): compiled once without the filters' joins, to see whether it joins them again
         trial = stripped.clone()
         removed = [trial.alias_map.pop(alias) for alias in own]
+        joined = set(trial.alias_map)  # a later filter() joins the relation anew: its own join, kept
         try:
             Query.get_compiler(trial, using, connection).as_sql()
         except EmptyResultSet:
             return self
-        if any(join == gone for join in trial.alias_map.values() for gone in removed):
+        if any(join == gone for alias, join in trial.alias_map.items() if alias not in joined for gone in removed):
             return self
         return stripped
 
