@@ -31,6 +31,8 @@ ITERATIVE_SCAN_MODES = ("off", "relaxed_order", "strict_order")
 PRECISIONS = ("float32", "bfloat16", "float16")
 # Kept here rather than imported from semsim_pg.backends: settings must not import the backends.
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
+#: the most intra-op threads SEMSIM_THREADS may ask for
+MAX_THREADS = 1024
 
 
 def default_data_dir() -> Path:
@@ -133,6 +135,13 @@ class Settings:
                 "(auto chooses by measurement; torch always works)",
             ),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            # torch and onnxruntime take a C int and fail with a traceback (torch) or a TypeError
+            # (onnxruntime) beyond it; far below that, more threads than cores only slow encoding
+            (
+                self.threads is None or self.threads <= MAX_THREADS,
+                f"threads (SEMSIM_THREADS) must be at most {MAX_THREADS}, got {self.threads}: "
+                "set it to the number of cores or fewer, or unset it",
+            ),
             (self.pool_size >= 1, f"pool_size must be >= 1, got {self.pool_size}"),
             (self.pool_max_overflow >= 0, f"pool_max_overflow must be >= 0, got {self.pool_max_overflow}"),
             (self.pool_timeout > 0, f"pool_timeout must be a number of seconds above 0, got {self.pool_timeout}"),

@@ -115,3 +115,22 @@ def tiny_bi_encoder_path(tiny_cross_encoder_path: Path, tmp_path_factory: pytest
     path = tmp_path_factory.mktemp("tiny-bi-encoder")
     model.save(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory: pytest.TempPathFactory, encoder) -> Path:  # type: ignore[no-untyped-def]
+    """A data dir holding the fp32 and int8 ONNX exports of the session's model (built once, shared
+    by the backend tests: copy its ``backends`` folder before changing anything in it)."""
+    pytest.importorskip("onnxruntime")
+    from semsim_pg.backends import ensure_export
+
+    data_dir = tmp_path_factory.mktemp("backends-data")
+    export = ensure_export(
+        "onnx-int8",
+        name=encoder.name,
+        location=encoder.source.location,
+        data_dir=data_dir,
+        load_fp32=lambda: encoder.model,
+    )
+    assert export.created and (export.path / "model.onnx").is_file()
+    return data_dir

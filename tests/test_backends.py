@@ -24,12 +24,11 @@ from semsim_pg.backends import (
     GATE_MIN_COSINE,
     GateResult,
     OnnxRunner,
-    ensure_export,
     gate_sample,
     load_runner,
     model_hash,
 )
-from semsim_pg.backends.auto import AUTO_RECORD, fingerprint, read_choice
+from semsim_pg.backends.auto import fingerprint, read_choice, record_path
 from semsim_pg.backends.cpu import encoder_threads, parse_cpuinfo
 from semsim_pg.backends.export import backends_dir
 from semsim_pg.encoder import Encoder
@@ -37,21 +36,6 @@ from semsim_pg.errors import BackendUnavailable, ConfigurationError
 from semsim_pg.settings import Settings, configure, get_settings
 
 pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture(scope="session")
-def export_dir(tmp_path_factory: pytest.TempPathFactory, encoder) -> Path:  # type: ignore[no-untyped-def]
-    """A data dir holding the fp32 and int8 exports of the session's model (built once)."""
-    data_dir = tmp_path_factory.mktemp("backends-data")
-    export = ensure_export(
-        "onnx-int8",
-        name=encoder.name,
-        location=encoder.source.location,
-        data_dir=data_dir,
-        load_fp32=lambda: encoder.model,
-    )
-    assert export.created and (export.path / "model.onnx").is_file()
-    return data_dir
 
 
 @pytest.fixture(scope="session")
@@ -73,8 +57,9 @@ def _copy_exports(source: Path, target: Path) -> None:
     shutil.copytree(source / "backends", target / "backends")
 
 
-def _runner(encoder: Encoder, backend: str, data_dir: Path, threads: int | None = None):  # type: ignore[no-untyped-def]
-    runner, _ = load_runner(
+def _load_runner(encoder: Encoder, backend: str, data_dir: Path, threads: int | None = None, load_torch=None):  # type: ignore[no-untyped-def]
+    """``load_runner`` on the session's model (``load_torch``: how torch weights load, default the model as is)."""
+    return load_runner(
         backend,
         name=encoder.name,
         location=encoder.source.location,
@@ -82,9 +67,12 @@ def _runner(encoder: Encoder, backend: str, data_dir: Path, threads: int | None 
         precision="float32",
         device="cpu",
         threads=threads,
-        load_torch=lambda precision: encoder.model,
+        load_torch=load_torch or (lambda precision: encoder.model),
     )
-    return runner
+
+
+def _runner(encoder: Encoder, backend: str, data_dir: Path, threads: int | None = None):  # type: ignore[no-untyped-def]
+    return _load_runner(encoder, backend, data_dir, threads)[0]
 
 
 # CPU detection and settings ---------------------------------------------------------------------
@@ -183,8 +171,8 @@ def test_auto_records_its_choice_and_reuses_it(
         vector = first.encode_query("where is my parcel")
         choice = first.backend_choice
         assert choice is not None and not choice.reused
-        record_path = backends_dir(tmp_path, model_hash(encoder.source.location)) / AUTO_RECORD
-        record = json.loads(record_path.read_text(encoding="utf-8"))
+        record_file = record_path(tmp_path, model_hash(encoder.source.location), None)
+        record = json.loads(record_file.read_text(encoding="utf-8"))
         assert record["backend"] == first.backend_name == choice.backend
         rows = {row["backend"]: row for row in record["candidates"]}
         assert {"torch", "onnx", "onnx-int8"} <= set(rows)
@@ -200,20 +188,20 @@ def test_auto_records_its_choice_and_reuses_it(
         assert info["backend_choice"].startswith(choice.backend)
         assert float(vector @ encoder.encode_query("where is my parcel")) > GATE_MIN_COSINE
 
-        mtime = record_path.stat().st_mtime_ns
+        mtime = record_file.stat().st_mtime_ns
         second = Encoder(encoder.name)
         assert second.backend_name == choice.backend
         assert second.backend_choice is not None and second.backend_choice.reused
-        assert record_path.stat().st_mtime_ns == mtime
+        assert record_file.stat().st_mtime_ns == mtime
 
     expected = fingerprint(record["model_hash"], None)
-    assert read_choice(record_path, expected) is not None
+    assert read_choice(record_file, expected) is not None
     changed = json.loads(json.dumps(expected))
     changed["versions"]["onnxruntime"] = "0.0.1"
-    assert read_choice(record_path, changed) is None  # another library version: measure again
-    record_path.write_text("{not json", encoding="utf-8")
+    assert read_choice(record_file, changed) is None  # another library version: measure again
+    record_file.write_text("{not json", encoding="utf-8")
     with caplog.at_level(logging.WARNING, logger="semsim_pg.backends.auto"):
-        assert read_choice(record_path, expected) is None
+        assert read_choice(record_file, expected) is None
     assert "unreadable backend record" in caplog.text
 
 

@@ -3,9 +3,16 @@
 The first time a model is used on a machine, every candidate backend encodes the gate sample
 (:mod:`semsim_pg.backends.gate`); those that pass the gate against torch fp32 are timed, in
 interleaved rounds so that a shared CPU's slow moments fall on all of them, and the fastest is
-chosen. The choice and its figures go to ``<data dir>/backends/<model hash>/auto.json``; a later
-process reuses them while the fingerprint (model hash, CPU model and flags, library versions,
-thread count) is unchanged, and measures again when it is not.
+chosen. The choice and its figures go to
+``<data dir>/backends/<model hash>/auto-threads-<SEMSIM_THREADS or "default">.json``: one record
+per threads setting, because processes of one deployment may legitimately differ there (a web
+server with 2, a worker with 8) and would otherwise overwrite each other's record and measure at
+nearly every start. A later process reuses its record while the rest of the fingerprint (model
+hash, CPU model and flags, library versions) is unchanged, and measures again when it is not.
+
+A measurement in which a candidate failed for a reason of the environment (a full disk, a
+read-only or unwritable data dir: an OSError) is used by the process but not recorded: the next
+process measures again, once the disk has room, rather than keep the slower choice for good.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ import json
 import logging
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,12 +39,19 @@ from semsim_pg.backends.gate import (
     gate_sample,
 )
 from semsim_pg.backends.runners import Runner
+from semsim_pg.fsutil import atomic_write_text
 
-__all__ = ["AUTO_RECORD", "BackendChoice", "candidate_backends", "choose_backend", "fingerprint"]
+__all__ = [
+    "BackendChoice",
+    "candidate_backends",
+    "choose_backend",
+    "environment_error",
+    "fingerprint",
+    "record_path",
+]
 
 logger = logging.getLogger(__name__)
 
-AUTO_RECORD = "auto.json"
 #: a faster backend must beat torch fp32 by this factor to be chosen over it (timing noise)
 MIN_SPEEDUP = 1.05
 TIMING_ROUNDS = 3
@@ -63,6 +76,9 @@ class BackendChoice:
     path: str | None = None
     #: True when read from the record rather than measured by this process
     reused: bool = False
+    #: why this process encodes with torch fp32 instead of a measured or recorded choice (None: it
+    #: does not); also why a measurement was not recorded
+    fallback: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +104,8 @@ class BackendChoice:
         )
 
     def summary(self) -> str:
+        if self.fallback and not self.candidates:
+            return f"{self.backend} (auto fell back: {self.fallback})"
         chosen = next((c for c in self.candidates if c["backend"] == self.backend), {})
         speed = chosen.get("speedup")
         gate = chosen.get("gate") or {}
@@ -97,6 +115,8 @@ class BackendChoice:
         if gate.get("mean_cosine") is not None:
             parts.append(f"cosine mean {gate['mean_cosine']:.4f} / worst {gate['min_cosine']:.4f}")
         parts.append(f"measured {self.measured_at}")
+        if self.fallback:
+            parts.append(f"not recorded: {self.fallback}")
         return ", ".join(parts)
 
 
@@ -112,6 +132,24 @@ def candidate_backends() -> list[str]:
     else:
         found += ["onnx", "onnx-int8"]
     return found
+
+
+def record_path(data_dir: Path, digest: str, threads: int | None) -> Path:
+    """Where ``auto``'s choice for a model and a ``SEMSIM_THREADS`` setting is recorded."""
+    return backends_dir(data_dir, digest) / f"auto-threads-{threads or 'default'}.json"
+
+
+def environment_error(exc: BaseException) -> OSError | None:
+    """The OSError (full disk, read-only or unwritable directory) behind ``exc``, if any: a failure
+    of the machine's state now, not of the backend, which must not decide ``auto``'s choice for good."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def fingerprint(digest: str, threads: int | None) -> dict[str, Any]:
@@ -153,17 +191,6 @@ def read_choice(path: Path, expected: dict[str, Any]) -> BackendChoice | None:
     return choice
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".auto-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def choose_backend(
     *,
     name: str,
@@ -180,7 +207,7 @@ def choose_backend(
     """
     digest = model_hash(location)
     base = backends_dir(data_dir, digest)
-    path = base / AUTO_RECORD
+    path = record_path(data_dir, digest, threads)
     expected = fingerprint(digest, threads)
     choice = read_choice(path, expected)
     if choice is None:
@@ -190,7 +217,21 @@ def choose_backend(
             choice = read_choice(path, expected)  # measured by another process while we waited
             if choice is None:
                 choice, runner = _measure(name=name, digest=digest, expected=expected, make_runner=make_runner)
-                _write_atomically(path, json.dumps(choice.to_dict(), indent=2))
+                if choice.fallback is None:
+                    try:
+                        # readable by every user the umask allows, like the exports beside it: a
+                        # service user must find what `sudo semsim warmup` measured
+                        atomic_write_text(path, json.dumps(choice.to_dict(), indent=2), overwrite=True)
+                    except OSError as exc:
+                        choice.fallback = f"cannot write {path} ({exc})"
+                if choice.fallback is not None:
+                    logger.warning(
+                        "backend for %s on this machine: %s. The next process measures again; "
+                        "fix the cause (free disk space, make SEMSIM_DATA_DIR writable) or set SEMSIM_BACKEND",
+                        name,
+                        choice.summary(),
+                    )
+                    return choice, runner
                 choice.path = str(path)
                 logger.info("backend for %s on this machine: %s (recorded in %s)", name, choice.summary(), path)
                 return choice, runner
@@ -209,16 +250,32 @@ def _measure(
     reference = reference_runner.encode(sample.texts, TIMING_BATCH)
     runners: dict[str, Runner] = {"torch": reference_runner}
     rows: dict[str, dict[str, Any]] = {"torch": {"backend": "torch", "gate": None}}
+    unrecorded: list[str] = []
     for backend in candidate_backends()[1:]:
         row: dict[str, Any] = {"backend": backend}
         rows[backend] = row
         try:
             runner = make_runner(backend)
-        except BackendUnavailable as exc:
+            vectors = runner.encode(sample.texts, TIMING_BATCH)
+        except Exception as exc:
             row["error"] = str(exc)
-            logger.info("backend %s is not available: %s", backend, exc)
+            cause = environment_error(exc)
+            if isinstance(exc, BackendUnavailable) and cause is None:
+                # the backend cannot run this model here (not installed, not convertible): for good
+                logger.info("backend %s is not available: %s", backend, exc)
+                continue
+            # a full disk, an unwritable directory, or a failure nobody foresaw: not a verdict
+            # on the backend, so the choice made without it is not recorded
+            row["environment"] = True
+            unrecorded.append(f"{backend} failed ({type(cause or exc).__name__}: {cause or exc})")
+            logger.warning(
+                "SEMSIM_BACKEND=auto: backend %s failed while measuring (%s); measuring without it, and "
+                "not recording the choice, so that the next process tries it again",
+                backend,
+                exc,
+            )
             continue
-        gate = GateResult.measure(backend, sample, reference, runner.encode(sample.texts, TIMING_BATCH))
+        gate = GateResult.measure(backend, sample, reference, vectors)
         row["gate"] = gate.to_dict()
         if gate.passed:
             runners[backend] = runner
@@ -255,5 +312,6 @@ def _measure(
         fingerprint=expected,
         candidates=list(rows.values()),
         measured_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        fallback="; ".join(unrecorded) or None,
     )
     return choice, runners[best]

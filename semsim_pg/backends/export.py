@@ -168,7 +168,14 @@ def _build_locked(
         return Export(target, created=False)
     source = None
     if backend == "onnx-int8":
-        source = _build_locked("onnx", name=name, digest=digest, base=base, load_fp32=load_fp32).path
+        fp32 = _build_locked("onnx", name=name, digest=digest, base=base, load_fp32=load_fp32)
+        source = fp32.path
+        problem = None if fp32.created else _unusable(source)  # a new one was checked against torch
+        if problem is not None:
+            # quantising a truncated graph fails with the parser's traceback: rebuild it first
+            logger.warning("the cached onnx export of %s is unusable (%s); exporting it again", name, problem)
+            shutil.rmtree(source)  # under the lock already (flock does not nest: not remove_export)
+            source = _build_locked("onnx", name=name, digest=digest, base=base, load_fp32=load_fp32).path
     # Built beside the target and renamed into place: a reader finds a whole export or none.
     with atomic_directory(target, overwrite=True) as tmp:
         if source is None:
@@ -178,6 +185,17 @@ def _build_locked(
             logger.info("quantising the ONNX export of %s to int8 in %s", name, target)
             _quantize(source, tmp)
     return Export(target, created=True)
+
+
+def _unusable(directory: Path) -> str | None:
+    """Why the export in ``directory`` cannot be loaded (None: it can)."""
+    from semsim_pg.backends.runners import ExportCorrupted, OnnxRunner
+
+    try:
+        OnnxRunner(directory, threads=1)
+    except ExportCorrupted as exc:
+        return str(exc.__cause__ or exc)
+    return None
 
 
 def versions() -> dict[str, str]:
@@ -320,6 +338,13 @@ def _quantize(source: Path, directory: Path) -> None:
             op_types_to_quantize=["MatMul"],
             extra_options={"MatMulConstBOnly": True},
         )
+    except OSError:  # a full or read-only disk: ensure_export names the directory
+        raise
+    except Exception as exc:  # the quantiser refuses the graph
+        raise BackendUnavailable(
+            f"Cannot quantise the ONNX export in {source} to int8 ({type(exc).__name__}: {exc}). "
+            "Set SEMSIM_BACKEND=onnx or torch."
+        ) from exc
     finally:
         logging.getLogger().removeFilter(quiet)
     shutil.copyfile(source / "tokenizer.json", directory / "tokenizer.json")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from semsim_pg.errors import BackendUnavailable
+from semsim_pg.errors import BackendUnavailable, ConfigurationError
 from semsim_pg.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -74,7 +74,19 @@ def set_torch_threads(threads: int | None) -> None:
     with _torch_threads_lock:
         if torch.get_num_threads() != threads:
             logger.info("torch: %d intra-op threads (SEMSIM_THREADS)", threads)
-            torch.set_num_threads(threads)
+            try:
+                torch.set_num_threads(threads)
+            except (TypeError, ValueError, OverflowError, RuntimeError):
+                raise _bad_threads(threads) from None
+
+
+def _bad_threads(threads: int | None) -> ConfigurationError:
+    from semsim_pg.settings import MAX_THREADS
+
+    return ConfigurationError(
+        f"Cannot run {threads} intra-op threads: set SEMSIM_THREADS between 1 and {MAX_THREADS} "
+        "(the number of cores or fewer), or unset it."
+    )
 
 
 class TorchRunner:
@@ -145,6 +157,14 @@ class OnnxRunner:
             ) from None
         self.directory = directory
         self.threads = threads
+        # Outside the try below: a bad setting is not a corrupted export (that one gets deleted).
+        options = ort.SessionOptions()
+        try:
+            options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, one per physical core
+        except (TypeError, ValueError, OverflowError):
+            raise _bad_threads(threads) from None
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
             self.name = str(manifest["backend"])
@@ -161,14 +181,21 @@ class OnnxRunner:
             self._counter = Tokenizer.from_file(str(directory / "tokenizer.json"))
             self._counter.no_truncation()
             self._counter.no_padding()
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, one per physical core
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             self.session = ort.InferenceSession(
                 str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # onnxruntime's and tokenizers' errors have no common base but Exception
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):  # a part of the export is missing: rebuild it
+                raise ExportCorrupted(
+                    f"The export in {directory} is incomplete ({exc}). Delete that directory to export again, "
+                    "or set SEMSIM_BACKEND=torch."
+                ) from exc
+            # unreadable here (permissions, I/O): not corrupted, and not to be deleted
+            raise BackendUnavailable(
+                f"Cannot read the export in {directory} ({exc}). Give this user read access to it, "
+                "or set SEMSIM_BACKEND=torch."
+            ) from exc
+        except Exception as exc:  # onnxruntime's and tokenizers' parse errors have no common base but Exception
             raise ExportCorrupted(
                 f"The export in {directory} cannot be read ({type(exc).__name__}: {exc}). Delete that directory "
                 "to export again, or set SEMSIM_BACKEND=torch."

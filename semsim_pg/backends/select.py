@@ -6,11 +6,11 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from semsim_pg.backends.auto import BackendChoice, choose_backend
+from semsim_pg.backends.auto import BackendChoice, choose_backend, fingerprint, read_choice, record_path
 from semsim_pg.backends.cpu import cpu_info, encoder_threads
-from semsim_pg.backends.export import ONNX_BACKENDS, ensure_export, remove_export
+from semsim_pg.backends.export import ONNX_BACKENDS, ensure_export, model_hash, remove_export
 from semsim_pg.backends.runners import ExportCorrupted, OnnxRunner, Runner, TorchRunner
 from semsim_pg.errors import BackendUnavailable
 from semsim_pg.settings import BACKENDS
@@ -71,11 +71,18 @@ def load_runner(
                 threads=threads,
                 make_runner=functools.partial(make, precision="float32"),
             )
-        except (OSError, BackendUnavailable) as exc:
+        except Exception as exc:
+            # whatever broke (a full disk, a corrupted cache, a library's own error), auto never
+            # fails the user's request: the reference path always works
+            reason = f"{type(exc).__name__}: {exc}"
             logger.warning(
-                "SEMSIM_BACKEND=auto cannot choose a backend for %s (%s); encoding with torch fp32", name, exc
+                "SEMSIM_BACKEND=auto cannot choose a backend for %s (%s); encoding with torch fp32. "
+                "Fix the cause and restart, or set SEMSIM_BACKEND=torch to skip the choice",
+                name,
+                reason,
             )
-            return TorchRunner(load_torch("float32"), threads=run_threads), None
+            fallback = BackendChoice(backend="torch", model=name, model_hash="", fingerprint={}, fallback=reason)
+            return TorchRunner(load_torch("float32"), threads=run_threads), fallback
         return runner, choice
     if backend in ONNX_BACKENDS and not _on_cpu(device):
         raise BackendUnavailable(
@@ -130,8 +137,39 @@ def _make(
     return OnnxRunner(export(), threads=threads)
 
 
-def describe_choice(choice: BackendChoice | None) -> dict[str, object] | None:
-    """What ``semsim info`` shows of an ``auto`` choice."""
-    if choice is None:
-        return None
-    return {"summary": choice.summary(), "record": choice.path, "candidates": list(choice.candidates)}
+def describe_choice(
+    choice: BackendChoice | None, *, data_dir: Path, location: str | None, threads: int | None
+) -> dict[str, Any]:
+    """What ``semsim info`` shows of the backend choice: the CPU (its relevant flags), the threads
+    setting, ``auto``'s record for these settings (path, each candidate's figures, or why it was
+    excluded) and, when auto fell back to torch fp32, why. ``choice`` is what the encoder got
+    (None: it did not run auto, or the model was not loaded): the record is then read, if any."""
+    cpu = cpu_info()
+    info: dict[str, Any] = {
+        "cpu": cpu.to_dict(),
+        "threads": threads if threads is not None else "default",
+        "record": None,
+        "chosen": None,
+        "measured_at": None,
+        "candidates": [],
+        "fallback": None,
+    }
+    path: str | None = None
+    if location is not None:
+        try:
+            digest = model_hash(location)
+            path = str(record_path(data_dir, digest, threads))
+            if choice is None:
+                choice = read_choice(Path(path), fingerprint(digest, threads))
+        except (OSError, BackendUnavailable):  # the model's files cannot be read: no record to show
+            pass
+    info["record"] = path if path is not None and Path(path).is_file() else None
+    if choice is not None:
+        info.update(
+            chosen=choice.backend,
+            measured_at=choice.measured_at or None,
+            candidates=list(choice.candidates),
+            fallback=choice.fallback,
+            summary=choice.summary(),
+        )
+    return info

@@ -8,6 +8,7 @@ from typing import Any
 
 from semsim_pg import __version__
 from semsim_pg.cli.common import out
+from semsim_pg.errors import SemsimError
 from semsim_pg.settings import get_settings
 
 __all__ = ["register"]
@@ -56,12 +57,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     url = engine.url._replace(drivername="postgresql", password=None)  # set() takes None as "unchanged"
     url = url.difference_update_query(["password"])
     info["libpq_url"] = url.render_as_string(hide_password=False)
-    if not args.no_model:
-        from semsim_pg.encoder import get_encoder
+    from semsim_pg.backends import describe_choice
+    from semsim_pg.encoder import get_encoder, resolve_model
 
-        info["model"] = get_encoder().describe()
+    choice = None
+    location: str | None = None
+    if not args.no_model:
+        encoder = get_encoder()
+        info["model"] = encoder.describe()
+        choice, location = encoder.backend_choice, encoder.source.location
     else:
         info["model"] = {"name": settings.model}
+        try:
+            location = resolve_model(settings.model).location
+        except SemsimError:  # an unknown model: no record to look up
+            location = None
+    info["backend"] = describe_choice(choice, data_dir=settings.data_dir, location=location, threads=settings.threads)
     if args.json:
         out(json.dumps(info, indent=2))
         return 0
@@ -88,9 +99,59 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("device", model["device"]),
             ("backend", model["backend_choice"] or f"{model['backend']} (SEMSIM_BACKEND={model['backend_requested']})"),
         ]
+    rows += _backend_rows(info["backend"], settings.backend)
     for label, value in rows:
         out(f"{label:<12} {value}")
     return 0
+
+
+def _backend_rows(backend: dict[str, Any], requested: str) -> list[tuple[str, str]]:
+    """The CPU, threads and ``auto``'s figures: why this backend encodes here."""
+    cpu = backend["cpu"]
+    flags = ", ".join(cpu["flags"]) or "none known"
+    rows = [
+        (
+            "CPU",
+            f"{cpu['model']} (flags: {flags}; int8: {cpu['int8']}; native bf16: {'yes' if cpu['native_bf16'] else 'no'})",
+        ),
+        (
+            "threads",
+            f"{backend['threads']} (SEMSIM_THREADS)"
+            if backend["threads"] != "default"
+            else "SEMSIM_THREADS unset: the cores free when the model loads",
+        ),
+    ]
+    if backend["fallback"]:
+        rows.append(("auto", f"fell back: {backend['fallback']}"))
+    if backend["record"] or backend["candidates"]:
+        where = backend["record"] or "not recorded"
+        rows.append(("auto record", f"{where}: chose {backend['chosen']}, measured {backend['measured_at']}"))
+        for row in backend["candidates"]:
+            rows.append(("", _candidate(row)))
+    elif requested == "auto" and not backend["fallback"]:
+        rows.append(("auto record", "none for these settings yet (the first encode measures)"))
+    return rows
+
+
+def _candidate(row: dict[str, Any]) -> str:
+    name = f"{row['backend']:<11}"
+    if "speedup" not in row:
+        gate = row.get("gate")
+        if gate is not None and not gate["passed"]:
+            return f"{name} excluded: failed the quality gate ({'; '.join(gate['reasons'])})"
+        return f"{name} excluded: {row.get('error', 'not measured')}"
+    parts = [f"{row['speedup']:.2f}x torch fp32"]
+    if "sentences_per_second" in row:
+        parts.append(f"{row['sentences_per_second']} sentences/s")
+    if "query_ms" in row:
+        parts.append(f"query {row['query_ms']} ms")
+    gate = row.get("gate")
+    if gate is None:
+        parts.append("the reference")
+    else:
+        parts.append(f"cosine mean {gate['mean_cosine']:.4f} / worst {gate['min_cosine']:.4f}")
+        parts.append(f"gate-sample Spearman {gate['spearman']:.2f} (drop {gate['spearman_drop']:.2f})")
+    return f"{name} " + ", ".join(parts)
 
 
 def _memory(info: dict[str, Any]) -> str:
