@@ -75,6 +75,9 @@ def load_runner(
             # whatever broke (a full disk, a corrupted cache, a library's own error), auto never
             # fails the user's request: the reference path always works
             reason = f"{type(exc).__name__}: {exc}"
+            # loaded before warning: when the model itself cannot load (ModelLoadError: not
+            # installed, missing files), that one-line error is the whole story
+            reference = load_torch("float32")
             logger.warning(
                 "SEMSIM_BACKEND=auto cannot choose a backend for %s (%s); encoding with torch fp32. "
                 "Fix the cause and restart, or set SEMSIM_BACKEND=torch to skip the choice",
@@ -82,7 +85,7 @@ def load_runner(
                 reason,
             )
             fallback = BackendChoice(backend="torch", model=name, model_hash="", fingerprint={}, fallback=reason)
-            return TorchRunner(load_torch("float32"), threads=run_threads), fallback
+            return TorchRunner(reference, threads=run_threads), fallback
         return runner, choice
     if backend in ONNX_BACKENDS and not _on_cpu(device):
         raise BackendUnavailable(
