@@ -268,7 +268,10 @@ def _export_fp32(model: SentenceTransformer, directory: Path, *, name: str, dige
         raise BackendUnavailable(
             f"Cannot export model {name} to ONNX ({type(exc).__name__}: {exc}). Set SEMSIM_BACKEND=torch."
         ) from exc
-    backend_tokenizer.save(str(directory / "tokenizer.json"))
+    try:
+        backend_tokenizer.save(str(directory / "tokenizer.json"))
+    except Exception as exc:  # tokenizers reports a full or read-only disk as a plain Exception
+        raise OSError(f"cannot write {directory / 'tokenizer.json'}: {exc}") from exc
     first = model[0]
     _write_manifest(
         directory,
