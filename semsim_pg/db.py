@@ -81,6 +81,8 @@ _INSUFFICIENT_PRIVILEGE = "42501"
 _LOCK_NOT_AVAILABLE = "55P03"
 #: query_canceled: "... due to statement timeout" (statement_timeout), "... due to user request"
 _QUERY_CANCELED = "57014"
+#: deadlock_detected: two sessions each waited for a lock the other held; one was ended
+_DEADLOCK_DETECTED = "40P01"
 
 #: a pooled connection used this recently is handed out without a ping (HikariCP's
 #: aliveBypassWindowMs, 500 ms): under steady load no query pays a round trip for its check
@@ -354,7 +356,14 @@ def refusal_error(
     exc: BaseException, engine: Engine | None = None, connection: Connection | None = None
 ) -> PermissionDenied | QueryCanceled | None:
     """``exc`` as the one-line error of a statement PostgreSQL refused (:func:`privilege_error`)
-    or canceled (:func:`canceled_error`), else None."""
+    or canceled (:func:`canceled_error`, a deadlock too), else None."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if getattr(orig, "sqlstate", None) == _DEADLOCK_DETECTED:
+        return QueryCanceled(
+            "PostgreSQL ended a statement that deadlocked with another session (each waited for a lock the other "
+            "held: an index build, a migration, a collection dropped meanwhile?); its transaction was rolled back. "
+            "Try again."
+        )
     return canceled_error(exc) or privilege_error(exc, engine, connection)
 
 

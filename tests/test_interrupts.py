@@ -44,12 +44,19 @@ def start_cli(engine: sa.Engine, *args: str, script: str = CLI) -> subprocess.Po
     )
 
 
-def wait_until_waiting(admin: sa.Engine, proc: subprocess.Popen[str], statement_like: str) -> None:
-    """Poll until a session runs a statement LIKE ``statement_like`` and waits on a lock."""
+#: a session waiting in a statement on a lock
+IN_A_STATEMENT = "wait_event_type = 'Lock'"
+#: a builder polling the index-build lock (idle between tries), or one waiting in the statement
+POLLING = "(state = 'idle' OR wait_event_type = 'Lock')"
+
+
+def wait_until_waiting(
+    admin: sa.Engine, proc: subprocess.Popen[str], statement_like: str, how: str = IN_A_STATEMENT
+) -> None:
+    """Poll until a session runs (or last ran) a statement LIKE ``statement_like`` and waits ``how``."""
     deadline = time.monotonic() + REACH_S
     probe = sa.text(
-        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
-        " AND query LIKE :like"
+        f"SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND {how} AND query LIKE :like"
     )
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -114,9 +121,9 @@ def test_ctrl_c_while_a_rebuild_waits_is_interrupted_and_changes_nothing(  # typ
     collection without an index (dropped before the build) and with the new m/ef_construction."""
     coll = indexed
     # another build of this collection holds the build lock (an ingest's): the rebuild waits for it
-    with holding(admin, lambda conn: conn.execute(queries.lock_index_build(coll.id))):
+    with holding(admin, lambda conn: conn.execute(queries.try_lock_index_build())):
         proc = start_cli(engine, "-q", "index", "rebuild", "-c", coll.name, "--m", "8", "--ef-construction", "40")
-        wait_until_waiting(admin, proc, "%pg_advisory%lock%")
+        wait_until_waiting(admin, proc, "%pg_try_advisory_lock(%", POLLING)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=REACH_S)
     assert proc.returncode == 130, err
@@ -166,7 +173,7 @@ def test_a_rebuild_swaps_the_new_index_in_with_its_parameters(store, admin, inde
     # the build lock was released with the rebuild: an ingest's build does not wait for it
     def build_lock(conn: sa.Connection) -> None:
         conn.exec_driver_sql("SET LOCAL lock_timeout = '1s'")  # fails the test rather than hang it
-        conn.execute(queries.lock_index_build(coll.id))
+        assert conn.execute(queries.try_lock_index_build()).scalar()
 
     with holding(admin, build_lock):
         pass

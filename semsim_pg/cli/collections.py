@@ -118,7 +118,23 @@ def cmd_collections(args: argparse.Namespace) -> int:
         )
     if any(c.index in ("missing", "invalid") for c in collections):
         out("an index is missing: the next ingest rebuilds it, or `semsim index rebuild -c NAME` now")
+    _report_leftovers(store, collections)
     return 0
+
+
+def _report_leftovers(store: Any, collections: list[Any]) -> None:
+    """Name the indexes interrupted rebuilds left beside the collections' own (every insert
+    writes to them, searches may use them)."""
+    from semsim_pg.db import connect
+    from semsim_pg.store.indexes import leftover_index
+
+    with connect(store.engine) as conn:
+        leftovers = [(c.name, name) for c in collections if (name := leftover_index(conn, c)) is not None]
+    for coll, name in leftovers:
+        out(
+            f"{visible(coll)}: an index rebuild is running or was interrupted, leaving the index {name}: "
+            f"`semsim index check -c {visible(coll)}` drops it once no rebuild runs"
+        )
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

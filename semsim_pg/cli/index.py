@@ -34,8 +34,25 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def cmd_index_check(args: argparse.Namespace) -> int:
     """Exit status 0 when the index is valid and reaches the recall target, else 3."""
-    check = open_store().check_index(args.collection, sample=args.sample, k=args.k, ef_search=args.ef_search)
+    from semsim_pg.db import connect
+    from semsim_pg.store.indexes import drop_leftover_index, leftover_index
+
+    store = open_store()
+    coll = store.get_collection(args.collection)
+    # an interrupted rebuild's second index (every insert writes to it) is dropped here, unless a
+    # rebuild runs now: a check is what a cron job runs, and it never builds
+    dropped = drop_leftover_index(store.engine, coll)
+    with connect(store.engine) as conn:
+        left = leftover_index(conn, coll)
+    check = store.check_index(coll, sample=args.sample, k=args.k, ef_search=args.ef_search)
     out(json.dumps(check.to_dict(), indent=2) if args.json else check.summary())
+    if not args.json and dropped:
+        out(f"dropped the index {dropped} an interrupted rebuild left behind")
+    if not args.json and left:
+        out(
+            f"the index {left} of a rebuild of {coll.name} is still there: a rebuild runs now (or another "
+            "index build holds the lock); check again later"
+        )
     return 0 if check.ok else 3
 
 

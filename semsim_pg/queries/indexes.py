@@ -27,15 +27,14 @@ __all__ = [
     "drop_index",
     "hnsw_index_bytes",
     "hold_bulk_load",
-    "hold_index_build",
     "index_name",
+    "index_options",
     "index_predicate",
     "index_size",
     "index_traversal",
     "index_validity",
     "indexed_vectors",
     "inline",
-    "lock_index_build",
     "pg_prewarm",
     "pg_prewarm_installed",
     "query_vector",
@@ -47,6 +46,8 @@ __all__ = [
     "staging_index_name",
     "text_index_name",
     "traversal_settings",
+    "try_hold_index_build",
+    "try_lock_index_build",
 ]
 
 e = embeddings.c
@@ -213,18 +214,29 @@ def bulk_load_running(collection_id: int) -> sa.Select[Any]:
     return sa.select(held.exists())
 
 
-def lock_index_build(collection_id: int) -> sa.Select[Any]:
-    """Serialise index builds of one collection until the transaction ends."""
-    return sa.select(sa.func.pg_advisory_xact_lock(_INDEX_BUILD, int(collection_id)))
+def try_lock_index_build() -> sa.Select[Any]:
+    """Take the index-build lock until the transaction ends, if free (True), without waiting.
+
+    One lock for every index build on ``embeddings`` (whatever the collection): two builds on one
+    table cannot run together anyway, and one that waited in a statement for another (the lock,
+    or the table) deadlocked with it, as a build CONCURRENTLY waits for every open transaction.
+    So a builder never waits inside a transaction: it polls this, and sleeps between tries."""
+    return sa.select(sa.func.pg_try_advisory_xact_lock(_INDEX_BUILD, 0))
 
 
-def hold_index_build(collection_id: int) -> sa.Select[Any]:
-    """:func:`lock_index_build` for the session: a CONCURRENTLY build runs outside a transaction."""
-    return sa.select(sa.func.pg_advisory_lock(_INDEX_BUILD, int(collection_id)))
+def try_hold_index_build() -> sa.Select[Any]:
+    """:func:`try_lock_index_build` for the session: a CONCURRENTLY build runs outside a transaction."""
+    return sa.select(sa.func.pg_try_advisory_lock(_INDEX_BUILD, 0))
 
 
-def release_index_build(collection_id: int) -> sa.Select[Any]:
-    return sa.select(sa.func.pg_advisory_unlock(_INDEX_BUILD, int(collection_id)))
+def release_index_build() -> sa.Select[Any]:
+    return sa.select(sa.func.pg_advisory_unlock(_INDEX_BUILD, 0))
+
+
+def index_options(name: str) -> sa.Select[Any]:
+    """The index's storage parameters (``['m=16', 'ef_construction=64']``; no row: no such index)."""
+    pg_class = sa.table("pg_class", sa.column("oid"), sa.column("reloptions"), schema="pg_catalog")
+    return sa.select(pg_class.c.reloptions).where(pg_class.c.oid == sa.func.to_regclass(qualified(name)))
 
 
 def index_size(name: str) -> sa.Select[Any]:

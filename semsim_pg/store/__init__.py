@@ -38,6 +38,7 @@ from semsim_pg.store.encoding import encode_stale
 from semsim_pg.store.indexes import (
     IndexWarmup,
     build_index,
+    build_lock_transaction,
     drop_collection_indexes,
     drop_index,
     index_state,
@@ -314,7 +315,8 @@ class DocumentStore:
         collection = self._find_collection(check_text(name, "collection name"))
         if collection is None:
             raise catalog.not_found(name, [c.name for c in self.list_collections()], creating=False)
-        with self._connect() as conn, conn.begin():
+        # under the index-build lock: a DROP INDEX waiting behind a build CONCURRENTLY deadlocked with it
+        with build_lock_transaction(self.engine) as conn:
             drop_collection_indexes(conn, collection.id)
             conn.execute(queries.delete_collection(collection.id))
         self._catalog.forget(collection.name)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from semsim_pg import queries
 from semsim_pg.db import connect
-from semsim_pg.errors import InvalidInput
+from semsim_pg.errors import InvalidInput, QueryCanceled
 from semsim_pg.store.types import Collection
 
 __all__ = [
@@ -28,11 +28,14 @@ __all__ = [
     "INDEX_STATES",
     "IndexWarmup",
     "build_index",
+    "build_lock_transaction",
     "bulk_load",
     "drop_collection_indexes",
     "drop_index",
+    "drop_leftover_index",
     "ensure_index",
     "index_state",
+    "leftover_index",
     "rebuild_index",
     "warm_index",
 ]
@@ -44,6 +47,14 @@ INDEX_BUILD_MEMORY = "512MB"
 #: how long dropping the unfinished index of an interrupted rebuild waits for the table's lock
 #: (searches queue behind that wait) before it leaves the index to the next rebuild
 UNFINISHED_DROP_LOCK_TIMEOUT = "5s"
+#: how long the swap of a rebuild waits for the table's ACCESS EXCLUSIVE lock (behind a long
+#: reader or writer) per try: every search and write of every collection queues behind that wait
+SWAP_LOCK_TIMEOUT = "3s"
+#: tries of the swap, with a pause of 1, 2, ... s between them, before the rebuild gives up
+SWAP_ATTEMPTS = 3
+#: the pause between two tries of the index-build lock (taken without waiting: see
+#: :func:`queries.try_lock_index_build`)
+BUILD_LOCK_POLL_S = 0.5
 #: valid; loading (a running bulk load builds it at its end); missing or invalid (rebuild it)
 INDEX_STATES = ("valid", "loading", "missing", "invalid")
 
@@ -59,11 +70,39 @@ def index_state(conn: Connection, coll: Collection, model: str | None = None) ->
     return "missing" if valid is None else "invalid"
 
 
+def leftover_index(conn: Connection, coll: Collection) -> str | None:
+    """The name of the index an interrupted rebuild left beside the collection's own (``..._new``:
+    a kill -9, or a swap that gave up), else None. Valid, searches may use it; valid or not, every
+    insert writes to it."""
+    staging = queries.staging_index_name(coll.id, coll.model_name)
+    return staging if conn.execute(queries.index_validity(staging)).first() is not None else None
+
+
+def drop_leftover_index(engine: Engine, coll: Collection) -> str | None:
+    """Drop :func:`leftover_index` (CONCURRENTLY: searches and writes go on) unless an index build
+    is running (it may be that rebuild's); the name dropped, else None."""
+    with connect(engine) as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        name = leftover_index(conn, coll)
+        if name is None or not conn.execute(queries.try_hold_index_build()).scalar():
+            return None
+        try:
+            logger.warning("dropping the index %s an interrupted rebuild of %s left behind", name, coll.name)
+            conn.exec_driver_sql(queries.drop_index(name, concurrently=True))
+        finally:
+            if not conn.invalidated:
+                conn.execute(queries.release_index_build())
+    return name
+
+
 def ensure_index(engine: Engine, coll: Collection) -> bool:
     """Rebuild the collection's index if a dead load (or a failed build) left it missing or
-    invalid; True when it did."""
+    invalid; True when it did. An interrupted rebuild's leftover index is dropped meanwhile."""
     with connect(engine) as conn:
         state = index_state(conn, coll)
+        leftover = leftover_index(conn, coll)
+    if leftover is not None:
+        drop_leftover_index(engine, coll)
     if state in ("valid", "loading"):
         return False
     logger.warning(
@@ -112,13 +151,11 @@ def build_index(
     name = queries.index_name(target.id, target.model_name)
     start = time.perf_counter()
     if not concurrently:
-        with connect(engine) as conn, conn.begin():
-            conn.execute(queries.lock_index_build(coll.id))  # a second builder waits, then finds it built
+        with build_lock_transaction(engine) as conn:  # a second builder waits, then finds it built
             conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
             conn.exec_driver_sql(statement)
     else:
-        with connect(engine) as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with connect(engine) as conn, _build_lock(conn.execution_options(isolation_level="AUTOCOMMIT")) as conn:
             valid = conn.execute(queries.index_validity(name)).scalar()
             if valid:
                 return
@@ -148,29 +185,97 @@ def rebuild_index(engine: Engine, coll: Collection, *, m: int, ef_construction: 
     staging = queries.staging_index_name(coll.id, coll.model_name)
     statement = queries.create_index(coll, m, ef_construction, concurrently=True, name=staging)
     start = time.perf_counter()
-    with connect(engine) as conn:
-        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        # a session lock (a build CONCURRENTLY runs outside a transaction): a second rebuild, or
-        # an ingest's build, waits for this one; the pool keeps the session, so it is released
-        conn.execute(queries.hold_index_build(coll.id))
-        try:
-            conn.exec_driver_sql(queries.drop_index(staging, concurrently=True))  # a killed rebuild's
+    with connect(engine) as conn, _build_lock(conn.execution_options(isolation_level="AUTOCOMMIT")) as conn:
+        options = conn.execute(queries.index_options(staging)).first()
+        if (
+            options is not None
+            and conn.execute(queries.index_validity(staging)).scalar()
+            and (list(options[0] or []) == [f"m={int(m)}", f"ef_construction={int(ef_construction)}"])
+        ):
+            logger.info("reusing the finished index %s of an earlier rebuild with these parameters", staging)
+        else:
+            if options is not None:
+                logger.warning("dropping the index %s an interrupted rebuild of %s left behind", staging, coll.name)
+                conn.exec_driver_sql(queries.drop_index(staging, concurrently=True))
             conn.exec_driver_sql(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
             try:
                 conn.exec_driver_sql(statement)
-                with connect(engine) as swap, swap.begin():
-                    swap.exec_driver_sql(queries.drop_index(name))
-                    swap.exec_driver_sql(queries.rename_index(staging, name))
-                    swap.execute(queries.set_index_parameters(coll.id, m, ef_construction))
             except BaseException:
                 _drop_unfinished(engine, staging)
                 raise
-        finally:
-            # an interrupted statement leaves the connection invalidated (closed): the lock went with it
-            if not conn.invalidated:
-                conn.exec_driver_sql("RESET maintenance_work_mem")
-                conn.execute(queries.release_index_build(coll.id))
+            finally:
+                if not conn.invalidated:
+                    conn.exec_driver_sql("RESET maintenance_work_mem")
+        _swap(engine, coll, staging, m=m, ef_construction=ef_construction)
     logger.info("HNSW index %s of %s rebuilt in %.1f s", name, coll.name, time.perf_counter() - start)
+
+
+def _swap(engine: Engine, coll: Collection, staging: str, *, m: int, ef_construction: int) -> None:
+    """Put the finished ``staging`` index in the place of the collection's, with its parameters, in
+    one short transaction. Its DROP waits for the table's ACCESS EXCLUSIVE lock, and every search
+    and write queues behind that wait: so it waits :data:`SWAP_LOCK_TIMEOUT` at most, a few
+    times, then gives up and keeps ``staging`` for the next rebuild (which swaps it in at once)."""
+    name = queries.index_name(coll.id, coll.model_name)
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        try:
+            with connect(engine) as swap, swap.begin():
+                swap.exec_driver_sql(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+                swap.exec_driver_sql(queries.drop_index(name))
+                swap.exec_driver_sql(queries.rename_index(staging, name))
+                swap.execute(queries.set_index_parameters(coll.id, m, ef_construction))
+            return
+        except QueryCanceled as exc:
+            if "lock timeout" not in str(exc):
+                _drop_unfinished(engine, staging)
+                raise
+            if attempt == SWAP_ATTEMPTS:
+                raise QueryCanceled(
+                    f"The new index of collection {coll.name!r} is built, but it could not be swapped in: another "
+                    f"session held the embeddings table ({SWAP_ATTEMPTS} waits of {SWAP_LOCK_TIMEOUT}; a long "
+                    "transaction?). The old index still answers; the new one is kept as "
+                    f"{staging}: run `semsim index rebuild -c {coll.name}` with the same parameters again to swap it in."
+                ) from None
+            logger.info("the table was busy (%s); trying the swap again (%d/%d)", exc, attempt + 1, SWAP_ATTEMPTS)
+            time.sleep(attempt)  # backoff between tries, not a timing guarantee
+        except BaseException:
+            _drop_unfinished(engine, staging)
+            raise
+
+
+@contextmanager
+def _build_lock(conn: Connection) -> Iterator[Connection]:
+    """Hold the one index-build lock for the session of ``conn`` (autocommit: no transaction is
+    open while it waits, see :func:`queries.try_lock_index_build`), released at the end; an
+    interrupted statement leaves the connection invalidated (closed), and the lock went with it."""
+    waited = False
+    while not conn.execute(queries.try_hold_index_build()).scalar():
+        if not waited:
+            logger.warning("waiting for another index build on the embeddings table to end")
+            waited = True
+        time.sleep(BUILD_LOCK_POLL_S)
+    try:
+        yield conn
+    finally:
+        if not conn.invalidated:
+            conn.execute(queries.release_index_build())
+
+
+@contextmanager
+def build_lock_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the index-build lock: one that builds or drops an index. While the
+    lock is taken, the transaction is rolled back and none is open (else a running build
+    CONCURRENTLY would wait for it while it waits for the build: a deadlock)."""
+    waited = False
+    while True:
+        with connect(engine) as conn:
+            with conn.begin():
+                if conn.execute(queries.try_lock_index_build()).scalar():
+                    yield conn
+                    return
+        if not waited:
+            logger.warning("waiting for another index build on the embeddings table to end")
+            waited = True
+        time.sleep(BUILD_LOCK_POLL_S)
 
 
 def _drop_unfinished(engine: Engine, name: str) -> None:
