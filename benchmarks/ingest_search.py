@@ -33,12 +33,15 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def encode_only(encoder, texts: list[str], batch_size: int) -> float:  # type: ignore[no-untyped-def]
-    """Texts per second of the model alone, in the batches the ingest hands it."""
-    start = time.perf_counter()
+def encode_only(encoder, texts: list[str], batch_size: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Texts per second of the model alone, in the batches the ingest hands it, and the cores it
+    kept busy meanwhile (this process's CPU time over wall time: near the core count means no core
+    is left for PostgreSQL's share of an ingest, which then adds to the wall time)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     for i in range(0, len(texts), batch_size):
         encoder.encode(texts[i : i + batch_size], show_progress_bar=False)
-    return len(texts) / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    return len(texts) / wall, (time.process_time() - cpu_start) / wall
 
 
 def main() -> int:
@@ -88,7 +91,7 @@ def main() -> int:
         except CollectionNotFound:
             pass
     figures: dict[str, float] = {}
-    ingest_rows: list[tuple[str, float, float, float]] = []
+    ingest_rows: list[tuple[str, float, float, float, float]] = []
     load_before = os.getloadavg()[0]
 
     # 1. per backend: the model alone, then end to end (text in, hashed, encoded, COPY'd, indexed)
@@ -97,7 +100,7 @@ def main() -> int:
         encoder.encode(["warm up"] * 8)
         label = backend if backend == encoder.backend_name else f"{backend} ({encoder.backend_name})"
         sample = texts[:: max(1, len(texts) // args.encode_sample)] if args.encode_sample else texts
-        encode_before = encode_only(encoder, sample, args.batch_size)
+        encode_before, cores_before = encode_only(encoder, sample, args.batch_size)
         backend_store = DocumentStore(encoder=encoder)
         coll = backend_store.create_collection(name)
         start = time.perf_counter()
@@ -107,9 +110,11 @@ def main() -> int:
         ingest_rate = len(docs) / (time.perf_counter() - start)
         assert result.inserted == len(docs) and result.encoded == len(docs)
         # the model alone again: on a shared machine the load drifts; the ratio uses the mean
-        encode_after = encode_only(encoder, sample, args.batch_size)
+        encode_after, cores_after = encode_only(encoder, sample, args.batch_size)
         encode_rate = (encode_before + encode_after) / 2
-        ingest_rows.append((label, encode_before, encode_after, ingest_rate))
+        encoder_cores = (cores_before + cores_after) / 2
+        ingest_rows.append((label, encode_before, encode_after, ingest_rate, encoder_cores))
+        figures[f"{backend}_encoder_cores"] = encoder_cores
         figures[f"{backend}_encode_per_s"] = encode_rate
         figures[f"{backend}_ingest_per_s"] = ingest_rate
         figures[f"{backend}_ingest_over_encode"] = ingest_rate / encode_rate
@@ -121,12 +126,19 @@ def main() -> int:
         f"CPU: {cpu.model}, {os.cpu_count()} cores; SEMSIM_THREADS={os.environ.get('SEMSIM_THREADS', 'unset')}; "
         f"defer index: {args.defer_index}; load average {load_before:.1f} before, {load_after:.1f} after\n"
     )
-    print("encoder only: the model alone on the same texts in the same batches, before / after the ingest")
-    print(f"| {'backend':<22} | {'encoder only (docs/s)':>21} | {'end to end (docs/s)':>19} | {'ratio':>5} |")
-    print(f"|{'-' * 24}|{'-' * 23}|{'-' * 21}|{'-' * 7}|")
-    for label, before, after, ingest_rate in ingest_rows:
+    print("encoder only: the model alone on the same texts in the same batches, before / after the ingest;")
+    print("model's cores: CPU time over wall time while it encodes (what is left for PostgreSQL's share)")
+    print(
+        f"| {'backend':<22} | {'encoder only (docs/s)':>21} | {'model cores':>11} "
+        f"| {'end to end (docs/s)':>19} | {'ratio':>5} |"
+    )
+    print(f"|{'-' * 24}|{'-' * 23}|{'-' * 13}|{'-' * 21}|{'-' * 7}|")
+    for label, before, after, ingest_rate, cores in ingest_rows:
         ratio = ingest_rate / ((before + after) / 2)
-        print(f"| {label:<22} | {f'{before:.0f} / {after:.0f}':>21} | {ingest_rate:>19.0f} | {ratio:>5.2f} |")
+        print(
+            f"| {label:<22} | {f'{before:.0f} / {after:.0f}':>21} | {cores:>11.2f} "
+            f"| {ingest_rate:>19.0f} | {ratio:>5.2f} |"
+        )
     if args.ingest_only:
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
