@@ -3,8 +3,11 @@ second index an interrupted rebuild leaves behind. The real CLI, waits observed 
 
 from __future__ import annotations
 
+import select
 import subprocess
+import time
 
+import pytest
 import sqlalchemy as sa
 
 from semsim_pg import queries
@@ -21,6 +24,25 @@ def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
+
+
+def first_line_or_drop_index_wait(admin: sa.Engine, proc: subprocess.Popen[str]) -> str:
+    """The first line ``proc`` writes to stderr; fails at once if a DROP INDEX waits on a lock
+    instead (before the fix it waited behind the build, and the build then waited for it)."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + REACH_S
+    while time.monotonic() < deadline:
+        if select.select([proc.stderr], [], [], 0.1)[0]:  # polling interval, not a timing assertion
+            return proc.stderr.readline()
+        with admin.connect() as conn:
+            if conn.execute(sa.text(DROP_WAITS)).scalar():
+                proc.kill()
+                pytest.fail("the drop waited in DROP INDEX behind the running build")
+    proc.kill()
+    pytest.fail("the drop neither waited for the build nor ended")
+
+
+DROP_WAITS = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DROP INDEX%'"
 
 
 def test_two_rebuilds_at_once_both_finish(engine, admin, store, indexed) -> None:  # type: ignore[no-untyped-def]
@@ -90,3 +112,23 @@ def test_a_leftover_new_index_is_reported_and_index_check_drops_it(admin, store,
     assert index_options(admin, staging) is None
     with admin.connect() as conn:
         assert conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": f"semsim.{staging}"}).scalar() is None
+
+
+def test_dropping_a_collection_during_its_rebuild_waits_for_it(engine, admin, store, indexed) -> None:  # type: ignore[no-untyped-def]
+    """The drop's DROP INDEX waited for the table behind the build CONCURRENTLY, which waited for the
+    drop's transaction: DeadlockDetected, with a traceback."""
+    coll = indexed
+    lock_writes = f"LOCK TABLE {qualified(embeddings.name)} IN ROW EXCLUSIVE MODE"
+    with holding(admin, lambda conn: conn.exec_driver_sql(lock_writes)) as release:
+        rebuild = start_cli(engine, "-q", "index", "rebuild", "-c", coll.name, "--m", "8", "--ef-construction", "40")
+        wait_until_waiting(admin, rebuild, "CREATE INDEX CONCURRENTLY%")
+        drop = start_cli(engine, "-q", "collections", "--drop", coll.name)
+        # it polls the lock in a transaction it rolls back each time: its log line says it waits
+        assert "waiting for another index build" in first_line_or_drop_index_wait(admin, drop)
+        release()
+        results = [(proc, *finish(proc)) for proc in (rebuild, drop)]
+    for proc, _out, err in results:
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "deadlock" not in err.lower()
+    assert coll.name not in [c.name for c in store.list_collections()]
+    assert index_options(admin, queries.index_name(coll.id, coll.model_name)) is None

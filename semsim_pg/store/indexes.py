@@ -290,11 +290,9 @@ def _drop_unfinished(engine: Engine, name: str) -> None:
 
 def drop_index(engine: Engine, coll: Collection, *, model: str | None = None, concurrently: bool = False) -> None:
     name = queries.index_name(coll.id, coll.model_name if model is None else model)
-    if concurrently:
-        with connect(engine) as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
-                queries.drop_index(name, concurrently=True)
-            )
+    if concurrently:  # under the build lock: it waits for the table as a build CONCURRENTLY does
+        with connect(engine) as conn, _build_lock(conn.execution_options(isolation_level="AUTOCOMMIT")) as conn:
+            conn.exec_driver_sql(queries.drop_index(name, concurrently=True))
     else:
         with connect(engine) as conn, conn.begin():
             conn.exec_driver_sql(queries.drop_index(name))
