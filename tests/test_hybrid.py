@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from semsim_pg.errors import CollectionExists, InvalidInput, InvalidQuery
+from tests.catalog import assert_migrations_are_this_checkouts
 
 # Many texts about the same thing, told apart only by a product code: the model sees codes as
 # noise, words find them exactly.
@@ -49,9 +49,7 @@ def ids(hits) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_migrations_are_this_checkouts() -> None:
-    from semsim_pg.db import migrations_dir
-
-    assert migrations_dir() == Path(__file__).resolve().parent.parent / "migrations"
+    assert_migrations_are_this_checkouts()
 
 
 def test_a_rare_term_is_found_by_words_that_meaning_misses(store, products) -> None:  # type: ignore[no-untyped-def]

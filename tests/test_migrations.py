@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from semsim_pg.db import current_revision, downgrade, ensure_schema, get_engine, head_revision, upgrade
 from semsim_pg.errors import SchemaNotInstalled
+from tests.catalog import semsim_functions
 from tests.roles import README_READER_GRANTS, temporary_role
 
 
@@ -308,13 +309,7 @@ def test_sql_function_checks_from_0010_answer_good_calls_as_before(empty_databas
 
     def sources() -> dict[str, str]:
         with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT p.oid::regprocedure::text, p.prosrc FROM pg_proc p JOIN pg_namespace n"
-                    " ON n.oid = p.pronamespace WHERE n.nspname = 'semsim'"
-                )
-            ).all()
-        return {r[0]: r[1] for r in rows}
+            return {name: str(source) for name, (source,) in semsim_functions(conn, "p.prosrc").items()}
 
     def error(sql: str) -> tuple[str, str]:
         with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
@@ -422,13 +417,7 @@ def test_sql_functions_from_0012_pin_their_path_and_settings_and_read_lists(empt
 
     def functions() -> dict[str, tuple[object, ...]]:
         with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT p.oid::regprocedure::text, p.prosrc, p.proconfig, pg_get_function_arguments(p.oid)"
-                    " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'semsim'"
-                )
-            ).all()
-        return {r[0]: tuple(r[1:]) for r in rows}
+            return semsim_functions(conn, "p.prosrc", "p.proconfig", "pg_get_function_arguments(p.oid)")
 
     at_0011 = functions()
     upgrade(engine)

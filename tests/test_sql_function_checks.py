@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from semsim_pg.errors import InvalidQuery
 from semsim_pg.sql import METRICS, vector_literal
 from semsim_pg.validation import MAX_K, check_fusion, check_hybrid, check_k, check_vectors
+from tests.catalog import assert_migrations_are_this_checkouts
 
 DOCS = [
     ("cat", "The cat sleeps on the warm windowsill all afternoon."),
@@ -29,11 +30,7 @@ GOOD = {"k": 3, "candidates": 100, "rrf_k": 60, "dense": "1", "lexical": "1"}
 
 
 def test_migrations_are_this_checkouts() -> None:
-    from pathlib import Path
-
-    from semsim_pg.db import migrations_dir
-
-    assert migrations_dir() == Path(__file__).resolve().parent.parent / "migrations"
+    assert_migrations_are_this_checkouts()
 
 
 @pytest.fixture()

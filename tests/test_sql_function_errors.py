@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from semsim_pg.db import downgrade, get_engine, migrations_dir, upgrade
 from semsim_pg.sql import vector_literal
+from tests.catalog import assert_migrations_are_this_checkouts, semsim_functions
 from tests.roles import README_READER_GRANTS, temporary_role
 from tests.test_migrations import empty_database  # noqa: F401
 from tests.test_privileges import cli_as  # noqa: F401
@@ -33,12 +34,7 @@ TAGGED = [
 
 
 def test_migrations_are_this_checkouts() -> None:
-    from pathlib import Path
-
-    from semsim_pg.db import migrations_dir
-
-    assert (migrations_dir() / "versions" / "0014_sql_function_errcodes.py").is_file()
-    assert migrations_dir() == Path(__file__).resolve().parent.parent / "migrations"
+    assert_migrations_are_this_checkouts("0014_sql_function_errcodes.py")
 
 
 @pytest.fixture()
@@ -175,14 +171,9 @@ def test_0014_sets_sqlstates_and_reads_lists_and_downgrades_exactly(empty_databa
 
     def functions() -> dict[str, tuple[object, ...]]:
         with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT p.oid::regprocedure::text, p.prosrc, p.proconfig, pg_get_function_arguments(p.oid),"
-                    " p.proacl::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-                    " WHERE n.nspname = 'semsim'"
-                )
-            ).all()
-        return {r[0]: tuple(r[1:]) for r in rows}
+            return semsim_functions(
+                conn, "p.prosrc", "p.proconfig", "pg_get_function_arguments(p.oid)", "p.proacl::text"
+            )
 
     before = functions()
     upgrade(engine)

@@ -18,6 +18,7 @@ from semsim_pg.cli import main
 from semsim_pg.errors import InvalidQuery
 from semsim_pg.sql import vector_literal
 from semsim_pg.validation import check_hybrid
+from tests.catalog import assert_migrations_are_this_checkouts
 from tests.roles import README_READER_GRANTS, temporary_role
 
 TOPICS = ("bio", "sci", "geo")
@@ -27,12 +28,7 @@ HYBRID = "SELECT * FROM semsim.hybrid_search(:c, :t, CAST(:v AS {vector}), :k, C
 
 
 def test_migrations_are_this_checkouts() -> None:
-    from pathlib import Path
-
-    from semsim_pg.db import migrations_dir
-
-    assert (migrations_dir() / "versions" / "0012_sql_function_session.py").is_file()
-    assert migrations_dir() == Path(__file__).resolve().parent.parent / "migrations"
+    assert_migrations_are_this_checkouts("0012_sql_function_session.py")
 
 
 @pytest.fixture()

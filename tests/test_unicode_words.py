@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from semsim_pg.db import current_revision, downgrade, get_engine, head_revision, migrations_dir, upgrade
 from semsim_pg.sql import vector_literal
+from tests.catalog import semsim_functions
 
 
 def nfc(text: str) -> str:
@@ -176,15 +177,7 @@ def test_upgrade_recomputes_the_words_of_texts_stored_decomposed(empty_database,
 
     def state() -> tuple[dict[str, tuple[object, ...]], dict[str, str], list[str]]:
         with engine.connect() as conn:
-            functions = {
-                r[0]: tuple(r[1:])
-                for r in conn.execute(
-                    sa.text(
-                        "SELECT p.oid::regprocedure::text, p.prosrc, p.proconfig, p.proacl::text"
-                        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'semsim'"
-                    )
-                )
-            }
+            functions = semsim_functions(conn, "p.prosrc", "p.proconfig", "p.proacl::text")
             words = dict(conn.execute(sa.text("SELECT external_id, tsv::text FROM semsim.documents")).all())
             found = conn.execute(
                 sa.text(
