@@ -194,8 +194,8 @@ class SemanticModel(models.Model):
 
     def refresh_from_db(self, using: str | None = None, fields: Any = None, from_queryset: Any = None) -> None:
         super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
-        owner = semantic_owner(type(self)) or type(self)
-        if fields is None or {owner._meta.get_field(name).attname for name in owner.semantic_fields} <= set(fields):
+        attnames = _text_attnames(type(self))
+        if fields is None or (attnames is not None and set(attnames) <= set(fields)):
             # the text's values are the stored ones again: the next save compares with them
             self._semsim_snapshot = self._semsim_text_snapshot()
 
@@ -206,16 +206,27 @@ class SemanticModel(models.Model):
         The text is the one of the model that holds the vectors (a proxy's or a multi-table
         child's own ``semantic_fields`` are not what is encoded).
         """
-        cls = semantic_owner(type(self)) or type(self)
-        if not cls.semantic_text_in_sql():
+        attnames = _text_attnames(type(self))
+        if attnames is None:
             return None
-        values = []
-        for name in cls.semantic_fields:
-            value = self.__dict__.get(cls._meta.get_field(name).attname, _DEFERRED)
-            if value is _DEFERRED:
-                return None
-            values.append(value)
-        return tuple(values)
+        values = tuple(self.__dict__.get(attname, _DEFERRED) for attname in attnames)
+        return None if _DEFERRED in values else values
+
+
+def _text_attnames(model: type[models.Model]) -> tuple[str, ...] | None:
+    """The attnames of the fields the text of ``model``'s rows is made of (its owner's
+    ``semantic_fields``), or None when the text is Python-only; cached per class, as every loaded
+    row asks (from_db)."""
+    known: tuple[str, ...] | bool | None = model.__dict__.get("_semsim_text_attnames", False)
+    if known is False:
+        owner = semantic_owner(model) or model
+        known = (
+            tuple(owner._meta.get_field(name).attname for name in owner.semantic_fields)
+            if owner.semantic_text_in_sql()
+            else None
+        )
+        model._semsim_text_attnames = known
+    return known if isinstance(known, tuple) else None
 
 
 def semantic_models() -> list[type[SemanticModel]]:
