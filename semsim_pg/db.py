@@ -278,10 +278,11 @@ def _translate_errors(engine: Engine) -> None:
     _track_role(engine)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The driver's message (under SQLAlchemy's wrapper, if any), first line."""
+def _first_line(exc: BaseException, default: str | None = None) -> str:
+    """The driver's message (under SQLAlchemy's wrapper, if any), first line; ``default`` (else the
+    error's class name) when it has none."""
     orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
-    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return (str(orig).strip().splitlines() or [default or type(orig).__name__])[0]
 
 
 def connection_lost(engine: Engine, exc: BaseException) -> ConnectionLost:
@@ -320,7 +321,7 @@ def privilege_error(
     orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
     if getattr(orig, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
         return None
-    reason = (str(orig).strip().splitlines() or ["permission denied"])[0]
+    reason = _first_line(exc, "permission denied")
     return PermissionDenied(
         f"role {_role_name(engine, connection)} lacks a privilege: {reason} (grant it, or use the role that owns semsim's schema)"
     )
@@ -333,7 +334,7 @@ def canceled_error(exc: BaseException) -> QueryCanceled | None:
     state = getattr(orig, "sqlstate", None)
     if state not in (_LOCK_NOT_AVAILABLE, _QUERY_CANCELED):
         return None
-    reason = (str(orig).strip().splitlines() or ["canceling statement"])[0]
+    reason = _first_line(exc, "canceling statement")
     # PGOPTIONS and ALTER ROLE / DATABASE ... SET are where such a timeout is usually set
     if state == _LOCK_NOT_AVAILABLE:
         fix = (

@@ -107,15 +107,14 @@ def _refusal(exc: Exception) -> str | None:
     """The one line for a statement PostgreSQL refused: for want of a privilege, canceled, or
     refusing the data (a user's CHECK constraint or trigger: :func:`~semsim_pg.store.ingest.refused_data`;
     the ingest says so itself, with what it committed); else None (a bug: raised)."""
-    from semsim_pg.db import get_engine, refusal_error
+    from semsim_pg.db import _first_line, get_engine, refusal_error
     from semsim_pg.store.ingest import refused_data
 
     if refusal_error(exc) is not None:  # cheap first: no connection to name the role
         return str(refusal_error(exc, get_engine()))
     if refused_data(exc):
-        orig = getattr(exc, "orig", exc)
-        reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-        return f"PostgreSQL refused the statement: {reason} (SQLSTATE {getattr(orig, 'sqlstate', None)}); its transaction was rolled back."
+        sqlstate = getattr(getattr(exc, "orig", exc), "sqlstate", None)
+        return f"PostgreSQL refused the statement: {_first_line(exc)} (SQLSTATE {sqlstate}); its transaction was rolled back."
     return None
 
 
